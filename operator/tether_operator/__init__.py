@@ -1,0 +1,1 @@
+"""Tether: the operator, scheduler and pure engine behind durable sticky workflows."""

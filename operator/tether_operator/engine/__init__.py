@@ -1,0 +1,29 @@
+"""The pure engine: run state machines, retries, timeouts, sessions and placement.
+
+No I/O and no clock reads: every call takes `now` and returns effects.
+"""
+
+from .core import Engine, EngineConfig
+from .effects import Deliver, Effect, Notice, Persist, RunEnded
+from .errors import EngineError, InvalidCommand, RunAlreadyExists, RunNotFound, UnknownWorker
+from .retry import backoff, should_retry
+from .runs import TERMINAL_PHASES, Run
+
+__all__ = [
+    "TERMINAL_PHASES",
+    "Deliver",
+    "Effect",
+    "Engine",
+    "EngineConfig",
+    "EngineError",
+    "InvalidCommand",
+    "Notice",
+    "Persist",
+    "Run",
+    "RunAlreadyExists",
+    "RunEnded",
+    "RunNotFound",
+    "UnknownWorker",
+    "backoff",
+    "should_retry",
+]

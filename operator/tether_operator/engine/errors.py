@@ -1,0 +1,32 @@
+"""Errors for bad input from clients and workers; each names the object or field."""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """Base class: `reason` is a CamelCase word, `field` the offending field if any."""
+
+    reason = "EngineError"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class RunNotFound(EngineError):
+    reason = "RunNotFound"
+
+
+class RunAlreadyExists(EngineError):
+    reason = "RunAlreadyExists"
+
+
+class UnknownWorker(EngineError):
+    """The worker is not registered (or was declared lost): it must register again."""
+
+    reason = "UnknownWorker"
+
+
+class InvalidCommand(EngineError):
+    reason = "InvalidCommand"

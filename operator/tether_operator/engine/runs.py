@@ -1,0 +1,309 @@
+"""A run's state as a fold over its history.
+
+`Run.apply(event)` is the only way run state changes, so a run rebuilt from its
+stored history (`Run.replay(events)`) is the same as the live one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+TERMINAL_PHASES = frozenset({"Succeeded", "Failed", "Cancelled"})
+WORKFLOW_SESSION_SUFFIX = "/wf"
+
+Event = dict[str, Any]
+
+
+def event(type_: str, time: float, **data: Any) -> Event:
+    """A history event in its stored shape."""
+    return {"type": type_, "time": time, "data": data}
+
+
+@dataclass(slots=True)
+class ActivityRecord:
+    seq: int
+    name: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    options: dict[str, Any]
+    session_id: str | None
+    scheduled_at: float
+    state: str = "Scheduled"
+    attempt: int = 0
+    local: bool = False
+    task_id: str | None = None
+    worker: str | None = None
+    pod: str | None = None
+    node: str | None = None
+    cold_start: bool = False
+    started_at: float | None = None
+    finished_at: float | None = None
+    result: Any = None
+    error: dict[str, Any] | None = None
+    retry_at: float | None = None
+    heartbeat_details: Any = None
+
+
+@dataclass(slots=True)
+class SessionRecord:
+    id: str
+    strategy: str
+    seq: int
+    state: str = "Open"
+    worker: str | None = None
+    pod: str | None = None
+    node: str | None = None
+    reason: str | None = None
+    message: str | None = None
+    broken_at: float | None = None
+    workers: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class ChildRecord:
+    seq: int
+    run_id: str
+    workflow: str
+    sticky: bool
+    state: str = "Running"
+    result: Any = None
+    error: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class TimerRecord:
+    seq: int
+    fire_at: float
+    fired: bool = False
+
+
+@dataclass(slots=True)
+class Run:
+    run_id: str
+    workflow: str
+    input: Any
+    schedule_timeout: float
+    created_at: float
+    parent_run_id: str | None = None
+    parent_seq: int | None = None
+    placement_worker: str | None = None
+    sticky: str | None = None
+    phase: str = "Pending"
+    result: Any = None
+    error: dict[str, Any] | None = None
+    finished_at: float | None = None
+    workflow_task_id: str | None = None
+    workflow_attempt: int = 0
+    worker: str | None = None
+    activities: dict[int, ActivityRecord] = field(default_factory=dict)
+    sessions: dict[str, SessionRecord] = field(default_factory=dict)
+    children: dict[int, ChildRecord] = field(default_factory=dict)
+    timers: dict[int, TimerRecord] = field(default_factory=dict)
+    steps: dict[int, tuple[str, str]] = field(default_factory=dict)
+    """seq -> (kind, name) of every recorded workflow operation: the replay contract."""
+    history: list[Event] = field(default_factory=list)
+
+    @property
+    def terminal(self) -> bool:
+        return self.phase in TERMINAL_PHASES
+
+    @property
+    def workflow_session_id(self) -> str:
+        return self.run_id + WORKFLOW_SESSION_SUFFIX
+
+    @classmethod
+    def replay(cls, events: Iterable[Event]) -> Run:
+        """Rebuild a run from its history; the first event must be RunStarted."""
+        it = iter(events)
+        first = next(it, None)
+        if first is None or first["type"] != "RunStarted":
+            raise ValueError("a run history must start with RunStarted")
+        run = cls.started(first)
+        for ev in it:
+            run.apply(ev)
+        return run
+
+    @classmethod
+    def started(cls, ev: Event) -> Run:
+        d = ev["data"]
+        run = cls(
+            run_id=d["run_id"],
+            workflow=d["workflow"],
+            input=d.get("input"),
+            schedule_timeout=float(d.get("schedule_timeout", 300.0)),
+            created_at=ev["time"],
+            parent_run_id=d.get("parent_run_id"),
+            parent_seq=d.get("parent_seq"),
+            placement_worker=d.get("placement_worker"),
+        )
+        run.history.append(ev)
+        return run
+
+    def apply(self, ev: Event) -> None:
+        """Fold one event into the state and append it to the history."""
+        handler = _HANDLERS.get(ev["type"])
+        if handler is None:
+            raise ValueError(f"unknown history event type {ev['type']!r}")
+        handler(self, ev["time"], ev["data"])
+        self.history.append(ev)
+
+    # ------------------------------------------------------------------ handlers
+
+    def _workflow_task_started(self, t: float, d: dict[str, Any]) -> None:
+        self.workflow_task_id = d["task_id"]
+        self.workflow_attempt = d["attempt"]
+        self.worker = d["worker"]
+        if self.phase == "Pending":
+            self.phase = "Running"
+
+    def _workflow_task_lost(self, t: float, d: dict[str, Any]) -> None:
+        if self.workflow_task_id == d["task_id"]:
+            self.workflow_task_id = None
+            self.worker = None
+
+    def _activity_scheduled(self, t: float, d: dict[str, Any]) -> None:
+        seq = d["seq"]
+        self.activities[seq] = ActivityRecord(
+            seq=seq,
+            name=d["activity"],
+            args=d.get("args") or [],
+            kwargs=d.get("kwargs") or {},
+            options=d.get("options") or {},
+            session_id=d.get("session_id"),
+            scheduled_at=t,
+        )
+        self.steps[seq] = ("activity", d["activity"])
+
+    def _activity_started(self, t: float, d: dict[str, Any]) -> None:
+        rec = self.activities[d["seq"]]
+        rec.state = "Running"
+        rec.attempt = d["attempt"]
+        rec.task_id = d["task_id"]
+        rec.worker, rec.pod, rec.node = d["worker"], d.get("pod"), d.get("node")
+        rec.cold_start = bool(d.get("cold_start"))
+        rec.started_at = t
+        rec.retry_at = None
+
+    def _activity_completed(self, t: float, d: dict[str, Any]) -> None:
+        rec = self.activities[d["seq"]]
+        rec.state = "Completed"
+        rec.result = d.get("result")
+        rec.error = None
+        rec.finished_at = t
+        rec.task_id = None
+
+    def _activity_failed(self, t: float, d: dict[str, Any]) -> None:
+        rec = self.activities[d["seq"]]
+        rec.error = d["error"]
+        rec.heartbeat_details = d.get("heartbeat_details")
+        rec.task_id = None
+        rec.retry_at = d.get("retry_at")
+        if rec.retry_at is None:
+            rec.state = "Failed"
+            rec.finished_at = t
+        else:
+            rec.state = "Backoff"
+
+    def _local_activity(self, t: float, d: dict[str, Any]) -> None:
+        seq = d["seq"]
+        ok = bool(d["ok"])
+        self.activities[seq] = ActivityRecord(
+            seq=seq,
+            name=d["activity"],
+            args=[],
+            kwargs={},
+            options={},
+            session_id=None,
+            scheduled_at=t,
+            state="Completed" if ok else "Failed",
+            attempt=int(d.get("attempts", 1)),
+            local=True,
+            worker=self.worker,
+            started_at=t,
+            finished_at=t,
+            result=d.get("result"),
+            error=d.get("error"),
+        )
+        self.steps[seq] = ("local", d["activity"])
+
+    def _session_opened(self, t: float, d: dict[str, Any]) -> None:
+        sid = d["session_id"]
+        self.sessions[sid] = SessionRecord(id=sid, strategy=d["strategy"], seq=d.get("seq", 0))
+        if sid == self.workflow_session_id:
+            self.sticky = d["strategy"]
+        if d.get("seq"):
+            self.steps[d["seq"]] = ("session", sid)
+
+    def _session_bound(self, t: float, d: dict[str, Any]) -> None:
+        s = self.sessions[d["session_id"]]
+        s.state = "Open"
+        s.worker, s.pod, s.node = d["worker"], d.get("pod"), d.get("node")
+        s.reason = s.message = None
+        s.broken_at = None
+        s.workers.append(d["worker"])
+
+    def _session_broken(self, t: float, d: dict[str, Any]) -> None:
+        s = self.sessions[d["session_id"]]
+        s.state = "Broken"
+        s.reason, s.message = d["reason"], d.get("message")
+        s.broken_at = t
+
+    def _session_closed(self, t: float, d: dict[str, Any]) -> None:
+        self.sessions[d["session_id"]].state = "Closed"
+
+    def _child_started(self, t: float, d: dict[str, Any]) -> None:
+        seq = d["seq"]
+        self.children[seq] = ChildRecord(
+            seq=seq, run_id=d["child_run_id"], workflow=d["workflow"], sticky=bool(d.get("sticky"))
+        )
+        self.steps[seq] = ("child", d["workflow"])
+
+    def _child_completed(self, t: float, d: dict[str, Any]) -> None:
+        c = self.children[d["seq"]]
+        c.state, c.result = "Succeeded", d.get("result")
+
+    def _child_failed(self, t: float, d: dict[str, Any]) -> None:
+        c = self.children[d["seq"]]
+        c.state, c.error = "Failed", d["error"]
+
+    def _timer_started(self, t: float, d: dict[str, Any]) -> None:
+        self.timers[d["seq"]] = TimerRecord(seq=d["seq"], fire_at=d["fire_at"])
+        self.steps[d["seq"]] = ("timer", "")
+
+    def _timer_fired(self, t: float, d: dict[str, Any]) -> None:
+        self.timers[d["seq"]].fired = True
+
+    def _run_completed(self, t: float, d: dict[str, Any]) -> None:
+        self.phase, self.result, self.finished_at = "Succeeded", d.get("result"), t
+
+    def _run_failed(self, t: float, d: dict[str, Any]) -> None:
+        self.phase, self.error, self.finished_at = "Failed", d["error"], t
+
+    def _run_cancelled(self, t: float, d: dict[str, Any]) -> None:
+        self.phase, self.finished_at = "Cancelled", t
+        self.error = {"type": "Cancelled", "reason": "Cancelled", "message": d.get("reason", "")}
+
+
+_HANDLERS: dict[str, Callable[[Run, float, dict[str, Any]], None]] = {
+    "WorkflowTaskStarted": Run._workflow_task_started,
+    "WorkflowTaskLost": Run._workflow_task_lost,
+    "ActivityScheduled": Run._activity_scheduled,
+    "ActivityStarted": Run._activity_started,
+    "ActivityCompleted": Run._activity_completed,
+    "ActivityFailed": Run._activity_failed,
+    "LocalActivityRecorded": Run._local_activity,
+    "SessionOpened": Run._session_opened,
+    "SessionBound": Run._session_bound,
+    "SessionBroken": Run._session_broken,
+    "SessionClosed": Run._session_closed,
+    "ChildStarted": Run._child_started,
+    "ChildCompleted": Run._child_completed,
+    "ChildFailed": Run._child_failed,
+    "TimerStarted": Run._timer_started,
+    "TimerFired": Run._timer_fired,
+    "RunCompleted": Run._run_completed,
+    "RunFailed": Run._run_failed,
+    "RunCancelled": Run._run_cancelled,
+}

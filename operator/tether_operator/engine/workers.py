@@ -1,0 +1,68 @@
+"""What the engine knows about each worker: capacity, liveness, what it runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+PERMANENT_LOSS_REASONS = frozenset({"PodDeleted", "ScaledDown"})
+"""The worker's pod is gone for good: a HARD session cannot wait for it."""
+
+
+@dataclass(slots=True)
+class WorkerState:
+    worker_id: str
+    pod: str
+    node: str
+    incarnation: str
+    workflows: dict[str, str | None]
+    """workflow name -> sticky strategy it was registered with."""
+    activities: frozenset[str]
+    slots: int
+    session_capacity: int
+    last_seen: float
+    alive: bool = True
+    lost_reason: str | None = None
+    running: set[str] = field(default_factory=set)
+    """Activity task ids dispatched here and not finished: never more than `slots`."""
+    workflow_tasks: set[str] = field(default_factory=set)
+    sessions: set[str] = field(default_factory=set)
+    """Sessions bound here (plus broken HARD sessions waiting for this worker)."""
+
+    @classmethod
+    def from_registration(cls, req: dict[str, Any], now: float) -> WorkerState:
+        wid = req["worker_id"]
+        return cls(
+            worker_id=wid,
+            pod=req.get("pod") or wid,
+            node=req.get("node") or "",
+            incarnation=req["incarnation"],
+            workflows={w["name"]: w.get("sticky") for w in req.get("workflows", [])},
+            activities=frozenset(a["name"] for a in req.get("activities", [])),
+            slots=int(req.get("slots", 8)),
+            session_capacity=int(req.get("session_capacity", 4)),
+            last_seen=now,
+        )
+
+    @property
+    def free_slots(self) -> int:
+        return self.slots - len(self.running) if self.alive else 0
+
+    @property
+    def free_sessions(self) -> int:
+        return self.session_capacity - len(self.sessions) if self.alive else 0
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "worker_id": self.worker_id,
+            "pod": self.pod,
+            "node": self.node,
+            "alive": self.alive,
+            "slots": self.slots,
+            "running": len(self.running),
+            "session_capacity": self.session_capacity,
+            "sessions": sorted(self.sessions),
+            "workflows": sorted(self.workflows),
+            "activities": sorted(self.activities),
+            "lost_reason": self.lost_reason,
+        }

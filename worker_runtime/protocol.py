@@ -1,0 +1,397 @@
+"""Wire messages between workers, clients and the scheduler (HTTP + JSON).
+
+Every request and response body of the scheduler's HTTP API is one of these
+pydantic models, so the OpenAPI document is generated from them and both sides
+validate the same shapes. Times are seconds (floats); timestamps are Unix time.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+API_PREFIX = "/v1"
+MAX_PAYLOAD_BYTES = 2 * 1024 * 1024
+"""Activity and workflow input/output limit, measured on the JSON encoding."""
+
+MAX_BODY_BYTES = 32 * 1024 * 1024
+"""Largest HTTP body the scheduler accepts (a batch of several payloads)."""
+
+StickyName = Literal["SOFT", "HARD"]
+RunPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Cancelled"]
+SessionStateName = Literal["Open", "Broken", "Closed"]
+ActivityStateName = Literal["Scheduled", "Running", "Backoff", "Completed", "Failed", "Cancelled"]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class ErrorInfo(Model):
+    """A failure, carried across the wire and recorded in history."""
+
+    type: str = Field(description="Exception class name, e.g. 'ValueError' or 'StartToCloseTimeout'.")
+    message: str = ""
+    reason: str | None = Field(
+        default=None,
+        description="CamelCase reason a user can grep for (SessionBroken, HeartbeatTimeout, ...).",
+    )
+    non_retryable: bool = False
+    traceback: str | None = None
+
+
+# --------------------------------------------------------------------------- options
+
+
+class RetryPolicy(Model):
+    """Exponential backoff: interval = initial * coefficient**(attempt-1), capped."""
+
+    max_attempts: int = Field(default=3, ge=1, description="Total attempts, including the first.")
+    initial_interval: float = Field(default=1.0, ge=0)
+    backoff_coefficient: float = Field(default=2.0, ge=1.0)
+    max_interval: float = Field(default=100.0, ge=0)
+    non_retryable_errors: list[str] = Field(default_factory=list)
+
+
+class ActivityOptions(Model):
+    start_to_close_timeout: float | None = Field(default=None, gt=0)
+    heartbeat_timeout: float | None = Field(default=None, gt=0)
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    sticky_to_worker: bool = False
+
+
+# --------------------------------------------------------------------------- registration
+
+
+class WorkflowSpec(Model):
+    name: str = Field(min_length=1)
+    sticky: StickyName | None = None
+
+
+class ActivitySpec(Model):
+    name: str = Field(min_length=1)
+    options: ActivityOptions = Field(default_factory=ActivityOptions)
+
+
+class RegisterWorkerRequest(Model):
+    worker_id: str = Field(min_length=1, max_length=253, description="Stable identity: the pod name.")
+    pod: str = ""
+    node: str = ""
+    incarnation: str = Field(min_length=1, description="Unique per process start.")
+    workflows: list[WorkflowSpec] = Field(default_factory=list)
+    activities: list[ActivitySpec] = Field(default_factory=list)
+    slots: int = Field(default=8, ge=1, le=10_000, description="Concurrent activities.")
+    session_capacity: int = Field(default=4, ge=1, le=10_000, description="Concurrent sessions.")
+
+
+class RegisterWorkerResponse(Model):
+    worker_id: str
+    heartbeat_interval: float
+    namespace: str
+
+
+class WhoAmI(Model):
+    scheduler_url: str
+    namespace: str
+    tls: bool
+    worker_id: str | None = None
+
+
+# --------------------------------------------------------------------------- tasks (scheduler -> worker)
+
+
+class ActivityTask(Model):
+    kind: Literal["activity"] = "activity"
+    task_id: str
+    run_id: str
+    seq: int
+    workflow: str
+    activity: str
+    args: list[Any] = Field(default_factory=list)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    attempt: int
+    options: ActivityOptions
+    session_id: str | None = None
+    cold_start: bool = False
+    heartbeat_details: Any = None
+
+
+class HistoryEventModel(Model):
+    """One recorded history event; `data` holds the event's fields."""
+
+    type: str
+    time: float
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class WorkflowTask(Model):
+    kind: Literal["workflow"] = "workflow"
+    task_id: str
+    run_id: str
+    workflow: str
+    input: Any = None
+    attempt: int
+    history: list[HistoryEventModel] = Field(default_factory=list)
+    session_id: str | None = None
+    parent_run_id: str | None = None
+
+
+class Resolution(Model):
+    """The outcome of a workflow command (activity, child, timer), sent to the workflow's worker."""
+
+    kind: Literal["resolution"] = "resolution"
+    run_id: str
+    workflow_task_id: str
+    seq: int
+    ok: bool
+    result: Any = None
+    error: ErrorInfo | None = None
+    attempts: int | None = Field(
+        default=None, description="Attempts made, for an activity's final outcome (optional)."
+    )
+
+
+class CancelTask(Model):
+    """Stop an activity attempt (timed out, run cancelled) or a workflow task (run ended elsewhere)."""
+
+    kind: Literal["cancel"] = "cancel"
+    task_id: str
+    reason: str
+
+
+Task = Annotated[ActivityTask | WorkflowTask | Resolution | CancelTask, Field(discriminator="kind")]
+
+
+class PollRequest(Model):
+    max_tasks: int = Field(default=64, ge=1, le=10_000)
+    wait: float = Field(default=20.0, ge=0, le=60, description="Seconds to hold the request open.")
+
+
+class PollResponse(Model):
+    tasks: list[Task] = Field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- reports (worker -> scheduler)
+
+
+class ActivityCompletion(Model):
+    task_id: str
+    ok: bool
+    result: Any = None
+    error: ErrorInfo | None = None
+
+
+class ActivityHeartbeat(Model):
+    task_id: str
+    details: Any = None
+
+
+class ScheduleActivity(Model):
+    type: Literal["schedule_activity"] = "schedule_activity"
+    seq: int
+    activity: str
+    args: list[Any] = Field(default_factory=list)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    options: ActivityOptions = Field(default_factory=ActivityOptions)
+    session_id: str | None = None
+
+
+class RecordLocalActivity(Model):
+    type: Literal["record_local_activity"] = "record_local_activity"
+    seq: int
+    activity: str
+    attempts: int = 1
+    ok: bool
+    result: Any = None
+    error: ErrorInfo | None = None
+
+
+class OpenSession(Model):
+    type: Literal["open_session"] = "open_session"
+    seq: int
+    session_id: str
+    strategy: StickyName = "SOFT"
+
+
+class CloseSession(Model):
+    type: Literal["close_session"] = "close_session"
+    seq: int
+    session_id: str
+
+
+class StartChild(Model):
+    type: Literal["start_child"] = "start_child"
+    seq: int
+    workflow: str
+    input: Any = None
+    sticky: bool = False
+    session_id: str | None = Field(
+        default=None, description="For sticky children: the parent session whose worker runs the child."
+    )
+
+
+class StartTimer(Model):
+    type: Literal["start_timer"] = "start_timer"
+    seq: int
+    seconds: float = Field(ge=0)
+
+
+class CompleteWorkflow(Model):
+    type: Literal["complete_workflow"] = "complete_workflow"
+    seq: int
+    result: Any = None
+
+
+class FailWorkflow(Model):
+    type: Literal["fail_workflow"] = "fail_workflow"
+    seq: int
+    error: ErrorInfo
+
+
+WorkflowCommand = Annotated[
+    ScheduleActivity
+    | RecordLocalActivity
+    | OpenSession
+    | CloseSession
+    | StartChild
+    | StartTimer
+    | CompleteWorkflow
+    | FailWorkflow,
+    Field(discriminator="type"),
+]
+
+
+class WorkflowCommands(Model):
+    run_id: str
+    workflow_task_id: str
+    commands: list[WorkflowCommand]
+
+
+class ReportRequest(Model):
+    """Everything a worker has to say since its last report, in one request."""
+
+    completions: list[ActivityCompletion] = Field(default_factory=list)
+    heartbeats: list[ActivityHeartbeat] = Field(default_factory=list)
+    workflows: list[WorkflowCommands] = Field(default_factory=list)
+    max_tasks: int = Field(default=0, ge=0, le=10_000, description="Tasks the worker can take now.")
+
+
+class ReportResponse(Model):
+    cancelled: list[str] = Field(
+        default_factory=list, description="Task ids whose heartbeats arrived after the task ended."
+    )
+    tasks: list[Task] = Field(default_factory=list, description="Tasks ready for this worker.")
+
+
+class WorkerLostRequest(Model):
+    reason: str = Field(
+        default="ProcessExited",
+        description="ProcessExited, HeartbeatTimeout, PodDeleted, ScaledDown or NodeLost.",
+    )
+    message: str = ""
+
+
+# --------------------------------------------------------------------------- runs (clients)
+
+
+class StartRunRequest(Model):
+    workflow: str = Field(min_length=1)
+    input: Any = None
+    run_id: str | None = Field(default=None, pattern=r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$")
+    sticky: StickyName | None = Field(default=None, description="Overrides the workflow's strategy.")
+    schedule_timeout: float = Field(
+        default=300.0, gt=0, description="How long HARD waits for a lost session worker."
+    )
+
+
+class ActivityView(Model):
+    seq: int
+    name: str
+    state: ActivityStateName
+    attempt: int
+    local: bool = False
+    worker: str | None = None
+    pod: str | None = None
+    node: str | None = None
+    session: str | None = None
+    cold_start: bool = False
+    scheduled_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: ErrorInfo | None = None
+
+
+class SessionView(Model):
+    id: str
+    strategy: StickyName
+    state: SessionStateName
+    worker: str | None = None
+    pod: str | None = None
+    node: str | None = None
+    reason: str | None = None
+    message: str | None = None
+    workers: list[str] = Field(default_factory=list, description="Every worker it was bound to, in order.")
+
+
+class ChildView(Model):
+    seq: int
+    run_id: str
+    workflow: str
+    phase: RunPhase
+
+
+class RunView(Model):
+    run_id: str
+    workflow: str
+    phase: RunPhase
+    input: Any = None
+    result: Any = None
+    error: ErrorInfo | None = None
+    sticky: StickyName | None = None
+    worker: str | None = Field(default=None, description="Worker running the workflow code.")
+    parent_run_id: str | None = None
+    created_at: float
+    finished_at: float | None = None
+    activities: list[ActivityView] = Field(default_factory=list)
+    sessions: list[SessionView] = Field(default_factory=list)
+    children: list[ChildView] = Field(default_factory=list)
+    history_length: int = 0
+
+
+class RunList(Model):
+    runs: list[RunView]
+
+
+class WorkerView(Model):
+    worker_id: str
+    pod: str
+    node: str
+    alive: bool
+    slots: int
+    running: int
+    session_capacity: int
+    sessions: list[str]
+    workflows: list[str]
+    activities: list[str]
+    lost_reason: str | None = None
+
+
+class WorkerList(Model):
+    workers: list[WorkerView]
+
+
+class History(Model):
+    run_id: str
+    events: list[HistoryEventModel]
+
+
+class Problem(Model):
+    """Every 4xx/5xx body: what went wrong, and which field or object."""
+
+    error: str
+    message: str
+    field: str | None = None
