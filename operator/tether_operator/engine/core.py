@@ -361,18 +361,16 @@ class Engine:
             self._finish_run(run, "RunFailed", error=error)
 
     def _fail_session_broken(self, run: Run, s: SessionRecord) -> None:
-        self._fail_run(
-            run,
-            {
-                "type": "SessionBroken",
-                "reason": "SessionBroken",
-                "non_retryable": True,
-                "message": f"HARD session {s.id} lost worker {s.worker} ({s.reason}) and it did not "
-                f"come back within scheduleTimeout={run.schedule_timeout:g}s"
-                if s.reason not in PERMANENT_LOSS_REASONS
-                else f"HARD session {s.id} lost worker {s.worker}: {s.reason}; a HARD session never moves",
-            },
-        )
+        lost = f"HARD session {s.id} lost worker {s.worker}"
+        if s.reason in PERMANENT_LOSS_REASONS:
+            message = f"{lost}: {s.reason}; a HARD session never moves to another worker"
+        else:
+            message = (
+                f"{lost} ({s.reason}) and it did not come back within "
+                f"scheduleTimeout={run.schedule_timeout:g}s"
+            )
+        error = {"type": "SessionBroken", "reason": "SessionBroken", "non_retryable": True}
+        self._fail_run(run, {**error, "message": message})
 
     # ================================================================== workflow commands
 
@@ -473,8 +471,9 @@ class Engine:
                 "type": "NonDeterminismError",
                 "reason": "NonDeterminism",
                 "non_retryable": True,
-                "message": f"workflow {run.workflow} took a different path on replay: step {seq} was "
-                f"{had[0]} {had[1]!r} in the history but the code now runs {got[0]} {got[1]!r}; "
+                "message": f"workflow {run.workflow} took a different path on replay: step "
+                f"{seq} was {had[0]} {had[1]!r} in the history but the code now runs "
+                f"{got[0]} {got[1]!r}; "
                 "workflow code must be deterministic (move I/O and randomness into activities)",
             },
         )

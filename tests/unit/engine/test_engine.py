@@ -302,11 +302,12 @@ def test_a_lost_workflow_worker_replays_the_run_elsewhere() -> None:
     wft2 = d.workflow_task("w2")
     assert wft2["attempt"] == 2
     types = [e["type"] for e in wft2["history"]]
-    assert "ActivityCompleted" in types and "WorkflowTaskLost" in types
+    assert "ActivityCompleted" in types
+    assert "WorkflowTaskLost" in types
     # Replay: the workflow resends step 2 (in flight), which is not scheduled twice.
     d.commands("w2", wft2, act(2))
     running = d.take("w2", "activity")
-    assert len(running) == 1 and running[0]["seq"] == 2
+    assert [m["seq"] for m in running] == [2]
     d.complete("w2", running[0], 7)
     res = d.take_one("w2", "resolution")
     assert (res["workflow_task_id"], res["result"]) == (wft2["task_id"], 7)
@@ -324,7 +325,8 @@ def test_a_different_path_on_replay_fails_with_nondeterminism() -> None:
     d.commands("w1", wft, act(1, "b"))
     view = d.view(rid)
     assert (view["phase"], view["error"]["reason"]) == ("Failed", "NonDeterminism")
-    assert "'a'" in view["error"]["message"] and "'b'" in view["error"]["message"]
+    assert "activity 'a'" in view["error"]["message"]
+    assert "activity 'b'" in view["error"]["message"]
 
 
 def test_sticky_workflow_runs_its_activities_on_its_own_worker() -> None:
