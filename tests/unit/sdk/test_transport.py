@@ -1,0 +1,153 @@
+"""FastTransport against a raw HTTP/1.1 server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+import pytest
+
+from worker_runtime.transport import FastTransport
+
+Responder = Callable[[bytes], bytes]
+
+
+def fixed(body: bytes, extra: bytes = b"") -> Responder:
+    def respond(_: bytes) -> bytes:
+        return (
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            + extra
+            + b"Content-Length: %d\r\n\r\n" % len(body)
+            + body
+        )
+
+    return respond
+
+
+class Server:
+    def __init__(self, respond: Responder, close_after: int = 0) -> None:
+        self.respond = respond
+        self.close_after = close_after
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.writers: list[asyncio.StreamWriter] = []
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.writers.append(writer)
+        served = 0
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                body = await reader.readexactly(length)
+                self.requests.append(head + body)
+                writer.write(self.respond(body))
+                await writer.drain()
+                served += 1
+                if self.close_after and served >= self.close_after:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+    async def __aenter__(self) -> Server:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self.writers:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+        await self._server.wait_closed()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=FastTransport(), timeout=5) as c:
+        yield c
+
+
+async def test_keeps_one_connection_alive_across_requests(client: httpx.AsyncClient) -> None:
+    async with Server(lambda body: fixed(body)(body)) as srv:
+        for i in range(5):
+            r = await client.post(f"http://127.0.0.1:{srv.port}/v1/x?i={i}", json={"i": i})
+            assert r.json() == {"i": i}
+        assert srv.connections == 1
+        assert srv.requests[0].startswith(b"POST /v1/x?i=0 HTTP/1.1\r\n")
+
+
+async def test_reads_chunked_bodies(client: httpx.AsyncClient) -> None:
+    chunked = (
+        b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{"a\r\n5\r\n": 1}\r\n0\r\n\r\n'
+    )
+    async with Server(lambda _: chunked) as srv:
+        r = await client.get(f"http://127.0.0.1:{srv.port}/")
+        assert r.json() == {"a": 1}
+
+
+async def test_reconnects_when_the_server_dropped_an_idle_connection(
+    client: httpx.AsyncClient,
+) -> None:
+    async with Server(fixed(b"{}"), close_after=1) as srv:
+        url = f"http://127.0.0.1:{srv.port}/"
+        assert (await client.get(url)).status_code == 200
+        await asyncio.sleep(0.05)
+        assert (await client.get(url)).status_code == 200
+        assert srv.connections == 2
+
+
+async def test_connection_refused_is_an_httpx_connect_error(client: httpx.AsyncClient) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(httpx.ConnectError, match=str(port)):
+        await client.get(f"http://127.0.0.1:{port}/")
+
+
+async def test_read_timeout_is_an_httpx_timeout() -> None:
+    finished = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # until the client gives up and closes
+        writer.close()
+        await writer.wait_closed()
+        finished.set()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with httpx.AsyncClient(transport=FastTransport(), timeout=0.1) as c:
+        with pytest.raises(httpx.ReadTimeout):
+            await c.get(f"http://127.0.0.1:{port}/")
+    await finished.wait()
+    server.close()
+    await server.wait_closed()
+
+
+async def test_error_statuses_and_headers_pass_through(client: httpx.AsyncClient) -> None:
+    def respond(_: bytes) -> bytes:
+        body = b'{"error": "RunNotFound"}'
+        return (
+            b"HTTP/1.1 404 Not Found\r\nX-Thing: yes\r\nContent-Length: %d\r\n\r\n" % len(body)
+            + body
+        )
+
+    async with Server(respond) as srv:
+        r = await client.get(f"http://127.0.0.1:{srv.port}/")
+        assert r.status_code == 404
+        assert r.headers["x-thing"] == "yes"
+        assert r.json()["error"] == "RunNotFound"

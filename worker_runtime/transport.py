@@ -1,0 +1,207 @@
+"""A lean HTTP/1.1 keep-alive transport for httpx, used for worker <-> scheduler traffic.
+
+httpx's default transport (httpcore over anyio) costs about 1 ms of CPU per request on
+this class of machine; a task round trip is three requests, so that alone would miss
+the 2 ms target. This transport speaks plain HTTP/1.1 over asyncio streams with a small
+connection pool and plugs in at httpx's transport seam, so tests can still swap in
+`httpx.MockTransport` or `httpx.ASGITransport`. It supports what the scheduler API
+needs (http://, Content-Length or chunked bodies, keep-alive); anything else, such as
+https, falls back to httpx's own transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+
+import httpx
+
+_MAX_HEADER_BYTES = 64 * 1024
+
+
+class _Conn:
+    __slots__ = ("reader", "writer")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.close()
+
+
+class FastTransport(httpx.AsyncBaseTransport):
+    """HTTP/1.1 over asyncio streams with keep-alive; https goes to httpx's transport."""
+
+    def __init__(self, max_idle_per_host: int = 8) -> None:
+        self._idle: dict[tuple[str, int], list[_Conn]] = defaultdict(list)
+        self._max_idle = max_idle_per_host
+        self._fallback: httpx.AsyncHTTPTransport | None = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        if url.scheme != "http":
+            if self._fallback is None:
+                self._fallback = httpx.AsyncHTTPTransport()
+            return await self._fallback.handle_async_request(request)
+        host = url.host
+        port = url.port or 80
+        body = request.content if request.stream is not None else b""
+        head = _request_head(request, host, port, len(body))
+        timeout = request.extensions.get("timeout", {})
+        read_timeout = timeout.get("read")
+        connect_timeout = timeout.get("connect")
+        key = (host, port)
+        # A pooled connection may have been closed by the server while idle: retry once
+        # on a fresh connection, but only when nothing of the response was read.
+        for reused in (True, False):
+            conn = self._take_idle(key) if reused else None
+            if reused and conn is None:
+                continue
+            if conn is None:
+                conn = await _connect(host, port, connect_timeout, request)
+            try:
+                conn.writer.write(head + body)
+                status, headers, content, keep = await _read_response(
+                    conn.reader, read_timeout, request
+                )
+            except _StaleConnection:
+                conn.close()
+                if reused:
+                    continue
+                raise httpx.RemoteProtocolError(
+                    "the server closed the connection without a response", request=request
+                ) from None
+            except BaseException:
+                conn.close()
+                raise
+            if keep and len(self._idle[key]) < self._max_idle:
+                self._idle[key].append(conn)
+            else:
+                conn.close()
+            return httpx.Response(
+                status, headers=headers, content=content, extensions={"http_version": b"HTTP/1.1"}
+            )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _take_idle(self, key: tuple[str, int]) -> _Conn | None:
+        pool = self._idle.get(key)
+        while pool:
+            conn = pool.pop()
+            if not conn.writer.is_closing() and not conn.reader.at_eof():
+                return conn
+            conn.close()
+        return None
+
+    async def aclose(self) -> None:
+        for pool in self._idle.values():
+            for conn in pool:
+                conn.close()
+        self._idle.clear()
+        if self._fallback is not None:
+            await self._fallback.aclose()
+
+
+class _StaleConnection(Exception):
+    pass
+
+
+def _request_head(request: httpx.Request, host: str, port: int, length: int) -> bytes:
+    target = request.url.raw_path.decode("ascii")
+    lines = [f"{request.method} {target} HTTP/1.1", f"Host: {host}:{port}"]
+    for name, value in request.headers.raw:
+        lname = name.lower()
+        if lname in (b"host", b"content-length", b"transfer-encoding", b"connection"):
+            continue
+        lines.append(f"{name.decode('latin-1')}: {value.decode('latin-1')}")
+    if length or request.method in ("POST", "PUT", "PATCH"):
+        lines.append(f"Content-Length: {length}")
+    lines.append("Connection: keep-alive")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+async def _connect(host: str, port: int, limit_s: float | None, request: httpx.Request) -> _Conn:
+    try:
+        async with asyncio.timeout(limit_s):
+            reader, writer = await asyncio.open_connection(host, port, limit=_MAX_HEADER_BYTES)
+    except TimeoutError:
+        raise httpx.ConnectTimeout(
+            f"connecting to {host}:{port} timed out", request=request
+        ) from None
+    except OSError as exc:
+        raise httpx.ConnectError(
+            f"cannot connect to {host}:{port}: {exc}", request=request
+        ) from exc
+    return _Conn(reader, writer)
+
+
+async def _read_response(
+    reader: asyncio.StreamReader, limit_s: float | None, request: httpx.Request
+) -> tuple[int, list[tuple[bytes, bytes]], bytes, bool]:
+    try:
+        async with asyncio.timeout(limit_s):
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError as exc:
+                if not exc.partial:
+                    raise _StaleConnection from None
+                raise httpx.RemoteProtocolError("truncated response head", request=request) from exc
+            except ConnectionError as exc:
+                raise _StaleConnection from exc
+            status, headers, length, chunked, keep = _parse_head(head, request)
+            if chunked:
+                content = await _read_chunked(reader)
+            elif length is not None:
+                content = await reader.readexactly(length) if length else b""
+            else:
+                content = await reader.read()
+                keep = False
+    except TimeoutError:
+        raise httpx.ReadTimeout("timed out waiting for the scheduler", request=request) from None
+    except asyncio.IncompleteReadError as exc:
+        raise httpx.RemoteProtocolError("truncated response body", request=request) from exc
+    except ConnectionError as exc:
+        raise httpx.ReadError(str(exc), request=request) from exc
+    return status, headers, content, keep
+
+
+def _parse_head(
+    head: bytes, request: httpx.Request
+) -> tuple[int, list[tuple[bytes, bytes]], int | None, bool, bool]:
+    lines = head[:-4].split(b"\r\n")
+    parts = lines[0].split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
+        raise httpx.RemoteProtocolError(f"bad status line {lines[0]!r}", request=request)
+    status = int(parts[1])
+    headers: list[tuple[bytes, bytes]] = []
+    length: int | None = None
+    chunked = False
+    keep = parts[0] == b"HTTP/1.1"
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        value = value.strip()
+        lname = name.strip().lower()
+        if lname == b"content-length":
+            length = int(value)
+        elif lname == b"transfer-encoding":
+            chunked = b"chunked" in value.lower()
+            continue  # the body handed to httpx is already de-chunked
+        elif lname == b"connection":
+            keep = value.lower() == b"keep-alive" or (keep and value.lower() != b"close")
+        headers.append((name.strip(), value))
+    return status, headers, length, chunked, keep
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    out = bytearray()
+    while True:
+        size_line = await reader.readuntil(b"\r\n")
+        size = int(size_line.split(b";", 1)[0].strip(), 16)
+        if size == 0:
+            while (await reader.readuntil(b"\r\n")) != b"\r\n":
+                pass
+            return bytes(out)
+        out += await reader.readexactly(size)
+        await reader.readexactly(2)
