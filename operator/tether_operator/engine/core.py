@@ -225,9 +225,10 @@ class Engine:
                 self._attempt_failed(task, err, immediate=True)
         w.running.clear()
         for tid in sorted(w.workflow_tasks):
-            task = self.tasks.pop(tid, None)
+            task = self.tasks.get(tid)
             if task is None:
                 continue
+            self._drop_task(task)
             run = self.runs[task.run_id]
             self.workflow_task_of.pop(run.run_id, None)
             if run.terminal:
@@ -669,12 +670,8 @@ class Engine:
                 retry_at=None,
                 heartbeat_details=task.heartbeat_details,
             )
-            final = {
-                **error,
-                "message": f"activity {rec.name!r} failed after {task.attempt} "
-                f"attempt(s): {error.get('type')}: {error.get('message', '')}".rstrip(": "),
-                "attempts": task.attempt,
-            }
+            # The SDK words it: "activity X failed after N attempt(s): Type: message".
+            final = {**error, "attempts": task.attempt}
             self._resolve(run, task.seq, ok=False, error=final)
 
     def _resolve(
@@ -754,7 +751,9 @@ class Engine:
                 del self.pending_workflows[tid]
         if not self.pending_activities:
             return
-        room = sum(w.free_slots for w in self.workers.values())
+        # Only workers that run activities count: a workflow-only worker's idle slots
+        # would otherwise make every event rescan the whole queue.
+        room = sum(w.free_slots for w in self.workers.values() if w.activities)
         placed = []
         # Stops at the first moment no worker has a free slot, so a long queue costs
         # nothing per event while the workers are busy.

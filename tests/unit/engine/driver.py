@@ -5,7 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tether_operator.engine import Deliver, Effect, Engine, EngineConfig, Notice, Persist, Run
+from tether_operator.engine import (
+    Deliver,
+    Effect,
+    Engine,
+    EngineConfig,
+    Notice,
+    Persist,
+    Run,
+    RunEnded,
+)
 
 
 @dataclass
@@ -15,6 +24,7 @@ class Driver:
     inbox: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     stored: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     notices: list[Notice] = field(default_factory=list)
+    ended: list[str] = field(default_factory=list)
     silent: set[str] = field(default_factory=set)
     """Workers that stop heartbeating; every other live worker heartbeats on each tick."""
 
@@ -26,6 +36,8 @@ class Driver:
                 self.stored.setdefault(fx.run_id, []).extend(fx.events)
             elif isinstance(fx, Notice):
                 self.notices.append(fx)
+            elif isinstance(fx, RunEnded):
+                self.ended.append(fx.run_id)
         return effects
 
     # ---------------------------------------------------------------- actions
