@@ -34,7 +34,9 @@ class Model(BaseModel):
 class ErrorInfo(Model):
     """A failure, carried across the wire and recorded in history."""
 
-    type: str = Field(description="Exception class name, e.g. 'ValueError' or 'StartToCloseTimeout'.")
+    type: str = Field(
+        description="Exception class name, e.g. 'ValueError' or 'StartToCloseTimeout'."
+    )
     message: str = ""
     reason: str | None = Field(
         default=None,
@@ -42,6 +44,9 @@ class ErrorInfo(Model):
     )
     non_retryable: bool = False
     traceback: str | None = None
+    attempts: int | None = Field(
+        default=None, description="For a final activity failure: how many attempts were made."
+    )
 
 
 # --------------------------------------------------------------------------- options
@@ -78,7 +83,9 @@ class ActivitySpec(Model):
 
 
 class RegisterWorkerRequest(Model):
-    worker_id: str = Field(min_length=1, max_length=253, description="Stable identity: the pod name.")
+    worker_id: str = Field(
+        min_length=1, max_length=253, description="Stable identity: the pod name."
+    )
     pod: str = ""
     node: str = ""
     incarnation: str = Field(min_length=1, description="Unique per process start.")
@@ -101,7 +108,7 @@ class WhoAmI(Model):
     worker_id: str | None = None
 
 
-# --------------------------------------------------------------------------- tasks (scheduler -> worker)
+# ---------------------------------------------------------------- tasks (scheduler -> worker)
 
 
 class ActivityTask(Model):
@@ -156,7 +163,7 @@ class Resolution(Model):
 
 
 class CancelTask(Model):
-    """Stop an activity attempt (timed out, run cancelled) or a workflow task (run ended elsewhere)."""
+    """Stop an activity attempt (timed out, run cancelled) or a workflow task (run ended)."""
 
     kind: Literal["cancel"] = "cancel"
     task_id: str
@@ -175,7 +182,7 @@ class PollResponse(Model):
     tasks: list[Task] = Field(default_factory=list)
 
 
-# --------------------------------------------------------------------------- reports (worker -> scheduler)
+# ---------------------------------------------------------------- reports (worker -> scheduler)
 
 
 class ActivityCompletion(Model):
@@ -230,7 +237,8 @@ class StartChild(Model):
     input: Any = None
     sticky: bool = False
     session_id: str | None = Field(
-        default=None, description="For sticky children: the parent session whose worker runs the child."
+        default=None,
+        description="For sticky children: the parent session whose worker runs the child.",
     )
 
 
@@ -302,7 +310,9 @@ class StartRunRequest(Model):
     workflow: str = Field(min_length=1)
     input: Any = None
     run_id: str | None = Field(default=None, pattern=r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$")
-    sticky: StickyName | None = Field(default=None, description="Overrides the workflow's strategy.")
+    sticky: StickyName | None = Field(
+        default=None, description="Overrides the workflow's strategy."
+    )
     schedule_timeout: float = Field(
         default=300.0, gt=0, description="How long HARD waits for a lost session worker."
     )
@@ -334,7 +344,9 @@ class SessionView(Model):
     node: str | None = None
     reason: str | None = None
     message: str | None = None
-    workers: list[str] = Field(default_factory=list, description="Every worker it was bound to, in order.")
+    workers: list[str] = Field(
+        default_factory=list, description="Every worker it was bound to, in order."
+    )
 
 
 class ChildView(Model):

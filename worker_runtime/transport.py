@@ -31,6 +31,12 @@ class _Conn:
         with contextlib.suppress(Exception):
             self.writer.close()
 
+    async def aclose(self) -> None:
+        """Close and wait until the socket is really closed (no leak past the loop)."""
+        self.close()
+        with contextlib.suppress(Exception):
+            await self.writer.wait_closed()
+
 
 class FastTransport(httpx.AsyncBaseTransport):
     """HTTP/1.1 over asyncio streams with keep-alive; https goes to httpx's transport."""
@@ -57,7 +63,7 @@ class FastTransport(httpx.AsyncBaseTransport):
         # A pooled connection may have been closed by the server while idle: retry once
         # on a fresh connection, but only when nothing of the response was read.
         for reused in (True, False):
-            conn = self._take_idle(key) if reused else None
+            conn = await self._take_idle(key) if reused else None
             if reused and conn is None:
                 continue
             if conn is None:
@@ -68,38 +74,39 @@ class FastTransport(httpx.AsyncBaseTransport):
                     conn.reader, read_timeout, request
                 )
             except _StaleConnection:
-                conn.close()
+                await conn.aclose()
                 if reused:
                     continue
                 raise httpx.RemoteProtocolError(
                     "the server closed the connection without a response", request=request
                 ) from None
             except BaseException:
-                conn.close()
+                conn.close()  # may be a cancellation: close without waiting
                 raise
             if keep and len(self._idle[key]) < self._max_idle:
                 self._idle[key].append(conn)
             else:
-                conn.close()
+                await conn.aclose()
             return httpx.Response(
                 status, headers=headers, content=content, extensions={"http_version": b"HTTP/1.1"}
             )
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _take_idle(self, key: tuple[str, int]) -> _Conn | None:
+    async def _take_idle(self, key: tuple[str, int]) -> _Conn | None:
         pool = self._idle.get(key)
         while pool:
             conn = pool.pop()
             if not conn.writer.is_closing() and not conn.reader.at_eof():
                 return conn
-            conn.close()
+            await conn.aclose()
         return None
 
     async def aclose(self) -> None:
-        for pool in self._idle.values():
-            for conn in pool:
-                conn.close()
+        pools = list(self._idle.values())
         self._idle.clear()
+        for pool in pools:
+            for conn in pool:
+                await conn.aclose()
         if self._fallback is not None:
             await self._fallback.aclose()
 

@@ -1,0 +1,10 @@
+from __future__ import annotations
+
+import pytest
+
+from .fakes import FakeScheduler
+
+
+@pytest.fixture
+def scheduler() -> FakeScheduler:
+    return FakeScheduler()

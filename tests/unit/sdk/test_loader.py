@@ -1,0 +1,63 @@
+"""Loading a user's worker file and the `python -m worker_runtime` entry point."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from worker_runtime.__main__ import main
+from worker_runtime.loader import discover, load_module
+
+USER_FILE = """
+import worker_runtime as workflows
+from helper_mod import VALUE
+
+@workflows.activity(name="renamed")
+async def act(x: int) -> int:
+    return x + VALUE
+
+@workflows.workflow.define(name="user-wf")
+class UserWorkflow:
+    @workflows.workflow.entrypoint
+    async def run(self) -> int:
+        return await act(1)
+
+class NotAWorkflow:
+    pass
+"""
+
+
+def write_user_file(tmp_path: Path) -> Path:
+    (tmp_path / "helper_mod.py").write_text("VALUE = 41\n")
+    path = tmp_path / "my worker.py"
+    path.write_text(USER_FILE)
+    return path
+
+
+def test_load_and_discover(tmp_path: Path) -> None:
+    module = load_module(write_user_file(tmp_path))
+    assert load_module(tmp_path / "my worker.py") is module  # stable name, loaded once
+    workflows, activities = discover(module)
+    assert [w.__name__ for w in workflows] == ["UserWorkflow"]
+    assert [a.name for a in activities] == ["renamed"]
+
+
+def test_missing_file_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["/nonexistent/worker.py"]) == 2
+    assert "no such Python file" in capsys.readouterr().err
+
+
+def test_unreachable_scheduler_prints_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TETHER_CONNECT_TIMEOUT", "0.2")
+    with socket.socket() as bound:  # bound but not listening: connections are refused
+        bound.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{bound.getsockname()[1]}"
+        assert main([str(write_user_file(tmp_path)), "--scheduler-url", url]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith("worker_runtime: scheduler unreachable")
+    assert "Traceback" not in err[0]

@@ -1,0 +1,88 @@
+"""``python -m worker_runtime PATH [--worker-id ID]``: run a worker for a Python file."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+
+from .client import DEFAULT_SCHEDULER_URL
+from .errors import SchedulerRequestError, SchedulerUnavailableError
+from .loader import discover, load_module
+from .worker import Worker, _env_int, collect_activities, env_float
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m worker_runtime",
+        description="Run a Tether worker for the workflows and activities defined in PATH.",
+    )
+    parser.add_argument("path", help="Python file with @workflow.define classes and activities")
+    parser.add_argument("--worker-id", help="worker identity (default: $TETHER_WORKER_ID)")
+    parser.add_argument(
+        "--scheduler-url", help=f"default: $TETHER_SCHEDULER_URL or {DEFAULT_SCHEDULER_URL}"
+    )
+    parser.add_argument("--slots", type=int, help="concurrent activities (default $TETHER_SLOTS)")
+    parser.add_argument("--log-level", default=os.environ.get("TETHER_LOG_LEVEL", "WARNING"))
+    return parser
+
+
+async def _serve(worker: Worker) -> None:
+    loop = asyncio.get_running_loop()
+    stops: list[asyncio.Task[None]] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: stops.append(loop.create_task(worker.stop())))
+    await worker.run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        module = load_module(args.path)
+    except FileNotFoundError as exc:
+        print(f"worker_runtime: {exc}", file=sys.stderr)
+        return 2
+    workflows, activities = discover(module)
+    if not workflows and not activities:
+        print(f"worker_runtime: {args.path} defines no workflows or activities", file=sys.stderr)
+        return 2
+    for extra in collect_activities(workflows):
+        if all(a.name != extra.name for a in activities):
+            activities.append(extra)
+    host = socket.gethostname()
+    worker_id = args.worker_id or os.environ.get("TETHER_WORKER_ID") or f"{host}-{os.getpid()}"
+    url = args.scheduler_url or os.environ.get("TETHER_SCHEDULER_URL") or DEFAULT_SCHEDULER_URL
+    try:
+        worker = Worker(
+            workflows,
+            activities,
+            scheduler_url=url,
+            worker_id=worker_id,
+            pod=os.environ.get("TETHER_POD_NAME") or worker_id,
+            node=os.environ.get("TETHER_NODE_NAME") or host,
+            slots=args.slots or _env_int("TETHER_SLOTS", 8),
+            session_capacity=_env_int("TETHER_SESSION_CAPACITY", 4),
+            connect_timeout=env_float("TETHER_CONNECT_TIMEOUT", 10.0),
+        )
+        asyncio.run(_serve(worker))
+    except SchedulerUnavailableError as exc:
+        print(f"worker_runtime: scheduler unreachable: {exc}", file=sys.stderr)
+        return 1
+    except (SchedulerRequestError, ValueError, TypeError) as exc:
+        print(f"worker_runtime: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

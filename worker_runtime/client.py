@@ -1,0 +1,226 @@
+"""HTTP client of the scheduler API (``/v1``), for workers and for clients of runs.
+
+All I/O goes through one ``httpx.AsyncClient``; pass ``transport`` (an
+``httpx.MockTransport``, an ASGI transport, ...) to talk to an in-process scheduler.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel
+
+from .errors import SchedulerRequestError, SchedulerUnavailableError, WorkflowFailedError
+from .protocol import (
+    API_PREFIX,
+    History,
+    PollResponse,
+    RegisterWorkerRequest,
+    RegisterWorkerResponse,
+    ReportResponse,
+    RunList,
+    RunView,
+    StartRunRequest,
+    StickyName,
+    WhoAmI,
+    WorkerList,
+)
+from .transport import FastTransport
+
+M = TypeVar("M", bound=BaseModel)
+
+DEFAULT_SCHEDULER_URL = "http://127.0.0.1:7233"
+_JSON = {"content-type": "application/json"}
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+class SchedulerClient:
+    """Typed calls to the scheduler. Raises ``SchedulerUnavailableError`` when it cannot
+    be reached (or answers 5xx) and ``SchedulerRequestError`` when it rejects a request."""
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_SCHEDULER_URL,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float = 30.0,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url + API_PREFIX,
+            transport=transport if transport is not None else FastTransport(),
+            timeout=httpx.Timeout(timeout, connect=5.0),
+            limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
+            headers=headers,
+        )
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def __aenter__(self) -> SchedulerClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------------ plumbing
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        read_timeout: float | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> bytes:
+        """Send one request; return the response body or raise a typed error."""
+        if isinstance(body, BaseModel):
+            content: bytes | None = body.model_dump_json().encode()
+        elif body is None:
+            content = None
+        else:
+            content = _encode(body).encode()
+        try:
+            response = await self._http.request(
+                method,
+                path,
+                content=content,
+                headers=_JSON if content is not None else None,
+                params=params,
+                timeout=read_timeout if read_timeout is not None else httpx.USE_CLIENT_DEFAULT,
+            )
+        except httpx.TransportError as exc:
+            raise SchedulerUnavailableError(
+                f"cannot reach the scheduler at {self.base_url}: {exc or type(exc).__name__}"
+            ) from exc
+        if response.status_code >= 400:
+            raise _problem(response)
+        return response.content
+
+    async def _call(self, model: type[M], method: str, path: str, body: Any = None, **kw: Any) -> M:
+        return model.model_validate_json(await self.request(method, path, body, **kw))
+
+    # ------------------------------------------------------------------ workers
+
+    async def register(self, request: RegisterWorkerRequest) -> RegisterWorkerResponse:
+        """POST /v1/workers."""
+        return await self._call(RegisterWorkerResponse, "POST", "/workers", request)
+
+    async def poll(self, worker_id: str, max_tasks: int, wait: float) -> PollResponse:
+        """POST /v1/workers/{id}/poll (long-poll up to ``wait`` seconds)."""
+        return await self._call(
+            PollResponse,
+            "POST",
+            f"/workers/{worker_id}/poll",
+            {"max_tasks": max(1, max_tasks), "wait": wait},
+            read_timeout=wait + 15.0,
+        )
+
+    async def heartbeat(self, worker_id: str) -> None:
+        """POST /v1/workers/{id}/heartbeat (liveness)."""
+        await self.request("POST", f"/workers/{worker_id}/heartbeat", {})
+
+    async def report(self, worker_id: str, report: dict[str, Any]) -> ReportResponse:
+        """POST /v1/workers/{id}/report with a ``ReportRequest``-shaped dict."""
+        return await self._call(ReportResponse, "POST", f"/workers/{worker_id}/report", report)
+
+    async def list_workers(self) -> WorkerList:
+        """GET /v1/workers."""
+        return await self._call(WorkerList, "GET", "/workers")
+
+    async def whoami(self, worker_id: str | None = None) -> WhoAmI:
+        """GET /v1/workflows/workers/whoami."""
+        body = await self._http.get(
+            "/workflows/workers/whoami",
+            headers={"X-Tether-Worker": worker_id} if worker_id else None,
+        )
+        if body.status_code >= 400:
+            raise _problem(body)
+        return WhoAmI.model_validate_json(body.content)
+
+    # ------------------------------------------------------------------ runs
+
+    async def start_run(
+        self,
+        workflow: str,
+        input: Any = None,
+        *,
+        run_id: str | None = None,
+        sticky: StickyName | None = None,
+        schedule_timeout: float | None = None,
+    ) -> RunView:
+        """POST /v1/runs: start a run of ``workflow``."""
+        request = StartRunRequest(workflow=workflow, input=input, run_id=run_id, sticky=sticky)
+        if schedule_timeout is not None:
+            request.schedule_timeout = schedule_timeout
+        return await self._call(RunView, "POST", "/runs", request)
+
+    async def get_run(self, run_id: str) -> RunView:
+        """GET /v1/runs/{id}."""
+        return await self._call(RunView, "GET", f"/runs/{run_id}")
+
+    async def list_runs(self) -> RunList:
+        """GET /v1/runs."""
+        return await self._call(RunList, "GET", "/runs")
+
+    async def wait_run(self, run_id: str, wait: float = 60.0) -> RunView:
+        """GET /v1/runs/{id}/wait: the run once terminal, or its current view after ``wait`` s."""
+        return await self._call(
+            RunView,
+            "GET",
+            f"/runs/{run_id}/wait",
+            params={"timeout": wait},
+            read_timeout=wait + 15.0,
+        )
+
+    async def history(self, run_id: str) -> History:
+        """GET /v1/runs/{id}/history."""
+        return await self._call(History, "GET", f"/runs/{run_id}/history")
+
+    async def cancel_run(self, run_id: str) -> RunView:
+        """POST /v1/runs/{id}/cancel."""
+        return await self._call(RunView, "POST", f"/runs/{run_id}/cancel", {})
+
+    async def result(self, run_id: str, wait: float = 60.0) -> Any:
+        """Wait for a run and return its result; ``WorkflowFailedError`` if it failed."""
+        view = await self.wait_run(run_id, wait)
+        if view.phase == "Succeeded":
+            return view.result
+        if view.phase in ("Failed", "Cancelled"):
+            error = view.error
+            raise WorkflowFailedError(
+                run_id,
+                cause_type=error.type if error else view.phase,
+                message=error.message if error else f"run {view.phase.lower()}",
+                reason=error.reason if error else view.phase,
+            )
+        raise TimeoutError(f"run {run_id!r} still {view.phase} after {wait:g}s")
+
+    async def execute(self, workflow: str, input: Any = None, *, wait: float = 60.0) -> Any:
+        """Start a run and return its result (``WorkflowFailedError`` if it fails)."""
+        view = await self.start_run(workflow, input)
+        return await self.result(view.run_id, wait)
+
+
+def _problem(response: httpx.Response) -> Exception:
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        data = {}
+    error = str(data.get("error") or response.reason_phrase or "Error")
+    message = str(data.get("message") or data.get("detail") or response.text[:500])
+    if response.status_code >= 500:
+        return SchedulerUnavailableError(
+            f"scheduler error {response.status_code} on {response.request.url.path}: {message}"
+        )
+    field = data.get("field")
+    return SchedulerRequestError(
+        response.status_code, error, message, field if isinstance(field, str) else None
+    )

@@ -1,0 +1,67 @@
+"""Turning exceptions into ``ErrorInfo`` and deciding whether a failed attempt is retried."""
+
+from __future__ import annotations
+
+import traceback as tb
+from typing import Any
+
+from .errors import ApplicationError
+from .protocol import ErrorInfo, RetryPolicy
+
+START_TO_CLOSE_TIMEOUT = "StartToCloseTimeout"
+
+
+def error_info(exc: BaseException, *, with_traceback: bool = True) -> ErrorInfo:
+    """Describe ``exc`` for the wire: class name (or ``ApplicationError.type``), message."""
+    non_retryable = False
+    type_name = type(exc).__name__
+    reason = getattr(exc, "reason", None)
+    if isinstance(exc, ApplicationError):
+        non_retryable = exc.non_retryable
+        type_name = exc.type or type_name
+    return ErrorInfo(
+        type=type_name,
+        message=str(exc),
+        reason=reason if isinstance(reason, str) else None,
+        non_retryable=non_retryable,
+        traceback="".join(tb.format_exception(exc)) if with_traceback else None,
+    )
+
+
+def error_dict(exc: BaseException, *, with_traceback: bool = True) -> dict[str, Any]:
+    """``error_info(exc).model_dump()``."""
+    return error_info(exc, with_traceback=with_traceback).model_dump()
+
+
+def timeout_error(activity: str, seconds: float) -> ErrorInfo:
+    """The error of an attempt that ran past its start-to-close timeout."""
+    return ErrorInfo(
+        type=START_TO_CLOSE_TIMEOUT,
+        message=f"activity {activity!r} exceeded its start_to_close_timeout of {seconds:g}s",
+        reason=START_TO_CLOSE_TIMEOUT,
+    )
+
+
+def is_retryable(error: ErrorInfo, policy: RetryPolicy) -> bool:
+    """Whether a failed attempt with ``error`` may be retried under ``policy``."""
+    return not error.non_retryable and error.type not in policy.non_retryable_errors
+
+
+def backoff(policy: RetryPolicy, attempt: int) -> float:
+    """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+    delay = policy.initial_interval * policy.backoff_coefficient ** (attempt - 1)
+    return float(min(delay, policy.max_interval))
+
+
+def error_from_dict(data: Any) -> ErrorInfo:
+    """Parse a recorded error leniently (unknown keys dropped)."""
+    if isinstance(data, ErrorInfo):
+        return data
+    if not isinstance(data, dict):
+        return ErrorInfo(type="Error", message=str(data))
+    known = {k: v for k, v in data.items() if k in ErrorInfo.model_fields}
+    known.setdefault("type", "Error")
+    try:
+        return ErrorInfo.model_validate(known)
+    except ValueError:
+        return ErrorInfo(type=str(known.get("type")), message=str(known.get("message", "")))

@@ -1,0 +1,181 @@
+"""Workflow definitions and the operations workflow code may call.
+
+``@workflow.define`` marks a class, ``@workflow.entrypoint`` its async method. Inside the
+entrypoint use ``execute_child``, ``sleep``, ``now`` and ``info`` (and call activities).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, TypeVar, overload
+
+from .context import current_session, require_workflow
+from .errors import StickyChildError
+from .protocol import WorkflowSpec
+from .sessions import StickyStrategy
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+_DEFINITION_ATTR = "__tether_workflow__"
+_ENTRYPOINT_ATTR = "__tether_entrypoint__"
+
+__all__ = [
+    "WorkflowDefinition",
+    "WorkflowInfo",
+    "define",
+    "entrypoint",
+    "execute_child",
+    "get_definition",
+    "info",
+    "is_workflow",
+    "now",
+    "sleep",
+]
+
+
+@dataclass(frozen=True)
+class WorkflowDefinition:
+    """What ``@workflow.define`` attaches to a class: name, sticky strategy, entrypoint."""
+
+    name: str
+    sticky: StickyStrategy | None
+    entrypoint: str
+    cls: type[Any]
+    parameters: tuple[str, ...] = field(default=())
+    """Names of the entrypoint's parameters after ``self`` (for mapping a dict input)."""
+
+    def spec(self) -> WorkflowSpec:
+        """The registration entry for this workflow."""
+        return WorkflowSpec(name=self.name, sticky=self.sticky.value if self.sticky else None)
+
+
+@dataclass(frozen=True)
+class WorkflowInfo:
+    """What workflow code knows about its run (``workflow.info()``)."""
+
+    run_id: str
+    workflow: str
+    attempt: int
+    worker_id: str
+    pod: str
+    node: str
+    session: str | None
+    is_replaying: bool
+    parent_run_id: str | None
+
+
+def entrypoint(fn: F) -> F:
+    """Mark the async method that runs the workflow."""
+    if not inspect.iscoroutinefunction(fn):
+        raise TypeError(f"@workflow.entrypoint needs an async method, got {fn!r}")
+    setattr(fn, _ENTRYPOINT_ATTR, True)
+    return fn
+
+
+@overload
+def define(cls: type[T], /) -> type[T]: ...
+
+
+@overload
+def define(
+    *, name: str | None = None, sticky: StickyStrategy | str | None = None
+) -> Callable[[type[T]], type[T]]: ...
+
+
+def define(
+    cls: type[Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    sticky: StickyStrategy | str | None = None,
+) -> Any:
+    """Declare a workflow class. ``sticky=StickyStrategy.SOFT|HARD`` runs the whole
+    workflow (its activities and sticky children) on one worker."""
+    strategy = StickyStrategy(sticky) if sticky is not None else None
+
+    def decorate(c: type[T]) -> type[T]:
+        methods = [
+            attr for attr, value in inspect.getmembers(c) if getattr(value, _ENTRYPOINT_ATTR, False)
+        ]
+        if len(methods) != 1:
+            found = ", ".join(methods) or "none"
+            raise TypeError(
+                f"workflow class {c.__name__} needs exactly one @workflow.entrypoint method "
+                f"(found: {found})"
+            )
+        params = list(inspect.signature(getattr(c, methods[0])).parameters.values())[1:]
+        definition = WorkflowDefinition(
+            name=name or c.__name__,
+            sticky=strategy,
+            entrypoint=methods[0],
+            cls=c,
+            parameters=tuple(
+                p.name
+                for p in params
+                if p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+            ),
+        )
+        setattr(c, _DEFINITION_ATTR, definition)
+        return c
+
+    if cls is not None:
+        return decorate(cls)
+    return decorate
+
+
+def is_workflow(obj: object) -> bool:
+    """True for a class decorated with ``@workflow.define``."""
+    return isinstance(obj, type) and isinstance(
+        obj.__dict__.get(_DEFINITION_ATTR), WorkflowDefinition
+    )
+
+
+def get_definition(cls: type[Any]) -> WorkflowDefinition:
+    """The WorkflowDefinition of a ``@workflow.define`` class (TypeError otherwise)."""
+    definition = cls.__dict__.get(_DEFINITION_ATTR) if isinstance(cls, type) else None
+    if not isinstance(definition, WorkflowDefinition):
+        raise TypeError(f"{cls!r} is not a workflow: decorate it with @workflow.define")
+    return definition
+
+
+async def execute_child(workflow: type[Any] | str, input: Any = None, sticky: bool = False) -> Any:
+    """Start a child workflow run and return its result.
+
+    ``sticky=True`` runs the child on the parent's session worker; the child must
+    declare a sticky strategy and be registered on that worker.
+    Raises ``ChildWorkflowError`` if the child fails or cannot start.
+    """
+    instance = require_workflow("workflow.execute_child()")
+    if isinstance(workflow, str):
+        name, child_sticky = workflow, None
+    else:
+        definition = get_definition(workflow)
+        name, child_sticky = definition.name, definition.sticky
+        if sticky and child_sticky is None:
+            raise StickyChildError(
+                f"cannot start {name!r} as a sticky child: it has no sticky strategy; "
+                f"declare it with @workflow.define(name={name!r}, sticky=StickyStrategy.SOFT) "
+                f"(or HARD)"
+            )
+    session_id = current_session.get() or instance.task.session_id
+    return await instance.start_child(name, input, sticky=sticky, session_id=session_id)
+
+
+async def sleep(duration: timedelta | float) -> None:
+    """Durable timer: resumes after ``duration``, even if the run moves to another worker."""
+    seconds = duration.total_seconds() if isinstance(duration, timedelta) else float(duration)
+    await require_workflow("workflow.sleep()").start_timer(max(0.0, seconds))
+
+
+def now() -> datetime:
+    """The current workflow time: the start of the current workflow task (UTC)."""
+    return require_workflow("workflow.now()").now()
+
+
+def info() -> WorkflowInfo:
+    """The current run: id, workflow name, attempt, worker, pod, node, session, replaying."""
+    return require_workflow("workflow.info()").info()
