@@ -1,0 +1,310 @@
+"""The scheduler's HTTP API (FastAPI), a thin layer over `SchedulerService`.
+
+Request and response types are the protocol models, so `/openapi.json` documents
+every message. The worker hot path (register, poll, report, heartbeat) answers with
+pre-serialised JSON built from the engine's plain dicts: no response-model round
+trip per request. Client endpoints (runs, workers) let FastAPI validate responses
+against the protocol views, which keeps the engine honest about their shape.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import Body, FastAPI, Header, Path, Query, Request
+from starlette.responses import Response
+
+from tether_operator.engine import InvalidCommand
+from tether_operator.scheduler.fastpath import WorkerFastPath, report_payloads
+from tether_operator.scheduler.problems import (
+    GuardMiddleware,
+    check_payload,
+    install_error_handlers,
+)
+from tether_operator.scheduler.service import SchedulerService
+from worker_runtime.protocol import (
+    API_PREFIX,
+    ActivityCompletion,
+    ActivityHeartbeat,
+    History,
+    PollRequest,
+    PollResponse,
+    Problem,
+    RegisterWorkerRequest,
+    RegisterWorkerResponse,
+    ReportRequest,
+    ReportResponse,
+    RunList,
+    RunView,
+    StartRunRequest,
+    WhoAmI,
+    WorkerList,
+    WorkerLostRequest,
+)
+
+__all__ = ["WORKER_HEADER", "create_app"]
+
+WORKER_HEADER = "X-Tether-Worker"
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    413: {"model": Problem, "description": "Body or a payload too large"},
+    422: {"model": Problem, "description": "Validation error; `field` names the location"},
+    500: {"model": Problem, "description": "Unexpected error (logged)"},
+}
+_WORKER_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_ERRORS,
+    404: {"model": Problem, "description": "Unknown worker: register again"},
+}
+_RUN_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_ERRORS,
+    404: {"model": Problem, "description": "Unknown run (named in the message)"},
+}
+
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _json(content: Any, status_code: int = 200) -> Response:
+    return Response(_dumps(content), status_code=status_code, media_type="application/json")
+
+
+_EMPTY = b"{}"
+
+
+def _empty() -> Response:
+    return Response(_EMPTY, media_type="application/json")
+
+
+WorkerId = Annotated[str, Path(min_length=1, max_length=253, description="The worker's id.")]
+RunId = Annotated[str, Path(min_length=1, description="The run's id.")]
+
+
+def create_app(
+    service: SchedulerService, *, manage_lifecycle: bool = True, fast_path: bool = True
+) -> FastAPI:
+    """The HTTP API over `service`. With `manage_lifecycle`, the app's lifespan
+    starts the service (and recovers stored runs) and stops it. With `fast_path`,
+    worker poll/report/heartbeat bypass FastAPI's routing (same behaviour, less
+    overhead; see `fastpath.py`)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if manage_lifecycle:
+            await service.start()
+            await service.recover()
+        try:
+            yield
+        finally:
+            if manage_lifecycle:
+                await service.stop()
+
+    app = FastAPI(
+        title="Tether scheduler",
+        version="v1",
+        description="Task dispatch for Tether workers and run control for clients.",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    install_error_handlers(app)
+    app.add_middleware(GuardMiddleware, fast_path=WorkerFastPath(service) if fast_path else None)
+
+    # -------------------------------------------------------------- workers
+
+    @app.post(
+        f"{API_PREFIX}/workers",
+        response_model=RegisterWorkerResponse,
+        responses=_ERRORS,
+        tags=["workers"],
+        summary="Register a worker process",
+    )
+    async def register_worker(req: RegisterWorkerRequest) -> Response:
+        return _json(service.register_worker(req))
+
+    @app.post(
+        f"{API_PREFIX}/workers/{{worker_id}}/poll",
+        response_model=PollResponse,
+        responses=_WORKER_ERRORS,
+        tags=["workers"],
+        summary="Long-poll for tasks",
+    )
+    async def poll(request: Request, worker_id: WorkerId, req: PollRequest) -> Response:
+        async def connected() -> bool:
+            return not await request.is_disconnected()
+
+        tasks = await service.poll(worker_id, req.max_tasks, req.wait, still_wanted=connected)
+        return _json({"tasks": tasks})
+
+    @app.post(
+        f"{API_PREFIX}/workers/{{worker_id}}/heartbeat",
+        response_model=dict[str, Any],
+        responses=_WORKER_ERRORS,
+        tags=["workers"],
+        summary="Worker liveness",
+    )
+    async def worker_heartbeat(worker_id: WorkerId) -> Response:
+        service.heartbeat(worker_id)
+        return _empty()
+
+    @app.post(
+        f"{API_PREFIX}/workers/{{worker_id}}/report",
+        response_model=ReportResponse,
+        responses=_WORKER_ERRORS,
+        tags=["workers"],
+        summary="Report completions, activity heartbeats and workflow commands",
+    )
+    async def report(request: Request, worker_id: WorkerId, req: ReportRequest) -> Response:
+        check_payload(request, report_payloads(req))
+        return _json(service.report(worker_id, req))
+
+    @app.post(
+        f"{API_PREFIX}/workers/{{worker_id}}/lost",
+        response_model=dict[str, Any],
+        responses=_WORKER_ERRORS,
+        tags=["workers"],
+        summary="Declare a worker's process or pod gone",
+    )
+    async def worker_lost(
+        worker_id: WorkerId, req: Annotated[WorkerLostRequest | None, Body()] = None
+    ) -> Response:
+        req = req or WorkerLostRequest()
+        service.worker_lost(worker_id, req.reason, req.message)
+        return _empty()
+
+    @app.get(
+        f"{API_PREFIX}/workers",
+        response_model=WorkerList,
+        tags=["workers"],
+        summary="Every known worker",
+    )
+    async def list_workers() -> dict[str, Any]:
+        return {"workers": service.workers()}
+
+    @app.get(
+        f"{API_PREFIX}/workflows/workers/whoami",
+        response_model=WhoAmI,
+        tags=["workers"],
+        summary="Which scheduler this is, as the calling worker sees it",
+    )
+    async def whoami(
+        x_tether_worker: Annotated[str | None, Header(alias=WORKER_HEADER)] = None,
+    ) -> WhoAmI:
+        return WhoAmI(
+            scheduler_url=service.scheduler_url,
+            namespace=service.namespace,
+            tls=service.scheduler_url.startswith("https"),
+            worker_id=x_tether_worker,
+        )
+
+    # -------------------------------------------------------------- tasks
+
+    def _same_task(path_id: str, body_id: str) -> None:
+        if path_id != body_id:
+            raise InvalidCommand(
+                f"task_id {body_id!r} in the body differs from {path_id!r} in the path",
+                field="task_id",
+            )
+
+    @app.post(
+        f"{API_PREFIX}/tasks/{{task_id:path}}/complete",
+        response_model=ReportResponse,
+        responses=_WORKER_ERRORS,
+        tags=["tasks"],
+        summary="Complete one activity attempt",
+    )
+    async def complete_task(
+        request: Request,
+        task_id: str,
+        completion: ActivityCompletion,
+        worker_id: Annotated[str, Header(alias=WORKER_HEADER, min_length=1)],
+    ) -> Response:
+        _same_task(task_id, completion.task_id)
+        check_payload(request, [("result", completion.result)])
+        return _json(service.complete_task(worker_id, completion))
+
+    @app.post(
+        f"{API_PREFIX}/tasks/{{task_id:path}}/heartbeat",
+        response_model=ReportResponse,
+        responses=_WORKER_ERRORS,
+        tags=["tasks"],
+        summary="Heartbeat one activity attempt",
+    )
+    async def heartbeat_task(
+        request: Request,
+        task_id: str,
+        heartbeat: ActivityHeartbeat,
+        worker_id: Annotated[str, Header(alias=WORKER_HEADER, min_length=1)],
+    ) -> Response:
+        _same_task(task_id, heartbeat.task_id)
+        check_payload(request, [("details", heartbeat.details)])
+        return _json(service.heartbeat_task(worker_id, heartbeat))
+
+    # -------------------------------------------------------------- runs
+
+    @app.post(
+        f"{API_PREFIX}/runs",
+        response_model=RunView,
+        status_code=201,
+        responses={**_ERRORS, 409: {"model": Problem, "description": "The run id is taken"}},
+        tags=["runs"],
+        summary="Start a run",
+    )
+    async def start_run(request: Request, req: StartRunRequest) -> dict[str, Any]:
+        check_payload(request, [("input", req.input)])
+        return service.start_run(req)
+
+    @app.get(f"{API_PREFIX}/runs", response_model=RunList, tags=["runs"], summary="Every run")
+    async def list_runs() -> dict[str, Any]:
+        return {"runs": service.list_runs()}
+
+    @app.get(
+        f"{API_PREFIX}/runs/{{run_id}}",
+        response_model=RunView,
+        responses=_RUN_ERRORS,
+        tags=["runs"],
+        summary="One run",
+    )
+    async def get_run(run_id: RunId) -> dict[str, Any]:
+        return service.get_run(run_id)
+
+    @app.get(
+        f"{API_PREFIX}/runs/{{run_id}}/wait",
+        response_model=RunView,
+        responses=_RUN_ERRORS,
+        tags=["runs"],
+        summary="Wait until the run ends (or `timeout` passes) and return it",
+    )
+    async def wait_run(
+        run_id: RunId,
+        timeout: Annotated[  # noqa: ASYNC109 - the documented query parameter
+            float, Query(ge=0, le=3600, description="Seconds to wait.")
+        ] = 30.0,
+    ) -> dict[str, Any]:
+        return await service.wait_run(run_id, timeout)
+
+    @app.get(
+        f"{API_PREFIX}/runs/{{run_id}}/history",
+        response_model=History,
+        responses=_RUN_ERRORS,
+        tags=["runs"],
+        summary="The run's recorded history",
+    )
+    async def history(run_id: RunId) -> dict[str, Any]:
+        return {"run_id": run_id, "events": service.history(run_id)}
+
+    @app.post(
+        f"{API_PREFIX}/runs/{{run_id}}/cancel",
+        response_model=RunView,
+        responses=_RUN_ERRORS,
+        tags=["runs"],
+        summary="Cancel a run",
+    )
+    async def cancel_run(run_id: RunId) -> dict[str, Any]:
+        return service.cancel_run(run_id)
+
+    @app.get("/healthz", response_model=dict[str, bool], tags=["health"], summary="Liveness")
+    async def healthz() -> dict[str, bool]:
+        return {"ok": True}
+
+    return app

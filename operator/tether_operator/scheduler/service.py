@@ -1,0 +1,395 @@
+"""The scheduler service: one engine, its effects carried out, its deadlines kept.
+
+Every engine call goes through `_apply`, which executes the returned effects in
+order: `Deliver` puts a task in the worker's mailbox (waking its long-poll),
+`Persist` hands history to the background `HistoryWriter`, `RunEnded` wakes
+`wait_run` callers, `Notice` goes to the `tether.scheduler` logger and to any
+subscribers. After each call the deadline timer is re-armed if the engine's next
+deadline moved earlier.
+
+The service is transport-agnostic: the FastAPI app (`app.py`) and the in-process
+test environment (`worker_runtime.testing`) both drive it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypedDict
+
+from tether_operator.engine import Engine, EngineConfig, EngineError
+from tether_operator.engine.effects import Deliver, Effect, Notice, Persist, RunEnded
+from tether_operator.scheduler.history_writer import HistoryWriter
+from tether_operator.scheduler.mailboxes import Mailbox
+from tether_operator.scheduler.store import InMemoryRunStore, RunStore
+from tether_operator.scheduler.timers import DeadlineTimer
+from worker_runtime.protocol import (
+    ActivityCompletion,
+    ActivityHeartbeat,
+    RegisterWorkerRequest,
+    ReportRequest,
+    StartRunRequest,
+)
+
+__all__ = ["NoticeSubscriber", "ReportResult", "SchedulerService"]
+
+logger = logging.getLogger("tether.scheduler")
+
+NoticeSubscriber = Callable[[Notice], None]
+"""Called with every engine `Notice` (dev mode prints them)."""
+
+
+class ReportResult(TypedDict):
+    """The `ReportResponse` shape, as plain data ready to be serialised."""
+
+    cancelled: list[str]
+    tasks: list[dict[str, Any]]
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class SchedulerService:
+    """Owns an `Engine` and executes its effects on an asyncio loop."""
+
+    def __init__(
+        self,
+        engine_config: EngineConfig | None = None,
+        store: RunStore | None = None,
+        clock: Callable[[], float] = time.time,
+        namespace: str = "default",
+        scheduler_url: str = "",
+    ) -> None:
+        self.engine_config = engine_config or EngineConfig()
+        self.engine = Engine(self.engine_config)
+        self.store: RunStore = store if store is not None else InMemoryRunStore()
+        self.clock = clock
+        self.namespace = namespace
+        self.scheduler_url = scheduler_url
+        self.history_writer = HistoryWriter(self.store)
+        self._mailboxes: dict[str, Mailbox] = {}
+        self._incarnations: dict[str, str] = {}
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._subscribers: list[NoticeSubscriber] = []
+        self._timer = DeadlineTimer(self._on_deadline, clock)
+        self._started = False
+        self._stopping = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def running(self) -> bool:
+        return self._started and not self._stopping
+
+    async def start(self) -> None:
+        """Start the history writer and the deadline timer (idempotent)."""
+        if self._started:
+            return
+        self._started = True
+        self._stopping = False
+        self.history_writer.start()
+        self._timer.start(asyncio.get_running_loop())
+        self._timer.arm(self.engine.next_deadline())
+
+    async def recover(self) -> list[str]:
+        """Rebuild every run the store holds (after a scheduler restart); returns their ids."""
+        restored: list[str] = []
+        for run_id in await self.store.run_ids():
+            events = await self.store.load(run_id)
+            if not events:
+                continue
+            try:
+                self._apply(self.engine.restore(run_id, events, self.clock()))
+            except EngineError as exc:
+                logger.error("could not restore run %s: %s", run_id, exc)
+                continue
+            restored.append(run_id)
+        return restored
+
+    def begin_shutdown(self) -> None:
+        """Release every long-poll and `wait_run` now; new polls return at once."""
+        self._stopping = True
+        for box in self._mailboxes.values():
+            box.wake()
+        for futures in self._waiters.values():
+            for fut in futures:
+                _wake(fut)
+
+    async def stop(self, flush_timeout: float = 5.0) -> None:
+        """Release waiters, stop the timer, and flush history to the store."""
+        if not self._started:
+            return
+        self.begin_shutdown()
+        self._timer.stop()
+        await self.history_writer.stop(grace=flush_timeout)
+        self._started = False
+
+    async def flush(self) -> None:
+        """Wait until every history event emitted so far is in the store."""
+        await self.history_writer.flush()
+
+    def subscribe(self, callback: NoticeSubscriber) -> Callable[[], None]:
+        """Call `callback` with every Notice; returns a function that unsubscribes."""
+        self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._subscribers:
+                self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    # ------------------------------------------------------------------ effects
+
+    def _apply(self, effects: list[Effect]) -> None:
+        """Carry out the effects of one engine call, in order; then re-arm the timer."""
+        for effect in effects:
+            if isinstance(effect, Deliver):
+                box = self._mailboxes.get(effect.worker_id)
+                if box is None:
+                    box = self._mailboxes[effect.worker_id] = Mailbox()
+                box.put(effect.message)
+            elif isinstance(effect, Persist):
+                self.history_writer.submit(effect.run_id, effect.events)
+            elif isinstance(effect, Notice):
+                self._notice(effect)
+            elif isinstance(effect, RunEnded):
+                for fut in self._waiters.pop(effect.run_id, ()):
+                    _wake(fut)
+        self._timer.arm(self.engine.next_deadline())
+
+    def _notice(self, notice: Notice) -> None:
+        level = logging.WARNING if notice.level == "Warning" else logging.INFO
+        if logger.isEnabledFor(level):
+            logger.log(
+                level,
+                "%s%s: %s",
+                f"{notice.run_id} " if notice.run_id else "",
+                notice.reason,
+                notice.message,
+            )
+        for callback in tuple(self._subscribers):
+            try:
+                callback(notice)
+            except Exception:
+                logger.exception("notice subscriber %r failed", callback)
+
+    def _on_deadline(self) -> None:
+        try:
+            self._apply(self.engine.advance(self.clock()))
+        except Exception:
+            # The timer must survive an engine bug: log it and keep going.
+            logger.exception("engine.advance failed")
+            self._timer.arm(self.clock() + 0.1)
+
+    def advance(self) -> None:
+        """Fire every deadline due at `clock()` now (tests with an injected clock)."""
+        self._apply(self.engine.advance(self.clock()))
+
+    @property
+    def timer_armed_at(self) -> float | None:
+        """The deadline the timer is armed for (None: nothing pending)."""
+        return self._timer.armed_at
+
+    # ------------------------------------------------------------------ workers
+
+    def register_worker(self, req: RegisterWorkerRequest) -> dict[str, Any]:
+        """Register (or re-register) a worker; returns a RegisterWorkerResponse dict."""
+        wid = req.worker_id
+        box = self._mailboxes.get(wid)
+        if box is not None and (
+            self._incarnations.get(wid) != req.incarnation or not self._is_alive(wid)
+        ):
+            # Tasks queued for a previous process (or a lost worker) are void: the
+            # engine re-queues what they carried.
+            box.clear()
+        self._apply(self.engine.register_worker(req.model_dump(), self.clock()))
+        self._incarnations[wid] = req.incarnation
+        self._mailboxes.setdefault(wid, Mailbox())
+        return {
+            "worker_id": wid,
+            "heartbeat_interval": self.engine_config.worker_heartbeat_interval,
+            "namespace": self.namespace,
+        }
+
+    def _is_alive(self, worker_id: str) -> bool:
+        for view in self.engine.worker_views():
+            if view["worker_id"] == worker_id:
+                return bool(view["alive"])
+        return False
+
+    def heartbeat(self, worker_id: str) -> None:
+        """Liveness; raises `UnknownWorker` if the worker must register again."""
+        self._apply(self.engine.worker_seen(worker_id, self.clock()))
+
+    def worker_lost(self, worker_id: str, reason: str = "ProcessExited", message: str = "") -> None:
+        """The worker's process or pod is gone: its sessions break now, not at timeout."""
+        box = self._mailboxes.get(worker_id)
+        if box is not None:
+            box.clear()
+            box.wake()
+        self._apply(self.engine.worker_lost(worker_id, reason, message, self.clock()))
+
+    def workers(self) -> list[dict[str, Any]]:
+        return self.engine.worker_views()
+
+    def queued(self, worker_id: str) -> int:
+        """How many tasks wait in the worker's mailbox."""
+        box = self._mailboxes.get(worker_id)
+        return len(box) if box is not None else 0
+
+    async def poll(
+        self,
+        worker_id: str,
+        max_tasks: int,
+        wait: float,
+        *,
+        still_wanted: Callable[[], Awaitable[bool]] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Up to `max_tasks` tasks for the worker: at once if any are queued, else
+        as soon as one arrives, or `[]` after `wait` seconds.
+
+        `still_wanted` is asked before handing out tasks after a wait (the HTTP layer
+        checks the client is still connected), so tasks are not drained into a dead
+        connection.
+        """
+        self._apply(self.engine.worker_seen(worker_id, self.clock()))
+        box = self._mailboxes.get(worker_id)
+        if box is None:
+            box = self._mailboxes[worker_id] = Mailbox()
+        if len(box):
+            return box.take(max_tasks)
+        if wait <= 0 or self._stopping:
+            return []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0 or self._stopping:
+                return []
+            await box.wait(remaining)
+            if self._mailboxes.get(worker_id) is not box:
+                return []
+            if len(box):
+                if still_wanted is not None and not await still_wanted():
+                    return []
+                return box.take(max_tasks)
+
+    def report(self, worker_id: str, req: ReportRequest) -> ReportResult:
+        """Apply completions, heartbeats and workflow commands, then piggyback tasks.
+
+        Every item is applied even if an earlier one is rejected; the first rejection
+        is raised afterwards (queued tasks stay in the mailbox for the next poll).
+        """
+        now = self.clock()
+        engine = self.engine
+        self._apply(engine.worker_seen(worker_id, now))
+        first_error: EngineError | None = None
+        for completion in req.completions:
+            try:
+                self._complete(worker_id, completion, now)
+            except EngineError as exc:
+                first_error = first_error or exc
+        cancelled: list[str] = []
+        for hb in req.heartbeats:
+            try:
+                alive, effects = engine.activity_heartbeat(worker_id, hb.task_id, hb.details, now)
+            except EngineError as exc:
+                first_error = first_error or exc
+                continue
+            self._apply(effects)
+            if not alive:
+                cancelled.append(hb.task_id)
+        for batch in req.workflows:
+            try:
+                self._apply(
+                    engine.workflow_commands(
+                        worker_id,
+                        batch.run_id,
+                        batch.workflow_task_id,
+                        [command.model_dump() for command in batch.commands],
+                        now,
+                    )
+                )
+            except EngineError as exc:
+                logger.warning(
+                    "rejected commands of run %s from %s: %s", batch.run_id, worker_id, exc
+                )
+                first_error = first_error or exc
+        if first_error is not None:
+            raise first_error
+        tasks: list[dict[str, Any]] = []
+        if req.max_tasks:
+            box = self._mailboxes.get(worker_id)
+            if box is not None and len(box):
+                tasks = box.take(req.max_tasks)
+        return {"cancelled": cancelled, "tasks": tasks}
+
+    def _complete(self, worker_id: str, completion: ActivityCompletion, now: float) -> None:
+        if completion.ok:
+            effects = self.engine.activity_completed(
+                worker_id, completion.task_id, completion.result, now
+            )
+        else:
+            error = (
+                completion.error.model_dump()
+                if completion.error is not None
+                else {"type": "ActivityError", "message": "the activity failed without an error"}
+            )
+            effects = self.engine.activity_failed(worker_id, completion.task_id, error, now)
+        self._apply(effects)
+
+    def complete_task(self, worker_id: str, completion: ActivityCompletion) -> ReportResult:
+        """Single-shot completion (`POST /v1/tasks/{id}/complete`)."""
+        return self.report(worker_id, ReportRequest(completions=[completion]))
+
+    def heartbeat_task(self, worker_id: str, heartbeat: ActivityHeartbeat) -> ReportResult:
+        """Single-shot activity heartbeat (`POST /v1/tasks/{id}/heartbeat`)."""
+        return self.report(worker_id, ReportRequest(heartbeats=[heartbeat]))
+
+    # ------------------------------------------------------------------ runs
+
+    def start_run(self, req: StartRunRequest) -> dict[str, Any]:
+        """Start a run; returns its RunView. Raises `RunAlreadyExists` for a taken id."""
+        run_id, effects = self.engine.start_run(req.model_dump(), self.clock())
+        self._apply(effects)
+        return self.engine.run_view(run_id)
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        return self.engine.run_view(run_id)
+
+    def list_runs(self) -> list[dict[str, Any]]:
+        return self.engine.list_runs()
+
+    def history(self, run_id: str) -> list[dict[str, Any]]:
+        return self.engine.history(run_id)
+
+    def cancel_run(self, run_id: str) -> dict[str, Any]:
+        self._apply(self.engine.cancel_run(run_id, self.clock()))
+        return self.engine.run_view(run_id)
+
+    def is_terminal(self, run_id: str) -> bool:
+        return self.engine.is_terminal(run_id)
+
+    async def wait_run(self, run_id: str, timeout: float) -> dict[str, Any]:  # noqa: ASYNC109
+        """The run's view once it is terminal, or its current view after `timeout` s."""
+        if self.engine.is_terminal(run_id) or timeout <= 0 or self._stopping:
+            return self.engine.run_view(run_id)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        waiters = self._waiters.setdefault(run_id, [])
+        waiters.append(fut)
+        handle = loop.call_later(timeout, _wake, fut)
+        try:
+            await fut
+        finally:
+            handle.cancel()
+            current = self._waiters.get(run_id)
+            if current is not None and fut in current:
+                current.remove(fut)
+                if not current:
+                    del self._waiters[run_id]
+        return self.engine.run_view(run_id)
