@@ -1,0 +1,169 @@
+"""A small synchronous HTTP client for the scheduler's client API (`/v1/runs`, `/v1/workers`).
+
+Every failure is turned into a `CliError` whose message is the one line the CLI
+prints: an unreachable scheduler, a `Problem` body from the server, a response
+that is not what the protocol promises. Tests pass an `httpx.MockTransport`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from worker_runtime.protocol import (
+    API_PREFIX,
+    History,
+    Problem,
+    RunList,
+    RunView,
+    StartRunRequest,
+    WorkerList,
+)
+
+DEFAULT_SERVER = "http://127.0.0.1:7233"
+"""Where `tether dev` listens unless told otherwise."""
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+class CliError(Exception):
+    """A failure the CLI reports as one `error: ...` line on stderr (exit code 1)."""
+
+
+def format_problem(status: int, body: bytes) -> str:
+    """Turn an error response into one readable line, using the `Problem` body when present."""
+    try:
+        problem = Problem.model_validate_json(body)
+    except ValidationError:
+        text = body.decode("utf-8", "replace").strip().replace("\n", " ")
+        if len(text) > 200:
+            text = text[:200] + "..."
+        return f"the scheduler answered HTTP {status}" + (f": {text}" if text else "")
+    message = problem.message or problem.error
+    if problem.field:
+        message += f" (field: {problem.field})"
+    return message
+
+
+class SchedulerClient:
+    """Calls the scheduler's HTTP API and returns protocol models.
+
+    `server` is the base URL (no `/v1`); `transport` replaces the network in tests.
+    """
+
+    def __init__(
+        self,
+        server: str = DEFAULT_SERVER,
+        *,
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.server = server.rstrip("/")
+        self._timeout = timeout
+        self._http = httpx.Client(
+            base_url=self.server + API_PREFIX, timeout=timeout, transport=transport
+        )
+
+    def close(self) -> None:
+        """Release the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> SchedulerClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ API calls
+
+    def start_run(self, request: StartRunRequest) -> RunView:
+        """POST /v1/runs: start a run and return its first view."""
+        body = request.model_dump(mode="json", exclude_none=True)
+        return self._call("POST", "/runs", RunView, json=body)
+
+    def get_run(self, run_id: str) -> RunView:
+        """GET /v1/runs/{id}."""
+        return self._call("GET", f"/runs/{run_id}", RunView)
+
+    def list_runs(self) -> RunList:
+        """GET /v1/runs."""
+        return self._call("GET", "/runs", RunList)
+
+    def wait_run(self, run_id: str, timeout: float) -> RunView:
+        """GET /v1/runs/{id}/wait: the view once terminal, or the current one after `timeout` s."""
+        return self._call(
+            "GET",
+            f"/runs/{run_id}/wait",
+            RunView,
+            params={"timeout": timeout},
+            read_timeout=timeout + self._timeout,
+        )
+
+    def cancel_run(self, run_id: str) -> RunView:
+        """POST /v1/runs/{id}/cancel."""
+        return self._call("POST", f"/runs/{run_id}/cancel", RunView)
+
+    def history(self, run_id: str) -> History:
+        """GET /v1/runs/{id}/history."""
+        return self._call("GET", f"/runs/{run_id}/history", History)
+
+    def list_workers(self) -> WorkerList:
+        """GET /v1/workers."""
+        return self._call("GET", "/workers", WorkerList)
+
+    def worker_lost(self, worker_id: str, reason: str, message: str) -> None:
+        """POST /v1/workers/{id}/lost: the process or pod behind a worker is gone."""
+        self._request(
+            "POST", f"/workers/{worker_id}/lost", json={"reason": reason, "message": message}
+        )
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        model: type[ModelT],
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        read_timeout: float | None = None,
+    ) -> ModelT:
+        response = self._request(method, path, json=json, params=params, read_timeout=read_timeout)
+        try:
+            return model.model_validate_json(response.content)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise CliError(
+                f"unexpected answer from {method} {API_PREFIX}{path}: {where}: {first['msg']}"
+            ) from None
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        read_timeout: float | None = None,
+    ) -> httpx.Response:
+        timeout = httpx.Timeout(self._timeout, read=read_timeout or self._timeout)
+        try:
+            response = self._http.request(method, path, json=json, params=params, timeout=timeout)
+        except httpx.ConnectError:
+            raise CliError(
+                f"cannot reach the Tether scheduler at {self.server}"
+                " — is `tether dev FILE` running?"
+            ) from None
+        except httpx.TimeoutException:
+            raise CliError(
+                f"the Tether scheduler at {self.server} did not answer in time"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise CliError(f"cannot talk to the Tether scheduler at {self.server}: {exc}") from None
+        if response.status_code >= 400:
+            raise CliError(format_problem(response.status_code, response.content))
+        return response

@@ -1,0 +1,239 @@
+"""The `tether` subcommands that talk to a running scheduler (everything but `dev`).
+
+Each command takes the parsed arguments, a `SchedulerClient` and an `Output`,
+and returns the process exit code; failures are raised as `CliError`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from rich.live import Live
+from rich.text import Text
+
+from tether_operator.cli.client import CliError, SchedulerClient
+from tether_operator.cli.output import Output
+from tether_operator.cli.render import (
+    TERMINAL_PHASES,
+    describe_run,
+    history_table,
+    progress_line,
+    run_summary,
+    runs_table,
+    to_json,
+    workers_table,
+)
+from worker_runtime.protocol import RunView, StartRunRequest
+
+WAIT_POLL_SECONDS = 0.5
+"""How long one long-poll of `/wait` lasts, i.e. how often the live view refreshes."""
+
+
+def exit_code_for(run: RunView) -> int:
+    """0 when the run succeeded, 1 when it failed or was cancelled (or is not finished)."""
+    return 0 if run.phase == "Succeeded" else 1
+
+
+def read_input(args: argparse.Namespace) -> Any:
+    """The run input from `--input JSON` or `--input-file PATH` (`-` is stdin)."""
+    if args.input is not None:
+        try:
+            return json.loads(args.input)
+        except json.JSONDecodeError as exc:
+            raise CliError(f"--input is not valid JSON: {exc}") from None
+    if args.input_file is not None:
+        path = str(args.input_file)
+        try:
+            text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise CliError(f"cannot read --input-file {path}: {exc.strerror or exc}") from None
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise CliError(f"--input-file {path} is not valid JSON: {exc}") from None
+    return None
+
+
+def build_start_request(args: argparse.Namespace) -> StartRunRequest:
+    """Validate the `tether run` arguments into the wire request, with CLI-worded errors."""
+    fields: dict[str, Any] = {"workflow": args.workflow, "input": read_input(args)}
+    if args.id is not None:
+        fields["run_id"] = args.id
+    if args.sticky is not None:
+        fields["sticky"] = args.sticky
+    if args.schedule_timeout is not None:
+        fields["schedule_timeout"] = args.schedule_timeout
+    try:
+        return StartRunRequest.model_validate(fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        flag = {"run_id": "--id", "schedule_timeout": "--schedule-timeout"}.get(where, where)
+        raise CliError(f"invalid {flag}: {first['msg']}") from None
+
+
+def cmd_run(args: argparse.Namespace, client: SchedulerClient, output: Output) -> int:
+    """`tether run WORKFLOW`: start a run; with `--wait`, follow it to the end."""
+    request = build_start_request(args)
+    run = client.start_run(request)
+    if not args.wait:
+        if args.output == "json":
+            output.json(to_json(run))
+        else:
+            output.print(f"run/{run.run_id} created (workflow {run.workflow})")
+            output.err.print(
+                f"follow it with: tether get run {run.run_id}   |   "
+                f"tether describe run {run.run_id}",
+                style="dim",
+            )
+        return 0
+    try:
+        run = wait_for_run(client, run, args.timeout, output, live=args.output != "json")
+    except KeyboardInterrupt:
+        raise CliError(
+            f"stopped waiting; run {run.run_id!r} keeps running"
+            f" (`tether cancel run {run.run_id}` stops it)"
+        ) from None
+    if args.output == "json":
+        output.json(to_json(run))
+    else:
+        output.print(run_summary(run, time.time()))
+    if run.phase not in TERMINAL_PHASES:
+        raise CliError(
+            f"run {run.run_id!r} did not finish within {args.timeout:g}s (phase {run.phase});"
+            f" it keeps running — see `tether describe run {run.run_id}`"
+        )
+    return exit_code_for(run)
+
+
+class _LiveProgress:
+    """The live line of `--wait`: the latest view, with the elapsed time ticking."""
+
+    def __init__(self, run: RunView, started: float) -> None:
+        self.run = run
+        self.started = started
+
+    def __rich__(self) -> Text:
+        return progress_line(self.run, time.monotonic() - self.started)
+
+
+def wait_for_run(
+    client: SchedulerClient,
+    run: RunView,
+    timeout: float | None,
+    output: Output,
+    *,
+    live: bool,
+) -> RunView:
+    """Long-poll `/wait` until the run is terminal or `timeout` passes; show progress live."""
+    started = time.monotonic()
+    deadline = None if timeout is None else started + timeout
+    show_live = live and output.err.is_terminal
+
+    def step(current: RunView) -> RunView:
+        wait = WAIT_POLL_SECONDS
+        if deadline is not None:
+            wait = max(min(wait, deadline - time.monotonic()), 0.0)
+        return client.wait_run(current.run_id, wait)
+
+    def done(current: RunView) -> bool:
+        if current.phase in TERMINAL_PHASES:
+            return True
+        return deadline is not None and time.monotonic() >= deadline
+
+    if not show_live:
+        while not done(run):
+            run = step(run)
+        return run
+    view = _LiveProgress(run, started)
+    with Live(view, console=output.err, transient=True, refresh_per_second=8):
+        while not done(run):
+            run = view.run = step(run)
+    return run
+
+
+def cmd_wait(args: argparse.Namespace, client: SchedulerClient, output: Output) -> int:
+    """`tether wait run ID`: follow an existing run to the end; exit 0 only if it succeeded."""
+    run = wait_for_run(
+        client, client.get_run(args.name), args.timeout, output, live=args.output != "json"
+    )
+    if args.output == "json":
+        output.json(to_json(run))
+    else:
+        output.print(run_summary(run, time.time()))
+    if run.phase not in TERMINAL_PHASES:
+        raise CliError(
+            f"run {run.run_id!r} did not finish within {args.timeout:g}s (phase {run.phase})"
+        )
+    return exit_code_for(run)
+
+
+def cmd_get(args: argparse.Namespace, client: SchedulerClient, output: Output) -> int:
+    """`tether get runs|run ID|workers`."""
+    now = time.time()
+    if args.resource in {"workers", "worker"}:
+        workers = client.list_workers()
+        if args.name:
+            workers.workers = [w for w in workers.workers if w.worker_id == args.name]
+            if not workers.workers:
+                raise CliError(f'worker "{args.name}" not found')
+        if args.output == "json":
+            output.json(to_json(workers))
+        elif not workers.workers:
+            output.err.print("No workers registered.")
+        else:
+            output.print(workers_table(workers.workers))
+        return 0
+    if args.name:
+        run = client.get_run(args.name)
+        if args.output == "json":
+            output.json(to_json(run))
+        else:
+            output.print(runs_table([run], now, wide=args.output == "wide"))
+        return 0
+    runs = client.list_runs()
+    if args.output == "json":
+        output.json(to_json(runs))
+    elif not runs.runs:
+        output.err.print("No runs found.")
+    else:
+        output.print(runs_table(runs.runs, now, wide=args.output == "wide"))
+    return 0
+
+
+def cmd_describe(args: argparse.Namespace, client: SchedulerClient, output: Output) -> int:
+    """`tether describe run ID`: everything about one run."""
+    run = client.get_run(args.name)
+    if args.output == "json":
+        output.json(to_json(run))
+    else:
+        output.print(describe_run(run, time.time()))
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace, client: SchedulerClient, output: Output) -> int:
+    """`tether cancel run ID`."""
+    run = client.cancel_run(args.name)
+    if args.output == "json":
+        output.json(to_json(run))
+    else:
+        output.print(f"run/{run.run_id} cancel requested (phase {run.phase})")
+    return 0
+
+
+def cmd_history(args: argparse.Namespace, client: SchedulerClient, output: Output) -> int:
+    """`tether history run ID`: the recorded events of a run."""
+    history = client.history(args.name)
+    if args.output == "json":
+        output.json(to_json(history))
+    elif not history.events:
+        output.err.print(f"run {history.run_id} has no history yet.")
+    else:
+        output.print(history_table(history.events))
+    return 0

@@ -1,0 +1,217 @@
+"""The `tether` command line: argument parsing and the one place errors become exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+import httpx
+
+from tether_operator.cli import commands
+from tether_operator.cli.client import DEFAULT_SERVER, CliError, SchedulerClient
+from tether_operator.cli.output import Output
+
+SERVER_ENV = "TETHER_SERVER"
+"""Environment variable naming the scheduler URL (overridden by `--server`)."""
+
+Command = Callable[[argparse.Namespace, SchedulerClient, Output], int]
+
+EPILOG = """\
+examples:
+  tether dev examples/ml_inference.py --workers 3
+  tether run ml-inference --input '{"batch": [{"x": 1}, {"x": 2}]}' --wait
+  tether get runs
+  tether describe run RUN_ID
+  tether wait run RUN_ID --timeout 60
+"""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one `error:` line and exit code 1."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"error: {message} (see `{self.prog} --help`)\n")
+        raise SystemExit(1)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port")
+    return value
+
+
+def _output_flag(parser: argparse.ArgumentParser, choices: Sequence[str]) -> None:
+    parser.add_argument(
+        "-o",
+        "--output",
+        choices=list(choices),
+        default="table",
+        help=f"output format ({'|'.join(choices)}; default table)",
+    )
+
+
+def build_parser() -> ArgumentParser:
+    """The full `tether` argument parser."""
+    parser = ArgumentParser(
+        prog="tether",
+        description="Tether: durable Python workflows with sticky worker sessions.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--server",
+        default=os.environ.get(SERVER_ENV, DEFAULT_SERVER),
+        help=f"scheduler URL (env {SERVER_ENV}; default {DEFAULT_SERVER})",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
+
+    dev = sub.add_parser(
+        "dev",
+        help="run a scheduler and local workers for a workflow file",
+        description=(
+            "Start a scheduler in this process and N worker processes running FILE. "
+            "Workers alternate between two pretend nodes, dev-node-a and dev-node-b, so "
+            "node preference on session rebinds is visible. A worker that exits is "
+            "reported lost at once and restarted with the same id (like a container "
+            "restart in the same pod). Ctrl-C stops everything."
+        ),
+    )
+    dev.add_argument("file", metavar="FILE", help="Python file defining workflows and activities")
+    dev.add_argument("--workers", type=_positive_int, default=3, help="worker processes (3)")
+    dev.add_argument("--port", type=_port, default=7233, help="scheduler port (7233)")
+    dev.add_argument("--host", default="127.0.0.1", help="scheduler address (127.0.0.1)")
+    dev.add_argument("--slots", type=_positive_int, default=8, help="activities per worker (8)")
+    dev.add_argument(
+        "--session-capacity", type=_positive_int, default=4, help="sessions per worker (4)"
+    )
+    dev.add_argument("--no-restart", action="store_true", help="do not restart workers that exit")
+
+    run = sub.add_parser("run", help="start a workflow run (and optionally wait for it)")
+    run.add_argument("workflow", metavar="WORKFLOW", help="registered workflow name")
+    source = run.add_mutually_exclusive_group()
+    source.add_argument("--input", help="run input as JSON")
+    source.add_argument(
+        "--input-file", metavar="PATH", help="read the JSON input from PATH (- is stdin)"
+    )
+    run.add_argument("--id", help="run id (default: generated)")
+    run.add_argument(
+        "--sticky", type=str.upper, choices=["SOFT", "HARD"], help="override the sticky strategy"
+    )
+    run.add_argument(
+        "--schedule-timeout",
+        type=_positive_float,
+        metavar="S",
+        help="how long a HARD session waits for its lost worker (seconds)",
+    )
+    run.add_argument("--wait", action="store_true", help="follow the run until it ends")
+    run.add_argument(
+        "--timeout", type=_positive_float, metavar="S", help="give up waiting after S seconds"
+    )
+    _output_flag(run, ["table", "json"])
+    run.set_defaults(handler=commands.cmd_run)
+
+    get = sub.add_parser("get", help="list runs or workers, or show one run")
+    get.add_argument("resource", choices=["runs", "run", "workers", "worker"], metavar="RESOURCE")
+    get.add_argument("name", nargs="?", metavar="NAME", help="one run (or worker) by name")
+    _output_flag(get, ["table", "json", "wide"])
+    get.set_defaults(handler=commands.cmd_get)
+
+    for name, help_text, handler in (
+        ("describe", "show a run's activities, sessions and children", commands.cmd_describe),
+        ("cancel", "cancel a run", commands.cmd_cancel),
+        ("history", "show a run's recorded history events", commands.cmd_history),
+    ):
+        command = sub.add_parser(name, help=help_text)
+        command.add_argument("resource", choices=["run"], metavar="run")
+        command.add_argument("name", metavar="ID", help="run id")
+        _output_flag(command, ["table", "json"])
+        command.set_defaults(handler=handler)
+
+    wait = sub.add_parser("wait", help="wait for a run to end (exit 0 if it succeeded)")
+    wait.add_argument("resource", choices=["run"], metavar="run")
+    wait.add_argument("name", metavar="ID", help="run id")
+    wait.add_argument(
+        "--timeout", type=_positive_float, metavar="S", help="give up after S seconds"
+    )
+    _output_flag(wait, ["table", "json"])
+    wait.set_defaults(handler=commands.cmd_wait)
+    return parser
+
+
+def _dev(args: argparse.Namespace, output: Output) -> int:
+    """`tether dev FILE`: imported lazily, it pulls in the scheduler, FastAPI and uvicorn."""
+    from tether_operator.dev import DevError, DevOptions, run_dev
+
+    options = DevOptions(
+        file=args.file,
+        workers=args.workers,
+        host=args.host,
+        port=args.port,
+        slots=args.slots,
+        session_capacity=args.session_capacity,
+        restart=not args.no_restart,
+    )
+    try:
+        return run_dev(options, console=output.out)
+    except DevError as exc:
+        raise CliError(str(exc)) from None
+
+
+def run_command(
+    argv: Sequence[str] | None = None,
+    *,
+    output: Output | None = None,
+    transport: httpx.BaseTransport | None = None,
+) -> int:
+    """Parse `argv` and run the command; return the exit code (errors already printed).
+
+    `transport` replaces the network in tests (an `httpx.MockTransport`).
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    output = output or Output()
+    try:
+        if args.command is None:
+            parser.print_help(sys.stdout)
+            return 0
+        if args.command == "dev":
+            return _dev(args, output)
+        handler: Command = args.handler
+        with SchedulerClient(args.server, transport=transport) as client:
+            return handler(args, client, output)
+    except CliError as exc:
+        output.err.file.write(f"error: {exc}\n")
+        output.err.file.flush()
+        return 1
+    except KeyboardInterrupt:
+        output.err.file.write("interrupted\n")
+        return 130
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point: `tether ...`."""
+    raise SystemExit(run_command(argv))

@@ -1,0 +1,158 @@
+"""The scheduler embedded in the `tether dev` process: built, served, watched, stopped.
+
+This is the one module of dev mode that knows the scheduler package; the supervisor
+sees a URL, a readiness wait, a stream of engine notices and a stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import socket
+from collections.abc import Callable, Iterator
+
+import httpx
+import uvicorn
+from rich.console import Console
+from rich.logging import RichHandler
+
+from tether_operator.engine import EngineError
+from tether_operator.engine.effects import Notice
+from tether_operator.scheduler import SchedulerService, create_app
+from tether_operator.scheduler.server import http_config
+
+READY_TIMEOUT_SECONDS = 15.0
+"""How long the scheduler may take to answer `/healthz` after start."""
+
+
+class DevError(Exception):
+    """Dev mode cannot start (port in use, file missing, ...): one `error:` line, exit 1."""
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the supervisor owns Ctrl-C and SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail early, with a clear message, when something already listens on host:port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise DevError(
+                    f"port {port} on {host} is already in use — is another `tether dev` "
+                    f"running? Pick another with --port"
+                ) from None
+            raise DevError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def _route_scheduler_logs(console: Console) -> logging.Handler:
+    """Show the scheduler's errors on the dev console; its notices are printed separately."""
+    handler = RichHandler(console=console, level=logging.ERROR, show_path=False)
+    logger = logging.getLogger("tether")
+    logger.addHandler(handler)
+    logger.propagate = False
+    return handler
+
+
+class EmbeddedScheduler:
+    """A `SchedulerService` served over HTTP by uvicorn inside this event loop."""
+
+    def __init__(self, host: str, port: int, console: Console) -> None:
+        self.host = host
+        self.port = port
+        self.console = console
+        self._log_handler: logging.Handler | None = None
+        self.service = SchedulerService(scheduler_url=self.url, namespace="dev")
+        self._server: _QuietServer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        """The base URL workers and the CLI use."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        if self.host in {"0.0.0.0", "::"}:
+            host = "127.0.0.1"
+        return f"http://{host}:{self.port}"
+
+    def on_notice(self, listener: Callable[[Notice], None]) -> None:
+        """Call `listener` with every engine notice (session bound/broken, run ended...)."""
+        self.service.subscribe(listener)
+
+    def worker_lost(self, worker_id: str, message: str) -> bool:
+        """Tell the scheduler a worker process exited; False if it never registered."""
+        try:
+            self.service.worker_lost(worker_id, "ProcessExited", message)
+        except EngineError:
+            return False
+        return True
+
+    async def start(self) -> None:
+        """Serve the scheduler and return once `/healthz` answers."""
+        _check_port_free(self.host, self.port)
+        self._log_handler = _route_scheduler_logs(self.console)
+        await self.service.start()
+        config = http_config(create_app(self.service), self.host, self.port, graceful_shutdown=2)
+        self._server = _QuietServer(config)
+        self._task = asyncio.create_task(self._serve(self._server), name="tether-scheduler")
+        await self._wait_ready()
+
+    async def _serve(self, server: _QuietServer) -> None:
+        try:
+            await server.serve()
+        except SystemExit:  # uvicorn exits this way when it cannot bind or start up
+            return
+
+    async def _wait_ready(self) -> None:
+        assert self._task is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + READY_TIMEOUT_SECONDS
+        async with httpx.AsyncClient(base_url=self.url, timeout=1.0) as client:
+            while True:
+                if self._task.done():
+                    raise DevError(f"the scheduler failed to start on {self.host}:{self.port}")
+                with contextlib.suppress(httpx.HTTPError):
+                    response = await client.get("/healthz")
+                    if response.status_code == 200:
+                        return
+                if loop.time() > deadline:
+                    raise DevError(
+                        f"the scheduler did not become ready on {self.url} "
+                        f"within {READY_TIMEOUT_SECONDS:g}s"
+                    )
+                await asyncio.sleep(0.05)
+
+    @property
+    def failed(self) -> bool:
+        """True when the server stopped without being asked to."""
+        return self._task is not None and self._task.done() and not self._stopping
+
+    _stopping = False
+
+    async def stop(self) -> None:
+        """Stop serving (in-flight long polls get a short grace period)."""
+        self._stopping = True
+        self.service.begin_shutdown()
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), 5.0)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+        await self.service.stop()
+        if self._log_handler is not None:
+            logger = logging.getLogger("tether")
+            logger.removeHandler(self._log_handler)
+            logger.propagate = True
