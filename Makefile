@@ -1,0 +1,60 @@
+# Tether — project tasks. `make help` lists them.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON_BOOT ?= python3
+VENV        := .venv
+BIN         := $(VENV)/bin
+PY          := $(BIN)/python
+STAMP       := $(VENV)/.installed
+SOURCES     := operator/tether_operator worker_runtime tests bench examples scripts
+
+.PHONY: help venv demo test lint format typecheck contracts unit bench openapi clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "; printf "Usage: make TARGET\n\nTargets:\n"} \
+		/^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-11s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+venv: $(STAMP) ## Create .venv and install tether with its dev extras (idempotent)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+demo: venv ## Start dev mode, run the ML example, then crash a session's worker mid-run
+	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/demo.sh
+
+test: venv lint typecheck contracts ## Lint, typecheck, import contracts and the test suite
+	$(BIN)/pytest
+
+unit: venv ## Only the fast tests (no real worker processes)
+	$(BIN)/pytest -m 'not slow and not e2e'
+
+lint: venv ## ruff check + ruff format --check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv ## Apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+typecheck: venv ## mypy --strict over tether_operator and worker_runtime
+	$(BIN)/mypy
+
+contracts: venv ## Import-layer contracts (lint-imports)
+	$(BIN)/lint-imports
+
+bench: venv ## Benchmarks; results land in bench/results/*.json
+	mkdir -p bench/results
+	$(PY) -m bench.run
+
+openapi: venv ## Regenerate docs/openapi.json from the scheduler app
+	$(PY) -m tether_operator.scheduler.openapi > docs/openapi.json.tmp
+	mv docs/openapi.json.tmp docs/openapi.json
+
+clean: ## Remove caches and build output (keeps .venv)
+	rm -rf .mypy_cache .ruff_cache .pytest_cache .hypothesis dist build
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +

@@ -1,0 +1,119 @@
+"""Workflows and activities the benchmarks run (served by bench/worker_main.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import worker_runtime as workflows
+from worker_runtime import run_activities_locally, run_sticky_worker_session
+
+# ----------------------------------------------------------------- round trip and throughput
+
+
+@workflows.activity(retry_policy_max_attempts=1)
+async def noop(i: int) -> int:
+    return i
+
+
+@workflows.workflow.define(name="bench-roundtrip")
+class RoundTrip:
+    """Awaits `n` activities one after another and times each from the workflow's side."""
+
+    @workflows.workflow.entrypoint
+    async def execute(self, n: int) -> list[float]:
+        latencies = []
+        for i in range(n):
+            t0 = time.perf_counter()
+            await noop(i)
+            latencies.append(time.perf_counter() - t0)
+        return latencies
+
+
+@workflows.workflow.define(name="bench-local")
+class LocalOverhead:
+    """Runs `n` local activities and returns the seconds they took in total."""
+
+    @workflows.workflow.entrypoint
+    async def execute(self, n: int) -> dict[str, float]:
+        t0 = time.perf_counter()
+        with run_activities_locally():
+            for i in range(n):
+                await noop(i)
+        local = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for i in range(n):
+            await noop.fn(i)
+        direct = time.perf_counter() - t0
+        return {"local": local, "direct": direct}
+
+
+@workflows.workflow.define(name="bench-fanout")
+class FanOut:
+    """Schedules `n` activities at once, in waves of `wave`."""
+
+    @workflows.workflow.entrypoint
+    async def execute(self, n: int, wave: int = 500) -> int:
+        done = 0
+        for start in range(0, n, wave):
+            results = await asyncio.gather(*(noop(i) for i in range(start, min(n, start + wave))))
+            done += len(results)
+        return done
+
+
+# ----------------------------------------------------------------- sticky vs non-sticky
+
+LOAD_SECONDS = 1.0
+PREDICT_SECONDS = 0.05
+_models: dict[str, float] = {}
+_loads = 0
+
+
+async def _model(key: str) -> float:
+    global _loads
+    if key not in _models:
+        await asyncio.sleep(LOAD_SECONDS)  # weights from disk / a model hub
+        _models[key] = float(len(key))
+        _loads += 1
+    return _models[key]
+
+
+@workflows.activity()
+async def load_model(key: str) -> int:
+    await _model(key)
+    return _loads
+
+
+@workflows.activity()
+async def predict(key: str, x: float) -> dict[str, Any]:
+    weight = await _model(key)  # a worker without this run's model must load it first
+    await asyncio.sleep(PREDICT_SECONDS)
+    return {"y": weight * x, "loads": _loads}
+
+
+async def _inference(key: str, n: int) -> int:
+    await load_model(key)
+    loads = 0
+    for i in range(n):
+        loads = (await predict(key, float(i)))["loads"]
+    return loads
+
+
+@workflows.workflow.define(name="bench-inference-sticky")
+class StickyInference:
+    @workflows.workflow.entrypoint
+    async def execute(self, key: str, n: int = 20) -> int:
+        async with run_sticky_worker_session():
+            return await _inference(key, n)
+
+
+@workflows.workflow.define(name="bench-inference-plain")
+class PlainInference:
+    @workflows.workflow.entrypoint
+    async def execute(self, key: str, n: int = 20) -> int:
+        return await _inference(key, n)
+
+
+ALL_WORKFLOWS = [RoundTrip, LocalOverhead, FanOut, StickyInference, PlainInference]
+ALL_ACTIVITIES = [noop, load_model, predict]
