@@ -75,6 +75,8 @@ class Engine:
         self._now = 0.0
         self._depth = 0
         self._leftover: list[Effect] = []
+        # HARD sessions of restored runs, by worker: reserved until the worker registers.
+        self._reserved: dict[str, set[str]] = {}
 
     # ================================================================== batching
 
@@ -139,7 +141,10 @@ class Engine:
                 # Broken HARD sessions keep their reservation so the worker's capacity
                 # is still theirs when it comes back.
                 new.sessions = set(old.sessions)
+            else:
+                new.sessions = self._reserved.pop(new.worker_id, set())
             self.workers[new.worker_id] = new
+            self._rebind_hard_sessions(new)
             self.deadlines.add(now + self.config.worker_heartbeat_timeout, "worker", new.worker_id)
             self._notice(
                 None,
@@ -150,6 +155,17 @@ class Engine:
                 f"{new.session_capacity} sessions)",
             )
         return out
+
+    def _rebind_hard_sessions(self, w: WorkerState) -> None:
+        """The pod of broken HARD sessions is back: they continue here, cold."""
+        for sid in sorted(w.sessions):
+            run = self._run_of_session(sid)
+            if run is None or run.terminal:
+                w.sessions.discard(sid)
+                continue
+            s = run.sessions[sid]
+            if s.state == "Broken" and s.strategy == "HARD" and s.worker == w.worker_id:
+                self._bind(run, s, w)
 
     def worker_seen(self, worker_id: str, now: float) -> list[Effect]:
         """Liveness: any request from the worker counts."""
@@ -807,10 +823,11 @@ class Engine:
         if target is None:
             return False
         rec = run.activities[task.seq]
-        cold_start = False
         if s is not None and binds:
             self._bind(run, s, target)
-            cold_start = True
+        # True for a session's first activity on a worker: after every binding, and after
+        # its HARD worker came back from a restart.
+        cold_start = s is not None and s.state == "Open" and s.cold
         task.worker_id = target.worker_id
         task.started_at = task.last_heartbeat = self._now
         target.running.add(task.task_id)
@@ -1055,8 +1072,17 @@ class Engine:
                         reason="SchedulerRestarted",
                         message="the scheduler restarted",
                     )
-                    if s.strategy == "HARD":
-                        self.deadlines.add(now + run.schedule_timeout, "hard", run.run_id, s.id)
+                if s.state == "Broken" and s.strategy == "HARD" and s.worker is not None:
+                    broken_at = s.broken_at if s.broken_at is not None else now
+                    due = max(now, broken_at + run.schedule_timeout)
+                    self.deadlines.add(due, "hard", run.run_id, s.id)
+                    w = self.workers.get(s.worker)
+                    if w is not None:
+                        w.sessions.add(s.id)
+                        if w.alive:
+                            self._rebind_hard_sessions(w)
+                    else:
+                        self._reserved.setdefault(s.worker, set()).add(s.id)
             for rec in run.activities.values():
                 if rec.local:
                     continue

@@ -58,6 +58,8 @@ class SessionRecord:
     reason: str | None = None
     message: str | None = None
     broken_at: float | None = None
+    cold: bool = False
+    """Bound to a worker that has not run one of its activities yet."""
     workers: list[str] = field(default_factory=list)
 
 
@@ -185,6 +187,8 @@ class Run:
         rec.cold_start = bool(d.get("cold_start"))
         rec.started_at = t
         rec.retry_at = None
+        if rec.session_id is not None and rec.session_id in self.sessions:
+            self.sessions[rec.session_id].cold = False
 
     def _activity_completed(self, t: float, d: dict[str, Any]) -> None:
         rec = self.activities[d["seq"]]
@@ -242,6 +246,7 @@ class Run:
         s.worker, s.pod, s.node = d["worker"], d.get("pod"), d.get("node")
         s.reason = s.message = None
         s.broken_at = None
+        s.cold = True
         s.workers.append(d["worker"])
 
     def _session_broken(self, t: float, d: dict[str, Any]) -> None:
