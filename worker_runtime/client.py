@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from typing import Any, TypeVar
+from urllib.parse import quote, urlsplit
 
 import httpx
 from pydantic import BaseModel
@@ -33,6 +34,7 @@ M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_SCHEDULER_URL = "http://127.0.0.1:7233"
 _JSON = {"content-type": "application/json"}
+_JSON_PAIRS = [("content-type", "application/json")]
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
@@ -49,9 +51,20 @@ class SchedulerClient:
         headers: dict[str, str] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        if transport is None:
+            transport = FastTransport()
+        # The hot path skips httpx's request/response objects when we own a FastTransport
+        # and the scheduler speaks plain http; an injected transport always goes via httpx.
+        self._fast: FastTransport | None = None
+        url = urlsplit(self.base_url + API_PREFIX)
+        if isinstance(transport, FastTransport) and url.scheme == "http" and url.hostname:
+            self._fast = transport
+            self._host, self._port, self._prefix = url.hostname, url.port or 80, url.path
+            self._timeout, self._connect_timeout = timeout, 5.0
+            self._raw_headers = list((headers or {}).items())
         self._http = httpx.AsyncClient(
             base_url=self.base_url + API_PREFIX,
-            transport=transport if transport is not None else FastTransport(),
+            transport=transport,
             timeout=httpx.Timeout(timeout, connect=5.0),
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
             headers=headers,
@@ -85,6 +98,8 @@ class SchedulerClient:
             content = None
         else:
             content = _encode(body).encode()
+        if self._fast is not None and params is None:
+            return await self._request_fast(method, path, content, read_timeout)
         try:
             response = await self._http.request(
                 method,
@@ -101,6 +116,30 @@ class SchedulerClient:
         if response.status_code >= 400:
             raise _problem(response)
         return response.content
+
+    async def _request_fast(
+        self, method: str, path: str, content: bytes | None, read_timeout: float | None
+    ) -> bytes:
+        assert self._fast is not None
+        headers = self._raw_headers + _JSON_PAIRS if content is not None else self._raw_headers
+        try:
+            status, raw_headers, body = await self._fast.request_raw(
+                method,
+                self._host,
+                self._port,
+                quote(self._prefix + path, safe="/:@"),
+                content,
+                headers,
+                connect_timeout=self._connect_timeout,
+                read_timeout=read_timeout if read_timeout is not None else self._timeout,
+            )
+        except httpx.TransportError as exc:
+            raise SchedulerUnavailableError(
+                f"cannot reach the scheduler at {self.base_url}: {exc or type(exc).__name__}"
+            ) from exc
+        if status >= 400:
+            raise _problem(httpx.Response(status, headers=raw_headers, content=body))
+        return body
 
     async def _call(self, model: type[M], method: str, path: str, body: Any = None, **kw: Any) -> M:
         return model.model_validate_json(await self.request(method, path, body, **kw))

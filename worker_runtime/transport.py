@@ -55,10 +55,51 @@ class FastTransport(httpx.AsyncBaseTransport):
         host = url.host
         port = url.port or 80
         body = request.content if request.stream is not None else b""
-        head = _request_head(request, host, port, len(body))
+        head = _request_head(
+            request.method,
+            request.url.raw_path.decode("ascii"),
+            host,
+            port,
+            [(n.decode("latin-1"), v.decode("latin-1")) for n, v in request.headers.raw],
+            len(body),
+        )
         timeout = request.extensions.get("timeout", {})
-        read_timeout = timeout.get("read")
-        connect_timeout = timeout.get("connect")
+        status, headers, content = await self._exchange(
+            host, port, head + body, timeout.get("connect"), timeout.get("read"), request
+        )
+        return httpx.Response(
+            status, headers=headers, content=content, extensions={"http_version": b"HTTP/1.1"}
+        )
+
+    async def request_raw(
+        self,
+        method: str,
+        host: str,
+        port: int,
+        target: str,
+        body: bytes | None,
+        headers: list[tuple[str, str]],
+        *,
+        connect_timeout: float | None,
+        read_timeout: float | None,
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """One plain-HTTP request without building httpx objects: the workers' hot path.
+
+        Raises the same httpx exceptions as `handle_async_request`.
+        """
+        data = body or b""
+        head = _request_head(method, target, host, port, headers, len(data))
+        return await self._exchange(host, port, head + data, connect_timeout, read_timeout, None)
+
+    async def _exchange(
+        self,
+        host: str,
+        port: int,
+        payload: bytes,
+        connect_timeout: float | None,
+        read_timeout: float | None,
+        request: httpx.Request | None,
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         key = (host, port)
         # A pooled connection may have been closed by the server while idle: retry once
         # on a fresh connection, but only when nothing of the response was read.
@@ -69,7 +110,7 @@ class FastTransport(httpx.AsyncBaseTransport):
             if conn is None:
                 conn = await _connect(host, port, connect_timeout, request)
             try:
-                conn.writer.write(head + body)
+                conn.writer.write(payload)
                 status, headers, content, keep = await _read_response(
                     conn.reader, read_timeout, request
                 )
@@ -87,9 +128,7 @@ class FastTransport(httpx.AsyncBaseTransport):
                 self._idle[key].append(conn)
             else:
                 await conn.aclose()
-            return httpx.Response(
-                status, headers=headers, content=content, extensions={"http_version": b"HTTP/1.1"}
-            )
+            return status, headers, content
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _take_idle(self, key: tuple[str, int]) -> _Conn | None:
@@ -115,21 +154,28 @@ class _StaleConnection(Exception):
     pass
 
 
-def _request_head(request: httpx.Request, host: str, port: int, length: int) -> bytes:
-    target = request.url.raw_path.decode("ascii")
-    lines = [f"{request.method} {target} HTTP/1.1", f"Host: {host}:{port}"]
-    for name, value in request.headers.raw:
-        lname = name.lower()
-        if lname in (b"host", b"content-length", b"transfer-encoding", b"connection"):
+def _request_head(
+    method: str,
+    target: str,
+    host: str,
+    port: int,
+    headers: list[tuple[str, str]],
+    length: int,
+) -> bytes:
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}:{port}"]
+    for name, value in headers:
+        if name.lower() in ("host", "content-length", "transfer-encoding", "connection"):
             continue
-        lines.append(f"{name.decode('latin-1')}: {value.decode('latin-1')}")
-    if length or request.method in ("POST", "PUT", "PATCH"):
+        lines.append(f"{name}: {value}")
+    if length or method in ("POST", "PUT", "PATCH"):
         lines.append(f"Content-Length: {length}")
     lines.append("Connection: keep-alive")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-async def _connect(host: str, port: int, limit_s: float | None, request: httpx.Request) -> _Conn:
+async def _connect(
+    host: str, port: int, limit_s: float | None, request: httpx.Request | None
+) -> _Conn:
     try:
         async with asyncio.timeout(limit_s):
             reader, writer = await asyncio.open_connection(host, port, limit=_MAX_HEADER_BYTES)
@@ -145,7 +191,7 @@ async def _connect(host: str, port: int, limit_s: float | None, request: httpx.R
 
 
 async def _read_response(
-    reader: asyncio.StreamReader, limit_s: float | None, request: httpx.Request
+    reader: asyncio.StreamReader, limit_s: float | None, request: httpx.Request | None
 ) -> tuple[int, list[tuple[bytes, bytes]], bytes, bool]:
     try:
         async with asyncio.timeout(limit_s):
@@ -175,7 +221,7 @@ async def _read_response(
 
 
 def _parse_head(
-    head: bytes, request: httpx.Request
+    head: bytes, request: httpx.Request | None
 ) -> tuple[int, list[tuple[bytes, bytes]], int | None, bool, bool]:
     lines = head[:-4].split(b"\r\n")
     parts = lines[0].split(b" ", 2)

@@ -151,3 +151,51 @@ async def test_error_statuses_and_headers_pass_through(client: httpx.AsyncClient
         assert r.status_code == 404
         assert r.headers["x-thing"] == "yes"
         assert r.json()["error"] == "RunNotFound"
+
+
+async def test_scheduler_client_hot_path_uses_raw_requests() -> None:
+    from worker_runtime.client import SchedulerClient
+
+    def respond(body: bytes) -> bytes:
+        out = b'{"tasks": []}'
+        return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(out) + out
+
+    async with Server(respond) as srv:
+        client = SchedulerClient(f"http://127.0.0.1:{srv.port}")
+        try:
+            polled = await client.poll("w 1", max_tasks=3, wait=0.5)
+        finally:
+            await client.aclose()
+    assert polled.tasks == []
+    head, _, body = srv.requests[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"POST /v1/workers/w%201/poll HTTP/1.1\r\n")
+    assert b"content-type: application/json" in head
+    assert body == b'{"max_tasks":3,"wait":0.5}' or b'"max_tasks": 3' in body
+
+
+async def test_scheduler_client_hot_path_raises_the_problem() -> None:
+    from worker_runtime.client import SchedulerClient
+    from worker_runtime.errors import SchedulerRequestError, SchedulerUnavailableError
+
+    def respond(_: bytes) -> bytes:
+        out = b'{"error": "UnknownWorker", "message": "register again", "field": "worker_id"}'
+        return b"HTTP/1.1 404 Not Found\r\nContent-Length: %d\r\n\r\n" % len(out) + out
+
+    async with Server(respond) as srv:
+        client = SchedulerClient(f"http://127.0.0.1:{srv.port}")
+        try:
+            with pytest.raises(SchedulerRequestError) as err:
+                await client.heartbeat("w1")
+        finally:
+            await client.aclose()
+    assert (err.value.status, err.value.error, err.value.field) == (
+        404,
+        "UnknownWorker",
+        "worker_id",
+    )
+    client = SchedulerClient(f"http://127.0.0.1:{srv.port}")
+    try:
+        with pytest.raises(SchedulerUnavailableError, match="cannot reach the scheduler"):
+            await client.heartbeat("w1")
+    finally:
+        await client.aclose()
