@@ -335,6 +335,15 @@ class ActivityView(Model):
     error: ErrorInfo | None = None
 
 
+class SessionBreak(Model):
+    """One time a session lost its worker."""
+
+    worker: str | None = None
+    reason: str
+    message: str | None = None
+    time: float
+
+
 class SessionView(Model):
     id: str
     strategy: StickyName
@@ -346,6 +355,9 @@ class SessionView(Model):
     message: str | None = None
     workers: list[str] = Field(
         default_factory=list, description="Every worker it was bound to, in order."
+    )
+    breaks: list[SessionBreak] = Field(
+        default_factory=list, description="Every time it broke, even if it was rebound since."
     )
 
 

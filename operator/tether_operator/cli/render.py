@@ -226,6 +226,9 @@ def sessions_table(sessions: Sequence[SessionView]) -> Table:
         reason = session.reason or ""
         if session.message:
             reason = f"{reason}: {session.message}" if reason else session.message
+        if not reason and session.breaks:  # rebound since: say it broke, and why
+            last = session.breaks[-1]
+            reason = f"{last.reason} on {last.worker} (rebound)"
         table.add_row(
             session.id,
             session.strategy,

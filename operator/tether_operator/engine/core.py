@@ -817,6 +817,10 @@ class Engine:
         binds = False
         s = run.sessions.get(task.session_id) if task.session_id else None
         if s is not None:
+            if s.id == run.workflow_session_id and s.state != "Open":
+                # The workflow's own session must (re)bind where the workflow can run too,
+                # or its next workflow task would have nowhere to go.
+                eligible = [w for w in eligible if run.workflow in w.workflows]
             target, binds = self._session_target(run, s, eligible)
         else:
             target = placement.pick_least_loaded(eligible)

@@ -61,6 +61,8 @@ class SessionRecord:
     cold: bool = False
     """Bound to a worker that has not run one of its activities yet."""
     workers: list[str] = field(default_factory=list)
+    breaks: list[dict[str, Any]] = field(default_factory=list)
+    """Every time the session broke: worker, reason, message, time."""
 
 
 @dataclass(slots=True)
@@ -254,6 +256,7 @@ class Run:
         s.state = "Broken"
         s.reason, s.message = d["reason"], d.get("message")
         s.broken_at = t
+        s.breaks.append({"worker": s.worker, "reason": s.reason, "message": s.message, "time": t})
 
     def _session_closed(self, t: float, d: dict[str, Any]) -> None:
         self.sessions[d["session_id"]].state = "Closed"

@@ -51,6 +51,7 @@ def run_view(run: Run, runs: dict[str, Run]) -> dict[str, Any]:
                 "reason": s.reason,
                 "message": s.message,
                 "workers": list(s.workers),
+                "breaks": [dict(b) for b in s.breaks],
             }
             for s in run.sessions.values()
         ],

@@ -413,3 +413,22 @@ def test_restore_rebuilds_the_same_state_and_resumes() -> None:
     wft2 = fresh.workflow_task("w1")
     assert wft2["attempt"] == 2
     assert fresh.take_one("w1", "activity")["attempt"] == 2
+
+
+def test_a_workflow_session_only_rebinds_where_the_workflow_can_run() -> None:
+    # Found by the property tests: after a scheduler restart the workflow session of a
+    # SOFT sticky workflow was rebound by an activity to an activity-only worker.
+    d = Driver()
+    d.register("host", workflows={"soft-wf": "SOFT"}, slots=1)
+    d.register("helper", workflows={}, slots=8)
+    rid = d.start("soft-wf")
+    wft = d.workflow_task("host")
+    d.commands("host", wft, act(1, "a", f"{rid}/wf"))
+    d.take_one("host", "activity")
+    fresh = Driver(now=d.now)
+    fresh.apply(fresh.engine.restore(rid, d.stored[rid], d.now))
+    fresh.register("helper", workflows={}, slots=8)
+    assert fresh.take("helper", "activity") == []  # not the workflow's worker
+    fresh.register("host", workflows={"soft-wf": "SOFT"}, slots=1, incarnation="2")
+    assert fresh.workflow_task("host")["attempt"] == 2
+    assert fresh.take_one("host", "activity")["attempt"] == 2

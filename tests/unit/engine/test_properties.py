@@ -421,6 +421,7 @@ def normalised_view(view: dict[str, Any]) -> dict[str, Any]:
             s["state"], s["reason"], s["message"] = "Interrupted", None, None
         if s["reason"] == "SchedulerRestarted":
             s["state"], s["reason"], s["message"] = "Interrupted", None, None
+        s["breaks"] = [b for b in s["breaks"] if b["reason"] != "SchedulerRestarted"]
         sess.append(s)
     v["sessions"] = sess
     return v
