@@ -67,36 +67,34 @@ class FanOut:
 LOAD_SECONDS = 1.0
 PREDICT_SECONDS = 0.05
 _models: dict[str, float] = {}
-_loads = 0
 
 
-async def _model(key: str) -> float:
-    global _loads
-    if key not in _models:
-        await asyncio.sleep(LOAD_SECONDS)  # weights from disk / a model hub
-        _models[key] = float(len(key))
-        _loads += 1
-    return _models[key]
+async def _model(key: str) -> tuple[float, bool]:
+    """This run's model on this worker, and whether it had to be loaded just now."""
+    if key in _models:
+        return _models[key], False
+    await asyncio.sleep(LOAD_SECONDS)  # weights from disk / a model hub
+    _models[key] = float(len(key))
+    return _models[key], True
 
 
 @workflows.activity()
-async def load_model(key: str) -> int:
-    await _model(key)
-    return _loads
+async def load_model(key: str) -> bool:
+    return (await _model(key))[1]
 
 
 @workflows.activity()
 async def predict(key: str, x: float) -> dict[str, Any]:
-    weight = await _model(key)  # a worker without this run's model must load it first
+    weight, loaded = await _model(key)  # a worker without this run's model loads it first
     await asyncio.sleep(PREDICT_SECONDS)
-    return {"y": weight * x, "loads": _loads}
+    return {"y": weight * x, "loaded": loaded}
 
 
 async def _inference(key: str, n: int) -> int:
-    await load_model(key)
-    loads = 0
+    """Returns how many times this run had to load its model."""
+    loads = int(await load_model(key))
     for i in range(n):
-        loads = (await predict(key, float(i)))["loads"]
+        loads += int((await predict(key, float(i)))["loaded"])
     return loads
 
 
