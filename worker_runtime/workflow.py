@@ -66,6 +66,9 @@ class WorkflowInfo:
     session: str | None
     is_replaying: bool
     parent_run_id: str | None
+    cold_start: bool = True
+    """First workflow task of this run on this worker (a first run, or a replay that
+    moved here): nothing this run cached in the worker's memory is there."""
 
 
 def entrypoint(fn: F) -> F:

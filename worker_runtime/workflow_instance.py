@@ -266,6 +266,12 @@ class WorkflowInstance:
             session=current_session.get() or self.task.session_id,
             is_replaying=self._seq < self._max_recorded,
             parent_run_id=self.task.parent_run_id,
+            cold_start=not any(
+                e.type == "WorkflowTaskStarted"
+                and e.data.get("worker") == self.worker_id
+                and e.data.get("task_id") != self.task.task_id
+                for e in self.task.history
+            ),
         )
 
     def now(self) -> datetime:

@@ -608,3 +608,26 @@ async def test_local_activity_overhead_is_small() -> None:
     elapsed = time.perf_counter() - begin
     assert len(commands) == n + 1
     assert elapsed / n < 0.001, f"{elapsed / n * 1e3:.3f} ms per local activity"
+
+
+@workflow.define(name="who-am-i")
+class WhoAmI:
+    @workflow.entrypoint
+    async def run(self) -> bool:
+        return workflow.info().cold_start
+
+
+@pytest.mark.parametrize(
+    ("earlier_worker", "cold"),
+    [(None, True), ("w2", True), ("w1", False)],
+    ids=["first-task", "moved-here", "back-on-same-worker"],
+)
+async def test_workflow_info_cold_start(earlier_worker: str | None, cold: bool) -> None:
+    history = [event("RunStarted", run_id="run-1", workflow="who-am-i")]
+    if earlier_worker is not None:
+        history.append(event("WorkflowTaskStarted", task_id="wft-0", worker=earlier_worker))
+    history.append(event("WorkflowTaskStarted", task_id="wft-1", worker="w1"))
+    _, commands = start(WhoAmI, workflow_task("who-am-i", history=history))
+    await settle()
+    assert commands[-1]["type"] == "complete_workflow"
+    assert commands[-1]["result"] is cold
