@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from enum import Enum
 from types import TracebackType
 from typing import Any
@@ -34,7 +35,7 @@ from tether_operator.scheduler import SchedulerService, create_app
 from worker_runtime.activities import ActivityDefinition
 from worker_runtime.client import SchedulerClient
 from worker_runtime.errors import WorkflowFailedError
-from worker_runtime.protocol import HistoryEventModel, RunView, StartRunRequest
+from worker_runtime.protocol import HistoryEventModel, RunView, StartRunRequest, WorkerView
 from worker_runtime.worker import Worker, collect_activities
 from worker_runtime.workflow import get_definition
 
@@ -65,6 +66,16 @@ def _workflow_name(workflow: type[Any] | str) -> str:
 
 def _sticky_name(sticky: Any) -> Any:
     return sticky.value if isinstance(sticky, Enum) else sticky
+
+
+@dataclass(frozen=True)
+class _Registration:
+    """What one worker registers: its workflows, activities and capacities."""
+
+    workflows: Sequence[type[Any]]
+    activities: Sequence[ActivityDefinition[..., Any]]
+    slots: int
+    session_capacity: int
 
 
 class WorkflowEnvironment:
@@ -103,6 +114,7 @@ class WorkflowEnvironment:
         self.client = SchedulerClient(SCHEDULER_URL, transport=self.transport)
         """An SDK client of the embedded scheduler (HTTP API, in-process)."""
         self._workers: dict[str, Worker] = {}
+        self._registrations: dict[str, _Registration] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._killed: set[str] = set()
         self._counter = 0
@@ -159,8 +171,23 @@ class WorkflowEnvironment:
         """The SDK `Worker` object behind `worker_id`."""
         return self._workers[worker_id]
 
-    async def add_worker(self, worker_id: str | None = None, node: str | None = None) -> str:
-        """Start a worker (a new one, or a new process for a killed id); returns its id."""
+    async def add_worker(
+        self,
+        worker_id: str | None = None,
+        node: str | None = None,
+        *,
+        workflows: Sequence[type[Any]] | None = None,
+        activities: Iterable[ActivityDefinition[..., Any]] | None = None,
+        slots: int | None = None,
+        session_capacity: int | None = None,
+    ) -> str:
+        """Start a worker (a new one, or a new process for a killed id); returns its id.
+
+        `workflows`, `activities`, `slots` and `session_capacity` override the
+        environment's defaults for this worker only (e.g. a worker that runs only
+        workflows, or one that lacks a child workflow). A restarted id keeps the
+        registration and node it had unless they are given again.
+        """
         if worker_id is None:
             worker_id = f"worker-{self._counter}"
             while worker_id in self._workers:
@@ -172,15 +199,25 @@ class WorkflowEnvironment:
             previous = self._workers.get(worker_id)
             node = previous.node if previous else self._nodes[self._counter % len(self._nodes)]
         self._counter += 1
+        before = self._registrations.get(worker_id) or _Registration(
+            self._workflows, self._activities, self._slots, self._session_capacity
+        )
+        registration = _Registration(
+            list(workflows) if workflows is not None else before.workflows,
+            list(activities) if activities is not None else before.activities,
+            slots if slots is not None else before.slots,
+            session_capacity if session_capacity is not None else before.session_capacity,
+        )
+        self._registrations[worker_id] = registration
         worker = Worker(
-            self._workflows,
-            self._activities,
+            registration.workflows,
+            registration.activities,
             scheduler_url=SCHEDULER_URL,
             worker_id=worker_id,
             pod=worker_id,
             node=node,
-            slots=self._slots,
-            session_capacity=self._session_capacity,
+            slots=registration.slots,
+            session_capacity=registration.session_capacity,
             transport=self.transport,
             heartbeat_interval=self._heartbeat_interval,
         )
@@ -215,6 +252,10 @@ class WorkflowEnvironment:
         """Stop a worker gracefully (it finishes running activities first)."""
         await self._workers[worker_id].stop()
         self._killed.add(worker_id)
+
+    def worker_views(self) -> list[WorkerView]:
+        """The scheduler's view of every worker it knows: liveness, load, sessions."""
+        return [WorkerView.model_validate(w) for w in self.service.workers()]
 
     # ------------------------------------------------------------------ runs
 

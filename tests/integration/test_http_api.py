@@ -178,7 +178,19 @@ async def test_unknown_worker_is_404_so_it_registers_again(client: httpx.AsyncCl
     assert (r.status_code, problem(r).error) == (404, "UnknownWorker")
 
 
+async def test_unregistered_workflow_is_404_naming_the_field(client: httpx.AsyncClient) -> None:
+    await client.post("/v1/workers", json=REGISTER)
+    r = await client.post("/v1/runs", json={"workflow": "wf-typo"})
+    assert (r.status_code, problem(r).error, problem(r).field) == (
+        404,
+        "WorkflowNotFound",
+        "workflow",
+    )
+    assert "'wf-typo'" in problem(r).message
+
+
 async def test_duplicate_run_id_is_409(client: httpx.AsyncClient) -> None:
+    await client.post("/v1/workers", json=REGISTER)
     assert (
         await client.post("/v1/runs", json={"workflow": "wf", "run_id": "x"})
     ).status_code == 201

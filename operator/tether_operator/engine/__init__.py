@@ -5,7 +5,14 @@ No I/O and no clock reads: every call takes `now` and returns effects.
 
 from .core import Engine, EngineConfig
 from .effects import Deliver, Effect, Notice, Persist, RunEnded
-from .errors import EngineError, InvalidCommand, RunAlreadyExists, RunNotFound, UnknownWorker
+from .errors import (
+    EngineError,
+    InvalidCommand,
+    RunAlreadyExists,
+    RunNotFound,
+    UnknownWorker,
+    WorkflowNotFound,
+)
 from .retry import backoff, should_retry
 from .runs import TERMINAL_PHASES, Run
 
@@ -24,6 +31,7 @@ __all__ = [
     "RunEnded",
     "RunNotFound",
     "UnknownWorker",
+    "WorkflowNotFound",
     "backoff",
     "should_retry",
 ]

@@ -16,7 +16,7 @@ from typing import Any
 from . import placement
 from .deadlines import Deadline, Deadlines
 from .effects import Deliver, Effect, Notice, Persist, RunEnded
-from .errors import InvalidCommand, RunAlreadyExists, RunNotFound, UnknownWorker
+from .errors import InvalidCommand, RunAlreadyExists, RunNotFound, UnknownWorker, WorkflowNotFound
 from .retry import backoff, policy_of, should_retry
 from .runs import ActivityRecord, Event, Run, SessionRecord, event
 from .views import run_view
@@ -31,6 +31,9 @@ class EngineConfig:
     """How often workers are asked to send a liveness heartbeat."""
     worker_heartbeat_timeout: float = 1.0
     """A worker silent this long is lost (`HeartbeatTimeout`) and its sessions break."""
+    require_registered_workflows: bool = True
+    """Refuse runs of a workflow no worker has registered (a typo would wait forever).
+    Off, such a run stays Pending until a worker registers the workflow."""
 
 
 @dataclass(slots=True)
@@ -265,6 +268,7 @@ class Engine:
     def start_run(self, req: dict[str, Any], now: float) -> tuple[str, list[Effect]]:
         """Start a run of a workflow; it stays Pending until a worker can take it."""
         with self._batch(now) as out:
+            self._check_registered(req["workflow"])
             run_id = req.get("run_id") or self._new_run_id(req["workflow"], now)
             if run_id in self.runs:
                 raise RunAlreadyExists(f"run {run_id!r} already exists", field="run_id")
@@ -299,6 +303,17 @@ class Engine:
         self._notice(run_id, "Normal", "RunStarted", f"run {run_id} of {run.workflow} started")
         self._enqueue_workflow_task(run)
         return run
+
+    def _check_registered(self, workflow: str) -> None:
+        if not self.config.require_registered_workflows:
+            return
+        known = sorted({name for w in self.workers.values() for name in w.workflows})
+        if workflow not in known:
+            listed = ", ".join(repr(k) for k in known) or "none yet: start a worker first"
+            raise WorkflowNotFound(
+                f"no worker has registered workflow {workflow!r}; registered workflows: {listed}",
+                field="workflow",
+            )
 
     def _registered_sticky(self, workflow: str) -> str | None:
         for w in self.workers.values():

@@ -28,5 +28,11 @@ class UnknownWorker(EngineError):
     reason = "UnknownWorker"
 
 
+class WorkflowNotFound(EngineError):
+    """No worker has ever registered the workflow a run asks for."""
+
+    reason = "WorkflowNotFound"
+
+
 class InvalidCommand(EngineError):
     reason = "InvalidCommand"

@@ -25,6 +25,7 @@ from tether_operator.engine import (
     RunAlreadyExists,
     RunNotFound,
     UnknownWorker,
+    WorkflowNotFound,
 )
 from worker_runtime.protocol import MAX_BODY_BYTES, MAX_PAYLOAD_BYTES
 
@@ -51,6 +52,7 @@ BODY_SIZE_SCOPE_KEY = "tether.body_size"
 ENGINE_ERROR_STATUS: dict[type[EngineError], int] = {
     RunNotFound: 404,
     UnknownWorker: 404,
+    WorkflowNotFound: 404,
     RunAlreadyExists: 409,
     InvalidCommand: 422,
 }

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from tether_operator.engine import Run, RunAlreadyExists, RunNotFound, UnknownWorker
+from tether_operator.engine import (
+    Engine,
+    EngineConfig,
+    Run,
+    RunAlreadyExists,
+    RunNotFound,
+    UnknownWorker,
+    WorkflowNotFound,
+)
 
 from .driver import Driver, act, done, open_session
 
@@ -29,8 +37,18 @@ def test_a_run_executes_an_activity_and_succeeds() -> None:
     assert d.engine.is_terminal(rid)
 
 
-def test_a_run_waits_pending_until_a_worker_registers_the_workflow() -> None:
+def test_an_unregistered_workflow_is_refused_naming_the_known_ones() -> None:
     d = Driver()
+    with pytest.raises(WorkflowNotFound, match="start a worker first"):
+        d.start("wf")
+    d.register("w1")
+    with pytest.raises(WorkflowNotFound, match=r"'typo'.*registered workflows: 'wf'") as err:
+        d.start("typo")
+    assert err.value.field == "workflow"
+
+
+def test_a_run_waits_pending_until_a_worker_registers_the_workflow() -> None:
+    d = Driver(engine=Engine(EngineConfig(require_registered_workflows=False)))
     rid = d.start()
     assert d.view(rid)["phase"] == "Pending"
     d.register("w1")
@@ -39,6 +57,7 @@ def test_a_run_waits_pending_until_a_worker_registers_the_workflow() -> None:
 
 def test_duplicate_run_id_and_unknown_run_are_clear_errors() -> None:
     d = Driver()
+    d.register("w1")
     d.start(run_id="r1")
     with pytest.raises(RunAlreadyExists, match="r1"):
         d.start(run_id="r1")

@@ -433,7 +433,7 @@ def normalised_view(view: dict[str, Any]) -> dict[str, Any]:
 class EngineMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.d = HostDriver(engine=Engine(EngineConfig()))
+        self.d = HostDriver(engine=Engine(EngineConfig(require_registered_workflows=False)))
         self.procs: dict[str, WorkerProcess] = {}
         self.scripts: dict[str, Script] = {}
         self.phases: dict[str, str] = {}
@@ -664,7 +664,7 @@ class EngineMachine(RuleBasedStateMachine):
     def scheduler_restarts(self) -> None:
         """A new scheduler restores every run from the store; workers must re-register."""
         old = self.engine
-        fresh = Engine(EngineConfig())
+        fresh = Engine(EngineConfig(require_registered_workflows=False))
         fx: list[Effect] = []
         n_stored = {rid: len(evs) for rid, evs in self.d.stored.items()}
         for rid in self.run_ids:
