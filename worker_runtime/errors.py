@@ -44,18 +44,27 @@ class ActivityError(TetherError):
         self.reason = reason
 
 
-class ChildWorkflowError(TetherError):
+class _CausedError(TetherError):
+    """A failure that carries the original error's type, message and reason."""
+
+    def __init__(self, what: str, *, cause_type: str, message: str, reason: str | None) -> None:
+        why = f" ({reason})" if reason else ""
+        super().__init__(f"{what} failed{why}: {cause_type}: {message}")
+        self.cause_type = cause_type
+        self.message = message
+        self.reason = reason
+
+
+class ChildWorkflowError(_CausedError):
     """A child workflow failed, or could not be started (e.g. reason ``ChildNotRegistered``)."""
 
     def __init__(
         self, workflow: str, *, cause_type: str, message: str, reason: str | None = None
     ) -> None:
-        why = f" ({reason})" if reason else ""
-        super().__init__(f"child workflow {workflow!r} failed{why}: {cause_type}: {message}")
+        super().__init__(
+            f"child workflow {workflow!r}", cause_type=cause_type, message=message, reason=reason
+        )
         self.workflow = workflow
-        self.cause_type = cause_type
-        self.message = message
-        self.reason = reason
 
 
 class PayloadError(TetherError, TypeError):
@@ -91,18 +100,14 @@ class ActivityCancelledError(TetherError):
     """The scheduler cancelled the running activity (timed out, run cancelled)."""
 
 
-class WorkflowFailedError(TetherError):
+class WorkflowFailedError(_CausedError):
     """A run ended in the Failed or Cancelled phase (raised by clients waiting for a result)."""
 
     def __init__(
         self, run_id: str, *, cause_type: str, message: str, reason: str | None = None
     ) -> None:
-        why = f" ({reason})" if reason else ""
-        super().__init__(f"run {run_id!r} failed{why}: {cause_type}: {message}")
+        super().__init__(f"run {run_id!r}", cause_type=cause_type, message=message, reason=reason)
         self.run_id = run_id
-        self.cause_type = cause_type
-        self.message = message
-        self.reason = reason
 
 
 class SchedulerUnavailableError(TetherError):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -28,6 +27,8 @@ from worker_runtime.protocol import SessionView
 from worker_runtime.testing import WorkflowEnvironment
 from worker_runtime.workflow import entrypoint
 
+from .waiting import until
+
 COUNTS: Counter[str] = Counter()
 """How often each `key/step` really ran, and on which worker (`key/step@worker`)."""
 GATES: dict[str, asyncio.Event] = {}
@@ -44,15 +45,6 @@ def _fresh_state() -> None:
 def gate(key: str) -> asyncio.Event:
     GATES[key] = asyncio.Event()
     return GATES[key]
-
-
-async def until(condition: Callable[[], bool], within: float = 5.0, what: str = "") -> None:
-    """Poll `condition` every 10 ms; fail the test if it is still false after `within` s."""
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {within}s waiting for {what or condition}")
-        await asyncio.sleep(0.01)
 
 
 # ---------------------------------------------------------------------- activities
