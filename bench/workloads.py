@@ -8,6 +8,7 @@ from typing import Any
 
 import worker_runtime as workflows
 from worker_runtime import run_activities_locally, run_sticky_worker_session
+from worker_runtime.activities import ActivityDefinition
 
 # ----------------------------------------------------------------- round trip and throughput
 
@@ -113,5 +114,5 @@ class PlainInference:
         return await _inference(key, n)
 
 
-ALL_WORKFLOWS = [RoundTrip, LocalOverhead, FanOut, StickyInference, PlainInference]
-ALL_ACTIVITIES = [noop, load_model, predict]
+ALL_WORKFLOWS: list[type[Any]] = [RoundTrip, LocalOverhead, FanOut, StickyInference, PlainInference]
+ALL_ACTIVITIES: list[ActivityDefinition[..., Any]] = [noop, load_model, predict]
