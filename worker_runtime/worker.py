@@ -615,6 +615,13 @@ class Worker:
                     if exc.status == 404:
                         await self._reregister(generation)
                         continue
+                    halves = _split_report(body) if exc.status == 413 else None
+                    if halves is not None:
+                        # Every payload is within its 2 MiB limit, but together they are
+                        # over the body limit: send the report in two, in order.
+                        for half in halves:
+                            await self._send_report(half, set())
+                        return
                     log.error("scheduler rejected a report (%s); dropping it", exc)
                     return
                 except SchedulerUnavailableError as exc:
@@ -632,6 +639,46 @@ class Worker:
             self._cancel_task(task_id, "cancelled by the scheduler")
         for task in response.tasks:
             self._on_task(task)
+
+
+def _split_report(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """Two reports that together say what `body` says, in the same order; None if atomic."""
+    items: list[tuple[str, Any]] = [("completions", c) for c in body["completions"]]
+    items += [("heartbeats", h) for h in body["heartbeats"]]
+    for batch in body["workflows"]:
+        items += [
+            ("command", (batch["run_id"], batch["workflow_task_id"], c)) for c in batch["commands"]
+        ]
+    if len(items) < 2:
+        return None
+    middle = len(items) // 2
+    return _report_of(items[:middle], body), _report_of(items[middle:], body)
+
+
+def _report_of(items: list[tuple[str, Any]], like: dict[str, Any]) -> dict[str, Any]:
+    report: dict[str, Any] = {
+        "completions": [],
+        "heartbeats": [],
+        "workflows": [],
+        "max_tasks": like["max_tasks"],
+    }
+    by_task: dict[tuple[str, str], list[Any]] = {}
+    for kind, item in items:
+        if kind == "command":
+            run_id, task_id, command = item
+            if (run_id, task_id) not in by_task:
+                by_task[(run_id, task_id)] = []
+                report["workflows"].append(
+                    {
+                        "run_id": run_id,
+                        "workflow_task_id": task_id,
+                        "commands": by_task[(run_id, task_id)],
+                    }
+                )
+            by_task[(run_id, task_id)].append(command)
+        else:
+            report[kind].append(item)
+    return report
 
 
 # ---------------------------------------------------------------------- run_worker

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 
 import worker_runtime as workflows
@@ -313,3 +315,32 @@ async def test_unreachable_scheduler_is_a_clear_error() -> None:
     with pytest.raises(workflows.SchedulerUnavailableError, match="cannot reach the scheduler"):
         await w.run()
     assert not w.running
+
+
+async def test_a_report_over_the_body_limit_is_split_in_order_not_dropped(
+    scheduler: FakeScheduler, worker: Worker
+) -> None:
+    limit = 300  # bytes: stands in for MAX_BODY_BYTES
+    accepted: list[dict[str, Any]] = []
+    refused = 0
+    original = scheduler.handle
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        nonlocal refused
+        if request.url.path.endswith("/report") and len(request.content) > limit:
+            refused += 1
+            problem = {"error": "BodyTooLarge", "message": "too large", "field": None}
+            return httpx.Response(413, json=problem)
+        response = await original(request)
+        if request.url.path.endswith("/report"):
+            accepted.append(json.loads(request.content))
+        return response
+
+    scheduler.transport.handler = handle  # type: ignore[assignment]
+    for i in range(6):
+        await scheduler.tasks.put(activity_task(f"big{i}", "echo", "x" * 60))
+    await scheduler.wait_for(lambda: len([c for r in accepted for c in r["completions"]]) == 6)
+    ids = [c["task_id"] for r in accepted for c in r["completions"]]
+    assert sorted(ids) == [f"big{i}" for i in range(6)]
+    assert refused >= 1  # the batched report really was over the limit, and was split
+    assert all(len(json.dumps(r)) <= limit + 50 for r in accepted)
