@@ -615,14 +615,15 @@ class Worker:
                     if exc.status == 404:
                         await self._reregister(generation)
                         continue
-                    halves = _split_report(body) if exc.status == 413 else None
+                    halves = _split_report(body) if exc.status in (400, 413, 422) else None
                     if halves is not None:
-                        # Every payload is within its 2 MiB limit, but together they are
-                        # over the body limit: send the report in two, in order.
+                        # 413: every payload is within its 2 MiB limit but together they
+                        # are over the body limit. 400/422: one bad item must not take
+                        # the rest of the batch with it. Send the report in two, in order.
                         for half in halves:
                             await self._send_report(half, set())
                         return
-                    log.error("scheduler rejected a report (%s); dropping it", exc)
+                    log.error("scheduler rejected %s (%s); dropping it", _describe(body), exc)
                     return
                 except SchedulerUnavailableError as exc:
                     if self._stopping and delay > 1.0:
@@ -653,6 +654,15 @@ def _split_report(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]
         return None
     middle = len(items) // 2
     return _report_of(items[:middle], body), _report_of(items[middle:], body)
+
+
+def _describe(body: dict[str, Any]) -> str:
+    """Names what a (small) report carries, for the one log line that drops it."""
+    ids = [c["task_id"] for c in body["completions"]] + [h["task_id"] for h in body["heartbeats"]]
+    ids += [
+        f"{w['run_id']} command {c.get('type')}" for w in body["workflows"] for c in w["commands"]
+    ]
+    return "a report of " + (", ".join(ids) or "nothing")
 
 
 def _report_of(items: list[tuple[str, Any]], like: dict[str, Any]) -> dict[str, Any]:
