@@ -4,7 +4,7 @@ No I/O and no clock reads: every call takes `now` and returns effects.
 """
 
 from .core import Engine, EngineConfig
-from .effects import Deliver, Effect, Notice, Persist, RunEnded
+from .effects import Deliver, Effect, Notice, Persist, RunEnded, WorkerGone
 from .errors import (
     EngineError,
     InvalidCommand,
@@ -31,6 +31,7 @@ __all__ = [
     "RunEnded",
     "RunNotFound",
     "UnknownWorker",
+    "WorkerGone",
     "WorkflowNotFound",
     "backoff",
     "should_retry",

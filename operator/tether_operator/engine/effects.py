@@ -30,6 +30,14 @@ class RunEnded:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkerGone:
+    """The engine declared the worker lost: anything queued for it is void."""
+
+    worker_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Notice:
     """Something a person should see: a log line in dev mode, an Event on Kubernetes."""
 
@@ -39,4 +47,4 @@ class Notice:
     message: str
 
 
-Effect = Deliver | Persist | RunEnded | Notice
+Effect = Deliver | Persist | RunEnded | Notice | WorkerGone

@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from .dispatch import Dispatch
-from .effects import Deliver, RunEnded
+from .effects import Deliver, RunEnded, WorkerGone
 from .errors import WorkflowNotFound
 from .retry import backoff, policy_of, should_retry
 from .runs import Run, SessionRecord, event
@@ -212,6 +212,7 @@ class Lifecycle(Dispatch):
             return
         w.alive = False
         w.lost_reason = reason
+        self._fx.append(WorkerGone(w.worker_id, reason))
         detail = message or reason
         self._notice(
             None,

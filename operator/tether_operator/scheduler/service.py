@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypedDict
 
 from tether_operator.engine import Engine, EngineConfig, EngineError
-from tether_operator.engine.effects import Deliver, Effect, Notice, Persist, RunEnded
+from tether_operator.engine.effects import Deliver, Effect, Notice, Persist, RunEnded, WorkerGone
 from tether_operator.scheduler.history_writer import HistoryWriter
 from tether_operator.scheduler.mailboxes import Mailbox
 from tether_operator.scheduler.store import InMemoryRunStore, RunStore
@@ -159,6 +159,12 @@ class SchedulerService:
             elif isinstance(effect, RunEnded):
                 for fut in self._waiters.pop(effect.run_id, ()):
                     _wake(fut)
+            elif isinstance(effect, WorkerGone):
+                # Tasks queued for a lost worker are void: the engine re-queued them.
+                gone = self._mailboxes.get(effect.worker_id)
+                if gone is not None:
+                    gone.clear()
+                    gone.wake()
         self._timer.arm(self.engine.next_deadline())
 
     def _notice(self, notice: Notice) -> None:
@@ -200,12 +206,8 @@ class SchedulerService:
         """Register (or re-register) a worker; returns a RegisterWorkerResponse dict."""
         wid = req.worker_id
         box = self._mailboxes.get(wid)
-        if box is not None and (
-            self._incarnations.get(wid) != req.incarnation or not self._is_alive(wid)
-        ):
-            # Tasks queued for a previous process (or a lost worker) are void: the
-            # engine re-queues what they carried.
-            box.clear()
+        if box is not None and self._incarnations.get(wid) != req.incarnation:
+            box.clear()  # queued for a previous process: the engine re-queues them
         self._apply(self.engine.register_worker(req.model_dump(), self.clock()))
         self._incarnations[wid] = req.incarnation
         self._mailboxes.setdefault(wid, Mailbox())
@@ -215,22 +217,12 @@ class SchedulerService:
             "namespace": self.namespace,
         }
 
-    def _is_alive(self, worker_id: str) -> bool:
-        for view in self.engine.worker_views():
-            if view["worker_id"] == worker_id:
-                return bool(view["alive"])
-        return False
-
     def heartbeat(self, worker_id: str) -> None:
         """Liveness; raises `UnknownWorker` if the worker must register again."""
         self._apply(self.engine.worker_seen(worker_id, self.clock()))
 
     def worker_lost(self, worker_id: str, reason: str = "ProcessExited", message: str = "") -> None:
         """The worker's process or pod is gone: its sessions break now, not at timeout."""
-        box = self._mailboxes.get(worker_id)
-        if box is not None:
-            box.clear()
-            box.wake()
         self._apply(self.engine.worker_lost(worker_id, reason, message, self.clock()))
 
     def workers(self) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ from tether_operator.engine import (
     Persist,
     Run,
     RunEnded,
+    WorkerGone,
 )
 
 
@@ -25,6 +26,7 @@ class Driver:
     stored: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     notices: list[Notice] = field(default_factory=list)
     ended: list[str] = field(default_factory=list)
+    gone: list[tuple[str, str]] = field(default_factory=list)
     silent: set[str] = field(default_factory=set)
     """Workers that stop heartbeating; every other live worker heartbeats on each tick."""
 
@@ -38,6 +40,8 @@ class Driver:
                 self.notices.append(fx)
             elif isinstance(fx, RunEnded):
                 self.ended.append(fx.run_id)
+            elif isinstance(fx, WorkerGone):
+                self.gone.append((fx.worker_id, fx.reason))
         return effects
 
     # ---------------------------------------------------------------- actions

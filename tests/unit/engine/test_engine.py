@@ -305,6 +305,7 @@ def test_missed_heartbeats_lose_the_worker_within_one_second() -> None:
     d.tick(0.11)
     w = d.engine.workers["w1"]
     assert (w.alive, w.lost_reason) == (False, "HeartbeatTimeout")
+    assert d.gone == [("w1", "HeartbeatTimeout")]  # the host learns it from advance()
 
 
 def test_a_lost_workflow_worker_replays_the_run_elsewhere() -> None:
