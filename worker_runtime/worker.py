@@ -469,18 +469,20 @@ class Worker:
                 },
             }
         timeout = task.options.start_to_close_timeout
+        deadline = asyncio.timeout(timeout)
         try:
-            if defn.is_async:
-                coro = defn.fn(*task.args, **task.kwargs)
-                result = await (coro if timeout is None else asyncio.wait_for(coro, timeout))
-            else:
-                assert self._loop is not None
-                call = functools.partial(
-                    contextvars.copy_context().run, defn.fn, *task.args, **task.kwargs
-                )
-                future = self._loop.run_in_executor(self._executor, call)
-                result = await (future if timeout is None else asyncio.wait_for(future, timeout))
-        except TimeoutError:
+            async with deadline:
+                if defn.is_async:
+                    result = await defn.fn(*task.args, **task.kwargs)
+                else:
+                    assert self._loop is not None
+                    call = functools.partial(
+                        contextvars.copy_context().run, defn.fn, *task.args, **task.kwargs
+                    )
+                    result = await self._loop.run_in_executor(self._executor, call)
+        except TimeoutError as exc:
+            if not deadline.expired():  # the activity's own code timed out on something
+                return {"task_id": task.task_id, "ok": False, "error": error_dict(exc)}
             return {
                 "task_id": task.task_id,
                 "ok": False,

@@ -377,7 +377,7 @@ class WorkflowInstance:
                 result = await self._local_attempt(defn, args, kwargs, seq, attempt)
                 check_value(defn.name, "output", result)
                 result = json_roundtrip(result)
-            except TimeoutError:
+            except _StartToCloseExpired:
                 error = timeout_error(defn.name, defn.options.start_to_close_timeout or 0.0)
             except Exception as exc:
                 error = error_info(exc)
@@ -439,16 +439,20 @@ class WorkflowInstance:
             local=True,
         )
         token = current_activity.set(ActivityContext(info))
+        timeout = defn.options.start_to_close_timeout
+        deadline = asyncio.timeout(timeout)
         try:
-            timeout = defn.options.start_to_close_timeout
-            if defn.is_async:
-                coro = defn.fn(*args, **kwargs)
-                return await (coro if timeout is None else asyncio.wait_for(coro, timeout))
-            if timeout is None:
-                return defn.fn(*args, **kwargs)
-            call = functools.partial(contextvars.copy_context().run, defn.fn, *args, **kwargs)
-            future = asyncio.get_running_loop().run_in_executor(None, call)
-            return await asyncio.wait_for(future, timeout)
+            async with deadline:
+                if defn.is_async:
+                    return await defn.fn(*args, **kwargs)
+                if timeout is None:
+                    return defn.fn(*args, **kwargs)
+                call = functools.partial(contextvars.copy_context().run, defn.fn, *args, **kwargs)
+                return await asyncio.get_running_loop().run_in_executor(None, call)
+        except TimeoutError:
+            if deadline.expired():  # ours; a TimeoutError of the activity's own is its error
+                raise _StartToCloseExpired from None
+            raise
         finally:
             current_activity.reset(token)
 
@@ -513,6 +517,10 @@ class WorkflowInstance:
         await self._command(
             seq, "start_timer", None, {"type": "start_timer", "seq": seq, "seconds": seconds}
         )
+
+
+class _StartToCloseExpired(Exception):
+    """A local activity attempt ran past its start_to_close_timeout."""
 
 
 def _describe(kind: str, name: str | None) -> str:

@@ -88,7 +88,29 @@ class Hello:
         return await echo(name)
 
 
-ALL = [echo, sync_info, failing, huge, not_json, waits, beats, too_slow]
+@workflows.activity()
+async def own_timeout() -> None:
+    async with asyncio.timeout(0.01):  # the activity's own deadline on some call
+        await asyncio.sleep(1)
+
+
+@workflows.activity()
+def sync_own_timeout() -> None:
+    raise TimeoutError("the database did not answer")
+
+
+ALL = [
+    echo,
+    sync_info,
+    failing,
+    huge,
+    not_json,
+    waits,
+    beats,
+    too_slow,
+    own_timeout,
+    sync_own_timeout,
+]
 
 
 def activity_task(task_id: str, name: str, *args: Any, **extra: Any) -> dict[str, Any]:
@@ -168,13 +190,15 @@ async def test_activity_failures(scheduler: FakeScheduler, worker: Worker) -> No
         ("f4", "not_json", []),
         ("f5", "missing", []),
         ("f6", "too_slow", []),
+        ("f7", "own_timeout", []),
+        ("f8", "sync_own_timeout", []),
     ]:
         task = activity_task(task_id, name, *args)
         if name == "too_slow":
             task["options"] = {"start_to_close_timeout": 0.05}
         await scheduler.tasks.put(task)
     done = await scheduler.wait_for(
-        lambda: len(scheduler.completions()) == 6 and scheduler.completions()
+        lambda: len(scheduler.completions()) == 8 and scheduler.completions()
     )
     errors = {c["task_id"]: c["error"] for c in done}
     assert all(not c["ok"] for c in done)
@@ -191,6 +215,12 @@ async def test_activity_failures(scheduler: FakeScheduler, worker: Worker) -> No
     assert "'not_json'" in errors["f4"]["message"]
     assert errors["f5"]["type"] == "ActivityNotRegistered"
     assert errors["f6"]["type"] == "StartToCloseTimeout"
+    # A TimeoutError raised by the activity's own code is its own error, not ours.
+    assert errors["f7"]["type"] == "TimeoutError"
+    assert (errors["f8"]["type"], errors["f8"]["message"]) == (
+        "TimeoutError",
+        "the database did not answer",
+    )
 
 
 async def test_workflow_task_round_trip(scheduler: FakeScheduler, worker: Worker) -> None:

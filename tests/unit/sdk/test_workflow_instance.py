@@ -528,7 +528,14 @@ class Local:
                 return await picky()
             if mode == "tuple":
                 return await tuple_maker()
+            if mode == "own-timeout":
+                return await times_out_itself()
             return [await greet(str(i)) for i in range(int(mode))]
+
+
+@workflows.activity(start_to_close_timeout=5, retry_policy_max_attempts=1)
+async def times_out_itself() -> None:
+    raise TimeoutError("upstream did not answer")
 
 
 async def run_local(mode: str, history: list[Any] | None = None) -> list[dict[str, Any]]:
@@ -576,6 +583,12 @@ async def test_local_activity_timeout() -> None:
     assert commands[0]["ok"] is False
     assert commands[0]["attempts"] == 2
     assert commands[0]["error"]["type"] == "StartToCloseTimeout"
+
+
+async def test_local_activity_own_timeout_error_is_not_start_to_close() -> None:
+    commands = await run_local("own-timeout")
+    assert commands[0]["error"]["type"] == "TimeoutError"
+    assert commands[0]["error"]["message"] == "upstream did not answer"
 
 
 async def test_local_activity_result_is_json_normalised() -> None:
