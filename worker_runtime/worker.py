@@ -614,10 +614,13 @@ class Worker:
                     response = await self._client.report(self.worker_id, body)
                     break
                 except SchedulerRequestError as exc:
-                    if exc.status == 404:
+                    if exc.status == 404 and exc.error == "UnknownWorker":
                         await self._reregister(generation)
                         continue
-                    halves = _split_report(body) if exc.status in (400, 413, 422) else None
+                    # Everything else in the report was applied (the scheduler applies
+                    # every item, then names the first it rejected), and applying is
+                    # idempotent: bisect in order to isolate and drop only the bad item.
+                    halves = _split_report(body) if exc.status in (400, 404, 413, 422) else None
                     if halves is not None:
                         # 413: every payload is within its 2 MiB limit but together they
                         # are over the body limit. 400/422: one bad item must not take

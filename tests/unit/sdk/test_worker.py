@@ -15,7 +15,7 @@ import worker_runtime as workflows
 from worker_runtime import ApplicationError, Worker, activity, workflow
 from worker_runtime.worker import collect_activities
 
-from .fakes import FakeScheduler
+from .fakes import FakeScheduler, workflow_task
 
 
 @workflows.activity(start_to_close_timeout=5, heartbeat_timeout=2)
@@ -374,3 +374,28 @@ async def test_a_report_over_the_body_limit_is_split_in_order_not_dropped(
     assert sorted(ids) == [f"big{i}" for i in range(6)]
     assert refused >= 1  # the batched report really was over the limit, and was split
     assert all(len(json.dumps(r)) <= limit + 50 for r in accepted)
+
+
+async def test_a_report_naming_an_unknown_run_does_not_make_the_worker_reregister(
+    scheduler: FakeScheduler, worker: Worker
+) -> None:
+    original = scheduler.handle
+    bad_reports = 0
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        nonlocal bad_reports
+        if request.url.path.endswith("/report"):
+            body = json.loads(request.content)
+            if any(w["run_id"] == "gone" for w in body["workflows"]):
+                bad_reports += 1
+                problem = {"error": "RunNotFound", "message": "run 'gone' not found"}
+                return httpx.Response(404, json=problem)
+        return await original(request)
+
+    scheduler.transport.handler = handle  # type: ignore[assignment]
+    await scheduler.tasks.put(workflow_task("hello", "ada", run_id="gone").model_dump(mode="json"))
+    await scheduler.tasks.put(activity_task("ok-1", "echo", 1))
+    await scheduler.wait_for(lambda: [c for c in scheduler.completions() if c["task_id"] == "ok-1"])
+    await asyncio.sleep(0.1)
+    assert len(scheduler.registrations) == 1  # no re-registration storm
+    assert 1 <= bad_reports <= 3
