@@ -36,6 +36,7 @@ from .errors import (
     TetherError,
     WorkflowFailedError,
 )
+from .run import run_worker
 from .sessions import (
     StickySession,
     StickyStrategy,
@@ -43,7 +44,7 @@ from .sessions import (
     run_activities_locally,
     run_sticky_worker_session,
 )
-from .worker import Worker, run_worker
+from .worker import Worker
 from .workflow import WorkflowDefinition, WorkflowInfo
 
 __all__ = [

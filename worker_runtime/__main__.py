@@ -13,7 +13,8 @@ import sys
 from .client import DEFAULT_SCHEDULER_URL
 from .errors import SchedulerRequestError, SchedulerUnavailableError
 from .loader import discover, load_module
-from .worker import Worker, _env_int, collect_activities, env_float
+from .run import collect_activities, env_float, env_int
+from .worker import Worker
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             worker_id=worker_id,
             pod=os.environ.get("TETHER_POD_NAME") or worker_id,
             node=os.environ.get("TETHER_NODE_NAME") or host,
-            slots=args.slots or _env_int("TETHER_SLOTS", 8),
-            session_capacity=_env_int("TETHER_SESSION_CAPACITY", 4),
+            slots=args.slots or env_int("TETHER_SLOTS", 8),
+            session_capacity=env_int("TETHER_SESSION_CAPACITY", 4),
             connect_timeout=env_float("TETHER_CONNECT_TIMEOUT", 10.0),
         )
         asyncio.run(_serve(worker))

@@ -36,7 +36,8 @@ from worker_runtime.activities import ActivityDefinition
 from worker_runtime.client import SchedulerClient
 from worker_runtime.errors import WorkflowFailedError
 from worker_runtime.protocol import HistoryEventModel, RunView, StartRunRequest, WorkerView
-from worker_runtime.worker import Worker, collect_activities
+from worker_runtime.run import collect_activities
+from worker_runtime.worker import Worker
 from worker_runtime.workflow import get_definition
 
 __all__ = ["WorkflowEnvironment"]

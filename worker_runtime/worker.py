@@ -13,10 +13,9 @@ import contextvars
 import functools
 import logging
 import os
-import signal
 import socket
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +42,7 @@ from .protocol import (
     Resolution,
     WorkflowTask,
 )
+from .reports import describe_report, split_report
 from .workflow import WorkflowDefinition, get_definition
 from .workflow_instance import Outcome, WorkflowInstance
 
@@ -620,7 +620,7 @@ class Worker:
                     # Everything else in the report was applied (the scheduler applies
                     # every item, then names the first it rejected), and applying is
                     # idempotent: bisect in order to isolate and drop only the bad item.
-                    halves = _split_report(body) if exc.status in (400, 404, 413, 422) else None
+                    halves = split_report(body) if exc.status in (400, 404, 413, 422) else None
                     if halves is not None:
                         # 413: every payload is within its 2 MiB limit but together they
                         # are over the body limit. 400/422: one bad item must not take
@@ -628,7 +628,7 @@ class Worker:
                         for half in halves:
                             await self._send_report(half, set())
                         return
-                    log.error("scheduler rejected %s (%s); dropping it", _describe(body), exc)
+                    log.error("scheduler rejected %s (%s); dropping it", describe_report(body), exc)
                     return
                 except SchedulerUnavailableError as exc:
                     if self._stopping and delay > 1.0:
@@ -647,138 +647,5 @@ class Worker:
             self._on_task(task)
 
 
-def _split_report(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """Two reports that together say what `body` says, in the same order; None if atomic."""
-    items: list[tuple[str, Any]] = [("completions", c) for c in body["completions"]]
-    items += [("heartbeats", h) for h in body["heartbeats"]]
-    for batch in body["workflows"]:
-        items += [
-            ("command", (batch["run_id"], batch["workflow_task_id"], c)) for c in batch["commands"]
-        ]
-    if len(items) < 2:
-        return None
-    middle = len(items) // 2
-    return _report_of(items[:middle], body), _report_of(items[middle:], body)
-
-
-def _describe(body: dict[str, Any]) -> str:
-    """Names what a (small) report carries, for the one log line that drops it."""
-    ids = [c["task_id"] for c in body["completions"]] + [h["task_id"] for h in body["heartbeats"]]
-    ids += [
-        f"{w['run_id']} command {c.get('type')}" for w in body["workflows"] for c in w["commands"]
-    ]
-    return "a report of " + (", ".join(ids) or "nothing")
-
-
-def _report_of(items: list[tuple[str, Any]], like: dict[str, Any]) -> dict[str, Any]:
-    report: dict[str, Any] = {
-        "completions": [],
-        "heartbeats": [],
-        "workflows": [],
-        "max_tasks": like["max_tasks"],
-    }
-    by_task: dict[tuple[str, str], list[Any]] = {}
-    for kind, item in items:
-        if kind == "command":
-            run_id, task_id, command = item
-            if (run_id, task_id) not in by_task:
-                by_task[(run_id, task_id)] = []
-                report["workflows"].append(
-                    {
-                        "run_id": run_id,
-                        "workflow_task_id": task_id,
-                        "commands": by_task[(run_id, task_id)],
-                    }
-                )
-            by_task[(run_id, task_id)].append(command)
-        else:
-            report[kind].append(item)
-    return report
-
-
-# ---------------------------------------------------------------------- run_worker
-
-
 _TURNS_BEFORE_REPOLL = 3
 """Loop turns from resolving a future to its report task's first write (wake, flush, send)."""
-
-
-def collect_activities(workflows: Iterable[type[Any]]) -> list[ActivityDefinition[..., Any]]:
-    """Every ActivityDefinition in the module globals of each workflow class's module."""
-    import sys
-
-    found: dict[str, ActivityDefinition[..., Any]] = {}
-    for cls in workflows:
-        module = sys.modules.get(cls.__module__)
-        for value in vars(module).values() if module else ():
-            if isinstance(value, ActivityDefinition):
-                found.setdefault(value.name, value)
-    return list(found.values())
-
-
-def env_float(name: str, default: float) -> float:
-    """A float setting from the environment (``default`` when unset)."""
-    raw = os.environ.get(name)
-    try:
-        return float(raw) if raw else default
-    except ValueError as exc:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from exc
-
-
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    try:
-        return int(raw) if raw else default
-    except ValueError as exc:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
-
-
-async def run_worker(
-    workflows: Sequence[type[Any]],
-    activities: Sequence[ActivityDefinition[..., Any]] | None = None,
-    *,
-    scheduler_url: str | None = None,
-    worker_id: str | None = None,
-    slots: int | None = None,
-    session_capacity: int | None = None,
-    transport: httpx.AsyncBaseTransport | None = None,
-) -> None:
-    """Register ``workflows`` and ``activities`` with the scheduler and run until cancelled.
-
-    With ``activities=None``, every activity defined in the workflows' modules is
-    registered. Unset arguments come from the environment: ``TETHER_SCHEDULER_URL``,
-    ``TETHER_WORKER_ID``, ``TETHER_POD_NAME``, ``TETHER_NODE_NAME``, ``TETHER_SLOTS``,
-    ``TETHER_SESSION_CAPACITY``.
-    """
-    host = socket.gethostname()
-    worker_id = worker_id or os.environ.get("TETHER_WORKER_ID") or f"{host}-{os.getpid()}"
-    worker = Worker(
-        workflows,
-        collect_activities(workflows) if activities is None else activities,
-        scheduler_url=scheduler_url
-        or os.environ.get("TETHER_SCHEDULER_URL")
-        or DEFAULT_SCHEDULER_URL,
-        worker_id=worker_id,
-        pod=os.environ.get("TETHER_POD_NAME") or worker_id,
-        node=os.environ.get("TETHER_NODE_NAME") or host,
-        slots=slots if slots is not None else _env_int("TETHER_SLOTS", 8),
-        session_capacity=session_capacity
-        if session_capacity is not None
-        else _env_int("TETHER_SESSION_CAPACITY", 4),
-        transport=transport,
-        connect_timeout=env_float("TETHER_CONNECT_TIMEOUT", 10.0),
-    )
-    loop = asyncio.get_running_loop()
-    stopping: list[asyncio.Task[None]] = []
-    try:
-        loop.add_signal_handler(
-            signal.SIGTERM, lambda: stopping.append(loop.create_task(worker.stop()))
-        )
-        handled = True
-    except (NotImplementedError, RuntimeError, ValueError):
-        handled = False  # not the main thread, or no signal support
-    try:
-        await worker.run()
-    finally:
-        if handled:
-            loop.remove_signal_handler(signal.SIGTERM)
