@@ -151,7 +151,7 @@ class FastTransport(httpx.AsyncBaseTransport):
 
 
 class _StaleConnection(Exception):
-    pass
+    """A pooled connection the server closed while it was idle."""
 
 
 def _request_head(
@@ -253,8 +253,9 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
         size_line = await reader.readuntil(b"\r\n")
         size = int(size_line.split(b";", 1)[0].strip(), 16)
         if size == 0:
-            while (await reader.readuntil(b"\r\n")) != b"\r\n":
-                pass
+            trailer = await reader.readuntil(b"\r\n")
+            while trailer != b"\r\n":  # trailer fields end with an empty line
+                trailer = await reader.readuntil(b"\r\n")
             return bytes(out)
         out += await reader.readexactly(size)
         await reader.readexactly(2)

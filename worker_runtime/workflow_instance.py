@@ -122,8 +122,6 @@ def fold_history(events: list[HistoryEventModel], task_id: str | None = None) ->
                 outcome_for(seq, "start_timer", Outcome(True))
             case "WorkflowTaskStarted" if task_id is None or d.get("task_id") == task_id:
                 started_at = event.time
-            case _:
-                pass
     commands.pop(-1, None)
     return ReplayHistory(commands, closed, started_at)
 

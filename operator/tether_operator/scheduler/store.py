@@ -19,19 +19,15 @@ class RunStore(Protocol):
 
     async def append(self, run_id: str, events: list[dict[str, Any]]) -> None:
         """Add `events` after the run's existing events (creating the run if new)."""
-        ...
 
     async def load(self, run_id: str) -> list[dict[str, Any]]:
         """Every event of the run, in append order; empty if the run is unknown."""
-        ...
 
     async def run_ids(self) -> list[str]:
         """Every run with a stored history."""
-        ...
 
     async def delete(self, run_id: str) -> None:
         """Forget the run (no error if it is unknown)."""
-        ...
 
 
 class InMemoryRunStore:

@@ -66,7 +66,7 @@ def test_explicit_options() -> None:
         sticky_to_worker=True,
     )
     async def act() -> None:
-        pass
+        """Does nothing: only its options matter here."""
 
     assert act.name == "custom_activity_name"
     assert act.options.start_to_close_timeout == 600.0

@@ -41,7 +41,7 @@ class Server:
         self.connections += 1
         self.writers.append(writer)
         served = 0
-        try:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
                 length = 0
@@ -55,8 +55,6 @@ class Server:
                 served += 1
                 if self.close_after and served >= self.close_after:
                     break
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
         writer.close()
         with contextlib.suppress(ConnectionError):
             await writer.wait_closed()
