@@ -250,11 +250,6 @@ class Dispatch(EngineState):
 
     def _rebind_hard_sessions(self, w: WorkerState) -> None:
         """The pod of broken HARD sessions is back: they continue here, cold."""
-        for sid in sorted(w.sessions):
-            run = self._run_of_session(sid)
-            if run is None or run.terminal:
-                w.sessions.discard(sid)
-                continue
-            s = run.sessions[sid]
+        for run, s in self._held_sessions(w):
             if s.state == "Broken" and s.strategy == "HARD" and s.worker == w.worker_id:
                 self._bind(run, s, w)

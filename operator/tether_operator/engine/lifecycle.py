@@ -176,31 +176,24 @@ class Lifecycle(Dispatch):
             return
         rec = run.activities[task.seq]
         policy = policy_of(rec.options)
+        retry_at: float | None = None
         if should_retry(policy, error, task.attempt):
             retry_at = self._now if immediate else self._now + backoff(policy, task.attempt)
-            self._record(
-                run,
-                "ActivityFailed",
-                seq=task.seq,
-                attempt=task.attempt,
-                error=error,
-                retry_at=retry_at,
-                heartbeat_details=task.heartbeat_details,
-            )
+        self._record(
+            run,
+            "ActivityFailed",
+            seq=task.seq,
+            attempt=task.attempt,
+            error=error,
+            retry_at=retry_at,  # None: the final failure
+            heartbeat_details=task.heartbeat_details,
+        )
+        if retry_at is not None:
             if immediate:
                 self._enqueue_activity(run, rec)
             else:
                 self.deadlines.add(retry_at, "retry", run.run_id, str(task.seq), token=task.attempt)
         else:
-            self._record(
-                run,
-                "ActivityFailed",
-                seq=task.seq,
-                attempt=task.attempt,
-                error=error,
-                retry_at=None,
-                heartbeat_details=task.heartbeat_details,
-            )
             # The SDK words it: "activity X failed after N attempt(s): Type: message".
             final = {**error, "attempts": task.attempt}
             self._resolve(run, task.seq, ok=False, error=final)
@@ -222,12 +215,8 @@ class Lifecycle(Dispatch):
             + (f" ({message})" if message and message != reason else ""),
         )
         # Sessions first, so the retried activities below see them Broken.
-        for sid in sorted(w.sessions):
-            run = self._run_of_session(sid)
-            if run is None or run.terminal:
-                w.sessions.discard(sid)
-                continue
-            s = run.sessions[sid]
+        for run, s in self._held_sessions(w):
+            sid = s.id
             if s.state == "Open" and s.worker == w.worker_id:
                 self._record(
                     run,
@@ -274,10 +263,9 @@ class Lifecycle(Dispatch):
         w.workflow_tasks.clear()
 
     def _fail_hard_sessions_of(self, w: WorkerState, reason: str, message: str) -> None:
-        for sid in sorted(w.sessions):
-            run = self._run_of_session(sid)
-            if run is not None and not run.terminal and run.sessions[sid].state == "Broken":
-                self._fail_session_broken(run, run.sessions[sid])
+        for run, s in self._held_sessions(w):
+            if s.state == "Broken":
+                self._fail_session_broken(run, s)
         w.sessions.clear()
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from .deadlines import Deadlines
 from .effects import Effect, Notice, Persist
 from .errors import RunNotFound
-from .runs import Event, Run, event
+from .runs import Event, Run, SessionRecord, event
 from .workers import WorkerState
 
 
@@ -145,6 +145,15 @@ class EngineState:
         if run is None:
             raise RunNotFound(f"run {run_id!r} not found", field="run_id")
         return run
+
+    def _held_sessions(self, w: WorkerState) -> Iterator[tuple[Run, SessionRecord]]:
+        """The sessions `w` holds, in id order; forgets those whose run ended or is gone."""
+        for sid in sorted(w.sessions):
+            run = self._run_of_session(sid)
+            if run is None or run.terminal:
+                w.sessions.discard(sid)
+                continue
+            yield run, run.sessions[sid]
 
     def _run_of_session(self, sid: str) -> Run | None:
         run_id = sid.rsplit("/", 1)[0]
