@@ -38,6 +38,22 @@ _JSON_PAIRS = [("content-type", "application/json")]
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
+def run_result(view: RunView, waited: float) -> Any:
+    """The result of a run that waited `waited` s to end: raises `WorkflowFailedError` if it
+    failed or was cancelled, `TimeoutError` if it has not ended yet."""
+    if view.phase == "Succeeded":
+        return view.result
+    if view.phase in ("Failed", "Cancelled"):
+        error = view.error
+        raise WorkflowFailedError(
+            view.run_id,
+            cause_type=error.type if error else view.phase,
+            message=error.message if error else f"run {view.phase.lower()}",
+            reason=error.reason if error else view.phase,
+        )
+    raise TimeoutError(f"run {view.run_id!r} still {view.phase} after {waited:g}s")
+
+
 class SchedulerClient:
     """Typed calls to the scheduler. Raises ``SchedulerUnavailableError`` when it cannot
     be reached (or answers 5xx) and ``SchedulerRequestError`` when it rejects a request."""
@@ -227,18 +243,7 @@ class SchedulerClient:
 
     async def result(self, run_id: str, wait: float = 60.0) -> Any:
         """Wait for a run and return its result; ``WorkflowFailedError`` if it failed."""
-        view = await self.wait_run(run_id, wait)
-        if view.phase == "Succeeded":
-            return view.result
-        if view.phase in ("Failed", "Cancelled"):
-            error = view.error
-            raise WorkflowFailedError(
-                run_id,
-                cause_type=error.type if error else view.phase,
-                message=error.message if error else f"run {view.phase.lower()}",
-                reason=error.reason if error else view.phase,
-            )
-        raise TimeoutError(f"run {run_id!r} still {view.phase} after {wait:g}s")
+        return run_result(await self.wait_run(run_id, wait), wait)
 
     async def execute(self, workflow: str, input: Any = None, *, wait: float = 60.0) -> Any:
         """Start a run and return its result (``WorkflowFailedError`` if it fails)."""

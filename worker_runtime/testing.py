@@ -33,8 +33,7 @@ import httpx
 from tether_operator.engine import EngineConfig, UnknownWorker
 from tether_operator.scheduler import SchedulerService, create_app
 from worker_runtime.activities import ActivityDefinition
-from worker_runtime.client import SchedulerClient
-from worker_runtime.errors import WorkflowFailedError
+from worker_runtime.client import SchedulerClient, run_result
 from worker_runtime.protocol import HistoryEventModel, RunView, StartRunRequest, WorkerView
 from worker_runtime.run import collect_activities
 from worker_runtime.worker import Worker
@@ -295,18 +294,7 @@ class WorkflowEnvironment:
         `TimeoutError` if it has not ended after `timeout` seconds.
         """
         rid = await self.start(workflow, input, run_id=run_id, sticky=sticky)
-        view = await self.wait(rid, timeout)
-        if view.phase == "Succeeded":
-            return view.result
-        if view.phase in ("Failed", "Cancelled"):
-            error = view.error
-            raise WorkflowFailedError(
-                rid,
-                cause_type=error.type if error else view.phase,
-                message=error.message if error else f"run {view.phase.lower()}",
-                reason=error.reason if error else view.phase,
-            )
-        raise TimeoutError(f"run {rid} is still {view.phase} after {timeout:g}s")
+        return run_result(await self.wait(rid, timeout), timeout)
 
     async def wait(self, run_id: str, timeout: float = 10.0) -> RunView:  # noqa: ASYNC109
         """The run once it ended, or its current view after `timeout` seconds."""
