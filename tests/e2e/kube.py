@@ -1,0 +1,114 @@
+"""A small kubectl-backed client for e2e tests: apply, get, wait, and read pods.
+
+Tests talk to the cluster the way a user does, through kubectl and YAML, so what
+they exercise is the apiserver's real behaviour (admission, schemas, RBAC), not a
+client library's model of it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+Obj = dict[str, Any]
+
+
+class KubectlError(RuntimeError):
+    """kubectl exited non-zero; the message carries its stderr."""
+
+
+@dataclass
+class Kube:
+    """kubectl bound to one kubeconfig and (optionally) one namespace."""
+
+    kubeconfig: str
+    kubectl: str = "kubectl"
+    namespace: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    def in_namespace(self, namespace: str) -> Kube:
+        return Kube(self.kubeconfig, self.kubectl, namespace, self.env)
+
+    def run(self, *args: str, stdin: str | None = None, timeout: float = 60) -> str:
+        command = [self.kubectl, "--kubeconfig", self.kubeconfig]
+        if self.namespace is not None:
+            command += ["--namespace", self.namespace]
+        done = subprocess.run(
+            [*command, *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise KubectlError(f"kubectl {' '.join(args)}: {done.stderr.strip()}")
+        return done.stdout
+
+    def apply(self, *objects: Obj | str) -> None:
+        """Apply objects given as dicts or YAML text."""
+        docs = [o if isinstance(o, str) else yaml.safe_dump(o) for o in objects]
+        self.run("apply", "-f", "-", stdin="\n---\n".join(docs))
+
+    def get(self, kind: str, name: str) -> Obj:
+        return json.loads(self.run("get", kind, name, "-o", "json"))  # type: ignore[no-any-return]
+
+    def list(self, kind: str, selector: str | None = None) -> list[Obj]:
+        args = ["get", kind, "-o", "json"]
+        if selector:
+            args += ["-l", selector]
+        return json.loads(self.run(*args))["items"]  # type: ignore[no-any-return]
+
+    def delete(self, kind: str, name: str, *flags: str) -> None:
+        self.run("delete", kind, name, "--ignore-not-found", *flags)
+
+    def pods(self, selector: str) -> list[Obj]:
+        """Pods matching ``selector`` that are not being deleted."""
+        return [p for p in self.list("pods", selector) if "deletionTimestamp" not in p["metadata"]]
+
+    def logs(self, pod: str) -> str:
+        return self.run("logs", pod)
+
+
+def eventually(
+    check: Callable[[], Any], *, timeout: float = 90, interval: float = 0.5, what: str = ""
+) -> Any:
+    """Call ``check`` until it returns something truthy; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            error = None
+        except (KubectlError, KeyError, IndexError) as exc:
+            error = exc
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    detail = f" (last error: {error})" if error else f" (last value: {last!r})"
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{detail}")
+
+
+def condition(obj: Obj, kind: str) -> str | None:
+    """The status of condition ``kind`` on ``obj``, or None when absent."""
+    for c in obj.get("status", {}).get("conditions", []):
+        if c["type"] == kind:
+            return str(c["status"])
+    return None
+
+
+def running_and_ready(pod: Obj) -> bool:
+    return pod["status"].get("phase") == "Running" and condition(pod, "Ready") == "True"
+
+
+def documents(text: str) -> Iterator[Obj]:
+    """The non-empty YAML documents in ``text``."""
+    yield from (d for d in yaml.safe_load_all(text) if d)
