@@ -10,7 +10,8 @@ PY          := $(BIN)/python
 STAMP       := $(VENV)/.installed
 SOURCES     := operator/tether_operator worker_runtime tests bench examples scripts
 
-.PHONY: help venv demo test lint format typecheck contracts unit bench openapi clean
+.PHONY: help venv demo test lint format typecheck contracts unit e2e bench openapi clean \
+	cluster-up cluster-down image
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "; printf "Usage: make TARGET\n\nTargets:\n"} \
@@ -32,6 +33,18 @@ test: venv lint typecheck contracts ## Lint, typecheck, import contracts and the
 
 unit: venv ## Only the fast tests (no real worker processes)
 	$(BIN)/pytest -m 'not slow and not e2e'
+
+e2e: venv ## Only the end-to-end tests (KUBECONFIG's cluster, else the local one)
+	$(BIN)/pytest -m e2e
+
+cluster-up: ## Start the local offline Kubernetes cluster (hack/cluster up; root)
+	hack/cluster up
+
+cluster-down: ## Stop the local cluster, leaving no process, mount or rule behind
+	hack/cluster down
+
+image: ## Build the tether:dev image from the Dockerfile (offline)
+	hack/build-image
 
 lint: venv ## ruff check + ruff format --check
 	$(BIN)/ruff check .

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,8 @@ class NodePower:
         match self.provider(node):
             case "local":
                 verb = "stop-node" if stop else "start-node"
-                command = [str(HACK_CLUSTER), verb, node]
+                sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+                command = [*sudo, str(HACK_CLUSTER), verb, node]
             case "kind":
                 command = ["docker", "stop" if stop else "start", node]
             case _:
