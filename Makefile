@@ -46,9 +46,14 @@ cluster-down: ## Stop the local cluster, leaving no process, mount or rule behin
 image: ## Build the tether:dev image from the Dockerfile (offline)
 	hack/build-image
 
-lint: venv ## ruff check + ruff format --check
+SHELL_SCRIPTS := hack/cluster hack/lib/*.sh hack/build-image hack/install-deps hack/kind-up \
+	.ci/run scripts/*.sh
+
+lint: venv ## ruff check + ruff format --check + shellcheck
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	@command -v shellcheck >/dev/null || { echo "lint: install shellcheck (apt)" >&2; exit 1; }
+	shellcheck -x -S warning $(SHELL_SCRIPTS)
 
 format: venv ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .

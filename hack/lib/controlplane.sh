@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kube-proxy
 # on the host. Sourced by hack/cluster.
 

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Builds the cluster's images offline and loads them into each node's
 # containerd. Sourced by hack/cluster. Nothing here pulls from a registry.
 

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # The host side of the cluster network. All nodes share the host's network
 # namespace: each node has its own address on the tether0 bridge and its own
 # pod bridge and pod subnet, and the host routes between them. One kube-proxy

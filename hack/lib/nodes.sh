@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Worker nodes: one containerd and one kubelet per node, all of a node's
 # processes (daemons, shims, containers) inside the cgroup /tether/<node>, so
 # stop-node can kill the node the way a power cut would.

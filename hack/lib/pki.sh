@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Certificates and kubeconfigs for the local cluster, made with openssl.
 # Sourced by hack/cluster. ECDSA P-256 keys: fast to make, accepted everywhere.
 

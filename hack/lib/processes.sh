@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Starting, finding and stopping the cluster's daemons. Each daemon has a pid
 # file and a log under $STATE_DIR; node daemons also run inside the node's
 # cgroup so that everything a node started can be killed together.

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Pinned versions for the local cluster. Everything built from these is cached
 # under $TETHER_CACHE keyed by version, so bumping one rebuilds only that part.
 KUBE_VERSION=v1.34.4          # last minor whose kubelet still runs on cgroup v1 by default
