@@ -80,6 +80,8 @@ authorization: {mode: Webhook}
 tlsCertFile: $PKI_DIR/node-$node.crt
 tlsPrivateKeyFile: $PKI_DIR/node-$node.key
 containerRuntimeEndpoint: unix://$(containerd_socket "$node")
+# Each kubelet deletes log directories of pods it does not know: never share them.
+podLogsDir: $dir/pod-logs
 cgroupDriver: cgroupfs
 cgroupRoot: /$(node_cgroup "$node")/pods
 failCgroupV1: false

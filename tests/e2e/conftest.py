@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.kube import Kube, condition, documents, eventually
+from tests.e2e.kube import Kube, eventually, install_crds
 
 REPO = Path(__file__).resolve().parents[2]
 HACK_CLUSTER = REPO / "hack" / "cluster"
@@ -70,17 +70,7 @@ def kube() -> Kube:
 @pytest.fixture(scope="session")
 def crds(kube: Kube) -> list[str]:
     """Install every CRD under crds/ once per session; the names installed."""
-    names: list[str] = []
-    for path in sorted((REPO / "crds").glob("*.yaml")):
-        text = path.read_text()
-        kube.apply(text)
-        names += [d["metadata"]["name"] for d in documents(text)]
-    for name in names:
-        eventually(
-            lambda n=name: condition(kube.get("crd", n), "Established") == "True",
-            what=f"CRD {name} to be Established",
-        )
-    return names
+    return install_crds(kube, sorted((REPO / "crds").glob("*.yaml")))
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -112,3 +113,18 @@ def running_and_ready(pod: Obj) -> bool:
 def documents(text: str) -> Iterator[Obj]:
     """The non-empty YAML documents in ``text``."""
     yield from (d for d in yaml.safe_load_all(text) if d)
+
+
+def install_crds(kube: Kube, paths: list[Path]) -> list[str]:
+    """Apply the CRDs in ``paths`` and wait until each is Established; their names."""
+    names: list[str] = []
+    for path in paths:
+        text = path.read_text()
+        kube.apply(text)
+        names += [d["metadata"]["name"] for d in documents(text)]
+    for name in names:
+        eventually(
+            lambda n=name: condition(kube.get("crd", n), "Established") == "True",
+            what=f"CRD {name} to be Established",
+        )
+    return names

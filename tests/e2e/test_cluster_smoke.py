@@ -9,11 +9,20 @@ namespaces, and bound service-account tokens.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.kube import Kube, Obj, condition, eventually, running_and_ready
+from tests.e2e.kube import (
+    Kube,
+    KubectlError,
+    Obj,
+    condition,
+    eventually,
+    install_crds,
+    running_and_ready,
+)
 from tests.e2e.nodes import NodePower
 
 SCHEDULER_PORT = 7233
@@ -262,3 +271,25 @@ def test_a_stopped_node_goes_not_ready_and_its_pods_are_evicted(
     finally:
         power.start(victim)
     eventually(lambda: condition(kube.get("node", victim), "Ready") == "True", what="node back")
+
+
+def probe_object(minimum: int, maximum: int) -> Obj:
+    spec = {"minReplicas": minimum, "maxReplicas": maximum}
+    return {
+        "apiVersion": "e2e.tether.dev/v1",
+        "kind": "Probe",
+        "metadata": {"name": "p"},
+        "spec": spec,
+    }
+
+
+def test_crd_schemas_and_cel_rules_are_enforced(kube: Kube, namespace: Kube) -> None:
+    (crd,) = install_crds(kube, [Path(__file__).parent / "testdata" / "probes-crd.yaml"])
+    try:
+        namespace.apply(probe_object(1, 2))
+        with pytest.raises(KubectlError, match="minReplicas must not exceed maxReplicas"):
+            namespace.apply(probe_object(3, 2))
+        with pytest.raises(KubectlError, match=r"spec.minReplicas.*greater than or equal to 0"):
+            namespace.apply(probe_object(-1, 2))
+    finally:
+        kube.delete("crd", crd, "--wait=false")
