@@ -53,7 +53,7 @@ build_kube_binaries() {
   local missing=0
   for b in "${want[@]}"; do [[ -x $BIN_CACHE/$b ]] || missing=1; done
   ((missing)) || return 0
-  log "building Kubernetes $KUBE_VERSION from the Go module proxy (cold: ~15 min on 2 cores)"
+  log "building Kubernetes $KUBE_VERSION from the Go module proxy (cold: ~6 min on 2 cores)"
   local src="$TETHER_CACHE/src/kube-$KUBE_VERSION"
   _kube_wrapper_module "$src"
   (

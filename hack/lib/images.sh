@@ -18,10 +18,12 @@ ensure_docker() {
   docker_ready && return 0
   command -v dockerd >/dev/null || die "dockerd not found: install Debian's docker.io (hack/cluster deps)"
   log "starting dockerd"
-  mkdir -p "$STATE_DIR"
+  mkdir -p "$STATE_DIR/run" "$STATE_DIR/logs"
+  # dockerd writes its own pid file where `stop` looks, so `down` stops only a
+  # dockerd that hack/cluster started.
   setsid dockerd --iptables=false --ip-masq=false --bridge=none \
-    --pidfile "$STATE_DIR/dockerd.pid" >"$STATE_DIR/dockerd.log" 2>&1 </dev/null &
-  wait_for "dockerd (log: $STATE_DIR/dockerd.log)" 60 docker_ready
+    --pidfile "$(pid_file dockerd)" >"$(log_file dockerd)" 2>&1 </dev/null &
+  wait_for "dockerd (log: $(log_file dockerd))" 60 docker_ready
 }
 
 image_present() { docker image inspect "$1" >/dev/null 2>&1; }
@@ -74,6 +76,18 @@ build_project_image() {
     || die "image build failed: see $STATE_DIR/image-build.log"
 }
 
+# _image_archive TAG ID: a `docker save` of TAG at image ID, made once and
+# shared by every node that loads it.
+_image_archive() {
+  local archive="$STATE_DIR/images/${1//[\/:]/_}-${2#sha256:}.tar"
+  if [[ ! -s $archive ]]; then
+    mkdir -p "$STATE_DIR/images"
+    rm -f "$STATE_DIR/images/${1//[\/:]/_}-"*.tar
+    docker save -o "$archive.tmp" "$1" && mv "$archive.tmp" "$archive"
+  fi
+  echo "$archive"
+}
+
 # Copy images into one node's containerd (the local-cluster `kind load`).
 # An image whose id the node already holds is skipped.
 load_images() {
@@ -86,7 +100,7 @@ load_images() {
     id=$(docker image inspect --format '{{.Id}}' "$tag")
     mark="$marks/${tag//[\/:]/_}"
     [[ -f $mark && $(<"$mark") == "$id" ]] && continue
-    docker save "$tag" | ctr -a "$sock" -n k8s.io images import - >/dev/null \
+    ctr -a "$sock" -n k8s.io images import "$(_image_archive "$tag" "$id")" >/dev/null \
       || die "loading $tag into $node failed"
     echo "$id" >"$mark"
   done

@@ -28,10 +28,11 @@ network_up() {
 # Remove every iptables chain and rule that kube-proxy or the CNI plugins
 # made: their names start with KUBE- or CNI-. Killed kubelets never ran CNI DEL.
 _iptables_clean() {
-  local table
+  local table rules
   for table in nat filter mangle; do
-    iptables-save -t "$table" 2>/dev/null | grep -q -E 'KUBE-|CNI-' || continue
-    iptables-save -t "$table" | grep -v -E 'KUBE-|CNI-' | iptables-restore -T "$table"
+    rules=$(iptables-save -t "$table" 2>/dev/null) || continue
+    grep -q -E 'KUBE-|CNI-' <<<"$rules" || continue
+    grep -v -E 'KUBE-|CNI-' <<<"$rules" | iptables-restore -T "$table"
   done
 }
 

@@ -67,11 +67,11 @@ make_pki() {
   _kubeconfig "$PKI_DIR/controller-manager.kubeconfig" system:kube-controller-manager controller-manager
   _kubeconfig "$PKI_DIR/scheduler.kubeconfig" system:kube-scheduler scheduler
   _kubeconfig "$PKI_DIR/kube-proxy.kubeconfig" system:kube-proxy kube-proxy
-  local i=0 node
-  for node in "${NODES[@]}"; do
+  local i node
+  for i in "${!NODES[@]}"; do
+    node=${NODES[$i]}
     _cert "node-$node" "/O=system:nodes/CN=system:node:$node" "IP:$(node_ip "$i"),DNS:$node"
     _kubeconfig "$PKI_DIR/node-$node.kubeconfig" "system:node:$node" "node-$node"
-    i=$((i + 1))
   done
   touch "$PKI_DIR/.complete"
 }
