@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.kube import Kube, eventually, install_crds
+from tests.e2e.kube import Kube, install_crds
 
 REPO = Path(__file__).resolve().parents[2]
 HACK_CLUSTER = REPO / "hack" / "cluster"
@@ -78,13 +78,8 @@ def namespace(kube: Kube, request: pytest.FixtureRequest) -> Iterator[Kube]:
     """A fresh namespace for one test, deleted (without waiting) afterwards."""
     stem = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:30].strip("-")
     name = f"e2e-{stem}-{uuid.uuid4().hex[:5]}"
-    kube.run("create", "namespace", name)
-    eventually(
-        lambda: kube.in_namespace(name).list("serviceaccounts"),
-        what=f"the default ServiceAccount in {name}",
-    )
-    yield kube.in_namespace(name)
-    kube.run("delete", "namespace", name, "--wait=false")
+    with kube.scratch_namespace(name) as scoped:
+        yield scoped
 
 
 @pytest.fixture(scope="session")

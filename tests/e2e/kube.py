@@ -11,6 +11,7 @@ import json
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,21 @@ class Kube:
 
     def logs(self, pod: str) -> str:
         return self.run("logs", pod)
+
+    @contextmanager
+    def scratch_namespace(self, name: str) -> Iterator[Kube]:
+        """Create namespace ``name``, wait for its default ServiceAccount, and delete
+        it (without waiting) on exit; yields a client bound to it."""
+        self.run("create", "namespace", name)
+        try:
+            scoped = self.in_namespace(name)
+            eventually(
+                lambda: scoped.list("serviceaccounts"),
+                what=f"the default ServiceAccount in {name}",
+            )
+            yield scoped
+        finally:
+            self.run("delete", "namespace", name, "--wait=false")
 
 
 def eventually(

@@ -170,11 +170,7 @@ def test_a_pod_reaches_a_service_in_another_namespace_by_dns_name(
     )
     eventually(lambda: ready_pods(server, 1), what="the tether scheduler to be ready")
 
-    client_ns = f"{server.namespace}-client"
-    kube.run("create", "namespace", client_ns)
-    try:
-        client = kube.in_namespace(client_ns)
-        eventually(lambda: client.list("serviceaccounts"), what="the client's ServiceAccount")
+    with kube.scratch_namespace(f"{server.namespace}-client") as client:
         url = f"http://tether.{server.namespace}.svc.cluster.local:{SCHEDULER_PORT}"
         client.apply(
             probe_pod(image, "client", ["tether", "--server", url, "get", "workers", "-o", "json"])
@@ -184,8 +180,6 @@ def test_a_pod_reaches_a_service_in_another_namespace_by_dns_name(
         assert phase == "Succeeded", output
         workers = json.loads(output)
         assert len(workers) == 1, workers
-    finally:
-        kube.run("delete", "namespace", client_ns, "--wait=false")
 
 
 def test_a_pod_authenticates_with_its_bound_service_account_token(
