@@ -26,6 +26,7 @@ from .protocol import (
     StartRunRequest,
     StickyName,
     WhoAmI,
+    WorkerHeartbeat,
     WorkerList,
 )
 from .transport import FastTransport
@@ -166,19 +167,20 @@ class SchedulerClient:
         """POST /v1/workers."""
         return await self._call(RegisterWorkerResponse, "POST", "/workers", request)
 
-    async def poll(self, worker_id: str, max_tasks: int, wait: float) -> PollResponse:
+    async def poll(
+        self, worker_id: str, max_tasks: int, wait: float, incarnation: str | None = None
+    ) -> PollResponse:
         """POST /v1/workers/{id}/poll (long-poll up to ``wait`` seconds)."""
+        body: dict[str, Any] = {"max_tasks": max(1, max_tasks), "wait": wait}
+        if incarnation is not None:
+            body["incarnation"] = incarnation
         return await self._call(
-            PollResponse,
-            "POST",
-            f"/workers/{worker_id}/poll",
-            {"max_tasks": max(1, max_tasks), "wait": wait},
-            read_timeout=wait + 15.0,
+            PollResponse, "POST", f"/workers/{worker_id}/poll", body, read_timeout=wait + 15.0
         )
 
-    async def heartbeat(self, worker_id: str) -> None:
-        """POST /v1/workers/{id}/heartbeat (liveness)."""
-        await self.request("POST", f"/workers/{worker_id}/heartbeat", {})
+    async def heartbeat(self, worker_id: str, beat: WorkerHeartbeat | None = None) -> None:
+        """POST /v1/workers/{id}/heartbeat: liveness, and the tasks the worker holds."""
+        await self.request("POST", f"/workers/{worker_id}/heartbeat", beat or {})
 
     async def report(self, worker_id: str, report: dict[str, Any]) -> ReportResponse:
         """POST /v1/workers/{id}/report with a ``ReportRequest``-shaped dict."""

@@ -176,6 +176,26 @@ Task = Annotated[ActivityTask | WorkflowTask | Resolution | CancelTask, Field(di
 class PollRequest(Model):
     max_tasks: int = Field(default=64, ge=1, le=10_000)
     wait: float = Field(default=20.0, ge=0, le=60, description="Seconds to hold the request open.")
+    incarnation: str | None = Field(
+        default=None,
+        description="The polling process's incarnation (from registration). A poll of an "
+        "incarnation the scheduler no longer knows gets no tasks.",
+    )
+
+
+class WorkerHeartbeat(Model):
+    """Liveness, and the tasks the worker process holds."""
+
+    incarnation: str | None = Field(
+        default=None, description="The process's incarnation; a stale one must register again."
+    )
+    tasks: list[str] | None = Field(
+        default=None,
+        description="Ids of the activity attempts and workflow tasks this process holds "
+        "(running, or finished with the report not yet acknowledged). The scheduler "
+        "dispatches again any task it handed this worker that stays missing from this list "
+        "for a heartbeat interval. Omitted: nothing is checked.",
+    )
 
 
 class PollResponse(Model):
