@@ -7,6 +7,7 @@ and returns the effects for the host to carry out, in order.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from .commands import Commands
@@ -57,13 +58,37 @@ class Engine(Commands):
 
     def worker_seen(self, worker_id: str, now: float) -> list[Effect]:
         """Liveness: any request from the worker counts."""
+        self.worker_seen_state(worker_id, now)
+        return []
+
+    def worker_seen_state(self, worker_id: str, now: float) -> WorkerState:
+        """Liveness, returning the worker; `UnknownWorker` if it must register again."""
         w = self.workers.get(worker_id)
         if w is None or not w.alive:
             raise UnknownWorker(
                 f"worker {worker_id!r} is not registered; register it again", field="worker_id"
             )
         w.last_seen = now
-        return []
+        return w
+
+    def worker_holds(self, worker_id: str, held: Collection[str], now: float) -> list[Effect]:
+        """The worker says which tasks it holds: one it was handed but has left out of its
+        heartbeats for a heartbeat interval was lost on the way, and is dispatched again.
+        `held` must include what still waits for the worker in its mailbox."""
+        with self._batch(now) as out:
+            w = self.worker_seen_state(worker_id, now)
+            grace = self.config.worker_heartbeat_interval
+            for tid in sorted(w.running | w.workflow_tasks):
+                task = self.tasks.get(tid)
+                if task is None:
+                    continue
+                if tid in held or now - task.started_at < grace:
+                    task.missing_since = None
+                elif task.missing_since is None:
+                    task.missing_since = now
+                elif now - task.missing_since >= grace:
+                    self._task_lost(w, task)
+        return out
 
     def worker_lost(self, worker_id: str, reason: str, message: str, now: float) -> list[Effect]:
         """The worker's process or pod is gone (or stopped heartbeating)."""

@@ -262,6 +262,31 @@ class Lifecycle(Dispatch):
             self._enqueue_workflow_task(run)
         w.workflow_tasks.clear()
 
+    def _task_lost(self, w: WorkerState, task: LiveTask) -> None:
+        """A live worker does not hold a task it was sent: dispatch it again. An activity
+        attempt counts as failed (retried at once, like a lost worker's); a workflow task is
+        replayed from history. The worker is told to drop it, in case it has it after all."""
+        self._fx.append(
+            Deliver(w.worker_id, {"kind": "cancel", "task_id": task.task_id, "reason": "TaskLost"})
+        )
+        what = (
+            f"attempt {task.attempt} of activity {task.name}"
+            if task.kind == "activity"
+            else (f"workflow task {task.task_id}")
+        )
+        message = f"worker {w.worker_id} does not hold {what} it was sent; dispatching it again"
+        self._notice(task.run_id, "Warning", "TaskLost", message)
+        if task.kind == "activity":
+            err = {"type": "TaskLost", "reason": "TaskLost", "non_retryable": False}
+            self._attempt_failed(task, {**err, "message": message}, immediate=True)
+            return
+        self._drop_task(task)
+        run = self.runs[task.run_id]
+        self.workflow_task_of.pop(run.run_id, None)
+        if not run.terminal:
+            self._record(run, "WorkflowTaskLost", task_id=task.task_id, reason="TaskLost")
+            self._enqueue_workflow_task(run)
+
     def _fail_hard_sessions_of(self, w: WorkerState, reason: str, message: str) -> None:
         for run, s in self._held_sessions(w):
             if s.state == "Broken":

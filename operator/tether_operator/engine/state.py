@@ -43,6 +43,8 @@ class LiveTask:
     last_heartbeat: float = 0.0
     heartbeat_details: Any = None
     heartbeat_timeout: float | None = None
+    missing_since: float | None = None
+    """When the worker's heartbeat first left this dispatched task out (None: it listed it)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -41,6 +41,7 @@ from worker_runtime.protocol import (
     RunView,
     StartRunRequest,
     WhoAmI,
+    WorkerHeartbeat,
     WorkerList,
     WorkerLostRequest,
 )
@@ -133,7 +134,13 @@ def create_app(
         async def connected() -> bool:
             return not await request.is_disconnected()
 
-        tasks = await service.poll(worker_id, req.max_tasks, req.wait, still_wanted=connected)
+        tasks = await service.poll(
+            worker_id,
+            req.max_tasks,
+            req.wait,
+            incarnation=req.incarnation,
+            still_wanted=connected,
+        )
         return _json({"tasks": tasks})
 
     @app.post(
@@ -143,8 +150,10 @@ def create_app(
         tags=["workers"],
         summary="Worker liveness",
     )
-    async def worker_heartbeat(worker_id: WorkerId) -> Response:
-        service.heartbeat(worker_id)
+    async def worker_heartbeat(
+        worker_id: WorkerId, beat: Annotated[WorkerHeartbeat | None, Body()] = None
+    ) -> Response:
+        service.heartbeat(worker_id, beat)
         return _empty()
 
     @app.post(

@@ -28,7 +28,7 @@ from tether_operator.scheduler.problems import (
     validation_problem,
 )
 from tether_operator.scheduler.service import SchedulerService
-from worker_runtime.protocol import API_PREFIX, PollRequest, ReportRequest
+from worker_runtime.protocol import API_PREFIX, PollRequest, ReportRequest, WorkerHeartbeat
 
 __all__ = ["WorkerFastPath", "report_payloads"]
 
@@ -100,11 +100,16 @@ class WorkerFastPath:
             elif action == "poll":
                 poll = PollRequest.model_validate_json(body)
                 tasks = await service.poll(
-                    worker_id, poll.max_tasks, poll.wait, still_wanted=_still_connected(receive)
+                    worker_id,
+                    poll.max_tasks,
+                    poll.wait,
+                    incarnation=poll.incarnation,
+                    still_wanted=_still_connected(receive),
                 )
                 await _send_json(send, _json_encode({"tasks": tasks}).encode())
             else:
-                service.heartbeat(worker_id)
+                beat = WorkerHeartbeat.model_validate_json(body) if body.strip() else None
+                service.heartbeat(worker_id, beat)
                 await _send_json(send, b"{}")
         except ValidationError as exc:
             await validation_problem(exc.errors(), in_body=True)(scope, receive, send)

@@ -46,6 +46,16 @@ class Mailbox:
             return out
         return [items.popleft() for _ in range(limit)]
 
+    def put_back(self, messages: list[dict[str, Any]]) -> None:
+        """Return taken messages to the front, in their order (their taker is gone)."""
+        self._items.extendleft(reversed(messages))
+        if messages and self._waiters:
+            self.wake()
+
+    def task_ids(self) -> list[str]:
+        """Ids of the activity and workflow tasks waiting here."""
+        return [m["task_id"] for m in self._items if m["kind"] in ("activity", "workflow")]
+
     def clear(self) -> int:
         """Drop every queued message (the worker's incarnation is gone); returns how many."""
         dropped = len(self._items)

@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypedDict
 
-from tether_operator.engine import Engine, EngineConfig, EngineError
+from tether_operator.engine import Engine, EngineConfig, EngineError, UnknownWorker
 from tether_operator.engine.effects import Deliver, Effect, Notice, Persist, RunEnded, WorkerGone
 from tether_operator.scheduler.history_writer import HistoryWriter
 from tether_operator.scheduler.mailboxes import Mailbox
@@ -31,6 +31,7 @@ from worker_runtime.protocol import (
     RegisterWorkerRequest,
     ReportRequest,
     StartRunRequest,
+    WorkerHeartbeat,
 )
 
 __all__ = ["NoticeSubscriber", "ReportResult", "SchedulerService"]
@@ -207,7 +208,11 @@ class SchedulerService:
         wid = req.worker_id
         box = self._mailboxes.get(wid)
         if box is not None and self._incarnations.get(wid) != req.incarnation:
-            box.clear()  # queued for a previous process: the engine re-queues them
+            # Queued for a previous process (the engine re-queues them), and polls that
+            # process left behind wait on this box: a new box, so they never take new work.
+            box.clear()
+            del self._mailboxes[wid]
+            box.wake()
         self._apply(self.engine.register_worker(req.model_dump(), self.clock()))
         self._incarnations[wid] = req.incarnation
         self._mailboxes.setdefault(wid, Mailbox())
@@ -217,9 +222,27 @@ class SchedulerService:
             "namespace": self.namespace,
         }
 
-    def heartbeat(self, worker_id: str) -> None:
-        """Liveness; raises `UnknownWorker` if the worker must register again."""
-        self._apply(self.engine.worker_seen(worker_id, self.clock()))
+    def heartbeat(self, worker_id: str, beat: WorkerHeartbeat | None = None) -> None:
+        """Liveness, and the tasks the worker holds (those it lost are dispatched again);
+        raises `UnknownWorker` if the worker must register again."""
+        self._check_incarnation(worker_id, beat.incarnation if beat is not None else None)
+        if beat is None or beat.tasks is None:
+            self._apply(self.engine.worker_seen(worker_id, self.clock()))
+            return
+        held = set(beat.tasks)
+        box = self._mailboxes.get(worker_id)
+        if box is not None:
+            held.update(box.task_ids())
+        self._apply(self.engine.worker_holds(worker_id, held, self.clock()))
+
+    def _check_incarnation(self, worker_id: str, incarnation: str | None) -> None:
+        current = self._incarnations.get(worker_id)
+        if incarnation is not None and current is not None and incarnation != current:
+            raise UnknownWorker(
+                f"worker {worker_id!r} was registered again by a newer process "
+                f"(incarnation {current}, not {incarnation}); register again",
+                field="incarnation",
+            )
 
     def worker_lost(self, worker_id: str, reason: str = "ProcessExited", message: str = "") -> None:
         """The worker's process or pod is gone: its sessions break now, not at timeout."""
@@ -239,15 +262,18 @@ class SchedulerService:
         max_tasks: int,
         wait: float,
         *,
+        incarnation: str | None = None,
         still_wanted: Callable[[], Awaitable[bool]] | None = None,
     ) -> list[dict[str, Any]]:
         """Up to `max_tasks` tasks for the worker: at once if any are queued, else
         as soon as one arrives, or `[]` after `wait` seconds.
 
-        `still_wanted` is asked before handing out tasks after a wait (the HTTP layer
-        checks the client is still connected), so tasks are not drained into a dead
-        connection.
+        A poll of a process that has since been replaced (another `incarnation`
+        registered) never gets a task. `still_wanted` is asked after a wait (the HTTP
+        layer checks the client is still connected): tasks taken for a caller that is
+        gone go back to the front of the mailbox.
         """
+        self._check_incarnation(worker_id, incarnation)
         self._apply(self.engine.worker_seen(worker_id, self.clock()))
         box = self._mailboxes.get(worker_id)
         if box is None:
@@ -266,9 +292,12 @@ class SchedulerService:
             if self._mailboxes.get(worker_id) is not box:
                 return []
             if len(box):
+                tasks = box.take(max_tasks)
                 if still_wanted is not None and not await still_wanted():
+                    if self._mailboxes.get(worker_id) is box:
+                        box.put_back(tasks)
                     return []
-                return box.take(max_tasks)
+                return tasks
 
     def report(self, worker_id: str, req: ReportRequest) -> ReportResult:
         """Apply completions, heartbeats and workflow commands, then piggyback tasks.
