@@ -17,7 +17,9 @@ After every step it checks the invariants of DESIGN.md / docs/internals.md:
 7. a HARD session fails on schedule timeout only if its worker did not come back.
 
 `settle` adds a liveness property: a healthy worker, no more losses and enough time
-drive every run to a terminal phase.
+drive every run to a terminal phase — even though `message_lost` drops tasks on their way
+to a live worker, because heartbeats list what each worker holds and the engine sends a
+missing task again.
 """
 
 from __future__ import annotations
@@ -263,6 +265,10 @@ class WorkerProcess:
         self.activities.clear()
         self.stale.clear()
         self.wfts.clear()
+
+    def held(self) -> set[str]:
+        """What the process's heartbeat lists: attempts it runs and its workflow tasks."""
+        return set(self.activities) | {wft.task_id for wft in self.wfts.values()}
 
 
 def outcomes_in(history: list[dict[str, Any]]) -> dict[int, bool]:
@@ -644,12 +650,25 @@ class EngineMachine(RuleBasedStateMachine):
         """Partitioned: no heartbeats, no reports, but the process keeps its tasks."""
         self.d.silent.add(POOL[i])
 
+    @rule(pick=st.integers(0, 15), workflow_task=st.booleans())
+    def message_lost(self, pick: int, workflow_task: bool) -> None:
+        """A task never reaches the live worker it was sent to (a connection dropped it)."""
+        lost = [
+            (proc, key)
+            for proc in self.procs.values()
+            for key in sorted(proc.wfts if workflow_task else proc.activities)
+        ]
+        if lost:
+            proc, key = lost[pick % len(lost)]
+            (proc.wfts if workflow_task else proc.activities).pop(key)
+
     @rule(seconds=st.sampled_from([0.1, 0.5, 1.0, 2.0, 5.0, 15.0, 40.0]))
     def time_passes(self, seconds: float) -> None:
         self.d.now += seconds
         for wid, w in list(self.engine.workers.items()):
             if w.alive and self.talking(wid):
-                self.engine.worker_seen(wid, self.d.now)
+                # The heartbeat lists what the process holds: what it lost is sent again.
+                self.call(self.engine.worker_holds(wid, self.procs[wid].held(), self.d.now))
         self.call(self.engine.advance(self.d.now))
 
     @precondition(lambda self: bool(self.run_ids))
