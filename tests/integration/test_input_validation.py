@@ -283,3 +283,22 @@ async def test_the_cli_lists_workflows_and_reports_a_refused_input() -> None:
         server.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await server
+
+
+@workflows.workflow.define(name="parent")
+class Parent:
+    @workflows.workflow.entrypoint
+    async def run(self, child_input: Any) -> str:
+        try:
+            await workflows.workflow.execute_child(One, child_input)
+        except workflows.ChildWorkflowError as exc:
+            return f"{exc.reason}: {exc.message}"
+        return "started"
+
+
+async def test_a_child_whose_input_does_not_fit_fails_with_invalid_input() -> None:
+    async with WorkflowEnvironment(workflows=[Parent, One], activities=[double]) as env:
+        outcome = await env.execute(Parent, {"child_input": {}})
+        assert outcome.startswith("InvalidInput: ")
+        assert "workflow 'one' is missing required parameter 'x'" in outcome
+        assert await env.execute(Parent, {"child_input": 2}) == "started"
