@@ -122,6 +122,45 @@ def _strip_titles(schema: dict[str, Any]) -> None:
             prop.pop("title", None)
 
 
+@dataclass(frozen=True, slots=True)
+class _Param:
+    alias: str
+    annotation: Any
+    default: Any
+
+
+def _model_schema(params: list[_Param]) -> dict[str, Any]:
+    # Field names are neutral (`p0`, `p1`, ...) so that a parameter called `json` or
+    # `_x` cannot collide with pydantic's own attributes; the alias is the name.
+    fields: dict[str, Any] = {
+        f"p{index}": (p.annotation, Field(p.default, alias=p.alias))
+        for index, p in enumerate(params)
+    }
+    model = create_model("Parameters", **fields)
+    with warnings.catch_warnings():
+        # A default with no JSON form is left out of the schema; that is fine.
+        warnings.simplefilter("ignore", PydanticJsonSchemaWarning)
+        return model.model_json_schema(by_alias=True, mode="validation")
+
+
+def _any_json(param: _Param) -> _Param:
+    return _Param(param.alias, Any, param.default)
+
+
+def _robust_schema(params: list[_Param]) -> dict[str, Any]:
+    """The parameters' schema; a type pydantic cannot describe becomes any JSON."""
+    try:
+        return _model_schema(params)
+    except Exception:
+        pass
+    described = [p if _describable(p.annotation) else _any_json(p) for p in params]
+    try:
+        return _model_schema(described)
+    except Exception:
+        # Some default or combination still fails: keep the names, check no types.
+        return _model_schema([_Param(p.alias, Any, ...) for p in params])
+
+
 @functools.cache
 def parameters_schema(fn: Callable[..., Any], *, skip_first: bool = False) -> dict[str, Any]:
     """The JSON Schema (an object) of ``fn``'s parameters; ``skip_first`` drops ``self``.
@@ -129,18 +168,15 @@ def parameters_schema(fn: Callable[..., Any], *, skip_first: bool = False) -> di
     Required parameters are those without a default. Extra keys are refused unless
     ``fn`` takes ``**kwargs`` (their type then describes the extra values).
     """
-    params = list(inspect.signature(fn).parameters.values())
+    signature = list(inspect.signature(fn).parameters.values())
     if skip_first:
-        params = params[1:]
+        signature = signature[1:]
     hints = _type_hints(fn)
-    fields: dict[str, Any] = {}
+    params: list[_Param] = []
     positional: str | None = None
     positional_only: list[str] = []
     extra_alias: str | None = None
-    for index, param in enumerate(params):
-        annotation = _annotation(fn, param, hints)
-        if not _describable(annotation):
-            annotation = Any
+    for param in signature:
         if param.kind is inspect.Parameter.VAR_POSITIONAL:
             if positional is None:
                 positional = f"*{param.name}"
@@ -149,20 +185,14 @@ def parameters_schema(fn: Callable[..., Any], *, skip_first: bool = False) -> di
             positional = param.name
         if param.kind is inspect.Parameter.POSITIONAL_ONLY:
             positional_only.append(param.name)
-        # Field names are neutral (`p0`, `p1`, ...) so that a parameter called `json`
-        # or `_x` cannot collide with pydantic's own attributes; the alias is the name.
         alias = param.name
-        if param.kind is inspect.Parameter.VAR_KEYWORD:
-            alias = extra_alias = f"**{param.name}"
         default = ... if param.default is inspect.Parameter.empty else param.default
         if param.kind is inspect.Parameter.VAR_KEYWORD:
+            # Described like a parameter, then moved to `additionalProperties`.
+            alias = extra_alias = f"**{param.name}"
             default = ...
-        fields[f"p{index}"] = (annotation, Field(default, alias=alias))
-    model = create_model("Parameters", **fields)
-    with warnings.catch_warnings():
-        # A default with no JSON form is left out of the schema; that is fine.
-        warnings.simplefilter("ignore", PydanticJsonSchemaWarning)
-        schema = model.model_json_schema(by_alias=True, mode="validation")
+        params.append(_Param(alias, _annotation(fn, param, hints), default))
+    schema = _robust_schema(params)
     _strip_titles(schema)
     properties: dict[str, Any] = schema.setdefault("properties", {})
     required: list[str] = schema.get("required", [])

@@ -47,7 +47,7 @@ class WorkflowDefinition:
     entrypoint: str
     cls: type[Any]
     parameters: tuple[str, ...] = field(default=())
-    """Names of the entrypoint's parameters after ``self`` (for mapping a dict input)."""
+    """Names of the entrypoint's parameters after ``self`` (``input_schema()`` has their types)."""
 
     def input_schema(self) -> dict[str, Any]:
         """The JSON Schema of the entrypoint's parameters (computed once; do not modify)."""
