@@ -271,6 +271,10 @@ def bind_input(
                 f"{what} has no parameter {unknown[0]!r}; its parameters are {_names(names)}",
                 field=f"input.{unknown[0]}",
             )
+        if positional is None and takes_extra:
+            raise InvalidInputError(
+                f"{what} takes keyword arguments only; pass an object (got {_short(value)})"
+            )
         if not names and positional is None:
             raise InvalidInputError(
                 f"{what} takes no input; start it with null (got {_short(value)})"

@@ -264,6 +264,11 @@ def test_var_keyword_takes_any_object_as_keywords() -> None:
     assert bind(with_extra, {"x": 1, "other": 2}).kwargs == {"x": 1, "other": 2}
     assert refused(with_extra, {"other": 2}).field == "input.x"
 
+    async def options_only(**options: Any) -> None: ...
+
+    assert bind(options_only, {"a": 1}).kwargs == {"a": 1}
+    assert "keyword arguments only" in refused(options_only, [1]).message
+
 
 def test_positional_only_parameters_are_passed_by_position() -> None:
     assert bind(positional_only, {"a": 1, "c": 3}) == BoundInput("keywords", (1,), {"c": 3})
