@@ -19,6 +19,7 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast, overload
 from .context import ActivityInfo, current_activity, current_workflow, local_activities
 from .errors import TetherError
 from .protocol import ActivityOptions, ActivitySpec, RetryPolicy
+from .schemas import parameters_schema
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -66,7 +67,9 @@ class ActivityDefinition(Generic[P, R]):
 
     def spec(self) -> ActivitySpec:
         """The registration entry for this activity."""
-        return ActivitySpec(name=self.name, options=self.options)
+        return ActivitySpec(
+            name=self.name, options=self.options, input_schema=parameters_schema(self.fn)
+        )
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
         """Run the activity; await the returned coroutine for its result."""

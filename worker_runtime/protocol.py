@@ -72,14 +72,26 @@ class ActivityOptions(Model):
 # --------------------------------------------------------------------------- registration
 
 
+_INPUT_SCHEMA_DESCRIPTION = (
+    "JSON Schema (an object) of the parameters, from their type hints; "
+    "null: inputs are not checked."
+)
+
+
 class WorkflowSpec(Model):
     name: str = Field(min_length=1)
     sticky: StickyName | None = None
+    input_schema: dict[str, Any] | None = Field(
+        default=None, description="Entrypoint parameters: " + _INPUT_SCHEMA_DESCRIPTION
+    )
 
 
 class ActivitySpec(Model):
     name: str = Field(min_length=1)
     options: ActivityOptions = Field(default_factory=ActivityOptions)
+    input_schema: dict[str, Any] | None = Field(
+        default=None, description="Activity parameters: " + _INPUT_SCHEMA_DESCRIPTION
+    )
 
 
 class RegisterWorkerRequest(Model):
@@ -426,6 +438,35 @@ class WorkerView(Model):
 
 class WorkerList(Model):
     workers: list[WorkerView]
+
+
+class RegisteredWorkflow(Model):
+    """A workflow some worker registered (the latest registration's schema wins)."""
+
+    name: str
+    sticky: StickyName | None = None
+    input_schema: dict[str, Any] | None = Field(
+        default=None, description="Entrypoint parameters: " + _INPUT_SCHEMA_DESCRIPTION
+    )
+    workers: list[str] = Field(
+        default_factory=list, description="Live workers that registered it (none: runs wait)."
+    )
+
+
+class RegisteredActivity(Model):
+    """An activity some worker registered (the latest registration wins)."""
+
+    name: str
+    options: ActivityOptions = Field(default_factory=ActivityOptions)
+    input_schema: dict[str, Any] | None = Field(
+        default=None, description="Activity parameters: " + _INPUT_SCHEMA_DESCRIPTION
+    )
+    workers: list[str] = Field(default_factory=list, description="Live workers that registered it.")
+
+
+class WorkflowList(Model):
+    workflows: list[RegisteredWorkflow]
+    activities: list[RegisteredActivity]
 
 
 class History(Model):

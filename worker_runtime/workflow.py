@@ -15,6 +15,7 @@ from typing import Any, TypeVar, overload
 from .context import current_session, require_workflow
 from .errors import StickyChildError
 from .protocol import WorkflowSpec
+from .schemas import parameters_schema
 from .sessions import StickyStrategy
 
 T = TypeVar("T")
@@ -46,11 +47,19 @@ class WorkflowDefinition:
     entrypoint: str
     cls: type[Any]
     parameters: tuple[str, ...] = field(default=())
-    """Names of the entrypoint's parameters after ``self`` (for mapping a dict input)."""
+    """Names of the entrypoint's parameters after ``self`` (``input_schema()`` has their types)."""
+
+    def input_schema(self) -> dict[str, Any]:
+        """The JSON Schema of the entrypoint's parameters (computed once; do not modify)."""
+        return parameters_schema(getattr(self.cls, self.entrypoint), skip_first=True)
 
     def spec(self) -> WorkflowSpec:
         """The registration entry for this workflow."""
-        return WorkflowSpec(name=self.name, sticky=self.sticky.value if self.sticky else None)
+        return WorkflowSpec(
+            name=self.name,
+            sticky=self.sticky.value if self.sticky else None,
+            input_schema=self.input_schema(),
+        )
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from .errors import ActivityError, ChildWorkflowError, NonDeterminismError, Teth
 from .failures import backoff, error_from_dict, error_info, is_retryable, timeout_error
 from .payloads import check_input, check_value, json_roundtrip
 from .protocol import ErrorInfo, HistoryEventModel, WorkflowTask
+from .schemas import bind_input
 from .workflow import WorkflowDefinition, WorkflowInfo
 
 if TYPE_CHECKING:
@@ -182,18 +183,18 @@ class WorkflowInstance:
             self._main.cancel()
 
     def entrypoint_call(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        """Map the run input to entrypoint arguments.
+        """Map the run input to entrypoint arguments (``schemas.bind_input``).
 
         None: no arguments; a dict whose keys are all parameter names: keywords;
-        anything else: one positional argument.
+        anything else: one positional argument. Raises ``InvalidInputError`` when the
+        input cannot be a call of the entrypoint.
         """
-        value = self.task.input
-        params = self.definition.parameters
-        if value is None:
-            return (), {}
-        if isinstance(value, dict) and (value or not params) and all(k in params for k in value):
-            return (), dict(value)
-        return (value,), {}
+        bound = bind_input(
+            self.definition.input_schema(),
+            self.task.input,
+            what=f"workflow {self.definition.name!r}",
+        )
+        return bound.args, bound.kwargs
 
     async def _run(self) -> None:
         try:

@@ -20,6 +20,7 @@ from worker_runtime.protocol import (
     RunView,
     StartRunRequest,
     WorkerList,
+    WorkflowList,
 )
 
 DEFAULT_SERVER = "http://127.0.0.1:7233"
@@ -112,6 +113,10 @@ class SchedulerClient:
     def list_workers(self) -> WorkerList:
         """GET /v1/workers."""
         return self._call("GET", "/workers", WorkerList)
+
+    def list_workflows(self) -> WorkflowList:
+        """GET /v1/workflows: registered workflows and activities, with input schemas."""
+        return self._call("GET", "/workflows", WorkflowList)
 
     def worker_lost(self, worker_id: str, reason: str, message: str) -> None:
         """POST /v1/workers/{id}/lost: the process or pod behind a worker is gone."""

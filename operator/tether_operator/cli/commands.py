@@ -28,6 +28,7 @@ from tether_operator.cli.render import (
     runs_table,
     to_json,
     workers_table,
+    workflows_table,
 )
 from worker_runtime.protocol import RunView, StartRunRequest
 
@@ -175,8 +176,21 @@ def cmd_wait(args: argparse.Namespace, client: SchedulerClient, output: Output) 
 
 
 def cmd_get(args: argparse.Namespace, client: SchedulerClient, output: Output) -> int:
-    """`tether get runs|run ID|workers`."""
+    """`tether get runs|run ID|workers|workflows`."""
     now = time.time()
+    if args.resource in {"workflows", "workflow"}:
+        registered = client.list_workflows()
+        if args.name:
+            registered.workflows = [w for w in registered.workflows if w.name == args.name]
+            if not registered.workflows:
+                raise CliError(f'workflow "{args.name}" is not registered')
+        if args.output == "json":
+            output.json(to_json(registered.workflows[0] if args.name else registered))
+        elif not registered.workflows:
+            output.err.print("No workflows registered.")
+        else:
+            output.print(workflows_table(registered))
+        return 0
     if args.resource in {"workers", "worker"}:
         workers = client.list_workers()
         if args.name:

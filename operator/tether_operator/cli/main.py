@@ -134,8 +134,12 @@ def build_parser() -> ArgumentParser:
     _output_flag(run, ["table", "json"])
     run.set_defaults(handler=commands.cmd_run)
 
-    get = sub.add_parser("get", help="list runs or workers, or show one run")
-    get.add_argument("resource", choices=["runs", "run", "workers", "worker"], metavar="RESOURCE")
+    get = sub.add_parser("get", help="list runs, workers or workflows, or show one run")
+    get.add_argument(
+        "resource",
+        choices=["runs", "run", "workers", "worker", "workflows", "workflow"],
+        metavar="RESOURCE",
+    )
     get.add_argument("name", nargs="?", metavar="NAME", help="one run (or worker) by name")
     _output_flag(get, ["table", "json", "wide"])
     get.set_defaults(handler=commands.cmd_get)

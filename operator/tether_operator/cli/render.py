@@ -21,6 +21,7 @@ from worker_runtime.protocol import (
     RunView,
     SessionView,
     WorkerView,
+    WorkflowList,
 )
 
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed", "Cancelled"})
@@ -176,6 +177,16 @@ def workers_table(workers: Sequence[WorkerView]) -> Table:
             str(len(worker.activities)),
             cell(worker.lost_reason),
         )
+    return table
+
+
+def workflows_table(registered: WorkflowList) -> Table:
+    """`tether get workflows`: one row per registered workflow (schemas: `-o json`)."""
+    table = _table("NAME", "STICKY", "WORKERS", "PARAMETERS")
+    for wf in registered.workflows:
+        schema = wf.input_schema
+        params = NONE if schema is None else ",".join(schema.get("properties") or {}) or "-"
+        table.add_row(wf.name, cell(wf.sticky), cell(",".join(wf.workers)), params)
     return table
 
 

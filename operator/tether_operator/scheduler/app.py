@@ -44,6 +44,7 @@ from worker_runtime.protocol import (
     WorkerHeartbeat,
     WorkerList,
     WorkerLostRequest,
+    WorkflowList,
 )
 
 __all__ = ["WORKER_HEADER", "create_app"]
@@ -189,6 +190,15 @@ def create_app(
     )
     async def list_workers() -> dict[str, Any]:
         return {"workers": service.workers()}
+
+    @app.get(
+        f"{API_PREFIX}/workflows",
+        response_model=WorkflowList,
+        tags=["workflows"],
+        summary="Registered workflows and activities, with their input schemas",
+    )
+    async def list_workflows() -> dict[str, Any]:
+        return service.registered()
 
     @app.get(
         f"{API_PREFIX}/workflows/workers/whoami",

@@ -22,6 +22,7 @@ from typing import Any, TypedDict
 from tether_operator.engine import Engine, EngineConfig, EngineError, UnknownWorker
 from tether_operator.engine.effects import Deliver, Effect, Notice, Persist, RunEnded, WorkerGone
 from tether_operator.scheduler.history_writer import HistoryWriter
+from tether_operator.scheduler.inputs import InputCatalog
 from tether_operator.scheduler.mailboxes import Mailbox
 from tether_operator.scheduler.store import InMemoryRunStore, RunStore
 from tether_operator.scheduler.timers import DeadlineTimer
@@ -72,6 +73,7 @@ class SchedulerService:
         self.namespace = namespace
         self.scheduler_url = scheduler_url
         self.history_writer = HistoryWriter(self.store)
+        self.inputs = InputCatalog()
         self._mailboxes: dict[str, Mailbox] = {}
         self._incarnations: dict[str, str] = {}
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
@@ -204,7 +206,11 @@ class SchedulerService:
     # ------------------------------------------------------------------ workers
 
     def register_worker(self, req: RegisterWorkerRequest) -> dict[str, Any]:
-        """Register (or re-register) a worker; returns a RegisterWorkerResponse dict."""
+        """Register (or re-register) a worker; returns a RegisterWorkerResponse dict.
+
+        Raises `InvalidSchema` (nothing registered) if an input schema is unusable.
+        """
+        self.inputs.check_registration(req)
         wid = req.worker_id
         box = self._mailboxes.get(wid)
         if box is not None and self._incarnations.get(wid) != req.incarnation:
@@ -214,6 +220,7 @@ class SchedulerService:
             del self._mailboxes[wid]
             box.wake()
         self._apply(self.engine.register_worker(req.model_dump(), self.clock()))
+        self.inputs.register(req)
         self._incarnations[wid] = req.incarnation
         self._mailboxes.setdefault(wid, Mailbox())
         return {
@@ -250,6 +257,14 @@ class SchedulerService:
 
     def workers(self) -> list[dict[str, Any]]:
         return self.engine.worker_views()
+
+    def registered(self) -> dict[str, Any]:
+        """Registered workflows and activities with their input schemas (a WorkflowList)."""
+        views = self.engine.worker_views()
+        return {
+            "workflows": self.inputs.workflow_views(views),
+            "activities": self.inputs.activity_views(views),
+        }
 
     def queued(self, worker_id: str) -> int:
         """How many tasks wait in the worker's mailbox."""
@@ -374,7 +389,9 @@ class SchedulerService:
     # ------------------------------------------------------------------ runs
 
     def start_run(self, req: StartRunRequest) -> dict[str, Any]:
-        """Start a run; returns its RunView. Raises `RunAlreadyExists` for a taken id."""
+        """Start a run; returns its RunView. Raises `RunAlreadyExists` for a taken id,
+        and `InvalidInput` (naming the field) for an input its workflow cannot take."""
+        self.inputs.check_input(req.workflow, req.input)
         run_id, effects = self.engine.start_run(req.model_dump(), self.clock())
         self._apply(effects)
         return self.engine.run_view(run_id)

@@ -158,7 +158,19 @@ async def test_register_payload(scheduler: FakeScheduler, worker: Worker) -> Non
     assert reg["slots"] == 4
     assert reg["session_capacity"] == 4
     assert len(reg["incarnation"]) == 32
-    assert reg["workflows"] == [{"name": "hello", "sticky": "SOFT"}]
+    assert reg["workflows"] == [
+        {
+            "name": "hello",
+            "sticky": "SOFT",
+            "input_schema": {
+                "type": "object",
+                "properties": {"name": {"type": "string"}},
+                "required": ["name"],
+                "additionalProperties": False,
+                "x-tether-positional": "name",
+            },
+        }
+    ]
     names = {a["name"]: a["options"] for a in reg["activities"]}
     assert set(names) == {a.name for a in ALL}
     assert names["echo"]["start_to_close_timeout"] == 5.0
