@@ -60,6 +60,7 @@ FORBIDDEN: dict[str, tuple[str, str]] = {
 
 _CODE_SUFFIXES = (".py", ".pyc", ".pyo", ".pyd", ".so", ".zip", ".egg")
 """Files the interpreter itself opens for workflow code: imports and traceback lines."""
+_PYCACHE = f"{os.sep}__pycache__{os.sep}"
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 
@@ -142,7 +143,7 @@ def _allowed_open(args: tuple[Any, ...]) -> bool:
     if isinstance(path, int):  # os.fdopen of a descriptor opened elsewhere
         return False
     name = os.fsdecode(path) if isinstance(path, bytes | os.PathLike) else str(path)
-    if name.endswith(_CODE_SUFFIXES):
+    if name.endswith(_CODE_SUFFIXES) or _PYCACHE in name:  # also a .pyc's temporary file
         return True
     if isinstance(mode, str):  # open(); os.open() passes None and its flags
         reading = not set(mode) & set("wax+")
