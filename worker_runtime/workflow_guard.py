@@ -4,9 +4,9 @@ While a workflow activation runs (``guarded()``), such calls raise
 ``NonDeterministicCallError`` naming the call and what to use instead. The checks are
 a ``sys.addaudithook`` hook (installed once per process, on the first workflow
 activation) for the audited calls, and guarded ``time.sleep`` and
-``threading.Thread.start`` for the two that Python 3.11 does not audit. Only the
-thread running an activation is checked: activities in the worker's thread pool and
-everything outside an activation are untouched.
+``threading.Thread.start`` (module attributes) for the two that Python 3.11 does not
+audit. Only the thread running an activation is checked: activities in the worker's
+thread pool and everything outside an activation are untouched.
 """
 
 from __future__ import annotations
@@ -55,11 +55,13 @@ FORBIDDEN: dict[str, tuple[str, str]] = {
     "os.fork": ("os.fork()", _PROCESS),
     "os.forkpty": ("os.forkpty()", _PROCESS),
     "_thread.start_new_thread": ("starting a thread", _THREAD),
+    "_thread.start_joinable_thread": ("starting a thread", _THREAD),
 }
 """Audit event -> (the call as users write it, why it is refused and what to use)."""
 
 _CODE_SUFFIXES = (".py", ".pyc", ".pyo", ".pyd", ".so", ".zip", ".egg")
-"""Files the interpreter itself opens for workflow code: imports and traceback lines."""
+"""Files the interpreter itself opens for workflow code: imports (zipimport too) and
+traceback lines."""
 _PYCACHE = f"{os.sep}__pycache__{os.sep}"
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
@@ -78,11 +80,6 @@ def _zone_dirs() -> tuple[str, ...]:
 
 _READ_ONLY_DIRS = _zone_dirs()
 """Time-zone data (``zoneinfo.ZoneInfo``): static, so reading it is deterministic."""
-
-
-def active() -> bool:
-    """True while a workflow activation runs on this thread."""
-    return bool(getattr(_state, "depth", 0))
 
 
 @contextmanager
@@ -113,10 +110,10 @@ def install() -> None:
         return
     _installed = True
     sys.addaudithook(_audit)
-    if sys.version_info < (3, 12):  # later versions audit time.sleep themselves
-        time.sleep = _guard("time.sleep", time.sleep)
-    if sys.version_info < (3, 13):  # later versions audit _thread.start_new_thread
-        threading.Thread.start = _guard("_thread.start_new_thread", threading.Thread.start)  # type: ignore[method-assign]
+    # Python 3.11 audits neither call: wrap the module attributes. Where a later
+    # version audits them, the hook also catches aliases bound before this ran.
+    time.sleep = _guard("time.sleep", time.sleep)
+    threading.Thread.start = _guard("_thread.start_new_thread", threading.Thread.start)  # type: ignore[method-assign]
 
 
 def _guard(event: str, fn: Callable[..., Any]) -> Callable[..., Any]:
