@@ -38,13 +38,10 @@ DurableTimer = Callable[[float, asyncio.TimerHandle], None]
 
 _ACTIVITY = "call it from an activity instead"
 _NETWORK = "talks to the network, which a replay cannot reproduce: " + _ACTIVITY
-_THREADS = (
-    "runs code on another thread, outside the workflow's deterministic event loop: " + _ACTIVITY
-)
-
-
-def _refuse(call: str, advice: str) -> NoReturn:
-    raise NonDeterministicCallError(call, advice)
+_THREADS = "runs code on another thread, outside the workflow's event loop: " + _ACTIVITY
+_PROCESS = "starts a process, which a replay cannot reproduce: " + _ACTIVITY
+_FDS = "waits on a file descriptor, which a replay cannot reproduce: " + _ACTIVITY
+_SIGNALS = "handles the worker process's signals: " + _ACTIVITY
 
 
 class WorkflowLoop(asyncio.AbstractEventLoop):
@@ -240,17 +237,14 @@ class WorkflowLoop(asyncio.AbstractEventLoop):
         """Nothing to do: there is no executor."""
 
 
-_NETWORK = "talks to the network, which a replay cannot reproduce: " + _ACTIVITY
-_THREADS = "runs code on another thread, outside the workflow's event loop: " + _ACTIVITY
-_PROCESS = "starts a process, which a replay cannot reproduce: " + _ACTIVITY
-_FDS = "waits on a file descriptor, which a replay cannot reproduce: " + _ACTIVITY
-_SIGNALS = "handles the worker process's signals: " + _ACTIVITY
-
 REFUSED: dict[str, tuple[str, str]] = {
     "call_soon_threadsafe": ("loop.call_soon_threadsafe()", _THREADS),
     "run_in_executor": ("loop.run_in_executor() (and asyncio.to_thread())", _THREADS),
     "set_default_executor": ("loop.set_default_executor()", _THREADS),
-    "set_task_factory": ("loop.set_task_factory()", "changes how workflow tasks run"),
+    "set_task_factory": (
+        "loop.set_task_factory()",
+        "would change how workflow tasks run: use asyncio.create_task as it is",
+    ),
     "getaddrinfo": ("loop.getaddrinfo()", _NETWORK),
     "getnameinfo": ("loop.getnameinfo()", _NETWORK),
     "create_connection": ("loop.create_connection() (asyncio.open_connection())", _NETWORK),
