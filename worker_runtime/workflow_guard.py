@@ -6,13 +6,14 @@ a ``sys.addaudithook`` hook (installed once per process, on the first workflow
 activation) for the audited calls, and guarded ``time.sleep`` and
 ``threading.Thread.start`` (module attributes) for the two that Python 3.11 does not
 audit. Only the thread running an activation is checked: activities in the worker's
-thread pool and everything outside an activation are untouched.
+thread pool, log handlers, and everything outside an activation are untouched.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.util
+import logging
 import os
 import sys
 import threading
@@ -114,6 +115,8 @@ def install() -> None:
     # version audits them, the hook also catches aliases bound before this ran.
     time.sleep = _guard("time.sleep", time.sleep)
     threading.Thread.start = _guard("_thread.start_new_thread", threading.Thread.start)  # type: ignore[method-assign]
+    # Log handlers are not workflow code: a FileHandler may open its file lazily.
+    logging.Handler.handle = _unguard(logging.Handler.handle)  # type: ignore[method-assign]
 
 
 def _guard(event: str, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -124,6 +127,17 @@ def _guard(event: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         return fn(*args, **kwargs)
 
     return guarded_call
+
+
+def _unguard(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def unguarded_call(*args: Any, **kwargs: Any) -> Any:
+        if not getattr(_state, "depth", 0):
+            return fn(*args, **kwargs)
+        with unguarded():
+            return fn(*args, **kwargs)
+
+    return unguarded_call
 
 
 def _audit(event: str, args: tuple[Any, ...]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import logging
 import os
 import socket
 import subprocess
@@ -142,6 +143,26 @@ async def test_imports_time_zones_and_tracebacks_stay_allowed(
     ]
     if not sys.dont_write_bytecode:  # the import also wrote its .pyc
         assert list((tmp_path / "__pycache__").glob("tether_lazily_imported.*.pyc"))
+
+
+@workflow.define(name="logs")
+class Logs:
+    @workflow.entrypoint
+    async def run(self, message: str) -> None:
+        logging.getLogger("tether-test-workflow-log").warning(message)
+
+
+async def test_log_handlers_may_open_their_files_from_workflow_code(tmp_path: Path) -> None:
+    handler = logging.FileHandler(tmp_path / "workflow.log", delay=True)  # opens on first use
+    logger = logging.getLogger("tether-test-workflow-log")
+    logger.addHandler(handler)
+    try:
+        commands = run(Logs, "logged from workflow code")
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    assert commands == [{"type": "complete_workflow", "seq": 1, "result": None}]
+    assert (tmp_path / "workflow.log").read_text() == "logged from workflow code\n"
 
 
 @workflows.activity()
