@@ -88,6 +88,20 @@ class NonDeterminismError(TetherError):
     """Replayed workflow code issued a different command than the one recorded in history."""
 
 
+class NonDeterministicCallError(TetherError):
+    """Workflow code made a call that a replay cannot reproduce (blocking, I/O, threads).
+
+    Raised at the call; uncaught, it fails the run with reason ``NonDeterministicCall``.
+    """
+
+    reason = "NonDeterministicCall"
+
+    def __init__(self, call: str, advice: str) -> None:
+        super().__init__(f"{call} in workflow code {advice}")
+        self.call = call
+        self.advice = advice
+
+
 class StickyChildError(TetherError):
     """A sticky child workflow was requested for a workflow without a sticky strategy."""
 

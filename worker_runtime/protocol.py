@@ -172,6 +172,11 @@ class Resolution(Model):
     attempts: int | None = Field(
         default=None, description="Attempts made, for an activity's final outcome (optional)."
     )
+    time: float | None = Field(
+        default=None,
+        description="When history recorded the outcome (that event's time): the workflow's "
+        "clock moves to it, as it does when a replay reads the event.",
+    )
 
 
 class CancelTask(Model):

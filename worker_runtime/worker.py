@@ -359,7 +359,7 @@ class Worker:
                 if instance is not None:
                     instance.resolve(
                         task.seq,
-                        Outcome(task.ok, task.result, task.error, task.attempts),
+                        Outcome(task.ok, task.result, task.error, task.attempts, task.time),
                         task.workflow_task_id,
                     )
             elif isinstance(task, ActivityTask):

@@ -1,15 +1,19 @@
 """Workflow definitions and the operations workflow code may call.
 
 ``@workflow.define`` marks a class, ``@workflow.entrypoint`` its async method. Inside the
-entrypoint use ``execute_child``, ``sleep``, ``now`` and ``info`` (and call activities).
+entrypoint use ``execute_child``, ``sleep``, ``now``, ``random``, ``uuid4`` and ``info``
+(and call activities). Workflow code must be deterministic: see docs/semantics.md,
+"Deterministic workflow code".
 """
 
 from __future__ import annotations
 
 import inspect
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from random import Random
 from typing import Any, TypeVar, overload
 
 from .context import current_session, require_workflow
@@ -34,7 +38,9 @@ __all__ = [
     "info",
     "is_workflow",
     "now",
+    "random",
     "sleep",
+    "uuid4",
 ]
 
 
@@ -178,14 +184,36 @@ async def execute_child(workflow: type[Any] | str, input: Any = None, sticky: bo
 
 
 async def sleep(duration: timedelta | float) -> None:
-    """Durable timer: resumes after ``duration``, even if the run moves to another worker."""
+    """Durable timer: resumes after ``duration``, even if the run moves to another worker.
+
+    ``asyncio.sleep(seconds)`` in workflow code is the same durable timer (except that
+    ``asyncio.sleep(0)`` only yields, while ``workflow.sleep(0)`` records a timer).
+    """
     seconds = duration.total_seconds() if isinstance(duration, timedelta) else float(duration)
     await require_workflow("workflow.sleep()").start_timer(max(0.0, seconds))
 
 
 def now() -> datetime:
-    """The current workflow time: the start of the current workflow task (UTC)."""
+    """The current workflow time (UTC): when history recorded the event that last woke the
+    workflow (its first start, or the outcome it awaited). A replay sees the same value;
+    use it instead of ``datetime.now()`` or ``time.time()``."""
     return require_workflow("workflow.now()").now()
+
+
+def random() -> Random:
+    """The run's random generator, seeded from its run id: a replay draws the same numbers.
+
+    Use it instead of the ``random`` module (``workflow.random().randint(1, 6)``).
+    """
+    return require_workflow("workflow.random()").random
+
+
+def uuid4() -> uuid.UUID:
+    """A random UUID drawn from ``workflow.random()``: a replay gets the same one.
+
+    Use it instead of ``uuid.uuid4()``.
+    """
+    return require_workflow("workflow.uuid4()").uuid4()
 
 
 def info() -> WorkflowInfo:

@@ -4,6 +4,13 @@ Every workflow-side operation takes the next ``seq`` and becomes a command. When
 workflow task carries history, operations already recorded there resolve from it
 without running again; a mismatch between the code and the history is a
 ``NonDeterminismError`` that fails the run.
+
+The workflow code runs on the instance's own ``WorkflowLoop``, activated on the
+worker's thread at the start and whenever an outcome arrives. Recorded outcomes are
+delivered one by one in history order, each followed by an activation, exactly as
+they arrived live; so a replay takes the same path, at the same workflow times.
+Local activities are real work: they run on the worker's loop and hand their outcome
+to the workflow loop when done.
 """
 
 from __future__ import annotations
@@ -11,12 +18,17 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import hashlib
 import time
+import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from random import Random
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from . import workflow_guard
 from .context import (
     ActivityContext,
     ActivityInfo,
@@ -30,6 +42,7 @@ from .payloads import check_input, check_value, json_roundtrip
 from .protocol import ErrorInfo, HistoryEventModel, WorkflowTask
 from .schemas import bind_input
 from .workflow import WorkflowDefinition, WorkflowInfo
+from .workflow_loop import WorkflowLoop
 
 if TYPE_CHECKING:
     from .activities import ActivityDefinition
@@ -37,6 +50,9 @@ if TYPE_CHECKING:
 
 CommandSink = Callable[["WorkflowInstance", dict[str, Any]], None]
 """Receives every command the instance emits, in order."""
+
+Waiter = Callable[["Outcome"], None]
+"""Takes the outcome of one ``seq`` (sets a future, or fires a timer)."""
 
 
 @dataclass(slots=True)
@@ -47,6 +63,8 @@ class Outcome:
     result: Any = None
     error: ErrorInfo | None = None
     attempts: int | None = None
+    time: float | None = None
+    """When history recorded the outcome: the workflow clock moves to it (None: stays)."""
 
 
 @dataclass(slots=True)
@@ -152,13 +170,20 @@ class WorkflowInstance:
         self._recorded = replay.commands
         self._max_recorded = max(self._recorded, default=0)
         self._closed_sessions = replay.closed_sessions
-        self._started_at = replay.task_started_at or time.time()
         self._seq = 0
-        self._pending: dict[int, asyncio.Future[Outcome]] = {}
+        self._pending: dict[int, Waiter] = {}
         self._early: dict[int, Outcome] = {}
+        self._replay = deque(_outcome_order(task.history))
         self._default_session: str | None = None
         self._finished = False
+        # typeshed marks every loop method abstract; the I/O ones are set from REFUSED.
+        self._loop = WorkflowLoop(  # type: ignore[abstract]
+            _start_time(task.history), self._start_durable_timer
+        )
+        self._host: asyncio.AbstractEventLoop | None = None
         self._main: asyncio.Task[None] | None = None
+        self._local_runs: set[asyncio.Task[None]] = set()
+        self._random: Random | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -167,20 +192,33 @@ class WorkflowInstance:
         """True once the instance sent its final command or was cancelled."""
         return self._finished
 
-    def start(self) -> asyncio.Task[None]:
-        """Run the entrypoint in a fresh context with this instance as the current workflow."""
+    def start(self) -> None:
+        """Run the entrypoint on the workflow loop, replaying what history holds.
+
+        Call it on the worker's event loop. It returns once the workflow code waits for
+        an outcome that history does not hold yet (or has finished).
+        """
+        workflow_guard.install()
+        self._host = asyncio.get_running_loop()
         ctx = contextvars.Context()
         ctx.run(current_workflow.set, self)
-        self._main = asyncio.get_running_loop().create_task(
+        self._main = self._loop.create_task(
             self._run(), name=f"workflow {self.run_id}", context=ctx
         )
-        return self._main
+        self._activate()
 
     def cancel(self) -> None:
-        """Stop the workflow code; no further commands are sent."""
+        """Stop the workflow code; no further commands are sent.
+
+        The cancellation runs through the workflow code at the worker loop's next turn.
+        """
         self._finished = True
-        if self._main is not None:
+        for runner in list(self._local_runs):
+            runner.cancel()
+        if self._main is not None and not self._main.done():
             self._main.cancel()
+            if self._host is not None and not self._host.is_closed():
+                self._host.call_soon(self._activate)
 
     def entrypoint_call(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """Map the run input to entrypoint arguments (``schemas.bind_input``).
@@ -229,9 +267,14 @@ class WorkflowInstance:
                     }
                 )
         finally:
-            for fut in self._pending.values():
-                fut.cancel()
+            self._finished = True
             self._pending.clear()
+            # The run is over: stop its background tasks and local activities too.
+            for task in asyncio.all_tasks(self._loop):
+                if task is not self._main:
+                    task.cancel()
+            for runner in list(self._local_runs):
+                runner.cancel()
             if self._on_done is not None:
                 self._on_done(self)
 
@@ -242,14 +285,38 @@ class WorkflowInstance:
     # ------------------------------------------------------------------ resolutions
 
     def resolve(self, seq: int, outcome: Outcome, workflow_task_id: str | None = None) -> None:
-        """Deliver a command's outcome (ignored if meant for another workflow task)."""
-        if workflow_task_id is not None and workflow_task_id != self.task_id:
+        """Deliver a command's live outcome and run the workflow code it wakes.
+
+        Ignored if meant for another workflow task, or once the instance finished.
+        """
+        if self._finished or (workflow_task_id is not None and workflow_task_id != self.task_id):
             return
-        fut = self._pending.pop(seq, None)
-        if fut is None:
+        self._loop.advance_to(outcome.time)
+        self._deliver(seq, outcome)
+        self._activate()
+
+    def _deliver(self, seq: int, outcome: Outcome) -> None:
+        waiter = self._pending.pop(seq, None)
+        if waiter is not None:
+            waiter(outcome)
+        elif seq > self._seq:  # the code has not issued it yet
             self._early[seq] = outcome
-        elif not fut.done():
-            fut.set_result(outcome)
+        # else: nobody waits any more (a cancelled timer or operation)
+
+    def _activate(self) -> None:
+        """Run the workflow code until it waits; then feed it recorded outcomes, in order."""
+        loop = self._loop
+        if self._main is None or loop.is_running():
+            return  # not started; or re-entered, and the running activation does the work
+        loop.activate()
+        while self._replay and not self._finished:
+            seq, when = self._replay.popleft()
+            rec = self._recorded.get(seq)
+            if rec is None or rec.outcome is None:
+                continue
+            loop.advance_to(when)
+            self._deliver(seq, rec.outcome)
+            loop.activate()
 
     # ------------------------------------------------------------------ queries
 
@@ -274,8 +341,21 @@ class WorkflowInstance:
         )
 
     def now(self) -> datetime:
-        """Start time of this workflow task, as a UTC datetime."""
-        return datetime.fromtimestamp(self._started_at, UTC)
+        """Workflow time as a UTC datetime: when history recorded the event that last
+        woke the workflow (its first start, or an outcome it waited for)."""
+        return datetime.fromtimestamp(self._loop.time(), UTC)
+
+    @property
+    def random(self) -> Random:
+        """The run's random generator, seeded from the run id: replays draw the same."""
+        if self._random is None:
+            seed = hashlib.sha256(f"tether/{self.run_id}".encode()).digest()
+            self._random = Random(int.from_bytes(seed[:16], "big"))
+        return self._random
+
+    def uuid4(self) -> uuid.UUID:
+        """A version-4 UUID drawn from ``random``: replays get the same one."""
+        return uuid.UUID(int=self.random.getrandbits(128), version=4)
 
     # ------------------------------------------------------------------ command plumbing
 
@@ -321,16 +401,41 @@ class WorkflowInstance:
     async def _command(
         self, seq: int, kind: str, name: str | None, command: dict[str, Any]
     ) -> Outcome:
+        fut: asyncio.Future[Outcome] = self._loop.create_future()
+        self._expect(seq, kind, name, command, functools.partial(_set_outcome, fut))
+        return await fut
+
+    def _expect(
+        self, seq: int, kind: str, name: str | None, command: dict[str, Any] | None, waiter: Waiter
+    ) -> bool:
+        """Wait for ``seq``'s outcome: from history in its turn, or live after ``command``.
+
+        Returns True when the outcome must come live (history has none), after sending
+        ``command`` if given; a command recorded without an outcome is sent again (the
+        engine keeps the first).
+        """
         rec = self._replayed(seq, kind, name)
-        if rec is not None and rec.outcome is not None:
-            return rec.outcome
         early = self._early.pop(seq, None)
         if early is not None:
-            return early
-        fut: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._pending[seq] = fut
-        self._emit(command)
-        return await fut
+            waiter(early)
+            return False
+        self._pending[seq] = waiter
+        if rec is not None and rec.outcome is not None:
+            return False
+        if command is not None:
+            self._emit(command)
+        return True
+
+    def _start_durable_timer(self, delay: float, handle: asyncio.TimerHandle) -> None:
+        # The workflow loop's call_later/call_at: asyncio.sleep, asyncio.timeout, wait_for.
+        seq = self._next_seq()
+        self._expect(
+            seq,
+            "start_timer",
+            None,
+            {"type": "start_timer", "seq": seq, "seconds": delay},
+            lambda _outcome: self._loop.fire(handle),
+        )
 
     # ------------------------------------------------------------------ operations
 
@@ -362,12 +467,52 @@ class WorkflowInstance:
     async def run_local_activity(
         self, defn: ActivityDefinition[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        """Run ``defn`` here with its retry policy and timeout; record the outcome."""
+        """Run ``defn`` here with its retry policy and timeout; record the outcome.
+
+        The attempts are real work, not workflow code: they run on the worker's event
+        loop, and their outcome wakes the workflow when they are done. A replay takes
+        the recorded outcome instead.
+        """
         seq = self._next_seq()
-        rec = self._replayed(seq, "record_local_activity", defn.name)
-        if rec is not None and rec.outcome is not None:
-            return _activity_result(defn.name, rec.outcome)
-        check_input(defn.name, args, kwargs)
+        fut: asyncio.Future[Outcome] = self._loop.create_future()
+        live = self._expect(
+            seq, "record_local_activity", defn.name, None, functools.partial(_set_outcome, fut)
+        )
+        if live:
+            check_input(defn.name, args, kwargs)
+            assert self._host is not None
+            ctx = contextvars.copy_context()
+            ctx.run(current_workflow.set, None)  # activity code, not workflow code
+            runner = self._host.create_task(
+                self._local_activity(defn, args, kwargs, seq),
+                name=f"local activity {defn.name} of {self.run_id}",
+                context=ctx,
+            )
+            self._local_runs.add(runner)
+            runner.add_done_callback(self._local_runs.discard)
+            fut.add_done_callback(lambda f: runner.cancel() if f.cancelled() else None)
+        return _activity_result(defn.name, await fut)
+
+    async def _local_activity(
+        self,
+        defn: ActivityDefinition[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        seq: int,
+    ) -> None:
+        # Runs on the worker's loop; hands the outcome to the workflow loop.
+        outcome = await self._local_attempts(defn, args, kwargs, seq)
+        if not self._finished:
+            self._deliver(seq, outcome)
+            self._activate()
+
+    async def _local_attempts(
+        self,
+        defn: ActivityDefinition[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        seq: int,
+    ) -> Outcome:
         policy = defn.options.retry
         attempt = 0
         while True:
@@ -394,7 +539,7 @@ class WorkflowInstance:
                         "error": None,
                     }
                 )
-                return result
+                return Outcome(True, result, attempts=attempt)
             if attempt >= policy.max_attempts or not is_retryable(error, policy):
                 self._emit(
                     {
@@ -407,13 +552,7 @@ class WorkflowInstance:
                         "error": error.model_dump(),
                     }
                 )
-                raise ActivityError(
-                    defn.name,
-                    attempts=attempt,
-                    cause_type=error.type,
-                    message=error.message,
-                    reason=error.reason,
-                )
+                return Outcome(False, error=error, attempts=attempt)
             await asyncio.sleep(backoff(policy, attempt))
 
     async def _local_attempt(
@@ -537,3 +676,38 @@ def _activity_result(name: str, outcome: Outcome) -> Any:
         message=error.message,
         reason=error.reason,
     )
+
+
+def _set_outcome(fut: asyncio.Future[Outcome], outcome: Outcome) -> None:
+    if not fut.done():
+        fut.set_result(outcome)
+
+
+def _outcome_order(events: list[HistoryEventModel]) -> list[tuple[int, float | None]]:
+    """The recorded outcomes as ``(seq, time)`` in history order (the same events as
+    ``fold_history``'s outcomes). A local activity's time is None: its worker could not
+    know when history would record it, so it does not move the workflow clock."""
+    order: list[tuple[int, float | None]] = []
+    for event in events:
+        seq = event.data.get("seq")
+        if not isinstance(seq, int):
+            continue
+        match event.type:
+            case "ActivityCompleted" | "ChildCompleted" | "ChildFailed" | "TimerFired":
+                order.append((seq, event.time))
+            case "ActivityFailed" if event.data.get("retry_at") is None:
+                order.append((seq, event.time))
+            case "LocalActivityRecorded":
+                order.append((seq, None))
+    return order
+
+
+def _start_time(events: list[HistoryEventModel]) -> float:
+    """Workflow time at the start: when the run's first workflow task started."""
+    for event in events:
+        if event.type == "WorkflowTaskStarted":
+            return event.time
+    for event in events:
+        if event.type == "RunStarted":
+            return event.time
+    return time.time()  # a task without history (tests): nothing to replay

@@ -165,6 +165,7 @@ class Lifecycle(Dispatch):
                     "ok": ok,
                     "result": result,
                     "error": error,
+                    "time": self._now,  # the outcome's event time: the workflow clock
                 },
             )
         )

@@ -63,7 +63,9 @@ async def test_poll_from_an_unknown_worker_asks_it_to_register(service: Schedule
         await service.poll("ghost", 8, 0)
 
 
-async def test_completion_resolves_and_piggybacks_the_resolution(service: SchedulerService) -> None:
+async def test_completion_resolves_and_piggybacks_the_resolution(
+    service: SchedulerService, clock: FakeClock
+) -> None:
     register(service)
     run_id = start(service)
     wf = await first_workflow_task(service)
@@ -83,6 +85,7 @@ async def test_completion_resolves_and_piggybacks_the_resolution(service: Schedu
         "ok": True,
         "result": 4,
         "error": None,
+        "time": clock.now,
     }
 
 
