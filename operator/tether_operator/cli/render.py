@@ -122,17 +122,16 @@ def run_progress(run: RunView) -> str:
 
 
 def progress_detail(run: RunView) -> str:
-    """`run_progress`, with how many steps are in each state: `2/3 (2 completed, 1 running)`."""
+    """`run_progress` with each state counted: `2/3 scheduled steps done (2 completed, 1 running)`.
+
+    A step is an activity or a child run; the total grows as the workflow schedules more.
+    """
     states: dict[str, int] = {}
     for state in [a.state for a in run.activities] + [c.phase for c in run.children]:
         label = "completed" if state in {"Completed", "Succeeded"} else state.lower()
         states[label] = states.get(label, 0) + 1
     counts = ", ".join(f"{n} {label}" for label, n in states.items())
-    return (
-        run_progress(run)
-        + (f" ({counts})" if counts else "")
-        + (" of the activities and child runs scheduled so far")
-    )
+    return f"{run_progress(run)} scheduled steps done" + (f" ({counts})" if counts else "")
 
 
 def sticky_worker(run: RunView) -> str | None:
@@ -414,11 +413,11 @@ def history_table(events: Sequence[HistoryEventModel]) -> Table:
 
 
 def progress_line(run: RunView, elapsed: float) -> Text:
-    """The live line of `tether run --wait`: phase, activities done/total, worker, session."""
+    """The live line of `tether run --wait`: phase, steps done/total, worker, session."""
     text = Text()
     text.append(f"{run.run_id} ", style="bold")
     text.append_text(styled(run.phase))
-    text.append(f"  activities {run_progress(run)}")
+    text.append(f"  steps done {run_progress(run)}")
     session = current_session(run)
     worker = (session.worker if session else None) or run.worker
     if worker:

@@ -18,8 +18,9 @@ from pathlib import Path
 from rich.console import Console
 
 from tether_operator.dev.console import event_line, header, notice_line, worker_line
-from tether_operator.dev.embedded import DevError, EmbeddedScheduler
+from tether_operator.dev.embedded import DevError, EmbeddedScheduler, check_port_free
 from tether_operator.dev.options import DevOptions
+from tether_operator.dev.preflight import FileContents, check_file
 from tether_operator.dev.workers import (
     WorkerSpec,
     describe_exit,
@@ -40,6 +41,10 @@ MAX_RESTART_DELAY_SECONDS = 30.0
 HEALTHY_RUN_SECONDS = 10.0
 """A worker that ran this long before exiting restarts after the base delay again."""
 
+FOLDED_NOTICES = frozenset({"SessionBroken"})
+"""Notices the console does not print: the `WorkerLost` line already names the sessions.
+(They still reach the log and, on Kubernetes, each run's Events.)"""
+
 
 class DevSupervisor:
     """Runs the embedded scheduler and keeps the worker processes alive until stopped."""
@@ -47,6 +52,8 @@ class DevSupervisor:
     def __init__(self, options: DevOptions, console: Console) -> None:
         self.options = options
         self.console = console
+        self.contents: FileContents | None = None
+        """What the file defines, once `check_file` has imported it (shown in the header)."""
         self.scheduler = EmbeddedScheduler(options.host, options.port, console)
         self.specs = worker_specs(
             Path(options.file).resolve(),
@@ -57,6 +64,8 @@ class DevSupervisor:
         )
         self.processes: dict[str, asyncio.subprocess.Process] = {}
         self._stopping = asyncio.Event()
+        self._held: list[Notice] | None = None
+        """Notices held back while a worker exit is reported (see `_report_lost`)."""
         self.exit_code = 0
         """1 when dev mode stopped because something failed rather than on request."""
 
@@ -76,7 +85,8 @@ class DevSupervisor:
                 self.console.print(
                     header(
                         self.scheduler.url,
-                        self.options.file,
+                        self.options.file
+                        + (f" — {self.contents.summary()}" if self.contents else ""),
                         [(s, self.processes[s.worker_id].pid) for s in self.specs],
                         self.options.restart,
                     )
@@ -154,18 +164,22 @@ class DevSupervisor:
             if self._stopping.is_set():
                 return
             ran = time.monotonic() - started
-            reported = await self._report_lost(spec, process.pid, code)
+            reported, loss = self._report_lost(spec, process.pid, code)
             delay = RESTART_DELAY_SECONDS if ran >= HEALTHY_RUN_SECONDS else delay
             then = f"restarting in {delay:g}s" if self.options.restart else "not restarting"
-            self.console.print(
-                event_line(
-                    f"{spec.worker_id} (pid {process.pid}) {describe_exit(code)} — "
-                    f"{'reported lost (ProcessExited)' if reported else 'not registered yet'}; "
-                    f"{then}",
-                    level="Warning",
-                    reason="WorkerExited",
+            if loss is not None:  # one line per lost worker: what the engine did, and what next
+                self.console.print(
+                    event_line(f"{loss.message}; {then}", level="Warning", reason=loss.reason)
                 )
-            )
+            else:
+                self.console.print(
+                    event_line(
+                        f"{spec.worker_id} (pid {process.pid}) {describe_exit(code)} — "
+                        f"{'already lost' if reported else 'not registered yet'}; {then}",
+                        level="Warning",
+                        reason="WorkerExited",
+                    )
+                )
             if not self.options.restart:
                 return
             with contextlib.suppress(TimeoutError):
@@ -199,21 +213,45 @@ class DevSupervisor:
         )
         return await process.wait()
 
-    async def _report_lost(self, spec: WorkerSpec, pid: int, code: int) -> bool:
-        """Tell the in-process scheduler at once, so the worker's sessions break now."""
-        return self.scheduler.worker_lost(
-            spec.worker_id, f"{spec.worker_id} (pid {pid}) {describe_exit(code)}"
-        )
+    def _report_lost(self, spec: WorkerSpec, pid: int, code: int) -> tuple[bool, Notice | None]:
+        """Tell the in-process scheduler at once, so the worker's sessions break now.
+
+        Returns whether the scheduler knew the worker, and its `WorkerLost` notice
+        (held back so the caller prints it once, with the restart plan).
+        """
+        self._held = []
+        try:
+            reported = self.scheduler.worker_lost(
+                spec.worker_id, f"pid {pid} {describe_exit(code)}"
+            )
+        finally:
+            held, self._held = self._held, None
+        loss = next((n for n in held if n.reason == "WorkerLost"), None)
+        for notice in held:
+            if notice is not loss:
+                self._print_notice(notice)
+        return reported, loss
 
     def _print_notice(self, notice: Notice) -> None:
+        if self._held is not None:
+            self._held.append(notice)
+            return
         if self._stopping.is_set():  # workers going away on purpose: not news
+            return
+        if notice.reason in FOLDED_NOTICES:
             return
         self.console.print(notice_line(notice))
 
 
 def run_dev(options: DevOptions, console: Console | None = None) -> int:
-    """`tether dev`: run the supervisor until Ctrl-C; return the exit code."""
+    """`tether dev`: check the file, then run the supervisor until Ctrl-C; the exit code.
+
+    The port is checked first (instant), then the file is imported once: a file that
+    cannot run never starts a worker.
+    """
     if not Path(options.file).is_file():
         raise DevError(f"workflow file {options.file!r} not found")
+    check_port_free(options.host, options.port)
     supervisor = DevSupervisor(options, console or Console())
+    supervisor.contents = check_file(supervisor.specs[0], options.file)
     return asyncio.run(supervisor.run())

@@ -31,7 +31,7 @@ def attempt_notice(
     return (
         "ActivityTimedOut" if timed_out else "ActivityRetrying",
         f"attempt {attempt} of {policy['max_attempts']} of activity {name} {verb}: {what}; "
-        f"retrying in {max(retry_at - now, 0.0):g}s",
+        f"retrying in {round(max(retry_at - now, 0.0), 3):g}s",
     )
 
 

@@ -298,5 +298,5 @@ def test_run_wait_shows_live_progress_on_a_terminal(fake: FakeScheduler) -> None
     assert (
         run_command(["run", "ml-inference", "--wait"], output=output, transport=fake.transport) == 0
     )
-    assert "activities 2/3" in err.getvalue()
+    assert "steps done 2/3" in err.getvalue()
     assert "Succeeded" in out.getvalue()
