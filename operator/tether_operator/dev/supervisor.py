@@ -89,6 +89,7 @@ class DevSupervisor:
                         + (f" — {self.contents.summary()}" if self.contents else ""),
                         [(s, self.processes[s.worker_id].pid) for s in self.specs],
                         self.options.restart,
+                        *(self.contents.workflows[:1] if self.contents else []),
                     )
                 )
                 tasks = [
@@ -164,22 +165,9 @@ class DevSupervisor:
             if self._stopping.is_set():
                 return
             ran = time.monotonic() - started
-            reported, loss = self._report_lost(spec, process.pid, code)
             delay = RESTART_DELAY_SECONDS if ran >= HEALTHY_RUN_SECONDS else delay
             then = f"restarting in {delay:g}s" if self.options.restart else "not restarting"
-            if loss is not None:  # one line per lost worker: what the engine did, and what next
-                self.console.print(
-                    event_line(f"{loss.message}; {then}", level="Warning", reason=loss.reason)
-                )
-            else:
-                self.console.print(
-                    event_line(
-                        f"{spec.worker_id} (pid {process.pid}) {describe_exit(code)} — "
-                        f"{'already lost' if reported else 'not registered yet'}; {then}",
-                        level="Warning",
-                        reason="WorkerExited",
-                    )
-                )
+            self._report_exit(spec, process.pid, code, then)
             if not self.options.restart:
                 return
             with contextlib.suppress(TimeoutError):
@@ -213,11 +201,12 @@ class DevSupervisor:
         )
         return await process.wait()
 
-    def _report_lost(self, spec: WorkerSpec, pid: int, code: int) -> tuple[bool, Notice | None]:
+    def _report_exit(self, spec: WorkerSpec, pid: int, code: int, then: str) -> None:
         """Tell the in-process scheduler at once, so the worker's sessions break now.
 
-        Returns whether the scheduler knew the worker, and its `WorkerLost` notice
-        (held back so the caller prints it once, with the restart plan).
+        Prints one line for the lost worker: the engine's `WorkerLost` notice (what the
+        loss broke and retried) with `then`, the restart plan; the notices that follow
+        from it (sessions rebound, runs ended) come after.
         """
         self._held = []
         try:
@@ -227,10 +216,19 @@ class DevSupervisor:
         finally:
             held, self._held = self._held, None
         loss = next((n for n in held if n.reason == "WorkerLost"), None)
+        if loss is not None:
+            line = event_line(f"{loss.message}; {then}", level="Warning", reason=loss.reason)
+        else:
+            known = "already lost" if reported else "not registered yet"
+            line = event_line(
+                f"{spec.worker_id} (pid {pid}) {describe_exit(code)} — {known}; {then}",
+                level="Warning",
+                reason="WorkerExited",
+            )
+        self.console.print(line)
         for notice in held:
             if notice is not loss:
                 self._print_notice(notice)
-        return reported, loss
 
     def _print_notice(self, notice: Notice) -> None:
         if self._held is not None:

@@ -217,4 +217,7 @@ def test_a_sticky_session_survives_its_worker_crashing(dev: DevMode) -> None:
     lost = [line for line in lines if f"{victim} lost" in line]
     assert len(lost) == 1, dev.output()  # one line, not one per session or attempt
     assert "sessions broken: crash/s1" in lost[0]
+    rebound_lines = [i for i, line in enumerate(lines) if "SessionRebound" in line]
+    assert rebound_lines, dev.output()
+    assert lines.index(lost[0]) < rebound_lines[0]  # the cause is printed before its effects
     assert not [line for line in lines if "SessionBroken" in line]

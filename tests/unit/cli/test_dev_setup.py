@@ -173,3 +173,18 @@ def test_the_file_check_lists_what_the_file_defines(tmp_path: Path) -> None:
     contents = check_file(spec, "flows.py")
     assert (contents.workflows, contents.activities) == (["steps"], ["step"])
     assert contents.summary() == "workflows: steps; activities: step"
+
+
+def test_the_header_suggests_a_workflow_of_the_file(tmp_path: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    from tether_operator.dev.console import header
+
+    specs = worker_specs(tmp_path / "flows.py", 1, "http://127.0.0.1:7233", 8, 4)
+    out = io.StringIO()
+    Console(file=out, width=200).print(
+        header("http://127.0.0.1:7233", "flows.py", [(specs[0], 42)], True, "steps")
+    )
+    assert "tether run steps --input '{...}' --wait" in out.getvalue()
