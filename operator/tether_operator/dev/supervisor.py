@@ -65,7 +65,7 @@ class DevSupervisor:
         self.processes: dict[str, asyncio.subprocess.Process] = {}
         self._stopping = asyncio.Event()
         self._held: list[Notice] | None = None
-        """Notices held back while a worker exit is reported (see `_report_lost`)."""
+        """Notices held back while a worker exit is reported (see `_report_exit`)."""
         self.exit_code = 0
         """1 when dev mode stopped because something failed rather than on request."""
 
@@ -89,7 +89,7 @@ class DevSupervisor:
                         + (f" — {self.contents.summary()}" if self.contents else ""),
                         [(s, self.processes[s.worker_id].pid) for s in self.specs],
                         self.options.restart,
-                        *(self.contents.workflows[:1] if self.contents else []),
+                        workflow=self._example_workflow(),
                     )
                 )
                 tasks = [
@@ -117,6 +117,12 @@ class DevSupervisor:
                 loop.remove_signal_handler(signum)
         self.console.print(event_line("workers and scheduler stopped", reason="Stopped"))
         return self.exit_code
+
+    def _example_workflow(self) -> str:
+        """A workflow of the file for the header's `tether run` hint."""
+        if self.contents is not None and self.contents.workflows:
+            return self.contents.workflows[0]
+        return "WORKFLOW"
 
     def _request_stop(self, signum: int) -> None:
         if self._stopping.is_set():  # a second Ctrl-C: no more grace period
