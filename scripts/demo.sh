@@ -5,21 +5,31 @@
 #   3. start a longer run, kill its session's worker process mid-run, and show the
 #      session Broken and the run finishing on another worker,
 #   4. stop dev mode (Ctrl-C semantics) and leave nothing behind.
-set -euo pipefail
-cd "$(dirname "$0")/.."
+# Every command it shows is printed with its quotes, so it can be pasted back.
+# Sourcing it (the tests do) defines the functions and runs nothing.
 
 PORT="${DEMO_PORT:-7233}"
-export TETHER_SERVER="http://127.0.0.1:${PORT}"
 EXAMPLE="${DEMO_FILE:-examples/ml_inference.py}"
 CRASH_ITEMS="${DEMO_CRASH_ITEMS:-12}"
-LOG="$(mktemp -t tether-demo.XXXXXX.log)"
-PY="$(command -v python)"
-# Each prediction takes a moment, so the crash lands in the middle of a session.
-export TETHER_EXAMPLE_PREDICT_SECONDS="${TETHER_EXAMPLE_PREDICT_SECONDS:-0.4}"
 DEV_PID=""
+LOG=""
+PY=""
 
 bold() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-show() { printf '\033[36m$ %s\033[0m\n' "$*"; "$@"; }
+
+shell_quote() {  # shell_quote ARG...: the arguments as one command line a shell reads back as is
+    local arg line=""
+    for arg in "$@"; do
+        if [[ "$arg" =~ ^[A-Za-z0-9_./:=@%+,-]+$ ]]; then
+            line+="$arg "
+        else  # single quotes keep everything; a ' inside becomes '\''
+            line+="'${arg//\'/\'\\\'\'}' "
+        fi
+    done
+    printf '%s' "${line% }"
+}
+
+show() { printf '\033[36m$ %s\033[0m\n' "$(shell_quote "$@")"; "$@"; }
 
 teardown() {
     local code=$?
@@ -35,8 +45,6 @@ teardown() {
         rm -f "$LOG"
     fi
 }
-trap teardown EXIT
-trap 'exit 130' INT TERM
 
 json_field() {  # json_field EXPR: evaluate a Python expression over `d` (stdin JSON); "" if none
     "$PY" -c "import json, sys
@@ -62,49 +70,66 @@ worker_pid() {  # worker_pid WORKER_ID: the pid of that dev worker (a child of t
     return 1
 }
 
-[ -f "$EXAMPLE" ] || { echo "error: $EXAMPLE not found" >&2; exit 1; }
+main() {
+    set -euo pipefail
+    cd "$(dirname "$0")/.."
+    export TETHER_SERVER="http://127.0.0.1:${PORT}"
+    LOG="$(mktemp -t tether-demo.XXXXXX.log)"
+    PY="$(command -v python)"
+    # Each prediction takes a moment, so the crash lands in the middle of a session.
+    export TETHER_EXAMPLE_PREDICT_SECONDS="${TETHER_EXAMPLE_PREDICT_SECONDS:-0.4}"
+    trap teardown EXIT
+    trap 'exit 130' INT TERM
 
-bold "Starting dev mode: tether dev $EXAMPLE --workers 3 --port $PORT   (log: $LOG)"
-tether dev "$EXAMPLE" --workers 3 --port "$PORT" >"$LOG" 2>&1 &
-DEV_PID=$!
+    [ -f "$EXAMPLE" ] || { echo "error: $EXAMPLE not found" >&2; exit 1; }
 
-for _ in $(seq 1 150); do
-    alive="$(tether get workers -o json 2>/dev/null | json_field 'sum(w["alive"] for w in d["workers"])' || true)"
-    [ "${alive:-0}" -ge 3 ] && break
-    kill -0 "$DEV_PID" 2>/dev/null || { cat "$LOG"; echo "error: tether dev exited" >&2; exit 1; }
-    sleep 0.2
-done
-[ "${alive:-0}" -ge 3 ] || { cat "$LOG"; echo "error: workers did not register" >&2; exit 1; }
-sed -n '1,40p' "$LOG"
-show tether get workers
+    bold "Starting dev mode: $(shell_quote tether dev "$EXAMPLE" --workers 3 --port "$PORT")   (log: $LOG)"
+    tether dev "$EXAMPLE" --workers 3 --port "$PORT" >"$LOG" 2>&1 &
+    DEV_PID=$!
 
-bold "A sticky run: load the model once, predict on the same worker"
-show tether run ml-inference --id demo-1 --input "$(batch 3)" --wait
-show tether get runs
-show tether describe run demo-1
-
-bold "A worker crash in the middle of a sticky session"
-show tether run ml-inference --id demo-crash --input "$(batch "$CRASH_ITEMS")"
-victim=""
-for _ in $(seq 1 100); do
-    victim="$(tether get run demo-crash -o json 2>/dev/null | json_field \
-        'next((s["worker"] for s in d["sessions"] if s["state"] == "Open" and s["worker"]), "") if sum(a["state"] == "Completed" for a in d["activities"]) >= 2 else ""' || true)"
-    [ -n "$victim" ] && break
-    sleep 0.1
-done
-if [ -z "$victim" ]; then
-    echo "the run finished (or never opened a session) before the crash could happen" >&2
-else
-    pid="$(worker_pid "$victim")"
-    echo "session worker: $victim (pid $pid) — killing it with SIGKILL"
-    show kill -KILL "$pid"
-    sleep 0.3
+    local alive=0
+    for _ in $(seq 1 150); do
+        alive="$(tether get workers -o json 2>/dev/null | json_field 'sum(w["alive"] for w in d["workers"])' || true)"
+        [ "${alive:-0}" -ge 3 ] && break
+        kill -0 "$DEV_PID" 2>/dev/null || { cat "$LOG"; echo "error: tether dev exited" >&2; exit 1; }
+        sleep 0.2
+    done
+    [ "${alive:-0}" -ge 3 ] || { cat "$LOG"; echo "error: workers did not register" >&2; exit 1; }
+    sed -n '1,40p' "$LOG"
     show tether get workers
-    show tether get run demo-crash -o wide
-    sleep 1.5
-    bold "What dev mode saw"
-    grep -E 'WorkerExited|WorkerRestarted|Session|Run(Succeeded|Failed)' "$LOG" | tail -n 8 || true
+
+    bold "A sticky run: load the model once, predict on the same worker"
+    show tether run ml-inference --id demo-1 --input "$(batch 3)" --wait
+    show tether get runs
+    show tether describe run demo-1
+
+    bold "A worker crash in the middle of a sticky session"
+    show tether run ml-inference --id demo-crash --input "$(batch "$CRASH_ITEMS")"
+    local victim="" pid
+    for _ in $(seq 1 100); do
+        victim="$(tether get run demo-crash -o json 2>/dev/null | json_field \
+            'next((s["worker"] for s in d["sessions"] if s["state"] == "Open" and s["worker"]), "") if sum(a["state"] == "Completed" for a in d["activities"]) >= 2 else ""' || true)"
+        [ -n "$victim" ] && break
+        sleep 0.1
+    done
+    if [ -z "$victim" ]; then
+        echo "the run finished (or never opened a session) before the crash could happen" >&2
+    else
+        pid="$(worker_pid "$victim")"
+        echo "session worker: $victim (pid $pid) — killing it with SIGKILL"
+        show kill -KILL "$pid"
+        sleep 0.3
+        show tether get workers
+        show tether get run demo-crash -o wide
+        sleep 1.5
+        bold "What dev mode saw"
+        grep -E 'WorkerLost|WorkerExited|WorkerRestarted|Session|Activity|Run(Succeeded|Failed)' "$LOG" | tail -n 8 || true
+    fi
+    show tether wait run demo-crash --timeout 120
+    show tether describe run demo-crash
+    bold "Done: the session broke when $victim died, and the run finished on another worker."
+}
+
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+    main "$@"
 fi
-show tether wait run demo-crash --timeout 120
-show tether describe run demo-crash
-bold "Done: the session broke when $victim died, and the run finished on another worker."

@@ -22,6 +22,7 @@ StickyName = Literal["SOFT", "HARD"]
 RunPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Cancelled"]
 SessionStateName = Literal["Open", "Broken", "Closed"]
 ActivityStateName = Literal["Scheduled", "Running", "Backoff", "Completed", "Failed", "Cancelled"]
+AttemptStateName = Literal["Running", "Completed", "Failed", "Cancelled"]
 
 
 class Model(BaseModel):
@@ -355,6 +356,25 @@ class StartRunRequest(Model):
     )
 
 
+class AttemptView(Model):
+    """One attempt of an activity, as its history recorded it."""
+
+    attempt: int
+    state: AttemptStateName = Field(
+        description="Cancelled: the run ended while the attempt was running."
+    )
+    worker: str | None = None
+    pod: str | None = None
+    node: str | None = None
+    cold_start: bool = False
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: ErrorInfo | None = None
+    retry_at: float | None = Field(
+        default=None, description="When the next attempt was due, if this one was retried."
+    )
+
+
 class ActivityView(Model):
     seq: int
     name: str
@@ -370,6 +390,9 @@ class ActivityView(Model):
     started_at: float | None = None
     finished_at: float | None = None
     error: ErrorInfo | None = None
+    attempts: list[AttemptView] = Field(
+        default_factory=list, description="Every attempt so far, the first one first."
+    )
 
 
 class SessionBreak(Model):

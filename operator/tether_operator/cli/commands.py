@@ -232,10 +232,17 @@ def cmd_describe(args: argparse.Namespace, client: SchedulerClient, output: Outp
 
 
 def cmd_cancel(args: argparse.Namespace, client: SchedulerClient, output: Output) -> int:
-    """`tether cancel run ID`."""
-    run = client.cancel_run(args.name)
+    """`tether cancel run ID`; a run that already finished is left alone, and says so."""
+    run = client.get_run(args.name)
+    already = run.phase in TERMINAL_PHASES
+    if not already:
+        run = client.cancel_run(args.name)
+        # It may have finished on its own between the two calls.
+        already = run.phase in TERMINAL_PHASES - {"Cancelled"}
     if args.output == "json":
         output.json(to_json(run))
+    elif already:
+        output.print(f"run/{run.run_id} already finished (phase {run.phase}); nothing to cancel")
     else:
         output.print(f"run/{run.run_id} cancel requested (phase {run.phase})")
     return 0

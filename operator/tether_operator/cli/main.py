@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from importlib.metadata import PackageNotFoundError, version
 from typing import NoReturn
 
 import httpx
@@ -18,6 +19,13 @@ SERVER_ENV = "TETHER_SERVER"
 """Environment variable naming the scheduler URL (overridden by `--server`)."""
 
 Command = Callable[[argparse.Namespace, SchedulerClient, Output], int]
+
+RUN_WORDS = ("run", "runs")
+"""How a command names runs: either spelling works everywhere."""
+WORKER_WORDS = ("worker", "workers")
+"""How a command names workers: either spelling works everywhere."""
+WORKFLOW_WORDS = ("workflow", "workflows")
+"""How `get` names workflows: either spelling works."""
 
 EPILOG = """\
 examples:
@@ -64,6 +72,28 @@ def _port(text: str) -> int:
     return value
 
 
+def tether_version() -> str:
+    """The installed version of the `tether` distribution."""
+    try:
+        return version("tether")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _server_flag(parser: argparse.ArgumentParser, default: str | None) -> None:
+    """`--server URL`, accepted before and after the subcommand.
+
+    After the subcommand its default is SUPPRESS, so it only overrides the
+    top-level value when it is actually given.
+    """
+    parser.add_argument(
+        "--server",
+        metavar="URL",
+        default=argparse.SUPPRESS if default is None else default,
+        help=f"scheduler URL (env {SERVER_ENV}; default {DEFAULT_SERVER})",
+    )
+
+
 def _output_flag(parser: argparse.ArgumentParser, choices: Sequence[str]) -> None:
     parser.add_argument(
         "-o",
@@ -82,11 +112,8 @@ def build_parser() -> ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--server",
-        default=os.environ.get(SERVER_ENV, DEFAULT_SERVER),
-        help=f"scheduler URL (env {SERVER_ENV}; default {DEFAULT_SERVER})",
-    )
+    parser.add_argument("--version", action="version", version=f"tether {tether_version()}")
+    _server_flag(parser, os.environ.get(SERVER_ENV, DEFAULT_SERVER))
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
 
     dev = sub.add_parser(
@@ -129,19 +156,27 @@ def build_parser() -> ArgumentParser:
     )
     run.add_argument("--wait", action="store_true", help="follow the run until it ends")
     run.add_argument(
-        "--timeout", type=_positive_float, metavar="S", help="give up waiting after S seconds"
+        "--timeout",
+        type=_positive_float,
+        metavar="S",
+        help="with --wait: give up waiting after S seconds (the run keeps going)",
     )
     _output_flag(run, ["table", "json"])
+    _server_flag(run, None)
     run.set_defaults(handler=commands.cmd_run)
 
-    get = sub.add_parser("get", help="list runs, workers or workflows, or show one run")
+    get = sub.add_parser(
+        "get", help="list runs, workers or workflows, or show one run, worker or workflow"
+    )
     get.add_argument(
         "resource",
-        choices=["runs", "run", "workers", "worker", "workflows", "workflow"],
+        choices=[*RUN_WORDS, *WORKER_WORDS, *WORKFLOW_WORDS],
         metavar="RESOURCE",
+        help="runs (or run) | workers (or worker) | workflows (or workflow)",
     )
     get.add_argument("name", nargs="?", metavar="NAME", help="one run (or worker) by name")
     _output_flag(get, ["table", "json", "wide"])
+    _server_flag(get, None)
     get.set_defaults(handler=commands.cmd_get)
 
     for name, help_text, handler in (
@@ -150,18 +185,20 @@ def build_parser() -> ArgumentParser:
         ("history", "show a run's recorded history events", commands.cmd_history),
     ):
         command = sub.add_parser(name, help=help_text)
-        command.add_argument("resource", choices=["run"], metavar="run")
+        command.add_argument("resource", choices=RUN_WORDS, metavar="run")
         command.add_argument("name", metavar="ID", help="run id")
         _output_flag(command, ["table", "json"])
+        _server_flag(command, None)
         command.set_defaults(handler=handler)
 
     wait = sub.add_parser("wait", help="wait for a run to end (exit 0 if it succeeded)")
-    wait.add_argument("resource", choices=["run"], metavar="run")
+    wait.add_argument("resource", choices=RUN_WORDS, metavar="run")
     wait.add_argument("name", metavar="ID", help="run id")
     wait.add_argument(
         "--timeout", type=_positive_float, metavar="S", help="give up after S seconds"
     )
     _output_flag(wait, ["table", "json"])
+    _server_flag(wait, None)
     wait.set_defaults(handler=commands.cmd_wait)
     return parser
 
@@ -197,6 +234,8 @@ def run_command(
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "run" and args.timeout is not None and not args.wait:
+        parser.error("tether run: --timeout only applies with --wait; add --wait or drop --timeout")
     output = output or Output()
     try:
         if args.command is None:

@@ -17,6 +17,8 @@ from rich.text import Text
 
 from worker_runtime.protocol import (
     ActivityView,
+    AttemptView,
+    ErrorInfo,
     HistoryEventModel,
     RunView,
     SessionView,
@@ -43,6 +45,9 @@ PHASE_STYLES = {
 
 NONE = "<none>"
 """What kubectl prints for an empty cell."""
+
+STICKY_WORKER_COLUMN = "STICKY-WORKER"
+"""The one name of the worker a run is stuck to, in every table (`Sticky worker:` in describe)."""
 
 
 # --------------------------------------------------------------------------- scalars
@@ -97,10 +102,37 @@ def cell(value: object) -> str:
 # --------------------------------------------------------------------------- runs
 
 
+FINISHED_ACTIVITY_STATES = frozenset({"Completed", "Failed", "Cancelled"})
+"""Activity states that are done: it will not run again."""
+
+
+def progress_counts(run: RunView) -> tuple[int, int]:
+    """(done, total) over what the run has scheduled so far: activities and child runs.
+
+    Done counts what finished either way (completed or failed), like Argo's PROGRESS.
+    """
+    done = [a.state in FINISHED_ACTIVITY_STATES for a in run.activities]
+    done += [c.phase in TERMINAL_PHASES for c in run.children]
+    return sum(done), len(done)
+
+
 def run_progress(run: RunView) -> str:
-    """`done/total` activities, like Argo's PROGRESS column."""
-    done = sum(1 for activity in run.activities if activity.state == "Completed")
-    return f"{done}/{len(run.activities)}"
+    """`done/total` of the activities and child runs scheduled so far."""
+    done, total = progress_counts(run)
+    return f"{done}/{total}"
+
+
+def progress_detail(run: RunView) -> str:
+    """`run_progress` with each state counted: `2/3 scheduled steps done (2 completed, 1 running)`.
+
+    A step is an activity or a child run; the total grows as the workflow schedules more.
+    """
+    states: dict[str, int] = {}
+    for state in [a.state for a in run.activities] + [c.phase for c in run.children]:
+        label = "completed" if state in {"Completed", "Succeeded"} else state.lower()
+        states[label] = states.get(label, 0) + 1
+    counts = ", ".join(f"{n} {label}" for label, n in states.items())
+    return f"{run_progress(run)} scheduled steps done" + (f" ({counts})" if counts else "")
 
 
 def sticky_worker(run: RunView) -> str | None:
@@ -135,10 +167,13 @@ def _table(*columns: str) -> Table:
 
 
 def runs_table(runs: Sequence[RunView], now: float, *, wide: bool = False) -> Table:
-    """`tether get runs`: NAME WORKFLOW PHASE STICKY WORKER PROGRESS AGE (+ wide columns)."""
-    columns = ["NAME", "WORKFLOW", "PHASE", "STICKY WORKER", "PROGRESS", "AGE"]
+    """`tether get runs`: NAME WORKFLOW PHASE STICKY-WORKER PROGRESS AGE (+ wide columns).
+
+    Every header is one word, so `awk` and `cut` see one field per column.
+    """
+    columns = ["NAME", "WORKFLOW", "PHASE", STICKY_WORKER_COLUMN, "PROGRESS", "AGE"]
     if wide:
-        columns += ["STICKY", "WORKER", "SESSIONS", "DURATION", "PARENT"]
+        columns += ["STRATEGY", "WORKFLOW-WORKER", "SESSIONS", "DURATION", "PARENT"]
     table = _table(*columns)
     for run in sorted(runs, key=lambda r: r.created_at):
         row: list[str | Text] = [
@@ -190,11 +225,38 @@ def workflows_table(registered: WorkflowList) -> Table:
     return table
 
 
-def _error_line(error: Any) -> str:
+def _error_line(error: ErrorInfo | None) -> str:
     if error is None:
         return ""
-    reason = f" [{error.reason}]" if getattr(error, "reason", None) else ""
+    reason = f" [{error.reason}]" if error.reason else ""
     return f"{error.type}: {error.message}{reason}"
+
+
+TRACEBACK_LINES = 3
+"""How many lines of the innermost traceback frame `describe` shows under an error."""
+
+
+def traceback_tail(traceback: str | None, limit: int = TRACEBACK_LINES) -> list[str]:
+    """The innermost frame of a formatted traceback (`File ..., line N` and its code)."""
+    if not traceback:
+        return []
+    lines = traceback.rstrip().splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith('  File "')]
+    if not starts:
+        return []
+    frame: list[str] = []
+    for line in lines[starts[-1] :]:
+        if frame and not line.startswith(" "):
+            break  # the exception line itself: already on the error line
+        frame.append(line.rstrip())
+    return frame[:limit]
+
+
+def attempt_error(error: ErrorInfo | None) -> str:
+    """An attempt's error: `Type: message [Reason]`, then its innermost traceback lines."""
+    if error is None:
+        return ""
+    return "\n".join([_error_line(error), *traceback_tail(error.traceback)])
 
 
 def activities_table(activities: Sequence[ActivityView]) -> Table:
@@ -228,6 +290,37 @@ def activities_table(activities: Sequence[ActivityView]) -> Table:
             _error_line(activity.error) or NONE,
         )
     return table
+
+
+def attempts_table(activities: Sequence[ActivityView], started: float) -> Table:
+    """Every attempt of every activity, with its error; times are relative to `started`."""
+    table = _table(
+        "SEQ", "ACTIVITY", "ATTEMPT", "STATE", "WORKER", "NODE", "STARTED", "DURATION", "ERROR"
+    )
+    for activity in activities:
+        for attempt in activity.attempts:
+            table.add_row(
+                str(activity.seq),
+                activity.name + (" (local)" if activity.local else ""),
+                str(attempt.attempt),
+                styled(attempt.state),
+                cell(attempt.worker),
+                cell(attempt.node),
+                _since(attempt.started_at, started),
+                _attempt_duration(attempt),
+                attempt_error(attempt.error) or NONE,
+            )
+    return table
+
+
+def _since(moment: float | None, started: float) -> str:
+    return NONE if moment is None else f"+{human_duration(moment - started)}"
+
+
+def _attempt_duration(attempt: AttemptView) -> str:
+    if attempt.started_at is None or attempt.finished_at is None:
+        return NONE
+    return human_duration(attempt.finished_at - attempt.started_at)
 
 
 def sessions_table(sessions: Sequence[SessionView]) -> Table:
@@ -282,12 +375,13 @@ def describe_run(run: RunView, now: float) -> RenderableType:
         ("Name:", run.run_id),
         ("Workflow:", run.workflow),
         ("Phase:", styled(run.phase)),
-        ("Sticky:", cell(run.sticky)),
+        ("Sticky strategy:", cell(run.sticky)),
+        ("Sticky worker:", cell(sticky_worker(run))),
         ("Workflow worker:", cell(run.worker)),
         ("Parent:", cell(run.parent_run_id)),
         ("Age:", human_duration(now - run.created_at)),
         ("Duration:", human_duration(run_duration(run, now))),
-        ("Progress:", run_progress(run)),
+        ("Progress:", progress_detail(run)),
         ("History events:", str(run.history_length)),
         ("Input:", compact_json(run.input, 300)),
     ]
@@ -299,6 +393,9 @@ def describe_run(run: RunView, now: float) -> RenderableType:
 
     parts.append(Text("\nActivities:", style="bold"))
     parts.append(activities_table(run.activities) if run.activities else Text("  <none>"))
+    if any(a.attempts for a in run.activities):
+        parts.append(Text("\nAttempts:", style="bold"))
+        parts.append(attempts_table(run.activities, run.created_at))
     parts.append(Text("\nSessions:", style="bold"))
     parts.append(sessions_table(run.sessions) if run.sessions else Text("  <none>"))
     parts.append(Text("\nChildren:", style="bold"))
@@ -327,11 +424,11 @@ def history_table(events: Sequence[HistoryEventModel]) -> Table:
 
 
 def progress_line(run: RunView, elapsed: float) -> Text:
-    """The live line of `tether run --wait`: phase, activities done/total, worker, session."""
+    """The live line of `tether run --wait`: phase, steps done/total, worker, session."""
     text = Text()
     text.append(f"{run.run_id} ", style="bold")
     text.append_text(styled(run.phase))
-    text.append(f"  activities {run_progress(run)}")
+    text.append(f"  steps done {run_progress(run)}")
     session = current_session(run)
     worker = (session.worker if session else None) or run.worker
     if worker:

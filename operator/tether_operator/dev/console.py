@@ -29,9 +29,16 @@ def worker_colour(worker_id: str) -> str:
 
 
 def header(
-    url: str, file: str, workers: Sequence[tuple[WorkerSpec, int | None]], restart: bool
+    url: str,
+    file: str,
+    workers: Sequence[tuple[WorkerSpec, int | None]],
+    restart: bool,
+    workflow: str = "WORKFLOW",
 ) -> RenderableType:
-    """The banner: scheduler URL, workers with pids and nodes, and what to run next."""
+    """The banner: scheduler URL, workers with pids and nodes, and what to run next.
+
+    `workflow` names a workflow of the file, for the `tether run` hint.
+    """
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in ("WORKER", "PID", "NODE", "SLOTS", "SESSIONS"):
         table.add_column(column)
@@ -46,7 +53,7 @@ def header(
     server_flag = "" if url == "http://127.0.0.1:7233" else f" --server {url}"
     hints = Text.assemble(
         ("Try:\n", "bold"),
-        (f"  tether{server_flag} run WORKFLOW --input '{{...}}' --wait\n", ""),
+        (f"  tether{server_flag} run {workflow} --input '{{...}}' --wait\n", ""),
         (f"  tether{server_flag} get runs\n", ""),
         (f"  tether{server_flag} describe run RUN_ID\n", ""),
         (f"  tether{server_flag} get workers\n", ""),

@@ -39,7 +39,7 @@ class _QuietServer(uvicorn.Server):
         yield
 
 
-def _check_port_free(host: str, port: int) -> None:
+def check_port_free(host: str, port: int) -> None:
     """Fail early, with a clear message, when something already listens on host:port."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
@@ -98,7 +98,7 @@ class EmbeddedScheduler:
 
     async def start(self) -> None:
         """Serve the scheduler and return once `/healthz` answers."""
-        _check_port_free(self.host, self.port)
+        check_port_free(self.host, self.port)
         self._log_handler = _route_scheduler_logs(self.console)
         await self.service.start()
         config = http_config(create_app(self.service), self.host, self.port, graceful_shutdown=2)

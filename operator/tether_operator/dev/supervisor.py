@@ -18,8 +18,9 @@ from pathlib import Path
 from rich.console import Console
 
 from tether_operator.dev.console import event_line, header, notice_line, worker_line
-from tether_operator.dev.embedded import DevError, EmbeddedScheduler
+from tether_operator.dev.embedded import DevError, EmbeddedScheduler, check_port_free
 from tether_operator.dev.options import DevOptions
+from tether_operator.dev.preflight import FileContents, check_file
 from tether_operator.dev.workers import (
     WorkerSpec,
     describe_exit,
@@ -40,6 +41,10 @@ MAX_RESTART_DELAY_SECONDS = 30.0
 HEALTHY_RUN_SECONDS = 10.0
 """A worker that ran this long before exiting restarts after the base delay again."""
 
+FOLDED_NOTICES = frozenset({"SessionBroken"})
+"""Notices the console does not print: the `WorkerLost` line already names the sessions.
+(They still reach the log and, on Kubernetes, each run's Events.)"""
+
 
 class DevSupervisor:
     """Runs the embedded scheduler and keeps the worker processes alive until stopped."""
@@ -47,6 +52,8 @@ class DevSupervisor:
     def __init__(self, options: DevOptions, console: Console) -> None:
         self.options = options
         self.console = console
+        self.contents: FileContents | None = None
+        """What the file defines, once `check_file` has imported it (shown in the header)."""
         self.scheduler = EmbeddedScheduler(options.host, options.port, console)
         self.specs = worker_specs(
             Path(options.file).resolve(),
@@ -57,6 +64,8 @@ class DevSupervisor:
         )
         self.processes: dict[str, asyncio.subprocess.Process] = {}
         self._stopping = asyncio.Event()
+        self._held: list[Notice] | None = None
+        """Notices held back while a worker exit is reported (see `_report_exit`)."""
         self.exit_code = 0
         """1 when dev mode stopped because something failed rather than on request."""
 
@@ -76,9 +85,11 @@ class DevSupervisor:
                 self.console.print(
                     header(
                         self.scheduler.url,
-                        self.options.file,
+                        self.options.file
+                        + (f" — {self.contents.summary()}" if self.contents else ""),
                         [(s, self.processes[s.worker_id].pid) for s in self.specs],
                         self.options.restart,
+                        workflow=self._example_workflow(),
                     )
                 )
                 tasks = [
@@ -106,6 +117,12 @@ class DevSupervisor:
                 loop.remove_signal_handler(signum)
         self.console.print(event_line("workers and scheduler stopped", reason="Stopped"))
         return self.exit_code
+
+    def _example_workflow(self) -> str:
+        """A workflow of the file for the header's `tether run` hint."""
+        if self.contents is not None and self.contents.workflows:
+            return self.contents.workflows[0]
+        return "WORKFLOW"
 
     def _request_stop(self, signum: int) -> None:
         if self._stopping.is_set():  # a second Ctrl-C: no more grace period
@@ -154,18 +171,9 @@ class DevSupervisor:
             if self._stopping.is_set():
                 return
             ran = time.monotonic() - started
-            reported = await self._report_lost(spec, process.pid, code)
             delay = RESTART_DELAY_SECONDS if ran >= HEALTHY_RUN_SECONDS else delay
             then = f"restarting in {delay:g}s" if self.options.restart else "not restarting"
-            self.console.print(
-                event_line(
-                    f"{spec.worker_id} (pid {process.pid}) {describe_exit(code)} — "
-                    f"{'reported lost (ProcessExited)' if reported else 'not registered yet'}; "
-                    f"{then}",
-                    level="Warning",
-                    reason="WorkerExited",
-                )
-            )
+            self._report_exit(spec, process.pid, code, then)
             if not self.options.restart:
                 return
             with contextlib.suppress(TimeoutError):
@@ -199,21 +207,55 @@ class DevSupervisor:
         )
         return await process.wait()
 
-    async def _report_lost(self, spec: WorkerSpec, pid: int, code: int) -> bool:
-        """Tell the in-process scheduler at once, so the worker's sessions break now."""
-        return self.scheduler.worker_lost(
-            spec.worker_id, f"{spec.worker_id} (pid {pid}) {describe_exit(code)}"
-        )
+    def _report_exit(self, spec: WorkerSpec, pid: int, code: int, then: str) -> None:
+        """Tell the in-process scheduler at once, so the worker's sessions break now.
+
+        Prints one line for the lost worker: the engine's `WorkerLost` notice (what the
+        loss broke and retried) with `then`, the restart plan; the notices that follow
+        from it (sessions rebound, runs ended) come after.
+        """
+        self._held = []
+        try:
+            reported = self.scheduler.worker_lost(
+                spec.worker_id, f"pid {pid} {describe_exit(code)}"
+            )
+        finally:
+            held, self._held = self._held, None
+        loss = next((n for n in held if n.reason == "WorkerLost"), None)
+        if loss is not None:
+            line = event_line(f"{loss.message}; {then}", level="Warning", reason=loss.reason)
+        else:
+            known = "already lost" if reported else "not registered yet"
+            line = event_line(
+                f"{spec.worker_id} (pid {pid}) {describe_exit(code)} — {known}; {then}",
+                level="Warning",
+                reason="WorkerExited",
+            )
+        self.console.print(line)
+        for notice in held:
+            if notice is not loss:
+                self._print_notice(notice)
 
     def _print_notice(self, notice: Notice) -> None:
+        if self._held is not None:
+            self._held.append(notice)
+            return
         if self._stopping.is_set():  # workers going away on purpose: not news
+            return
+        if notice.reason in FOLDED_NOTICES:
             return
         self.console.print(notice_line(notice))
 
 
 def run_dev(options: DevOptions, console: Console | None = None) -> int:
-    """`tether dev`: run the supervisor until Ctrl-C; return the exit code."""
+    """`tether dev`: check the file, then run the supervisor until Ctrl-C; the exit code.
+
+    The port is checked first (instant), then the file is imported once: a file that
+    cannot run never starts a worker.
+    """
     if not Path(options.file).is_file():
         raise DevError(f"workflow file {options.file!r} not found")
+    check_port_free(options.host, options.port)
     supervisor = DevSupervisor(options, console or Console())
+    supervisor.contents = check_file(supervisor.specs[0], options.file)
     return asyncio.run(supervisor.run())

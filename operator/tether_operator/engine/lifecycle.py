@@ -8,6 +8,7 @@ from typing import Any
 from .dispatch import Dispatch
 from .effects import Deliver, RunEnded, WorkerGone
 from .errors import WorkflowNotFound
+from .notices import attempt_notice, worker_loss_consequences
 from .retry import backoff, policy_of, should_retry
 from .runs import Run, SessionRecord, event
 from .state import LiveTask
@@ -189,6 +190,12 @@ class Lifecycle(Dispatch):
             retry_at=retry_at,  # None: the final failure
             heartbeat_details=task.heartbeat_details,
         )
+        if not immediate:  # a lost worker's attempts are summed up in its WorkerLost notice
+            self._notice(
+                run.run_id,
+                "Warning",
+                *attempt_notice(rec.name, task.attempt, policy, error, retry_at, self._now),
+            )
         if retry_at is not None:
             if immediate:
                 self._enqueue_activity(run, rec)
@@ -208,12 +215,22 @@ class Lifecycle(Dispatch):
         w.lost_reason = reason
         self._fx.append(WorkerGone(w.worker_id, reason))
         detail = message or reason
+        consequences = worker_loss_consequences(
+            [
+                s.id
+                for _, s in self._held_sessions(w)
+                if s.state == "Open" and s.worker == w.worker_id
+            ],
+            sum(1 for tid in w.running if tid in self.tasks),
+            sum(1 for tid in w.workflow_tasks if tid in self.tasks),
+        )
         self._notice(
             None,
             "Warning",
             "WorkerLost",
             f"worker {w.worker_id} lost: {reason}"
-            + (f" ({message})" if message and message != reason else ""),
+            + (f" ({message})" if message and message != reason else "")
+            + consequences,
         )
         # Sessions first, so the retried activities below see them Broken.
         for run, s in self._held_sessions(w):

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from .runs import Run
+from .runs import ActivityRecord, Run
+
+Attempt = dict[str, Any]
 
 
 def run_view(run: Run, runs: dict[str, Run]) -> dict[str, Any]:
     """A run as clients see it: phase, result or error, activities, sessions, children."""
+    attempts = activity_attempts(run)
     return {
         "run_id": run.run_id,
         "workflow": run.workflow,
@@ -37,6 +40,7 @@ def run_view(run: Run, runs: dict[str, Run]) -> dict[str, Any]:
                 "started_at": a.started_at,
                 "finished_at": a.finished_at,
                 "error": a.error,
+                "attempts": attempts.get(a.seq) or _local_attempts(a),
             }
             for a in sorted(run.activities.values(), key=lambda a: a.seq)
         ],
@@ -68,3 +72,86 @@ def run_view(run: Run, runs: dict[str, Run]) -> dict[str, Any]:
         ],
         "history_length": len(run.history),
     }
+
+
+def activity_attempts(run: Run) -> dict[int, list[Attempt]]:
+    """Every attempt of every remote activity, by seq, read from the run's history.
+
+    An attempt still running when the run ended is shown `Cancelled` (ending a run
+    cancels its running activities).
+    """
+    attempts: dict[int, list[Attempt]] = {}
+    for ev in run.history:
+        kind, d = ev["type"], ev["data"]
+        if kind == "ActivityStarted":
+            attempts.setdefault(d["seq"], []).append(
+                {
+                    "attempt": d["attempt"],
+                    "state": "Running",
+                    "worker": d.get("worker"),
+                    "pod": d.get("pod"),
+                    "node": d.get("node"),
+                    "cold_start": bool(d.get("cold_start")),
+                    "started_at": ev["time"],
+                    "finished_at": None,
+                    "error": None,
+                    "retry_at": None,
+                }
+            )
+        elif kind in ("ActivityCompleted", "ActivityFailed"):
+            attempt = _attempt(attempts.setdefault(d["seq"], []), d.get("attempt"))
+            attempt["finished_at"] = ev["time"]
+            if kind == "ActivityCompleted":
+                attempt["state"] = "Completed"
+            else:
+                attempt["state"] = "Failed"
+                attempt["error"] = d.get("error")
+                attempt["retry_at"] = d.get("retry_at")
+    if run.terminal:
+        for listed in attempts.values():
+            for attempt in listed:
+                if attempt["state"] == "Running":
+                    attempt["state"] = "Cancelled"
+                    attempt["finished_at"] = run.finished_at
+    return attempts
+
+
+def _attempt(listed: list[Attempt], number: int | None) -> Attempt:
+    """The attempt `number` (the latest one if unnumbered); created if it never started."""
+    for attempt in reversed(listed):
+        if number is None or attempt["attempt"] == number:
+            return attempt
+    created: Attempt = {
+        "attempt": number or len(listed) + 1,
+        "state": "Running",
+        "worker": None,
+        "pod": None,
+        "node": None,
+        "cold_start": False,
+        "started_at": None,
+        "finished_at": None,
+        "error": None,
+        "retry_at": None,
+    }
+    listed.append(created)
+    return created
+
+
+def _local_attempts(a: ActivityRecord) -> list[Attempt]:
+    """A local activity records only its outcome: one entry for its last attempt."""
+    if not a.local:
+        return []
+    return [
+        {
+            "attempt": a.attempt,
+            "state": a.state,
+            "worker": a.worker,
+            "pod": None,
+            "node": None,
+            "cold_start": False,
+            "started_at": a.started_at,
+            "finished_at": a.finished_at,
+            "error": a.error,
+            "retry_at": None,
+        }
+    ]

@@ -163,7 +163,7 @@ def test_get_runs_table(cli: Cli, fake: FakeScheduler) -> None:
     result = cli("get", "runs")
     assert result.code == 0
     lines = result.out.splitlines()
-    assert lines[0].split() == ["NAME", "WORKFLOW", "PHASE", "STICKY", "WORKER", "PROGRESS", "AGE"]
+    assert lines[0].split() == ["NAME", "WORKFLOW", "PHASE", "STICKY-WORKER", "PROGRESS", "AGE"]
     assert lines[1].split() == ["run-1", "ml-inference", "Running", "dev-worker-4", "2/3", "30s"]
     assert lines[2].split()[:5] == ["run-2", "ml-inference", "Succeeded", "dev-worker-4", "3/3"]
 
@@ -171,7 +171,19 @@ def test_get_runs_table(cli: Cli, fake: FakeScheduler) -> None:
 def test_get_runs_wide_and_json(cli: Cli, fake: FakeScheduler) -> None:
     fake.routes["GET", "/v1/runs"] = ok(RunList(runs=[make_run("Succeeded")]))
     wide = cli("get", "runs", "-o", "wide")
-    assert "STICKY" in wide.out
+    assert wide.out.splitlines()[0].split() == [
+        "NAME",
+        "WORKFLOW",
+        "PHASE",
+        "STICKY-WORKER",
+        "PROGRESS",
+        "AGE",
+        "STRATEGY",
+        "WORKFLOW-WORKER",
+        "SESSIONS",
+        "DURATION",
+        "PARENT",
+    ]
     assert "SOFT" in wide.out
     assert "DURATION" in wide.out
     as_json = cli("get", "runs", "-o", "json")
@@ -217,9 +229,28 @@ def test_describe_run(cli: Cli, fake: FakeScheduler) -> None:
 
 
 def test_cancel_run(cli: Cli, fake: FakeScheduler) -> None:
+    fake.routes["GET", "/v1/runs/run-1"] = ok(make_run("Running"))
     fake.routes["POST", "/v1/runs/run-1/cancel"] = ok(make_run("Cancelled"))
     result = cli("cancel", "run", "run-1")
     assert (result.code, result.out) == (0, "run/run-1 cancel requested (phase Cancelled)\n")
+
+
+@pytest.mark.parametrize("phase", ["Succeeded", "Failed", "Cancelled"])
+def test_cancel_of_a_finished_run_says_so(cli: Cli, fake: FakeScheduler, phase: str) -> None:
+    fake.routes["GET", "/v1/runs/run-1"] = ok(make_run(phase))
+    result = cli("cancel", "runs", "run-1")
+    assert (result.code, result.out) == (
+        0,
+        f"run/run-1 already finished (phase {phase}); nothing to cancel\n",
+    )
+    assert [r.method for r in fake.requests] == ["GET"]  # no cancel was sent
+
+
+def test_cancel_of_a_run_that_finishes_meanwhile_says_so(cli: Cli, fake: FakeScheduler) -> None:
+    fake.routes["GET", "/v1/runs/run-1"] = ok(make_run("Running"))
+    fake.routes["POST", "/v1/runs/run-1/cancel"] = ok(make_run("Succeeded"))
+    result = cli("cancel", "run", "run-1")
+    assert result.out == "run/run-1 already finished (phase Succeeded); nothing to cancel\n"
 
 
 def test_history_run(cli: Cli, fake: FakeScheduler) -> None:
@@ -267,5 +298,5 @@ def test_run_wait_shows_live_progress_on_a_terminal(fake: FakeScheduler) -> None
     assert (
         run_command(["run", "ml-inference", "--wait"], output=output, transport=fake.transport) == 0
     )
-    assert "activities 2/3" in err.getvalue()
+    assert "steps done 2/3" in err.getvalue()
     assert "Succeeded" in out.getvalue()

@@ -183,6 +183,13 @@ def test_a_killed_worker_is_reported_lost_and_restarted(dev: DevMode) -> None:
     _until(lambda: "WorkerRestarted" in dev.output(), 5, "dev mode to restart dev-worker-2")
     _until(lambda: dev.workers()["dev-worker-2"].alive, 15, "dev-worker-2 to register again")
     assert dev.worker_pids()["dev-worker-2"] != pids["dev-worker-2"]
+    lost = [line for line in dev.output().splitlines() if "dev-worker-2 lost" in line]
+    assert len(lost) == 1, dev.output()  # one line per lost worker
+    assert re.search(
+        r"WorkerLost +worker dev-worker-2 lost: ProcessExited "
+        rf"\(pid {pids['dev-worker-2']} killed by SIGKILL\); restarting in 1s$",
+        lost[0],
+    ), lost[0]
 
 
 def test_a_sticky_session_survives_its_worker_crashing(dev: DevMode) -> None:
@@ -206,3 +213,11 @@ def test_a_sticky_session_survives_its_worker_crashing(dev: DevMode) -> None:
     assert [item["i"] for item in run.result] == list(range(8))
     rebound = [s for s in run.sessions if len(s.workers) >= 2 or s.state == "Broken"]
     assert rebound, run.sessions
+    lines = dev.output().splitlines()
+    lost = [line for line in lines if f"{victim} lost" in line]
+    assert len(lost) == 1, dev.output()  # one line, not one per session or attempt
+    assert "sessions broken: crash/s1" in lost[0]
+    rebound_lines = [i for i, line in enumerate(lines) if "SessionRebound" in line]
+    assert rebound_lines, dev.output()
+    assert lines.index(lost[0]) < rebound_lines[0]  # the cause is printed before its effects
+    assert not [line for line in lines if "SessionBroken" in line]

@@ -69,3 +69,72 @@ def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
         main([])
     assert exited.value.code == 0
     assert "tether dev" in capsys.readouterr().out
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"tether {version('tether')}\n"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["get", "run", "r1"],
+        ["get", "runs", "r1"],
+        ["describe", "run", "r1"],
+        ["describe", "runs", "r1"],
+        ["cancel", "runs", "r1"],
+        ["history", "runs", "r1"],
+        ["wait", "runs", "r1"],
+    ],
+)
+def test_run_and_runs_are_accepted_everywhere(argv: list[str]) -> None:
+    args = build_parser().parse_args(argv)
+    assert (args.resource, args.name) == (argv[1], "r1")
+
+
+@pytest.mark.parametrize("word", ["worker", "workers"])
+def test_worker_and_workers_are_accepted(word: str) -> None:
+    assert build_parser().parse_args(["get", word]).resource == word
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["get", "runs", "--server", "http://after:1"],
+        ["describe", "run", "r1", "--server", "http://after:1"],
+        ["cancel", "run", "r1", "--server", "http://after:1"],
+        ["history", "run", "r1", "--server", "http://after:1"],
+        ["wait", "run", "r1", "--server", "http://after:1"],
+        ["run", "wf", "--server", "http://after:1"],
+        ["--server", "http://before:1", "get", "runs", "--server", "http://after:1"],
+    ],
+)
+def test_server_is_accepted_after_the_subcommand(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TETHER_SERVER", raising=False)
+    assert build_parser().parse_args(argv).server == "http://after:1"
+
+
+def test_server_before_the_subcommand_is_not_reset_by_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TETHER_SERVER", "http://env:1")
+    assert build_parser().parse_args(["--server", "http://b:1", "get", "runs"]).server == (
+        "http://b:1"
+    )
+    assert build_parser().parse_args(["get", "runs"]).server == "http://env:1"
+
+
+def test_timeout_without_wait_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["run", "wf", "--timeout", "5"])
+    assert exited.value.code == 1
+    err = capsys.readouterr().err
+    assert err == (
+        "error: tether run: --timeout only applies with --wait; add --wait or drop --timeout"
+        " (see `tether --help`)\n"
+    )

@@ -418,6 +418,12 @@ def normalised_view(view: dict[str, Any]) -> dict[str, Any]:
         a = dict(a)
         if a["state"] == "Running" or "SchedulerRestarted" in json.dumps(a["error"]):
             a["state"], a["error"] = "Interrupted", None
+        a["attempts"] = [
+            {**t, "state": "Interrupted", "error": None, "finished_at": None, "retry_at": None}
+            if t["state"] == "Running" or "SchedulerRestarted" in json.dumps(t["error"])
+            else t
+            for t in a["attempts"]
+        ]
         acts.append(a)
     v["activities"] = acts
     sess = []
