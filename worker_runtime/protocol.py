@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .wire import LOSS_REASONS, LossReason
+
 API_PREFIX = "/v1"
 MAX_PAYLOAD_BYTES = 2 * 1024 * 1024
 """Activity and workflow input/output limit, measured on the JSON encoding."""
@@ -316,9 +318,9 @@ class ReportResponse(Model):
 
 
 class WorkerLostRequest(Model):
-    reason: str = Field(
+    reason: LossReason = Field(
         default="ProcessExited",
-        description="ProcessExited, HeartbeatTimeout, PodDeleted, ScaledDown or NodeLost.",
+        description="Why the worker is gone: " + ", ".join(LOSS_REASONS) + ".",
     )
     message: str = ""
 

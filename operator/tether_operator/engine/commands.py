@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .deadlines import DeadlineKind
 from .errors import InvalidCommand
 from .lifecycle import Lifecycle
 from .runs import Run
@@ -56,7 +57,7 @@ class Commands(Lifecycle):
         elif kind == "start_timer":
             fire_at = self._now + float(cmd.get("seconds", 0))
             self._record(run, "TimerStarted", seq=seq, fire_at=fire_at)
-            self.deadlines.add(fire_at, "timer", run.run_id, str(seq))
+            self.deadlines.add(fire_at, DeadlineKind.TIMER, run.run_id, str(seq))
         elif kind == "complete_workflow":
             self._finish_run(run, "RunCompleted", result=cmd.get("result"))
         elif kind == "fail_workflow":

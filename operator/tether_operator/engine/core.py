@@ -7,22 +7,29 @@ and returns the effects for the host to carry out, in order.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, assert_never
+
+from worker_runtime.wire import LOSS_REASONS, is_loss_reason, is_permanent_loss
 
 from .commands import Commands
-from .deadlines import Deadline
+from .deadlines import Deadline, DeadlineKind
 from .effects import Deliver, Effect
 from .errors import InvalidCommand, RunAlreadyExists, UnknownWorker
 from .runs import Run
 from .state import EngineConfig, LiveTask
 from .views import run_view
-from .workers import PERMANENT_LOSS_REASONS, WorkerState
+from .workers import WorkerState
 
 __all__ = ["Engine", "EngineConfig", "LiveTask"]
 
 
 class Engine(Commands):
     """Run state machines, retries, timeouts, sessions and placement for one scheduler."""
+
+    def __init__(self, config: EngineConfig | None = None) -> None:
+        super().__init__(config)
+        self._on_deadline = {kind: self._deadline_handler(kind) for kind in DeadlineKind}
 
     def register_worker(self, req: dict[str, Any], now: float) -> list[Effect]:
         """A worker process (re)starts and says what it can run."""
@@ -44,7 +51,9 @@ class Engine(Commands):
                 new.sessions = self._reserved.pop(new.worker_id, set())
             self.workers[new.worker_id] = new
             self._rebind_hard_sessions(new)
-            self.deadlines.add(now + self.config.worker_heartbeat_timeout, "worker", new.worker_id)
+            self.deadlines.add(
+                now + self.config.worker_heartbeat_timeout, DeadlineKind.WORKER, new.worker_id
+            )
             self._notice(
                 None,
                 "Normal",
@@ -71,7 +80,12 @@ class Engine(Commands):
             w = self.workers.get(worker_id)
             if w is None:
                 raise UnknownWorker(f"worker {worker_id!r} is not registered", field="worker_id")
-            self._lose_worker(w, reason, message, permanent=reason in PERMANENT_LOSS_REASONS)
+            if not is_loss_reason(reason):
+                raise InvalidCommand(
+                    f"unknown worker loss reason {reason!r}; use one of {', '.join(LOSS_REASONS)}",
+                    field="reason",
+                )
+            self._lose_worker(w, reason, message, permanent=is_permanent_loss(reason))
         return out
 
     def start_run(self, req: dict[str, Any], now: float) -> tuple[str, list[Effect]]:
@@ -176,72 +190,92 @@ class Engine(Commands):
         return out
 
     def _fire(self, d: Deadline) -> None:
-        if d.kind == "worker":
-            w = self.workers.get(d.key[0])
-            if w is None or not w.alive:
-                return
-            due = w.last_seen + self.config.worker_heartbeat_timeout
-            if due <= self._now:
-                self._lose_worker(
-                    w,
-                    "HeartbeatTimeout",
-                    f"no heartbeat for {self.config.worker_heartbeat_timeout:g}s",
-                    permanent=False,
-                )
-            else:
-                self.deadlines.add(due, "worker", w.worker_id)
-        elif d.kind in ("stc", "hb"):
-            task = self.tasks.get(d.key[0])
-            if task is None or task.worker_id is None:
-                return
-            if d.kind == "hb":
-                due = task.last_heartbeat + float(task.heartbeat_timeout or 0)
-                if due > self._now:
-                    self.deadlines.add(due, "hb", task.task_id)
-                    return
-                err = {
-                    "type": "HeartbeatTimeout",
-                    "reason": "HeartbeatTimeout",
-                    "message": f"no heartbeat for {task.heartbeat_timeout:g}s",
-                }
-            else:
-                err = {
-                    "type": "StartToCloseTimeout",
-                    "reason": "StartToCloseTimeout",
-                    "message": "the attempt exceeded start_to_close_timeout",
-                }
-            worker_id = task.worker_id
-            self._fx.append(
-                Deliver(
-                    worker_id, {"kind": "cancel", "task_id": task.task_id, "reason": err["reason"]}
-                )
+        self._on_deadline[d.kind](d)
+
+    def _deadline_handler(self, kind: DeadlineKind) -> Callable[[Deadline], None]:
+        """The handler of each kind: adding a kind fails the type check until it has one."""
+        match kind:
+            case DeadlineKind.WORKER:
+                return self._worker_due
+            case DeadlineKind.START_TO_CLOSE | DeadlineKind.HEARTBEAT:
+                return self._attempt_due
+            case DeadlineKind.RETRY:
+                return self._retry_due
+            case DeadlineKind.TIMER:
+                return self._timer_due
+            case DeadlineKind.HARD_SESSION:
+                return self._hard_session_due
+            case _:
+                assert_never(kind)
+
+    def _worker_due(self, d: Deadline) -> None:
+        w = self.workers.get(d.key[0])
+        if w is None or not w.alive:
+            return
+        due = w.last_seen + self.config.worker_heartbeat_timeout
+        if due <= self._now:
+            self._lose_worker(
+                w,
+                "HeartbeatTimeout",
+                f"no heartbeat for {self.config.worker_heartbeat_timeout:g}s",
+                permanent=False,
             )
-            self._attempt_failed(task, err, immediate=False)
-        elif d.kind == "retry":
-            run = self.runs.get(d.key[0])
-            if run is None or run.terminal:
+        else:
+            self.deadlines.add(due, DeadlineKind.WORKER, w.worker_id)
+
+    def _attempt_due(self, d: Deadline) -> None:
+        task = self.tasks.get(d.key[0])
+        if task is None or task.worker_id is None:
+            return
+        if d.kind is DeadlineKind.HEARTBEAT:
+            due = task.last_heartbeat + float(task.heartbeat_timeout or 0)
+            if due > self._now:
+                self.deadlines.add(due, DeadlineKind.HEARTBEAT, task.task_id)
                 return
-            rec = run.activities.get(int(d.key[1]))
-            if rec is not None and rec.state == "Backoff" and rec.attempt == d.token:
-                self._enqueue_activity(run, rec)
-        elif d.kind == "timer":
-            run = self.runs.get(d.key[0])
-            seq = int(d.key[1])
-            if run is None or run.terminal or run.timers[seq].fired:
-                return
-            self._record(run, "TimerFired", seq=seq)
-            self._resolve(run, seq, ok=True)
-        elif d.kind == "hard":
-            run = self.runs.get(d.key[0])
-            if run is None or run.terminal:
-                return
-            s = run.sessions[d.key[1]]
-            if (
-                s.state == "Broken"
-                and s.broken_at is not None
-                and s.broken_at + run.schedule_timeout <= self._now + 1e-9
-            ):
-                self._fail_session_broken(run, s)
+            err = {
+                "type": "HeartbeatTimeout",
+                "reason": "HeartbeatTimeout",
+                "message": f"no heartbeat for {task.heartbeat_timeout:g}s",
+            }
+        else:
+            err = {
+                "type": "StartToCloseTimeout",
+                "reason": "StartToCloseTimeout",
+                "message": "the attempt exceeded start_to_close_timeout",
+            }
+        worker_id = task.worker_id
+        self._fx.append(
+            Deliver(worker_id, {"kind": "cancel", "task_id": task.task_id, "reason": err["reason"]})
+        )
+        self._attempt_failed(task, err, immediate=False)
+
+    def _retry_due(self, d: Deadline) -> None:
+        run = self.runs.get(d.key[0])
+        if run is None or run.terminal:
+            return
+        rec = run.activities.get(int(d.key[1]))
+        if rec is not None and rec.state == "Backoff" and rec.attempt == d.token:
+            self._enqueue_activity(run, rec)
+
+    def _timer_due(self, d: Deadline) -> None:
+        run = self.runs.get(d.key[0])
+        seq = int(d.key[1])
+        if run is None or run.terminal or run.timers[seq].fired:
+            return
+        self._record(run, "TimerFired", seq=seq)
+        self._resolve(run, seq, ok=True)
+
+    def _hard_session_due(self, d: Deadline) -> None:
+        run = self.runs.get(d.key[0])
+        if run is None or run.terminal:
+            return
+        s = run.sessions[d.key[1]]
+        if (
+            s.state == "Broken"
+            and s.broken_at is not None
+            and s.broken_at + run.schedule_timeout <= self._now + 1e-9
+        ):
+            self._fail_session_broken(run, s)
 
     def is_terminal(self, run_id: str) -> bool:
         return self._get_run(run_id).terminal
@@ -283,7 +317,7 @@ class Engine(Commands):
                 if s.state == "Broken" and s.strategy == "HARD" and s.worker is not None:
                     broken_at = s.broken_at if s.broken_at is not None else now
                     due = max(now, broken_at + run.schedule_timeout)
-                    self.deadlines.add(due, "hard", run.run_id, s.id)
+                    self.deadlines.add(due, DeadlineKind.HARD_SESSION, run.run_id, s.id)
                     w = self.workers.get(s.worker)
                     if w is not None:
                         w.sessions.add(s.id)
@@ -310,12 +344,16 @@ class Engine(Commands):
                     )
                 if rec.state == "Backoff" and rec.retry_at is not None and rec.retry_at > now:
                     self.deadlines.add(
-                        rec.retry_at, "retry", run.run_id, str(rec.seq), token=rec.attempt
+                        rec.retry_at,
+                        DeadlineKind.RETRY,
+                        run.run_id,
+                        str(rec.seq),
+                        token=rec.attempt,
                     )
                 elif rec.state in ("Scheduled", "Backoff"):
                     self._enqueue_activity(run, rec)
             for t in run.timers.values():
                 if not t.fired:
-                    self.deadlines.add(t.fire_at, "timer", run.run_id, str(t.seq))
+                    self.deadlines.add(t.fire_at, DeadlineKind.TIMER, run.run_id, str(t.seq))
             self._enqueue_workflow_task(run)
         return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import placement
+from .deadlines import DeadlineKind
 from .effects import Deliver
 from .runs import ActivityRecord, Run, SessionRecord
 from .state import EngineState, LiveTask
@@ -140,9 +141,11 @@ class Dispatch(EngineState):
         opts = rec.options
         stc = opts.get("start_to_close_timeout")
         if stc:
-            self.deadlines.add(self._now + float(stc), "stc", task.task_id)
+            self.deadlines.add(self._now + float(stc), DeadlineKind.START_TO_CLOSE, task.task_id)
         if task.heartbeat_timeout:
-            self.deadlines.add(self._now + float(task.heartbeat_timeout), "hb", task.task_id)
+            self.deadlines.add(
+                self._now + float(task.heartbeat_timeout), DeadlineKind.HEARTBEAT, task.task_id
+            )
         self._fx.append(
             Deliver(
                 target.worker_id,

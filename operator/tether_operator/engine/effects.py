@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from worker_runtime.wire import LossReason
+
 
 @dataclass(frozen=True, slots=True)
 class Deliver:
@@ -34,7 +36,7 @@ class WorkerGone:
     """The engine declared the worker lost: anything queued for it is void."""
 
     worker_id: str
-    reason: str
+    reason: LossReason
 
 
 @dataclass(frozen=True, slots=True)

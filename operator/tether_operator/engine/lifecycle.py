@@ -5,13 +5,16 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from worker_runtime.wire import LossReason, is_loss_reason, is_permanent_loss
+
+from .deadlines import DeadlineKind
 from .dispatch import Dispatch
 from .effects import Deliver, RunEnded, WorkerGone
 from .errors import WorkflowNotFound
 from .retry import backoff, policy_of, should_retry
 from .runs import Run, SessionRecord, event
 from .state import LiveTask
-from .workers import PERMANENT_LOSS_REASONS, WorkerState
+from .workers import WorkerState
 
 _SLUG = re.compile(r"[^a-z0-9-]+")
 
@@ -125,7 +128,7 @@ class Lifecycle(Dispatch):
 
     def _fail_session_broken(self, run: Run, s: SessionRecord) -> None:
         lost = f"HARD session {s.id} lost worker {s.worker}"
-        if s.reason in PERMANENT_LOSS_REASONS:
+        if s.reason is not None and is_loss_reason(s.reason) and is_permanent_loss(s.reason):
             message = f"{lost}: {s.reason}; a HARD session never moves to another worker"
         else:
             message = (
@@ -192,13 +195,17 @@ class Lifecycle(Dispatch):
             if immediate:
                 self._enqueue_activity(run, rec)
             else:
-                self.deadlines.add(retry_at, "retry", run.run_id, str(task.seq), token=task.attempt)
+                self.deadlines.add(
+                    retry_at, DeadlineKind.RETRY, run.run_id, str(task.seq), token=task.attempt
+                )
         else:
             # The SDK words it: "activity X failed after N attempt(s): Type: message".
             final = {**error, "attempts": task.attempt}
             self._resolve(run, task.seq, ok=False, error=final)
 
-    def _lose_worker(self, w: WorkerState, reason: str, message: str, *, permanent: bool) -> None:
+    def _lose_worker(
+        self, w: WorkerState, reason: LossReason, message: str, *, permanent: bool
+    ) -> None:
         if not w.alive:
             if permanent:
                 self._fail_hard_sessions_of(w, reason, message)
@@ -235,7 +242,9 @@ class Lifecycle(Dispatch):
                 if permanent:
                     self._fail_session_broken(run, s)
                 else:
-                    self.deadlines.add(self._now + run.schedule_timeout, "hard", run.run_id, sid)
+                    self.deadlines.add(
+                        self._now + run.schedule_timeout, DeadlineKind.HARD_SESSION, run.run_id, sid
+                    )
             else:
                 w.sessions.discard(sid)
         for tid in sorted(w.running):
@@ -262,7 +271,7 @@ class Lifecycle(Dispatch):
             self._enqueue_workflow_task(run)
         w.workflow_tasks.clear()
 
-    def _fail_hard_sessions_of(self, w: WorkerState, reason: str, message: str) -> None:
+    def _fail_hard_sessions_of(self, w: WorkerState, reason: LossReason, message: str) -> None:
         for run, s in self._held_sessions(w):
             if s.state == "Broken":
                 self._fail_session_broken(run, s)
