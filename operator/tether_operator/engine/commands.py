@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from worker_runtime.wire import issued_step, nondeterminism
+
 from .deadlines import DeadlineKind
 from .errors import InvalidCommand
 from .lifecycle import Lifecycle
@@ -18,12 +20,19 @@ class Commands(Lifecycle):
         seq = cmd.get("seq")
         if not isinstance(seq, int) or seq < 0:
             raise InvalidCommand(f"command {kind!r} needs a non-negative integer seq", field="seq")
-        expected = _STEP_OF_COMMAND.get(str(kind))
-        if expected is not None and seq in run.steps:
-            name = cmd.get(expected[1], "") if expected[1] else ""
-            got = (expected[0], str(name))
-            if run.steps[seq] != got:
-                self._nondeterminism(run, seq, run.steps[seq], got)
+        issued = issued_step(cmd)
+        if issued is not None and seq in run.steps:
+            message = nondeterminism(run.workflow, seq, run.steps[seq], issued)
+            if message is not None:
+                self._fail_run(
+                    run,
+                    {
+                        "type": "NonDeterminismError",
+                        "reason": "NonDeterminism",
+                        "non_retryable": True,
+                        "message": message,
+                    },
+                )
             return  # a replayed command for a step already recorded: idempotent
         if kind == "schedule_activity":
             self._schedule_activity(run, cmd)
@@ -64,22 +73,6 @@ class Commands(Lifecycle):
             self._finish_run(run, "RunFailed", error=cmd.get("error") or {"type": "Error"})
         else:
             raise InvalidCommand(f"unknown workflow command type {kind!r}", field="type")
-
-    def _nondeterminism(
-        self, run: Run, seq: int, had: tuple[str, str], got: tuple[str, str]
-    ) -> None:
-        self._fail_run(
-            run,
-            {
-                "type": "NonDeterminismError",
-                "reason": "NonDeterminism",
-                "non_retryable": True,
-                "message": f"workflow {run.workflow} took a different path on replay: step "
-                f"{seq} was {had[0]} {had[1]!r} in the history but the code now runs "
-                f"{got[0]} {got[1]!r}; "
-                "workflow code must be deterministic (move I/O and randomness into activities)",
-            },
-        )
 
     def _schedule_activity(self, run: Run, cmd: dict[str, Any]) -> None:
         sid = cmd.get("session_id")
@@ -155,12 +148,3 @@ class Commands(Lifecycle):
             parent=(run, seq),
             placement_worker=placement_worker,
         )
-
-
-_STEP_OF_COMMAND: dict[str, tuple[str, str]] = {
-    "schedule_activity": ("activity", "activity"),
-    "record_local_activity": ("local", "activity"),
-    "open_session": ("session", "session_id"),
-    "start_child": ("child", "workflow"),
-    "start_timer": ("timer", ""),
-}

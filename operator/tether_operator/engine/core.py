@@ -14,7 +14,7 @@ from worker_runtime.wire import LOSS_REASONS, is_loss_reason, is_permanent_loss
 
 from .commands import Commands
 from .deadlines import Deadline, DeadlineKind
-from .effects import Deliver, Effect
+from .effects import Effect
 from .errors import InvalidCommand, RunAlreadyExists, UnknownWorker
 from .runs import Run
 from .state import EngineConfig, LiveTask
@@ -244,8 +244,8 @@ class Engine(Commands):
                 "message": "the attempt exceeded start_to_close_timeout",
             }
         worker_id = task.worker_id
-        self._fx.append(
-            Deliver(worker_id, {"kind": "cancel", "task_id": task.task_id, "reason": err["reason"]})
+        self._deliver(
+            worker_id, {"kind": "cancel", "task_id": task.task_id, "reason": err["reason"]}
         )
         self._attempt_failed(task, err, immediate=False)
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from worker_runtime.wire import ActivityTaskMessage, WorkflowTaskMessage
+
 from . import placement
 from .deadlines import DeadlineKind
-from .effects import Deliver
 from .runs import ActivityRecord, Run, SessionRecord
 from .state import EngineState, LiveTask
 from .workers import WorkerState
@@ -146,26 +147,22 @@ class Dispatch(EngineState):
             self.deadlines.add(
                 self._now + float(task.heartbeat_timeout), DeadlineKind.HEARTBEAT, task.task_id
             )
-        self._fx.append(
-            Deliver(
-                target.worker_id,
-                {
-                    "kind": "activity",
-                    "task_id": task.task_id,
-                    "run_id": run.run_id,
-                    "seq": task.seq,
-                    "workflow": run.workflow,
-                    "activity": rec.name,
-                    "args": rec.args,
-                    "kwargs": rec.kwargs,
-                    "attempt": task.attempt,
-                    "options": opts,
-                    "session_id": task.session_id,
-                    "cold_start": cold_start,
-                    "heartbeat_details": task.heartbeat_details,
-                },
-            )
-        )
+        message: ActivityTaskMessage = {
+            "kind": "activity",
+            "task_id": task.task_id,
+            "run_id": run.run_id,
+            "seq": task.seq,
+            "workflow": run.workflow,
+            "activity": rec.name,
+            "args": rec.args,
+            "kwargs": rec.kwargs,
+            "attempt": task.attempt,
+            "options": opts,
+            "session_id": task.session_id,
+            "cold_start": cold_start,
+            "heartbeat_details": task.heartbeat_details,
+        }
+        self._deliver(target.worker_id, message)
         return True
 
     def _place_workflow(self, task: LiveTask) -> bool:
@@ -207,22 +204,18 @@ class Dispatch(EngineState):
             pod=target.pod,
             node=target.node,
         )
-        self._fx.append(
-            Deliver(
-                target.worker_id,
-                {
-                    "kind": "workflow",
-                    "task_id": task.task_id,
-                    "run_id": run.run_id,
-                    "workflow": run.workflow,
-                    "input": run.input,
-                    "attempt": task.attempt,
-                    "history": list(run.history),
-                    "session_id": task.session_id,
-                    "parent_run_id": run.parent_run_id,
-                },
-            )
-        )
+        wf_message: WorkflowTaskMessage = {
+            "kind": "workflow",
+            "task_id": task.task_id,
+            "run_id": run.run_id,
+            "workflow": run.workflow,
+            "input": run.input,
+            "attempt": task.attempt,
+            "history": list(run.history),
+            "session_id": task.session_id,
+            "parent_run_id": run.parent_run_id,
+        }
+        self._deliver(target.worker_id, wf_message)
         return True
 
     def _bind(self, run: Run, s: SessionRecord, w: WorkerState) -> None:

@@ -5,11 +5,17 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from worker_runtime.wire import LossReason, is_loss_reason, is_permanent_loss
+from worker_runtime.wire import (
+    DEFAULT_SCHEDULE_TIMEOUT,
+    LossReason,
+    RunEndType,
+    is_loss_reason,
+    is_permanent_loss,
+)
 
 from .deadlines import DeadlineKind
 from .dispatch import Dispatch
-from .effects import Deliver, RunEnded, WorkerGone
+from .effects import RunEnded, WorkerGone
 from .errors import WorkflowNotFound
 from .retry import backoff, policy_of, should_retry
 from .runs import Run, SessionRecord, event
@@ -33,7 +39,7 @@ class Lifecycle(Dispatch):
             "run_id": run_id,
             "workflow": req["workflow"],
             "input": req.get("input"),
-            "schedule_timeout": float(req.get("schedule_timeout") or 300.0),
+            "schedule_timeout": float(req.get("schedule_timeout") or DEFAULT_SCHEDULE_TIMEOUT),
             "parent_run_id": parent[0].run_id if parent else None,
             "parent_seq": parent[1] if parent else None,
             "placement_worker": placement_worker,
@@ -78,17 +84,15 @@ class Lifecycle(Dispatch):
             rid = f"{slug}-{stamp}{_base36(self._run_counter % 36**3):0>3}"
         return rid
 
-    def _finish_run(self, run: Run, type_: str, **data: Any) -> None:
+    def _finish_run(self, run: Run, type_: RunEndType, **data: Any) -> None:
         self._record(run, type_, **data)
         rid = run.run_id
         for tid in sorted(self.tasks_of_run.get(rid, ())):
             task = self.tasks[tid]
             self._drop_task(task)
             if task.worker_id is not None:
-                self._fx.append(
-                    Deliver(
-                        task.worker_id, {"kind": "cancel", "task_id": task.task_id, "reason": type_}
-                    )
+                self._deliver(
+                    task.worker_id, {"kind": "cancel", "task_id": task.task_id, "reason": type_}
                 )
         self.workflow_task_of.pop(rid, None)
         for s in run.sessions.values():
@@ -157,19 +161,17 @@ class Lifecycle(Dispatch):
         task = self.tasks.get(tid) if tid else None
         if task is None or task.worker_id is None:
             return  # the next workflow task gets it from the history
-        self._fx.append(
-            Deliver(
-                task.worker_id,
-                {
-                    "kind": "resolution",
-                    "run_id": run.run_id,
-                    "workflow_task_id": task.task_id,
-                    "seq": seq,
-                    "ok": ok,
-                    "result": result,
-                    "error": error,
-                },
-            )
+        self._deliver(
+            task.worker_id,
+            {
+                "kind": "resolution",
+                "run_id": run.run_id,
+                "workflow_task_id": task.task_id,
+                "seq": seq,
+                "ok": ok,
+                "result": result,
+                "error": error,
+            },
         )
 
     def _attempt_failed(self, task: LiveTask, error: dict[str, Any], *, immediate: bool) -> None:

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-DEFAULT_RETRY: dict[str, Any] = {
-    "max_attempts": 3,
-    "initial_interval": 1.0,
-    "backoff_coefficient": 2.0,
-    "max_interval": 100.0,
-    "non_retryable_errors": [],
-}
+from worker_runtime.wire import default_retry_policy
+
+DEFAULT_RETRY: Mapping[str, Any] = default_retry_policy()
 
 
 def policy_of(options: dict[str, Any]) -> dict[str, Any]:

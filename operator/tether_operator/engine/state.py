@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
+
+from worker_runtime.wire import EventType, TaskMessage
 
 from .deadlines import Deadlines
-from .effects import Effect, Notice, Persist
+from .effects import Deliver, Effect, Notice, Persist
 from .errors import RunNotFound
 from .runs import Event, Run, SessionRecord, event
 from .workers import WorkerState
@@ -102,10 +104,14 @@ class EngineState:
         self._new_events = {}
         return fx
 
-    def _record(self, run: Run, type_: str, **data: Any) -> None:
+    def _record(self, run: Run, type_: EventType, **data: Any) -> None:
         ev = event(type_, self._now, **data)
         run.apply(ev)
         self._new_events.setdefault(run.run_id, []).append(ev)
+
+    def _deliver(self, worker_id: str, message: TaskMessage) -> None:
+        # A TypedDict is a plain dict at runtime: no copy.
+        self._fx.append(Deliver(worker_id, cast("dict[str, Any]", message)))
 
     def _notice(self, run_id: str | None, level: str, reason: str, message: str) -> None:
         self._fx.append(
