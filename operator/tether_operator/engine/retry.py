@@ -1,4 +1,4 @@
-"""Retry decisions: exponential backoff and retryability of a failure."""
+"""Retry decisions: exponential backoff, retryability, and what a failed attempt leads to."""
 
 from __future__ import annotations
 
@@ -6,6 +6,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from worker_runtime.wire import default_retry_policy
+
+from .deadlines import DeadlineKind
+from .effects import Outbox
+from .state import EngineState, LiveTask
+from .tasks import Tasks
 
 DEFAULT_RETRY: Mapping[str, Any] = default_retry_policy()
 
@@ -30,3 +35,44 @@ def should_retry(policy: dict[str, Any], error: dict[str, Any], attempt: int) ->
     if error.get("type") in policy["non_retryable_errors"]:
         return False
     return attempt < int(policy["max_attempts"])
+
+
+class Retries:
+    """A failed activity attempt: retried after its backoff, or the step's final failure."""
+
+    def __init__(self, state: EngineState, out: Outbox, tasks: Tasks) -> None:
+        self.state = state
+        self.out = out
+        self.tasks = tasks
+
+    def attempt_failed(self, task: LiveTask, error: dict[str, Any], *, immediate: bool) -> None:
+        """Record the failed attempt; `immediate` retries without backoff (worker lost)."""
+        st, now = self.state, self.out.now
+        st.drop_task(task)
+        run = st.runs[task.run_id]
+        if run.terminal:
+            return
+        rec = run.activities[task.seq]
+        policy = policy_of(rec.options)
+        retry_at: float | None = None
+        if should_retry(policy, error, task.attempt):
+            retry_at = now if immediate else now + backoff(policy, task.attempt)
+        self.out.record(
+            run,
+            "ActivityFailed",
+            seq=task.seq,
+            attempt=task.attempt,
+            error=error,
+            retry_at=retry_at,  # None: the final failure
+            heartbeat_details=task.heartbeat_details,
+        )
+        if retry_at is not None:
+            if immediate:
+                self.tasks.enqueue_activity(run, rec)
+            else:
+                seq = str(task.seq)
+                st.deadlines.add(retry_at, DeadlineKind.RETRY, run.run_id, seq, token=task.attempt)
+        else:
+            # The SDK words it: "activity X failed after N attempt(s): Type: message".
+            final = {**error, "attempts": task.attempt}
+            self.tasks.resolve(run, task.seq, ok=False, error=final)

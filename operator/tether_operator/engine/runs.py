@@ -10,7 +10,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from worker_runtime.wire import DEFAULT_SCHEDULE_TIMEOUT, EventType, Step, recorded_step
+from worker_runtime.wire import (
+    DEFAULT_SCHEDULE_TIMEOUT,
+    STEP_OF_EVENT,
+    EventType,
+    Step,
+    recorded_step,
+)
 
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed", "Cancelled"})
 WORKFLOW_SESSION_SUFFIX = "/wf"
@@ -154,9 +160,10 @@ class Run:
         if handler is None:
             raise ValueError(f"unknown history event type {type_!r}")
         handler(self, ev["time"], data)
-        step = recorded_step(type_, data)
-        if step is not None:
-            self.steps[data["seq"]] = step
+        if type_ in STEP_OF_EVENT:  # most events record no step: skip the call
+            step = recorded_step(type_, data)
+            if step is not None:
+                self.steps[data["seq"]] = step
         self.history.append(ev)
 
     # ------------------------------------------------------------------ handlers
