@@ -46,7 +46,6 @@ class LiveTask:
     last_heartbeat: float = 0.0
     heartbeat_details: Any = None
     heartbeat_timeout: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
