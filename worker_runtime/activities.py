@@ -19,6 +19,12 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast, overload
 from .context import ActivityInfo, current_activity, current_workflow, local_activities
 from .errors import TetherError
 from .protocol import ActivityOptions, ActivitySpec, RetryPolicy
+from .wire import (
+    DEFAULT_BACKOFF_COEFFICIENT,
+    DEFAULT_INITIAL_INTERVAL,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_INTERVAL,
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -93,10 +99,10 @@ def _make_options(
     name: str | None = None,
     start_to_close_timeout: Seconds | None = None,
     heartbeat_timeout: Seconds | None = None,
-    retry_policy_max_attempts: int = 3,
-    retry_policy_backoff_coefficient: float = 2.0,
-    retry_policy_initial_interval: Seconds = 1.0,
-    retry_policy_max_interval: Seconds = 100.0,
+    retry_policy_max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    retry_policy_backoff_coefficient: float = DEFAULT_BACKOFF_COEFFICIENT,
+    retry_policy_initial_interval: Seconds = DEFAULT_INITIAL_INTERVAL,
+    retry_policy_max_interval: Seconds = DEFAULT_MAX_INTERVAL,
     non_retryable_errors: Iterable[str | type[BaseException]] = (),
     sticky_to_worker: bool = False,
 ) -> tuple[str | None, ActivityOptions]:
@@ -152,10 +158,10 @@ class ActivityDecorator:
         name: str | None = None,
         start_to_close_timeout: Seconds | None = None,
         heartbeat_timeout: Seconds | None = None,
-        retry_policy_max_attempts: int = 3,
-        retry_policy_backoff_coefficient: float = 2.0,
-        retry_policy_initial_interval: Seconds = 1.0,
-        retry_policy_max_interval: Seconds = 100.0,
+        retry_policy_max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        retry_policy_backoff_coefficient: float = DEFAULT_BACKOFF_COEFFICIENT,
+        retry_policy_initial_interval: Seconds = DEFAULT_INITIAL_INTERVAL,
+        retry_policy_max_interval: Seconds = DEFAULT_MAX_INTERVAL,
         non_retryable_errors: Iterable[str | type[BaseException]] = (),
         sticky_to_worker: bool = False,
     ) -> _Decorate: ...
