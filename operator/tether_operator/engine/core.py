@@ -295,18 +295,23 @@ class Engine:
     # ------------------------------------------------------------------ queries
 
     def is_terminal(self, run_id: str) -> bool:
+        """True once the run Succeeded, Failed or was Cancelled."""
         return self.state.get_run(run_id).terminal
 
     def run_view(self, run_id: str) -> dict[str, Any]:
+        """The run as clients see it (a `RunView` dict)."""
         return run_view(self.state.get_run(run_id), self.state.runs)
 
     def list_runs(self) -> list[dict[str, Any]]:
+        """Every run's view."""
         return [run_view(r, self.state.runs) for r in self.state.runs.values()]
 
     def worker_views(self) -> list[dict[str, Any]]:
+        """Every worker's view (`WorkerView` dicts), lost ones included."""
         return [w.view() for w in self.state.workers.values()]
 
     def history(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's history events, oldest first."""
         return list(self.state.get_run(run_id).history)
 
     def restore(self, run_id: str, events: list[dict[str, Any]], now: float) -> list[Effect]:

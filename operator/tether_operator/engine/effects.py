@@ -96,6 +96,7 @@ class Outbox:
         )
 
     def emit(self, effect: RunEnded | WorkerGone) -> None:
+        """Add an effect that needs no history of its own."""
         self._fx.append(effect)
 
     def drain(self) -> list[Effect]:
