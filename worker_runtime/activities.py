@@ -20,6 +20,12 @@ from .context import ActivityInfo, current_activity, current_workflow, local_act
 from .errors import TetherError
 from .protocol import ActivityOptions, ActivitySpec, RetryPolicy
 from .schemas import parameters_schema
+from .wire import (
+    DEFAULT_BACKOFF_COEFFICIENT,
+    DEFAULT_INITIAL_INTERVAL,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_INTERVAL,
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -96,10 +102,10 @@ def _make_options(
     name: str | None = None,
     start_to_close_timeout: Seconds | None = None,
     heartbeat_timeout: Seconds | None = None,
-    retry_policy_max_attempts: int = 3,
-    retry_policy_backoff_coefficient: float = 2.0,
-    retry_policy_initial_interval: Seconds = 1.0,
-    retry_policy_max_interval: Seconds = 100.0,
+    retry_policy_max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    retry_policy_backoff_coefficient: float = DEFAULT_BACKOFF_COEFFICIENT,
+    retry_policy_initial_interval: Seconds = DEFAULT_INITIAL_INTERVAL,
+    retry_policy_max_interval: Seconds = DEFAULT_MAX_INTERVAL,
     non_retryable_errors: Iterable[str | type[BaseException]] = (),
     sticky_to_worker: bool = False,
 ) -> tuple[str | None, ActivityOptions]:
@@ -155,10 +161,10 @@ class ActivityDecorator:
         name: str | None = None,
         start_to_close_timeout: Seconds | None = None,
         heartbeat_timeout: Seconds | None = None,
-        retry_policy_max_attempts: int = 3,
-        retry_policy_backoff_coefficient: float = 2.0,
-        retry_policy_initial_interval: Seconds = 1.0,
-        retry_policy_max_interval: Seconds = 100.0,
+        retry_policy_max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        retry_policy_backoff_coefficient: float = DEFAULT_BACKOFF_COEFFICIENT,
+        retry_policy_initial_interval: Seconds = DEFAULT_INITIAL_INTERVAL,
+        retry_policy_max_interval: Seconds = DEFAULT_MAX_INTERVAL,
         non_retryable_errors: Iterable[str | type[BaseException]] = (),
         sticky_to_worker: bool = False,
     ) -> _Decorate: ...

@@ -11,6 +11,16 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .wire import (
+    DEFAULT_BACKOFF_COEFFICIENT,
+    DEFAULT_INITIAL_INTERVAL,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_INTERVAL,
+    DEFAULT_SCHEDULE_TIMEOUT,
+    LOSS_REASONS,
+    LossReason,
+)
+
 API_PREFIX = "/v1"
 MAX_PAYLOAD_BYTES = 2 * 1024 * 1024
 """Activity and workflow input/output limit, measured on the JSON encoding."""
@@ -56,10 +66,12 @@ class ErrorInfo(Model):
 class RetryPolicy(Model):
     """Exponential backoff: interval = initial * coefficient**(attempt-1), capped."""
 
-    max_attempts: int = Field(default=3, ge=1, description="Total attempts, including the first.")
-    initial_interval: float = Field(default=1.0, ge=0)
-    backoff_coefficient: float = Field(default=2.0, ge=1.0)
-    max_interval: float = Field(default=100.0, ge=0)
+    max_attempts: int = Field(
+        default=DEFAULT_MAX_ATTEMPTS, ge=1, description="Total attempts, including the first."
+    )
+    initial_interval: float = Field(default=DEFAULT_INITIAL_INTERVAL, ge=0)
+    backoff_coefficient: float = Field(default=DEFAULT_BACKOFF_COEFFICIENT, ge=1.0)
+    max_interval: float = Field(default=DEFAULT_MAX_INTERVAL, ge=0)
     non_retryable_errors: list[str] = Field(default_factory=list)
 
 
@@ -334,9 +346,9 @@ class ReportResponse(Model):
 
 
 class WorkerLostRequest(Model):
-    reason: str = Field(
+    reason: LossReason = Field(
         default="ProcessExited",
-        description="ProcessExited, HeartbeatTimeout, PodDeleted, ScaledDown or NodeLost.",
+        description="Why the worker is gone: " + ", ".join(LOSS_REASONS) + ".",
     )
     message: str = ""
 
@@ -352,7 +364,9 @@ class StartRunRequest(Model):
         default=None, description="Overrides the workflow's strategy."
     )
     schedule_timeout: float = Field(
-        default=300.0, gt=0, description="How long HARD waits for a lost session worker."
+        default=DEFAULT_SCHEDULE_TIMEOUT,
+        gt=0,
+        description="How long HARD waits for a lost session worker.",
     )
 
 

@@ -41,6 +41,7 @@ from .failures import backoff, error_from_dict, error_info, is_retryable, timeou
 from .payloads import check_input, check_value, json_roundtrip
 from .protocol import ErrorInfo, HistoryEventModel, WorkflowTask
 from .schemas import bind_input
+from .wire import nondeterminism_message, recorded_step
 from .workflow import WorkflowDefinition, WorkflowInfo
 from .workflow_loop import WorkflowLoop
 
@@ -98,9 +99,11 @@ def fold_history(events: list[HistoryEventModel], task_id: str | None = None) ->
         d = event.data
         raw_seq = d.get("seq")
         seq = raw_seq if isinstance(raw_seq, int) else -1
+        step = recorded_step(event.type, d)
+        if step is not None:
+            prior = commands.get(seq)
+            commands[seq] = Recorded(*step, prior.outcome if prior else None)
         match event.type:
-            case "ActivityScheduled":
-                commands[seq] = Recorded("schedule_activity", d.get("activity"))
             case "ActivityCompleted":
                 done = Outcome(True, d.get("result"), None, d.get("attempt"))
                 outcome_for(seq, "schedule_activity", done)
@@ -109,34 +112,21 @@ def fold_history(events: list[HistoryEventModel], task_id: str | None = None) ->
                 outcome_for(seq, "schedule_activity", failed)
             case "LocalActivityRecorded":
                 ok = bool(d.get("ok"))
-                commands[seq] = Recorded(
-                    "record_local_activity",
-                    d.get("activity"),
-                    Outcome(
-                        ok,
-                        d.get("result"),
-                        None if ok else error_from_dict(d.get("error")),
-                        d.get("attempts"),
-                    ),
+                local = Outcome(
+                    ok,
+                    d.get("result"),
+                    None if ok else error_from_dict(d.get("error")),
+                    d.get("attempts"),
                 )
-            case "SessionOpened" if seq > 0:
-                commands[seq] = Recorded("open_session", d.get("session_id"))
+                outcome_for(seq, "record_local_activity", local)
             case "SessionClosed":
                 closed.add(str(d.get("session_id")))
-            case "ChildStarted":
-                prior = commands.get(seq)
-                commands[seq] = Recorded(
-                    "start_child", d.get("workflow"), prior.outcome if prior else None
-                )
             case "ChildCompleted":
                 outcome_for(seq, "start_child", Outcome(True, d.get("result")))
             case "ChildFailed":
                 outcome_for(
                     seq, "start_child", Outcome(False, None, error_from_dict(d.get("error")))
                 )
-            case "TimerStarted":
-                prior = commands.get(seq)
-                commands[seq] = Recorded("start_timer", None, prior.outcome if prior else None)
             case "TimerFired":
                 outcome_for(seq, "start_timer", Outcome(True))
             case "WorkflowTaskStarted" if task_id is None or d.get("task_id") == task_id:
@@ -376,10 +366,7 @@ class WorkflowInstance:
         return rec
 
     def _nondeterminism(self, seq: int, expected: str, got: str) -> NoReturn:
-        message = (
-            f"workflow {self.definition.name!r} is not deterministic: at seq {seq} the history "
-            f"recorded {expected} but the code now issued {got}"
-        )
+        message = nondeterminism_message(self.definition.name, seq, expected, got)
         if not self._finished:
             self._finish(
                 {

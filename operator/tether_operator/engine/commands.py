@@ -4,30 +4,64 @@ from __future__ import annotations
 
 from typing import Any
 
+from worker_runtime.wire import issued_step, nondeterminism
+
+from .deadlines import DeadlineKind
+from .effects import Outbox
 from .errors import InvalidCommand
 from .lifecycle import Lifecycle
 from .runs import Run
+from .sessions import Sessions
+from .state import EngineState
+from .tasks import Tasks
 
 
-class Commands(Lifecycle):
+class Commands:
     """Applies workflow commands; a replayed command must match the recorded step."""
 
-    def _apply_command(self, run: Run, worker_id: str, cmd: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        state: EngineState,
+        out: Outbox,
+        *,
+        tasks: Tasks,
+        sessions: Sessions,
+        lifecycle: Lifecycle,
+    ) -> None:
+        self.state = state
+        self.out = out
+        self.tasks = tasks
+        self.sessions = sessions
+        self.lifecycle = lifecycle
+
+    def apply(self, run: Run, worker_id: str, cmd: dict[str, Any]) -> None:
+        """Apply one command of `run`'s workflow task on `worker_id`.
+
+        Raises InvalidCommand (or KeyError/TypeError/ValueError) for a malformed command.
+        """
+        out = self.out
         kind = cmd.get("type")
         seq = cmd.get("seq")
         if not isinstance(seq, int) or seq < 0:
             raise InvalidCommand(f"command {kind!r} needs a non-negative integer seq", field="seq")
-        expected = _STEP_OF_COMMAND.get(str(kind))
-        if expected is not None and seq in run.steps:
-            name = cmd.get(expected[1], "") if expected[1] else ""
-            got = (expected[0], str(name))
-            if run.steps[seq] != got:
-                self._nondeterminism(run, seq, run.steps[seq], got)
+        issued = issued_step(cmd) if seq in run.steps else None
+        if issued is not None:
+            message = nondeterminism(run.workflow, seq, run.steps[seq], issued)
+            if message is not None:
+                self.lifecycle.fail_run(
+                    run,
+                    {
+                        "type": "NonDeterminismError",
+                        "reason": "NonDeterminism",
+                        "non_retryable": True,
+                        "message": message,
+                    },
+                )
             return  # a replayed command for a step already recorded: idempotent
         if kind == "schedule_activity":
             self._schedule_activity(run, cmd)
         elif kind == "record_local_activity":
-            self._record(
+            out.record(
                 run,
                 "LocalActivityRecorded",
                 seq=seq,
@@ -40,45 +74,25 @@ class Commands(Lifecycle):
         elif kind == "open_session":
             sid = cmd["session_id"]
             if sid not in run.sessions:
-                self._record(
-                    run,
-                    "SessionOpened",
-                    seq=seq,
-                    session_id=sid,
-                    strategy=cmd.get("strategy") or "SOFT",
-                )
+                strategy = cmd.get("strategy") or "SOFT"
+                out.record(run, "SessionOpened", seq=seq, session_id=sid, strategy=strategy)
         elif kind == "close_session":
             s = run.sessions.get(cmd["session_id"])
             if s is not None and s.state != "Closed":
-                self._close_session(run, s)
+                self.sessions.close(run, s)
         elif kind == "start_child":
             self._start_child(run, worker_id, cmd)
         elif kind == "start_timer":
-            fire_at = self._now + float(cmd.get("seconds", 0))
-            self._record(run, "TimerStarted", seq=seq, fire_at=fire_at)
-            self.deadlines.add(fire_at, "timer", run.run_id, str(seq))
+            fire_at = out.now + float(cmd.get("seconds", 0))
+            out.record(run, "TimerStarted", seq=seq, fire_at=fire_at)
+            self.state.deadlines.add(fire_at, DeadlineKind.TIMER, run.run_id, str(seq))
         elif kind == "complete_workflow":
-            self._finish_run(run, "RunCompleted", result=cmd.get("result"))
+            self.lifecycle.finish_run(run, "RunCompleted", result=cmd.get("result"))
         elif kind == "fail_workflow":
-            self._finish_run(run, "RunFailed", error=cmd.get("error") or {"type": "Error"})
+            error = cmd.get("error") or {"type": "Error"}
+            self.lifecycle.finish_run(run, "RunFailed", error=error)
         else:
             raise InvalidCommand(f"unknown workflow command type {kind!r}", field="type")
-
-    def _nondeterminism(
-        self, run: Run, seq: int, had: tuple[str, str], got: tuple[str, str]
-    ) -> None:
-        self._fail_run(
-            run,
-            {
-                "type": "NonDeterminismError",
-                "reason": "NonDeterminism",
-                "non_retryable": True,
-                "message": f"workflow {run.workflow} took a different path on replay: step "
-                f"{seq} was {had[0]} {had[1]!r} in the history but the code now runs "
-                f"{got[0]} {got[1]!r}; "
-                "workflow code must be deterministic (move I/O and randomness into activities)",
-            },
-        )
 
     def _schedule_activity(self, run: Run, cmd: dict[str, Any]) -> None:
         sid = cmd.get("session_id")
@@ -87,7 +101,7 @@ class Commands(Lifecycle):
                 f"activity {cmd['activity']!r} names session {sid!r}, which this run never opened",
                 field="session_id",
             )
-        self._record(
+        self.out.record(
             run,
             "ActivityScheduled",
             seq=cmd["seq"],
@@ -97,7 +111,7 @@ class Commands(Lifecycle):
             options=cmd.get("options") or {},
             session_id=sid,
         )
-        self._enqueue_activity(run, run.activities[cmd["seq"]])
+        self.tasks.enqueue_activity(run, run.activities[cmd["seq"]])
 
     def _start_child(self, run: Run, worker_id: str, cmd: dict[str, Any]) -> None:
         seq, name, sticky = cmd["seq"], cmd["workflow"], bool(cmd.get("sticky"))
@@ -108,30 +122,15 @@ class Commands(Lifecycle):
             sid = cmd.get("session_id")
             if sid and sid in run.sessions and run.sessions[sid].worker:
                 target = run.sessions[sid].worker or worker_id
-            w = self.workers.get(target)
-            error = None
-            if w is None or name not in w.workflows:
-                error = (
-                    "ChildNotRegistered",
-                    f"sticky child workflow {name!r} is not registered "
-                    f"on worker {target!r}, which runs the parent's session; register it in "
-                    "run_worker([...]) on the same worker",
-                )
-            elif not w.workflows[name]:
-                error = (
-                    "StickyChildWithoutStrategy",
-                    f"sticky child workflow {name!r} has no "
-                    "sticky strategy; declare it with "
-                    "@workflow.define(sticky=StickyStrategy.SOFT) or HARD",
-                )
-            if error is not None:
+            refusal = self._sticky_child_refusal(name, target)
+            if refusal is not None:
                 err = {
                     "type": "ChildWorkflowError",
-                    "reason": error[0],
-                    "message": error[1],
+                    "reason": refusal[0],
+                    "message": refusal[1],
                     "non_retryable": True,
                 }
-                self._record(
+                self.out.record(
                     run,
                     "ChildStarted",
                     seq=seq,
@@ -139,27 +138,37 @@ class Commands(Lifecycle):
                     workflow=name,
                     sticky=sticky,
                 )
-                self._record(run, "ChildFailed", seq=seq, error=err)
-                self._resolve(run, seq, ok=False, error=err)
+                self.out.record(run, "ChildFailed", seq=seq, error=err)
+                self.tasks.resolve(run, seq, ok=False, error=err)
                 return
             placement_worker = target
-        self._record(
+        self.out.record(
             run, "ChildStarted", seq=seq, child_run_id=child_id, workflow=name, sticky=sticky
         )
-        if child_id in self.runs:
+        if child_id in self.state.runs:
             return
-        self._create_run(
+        self.lifecycle.create_run(
             child_id,
             {"workflow": name, "input": cmd.get("input"), "schedule_timeout": run.schedule_timeout},
             parent=(run, seq),
             placement_worker=placement_worker,
         )
 
-
-_STEP_OF_COMMAND: dict[str, tuple[str, str]] = {
-    "schedule_activity": ("activity", "activity"),
-    "record_local_activity": ("local", "activity"),
-    "open_session": ("session", "session_id"),
-    "start_child": ("child", "workflow"),
-    "start_timer": ("timer", ""),
-}
+    def _sticky_child_refusal(self, name: str, target: str) -> tuple[str, str] | None:
+        """(reason, message) if worker `target` cannot run sticky child workflow `name`."""
+        w = self.state.workers.get(target)
+        if w is None or name not in w.workflows:
+            return (
+                "ChildNotRegistered",
+                f"sticky child workflow {name!r} is not registered "
+                f"on worker {target!r}, which runs the parent's session; register it in "
+                "run_worker([...]) on the same worker",
+            )
+        if not w.workflows[name]:
+            return (
+                "StickyChildWithoutStrategy",
+                f"sticky child workflow {name!r} has no "
+                "sticky strategy; declare it with "
+                "@workflow.define(sticky=StickyStrategy.SOFT) or HARD",
+            )
+        return None

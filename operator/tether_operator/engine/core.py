@@ -1,5 +1,15 @@
 """The engine: events in, history and effects out. Pure: no I/O, time is passed in.
 
+`Engine` is a thin facade over collaborators that share one `EngineState` and one
+`Outbox`, each handed what it works on:
+
+- `Tasks` queues activity attempts and workflow tasks and messages their workers;
+- `Sessions` binds sticky sessions, `Dispatch` places queued tasks on workers;
+- `Retries` decides what a failed attempt leads to;
+- `Lifecycle` starts and ends runs and handles lost workers;
+- `Commands` applies workflow commands, `Timeouts` fires due deadlines, `Restore`
+  resumes runs rebuilt from history.
+
 Every public method records history events on the runs it touches (the runs'
 state is a fold of those events, see `runs.py`), places pending tasks on workers,
 and returns the effects for the host to carry out, in order.
@@ -7,29 +17,114 @@ and returns the effects for the host to carry out, in order.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from typing import Any
 
+from worker_runtime.wire import LOSS_REASONS, is_loss_reason
+
 from .commands import Commands
-from .deadlines import Deadline
-from .effects import Deliver, Effect
+from .deadlines import DeadlineKind, Deadlines
+from .dispatch import Dispatch
+from .effects import Effect, Outbox
 from .errors import InvalidCommand, RunAlreadyExists, UnknownWorker
+from .lifecycle import Lifecycle
+from .restore import Restore
+from .retry import Retries
 from .runs import Run
-from .state import EngineConfig, LiveTask
+from .sessions import Sessions
+from .state import EngineConfig, EngineState, LiveTask
+from .tasks import Tasks
+from .timeouts import Timeouts
 from .views import run_view
-from .workers import PERMANENT_LOSS_REASONS, WorkerState
+from .workers import WorkerState
 
 __all__ = ["Engine", "EngineConfig", "LiveTask"]
 
 
-class Engine(Commands):
+class Engine:
     """Run state machines, retries, timeouts, sessions and placement for one scheduler."""
+
+    def __init__(self, config: EngineConfig | None = None) -> None:
+        self.state = EngineState(config or EngineConfig())
+        out = self._out = Outbox()
+        tasks = self._tasks = Tasks(self.state, out)
+        sessions = self._sessions = Sessions(self.state, out)
+        retries = self._retries = Retries(self.state, out, tasks)
+        lifecycle = self._lifecycle = Lifecycle(
+            self.state, out, tasks=tasks, sessions=sessions, retries=retries
+        )
+        self._dispatch = Dispatch(self.state, out, sessions)
+        self._commands = Commands(
+            self.state, out, tasks=tasks, sessions=sessions, lifecycle=lifecycle
+        )
+        self._timeouts = Timeouts(
+            self.state, out, tasks=tasks, retries=retries, lifecycle=lifecycle
+        )
+        self._restore = Restore(self.state, out, tasks=tasks, sessions=sessions)
+        self._depth = 0
+        self._leftover: list[Effect] = []
+
+    # ------------------------------------------------------------------ state, read-only
+
+    @property
+    def config(self) -> EngineConfig:
+        return self.state.config
+
+    @property
+    def runs(self) -> dict[str, Run]:
+        return self.state.runs
+
+    @property
+    def workers(self) -> dict[str, WorkerState]:
+        return self.state.workers
+
+    @property
+    def tasks(self) -> dict[str, LiveTask]:
+        return self.state.tasks
+
+    @property
+    def workflow_task_of(self) -> dict[str, str]:
+        return self.state.workflow_task_of
+
+    @property
+    def deadlines(self) -> Deadlines:
+        return self.state.deadlines
+
+    # ------------------------------------------------------------------ one call
+
+    @contextmanager
+    def _batch(self, now: float) -> Iterator[list[Effect]]:
+        """Collect effects of one public call; place pending work at the end."""
+        outer = self._depth == 0
+        self._depth += 1
+        if outer:
+            self._out.begin(now)
+        out: list[Effect] = []
+        try:
+            yield out
+            if outer:
+                self._dispatch.place()
+        except BaseException:
+            if outer:
+                # State already changed must still reach the store: hand the effects
+                # to the next call instead of dropping them.
+                self._leftover.extend(self._out.drain())
+            raise
+        finally:
+            self._depth -= 1
+        if outer:
+            out.extend(self._leftover + self._out.drain())
+            self._leftover = []
+
+    # ------------------------------------------------------------------ workers
 
     def register_worker(self, req: dict[str, Any], now: float) -> list[Effect]:
         """A worker process (re)starts and says what it can run."""
+        st = self.state
         with self._batch(now) as out:
             new = WorkerState.from_registration(req, now)
-            old = self.workers.get(new.worker_id)
+            old = st.workers.get(new.worker_id)
             if old is not None and old.alive and old.incarnation == new.incarnation:
                 old.workflows, old.activities = new.workflows, new.activities
                 old.slots, old.session_capacity = new.slots, new.session_capacity
@@ -37,16 +132,17 @@ class Engine(Commands):
                 return out
             if old is not None:
                 if old.alive:
-                    self._lose_worker(old, "ProcessExited", "the worker restarted", permanent=False)
+                    self._lifecycle.lose_worker(old, "ProcessExited", "the worker restarted")
                 # Broken HARD sessions keep their reservation so the worker's capacity
                 # is still theirs when it comes back.
                 new.sessions = set(old.sessions)
             else:
-                new.sessions = self._reserved.pop(new.worker_id, set())
-            self.workers[new.worker_id] = new
-            self._rebind_hard_sessions(new)
-            self.deadlines.add(now + self.config.worker_heartbeat_timeout, "worker", new.worker_id)
-            self._notice(
+                new.sessions = st.reserved.pop(new.worker_id, set())
+            st.workers[new.worker_id] = new
+            self._sessions.rebind_hard(new)
+            due = now + st.config.worker_heartbeat_timeout
+            st.deadlines.add(due, DeadlineKind.WORKER, new.worker_id)
+            self._out.notice(
                 None,
                 "Normal",
                 "WorkerRegistered",
@@ -58,12 +154,11 @@ class Engine(Commands):
 
     def worker_seen(self, worker_id: str, now: float) -> list[Effect]:
         """Liveness: any request from the worker counts."""
-        self.worker_seen_state(worker_id, now)
+        self._seen(worker_id, now)
         return []
 
-    def worker_seen_state(self, worker_id: str, now: float) -> WorkerState:
-        """Liveness, returning the worker; `UnknownWorker` if it must register again."""
-        w = self.workers.get(worker_id)
+    def _seen(self, worker_id: str, now: float) -> WorkerState:
+        w = self.state.workers.get(worker_id)
         if w is None or not w.alive:
             raise UnknownWorker(
                 f"worker {worker_id!r} is not registered; register it again", field="worker_id"
@@ -75,11 +170,12 @@ class Engine(Commands):
         """The worker says which tasks it holds: one it was handed but has left out of its
         heartbeats for a heartbeat interval was lost on the way, and is dispatched again.
         `held` must include what still waits for the worker in its mailbox."""
+        st = self.state
         with self._batch(now) as out:
-            w = self.worker_seen_state(worker_id, now)
-            grace = self.config.worker_heartbeat_interval
+            w = self._seen(worker_id, now)
+            grace = st.config.worker_heartbeat_interval
             for tid in sorted(w.running | w.workflow_tasks):
-                task = self.tasks.get(tid)
+                task = st.tasks.get(tid)
                 if task is None:
                     continue
                 if tid in held or now - task.started_at < grace:
@@ -87,33 +183,41 @@ class Engine(Commands):
                 elif task.missing_since is None:
                     task.missing_since = now
                 elif now - task.missing_since >= grace:
-                    self._task_lost(w, task)
+                    self._lifecycle.task_lost(w, task)
         return out
 
     def worker_lost(self, worker_id: str, reason: str, message: str, now: float) -> list[Effect]:
         """The worker's process or pod is gone (or stopped heartbeating)."""
         with self._batch(now) as out:
-            w = self.workers.get(worker_id)
+            w = self.state.workers.get(worker_id)
             if w is None:
                 raise UnknownWorker(f"worker {worker_id!r} is not registered", field="worker_id")
-            self._lose_worker(w, reason, message, permanent=reason in PERMANENT_LOSS_REASONS)
+            if not is_loss_reason(reason):
+                raise InvalidCommand(
+                    f"unknown worker loss reason {reason!r}; use one of {', '.join(LOSS_REASONS)}",
+                    field="reason",
+                )
+            self._lifecycle.lose_worker(w, reason, message)
         return out
+
+    # ------------------------------------------------------------------ runs
 
     def start_run(self, req: dict[str, Any], now: float) -> tuple[str, list[Effect]]:
         """Start a run of a workflow; it stays Pending until a worker can take it."""
         with self._batch(now) as out:
-            self._check_registered(req["workflow"])
-            run_id = req.get("run_id") or self._new_run_id(req["workflow"], now)
-            if run_id in self.runs:
+            self._lifecycle.check_registered(req["workflow"])
+            run_id = req.get("run_id") or self._lifecycle.new_run_id(req["workflow"], now)
+            if run_id in self.state.runs:
                 raise RunAlreadyExists(f"run {run_id!r} already exists", field="run_id")
-            self._create_run(run_id, req, parent=None)
+            self._lifecycle.create_run(run_id, req, parent=None)
         return run_id, out
 
     def cancel_run(self, run_id: str, now: float) -> list[Effect]:
+        """Cancel a run that has not ended (a no-op for one that has)."""
         with self._batch(now) as out:
-            run = self._get_run(run_id)
+            run = self.state.get_run(run_id)
             if not run.terminal:
-                self._finish_run(run, "RunCancelled", reason="cancelled by a client")
+                self._lifecycle.finish_run(run, "RunCancelled", reason="cancelled by a client")
         return out
 
     def workflow_commands(
@@ -125,22 +229,23 @@ class Engine(Commands):
         now: float,
     ) -> list[Effect]:
         """Commands emitted by workflow code running on `worker_id`."""
+        st = self.state
         with self._batch(now) as out:
             self.worker_seen(worker_id, now)
-            run = self._get_run(run_id)
-            if run.terminal or self.workflow_task_of.get(run_id) != workflow_task_id:
+            run = st.get_run(run_id)
+            if run.terminal or st.workflow_task_of.get(run_id) != workflow_task_id:
                 return out  # a stale workflow task (its worker was replaced): ignore
-            task = self.tasks[workflow_task_id]
+            task = st.tasks[workflow_task_id]
             if task.worker_id != worker_id:
                 return out
             for cmd in commands:
                 if run.terminal:
                     break
                 try:
-                    self._apply_command(run, worker_id, cmd)
+                    self._commands.apply(run, worker_id, cmd)
                 except (InvalidCommand, KeyError, TypeError, ValueError) as exc:
                     msg = exc.message if isinstance(exc, InvalidCommand) else repr(exc)
-                    self._fail_run(
+                    self._lifecycle.fail_run(
                         run,
                         {
                             "type": "InvalidCommand",
@@ -152,136 +257,86 @@ class Engine(Commands):
                     )
         return out
 
+    # ------------------------------------------------------------------ activities
+
     def activity_completed(
         self, worker_id: str, task_id: str, result: Any, now: float
     ) -> list[Effect]:
+        """An attempt succeeded: record the result and resolve the workflow's step."""
+        st = self.state
         with self._batch(now) as out:
-            self._touch(worker_id, now)
-            task = self._live_task_on(worker_id, task_id)
+            st.touch(worker_id, now)
+            task = st.live_task_on(worker_id, task_id)
             if task is None:
                 return out
-            self._drop_task(task)
-            run = self.runs[task.run_id]
-            self._record(
+            st.drop_task(task)
+            run = st.runs[task.run_id]
+            self._out.record(
                 run, "ActivityCompleted", seq=task.seq, attempt=task.attempt, result=result
             )
-            self._resolve(run, task.seq, ok=True, result=result)
+            self._tasks.resolve(run, task.seq, ok=True, result=result)
         return out
 
     def activity_failed(
         self, worker_id: str, task_id: str, error: dict[str, Any], now: float
     ) -> list[Effect]:
+        """An attempt failed: retry it after its backoff, or fail the step."""
+        st = self.state
         with self._batch(now) as out:
-            self._touch(worker_id, now)
-            task = self._live_task_on(worker_id, task_id)
+            st.touch(worker_id, now)
+            task = st.live_task_on(worker_id, task_id)
             if task is not None:
-                self._attempt_failed(task, error, immediate=False)
+                self._retries.attempt_failed(task, error, immediate=False)
         return out
 
     def activity_heartbeat(
         self, worker_id: str, task_id: str, details: Any, now: float
     ) -> tuple[bool, list[Effect]]:
         """Record heartbeat details; False means the task is gone and should stop."""
-        self._touch(worker_id, now)
-        task = self._live_task_on(worker_id, task_id)
+        st = self.state
+        st.touch(worker_id, now)
+        task = st.live_task_on(worker_id, task_id)
         if task is None:
             return False, []
         task.last_heartbeat = now
         task.heartbeat_details = details
         return True, []
 
+    # ------------------------------------------------------------------ time
+
     def next_deadline(self) -> float | None:
-        return self.deadlines.next_time()
+        """When `advance` next has work, if ever."""
+        return self.state.deadlines.next_time()
 
     def advance(self, now: float) -> list[Effect]:
         """Fire every deadline that is due at `now`."""
+        deadlines = self.state.deadlines
         with self._batch(now) as out:
-            while (d := self.deadlines.pop_due(now)) is not None:
-                self._fire(d)
+            while (d := deadlines.pop_due(now)) is not None:
+                self._timeouts.fire(d)
         return out
 
-    def _fire(self, d: Deadline) -> None:
-        if d.kind == "worker":
-            w = self.workers.get(d.key[0])
-            if w is None or not w.alive:
-                return
-            due = w.last_seen + self.config.worker_heartbeat_timeout
-            if due <= self._now:
-                self._lose_worker(
-                    w,
-                    "HeartbeatTimeout",
-                    f"no heartbeat for {self.config.worker_heartbeat_timeout:g}s",
-                    permanent=False,
-                )
-            else:
-                self.deadlines.add(due, "worker", w.worker_id)
-        elif d.kind in ("stc", "hb"):
-            task = self.tasks.get(d.key[0])
-            if task is None or task.worker_id is None:
-                return
-            if d.kind == "hb":
-                due = task.last_heartbeat + float(task.heartbeat_timeout or 0)
-                if due > self._now:
-                    self.deadlines.add(due, "hb", task.task_id)
-                    return
-                err = {
-                    "type": "HeartbeatTimeout",
-                    "reason": "HeartbeatTimeout",
-                    "message": f"no heartbeat for {task.heartbeat_timeout:g}s",
-                }
-            else:
-                err = {
-                    "type": "StartToCloseTimeout",
-                    "reason": "StartToCloseTimeout",
-                    "message": "the attempt exceeded start_to_close_timeout",
-                }
-            worker_id = task.worker_id
-            self._fx.append(
-                Deliver(
-                    worker_id, {"kind": "cancel", "task_id": task.task_id, "reason": err["reason"]}
-                )
-            )
-            self._attempt_failed(task, err, immediate=False)
-        elif d.kind == "retry":
-            run = self.runs.get(d.key[0])
-            if run is None or run.terminal:
-                return
-            rec = run.activities.get(int(d.key[1]))
-            if rec is not None and rec.state == "Backoff" and rec.attempt == d.token:
-                self._enqueue_activity(run, rec)
-        elif d.kind == "timer":
-            run = self.runs.get(d.key[0])
-            seq = int(d.key[1])
-            if run is None or run.terminal or run.timers[seq].fired:
-                return
-            self._record(run, "TimerFired", seq=seq)
-            self._resolve(run, seq, ok=True)
-        elif d.kind == "hard":
-            run = self.runs.get(d.key[0])
-            if run is None or run.terminal:
-                return
-            s = run.sessions[d.key[1]]
-            if (
-                s.state == "Broken"
-                and s.broken_at is not None
-                and s.broken_at + run.schedule_timeout <= self._now + 1e-9
-            ):
-                self._fail_session_broken(run, s)
+    # ------------------------------------------------------------------ queries
 
     def is_terminal(self, run_id: str) -> bool:
-        return self._get_run(run_id).terminal
+        """True once the run Succeeded, Failed or was Cancelled."""
+        return self.state.get_run(run_id).terminal
 
     def run_view(self, run_id: str) -> dict[str, Any]:
-        return run_view(self._get_run(run_id), self.runs)
+        """The run as clients see it (a `RunView` dict)."""
+        return run_view(self.state.get_run(run_id), self.state.runs)
 
     def list_runs(self) -> list[dict[str, Any]]:
-        return [run_view(r, self.runs) for r in self.runs.values()]
+        """Every run's view."""
+        return [run_view(r, self.state.runs) for r in self.state.runs.values()]
 
     def worker_views(self) -> list[dict[str, Any]]:
-        return [w.view() for w in self.workers.values()]
+        """Every worker's view (`WorkerView` dicts), lost ones included."""
+        return [w.view() for w in self.state.workers.values()]
 
     def history(self, run_id: str) -> list[dict[str, Any]]:
-        return list(self._get_run(run_id).history)
+        """The run's history events, oldest first."""
+        return list(self.state.get_run(run_id).history)
 
     def restore(self, run_id: str, events: list[dict[str, Any]], now: float) -> list[Effect]:
         """Rebuild a run from stored history after a scheduler restart.
@@ -291,56 +346,9 @@ class Engine(Commands):
         """
         with self._batch(now) as out:
             run = Run.replay(events)
-            if run.run_id in self.runs:
+            if run.run_id in self.state.runs:
                 raise RunAlreadyExists(f"run {run.run_id!r} already exists", field="run_id")
-            self.runs[run.run_id] = run
-            if run.terminal:
-                return out
-            for s in run.sessions.values():
-                if s.state == "Open" and s.worker is not None:
-                    self._record(
-                        run,
-                        "SessionBroken",
-                        session_id=s.id,
-                        reason="SchedulerRestarted",
-                        message="the scheduler restarted",
-                    )
-                if s.state == "Broken" and s.strategy == "HARD" and s.worker is not None:
-                    broken_at = s.broken_at if s.broken_at is not None else now
-                    due = max(now, broken_at + run.schedule_timeout)
-                    self.deadlines.add(due, "hard", run.run_id, s.id)
-                    w = self.workers.get(s.worker)
-                    if w is not None:
-                        w.sessions.add(s.id)
-                        if w.alive:
-                            self._rebind_hard_sessions(w)
-                    else:
-                        self._reserved.setdefault(s.worker, set()).add(s.id)
-            for rec in run.activities.values():
-                if rec.local:
-                    continue
-                if rec.state == "Running":
-                    self._record(
-                        run,
-                        "ActivityFailed",
-                        seq=rec.seq,
-                        attempt=rec.attempt,
-                        error={
-                            "type": "SchedulerRestarted",
-                            "reason": "SchedulerRestarted",
-                            "message": "the scheduler restarted during the attempt",
-                        },
-                        retry_at=now,
-                        heartbeat_details=rec.heartbeat_details,
-                    )
-                if rec.state == "Backoff" and rec.retry_at is not None and rec.retry_at > now:
-                    self.deadlines.add(
-                        rec.retry_at, "retry", run.run_id, str(rec.seq), token=rec.attempt
-                    )
-                elif rec.state in ("Scheduled", "Backoff"):
-                    self._enqueue_activity(run, rec)
-            for t in run.timers.values():
-                if not t.fired:
-                    self.deadlines.add(t.fire_at, "timer", run.run_id, str(t.seq))
-            self._enqueue_workflow_task(run)
+            self.state.runs[run.run_id] = run
+            if not run.terminal:
+                self._restore.resume(run)
         return out

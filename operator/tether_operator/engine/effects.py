@@ -1,9 +1,13 @@
-"""What the engine asks its host to do. The engine never does I/O itself."""
+"""What the engine asks its host to do, and how one call collects it. No I/O here."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
+
+from worker_runtime.wire import EventType, LossReason, TaskMessage
+
+from .runs import Event, Run, event
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +38,7 @@ class WorkerGone:
     """The engine declared the worker lost: anything queued for it is void."""
 
     worker_id: str
-    reason: str
+    reason: LossReason
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,3 +52,57 @@ class Notice:
 
 
 Effect = Deliver | Persist | RunEnded | Notice | WorkerGone
+
+
+class Outbox:
+    """Collects the effects of one public engine call; `now` is that call's time.
+
+    History events are folded into their run as they are recorded and leave as one
+    `Persist` per run, ahead of the other effects.
+    """
+
+    __slots__ = ("_events", "_fx", "now")
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self._fx: list[Effect] = []
+        self._events: dict[str, list[Event]] = {}
+
+    def begin(self, now: float) -> None:
+        """Start collecting for a call made at `now`."""
+        self.now = now
+        self._fx = []
+        self._events = {}
+
+    def record(self, run: Run, type_: EventType, **data: Any) -> None:
+        """Append a history event to `run`: fold it into the run's state and persist it."""
+        ev = event(type_, self.now, **data)
+        run.apply(ev)
+        self._events.setdefault(run.run_id, []).append(ev)
+
+    def persist(self, run_id: str, ev: Event) -> None:
+        """Persist an event already folded into its run (a run's RunStarted)."""
+        self._events.setdefault(run_id, []).append(ev)
+
+    def deliver(self, worker_id: str, message: TaskMessage) -> None:
+        """Send a task, resolution or cancel message to a worker."""
+        # A TypedDict is a plain dict at runtime: no copy.
+        self._fx.append(Deliver(worker_id, cast("dict[str, Any]", message)))
+
+    def notice(self, run_id: str | None, level: str, reason: str, message: str) -> None:
+        """Tell a person: `level` is "Warning" or anything else for "Normal"."""
+        self._fx.append(
+            Notice(run_id, "Warning" if level == "Warning" else "Normal", reason, message)
+        )
+
+    def emit(self, effect: RunEnded | WorkerGone) -> None:
+        """Add an effect that needs no history of its own."""
+        self._fx.append(effect)
+
+    def drain(self) -> list[Effect]:
+        """The collected effects, persisted history first; the outbox is empty after."""
+        persisted: list[Effect] = [Persist(rid, evs) for rid, evs in self._events.items()]
+        fx = persisted + self._fx
+        self._fx = []
+        self._events = {}
+        return fx

@@ -1,16 +1,19 @@
-"""Retry decisions: exponential backoff and retryability of a failure."""
+"""Retry decisions: exponential backoff, retryability, and what a failed attempt leads to."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-DEFAULT_RETRY: dict[str, Any] = {
-    "max_attempts": 3,
-    "initial_interval": 1.0,
-    "backoff_coefficient": 2.0,
-    "max_interval": 100.0,
-    "non_retryable_errors": [],
-}
+from worker_runtime.wire import default_retry_policy
+
+from .deadlines import DeadlineKind
+from .effects import Outbox
+from .notices import attempt_notice
+from .state import EngineState, LiveTask
+from .tasks import Tasks
+
+DEFAULT_RETRY: Mapping[str, Any] = default_retry_policy()
 
 
 def policy_of(options: dict[str, Any]) -> dict[str, Any]:
@@ -33,3 +36,50 @@ def should_retry(policy: dict[str, Any], error: dict[str, Any], attempt: int) ->
     if error.get("type") in policy["non_retryable_errors"]:
         return False
     return attempt < int(policy["max_attempts"])
+
+
+class Retries:
+    """A failed activity attempt: retried after its backoff, or the step's final failure."""
+
+    def __init__(self, state: EngineState, out: Outbox, tasks: Tasks) -> None:
+        self.state = state
+        self.out = out
+        self.tasks = tasks
+
+    def attempt_failed(self, task: LiveTask, error: dict[str, Any], *, immediate: bool) -> None:
+        """Record the failed attempt; `immediate` retries without backoff (worker lost)."""
+        st, now = self.state, self.out.now
+        st.drop_task(task)
+        run = st.runs[task.run_id]
+        if run.terminal:
+            return
+        rec = run.activities[task.seq]
+        policy = policy_of(rec.options)
+        retry_at: float | None = None
+        if should_retry(policy, error, task.attempt):
+            retry_at = now if immediate else now + backoff(policy, task.attempt)
+        self.out.record(
+            run,
+            "ActivityFailed",
+            seq=task.seq,
+            attempt=task.attempt,
+            error=error,
+            retry_at=retry_at,  # None: the final failure
+            heartbeat_details=task.heartbeat_details,
+        )
+        if not immediate:  # a lost worker's attempts are summed up in its WorkerLost notice
+            self.out.notice(
+                run.run_id,
+                "Warning",
+                *attempt_notice(rec.name, task.attempt, policy, error, retry_at, now),
+            )
+        if retry_at is not None:
+            if immediate:
+                self.tasks.enqueue_activity(run, rec)
+            else:
+                seq = str(task.seq)
+                st.deadlines.add(retry_at, DeadlineKind.RETRY, run.run_id, seq, token=task.attempt)
+        else:
+            # The SDK words it: "activity X failed after N attempt(s): Type: message".
+            final = {**error, "attempts": task.attempt}
+            self.tasks.resolve(run, task.seq, ok=False, error=final)

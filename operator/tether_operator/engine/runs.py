@@ -10,13 +10,21 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from worker_runtime.wire import (
+    DEFAULT_SCHEDULE_TIMEOUT,
+    STEP_OF_EVENT,
+    EventType,
+    Step,
+    recorded_step,
+)
+
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed", "Cancelled"})
 WORKFLOW_SESSION_SUFFIX = "/wf"
 
 Event = dict[str, Any]
 
 
-def event(type_: str, time: float, **data: Any) -> Event:
+def event(type_: EventType, time: float, **data: Any) -> Event:
     """A history event in its stored shape."""
     return {"type": type_, "time": time, "data": data}
 
@@ -105,8 +113,8 @@ class Run:
     sessions: dict[str, SessionRecord] = field(default_factory=dict)
     children: dict[int, ChildRecord] = field(default_factory=dict)
     timers: dict[int, TimerRecord] = field(default_factory=dict)
-    steps: dict[int, tuple[str, str]] = field(default_factory=dict)
-    """seq -> (kind, name) of every recorded workflow operation: the replay contract."""
+    steps: dict[int, Step] = field(default_factory=dict)
+    """seq -> (command kind, name) of every recorded workflow step: the replay contract."""
     history: list[Event] = field(default_factory=list)
 
     @property
@@ -136,7 +144,7 @@ class Run:
             run_id=d["run_id"],
             workflow=d["workflow"],
             input=d.get("input"),
-            schedule_timeout=float(d.get("schedule_timeout", 300.0)),
+            schedule_timeout=float(d.get("schedule_timeout", DEFAULT_SCHEDULE_TIMEOUT)),
             created_at=ev["time"],
             parent_run_id=d.get("parent_run_id"),
             parent_seq=d.get("parent_seq"),
@@ -147,10 +155,15 @@ class Run:
 
     def apply(self, ev: Event) -> None:
         """Fold one event into the state and append it to the history."""
-        handler = _HANDLERS.get(ev["type"])
+        type_, data = ev["type"], ev["data"]
+        handler = _HANDLERS.get(type_)
         if handler is None:
-            raise ValueError(f"unknown history event type {ev['type']!r}")
-        handler(self, ev["time"], ev["data"])
+            raise ValueError(f"unknown history event type {type_!r}")
+        handler(self, ev["time"], data)
+        if type_ in STEP_OF_EVENT:  # most events record no step: skip the call
+            step = recorded_step(type_, data)
+            if step is not None:
+                self.steps[data["seq"]] = step
         self.history.append(ev)
 
     # ------------------------------------------------------------------ handlers
@@ -178,7 +191,6 @@ class Run:
             session_id=d.get("session_id"),
             scheduled_at=t,
         )
-        self.steps[seq] = ("activity", d["activity"])
 
     def _activity_started(self, t: float, d: dict[str, Any]) -> None:
         rec = self.activities[d["seq"]]
@@ -232,15 +244,12 @@ class Run:
             result=d.get("result"),
             error=d.get("error"),
         )
-        self.steps[seq] = ("local", d["activity"])
 
     def _session_opened(self, t: float, d: dict[str, Any]) -> None:
         sid = d["session_id"]
         self.sessions[sid] = SessionRecord(id=sid, strategy=d["strategy"], seq=d.get("seq", 0))
         if sid == self.workflow_session_id:
             self.sticky = d["strategy"]
-        if d.get("seq"):
-            self.steps[d["seq"]] = ("session", sid)
 
     def _session_bound(self, t: float, d: dict[str, Any]) -> None:
         s = self.sessions[d["session_id"]]
@@ -266,7 +275,6 @@ class Run:
         self.children[seq] = ChildRecord(
             seq=seq, run_id=d["child_run_id"], workflow=d["workflow"], sticky=bool(d.get("sticky"))
         )
-        self.steps[seq] = ("child", d["workflow"])
 
     def _child_completed(self, t: float, d: dict[str, Any]) -> None:
         c = self.children[d["seq"]]
@@ -278,7 +286,6 @@ class Run:
 
     def _timer_started(self, t: float, d: dict[str, Any]) -> None:
         self.timers[d["seq"]] = TimerRecord(seq=d["seq"], fire_at=d["fire_at"])
-        self.steps[d["seq"]] = ("timer", "")
 
     def _timer_fired(self, t: float, d: dict[str, Any]) -> None:
         self.timers[d["seq"]].fired = True
@@ -294,7 +301,7 @@ class Run:
         self.error = {"type": "Cancelled", "reason": "Cancelled", "message": d.get("reason", "")}
 
 
-_HANDLERS: dict[str, Callable[[Run, float, dict[str, Any]], None]] = {
+_HANDLERS: dict[EventType, Callable[[Run, float, dict[str, Any]], None]] = {
     "WorkflowTaskStarted": Run._workflow_task_started,
     "WorkflowTaskLost": Run._workflow_task_lost,
     "ActivityScheduled": Run._activity_scheduled,

@@ -1,16 +1,19 @@
-"""The engine's state and how one call's effects are collected (the base of the engine)."""
+"""What the engine knows: runs, workers, live tasks, queues and deadlines.
+
+`EngineState` is plain data plus the bookkeeping that keeps its indexes
+consistent; the collaborators (dispatch, sessions, retries, lifecycle, ...) are
+each handed the state they work on.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from .deadlines import Deadlines
-from .effects import Effect, Notice, Persist
 from .errors import RunNotFound
-from .runs import Event, Run, SessionRecord, event
+from .runs import Run, SessionRecord
 from .workers import WorkerState
 
 
@@ -32,7 +35,7 @@ class LiveTask:
     """An activity attempt or workflow task that is queued or dispatched."""
 
     task_id: str
-    kind: str  # "activity" | "workflow"
+    kind: Literal["activity", "workflow"]
     run_id: str
     seq: int
     name: str
@@ -45,81 +48,39 @@ class LiveTask:
     heartbeat_timeout: float | None = None
     missing_since: float | None = None
     """When the worker's heartbeat first left this dispatched task out (None: it listed it)."""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
 class EngineState:
-    """Runs, workers, live tasks and deadlines; collects the effects of one public call."""
+    """Runs, workers, live tasks and deadlines of one engine."""
 
-    def __init__(self, config: EngineConfig | None = None) -> None:
-        self.config = config or EngineConfig()
-        self.runs: dict[str, Run] = {}
-        self.workers: dict[str, WorkerState] = {}
-        self.tasks: dict[str, LiveTask] = {}
-        # Ordered sets of task ids awaiting a worker (activities wait for slots).
-        self.pending_activities: dict[str, None] = {}
-        self.pending_workflows: dict[str, None] = {}
-        self.tasks_of_run: dict[str, set[str]] = {}
-        self.workflow_task_of: dict[str, str] = {}  # run_id -> live workflow task id
-        self.deadlines = Deadlines()
-        self._run_counter = 0
-        self._fx: list[Effect] = []
-        self._new_events: dict[str, list[Event]] = {}
-        self._now = 0.0
-        self._depth = 0
-        self._leftover: list[Effect] = []
-        # HARD sessions of restored runs, by worker: reserved until the worker registers.
-        self._reserved: dict[str, set[str]] = {}
+    config: EngineConfig = field(default_factory=EngineConfig)
+    runs: dict[str, Run] = field(default_factory=dict)
+    workers: dict[str, WorkerState] = field(default_factory=dict)
+    tasks: dict[str, LiveTask] = field(default_factory=dict)
+    """Every live task by id: queued or dispatched."""
+    pending_activities: dict[str, None] = field(default_factory=dict)
+    """Activity task ids waiting for a worker slot, oldest first (an ordered set)."""
+    pending_workflows: dict[str, None] = field(default_factory=dict)
+    """Workflow task ids waiting for a worker, oldest first (an ordered set)."""
+    tasks_of_run: dict[str, set[str]] = field(default_factory=dict)
+    workflow_task_of: dict[str, str] = field(default_factory=dict)
+    """run_id -> the id of its live workflow task."""
+    deadlines: Deadlines = field(default_factory=Deadlines)
+    reserved: dict[str, set[str]] = field(default_factory=dict)
+    """HARD sessions of restored runs, by worker: reserved until the worker registers."""
+    run_counter: int = 0
+    """Makes generated run ids unique."""
 
-    @contextmanager
-    def _batch(self, now: float) -> Iterator[list[Effect]]:
-        """Collect effects of one public call; place pending work at the end."""
-        outer = self._depth == 0
-        self._depth += 1
-        if outer:
-            self._now = now
-            self._fx = []
-            self._new_events = {}
-        out: list[Effect] = []
-        try:
-            yield out
-            if outer:
-                self._place()
-        except BaseException:
-            if outer:
-                # State already changed must still reach the store: hand the effects
-                # to the next call instead of dropping them.
-                self._leftover.extend(self._drain())
-            raise
-        finally:
-            self._depth -= 1
-        if outer:
-            out.extend(self._leftover + self._drain())
-            self._leftover = []
+    def get_run(self, run_id: str) -> Run:
+        """The run, or RunNotFound naming it."""
+        run = self.runs.get(run_id)
+        if run is None:
+            raise RunNotFound(f"run {run_id!r} not found", field="run_id")
+        return run
 
-    def _drain(self) -> list[Effect]:
-        persisted: list[Effect] = [Persist(rid, evs) for rid, evs in self._new_events.items()]
-        fx = persisted + self._fx
-        self._fx = []
-        self._new_events = {}
-        return fx
-
-    def _record(self, run: Run, type_: str, **data: Any) -> None:
-        ev = event(type_, self._now, **data)
-        run.apply(ev)
-        self._new_events.setdefault(run.run_id, []).append(ev)
-
-    def _notice(self, run_id: str | None, level: str, reason: str, message: str) -> None:
-        self._fx.append(
-            Notice(run_id, "Warning" if level == "Warning" else "Normal", reason, message)
-        )
-
-    def _touch(self, worker_id: str, now: float) -> None:
-        w = self.workers.get(worker_id)
-        if w is not None and w.alive:
-            w.last_seen = now
-
-    def _add_task(self, task: LiveTask) -> None:
+    def add_task(self, task: LiveTask) -> None:
+        """Queue a new task for placement."""
         self.tasks[task.task_id] = task
         self.tasks_of_run.setdefault(task.run_id, set()).add(task.task_id)
         if task.kind == "activity":
@@ -127,7 +88,8 @@ class EngineState:
         else:
             self.pending_workflows[task.task_id] = None
 
-    def _drop_task(self, task: LiveTask) -> None:
+    def drop_task(self, task: LiveTask) -> None:
+        """Forget a task everywhere: queues, its run, its worker."""
         self.tasks.pop(task.task_id, None)
         self.pending_activities.pop(task.task_id, None)
         self.pending_workflows.pop(task.task_id, None)
@@ -142,31 +104,30 @@ class EngineState:
                 w.running.discard(task.task_id)
                 w.workflow_tasks.discard(task.task_id)
 
-    def _get_run(self, run_id: str) -> Run:
-        run = self.runs.get(run_id)
-        if run is None:
-            raise RunNotFound(f"run {run_id!r} not found", field="run_id")
-        return run
-
-    def _held_sessions(self, w: WorkerState) -> Iterator[tuple[Run, SessionRecord]]:
-        """The sessions `w` holds, in id order; forgets those whose run ended or is gone."""
-        for sid in sorted(w.sessions):
-            run = self._run_of_session(sid)
-            if run is None or run.terminal:
-                w.sessions.discard(sid)
-                continue
-            yield run, run.sessions[sid]
-
-    def _run_of_session(self, sid: str) -> Run | None:
-        run_id = sid.rsplit("/", 1)[0]
-        run = self.runs.get(run_id)
-        return run if run is not None and sid in run.sessions else None
-
-    def _live_task_on(self, worker_id: str, task_id: str) -> LiveTask | None:
+    def live_task_on(self, worker_id: str, task_id: str) -> LiveTask | None:
+        """The activity attempt `task_id` if it is live and dispatched to `worker_id`."""
         task = self.tasks.get(task_id)
         if task is None or task.kind != "activity" or task.worker_id != worker_id:
             return None
         return task
 
-    def _place(self) -> None:
-        """Place pending tasks on workers: the dispatch layer fills this in."""
+    def touch(self, worker_id: str, now: float) -> None:
+        """A live worker was heard from."""
+        w = self.workers.get(worker_id)
+        if w is not None and w.alive:
+            w.last_seen = now
+
+    def held_sessions(self, w: WorkerState) -> Iterator[tuple[Run, SessionRecord]]:
+        """The sessions `w` holds, in id order; forgets those whose run ended or is gone."""
+        for sid in sorted(w.sessions):
+            run = self.run_of_session(sid)
+            if run is None or run.terminal:
+                w.sessions.discard(sid)
+                continue
+            yield run, run.sessions[sid]
+
+    def run_of_session(self, sid: str) -> Run | None:
+        """The run that opened session `sid`, if it is known."""
+        run_id = sid.rsplit("/", 1)[0]
+        run = self.runs.get(run_id)
+        return run if run is not None and sid in run.sessions else None

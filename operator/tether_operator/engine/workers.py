@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-PERMANENT_LOSS_REASONS = frozenset({"PodDeleted", "ScaledDown"})
-"""The worker's pod is gone for good: a HARD session cannot wait for it."""
+from worker_runtime.wire import LossReason
 
 
 @dataclass(slots=True)
@@ -22,7 +21,7 @@ class WorkerState:
     session_capacity: int
     last_seen: float
     alive: bool = True
-    lost_reason: str | None = None
+    lost_reason: LossReason | None = None
     running: set[str] = field(default_factory=set)
     """Activity task ids dispatched here and not finished: never more than `slots`."""
     workflow_tasks: set[str] = field(default_factory=set)

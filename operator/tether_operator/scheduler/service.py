@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypedDict
+from typing import Any, TypedDict, assert_never
 
 from tether_operator.engine import Engine, EngineConfig, EngineError, UnknownWorker
 from tether_operator.engine.effects import Deliver, Effect, Notice, Persist, RunEnded, WorkerGone
@@ -150,24 +150,27 @@ class SchedulerService:
     def _apply(self, effects: list[Effect]) -> None:
         """Carry out the effects of one engine call, in order; then re-arm the timer."""
         for effect in effects:
-            if isinstance(effect, Deliver):
-                box = self._mailboxes.get(effect.worker_id)
-                if box is None:
-                    box = self._mailboxes[effect.worker_id] = Mailbox()
-                box.put(effect.message)
-            elif isinstance(effect, Persist):
-                self.history_writer.submit(effect.run_id, effect.events)
-            elif isinstance(effect, Notice):
-                self._notice(effect)
-            elif isinstance(effect, RunEnded):
-                for fut in self._waiters.pop(effect.run_id, ()):
-                    _wake(fut)
-            elif isinstance(effect, WorkerGone):
-                # Tasks queued for a lost worker are void: the engine re-queued them.
-                gone = self._mailboxes.get(effect.worker_id)
-                if gone is not None:
-                    gone.clear()
-                    gone.wake()
+            match effect:
+                case Deliver():
+                    box = self._mailboxes.get(effect.worker_id)
+                    if box is None:
+                        box = self._mailboxes[effect.worker_id] = Mailbox()
+                    box.put(effect.message)
+                case Persist():
+                    self.history_writer.submit(effect.run_id, effect.events)
+                case Notice():
+                    self._notice(effect)
+                case RunEnded():
+                    for fut in self._waiters.pop(effect.run_id, ()):
+                        _wake(fut)
+                case WorkerGone():
+                    # Tasks queued for a lost worker are void: the engine re-queued them.
+                    gone = self._mailboxes.get(effect.worker_id)
+                    if gone is not None:
+                        gone.clear()
+                        gone.wake()
+                case _:
+                    assert_never(effect)
         self._timer.arm(self.engine.next_deadline())
 
     def _notice(self, notice: Notice) -> None:
