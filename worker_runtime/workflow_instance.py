@@ -41,7 +41,7 @@ from .failures import backoff, error_from_dict, error_info, is_retryable, timeou
 from .payloads import check_input, check_value, json_roundtrip
 from .protocol import ErrorInfo, HistoryEventModel, WorkflowTask
 from .schemas import bind_input
-from .wire import nondeterminism_message, recorded_step
+from .wire import nondeterminism, recorded_step
 from .workflow import WorkflowDefinition, WorkflowInfo
 from .workflow_loop import WorkflowLoop
 
@@ -361,12 +361,14 @@ class WorkflowInstance:
         rec = self._recorded.get(seq)
         if rec is None:
             return None
-        if rec.kind != kind or (rec.name is not None and name is not None and rec.name != name):
-            self._nondeterminism(seq, _describe(rec.kind, rec.name), _describe(kind, name))
+        # A step named on one side only (a close) is compared by kind.
+        issued = (kind, rec.name if name is None or rec.name is None else name)
+        message = nondeterminism(self.definition.name, seq, (rec.kind, rec.name), issued)  # type: ignore[arg-type]
+        if message is not None:
+            self._fail_nondeterministic(seq, message)
         return rec
 
-    def _nondeterminism(self, seq: int, expected: str, got: str) -> NoReturn:
-        message = nondeterminism_message(self.definition.name, seq, expected, got)
+    def _fail_nondeterministic(self, seq: int, message: str) -> NoReturn:
         if not self._finished:
             self._finish(
                 {
@@ -646,10 +648,6 @@ class WorkflowInstance:
 
 class _StartToCloseExpired(Exception):
     """A local activity attempt ran past its start_to_close_timeout."""
-
-
-def _describe(kind: str, name: str | None) -> str:
-    return f"{kind}({name!r})" if name is not None else kind
 
 
 def _activity_result(name: str, outcome: Outcome) -> Any:
