@@ -57,6 +57,3 @@ def report_of(items: list[tuple[str, Any]], like: dict[str, Any]) -> dict[str, A
         else:
             report[kind].append(item)
     return report
-
-
-# ---------------------------------------------------------------------- run_worker
