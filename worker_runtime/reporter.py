@@ -197,6 +197,7 @@ class Reporter:
         """Send `body` until acknowledged, then hand the response on; or drop it if the
         scheduler rejects it and it cannot be split."""
         delay = 0.05
+        resend_at_once = True
         while True:
             generation = self._generation()
             assert self._client is not None
@@ -206,9 +207,12 @@ class Reporter:
                 if exc.status == 404 and exc.error == "UnknownWorker":
                     try:
                         await self._reregister(generation)
-                        continue
                     except (SchedulerRequestError, SchedulerUnavailableError) as again:
                         log.warning("report waits for registration to succeed: %s", again)
+                    else:
+                        if resend_at_once:  # then back off, should the scheduler forget us again
+                            resend_at_once = False
+                            continue
                 elif exc.status in _REJECTIONS_TO_SPLIT and (halves := split_report(body)):
                     # Everything else in the report was applied (the scheduler applies
                     # every item, then names the first it rejected), and applying is

@@ -283,11 +283,14 @@ class Worker:
             except SchedulerUnavailableError as exc:
                 log.debug("heartbeat failed: %s", exc)
 
-    async def _reregister_quietly(self, generation: int) -> None:
+    async def _reregister_quietly(self, generation: int) -> bool:
+        """Register again after a 404; False (logged) if that failed too."""
         try:
             await self._reregister(generation)
         except (SchedulerRequestError, SchedulerUnavailableError) as exc:
             log.warning("registering worker %s again failed: %s", self.worker_id, exc)
+            return False
+        return True
 
     async def _poll_loop(self) -> None:
         assert self._client is not None
@@ -302,10 +305,10 @@ class Worker:
                     incarnation=self._incarnation,
                 )
             except SchedulerRequestError as exc:
-                if exc.status == 404:
-                    await self._reregister_quietly(generation)
+                if exc.status != 404:
+                    log.warning("poll rejected: %s", exc)
+                elif await self._reregister_quietly(generation):
                     continue
-                log.warning("poll rejected: %s", exc)
             except SchedulerUnavailableError as exc:
                 log.warning("poll failed, retrying in %.2fs: %s", delay, exc)
             else:

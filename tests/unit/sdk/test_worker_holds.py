@@ -268,3 +268,25 @@ async def test_a_report_unacknowledged_at_stop_is_logged_with_what_it_held(
     with caplog.at_level(logging.ERROR, logger="worker_runtime.worker"):
         await asyncio.wait_for(worker.stop(), 5)
     assert "dropping a report of stranded: unacknowledged when the worker stopped" in caplog.text
+
+
+async def test_a_worker_forgotten_while_the_scheduler_restarts_registers_again_and_lives_on(
+    scheduler: FakeScheduler, worker: Worker
+) -> None:
+    original = scheduler.handle
+    refused = 0
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        nonlocal refused
+        if request.url.path == "/v1/workers" and refused < 3:
+            refused += 1
+            return httpx.Response(503, json={"error": "Starting", "message": "not ready"})
+        return await original(request)
+
+    scheduler.transport.handler = handle  # type: ignore[assignment]
+    scheduler.known_workers.clear()
+    await scheduler.wait_for(lambda: len(scheduler.registrations) == 2, within=5)
+    assert refused == 3
+    assert worker.running
+    await scheduler.tasks.put(activity_task("after-restart", "quick", 1))
+    await scheduler.wait_for(lambda: scheduler.completions())
