@@ -28,11 +28,6 @@ def error_info(exc: BaseException, *, with_traceback: bool = True) -> ErrorInfo:
     )
 
 
-def error_dict(exc: BaseException, *, with_traceback: bool = True) -> dict[str, Any]:
-    """``error_info(exc).model_dump()``."""
-    return error_info(exc, with_traceback=with_traceback).model_dump()
-
-
 def timeout_error(activity: str, seconds: float) -> ErrorInfo:
     """The error of an attempt that ran past its start-to-close timeout."""
     return ErrorInfo(
