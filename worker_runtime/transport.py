@@ -16,6 +16,7 @@ Both are also `httpx.AsyncBaseTransport`s, so an `httpx.AsyncClient` can use the
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 from collections import defaultdict
@@ -54,13 +55,14 @@ class Origin:
         return f"{self.scheme}://{self.host}:{self.port}{target}"
 
 
-class SchedulerTransport(httpx.AsyncBaseTransport):
+class SchedulerTransport(httpx.AsyncBaseTransport, abc.ABC):
     """What the scheduler client needs of the network: one request, its whole response.
 
     Raises httpx's exceptions (`httpx.TransportError` subclasses) when the scheduler
     cannot be reached.
     """
 
+    @abc.abstractmethod
     async def request_raw(
         self,
         method: str,
@@ -73,7 +75,6 @@ class SchedulerTransport(httpx.AsyncBaseTransport):
         read_timeout: float | None,
     ) -> RawResponse:
         """Send `method target` (path and query, already quoted) with `body`."""
-        raise NotImplementedError
 
 
 class HttpxTransport(SchedulerTransport):
