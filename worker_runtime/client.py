@@ -1,14 +1,16 @@
 """HTTP client of the scheduler API (``/v1``), for workers and for clients of runs.
 
-All I/O goes through one ``httpx.AsyncClient``; pass ``transport`` (an
-``httpx.MockTransport``, an ASGI transport, ...) to talk to an in-process scheduler.
+Every request goes through one `SchedulerTransport.request_raw`: by default a
+`FastTransport` (plain HTTP/1.1 keep-alive); pass ``transport`` (an
+``httpx.ASGITransport``, an ``httpx.MockTransport``, ...) to talk to an in-process
+scheduler through the same code path.
 """
 
 from __future__ import annotations
 
 import json
 from typing import Any, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
 from pydantic import BaseModel
@@ -29,12 +31,11 @@ from .protocol import (
     WorkerHeartbeat,
     WorkerList,
 )
-from .transport import FastTransport
+from .transport import Origin, scheduler_transport
 
 M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_SCHEDULER_URL = "http://127.0.0.1:7233"
-_JSON = {"content-type": "application/json"}
 _JSON_PAIRS = [("content-type", "application/json")]
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
@@ -68,28 +69,16 @@ class SchedulerClient:
         headers: dict[str, str] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        if transport is None:
-            transport = FastTransport()
-        # The hot path skips httpx's request/response objects when we own a FastTransport
-        # and the scheduler speaks plain http; an injected transport always goes via httpx.
-        self._fast: FastTransport | None = None
-        url = urlsplit(self.base_url + API_PREFIX)
-        if isinstance(transport, FastTransport) and url.scheme == "http" and url.hostname:
-            self._fast = transport
-            self._host, self._port, self._prefix = url.hostname, url.port or 80, url.path
-            self._timeout, self._connect_timeout = timeout, 5.0
-            self._raw_headers = list((headers or {}).items())
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url + API_PREFIX,
-            transport=transport,
-            timeout=httpx.Timeout(timeout, connect=5.0),
-            limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
-            headers=headers,
-        )
+        self._origin = Origin.of(self.base_url)
+        self._prefix = urlsplit(self.base_url).path + API_PREFIX
+        self._transport = scheduler_transport(transport)
+        self._timeout, self._connect_timeout = timeout, 5.0
+        self._headers = list((headers or {}).items())
+        self._json_headers = self._headers + _JSON_PAIRS
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
-        await self._http.aclose()
+        """Close the transport (its connection pool)."""
+        await self._transport.aclose()
 
     async def __aenter__(self) -> SchedulerClient:
         return self
@@ -107,6 +96,7 @@ class SchedulerClient:
         *,
         read_timeout: float | None = None,
         params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> bytes:
         """Send one request; return the response body or raise a typed error."""
         if isinstance(body, BaseModel):
@@ -115,38 +105,19 @@ class SchedulerClient:
             content = None
         else:
             content = _encode(body).encode()
-        if self._fast is not None and params is None:
-            return await self._request_fast(method, path, content, read_timeout)
+        target = quote(self._prefix + path, safe="/:@")
+        if params:
+            target += "?" + urlencode(params)
+        sent = self._json_headers if content is not None else self._headers
+        if headers:
+            sent = sent + list(headers.items())
         try:
-            response = await self._http.request(
+            status, _, data = await self._transport.request_raw(
                 method,
-                path,
-                content=content,
-                headers=_JSON if content is not None else None,
-                params=params,
-                timeout=read_timeout if read_timeout is not None else httpx.USE_CLIENT_DEFAULT,
-            )
-        except httpx.TransportError as exc:
-            raise SchedulerUnavailableError(
-                f"cannot reach the scheduler at {self.base_url}: {exc or type(exc).__name__}"
-            ) from exc
-        if response.status_code >= 400:
-            raise _problem(response)
-        return response.content
-
-    async def _request_fast(
-        self, method: str, path: str, content: bytes | None, read_timeout: float | None
-    ) -> bytes:
-        assert self._fast is not None
-        headers = self._raw_headers + _JSON_PAIRS if content is not None else self._raw_headers
-        try:
-            status, raw_headers, body = await self._fast.request_raw(
-                method,
-                self._host,
-                self._port,
-                quote(self._prefix + path, safe="/:@"),
+                self._origin,
+                target,
                 content,
-                headers,
+                sent,
                 connect_timeout=self._connect_timeout,
                 read_timeout=read_timeout if read_timeout is not None else self._timeout,
             )
@@ -155,8 +126,8 @@ class SchedulerClient:
                 f"cannot reach the scheduler at {self.base_url}: {exc or type(exc).__name__}"
             ) from exc
         if status >= 400:
-            raise _problem(httpx.Response(status, headers=raw_headers, content=body))
-        return body
+            raise _problem(status, data, method, path)
+        return data
 
     async def _call(self, model: type[M], method: str, path: str, body: Any = None, **kw: Any) -> M:
         return model.model_validate_json(await self.request(method, path, body, **kw))
@@ -192,13 +163,12 @@ class SchedulerClient:
 
     async def whoami(self, worker_id: str | None = None) -> WhoAmI:
         """GET /v1/workflows/workers/whoami."""
-        body = await self._http.get(
+        return await self._call(
+            WhoAmI,
+            "GET",
             "/workflows/workers/whoami",
             headers={"X-Tether-Worker": worker_id} if worker_id else None,
         )
-        if body.status_code >= 400:
-            raise _problem(body)
-        return WhoAmI.model_validate_json(body.content)
 
     # ------------------------------------------------------------------ runs
 
@@ -253,20 +223,20 @@ class SchedulerClient:
         return await self.result(view.run_id, wait)
 
 
-def _problem(response: httpx.Response) -> Exception:
+def _problem(status: int, body: bytes, method: str, path: str) -> Exception:
     try:
-        data = response.json()
+        data = json.loads(body)
     except ValueError:
         data = None
     if not isinstance(data, dict):
         data = {}
-    error = str(data.get("error") or response.reason_phrase or "Error")
-    message = str(data.get("message") or data.get("detail") or response.text[:500])
-    if response.status_code >= 500:
+    error = str(data.get("error") or httpx.codes.get_reason_phrase(status) or "Error")
+    message = str(
+        data.get("message") or data.get("detail") or body[:500].decode("utf-8", "replace")
+    )
+    if status >= 500:
         return SchedulerUnavailableError(
-            f"scheduler error {response.status_code} on {response.request.url.path}: {message}"
+            f"scheduler error {status} on {method} {API_PREFIX}{path}: {message}"
         )
     field = data.get("field")
-    return SchedulerRequestError(
-        response.status_code, error, message, field if isinstance(field, str) else None
-    )
+    return SchedulerRequestError(status, error, message, field if isinstance(field, str) else None)

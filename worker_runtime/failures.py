@@ -1,11 +1,11 @@
-"""Turning exceptions into ``ErrorInfo`` and deciding whether a failed attempt is retried."""
+"""Every error the worker reports, built as an ``ErrorInfo``; retry decisions."""
 
 from __future__ import annotations
 
 import traceback as tb
 from typing import Any
 
-from .errors import ApplicationError
+from .errors import ApplicationError, PayloadError, PayloadTooLargeError
 from .protocol import ErrorInfo, RetryPolicy
 
 START_TO_CLOSE_TIMEOUT = "StartToCloseTimeout"
@@ -28,11 +28,6 @@ def error_info(exc: BaseException, *, with_traceback: bool = True) -> ErrorInfo:
     )
 
 
-def error_dict(exc: BaseException, *, with_traceback: bool = True) -> dict[str, Any]:
-    """``error_info(exc).model_dump()``."""
-    return error_info(exc, with_traceback=with_traceback).model_dump()
-
-
 def timeout_error(activity: str, seconds: float) -> ErrorInfo:
     """The error of an attempt that ran past its start-to-close timeout."""
     return ErrorInfo(
@@ -40,6 +35,38 @@ def timeout_error(activity: str, seconds: float) -> ErrorInfo:
         message=f"activity {activity!r} exceeded its start_to_close_timeout of {seconds:g}s",
         reason=START_TO_CLOSE_TIMEOUT,
     )
+
+
+def activity_not_registered(activity: str, worker_id: str) -> ErrorInfo:
+    """The error of a task for an activity this worker did not register."""
+    return ErrorInfo(
+        type="ActivityNotRegistered",
+        reason="ActivityNotRegistered",
+        message=f"activity {activity!r} is not registered on worker {worker_id}",
+    )
+
+
+def workflow_not_registered(workflow: str, worker_id: str) -> ErrorInfo:
+    """The error that fails a run whose workflow this worker did not register."""
+    return ErrorInfo(
+        type="WorkflowNotRegistered",
+        reason="WorkflowNotFound",
+        message=f"workflow {workflow!r} is not registered on worker {worker_id}",
+        non_retryable=True,
+    )
+
+
+def worker_stopped() -> ErrorInfo:
+    """The error of an attempt cut short because its worker is shutting down (retried)."""
+    return ErrorInfo(
+        type="ActivityCancelledError", reason="WorkerStopped", message="worker shutting down"
+    )
+
+
+def bad_output(exc: PayloadError | PayloadTooLargeError) -> ErrorInfo:
+    """The error of an attempt whose result is too large or not JSON (not retried)."""
+    kind = "PayloadTooLargeError" if isinstance(exc, PayloadTooLargeError) else "TypeError"
+    return ErrorInfo(type=kind, message=str(exc), non_retryable=True)
 
 
 def is_retryable(error: ErrorInfo, policy: RetryPolicy) -> bool:

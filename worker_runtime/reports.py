@@ -7,6 +7,7 @@ every run's commands in order, so at most the single offending item is dropped.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 
@@ -25,11 +26,15 @@ def split_report(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] 
 
 
 def describe_report(body: dict[str, Any]) -> str:
-    """Names what a (small) report carries, for the one log line that drops it."""
+    """Names what a report carries, for the one log line that drops it: every task id,
+    and each run's commands counted by type."""
     ids = [c["task_id"] for c in body["completions"]] + [h["task_id"] for h in body["heartbeats"]]
-    ids += [
-        f"{w['run_id']} command {c.get('type')}" for w in body["workflows"] for c in w["commands"]
-    ]
+    for w in body["workflows"]:
+        counts = Counter(str(c.get("type")) for c in w["commands"])
+        for kind, n in counts.items():
+            ids.append(
+                f"{w['run_id']} command {kind}" if n == 1 else f"{w['run_id']} {n} commands {kind}"
+            )
     return "a report of " + (", ".join(ids) or "nothing")
 
 
@@ -57,6 +62,3 @@ def report_of(items: list[tuple[str, Any]], like: dict[str, Any]) -> dict[str, A
         else:
             report[kind].append(item)
     return report
-
-
-# ---------------------------------------------------------------------- run_worker

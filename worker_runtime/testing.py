@@ -9,7 +9,9 @@
             assert await env.execute(Hello, "world") == "hello world"
 
 The environment embeds a `SchedulerService` and its FastAPI app; SDK `Worker`s talk
-to it through `httpx.ASGITransport` (no sockets, no subprocesses). Workers can be
+to it through an `HttpxTransport` over `httpx.ASGITransport` (no sockets, no
+subprocesses): the same `SchedulerTransport` seam, and the same client code path, as
+the network transport in production. Workers can be
 killed (a crash: their sessions break at once) and added or restarted, so sticky
 session behaviour is testable too.
 
@@ -36,6 +38,7 @@ from worker_runtime.activities import ActivityDefinition
 from worker_runtime.client import SchedulerClient, run_result
 from worker_runtime.protocol import HistoryEventModel, RunView, StartRunRequest, WorkerView
 from worker_runtime.run import collect_activities
+from worker_runtime.transport import HttpxTransport
 from worker_runtime.worker import Worker
 from worker_runtime.workflow import get_definition
 
@@ -110,7 +113,8 @@ class WorkflowEnvironment:
         self.service = SchedulerService(engine_config, scheduler_url=SCHEDULER_URL)
         """The embedded scheduler service (its `engine` is the real engine)."""
         self.app = create_app(self.service, manage_lifecycle=False)
-        self.transport = httpx.ASGITransport(app=self.app)
+        self.transport = HttpxTransport(httpx.ASGITransport(app=self.app))
+        """The in-process transport every worker and `client` of the environment uses."""
         self.client = SchedulerClient(SCHEDULER_URL, transport=self.transport)
         """An SDK client of the embedded scheduler (HTTP API, in-process)."""
         self._workers: dict[str, Worker] = {}

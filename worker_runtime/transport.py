@@ -1,23 +1,136 @@
-"""A lean HTTP/1.1 keep-alive transport for httpx, used for worker <-> scheduler traffic.
+"""The worker's one network seam, and a lean HTTP/1.1 keep-alive transport behind it.
 
-httpx's default transport (httpcore over anyio) costs about 1 ms of CPU per request on
-this class of machine; a task round trip is three requests, so that alone would miss
-the 2 ms target. This transport speaks plain HTTP/1.1 over asyncio streams with a small
-connection pool and plugs in at httpx's transport seam, so tests can still swap in
-`httpx.MockTransport` or `httpx.ASGITransport`. It supports what the scheduler API
-needs (http://, Content-Length or chunked bodies, keep-alive); anything else, such as
-https, falls back to httpx's own transport.
+Every request of `SchedulerClient` goes through `SchedulerTransport.request_raw`: one
+plain request, no httpx request/response objects on the way. Two transports
+implement it:
+
+- `FastTransport`, the production one: HTTP/1.1 over asyncio streams with a small
+  keep-alive pool. httpx's default transport (httpcore over anyio) costs about 1 ms
+  of CPU per request on this class of machine; a task round trip is three requests,
+  so that alone would miss the 2 ms target. https goes to httpx's own transport.
+- `HttpxTransport`, any httpx transport (an in-process ASGI app, a
+  `httpx.MockTransport`) behind the same method, for tests and embedded schedulers.
+
+Both are also `httpx.AsyncBaseTransport`s, so an `httpx.AsyncClient` can use them.
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 from collections import defaultdict
+from dataclasses import dataclass
 
 import httpx
 
 _MAX_HEADER_BYTES = 64 * 1024
+
+RawResponse = tuple[int, list[tuple[bytes, bytes]], bytes]
+"""Status, header pairs and the whole body of one response."""
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where requests go: scheme, host and port of the scheduler."""
+
+    scheme: str
+    host: str
+    port: int
+
+    @classmethod
+    def of(cls, url: str) -> Origin:
+        """The origin of an absolute URL; ValueError names what is missing."""
+        parsed = httpx.URL(url)
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            raise ValueError(
+                f"scheduler URL {url!r} must be absolute http:// or https://, "
+                "e.g. http://127.0.0.1:7233"
+            )
+        default = 443 if parsed.scheme == "https" else 80
+        return cls(parsed.scheme, parsed.host, parsed.port or default)
+
+    def url(self, target: str) -> str:
+        """The absolute URL of `target` (a path with its query) at this origin."""
+        return f"{self.scheme}://{self.host}:{self.port}{target}"
+
+
+class SchedulerTransport(httpx.AsyncBaseTransport, abc.ABC):
+    """What the scheduler client needs of the network: one request, its whole response.
+
+    Raises httpx's exceptions (`httpx.TransportError` subclasses) when the scheduler
+    cannot be reached.
+    """
+
+    @abc.abstractmethod
+    async def request_raw(
+        self,
+        method: str,
+        origin: Origin,
+        target: str,
+        body: bytes | None,
+        headers: list[tuple[str, str]],
+        *,
+        connect_timeout: float | None,
+        read_timeout: float | None,
+    ) -> RawResponse:
+        """Send `method target` (path and query, already quoted) with `body`."""
+
+
+class HttpxTransport(SchedulerTransport):
+    """Any httpx transport (`httpx.ASGITransport`, `httpx.MockTransport`, ...) as a
+    `SchedulerTransport`: each raw request becomes an `httpx.Request`."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+
+    async def request_raw(
+        self,
+        method: str,
+        origin: Origin,
+        target: str,
+        body: bytes | None,
+        headers: list[tuple[str, str]],
+        *,
+        connect_timeout: float | None,
+        read_timeout: float | None,
+    ) -> RawResponse:
+        request = httpx.Request(
+            method,
+            origin.url(target),
+            headers=headers,
+            content=body,
+            extensions={
+                "timeout": {
+                    "connect": connect_timeout,
+                    "read": read_timeout,
+                    "write": read_timeout,
+                    "pool": connect_timeout,
+                }
+            },
+        )
+        response = await self.inner.handle_async_request(request)
+        try:
+            content = await response.aread()
+        finally:
+            await response.aclose()
+        return response.status_code, response.headers.raw, content
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def scheduler_transport(transport: httpx.AsyncBaseTransport | None) -> SchedulerTransport:
+    """`transport` as a `SchedulerTransport`: a new `FastTransport` for None, a plain
+    httpx transport wrapped in `HttpxTransport`."""
+    if transport is None:
+        return FastTransport()
+    if isinstance(transport, SchedulerTransport):
+        return transport
+    return HttpxTransport(transport)
 
 
 class _Conn:
@@ -38,7 +151,7 @@ class _Conn:
             await self.writer.wait_closed()
 
 
-class FastTransport(httpx.AsyncBaseTransport):
+class FastTransport(SchedulerTransport):
     """HTTP/1.1 over asyncio streams with keep-alive; https goes to httpx's transport."""
 
     def __init__(self, max_idle_per_host: int = 8) -> None:
@@ -46,12 +159,15 @@ class FastTransport(httpx.AsyncBaseTransport):
         self._max_idle = max_idle_per_host
         self._fallback: httpx.AsyncHTTPTransport | None = None
 
+    def _https(self) -> httpx.AsyncHTTPTransport:
+        if self._fallback is None:
+            self._fallback = httpx.AsyncHTTPTransport()
+        return self._fallback
+
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
         if url.scheme != "http":
-            if self._fallback is None:
-                self._fallback = httpx.AsyncHTTPTransport()
-            return await self._fallback.handle_async_request(request)
+            return await self._https().handle_async_request(request)
         host = url.host
         port = url.port or 80
         body = request.content if request.stream is not None else b""
@@ -74,22 +190,30 @@ class FastTransport(httpx.AsyncBaseTransport):
     async def request_raw(
         self,
         method: str,
-        host: str,
-        port: int,
+        origin: Origin,
         target: str,
         body: bytes | None,
         headers: list[tuple[str, str]],
         *,
         connect_timeout: float | None,
         read_timeout: float | None,
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        """One plain-HTTP request without building httpx objects: the workers' hot path.
-
-        Raises the same httpx exceptions as `handle_async_request`.
-        """
+    ) -> RawResponse:
+        """One request without building httpx objects (plain http): the workers' hot path."""
+        if origin.scheme != "http":
+            return await HttpxTransport(self._https()).request_raw(
+                method,
+                origin,
+                target,
+                body,
+                headers,
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
+            )
         data = body or b""
-        head = _request_head(method, target, host, port, headers, len(data))
-        return await self._exchange(host, port, head + data, connect_timeout, read_timeout, None)
+        head = _request_head(method, target, origin.host, origin.port, headers, len(data))
+        return await self._exchange(
+            origin.host, origin.port, head + data, connect_timeout, read_timeout, None
+        )
 
     async def _exchange(
         self,
@@ -99,7 +223,7 @@ class FastTransport(httpx.AsyncBaseTransport):
         connect_timeout: float | None,
         read_timeout: float | None,
         request: httpx.Request | None,
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    ) -> RawResponse:
         key = (host, port)
         # A pooled connection may have been closed by the server while idle: retry once
         # on a fresh connection, but only when nothing of the response was read.

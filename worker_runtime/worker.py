@@ -1,63 +1,49 @@
-"""The worker process loop: register, long-poll for tasks, run them, report back.
+"""The worker process: registers, heartbeats, long-polls and routes each task it gets.
 
-Everything produced in one event-loop iteration (activity completions, heartbeats,
-workflow commands) goes to the scheduler in one ``/report`` request; the response
-may piggyback the next tasks. One poll is always outstanding so resolutions, cancels
-and workflow tasks keep flowing while every activity slot is busy.
+A `Worker` composes three parts that do not know each other (as Temporal's worker
+composes its activity and workflow workers): an `ActivityRunner` runs activity
+attempts, a `WorkflowRunner` runs workflow instances, and a `Reporter` batches what
+both produce into ``/report`` requests, whose responses may piggyback the next tasks.
+One poll is always outstanding so resolutions, cancels and workflow tasks keep
+flowing while every activity slot is busy. Each heartbeat lists every task the
+process holds, so the scheduler can dispatch again a task that never arrived.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-import functools
 import logging
 import os
 import socket
 import uuid
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from .activities import ActivityDefinition
+from .activity_runner import ActivityRunner
 from .client import DEFAULT_SCHEDULER_URL, SchedulerClient
-from .context import ActivityContext, ActivityInfo, current_activity
-from .errors import (
-    PayloadError,
-    PayloadTooLargeError,
-    SchedulerRequestError,
-    SchedulerUnavailableError,
-)
-from .failures import error_dict, timeout_error
-from .payloads import check_value
+from .errors import SchedulerRequestError, SchedulerUnavailableError
 from .protocol import (
     ActivityTask,
     CancelTask,
-    ErrorInfo,
     RegisterWorkerRequest,
     ReportResponse,
     Resolution,
+    WorkerHeartbeat,
     WorkflowTask,
 )
-from .reports import describe_report, split_report
+from .reporter import Reporter
 from .workflow import WorkflowDefinition, get_definition
-from .workflow_instance import Outcome, WorkflowInstance
+from .workflow_runner import WorkflowRunner
 
 log = logging.getLogger("worker_runtime.worker")
 
 AnyTask = ActivityTask | WorkflowTask | Resolution | CancelTask
-MAX_REPORTS_IN_FLIGHT = 2
-
-
-@dataclass(slots=True)
-class _Running:
-    task: asyncio.Task[None]
-    ctx: ActivityContext
-    is_async: bool
-    cancelled: bool = False
+REPORT_DRAIN_SECONDS = 5.0
+"""How long a stopping worker waits for its last reports to be acknowledged."""
 
 
 class Worker:
@@ -108,8 +94,6 @@ class Worker:
         self._incarnation = uuid.uuid4().hex
 
         self._client: SchedulerClient | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._executor: ThreadPoolExecutor | None = None
         self._ctx = contextvars.Context()
         self._stop_event = asyncio.Event()
         self._ready = asyncio.Event()
@@ -119,25 +103,39 @@ class Worker:
         self._killed = False
         self._generation = 0
         self._register_lock = asyncio.Lock()
-        self._slot_sem = asyncio.Semaphore(slots)
-
-        self._activity_tasks: dict[str, _Running] = {}
-        self._instances: dict[str, WorkflowInstance] = {}
         self._background: set[asyncio.Task[Any]] = set()
-        self._report_tasks: set[asyncio.Task[None]] = set()
 
-        self._completions: list[dict[str, Any]] = []
-        self._heartbeats: dict[str, Any] = {}
-        self._commands: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        self._flush_scheduled = False
-        self._runs_in_flight: set[str] = set()
-        """Runs with commands in an unanswered report: their next commands wait (order)."""
+        self._reporter = Reporter(
+            worker_id,
+            context=self._ctx,
+            max_tasks=self._report_max_tasks,
+            on_response=self._on_report_response,
+            generation=lambda: self._generation,
+            reregister=self._reregister,
+        )
+        self._activity_runner = ActivityRunner(
+            self._activities,
+            worker_id=worker_id,
+            pod=self.pod,
+            node=self.node,
+            slots=slots,
+            context=self._ctx,
+            on_done=self._reporter.activity_done,
+            on_heartbeat=self._reporter.heartbeat,
+        )
+        self._workflow_runner = WorkflowRunner(
+            self._workflows,
+            worker_id=worker_id,
+            pod=self.pod,
+            node=self.node,
+            on_command=self._reporter.command,
+        )
 
     # ------------------------------------------------------------------ public surface
 
     @property
     def worker_id(self) -> str:
-        """This worker's identity (the pod name in Kubernetes)."""
+        """This worker's identity (its pod name when it runs in a pod)."""
         return self._worker_id
 
     @property
@@ -164,16 +162,14 @@ class Worker:
         if self._running:
             raise RuntimeError(f"worker {self.worker_id} is already running")
         self._running = True
-        self._loop = asyncio.get_running_loop()
         namespace = os.environ.get("TETHER_NAMESPACE")
         self._client = SchedulerClient(
             self.scheduler_url,
             transport=self._transport,
             headers={"X-Tether-Namespace": namespace} if namespace else None,
         )
-        self._executor = ThreadPoolExecutor(
-            max_workers=self.slots, thread_name_prefix=f"tether-{self.worker_id}"
-        )
+        self._reporter.open(self._client)
+        self._activity_runner.open(asyncio.get_running_loop())
         try:
             await self._register_initially()
             heartbeat = self._spawn(self._heartbeat_loop(), "heartbeat")
@@ -192,7 +188,7 @@ class Worker:
             self._running = False
             self._stopping = True
             self._cancel_everything()
-            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._activity_runner.close()
             await self._client.aclose()
             self._done.set()
 
@@ -276,14 +272,25 @@ class Worker:
             await asyncio.sleep(self._heartbeat_interval)
             generation = self._generation
             try:
-                await self._client.heartbeat(self.worker_id)
+                # Built right before the request: no await between here and the send.
+                beat = WorkerHeartbeat(incarnation=self._incarnation, tasks=self._held_task_ids())
+                await self._client.heartbeat(self.worker_id, beat)
             except SchedulerRequestError as exc:
                 if exc.status == 404:
-                    await self._reregister(generation)
+                    await self._reregister_quietly(generation)
                 else:
                     log.warning("heartbeat rejected: %s", exc)
             except SchedulerUnavailableError as exc:
                 log.debug("heartbeat failed: %s", exc)
+
+    async def _reregister_quietly(self, generation: int) -> bool:
+        """Register again after a 404; False (logged) if that failed too."""
+        try:
+            await self._reregister(generation)
+        except (SchedulerRequestError, SchedulerUnavailableError) as exc:
+            log.warning("registering worker %s again failed: %s", self.worker_id, exc)
+            return False
+        return True
 
     async def _poll_loop(self) -> None:
         assert self._client is not None
@@ -292,13 +299,16 @@ class Worker:
             generation = self._generation
             try:
                 response = await self._client.poll(
-                    self.worker_id, max(1, self._free_slots()), self._poll_wait
+                    self.worker_id,
+                    max(1, self._free_slots()),
+                    self._poll_wait,
+                    incarnation=self._incarnation,
                 )
             except SchedulerRequestError as exc:
-                if exc.status == 404:
-                    await self._reregister(generation)
+                if exc.status != 404:
+                    log.warning("poll rejected: %s", exc)
+                elif await self._reregister_quietly(generation):
                     continue
-                log.warning("poll rejected: %s", exc)
             except SchedulerUnavailableError as exc:
                 log.warning("poll failed, retrying in %.2fs: %s", delay, exc)
             else:
@@ -316,335 +326,60 @@ class Worker:
 
     async def _shutdown(self, poll: asyncio.Task[Any], heartbeat: asyncio.Task[Any]) -> None:
         poll.cancel()
-        running = [r.task for r in self._activity_tasks.values()]
-        if running:
-            log.info("waiting for %d running activities to finish", len(running))
-            await asyncio.wait(running, timeout=self._shutdown_grace)
-        for r in list(self._activity_tasks.values()):
-            r.task.cancel()
-        for instance in list(self._instances.values()):
-            instance.cancel()
-        self._instances.clear()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 5.0
-        while loop.time() < deadline and (self._has_pending() or self._report_tasks):
-            self._flush()
-            if not self._report_tasks:
-                break
-            await asyncio.wait(set(self._report_tasks), timeout=max(0.0, deadline - loop.time()))
+        await self._activity_runner.drain(self._shutdown_grace)
+        self._workflow_runner.cancel_all()
+        await self._reporter.drain(REPORT_DRAIN_SECONDS)
         heartbeat.cancel()
 
     def _cancel_everything(self) -> None:
-        for task in list(self._background) + list(self._report_tasks):
+        for task in list(self._background):
             task.cancel()
-        for r in list(self._activity_tasks.values()):
-            r.ctx.cancel()
-            r.task.cancel()
-        self._activity_tasks.clear()
-        for instance in list(self._instances.values()):
-            instance.cancel()
-        self._instances.clear()
+        self._reporter.abort()
+        self._activity_runner.abort()
+        self._workflow_runner.cancel_all()
 
     # ------------------------------------------------------------------ incoming tasks
 
     def _free_slots(self) -> int:
-        return max(0, self.slots - len(self._activity_tasks))
+        return self._activity_runner.free_slots
+
+    def _report_max_tasks(self) -> int:
+        return 0 if self._stopping else self._free_slots()
+
+    def _held_task_ids(self) -> list[str]:
+        """Every task this process holds: running attempts, live workflow instances, and
+        outcomes not yet acknowledged. Never omits one (the scheduler would run it again)."""
+        held = self._reporter.task_ids()
+        held.update(self._activity_runner.task_ids())
+        held.update(self._workflow_runner.task_ids())
+        return sorted(held)
 
     def _on_task(self, task: AnyTask) -> None:
         if self._killed:
             return
         try:
             if isinstance(task, Resolution):
-                instance = self._instances.get(task.run_id)
-                if instance is not None:
-                    instance.resolve(
-                        task.seq,
-                        Outcome(task.ok, task.result, task.error, task.attempts, task.time),
-                        task.workflow_task_id,
-                    )
+                self._workflow_runner.resolve(task)
             elif isinstance(task, ActivityTask):
                 if not self._stopping:
-                    self._start_activity(task)
+                    self._activity_runner.start(task)
             elif isinstance(task, WorkflowTask):
                 if not self._stopping:
-                    self._start_workflow(task)
+                    self._workflow_runner.start(task)
             else:
                 self._cancel_task(task.task_id, task.reason)
         except Exception:
             log.exception("failed to handle %s task", task.kind)
 
-    def _cancel_task(self, task_id: str, reason: str = "") -> None:
-        running = self._activity_tasks.get(task_id)
-        if running is not None:
-            running.cancelled = True
-            running.ctx.cancel()
-            if running.is_async:
-                running.task.cancel()
-            return
-        for run_id, instance in list(self._instances.items()):
-            if instance.task_id == task_id:
-                log.info("workflow task %s of run %s cancelled: %s", task_id, run_id, reason)
-                instance.cancel()
-                del self._instances[run_id]
-
-    # ------------------------------------------------------------------ activities
-
-    def _start_activity(self, task: ActivityTask) -> None:
-        if task.task_id in self._activity_tasks:
-            return
-        assert self._loop is not None
-        defn = self._activities.get(task.activity)
-        info = ActivityInfo(
-            run_id=task.run_id,
-            workflow=task.workflow,
-            activity=task.activity,
-            task_id=task.task_id,
-            attempt=task.attempt,
-            worker_id=self.worker_id,
-            pod=self.pod,
-            node=self.node,
-            session=task.session_id,
-            cold_start=task.cold_start,
-            heartbeat_details=task.heartbeat_details,
-        )
-        actx = ActivityContext(
-            info,
-            heartbeat_timeout=task.options.heartbeat_timeout,
-            sink=self._queue_heartbeat,
-            loop=self._loop,
-        )
-        ctx = self._ctx.copy()
-        ctx.run(current_activity.set, actx)
-        runner = self._loop.create_task(
-            self._execute_activity(task, defn, actx), name=f"activity {task.task_id}", context=ctx
-        )
-        self._activity_tasks[task.task_id] = _Running(
-            runner, actx, is_async=defn is None or defn.is_async
-        )
-
-    async def _execute_activity(
-        self, task: ActivityTask, defn: ActivityDefinition[..., Any] | None, actx: ActivityContext
-    ) -> None:
-        completion: dict[str, Any] | None = None
-        try:
-            async with self._slot_sem:
-                completion = await self._attempt(task, defn)
-        except asyncio.CancelledError:
-            completion = None
-            running = self._activity_tasks.get(task.task_id)
-            if not self._killed and not (running and running.cancelled):
-                completion = {
-                    "task_id": task.task_id,
-                    "ok": False,
-                    "error": {
-                        "type": "ActivityCancelledError",
-                        "message": "worker shutting down",
-                        "reason": "WorkerStopped",
-                        "non_retryable": False,
-                        "traceback": None,
-                    },
-                }
-        finally:
-            actx.close()
-            running = self._activity_tasks.pop(task.task_id, None)
-            self._heartbeats.pop(task.task_id, None)
-            if completion is not None and not self._killed and not (running and running.cancelled):
-                self._completions.append(completion)
-                self._schedule_flush()
-
-    async def _attempt(
-        self, task: ActivityTask, defn: ActivityDefinition[..., Any] | None
-    ) -> dict[str, Any]:
-        if defn is None:
-            return {
-                "task_id": task.task_id,
-                "ok": False,
-                "error": {
-                    "type": "ActivityNotRegistered",
-                    "reason": "ActivityNotRegistered",
-                    "message": f"activity {task.activity!r} is not registered "
-                    f"on worker {self.worker_id}",
-                    "non_retryable": False,
-                    "traceback": None,
-                },
-            }
-        timeout = task.options.start_to_close_timeout
-        deadline = asyncio.timeout(timeout)
-        try:
-            async with deadline:
-                if defn.is_async:
-                    result = await defn.fn(*task.args, **task.kwargs)
-                else:
-                    assert self._loop is not None
-                    call = functools.partial(
-                        contextvars.copy_context().run, defn.fn, *task.args, **task.kwargs
-                    )
-                    result = await self._loop.run_in_executor(self._executor, call)
-        except TimeoutError as exc:
-            if not deadline.expired():  # the activity's own code timed out on something
-                return {"task_id": task.task_id, "ok": False, "error": error_dict(exc)}
-            return {
-                "task_id": task.task_id,
-                "ok": False,
-                "error": timeout_error(defn.name, timeout or 0.0).model_dump(),
-            }
-        except Exception as exc:
-            return {"task_id": task.task_id, "ok": False, "error": error_dict(exc)}
-        try:
-            check_value(defn.name, "output", result)
-        except PayloadTooLargeError as exc:
-            error = ErrorInfo(type="PayloadTooLargeError", message=str(exc), non_retryable=True)
-            return {"task_id": task.task_id, "ok": False, "error": error.model_dump()}
-        except PayloadError as exc:
-            error = ErrorInfo(type="TypeError", message=str(exc), non_retryable=True)
-            return {"task_id": task.task_id, "ok": False, "error": error.model_dump()}
-        return {"task_id": task.task_id, "ok": True, "result": result}
-
-    def _queue_heartbeat(self, task_id: str, details: Any) -> None:
-        if task_id in self._activity_tasks:
-            self._heartbeats[task_id] = details
-            self._schedule_flush()
-
-    # ------------------------------------------------------------------ workflows
-
-    def _start_workflow(self, task: WorkflowTask) -> None:
-        old = self._instances.pop(task.run_id, None)
-        if old is not None:
-            old.cancel()
-        definition = self._workflows.get(task.workflow)
-        if definition is None:
-            self._commands.setdefault((task.run_id, task.task_id), []).append(
-                {
-                    "type": "fail_workflow",
-                    "seq": 1,
-                    "error": {
-                        "type": "WorkflowNotRegistered",
-                        "reason": "WorkflowNotFound",
-                        "message": f"workflow {task.workflow!r} is not registered on worker "
-                        f"{self.worker_id}",
-                        "non_retryable": True,
-                        "traceback": None,
-                    },
-                }
-            )
-            self._schedule_flush()
-            return
-        instance = WorkflowInstance(
-            task,
-            definition,
-            self._queue_command,
-            worker_id=self.worker_id,
-            pod=self.pod,
-            node=self.node,
-            on_done=self._instance_done,
-        )
-        self._instances[task.run_id] = instance
-        instance.start()
-
-    def _queue_command(self, instance: WorkflowInstance, command: dict[str, Any]) -> None:
-        if self._killed:
-            return
-        key = (instance.run_id, instance.task_id)
-        batch = self._commands.get(key)
-        if batch is None:
-            self._commands[key] = [command]
-        else:
-            batch.append(command)
-        if not self._flush_scheduled:
-            self._schedule_flush()
-
-    def _instance_done(self, instance: WorkflowInstance) -> None:
-        if self._instances.get(instance.run_id) is instance:
-            del self._instances[instance.run_id]
-
-    # ------------------------------------------------------------------ reports
-
-    def _has_pending(self) -> bool:
-        return bool(self._completions or self._heartbeats or self._commands)
-
-    def _schedule_flush(self) -> None:
-        if not self._flush_scheduled and not self._killed and self._loop is not None:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush, context=self._ctx)
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        if self._killed or self._client is None or len(self._report_tasks) >= MAX_REPORTS_IN_FLIGHT:
-            return
-        ready = [key for key in self._commands if key[0] not in self._runs_in_flight]
-        if not (self._completions or self._heartbeats or ready):
-            return
-        body: dict[str, Any] = {
-            "completions": self._completions,
-            "heartbeats": [{"task_id": k, "details": v} for k, v in self._heartbeats.items()],
-            "workflows": [
-                {
-                    "run_id": run_id,
-                    "workflow_task_id": wf_task_id,
-                    "commands": self._commands.pop((run_id, wf_task_id)),
-                }
-                for run_id, wf_task_id in ready
-            ],
-            "max_tasks": 0 if self._stopping else self._free_slots(),
-        }
-        self._completions = []
-        self._heartbeats = {}
-        runs = {run_id for run_id, _ in ready}
-        self._runs_in_flight |= runs
-        assert self._loop is not None
-        task = self._loop.create_task(self._send_report(body, runs), context=self._ctx.copy())
-        self._report_tasks.add(task)
-        task.add_done_callback(self._report_done)
-
-    def _report_done(self, task: asyncio.Task[None]) -> None:
-        self._report_tasks.discard(task)
-        if task.cancelled():
-            return
-        if self._has_pending():
-            self._schedule_flush()
-
-    async def _send_report(self, body: dict[str, Any], runs: set[str]) -> None:
-        assert self._client is not None
-        delay = 0.05
-        response: ReportResponse | None = None
-        try:
-            for _ in range(50):
-                generation = self._generation
-                try:
-                    response = await self._client.report(self.worker_id, body)
-                    break
-                except SchedulerRequestError as exc:
-                    if exc.status == 404 and exc.error == "UnknownWorker":
-                        await self._reregister(generation)
-                        continue
-                    # Everything else in the report was applied (the scheduler applies
-                    # every item, then names the first it rejected), and applying is
-                    # idempotent: bisect in order to isolate and drop only the bad item.
-                    halves = split_report(body) if exc.status in (400, 404, 413, 422) else None
-                    if halves is not None:
-                        # 413: every payload is within its 2 MiB limit but together they
-                        # are over the body limit. 400/422: one bad item must not take
-                        # the rest of the batch with it. Send the report in two, in order.
-                        for half in halves:
-                            await self._send_report(half, set())
-                        return
-                    log.error("scheduler rejected %s (%s); dropping it", describe_report(body), exc)
-                    return
-                except SchedulerUnavailableError as exc:
-                    if self._stopping and delay > 1.0:
-                        log.error("could not deliver a report while stopping: %s", exc)
-                        return
-                    log.warning("report failed, retrying in %.2fs: %s", delay, exc)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 2.0)
-        finally:
-            self._runs_in_flight -= runs
-        if response is None:
-            return
+    def _on_report_response(self, response: ReportResponse) -> None:
         for task_id in response.cancelled:
             self._cancel_task(task_id, "cancelled by the scheduler")
         for task in response.tasks:
             self._on_task(task)
+
+    def _cancel_task(self, task_id: str, reason: str = "") -> None:
+        if not self._activity_runner.cancel(task_id):
+            self._workflow_runner.cancel(task_id, reason)
 
 
 _TURNS_BEFORE_REPOLL = 3

@@ -25,6 +25,7 @@ from worker_runtime.protocol import (
     WhoAmI,
     WorkerList,
 )
+from worker_runtime.transport import FastTransport
 
 REGISTER = {
     "worker_id": "w1",
@@ -334,7 +335,8 @@ async def test_over_a_real_socket() -> None:
     server = asyncio.create_task(serve("127.0.0.1", _free_port(), service, ready))
     try:
         await asyncio.wait_for(ready.wait(), 10)
-        async with httpx.AsyncClient(base_url=service.scheduler_url) as c:
+        production = FastTransport()  # what workers use: the real socket path under test
+        async with httpx.AsyncClient(base_url=service.scheduler_url, transport=production) as c:
             assert (await c.post("/v1/workers", json=REGISTER)).status_code == 200
             poll = asyncio.ensure_future(c.post("/v1/workers/w1/poll", json={"wait": 10}))
             await asyncio.sleep(0.05)

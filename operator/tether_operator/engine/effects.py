@@ -43,7 +43,7 @@ class WorkerGone:
 
 @dataclass(frozen=True, slots=True)
 class Notice:
-    """Something a person should see: a log line in dev mode, an Event on Kubernetes."""
+    """Something a person should see: the scheduler logs it and hands it to its subscribers."""
 
     run_id: str | None
     level: Literal["Normal", "Warning"]

@@ -2,8 +2,8 @@
 
 A run's truth is its history (a list of `{type, time, data}` events). The scheduler
 appends the events the engine emits and, on start-up, reloads every run to rebuild
-the engine's state. The Kubernetes store (WorkflowRun status + payload ConfigMaps)
-implements the same protocol.
+the engine's state. `InMemoryRunStore` is the implementation dev mode and the tests
+use; any store that keeps append order per run can stand in for it.
 """
 
 from __future__ import annotations

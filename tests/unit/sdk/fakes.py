@@ -44,10 +44,16 @@ async def settle(rounds: int = 20) -> None:
 
 
 class FakeScheduler:
-    """A tiny scheduler behind ``httpx.MockTransport``: records requests, queues tasks."""
+    """A tiny scheduler behind ``httpx.MockTransport``: records requests, queues tasks.
+
+    `events` records, in order, what the worker could know when: ``("handed", ids)``
+    as a poll response leaves, ``("held", ids)`` as a heartbeat arrives, and
+    ``("acked", ids)`` as a report's response leaves (its completions' task ids).
+    """
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, dict[str, Any]]] = []
+        self.events: list[tuple[str, list[str]]] = []
         self.registrations: list[dict[str, Any]] = []
         self.reports: list[dict[str, Any]] = []
         self.tasks: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -79,11 +85,16 @@ class FakeScheduler:
             tasks = [first]
             while not self.tasks.empty() and len(tasks) < body["max_tasks"]:
                 tasks.append(self.tasks.get_nowait())
+            self.events.append(("handed", [t["task_id"] for t in tasks if "task_id" in t]))
             return httpx.Response(200, json={"tasks": tasks})
         if path.endswith("/report"):
             self.reports.append(body)
             self.report_event.set()
-            return httpx.Response(200, json=self.report_reply(body))
+            reply = self.report_reply(body)
+            self.events.append(("acked", [c["task_id"] for c in body["completions"]]))
+            return httpx.Response(200, json=reply)
+        if path.endswith("/heartbeat"):
+            self.events.append(("held", list(body.get("tasks") or [])))
         return httpx.Response(200, json={})
 
     async def wait_for(self, predicate: Callable[[], Any], within: float = 3.0) -> Any:
@@ -96,6 +107,10 @@ class FakeScheduler:
 
     def completions(self) -> list[dict[str, Any]]:
         return [c for r in self.reports for c in r["completions"]]
+
+    def heartbeats(self) -> list[list[str]]:
+        """The task lists of the worker heartbeats received so far, in order."""
+        return [ids for kind, ids in self.events if kind == "held"]
 
     def commands(self) -> list[dict[str, Any]]:
         return [c for r in self.reports for w in r["workflows"] for c in w["commands"]]

@@ -69,3 +69,10 @@ def test_halves_carry_every_item_once_and_in_order(
 def test_describe_names_what_is_dropped() -> None:
     body = report([7], [], [("r2", 4)])
     assert describe_report(body) == "a report of t7, r2 command start_timer"
+
+
+def test_describe_counts_a_run_s_commands_by_type() -> None:
+    body = report([1, 2], [3], [("r1", 1), ("r1", 2), ("r1", 3), ("r2", 1)])
+    assert describe_report(body) == (
+        "a report of t1, t2, h3, r1 3 commands start_timer, r2 command start_timer"
+    )

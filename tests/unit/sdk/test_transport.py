@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
 
-from worker_runtime.transport import FastTransport
+from worker_runtime.transport import (
+    FastTransport,
+    HttpxTransport,
+    Origin,
+    RawResponse,
+    SchedulerTransport,
+    scheduler_transport,
+)
 
 Responder = Callable[[bytes], bytes]
 
@@ -197,3 +205,92 @@ async def test_scheduler_client_hot_path_raises_the_problem() -> None:
             await client.heartbeat("w1")
     finally:
         await client.aclose()
+
+
+class Recording(SchedulerTransport):
+    """A `SchedulerTransport` that answers every request with one canned response."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        self.status, self.body = status, body
+        self.calls: list[tuple[str, Origin, str, bytes | None, list[tuple[str, str]]]] = []
+
+    async def request_raw(
+        self,
+        method: str,
+        origin: Origin,
+        target: str,
+        body: bytes | None,
+        headers: list[tuple[str, str]],
+        *,
+        connect_timeout: float | None,
+        read_timeout: float | None,
+    ) -> RawResponse:
+        self.calls.append((method, origin, target, body, headers))
+        return self.status, [], self.body
+
+
+async def test_every_client_call_goes_through_the_one_seam() -> None:
+    from worker_runtime.client import SchedulerClient
+
+    run = {"run_id": "r 1", "phase": "Running", "workflow": "wf", "created_at": 1.0}
+    seam = Recording(200, json.dumps(run).encode())
+    client = SchedulerClient("http://sched:7000/base", transport=seam, headers={"X-A": "b"})
+    await client.wait_run("r 1", wait=2)
+    (method, origin, target, body, headers) = seam.calls[0]
+    assert (method, origin, body) == ("GET", Origin("http", "sched", 7000), None)
+    assert target == "/base/v1/runs/r%201/wait?timeout=2"
+    assert headers == [("X-A", "b")]
+    seam.body = b'{"scheduler_url": "http://sched:7000", "namespace": "n", "tls": false}'
+    await client.whoami("w1")
+    assert ("X-Tether-Worker", "w1") in seam.calls[1][4]
+    await client.aclose()
+
+
+async def test_a_plain_httpx_transport_is_wrapped_behind_the_same_seam() -> None:
+    from worker_runtime.client import SchedulerClient
+
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"tasks": []})
+
+    async with SchedulerClient("http://sched", transport=httpx.MockTransport(handler)) as client:
+        assert isinstance(client._transport, HttpxTransport)
+        polled = await client.poll("w1", max_tasks=2, wait=1.0, incarnation="inc")
+    assert polled.tasks == []
+    (request,) = seen
+    assert str(request.url) == "http://sched/v1/workers/w1/poll"
+    assert request.headers["content-type"] == "application/json"
+    assert json.loads(request.content) == {"max_tasks": 2, "wait": 1.0, "incarnation": "inc"}
+    assert request.extensions["timeout"]["read"] == 16.0
+
+
+async def test_a_server_error_through_the_seam_is_unavailable_naming_the_request() -> None:
+    from worker_runtime.client import SchedulerClient
+    from worker_runtime.errors import SchedulerUnavailableError
+
+    seam = Recording(503, b'{"error": "StoreUnavailable", "message": "history not durable"}')
+    client = SchedulerClient("http://sched", transport=seam)
+    with pytest.raises(SchedulerUnavailableError) as err:
+        await client.report("w1", {"completions": []})
+    assert str(err.value) == (
+        "scheduler error 503 on POST /v1/workers/w1/report: history not durable"
+    )
+
+
+def test_a_relative_scheduler_url_is_a_clear_error() -> None:
+    from worker_runtime.client import SchedulerClient
+
+    with pytest.raises(ValueError, match="'sched:7233' must be absolute http:// or https://"):
+        SchedulerClient("sched:7233")
+
+
+def test_transports_are_adapted_once_not_branched_on() -> None:
+    fast = FastTransport()
+    assert scheduler_transport(fast) is fast
+    assert isinstance(scheduler_transport(None), FastTransport)
+    mock = httpx.MockTransport(lambda r: httpx.Response(200))
+    wrapped = scheduler_transport(mock)
+    assert isinstance(wrapped, HttpxTransport)
+    assert wrapped.inner is mock
