@@ -530,12 +530,35 @@ class Local:
                 return await tuple_maker()
             if mode == "own-timeout":
                 return await times_out_itself()
+            if mode == "pair":
+                return await asyncio.gather(naps(0.1, "a"), naps(0.1, "b"))
+            if mode == "file":
+                return await reads_a_file(__file__)
             return [await greet(str(i)) for i in range(int(mode))]
 
 
 @workflows.activity(start_to_close_timeout=5, retry_policy_max_attempts=1)
 async def times_out_itself() -> None:
     raise TimeoutError("upstream did not answer")
+
+
+naps_cancelled: list[str] = []
+
+
+@workflows.activity()
+async def naps(seconds: float, name: str) -> str:
+    try:
+        await asyncio.sleep(seconds)  # a real sleep: activity code, not a durable timer
+    except asyncio.CancelledError:
+        naps_cancelled.append(name)
+        raise
+    return name
+
+
+@workflows.activity()
+def reads_a_file(path: str) -> int:
+    with open(path) as f:  # I/O is fine in activity code, local or not
+        return len(f.readline())
 
 
 async def run_local(mode: str, history: list[Any] | None = None) -> list[dict[str, Any]]:
@@ -589,6 +612,30 @@ async def test_local_activity_own_timeout_error_is_not_start_to_close() -> None:
     commands = await run_local("own-timeout")
     assert commands[0]["error"]["type"] == "TimeoutError"
     assert commands[0]["error"]["message"] == "upstream did not answer"
+
+
+async def test_local_activities_that_wait_run_concurrently_on_the_workers_loop() -> None:
+    began = time.monotonic()
+    commands = await run_local("pair")
+    assert time.monotonic() - began < 0.19  # side by side, not one after the other
+    assert types(commands) == ["record_local_activity"] * 2 + ["complete_workflow"]
+    assert commands[-1]["result"] == ["a", "b"]
+
+
+async def test_a_local_activity_waiting_when_its_run_is_cancelled_is_cancelled() -> None:
+    naps_cancelled.clear()
+    instance, commands = start(Local, workflow_task("local", "pair"))
+    await asyncio.sleep(0.02)
+    instance.cancel()
+    await asyncio.sleep(0.02)
+    assert sorted(naps_cancelled) == ["a", "b"]
+    assert commands == []
+
+
+async def test_local_activity_code_may_do_io() -> None:
+    commands = await run_local("file")
+    assert commands[0]["ok"] is True
+    assert commands[-1]["result"] > 0
 
 
 async def test_local_activity_result_is_json_normalised() -> None:
