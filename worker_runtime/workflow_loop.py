@@ -214,10 +214,12 @@ class WorkflowLoop(asyncio.AbstractEventLoop):
     def default_exception_handler(self, context: dict[str, Any]) -> None:
         """Log an error that no workflow code retrieved (e.g. a failed background task)."""
         exc = context.get("exception")
+        what = context.get("task") or context.get("future")
         with workflow_guard.unguarded():
             log.error(
-                "%s",
+                "%s%s",
                 context.get("message", "unhandled error in workflow code"),
+                f" ({what!r})" if what is not None else "",
                 exc_info=(type(exc), exc, exc.__traceback__)
                 if isinstance(exc, BaseException)
                 else None,

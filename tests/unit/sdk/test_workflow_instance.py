@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -62,12 +63,26 @@ class OtherOrder:
         return await predict(1) and "x"
 
 
+_started: list[WorkflowInstance] = []
+
+
+@pytest.fixture(autouse=True)
+async def _stop_what_a_test_left_running() -> AsyncIterator[None]:
+    """A worker cancels the workflows it drops; so does each test, once it has looked."""
+    yield
+    for instance in _started:
+        instance.cancel()
+    _started.clear()
+    await asyncio.sleep(0)  # the cancellations run at the loop's next turn
+
+
 def start(cls: type[Any], task: WorkflowTask) -> tuple[WorkflowInstance, list[dict[str, Any]]]:
     commands: list[dict[str, Any]] = []
     instance = WorkflowInstance(
         task, workflow.get_definition(cls), lambda _i, c: commands.append(c), worker_id="w1"
     )
     instance.start()
+    _started.append(instance)
     return instance, commands
 
 
