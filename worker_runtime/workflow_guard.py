@@ -93,18 +93,6 @@ def guarded() -> Iterator[None]:
         _state.depth -= 1
 
 
-def suspend() -> int:
-    """Allow every call on this thread until `restore` (returns what `restore` takes)."""
-    depth: int = getattr(_state, "depth", 0)
-    _state.depth = 0
-    return depth
-
-
-def restore(depth: int) -> None:
-    """Undo `suspend`."""
-    _state.depth = depth
-
-
 @contextmanager
 def unguarded() -> Iterator[None]:
     """Allow every call on this thread for the duration (the worker's own bookkeeping)."""

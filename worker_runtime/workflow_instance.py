@@ -22,7 +22,7 @@ import hashlib
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from random import Random
@@ -472,19 +472,10 @@ class WorkflowInstance:
             assert self._host is not None
             ctx = contextvars.copy_context()
             ctx.run(current_workflow.set, None)  # activity code, not workflow code
-            coro: Coroutine[Any, Any, None] = self._local_activity(defn, args, kwargs, seq)
-            if (
-                defn.options.start_to_close_timeout is None
-                and self._loop.outer_loop() is self._host
-            ):
-                # Its first step runs now, on the worker's loop (as an eager task would):
-                # a local activity that never waits costs no turn of either loop.
-                waiting_on = self._loop.run_outside(_first_step, (ctx, coro))
-                if waiting_on is _DONE:
-                    return _activity_result(defn.name, await fut)  # delivered already
-                coro = _resume(coro, waiting_on)
             runner = self._host.create_task(
-                coro, name=f"local activity {defn.name} of {self.run_id}", context=ctx
+                self._local_activity(defn, args, kwargs, seq),
+                name=f"local activity {defn.name} of {self.run_id}",
+                context=ctx,
             )
             self._local_runs.add(runner)
             runner.add_done_callback(self._local_runs.discard)
@@ -576,22 +567,19 @@ class WorkflowInstance:
         )
         token = current_activity.set(ActivityContext(info))
         timeout = defn.options.start_to_close_timeout
+        deadline = asyncio.timeout(timeout)
         try:
-            if timeout is None:  # no asyncio.timeout: its first step may run outside a task
-                return await defn.fn(*args, **kwargs) if defn.is_async else defn.fn(*args, **kwargs)
-            deadline = asyncio.timeout(timeout)
-            try:
-                async with deadline:
-                    if defn.is_async:
-                        return await defn.fn(*args, **kwargs)
-                    call = functools.partial(
-                        contextvars.copy_context().run, defn.fn, *args, **kwargs
-                    )
-                    return await asyncio.get_running_loop().run_in_executor(None, call)
-            except TimeoutError:
-                if deadline.expired():  # ours; a TimeoutError of the activity's own is its error
-                    raise _StartToCloseExpired from None
-                raise
+            async with deadline:
+                if defn.is_async:
+                    return await defn.fn(*args, **kwargs)
+                if timeout is None:
+                    return defn.fn(*args, **kwargs)
+                call = functools.partial(contextvars.copy_context().run, defn.fn, *args, **kwargs)
+                return await asyncio.get_running_loop().run_in_executor(None, call)
+        except TimeoutError:
+            if deadline.expired():  # ours; a TimeoutError of the activity's own is its error
+                raise _StartToCloseExpired from None
+            raise
         finally:
             current_activity.reset(token)
 
@@ -656,47 +644,6 @@ class WorkflowInstance:
         await self._command(
             seq, "start_timer", None, {"type": "start_timer", "seq": seq, "seconds": seconds}
         )
-
-
-_DONE = object()
-"""What `_first_step` returns for a coroutine that finished in its first step."""
-
-
-def _first_step(job: tuple[contextvars.Context, Coroutine[Any, Any, None]]) -> Any:
-    ctx, coro = job
-    try:
-        return ctx.run(coro.send, None)
-    except StopIteration:
-        return _DONE
-
-
-async def _resume(coro: Coroutine[Any, Any, None], waiting_on: Any) -> None:
-    """Go on with `coro`, whose first step ran outside any task and now waits on
-    `waiting_on` (what it yielded), as the task that awaits this."""
-    await _Continue(coro, waiting_on)
-
-
-class _Continue:
-    """An awaitable that yields what `coro` yielded and passes back what it is sent."""
-
-    def __init__(self, coro: Coroutine[Any, Any, None], waiting_on: Any) -> None:
-        self.coro, self.waiting_on = coro, waiting_on
-
-    def __await__(self) -> Generator[Any, Any, None]:
-        coro, waiting_on = self.coro, self.waiting_on
-        while True:
-            try:
-                sent = yield waiting_on
-            except BaseException as exc:  # a cancellation thrown into the task goes on in
-                try:
-                    waiting_on = coro.throw(exc)
-                except StopIteration:
-                    return
-            else:
-                try:
-                    waiting_on = coro.send(sent)
-                except StopIteration:
-                    return
 
 
 class _StartToCloseExpired(Exception):

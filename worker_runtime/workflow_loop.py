@@ -52,8 +52,6 @@ class WorkflowLoop(asyncio.AbstractEventLoop):
         self._durable_timer = durable_timer
         self._ready: deque[asyncio.Handle] = deque()
         self._running = False
-        self._outer: asyncio.AbstractEventLoop | None = None
-        self._outer_hooks: Any = None
         self._exception_handler: Callable[[asyncio.AbstractEventLoop, dict[str, Any]], Any] | None
         self._exception_handler = None
 
@@ -67,8 +65,8 @@ class WorkflowLoop(asyncio.AbstractEventLoop):
         if self._running:
             return
         self._running = True
-        outer = self._outer = asyncio.events._get_running_loop()
-        hooks = self._outer_hooks = sys.get_asyncgen_hooks()
+        outer = asyncio.events._get_running_loop()
+        hooks = sys.get_asyncgen_hooks()
         asyncio.events._set_running_loop(self)
         sys.set_asyncgen_hooks(firstiter=None, finalizer=self._finalize_asyncgen)
         try:
@@ -82,26 +80,6 @@ class WorkflowLoop(asyncio.AbstractEventLoop):
             sys.set_asyncgen_hooks(*hooks)
             asyncio.events._set_running_loop(outer)
             self._running = False
-
-    def outer_loop(self) -> asyncio.AbstractEventLoop | None:
-        """The loop the running activation was started from (None: none, or not running)."""
-        return self._outer if self._running else None
-
-    def run_outside(self, fn: Callable[[Any], T], arg: Any) -> T:
-        """`fn(arg)` in the middle of an activation, as worker code: the outer loop is the
-        running loop again, with its async generator hooks, and no call is refused."""
-        assert self._running, "run_outside() is for code inside an activation"
-        assert self._outer is not None
-        asyncio.events._set_running_loop(self._outer)
-        hooks = sys.get_asyncgen_hooks()
-        sys.set_asyncgen_hooks(*self._outer_hooks)
-        depth = workflow_guard.suspend()
-        try:
-            return fn(arg)
-        finally:
-            workflow_guard.restore(depth)
-            sys.set_asyncgen_hooks(*hooks)
-            asyncio.events._set_running_loop(self)
 
     def advance_to(self, when: float | None) -> None:
         """Move workflow time forward to ``when`` (never backwards; None leaves it)."""

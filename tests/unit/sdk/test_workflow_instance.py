@@ -549,6 +549,8 @@ class Local:
                 return await asyncio.gather(naps(0.1, "a"), naps(0.1, "b"))
             if mode == "file":
                 return await reads_a_file(__file__)
+            if mode == "own-deadline":
+                return await keeps_its_own_deadline()
             return [await greet(str(i)) for i in range(int(mode))]
 
 
@@ -568,6 +570,13 @@ async def naps(seconds: float, name: str) -> str:
         naps_cancelled.append(name)
         raise
     return name
+
+
+@workflows.activity(retry_policy_max_attempts=1)
+async def keeps_its_own_deadline() -> str:
+    async with asyncio.timeout(0.05):  # the activity's own task, not whoever resolved it
+        await asyncio.sleep(0.3)
+    return "finished"
 
 
 @workflows.activity()
@@ -645,6 +654,12 @@ async def test_a_local_activity_waiting_when_its_run_is_cancelled_is_cancelled()
     await asyncio.sleep(0.02)
     assert sorted(naps_cancelled) == ["a", "b"]
     assert commands == []
+
+
+async def test_a_local_activity_runs_as_its_own_task() -> None:
+    commands = await run_local("own-deadline")
+    assert commands[0]["ok"] is False
+    assert commands[0]["error"]["type"] == "TimeoutError"
 
 
 async def test_local_activity_code_may_do_io() -> None:
