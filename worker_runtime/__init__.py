@@ -35,6 +35,7 @@ from .errors import (
     SessionBrokenError,
     StickyChildError,
     TetherError,
+    WorkerReplacedError,
     WorkflowFailedError,
 )
 from .run import run_worker
@@ -69,6 +70,7 @@ __all__ = [
     "StickyStrategy",
     "TetherError",
     "Worker",
+    "WorkerReplacedError",
     "WorkflowDefinition",
     "WorkflowFailedError",
     "WorkflowInfo",

@@ -128,6 +128,11 @@ class SchedulerUnavailableError(TetherError):
     """The scheduler could not be reached or answered with a server error."""
 
 
+class WorkerReplacedError(TetherError):
+    """A newer process registered under this worker's id; this one stops (its tasks were
+    handed to the newer one). Two live processes with one worker id are a misconfiguration."""
+
+
 class SchedulerRequestError(TetherError):
     """The scheduler rejected a request (4xx); carries the ``Problem`` fields and status."""
 

@@ -25,7 +25,7 @@ import httpx
 from .activities import ActivityDefinition
 from .activity_runner import ActivityRunner
 from .client import DEFAULT_SCHEDULER_URL, SchedulerClient
-from .errors import SchedulerRequestError, SchedulerUnavailableError
+from .errors import SchedulerRequestError, SchedulerUnavailableError, WorkerReplacedError
 from .protocol import (
     ActivityTask,
     CancelTask,
@@ -279,9 +279,18 @@ class Worker:
                 if exc.status == 404:
                     await self._reregister_quietly(generation)
                 else:
+                    self._stop_if_replaced(exc)
                     log.warning("heartbeat rejected: %s", exc)
             except SchedulerUnavailableError as exc:
                 log.debug("heartbeat failed: %s", exc)
+
+    def _stop_if_replaced(self, exc: SchedulerRequestError) -> None:
+        if exc.error == "WorkerReplaced":
+            raise WorkerReplacedError(
+                f"worker {self.worker_id} (incarnation {self._incarnation}) was replaced by a "
+                "newer process with the same worker id; stopping. Give each worker process "
+                "its own id."
+            ) from exc
 
     async def _reregister_quietly(self, generation: int) -> bool:
         """Register again after a 404; False (logged) if that failed too."""
@@ -306,6 +315,7 @@ class Worker:
                 )
             except SchedulerRequestError as exc:
                 if exc.status != 404:
+                    self._stop_if_replaced(exc)
                     log.warning("poll rejected: %s", exc)
                 elif await self._reregister_quietly(generation):
                     continue

@@ -11,6 +11,7 @@ from .errors import (
     RunAlreadyExists,
     RunNotFound,
     UnknownWorker,
+    WorkerReplaced,
     WorkflowNotFound,
 )
 from .retry import backoff, should_retry
@@ -32,6 +33,7 @@ __all__ = [
     "RunNotFound",
     "UnknownWorker",
     "WorkerGone",
+    "WorkerReplaced",
     "WorkflowNotFound",
     "backoff",
     "should_retry",

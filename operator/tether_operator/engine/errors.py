@@ -28,6 +28,12 @@ class UnknownWorker(EngineError):
     reason = "UnknownWorker"
 
 
+class WorkerReplaced(EngineError):
+    """A newer process registered under this worker's id: this one must stop."""
+
+    reason = "WorkerReplaced"
+
+
 class WorkflowNotFound(EngineError):
     """No worker has ever registered the workflow a run asks for."""
 

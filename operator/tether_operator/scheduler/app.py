@@ -59,6 +59,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 _WORKER_ERRORS: dict[int | str, dict[str, Any]] = {
     **_ERRORS,
     404: {"model": Problem, "description": "Unknown worker: register again"},
+    409: {"model": Problem, "description": "A newer process took this worker id: stop"},
 }
 _RUN_ERRORS: dict[int | str, dict[str, Any]] = {
     **_ERRORS,

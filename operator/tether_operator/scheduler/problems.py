@@ -25,6 +25,7 @@ from tether_operator.engine import (
     RunAlreadyExists,
     RunNotFound,
     UnknownWorker,
+    WorkerReplaced,
     WorkflowNotFound,
 )
 from worker_runtime.protocol import MAX_BODY_BYTES, MAX_PAYLOAD_BYTES
@@ -52,6 +53,7 @@ BODY_SIZE_SCOPE_KEY = "tether.body_size"
 ENGINE_ERROR_STATUS: dict[type[EngineError], int] = {
     RunNotFound: 404,
     UnknownWorker: 404,
+    WorkerReplaced: 409,
     WorkflowNotFound: 404,
     RunAlreadyExists: 409,
     InvalidCommand: 422,

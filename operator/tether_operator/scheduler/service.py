@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypedDict, assert_never
 
-from tether_operator.engine import Engine, EngineConfig, EngineError, UnknownWorker
+from tether_operator.engine import Engine, EngineConfig, EngineError, WorkerReplaced
 from tether_operator.engine.effects import Deliver, Effect, Notice, Persist, RunEnded, WorkerGone
 from tether_operator.scheduler.history_writer import HistoryWriter
 from tether_operator.scheduler.inputs import InputCatalog
@@ -248,9 +248,9 @@ class SchedulerService:
     def _check_incarnation(self, worker_id: str, incarnation: str | None) -> None:
         current = self._incarnations.get(worker_id)
         if incarnation is not None and current is not None and incarnation != current:
-            raise UnknownWorker(
+            raise WorkerReplaced(
                 f"worker {worker_id!r} was registered again by a newer process "
-                f"(incarnation {current}, not {incarnation}); register again",
+                f"(incarnation {current}, not {incarnation}); this process must stop",
                 field="incarnation",
             )
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from tether_operator.engine import UnknownWorker
+from tether_operator.engine import WorkerReplaced
 from tether_operator.scheduler import SchedulerService
 from worker_runtime.protocol import WorkerHeartbeat
 
@@ -26,16 +26,19 @@ async def test_a_poll_left_by_a_dead_process_never_takes_its_successors_work(
     assert (task["kind"], task["run_id"]) == ("workflow", run_id)
 
 
-async def test_a_new_poll_of_a_replaced_incarnation_must_register_again(
+async def test_a_replaced_incarnation_is_told_to_stop_not_to_register_again(
     service: SchedulerService,
 ) -> None:
     register(service, incarnation="old")
     register(service, incarnation="new")
-    with pytest.raises(UnknownWorker, match="newer process") as err:
+    with pytest.raises(WorkerReplaced, match=r"newer process.*must stop") as err:
         await service.poll("w1", 8, 0, incarnation="old")
     assert err.value.field == "incarnation"
-    with pytest.raises(UnknownWorker):
+    with pytest.raises(WorkerReplaced):
         service.heartbeat("w1", WorkerHeartbeat(incarnation="old", tasks=[]))
+    # Registering again would have evicted the newer process: it is left alone.
+    assert [w["worker_id"] for w in service.workers() if w["alive"]] == ["w1"]
+    assert await service.poll("w1", 8, 0, incarnation="new") == []
 
 
 async def test_tasks_taken_for_a_caller_that_left_go_back_in_order(

@@ -59,6 +59,8 @@ class FakeScheduler:
         self.tasks: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.report_reply: Callable[[dict[str, Any]], dict[str, Any]] = lambda body: {}
         self.known_workers: set[str] = set()
+        self.replaced: set[str] = set()
+        """Worker ids whose polls and heartbeats get 409 WorkerReplaced."""
         self.report_event = asyncio.Event()
         self.transport = httpx.MockTransport(self.handle)
 
@@ -77,6 +79,8 @@ class FakeScheduler:
         worker_id = parts[3]
         if worker_id not in self.known_workers:
             return httpx.Response(404, json={"error": "UnknownWorker", "message": "who?"})
+        if worker_id in self.replaced and not path.endswith("/report"):
+            return httpx.Response(409, json={"error": "WorkerReplaced", "message": "newer"})
         if path.endswith("/poll"):
             try:
                 first = await asyncio.wait_for(self.tasks.get(), timeout=min(body["wait"], 0.2))

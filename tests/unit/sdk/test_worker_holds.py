@@ -17,7 +17,7 @@ import pytest
 
 import worker_runtime as workflows
 import worker_runtime.worker as worker_module
-from worker_runtime import Worker, workflow
+from worker_runtime import Worker, WorkerReplacedError, workflow
 
 from .fakes import FakeScheduler
 
@@ -290,3 +290,23 @@ async def test_a_worker_forgotten_while_the_scheduler_restarts_registers_again_a
     assert worker.running
     await scheduler.tasks.put(activity_task("after-restart", "quick", 1))
     await scheduler.wait_for(lambda: scheduler.completions())
+
+
+async def test_a_worker_replaced_by_a_newer_process_stops_instead_of_registering_again(
+    scheduler: FakeScheduler,
+) -> None:
+    w = Worker(
+        [Waiter],
+        [quick],
+        scheduler_url="http://scheduler",
+        worker_id="w1",
+        transport=scheduler.transport,
+        heartbeat_interval=0.02,
+        poll_wait=0.2,
+    )
+    runner = asyncio.create_task(w.run())
+    await asyncio.wait_for(w.wait_ready(), 2)
+    scheduler.replaced.add("w1")
+    with pytest.raises(WorkerReplacedError, match="replaced by a newer process"):
+        await asyncio.wait_for(runner, 5)
+    assert len(scheduler.registrations) == 1
