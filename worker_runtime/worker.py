@@ -362,7 +362,7 @@ class Worker:
         held = self._reporter.task_ids()
         held.update(self._activity_runner.task_ids())
         held.update(self._workflow_runner.task_ids())
-        return sorted(held)
+        return list(held)
 
     def _on_task(self, task: AnyTask) -> None:
         if self._killed:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from random import Random
 from typing import Any, TypeVar, overload
@@ -52,8 +52,6 @@ class WorkflowDefinition:
     sticky: StickyStrategy | None
     entrypoint: str
     cls: type[Any]
-    parameters: tuple[str, ...] = field(default=())
-    """Names of the entrypoint's parameters after ``self`` (``input_schema()`` has their types)."""
 
     def input_schema(self) -> dict[str, Any]:
         """The JSON Schema of the entrypoint's parameters (computed once; do not modify)."""
@@ -125,17 +123,8 @@ def define(
                 f"workflow class {c.__name__} needs exactly one @workflow.entrypoint method "
                 f"(found: {found})"
             )
-        params = list(inspect.signature(getattr(c, methods[0])).parameters.values())[1:]
         definition = WorkflowDefinition(
-            name=name or c.__name__,
-            sticky=strategy,
-            entrypoint=methods[0],
-            cls=c,
-            parameters=tuple(
-                p.name
-                for p in params
-                if p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
-            ),
+            name=name or c.__name__, sticky=strategy, entrypoint=methods[0], cls=c
         )
         setattr(c, _DEFINITION_ATTR, definition)
         return c

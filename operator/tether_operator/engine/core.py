@@ -174,7 +174,8 @@ class Engine:
         with self._batch(now) as out:
             w = self._seen(worker_id, now)
             grace = st.config.worker_heartbeat_interval
-            for tid in sorted(w.running | w.workflow_tasks):
+            lost = []
+            for tid in (*w.running, *w.workflow_tasks):
                 task = st.tasks.get(tid)
                 if task is None:
                     continue
@@ -183,7 +184,9 @@ class Engine:
                 elif task.missing_since is None:
                     task.missing_since = now
                 elif now - task.missing_since >= grace:
-                    self._lifecycle.task_lost(w, task)
+                    lost.append(task)
+            for task in sorted(lost, key=lambda t: t.task_id):  # a deterministic order
+                self._lifecycle.task_lost(w, task)
         return out
 
     def worker_lost(self, worker_id: str, reason: str, message: str, now: float) -> list[Effect]:

@@ -224,35 +224,22 @@ class Lifecycle:
                     st.deadlines.add(due, DeadlineKind.HARD_SESSION, run.run_id, sid)
             else:
                 w.sessions.discard(sid)
+        lost = f"worker {w.worker_id} lost while running the activity: {detail}"
         for tid in sorted(w.running):
             task = st.tasks.get(tid)
             if task is not None:
-                err = {
-                    "type": "WorkerLost",
-                    "reason": reason,
-                    "non_retryable": False,
-                    "message": f"worker {w.worker_id} lost while running the activity: {detail}",
-                }
-                self.retries.attempt_failed(task, err, immediate=True)
+                self._dispatch_again(task, "WorkerLost", reason, lost)
         w.running.clear()
         for tid in sorted(w.workflow_tasks):
             task = st.tasks.get(tid)
-            if task is None:
-                continue
-            st.drop_task(task)
-            run = st.runs[task.run_id]
-            st.workflow_task_of.pop(run.run_id, None)
-            if run.terminal:
-                continue
-            out.record(run, "WorkflowTaskLost", task_id=tid, reason=reason)
-            self.tasks.enqueue_workflow_task(run)
+            if task is not None:
+                self._dispatch_again(task, "WorkerLost", reason, lost)
         w.workflow_tasks.clear()
 
     def task_lost(self, w: WorkerState, task: LiveTask) -> None:
         """A live worker does not hold a task it was sent: dispatch it again. An activity
         attempt counts as failed (retried at once, like a lost worker's); a workflow task is
         replayed from history. The worker is told to drop it, in case it has it after all."""
-        st, out = self.state, self.out
         self.tasks.cancel(w.worker_id, task.task_id, "TaskLost")
         what = (
             f"attempt {task.attempt} of activity {task.name}"
@@ -260,16 +247,22 @@ class Lifecycle:
             else f"workflow task {task.task_id}"
         )
         message = f"worker {w.worker_id} does not hold {what} it was sent; dispatching it again"
-        out.notice(task.run_id, "Warning", "TaskLost", message)
+        self.out.notice(task.run_id, "Warning", "TaskLost", message)
+        self._dispatch_again(task, "TaskLost", "TaskLost", message)
+
+    def _dispatch_again(self, task: LiveTask, error_type: str, reason: str, message: str) -> None:
+        """Its worker lost `task`: an activity attempt fails and is retried at once (it
+        counts); a workflow task is replayed from history as a new one."""
+        st = self.state
         if task.kind == "activity":
-            err = {"type": "TaskLost", "reason": "TaskLost", "non_retryable": False}
-            self.retries.attempt_failed(task, {**err, "message": message}, immediate=True)
+            err = {"type": error_type, "reason": reason, "non_retryable": False, "message": message}
+            self.retries.attempt_failed(task, err, immediate=True)
             return
         st.drop_task(task)
         run = st.runs[task.run_id]
         st.workflow_task_of.pop(run.run_id, None)
         if not run.terminal:
-            out.record(run, "WorkflowTaskLost", task_id=task.task_id, reason="TaskLost")
+            self.out.record(run, "WorkflowTaskLost", task_id=task.task_id, reason=reason)
             self.tasks.enqueue_workflow_task(run)
 
     def _fail_hard_sessions_of(self, w: WorkerState) -> None:
