@@ -224,6 +224,16 @@ def nondeterminism_message(workflow: str, seq: int, recorded: str, issued: str) 
     )
 
 
+def nondeterminism_error(message: str) -> dict[str, Any]:
+    """The error a run fails with when its code took a different path on replay."""
+    return {
+        "type": "NonDeterminismError",
+        "reason": "NonDeterminism",
+        "non_retryable": True,
+        "message": message,
+    }
+
+
 def nondeterminism(workflow: str, seq: int, recorded: Step, issued: Step) -> str | None:
     """The NonDeterminism message if `issued` differs from the step recorded at `seq`."""
     if issued == recorded:

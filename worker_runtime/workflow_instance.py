@@ -41,7 +41,7 @@ from .failures import backoff, error_from_dict, error_info, is_retryable, timeou
 from .payloads import check_input, check_value, json_roundtrip
 from .protocol import ErrorInfo, HistoryEventModel, WorkflowTask
 from .schemas import bind_input
-from .wire import nondeterminism, recorded_step
+from .wire import nondeterminism, nondeterminism_error, recorded_step
 from .workflow import WorkflowDefinition, WorkflowInfo
 from .workflow_loop import WorkflowLoop
 
@@ -374,13 +374,7 @@ class WorkflowInstance:
                 {
                     "type": "fail_workflow",
                     "seq": seq,
-                    "error": {
-                        "type": "NonDeterminismError",
-                        "message": message,
-                        "reason": "NonDeterminism",
-                        "non_retryable": True,
-                        "traceback": None,
-                    },
+                    "error": {**nondeterminism_error(message), "traceback": None},
                 }
             )
             if self._main is not None:

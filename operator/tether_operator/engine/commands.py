@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from worker_runtime.wire import issued_step, nondeterminism
+from worker_runtime.wire import issued_step, nondeterminism, nondeterminism_error
 
 from .deadlines import DeadlineKind
 from .effects import Outbox
@@ -48,15 +48,7 @@ class Commands:
         if issued is not None:
             message = nondeterminism(run.workflow, seq, run.steps[seq], issued)
             if message is not None:
-                self.lifecycle.fail_run(
-                    run,
-                    {
-                        "type": "NonDeterminismError",
-                        "reason": "NonDeterminism",
-                        "non_retryable": True,
-                        "message": message,
-                    },
-                )
+                self.lifecycle.fail_run(run, nondeterminism_error(message))
             return  # a replayed command for a step already recorded: idempotent
         if kind == "schedule_activity":
             self._schedule_activity(run, cmd)
