@@ -83,17 +83,27 @@ class ReplayHistory:
 
     commands: dict[int, Recorded]
     closed_sessions: set[str]
-    task_started_at: float | None
+    outcome_order: list[tuple[int, float | None]]
+    """The recorded outcomes as ``(seq, time)`` in history order. A local activity's time
+    is None: its worker could not know when history would record it, so it does not move
+    the workflow clock."""
+    start_time: float | None
+    """When the run's first workflow task started (else the run started): workflow time
+    at the start."""
 
 
-def fold_history(events: list[HistoryEventModel], task_id: str | None = None) -> ReplayHistory:
+def fold_history(events: list[HistoryEventModel]) -> ReplayHistory:
     """Fold history events into per-seq records (see docs/internals.md, History events)."""
     commands: dict[int, Recorded] = {}
     closed: set[str] = set()
+    order: list[tuple[int, float | None]] = []
     started_at: float | None = None
+    run_started_at: float | None = None
 
-    def outcome_for(seq: int, kind: str, outcome: Outcome) -> None:
+    def outcome_for(seq: int, kind: str, outcome: Outcome, at: float | None) -> None:
         commands.setdefault(seq, Recorded(kind, None)).outcome = outcome
+        if seq >= 0:
+            order.append((seq, at))
 
     for event in events:
         d = event.data
@@ -106,10 +116,10 @@ def fold_history(events: list[HistoryEventModel], task_id: str | None = None) ->
         match event.type:
             case "ActivityCompleted":
                 done = Outcome(True, d.get("result"), None, d.get("attempt"))
-                outcome_for(seq, "schedule_activity", done)
+                outcome_for(seq, "schedule_activity", done, event.time)
             case "ActivityFailed" if d.get("retry_at") is None:
                 failed = Outcome(False, None, error_from_dict(d.get("error")), d.get("attempt"))
-                outcome_for(seq, "schedule_activity", failed)
+                outcome_for(seq, "schedule_activity", failed, event.time)
             case "LocalActivityRecorded":
                 ok = bool(d.get("ok"))
                 local = Outcome(
@@ -118,21 +128,23 @@ def fold_history(events: list[HistoryEventModel], task_id: str | None = None) ->
                     None if ok else error_from_dict(d.get("error")),
                     d.get("attempts"),
                 )
-                outcome_for(seq, "record_local_activity", local)
+                outcome_for(seq, "record_local_activity", local, None)
             case "SessionClosed":
                 closed.add(str(d.get("session_id")))
             case "ChildCompleted":
-                outcome_for(seq, "start_child", Outcome(True, d.get("result")))
+                outcome_for(seq, "start_child", Outcome(True, d.get("result")), event.time)
             case "ChildFailed":
-                outcome_for(
-                    seq, "start_child", Outcome(False, None, error_from_dict(d.get("error")))
-                )
+                failed = Outcome(False, None, error_from_dict(d.get("error")))
+                outcome_for(seq, "start_child", failed, event.time)
             case "TimerFired":
-                outcome_for(seq, "start_timer", Outcome(True))
-            case "WorkflowTaskStarted" if task_id is None or d.get("task_id") == task_id:
+                outcome_for(seq, "start_timer", Outcome(True), event.time)
+            case "WorkflowTaskStarted" if started_at is None:
                 started_at = event.time
+            case "RunStarted":
+                run_started_at = event.time
     commands.pop(-1, None)
-    return ReplayHistory(commands, closed, started_at)
+    start = started_at if started_at is not None else run_started_at
+    return ReplayHistory(commands, closed, order, start)
 
 
 class WorkflowInstance:
@@ -156,20 +168,19 @@ class WorkflowInstance:
         self.worker_id, self.pod, self.node = worker_id, pod, node
         self._sink = sink
         self._on_done = on_done
-        replay = fold_history(task.history, task.task_id)
+        replay = fold_history(task.history)
         self._recorded = replay.commands
         self._max_recorded = max(self._recorded, default=0)
         self._closed_sessions = replay.closed_sessions
         self._seq = 0
         self._pending: dict[int, Waiter] = {}
         self._early: dict[int, Outcome] = {}
-        self._replay = deque(_outcome_order(task.history))
+        self._replay = deque(replay.outcome_order)
         self._default_session: str | None = None
         self._finished = False
         # typeshed marks every loop method abstract; the I/O ones are set from REFUSED.
-        self._loop = WorkflowLoop(  # type: ignore[abstract]
-            _start_time(task.history), self._start_durable_timer
-        )
+        start = replay.start_time if replay.start_time is not None else time.time()  # no history
+        self._loop = WorkflowLoop(start, self._start_durable_timer)  # type: ignore[abstract]
         self._host: asyncio.AbstractEventLoop | None = None
         self._main: asyncio.Task[None] | None = None
         self._local_runs: set[asyncio.Task[None]] = set()
@@ -660,33 +671,3 @@ def _activity_result(name: str, outcome: Outcome) -> Any:
 def _set_outcome(fut: asyncio.Future[Outcome], outcome: Outcome) -> None:
     if not fut.done():
         fut.set_result(outcome)
-
-
-def _outcome_order(events: list[HistoryEventModel]) -> list[tuple[int, float | None]]:
-    """The recorded outcomes as ``(seq, time)`` in history order (the same events as
-    ``fold_history``'s outcomes). A local activity's time is None: its worker could not
-    know when history would record it, so it does not move the workflow clock."""
-    order: list[tuple[int, float | None]] = []
-    for event in events:
-        seq = event.data.get("seq")
-        if not isinstance(seq, int):
-            continue
-        match event.type:
-            case "ActivityCompleted" | "ChildCompleted" | "ChildFailed" | "TimerFired":
-                order.append((seq, event.time))
-            case "ActivityFailed" if event.data.get("retry_at") is None:
-                order.append((seq, event.time))
-            case "LocalActivityRecorded":
-                order.append((seq, None))
-    return order
-
-
-def _start_time(events: list[HistoryEventModel]) -> float:
-    """Workflow time at the start: when the run's first workflow task started."""
-    for event in events:
-        if event.type == "WorkflowTaskStarted":
-            return event.time
-    for event in events:
-        if event.type == "RunStarted":
-            return event.time
-    return time.time()  # a task without history (tests): nothing to replay
