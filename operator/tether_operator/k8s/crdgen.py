@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,6 @@ class Kind:
     short_names: tuple[str, ...]
     columns: tuple[Mapping[str, Any], ...]
     scale: Mapping[str, str] | None = None
-    subresources: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -114,7 +113,7 @@ def _rewrite(node: Schema, defs: Mapping[str, Schema]) -> Schema:
         elif key == "items":
             out[key] = _rewrite(value, defs)
         elif key == "additionalProperties":
-            if value is True:
+            if value is True:  # a model or dict that keeps any field
                 out["x-kubernetes-preserve-unknown-fields"] = True
             elif isinstance(value, dict) and "properties" not in node:
                 out[key] = _rewrite(value, defs)
@@ -127,8 +126,6 @@ def _rewrite(node: Schema, defs: Mapping[str, Schema]) -> Schema:
             out[key] = " ".join(value.split())
         else:
             out[key] = value
-    if out.get("x-kubernetes-preserve-unknown-fields") and "properties" not in out:
-        out.pop("additionalProperties", None)
     if "properties" in out and "type" not in out:
         out["type"] = "object"
     return out
@@ -164,14 +161,11 @@ def _root_schema(kind: Kind) -> Schema:
     properties = schema["properties"]
     properties["apiVersion"] = {
         "type": "string",
-        "description": "The versioned schema of this object: " + f"{GROUP}/{VERSION}.",
+        "description": f"The versioned schema of this object: {GROUP}/{VERSION}.",
     }
     properties["kind"] = {"type": "string", "description": f"The kind of object: {kind.name}."}
     # The apiserver supplies metadata's schema; the CRD may not describe it.
     properties["metadata"] = {"type": "object"}
-    schema["required"] = [r for r in schema.get("required", []) if r not in ("kind",)]
-    if not schema["required"]:
-        del schema["required"]
     return schema
 
 
