@@ -45,11 +45,12 @@ def pool(name: str = "gpu", **spec: Any) -> Obj:
     }
 
 
-def condition(kind: str, status: str, generation: int) -> Obj:
+def ended(outcome: str, generation: int) -> Obj:
+    """A True `outcome` condition (Succeeded or Failed) computed from `generation`."""
     return {
-        "type": kind,
-        "status": status,
-        "reason": "RunCompleted" if status == "True" else "Pending",
+        "type": outcome,
+        "status": "True",
+        "reason": "RunCompleted" if outcome == "Succeeded" else "RunFailed",
         "message": "",
         "lastTransitionTime": "2026-01-01T00:00:00Z",
         "observedGeneration": generation,
@@ -228,12 +229,12 @@ def test_kubectl_wait_returns_once_the_condition_is_current(
 ) -> None:
     namespace.apply(run())
     waiting = _wait(namespace, outcome, "60s")
-    patch_status(namespace, "wfr", "r", {"conditions": [condition(outcome, "True", 0)]})
+    patch_status(namespace, "wfr", "r", {"conditions": [ended(outcome, 0)]})
     with pytest.raises(KubectlError, match="timed out"):
         namespace.run("wait", f"--for=condition={outcome}", "wfr/r", "--timeout=2s")
     assert waiting.poll() is None, "a condition of an older generation must not end the wait"
 
-    patch_status(namespace, "wfr", "r", {"conditions": [condition(outcome, "True", 1)]})
+    patch_status(namespace, "wfr", "r", {"conditions": [ended(outcome, 1)]})
     out, err = waiting.communicate(timeout=30)
     assert waiting.returncode == 0, err
     assert "condition met" in out
