@@ -10,7 +10,7 @@ PY          := $(BIN)/python
 STAMP       := $(VENV)/.installed
 SOURCES     := operator/tether_operator worker_runtime tests bench examples scripts
 
-.PHONY: help venv demo test lint format typecheck contracts unit e2e bench openapi clean \
+.PHONY: help venv demo test lint format typecheck contracts unit e2e bench openapi crds clean \
 	cluster-up cluster-down image
 
 help: ## Show this help
@@ -72,6 +72,9 @@ bench: venv ## Benchmarks; results land in bench/results/*.json
 openapi: venv ## Regenerate docs/openapi.json from the scheduler app
 	$(PY) -m tether_operator.scheduler.openapi > docs/openapi.json.tmp
 	mv docs/openapi.json.tmp docs/openapi.json
+
+crds: venv ## Generate crds/*.yaml from the pydantic models
+	$(PY) -m tether_operator.k8s.crdgen crds
 
 clean: ## Remove caches and build output (keeps .venv)
 	rm -rf .mypy_cache .ruff_cache .pytest_cache .hypothesis dist build
