@@ -18,6 +18,7 @@ on the worker; the scheduler calls it before validating types, so both sides agr
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import typing
@@ -149,10 +150,8 @@ def _any_json(param: _Param) -> _Param:
 
 def _robust_schema(params: list[_Param]) -> dict[str, Any]:
     """The parameters' schema; a type pydantic cannot describe becomes any JSON."""
-    try:
+    with contextlib.suppress(Exception):  # a type pydantic cannot describe: go on without it
         return _model_schema(params)
-    except Exception:
-        pass
     described = [p if _describable(p.annotation) else _any_json(p) for p in params]
     try:
         return _model_schema(described)

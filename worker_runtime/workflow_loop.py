@@ -129,9 +129,8 @@ class WorkflowLoop(asyncio.AbstractEventLoop):
         return handle
 
     def _timer_handle_cancelled(self, handle: asyncio.TimerHandle) -> None:
-        # Called by TimerHandle.cancel(). A durable timer cannot be taken back: history
-        # records it firing, and ``fire`` skips the cancelled handle (live and on replay).
-        pass
+        """Called by TimerHandle.cancel(). A durable timer cannot be taken back: history
+        records it firing, and ``fire`` skips the cancelled handle (live and on replay)."""
 
     # ------------------------------------------------------------------ callbacks, tasks
 
