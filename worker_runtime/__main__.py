@@ -12,8 +12,8 @@ import sys
 
 from .client import DEFAULT_SCHEDULER_URL
 from .errors import SchedulerRequestError, SchedulerUnavailableError
-from .loader import discover, load_module
-from .run import collect_activities, env_float, env_int
+from .loader import discover_all, load_module
+from .run import env_float, env_int
 from .worker import Worker
 
 
@@ -51,13 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"worker_runtime: {exc}", file=sys.stderr)
         return 2
-    workflows, activities = discover(module)
+    workflows, activities = discover_all(module)
     if not workflows and not activities:
         print(f"worker_runtime: {args.path} defines no workflows or activities", file=sys.stderr)
         return 2
-    for extra in collect_activities(workflows):
-        if all(a.name != extra.name for a in activities):
-            activities.append(extra)
     host = socket.gethostname()
     worker_id = args.worker_id or os.environ.get("TETHER_WORKER_ID") or f"{host}-{os.getpid()}"
     url = args.scheduler_url or os.environ.get("TETHER_SCHEDULER_URL") or DEFAULT_SCHEDULER_URL

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -54,3 +55,25 @@ def discover(module: ModuleType) -> tuple[list[type[Any]], list[ActivityDefiniti
         elif isinstance(value, ActivityDefinition):
             activities.setdefault(value.name, value)
     return workflows, list(activities.values())
+
+
+def collect_activities(workflows: Iterable[type[Any]]) -> list[ActivityDefinition[..., Any]]:
+    """Every ActivityDefinition in the module globals of each workflow class's module."""
+    found: dict[str, ActivityDefinition[..., Any]] = {}
+    for cls in workflows:
+        module = sys.modules.get(cls.__module__)
+        for value in vars(module).values() if module else ():
+            if isinstance(value, ActivityDefinition):
+                found.setdefault(value.name, value)
+    return list(found.values())
+
+
+def discover_all(
+    module: ModuleType,
+) -> tuple[list[type[Any]], list[ActivityDefinition[..., Any]]]:
+    """What a worker started on `module` runs: its workflows, and its activities plus
+    those defined beside each of its workflows (one per name)."""
+    workflows, activities = discover(module)
+    names = {a.name for a in activities}
+    activities += [a for a in collect_activities(workflows) if a.name not in names]
+    return workflows, activities

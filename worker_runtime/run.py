@@ -6,26 +6,15 @@ import asyncio
 import os
 import signal
 import socket
-import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
 
 from .activities import ActivityDefinition
 from .client import DEFAULT_SCHEDULER_URL
+from .loader import collect_activities
 from .worker import Worker
-
-
-def collect_activities(workflows: Iterable[type[Any]]) -> list[ActivityDefinition[..., Any]]:
-    """Every ActivityDefinition in the module globals of each workflow class's module."""
-    found: dict[str, ActivityDefinition[..., Any]] = {}
-    for cls in workflows:
-        module = sys.modules.get(cls.__module__)
-        for value in vars(module).values() if module else ():
-            if isinstance(value, ActivityDefinition):
-                found.setdefault(value.name, value)
-    return list(found.values())
 
 
 def env_float(name: str, default: float) -> float:

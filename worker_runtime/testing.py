@@ -36,8 +36,8 @@ from tether_operator.engine import EngineConfig, UnknownWorker
 from tether_operator.scheduler import SchedulerService, create_app
 from worker_runtime.activities import ActivityDefinition
 from worker_runtime.client import SchedulerClient, run_result
+from worker_runtime.loader import collect_activities
 from worker_runtime.protocol import HistoryEventModel, RunView, StartRunRequest, WorkerView
-from worker_runtime.run import collect_activities
 from worker_runtime.transport import HttpxTransport
 from worker_runtime.worker import Worker
 from worker_runtime.workflow import get_definition

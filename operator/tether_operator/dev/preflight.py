@@ -30,8 +30,7 @@ RESULT_MARKER = "TETHER-PREFLIGHT "
 _CHILD = """
 import json, os, sys, traceback
 import worker_runtime
-from worker_runtime.loader import discover, load_module
-from worker_runtime.run import collect_activities
+from worker_runtime.loader import discover_all, load_module
 from worker_runtime.workflow import get_definition
 
 ours = os.path.dirname(worker_runtime.__file__)
@@ -49,9 +48,7 @@ except BaseException as exc:
     )
     report(error="".join(te.format()).rstrip())
 else:
-    workflows, activities = discover(module)
-    names = {a.name for a in activities}
-    activities += [a for a in collect_activities(workflows) if a.name not in names]
+    workflows, activities = discover_all(module)
     report(
         workflows=[get_definition(w).name for w in workflows],
         activities=[a.name for a in activities],

@@ -13,7 +13,7 @@ import pytest
 
 import worker_runtime as workflows
 from worker_runtime import ApplicationError, Worker, activity, workflow
-from worker_runtime.run import collect_activities
+from worker_runtime.loader import collect_activities
 
 from .fakes import FakeScheduler, workflow_task
 
