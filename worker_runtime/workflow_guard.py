@@ -25,14 +25,15 @@ from typing import Any
 
 from .errors import NonDeterministicCallError
 
-_USE_ACTIVITY = "call it from an activity instead"
+# The endings of refusal messages, shared with the workflow loop's own refusals.
+USE_ACTIVITY = "call it from an activity instead"
 _SLEEP = (
     "blocks the worker and is not replayed: use `await workflow.sleep(seconds)` "
     "(a durable timer) instead"
 )
-_FILES = "reads or writes a file, which a replay cannot reproduce: " + _USE_ACTIVITY
-_NETWORK = "talks to the network, which a replay cannot reproduce: " + _USE_ACTIVITY
-_PROCESS = "starts a process, which a replay cannot reproduce: " + _USE_ACTIVITY
+_FILES = "reads or writes a file, which a replay cannot reproduce: " + USE_ACTIVITY
+NETWORK = "talks to the network, which a replay cannot reproduce: " + USE_ACTIVITY
+PROCESS = "starts a process, which a replay cannot reproduce: " + USE_ACTIVITY
 _THREAD = (
     "runs code outside the workflow's deterministic event loop: use asyncio tasks "
     "(asyncio.gather, asyncio.create_task) or an activity instead"
@@ -41,20 +42,20 @@ _THREAD = (
 FORBIDDEN: dict[str, tuple[str, str]] = {
     "time.sleep": ("time.sleep()", _SLEEP),
     "open": ("open()", _FILES),
-    "builtins.input": ("input()", "blocks the worker waiting for a terminal: " + _USE_ACTIVITY),
-    "socket.__new__": ("socket.socket()", _NETWORK),
-    "socket.connect": ("socket.connect()", _NETWORK),
-    "socket.bind": ("socket.bind()", _NETWORK),
-    "socket.getaddrinfo": ("socket.getaddrinfo()", _NETWORK),
-    "socket.gethostbyname": ("socket.gethostbyname()", _NETWORK),
-    "socket.gethostbyaddr": ("socket.gethostbyaddr()", _NETWORK),
-    "subprocess.Popen": ("subprocess.Popen()", _PROCESS),
-    "os.system": ("os.system()", _PROCESS),
-    "os.exec": ("os.exec*()", _PROCESS),
-    "os.posix_spawn": ("os.posix_spawn()", _PROCESS),
-    "os.spawn": ("os.spawn*()", _PROCESS),
-    "os.fork": ("os.fork()", _PROCESS),
-    "os.forkpty": ("os.forkpty()", _PROCESS),
+    "builtins.input": ("input()", "blocks the worker waiting for a terminal: " + USE_ACTIVITY),
+    "socket.__new__": ("socket.socket()", NETWORK),
+    "socket.connect": ("socket.connect()", NETWORK),
+    "socket.bind": ("socket.bind()", NETWORK),
+    "socket.getaddrinfo": ("socket.getaddrinfo()", NETWORK),
+    "socket.gethostbyname": ("socket.gethostbyname()", NETWORK),
+    "socket.gethostbyaddr": ("socket.gethostbyaddr()", NETWORK),
+    "subprocess.Popen": ("subprocess.Popen()", PROCESS),
+    "os.system": ("os.system()", PROCESS),
+    "os.exec": ("os.exec*()", PROCESS),
+    "os.posix_spawn": ("os.posix_spawn()", PROCESS),
+    "os.spawn": ("os.spawn*()", PROCESS),
+    "os.fork": ("os.fork()", PROCESS),
+    "os.forkpty": ("os.forkpty()", PROCESS),
     "_thread.start_new_thread": ("starting a thread", _THREAD),
     "_thread.start_joinable_thread": ("starting a thread", _THREAD),
 }

@@ -36,10 +36,10 @@ log = logging.getLogger("worker_runtime.workflow")
 DurableTimer = Callable[[float, asyncio.TimerHandle], None]
 """Starts a durable timer of ``delay`` seconds that puts ``handle`` back on the loop."""
 
-_ACTIVITY = "call it from an activity instead"
-_NETWORK = "talks to the network, which a replay cannot reproduce: " + _ACTIVITY
+_ACTIVITY = workflow_guard.USE_ACTIVITY
+_NETWORK = workflow_guard.NETWORK
 _THREADS = "runs code on another thread, outside the workflow's event loop: " + _ACTIVITY
-_PROCESS = "starts a process, which a replay cannot reproduce: " + _ACTIVITY
+_PROCESS = workflow_guard.PROCESS
 _FDS = "waits on a file descriptor, which a replay cannot reproduce: " + _ACTIVITY
 _SIGNALS = "handles the worker process's signals: " + _ACTIVITY
 
