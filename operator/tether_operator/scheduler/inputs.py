@@ -91,12 +91,15 @@ class InputCatalog:
     activities: dict[str, _Entry] = field(default_factory=dict)
 
     def check_registration(self, req: RegisterWorkerRequest) -> None:
-        """Raise `InvalidSchema` naming the field if a registered schema is unusable."""
+        """Raise `InvalidSchema` naming the field if a registered schema is unusable.
+        A schema the catalog already holds was checked when it came in."""
         for index, wf in enumerate(req.workflows):
-            if wf.input_schema is not None:
+            known = self.workflows.get(wf.name)
+            if wf.input_schema is not None and (known is None or known.schema != wf.input_schema):
                 _check_schema(wf.input_schema, f"workflows.{index}.input_schema", wf.name)
         for index, act in enumerate(req.activities):
-            if act.input_schema is not None:
+            known = self.activities.get(act.name)
+            if act.input_schema is not None and (known is None or known.schema != act.input_schema):
                 _check_schema(act.input_schema, f"activities.{index}.input_schema", act.name)
 
     def register(self, req: RegisterWorkerRequest) -> None:
