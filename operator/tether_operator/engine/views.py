@@ -84,20 +84,15 @@ def activity_attempts(run: Run) -> dict[int, list[Attempt]]:
     for ev in run.history:
         kind, d = ev["type"], ev["data"]
         if kind == "ActivityStarted":
-            attempts.setdefault(d["seq"], []).append(
-                {
-                    "attempt": d["attempt"],
-                    "state": "Running",
-                    "worker": d.get("worker"),
-                    "pod": d.get("pod"),
-                    "node": d.get("node"),
-                    "cold_start": bool(d.get("cold_start")),
-                    "started_at": ev["time"],
-                    "finished_at": None,
-                    "error": None,
-                    "retry_at": None,
-                }
+            started = _new_attempt(d["attempt"])
+            started.update(
+                worker=d.get("worker"),
+                pod=d.get("pod"),
+                node=d.get("node"),
+                cold_start=bool(d.get("cold_start")),
+                started_at=ev["time"],
             )
+            attempts.setdefault(d["seq"], []).append(started)
         elif kind in ("ActivityCompleted", "ActivityFailed"):
             attempt = _attempt(attempts.setdefault(d["seq"], []), d.get("attempt"))
             attempt["finished_at"] = ev["time"]
@@ -121,8 +116,14 @@ def _attempt(listed: list[Attempt], number: int | None) -> Attempt:
     for attempt in reversed(listed):
         if number is None or attempt["attempt"] == number:
             return attempt
-    created: Attempt = {
-        "attempt": number or len(listed) + 1,
+    created = _new_attempt(number or len(listed) + 1)
+    listed.append(created)
+    return created
+
+
+def _new_attempt(number: int) -> Attempt:
+    return {
+        "attempt": number,
         "state": "Running",
         "worker": None,
         "pod": None,
@@ -133,8 +134,6 @@ def _attempt(listed: list[Attempt], number: int | None) -> Attempt:
         "error": None,
         "retry_at": None,
     }
-    listed.append(created)
-    return created
 
 
 def _local_attempts(a: ActivityRecord) -> list[Attempt]:
