@@ -1,0 +1,26 @@
+"""How WorkflowRun objects and engine run ids map onto each other.
+
+The engine knows a run by one string; on Kubernetes a run is a namespaced object.
+A run id is `<namespace>.<name>`: a namespace is a DNS label (no dots), so the
+first dot splits it back unambiguously.
+"""
+
+from __future__ import annotations
+
+__all__ = ["run_id_for", "run_object"]
+
+
+def run_id_for(namespace: str, name: str) -> str:
+    """The engine's run id for WorkflowRun `namespace/name`."""
+    return f"{namespace}.{name}"
+
+
+def run_object(run_id: str) -> tuple[str, str]:
+    """`(namespace, name)` of the WorkflowRun behind `run_id`.
+
+    Raises ValueError for a run id that no WorkflowRun has (one without a dot).
+    """
+    namespace, dot, name = run_id.partition(".")
+    if not dot or not namespace or not name:
+        raise ValueError(f"run id {run_id!r} does not name a WorkflowRun (<namespace>.<name>)")
+    return namespace, name
