@@ -10,7 +10,7 @@ PY          := $(BIN)/python
 STAMP       := $(VENV)/.installed
 SOURCES     := operator/tether_operator worker_runtime tests bench examples scripts
 
-.PHONY: help venv demo test lint format typecheck contracts unit e2e bench openapi crds clean \
+.PHONY: help venv demo test lint format typecheck contracts unit e2e bench bench-cluster openapi crds clean \
 	cluster-up cluster-down image
 
 help: ## Show this help
@@ -68,6 +68,10 @@ contracts: venv ## Import-layer contracts (lint-imports)
 bench: venv ## Benchmarks; results land in bench/results/*.json
 	mkdir -p bench/results
 	$(PY) -m bench.run
+
+bench-cluster: venv ## Cluster benchmarks (KUBECONFIG's cluster, chart installed by Helm)
+	mkdir -p bench/results
+	$(PY) -m bench.cluster
 
 openapi: venv ## Regenerate docs/openapi.json from the scheduler app
 	$(PY) -m tether_operator.scheduler.openapi > docs/openapi.json.tmp

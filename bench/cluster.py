@@ -1,0 +1,370 @@
+"""Cluster benchmarks: the operator installed with Helm, worker pods, the Kubernetes store.
+
+    python -m bench.cluster [--quick] [--only NAME ...]      (make bench-cluster)
+
+Needs KUBECONFIG (the local cluster: `eval "$(hack/cluster env)"`) and the `tether:dev`
+image in the nodes. The benchmark code (bench/workloads.py) reaches the stock image as a
+ConfigMap mounted into the worker pods. Writes bench/results/cluster.{json,md}; every
+figure is a median or percentile of samples from this one run, and the dev-mode figures
+it is compared with are measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import run as devbench
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+NAMESPACE = "tether-bench"
+RELEASE, RELEASE_NS = "tether", "tether-system"
+IMAGE = os.environ.get("TETHER_IMAGE", "tether:dev")
+WRITE_VERBS = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def kubectl(*args: str, stdin: str | None = None, namespace: str | None = NAMESPACE) -> str:
+    cmd = ["kubectl", *(["-n", namespace] if namespace else []), *args]
+    done = subprocess.run(cmd, input=stdin, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+def apply(*objects: dict[str, Any]) -> None:
+    kubectl(
+        "apply",
+        "-f",
+        "-",
+        stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)}),
+    )
+
+
+def install() -> None:
+    """The chart (as a user installs it) and a namespace holding the benchmark code."""
+    subprocess.run(
+        ["helm", "upgrade", "--install", RELEASE, str(ROOT / "charts" / "tether"),
+         "-n", RELEASE_NS, "--create-namespace", "--wait", "--timeout", "180s"],
+        check=True, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    if not _exists("namespace", NAMESPACE):
+        kubectl("create", "namespace", NAMESPACE, namespace=None)
+    files = [
+        f"--from-file={ROOT / 'bench' / name}"
+        for name in ("__init__.py", "workloads.py", "worker_main.py")
+    ]
+    manifest = kubectl(
+        "create", "configmap", "bench-code", *files, "--dry-run=client", "-o", "json"
+    )
+    kubectl("apply", "-f", "-", stdin=manifest)
+
+
+def _exists(kind: str, name: str) -> bool:
+    return (
+        subprocess.run(["kubectl", "get", kind, name], capture_output=True, check=False).returncode
+        == 0
+    )
+
+
+def pool(name: str, role: str, replicas: int, slots: int = 64, capacity: int = 4) -> dict[str, Any]:
+    """A WorkerPool running bench/worker_main.py from the `bench-code` ConfigMap."""
+    return {
+        "apiVersion": "tether.dev/v1alpha1",
+        "kind": "WorkerPool",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "slots": slots,
+            "sessionCapacity": capacity,
+            "template": {
+                "spec": {
+                    "containers": [{
+                        "name": "worker",
+                        "image": IMAGE,
+                        "command": ["python", "-m", "bench.worker_main", role,
+                                    "$(TETHER_WORKER_ID)", "$(TETHER_SCHEDULER_URL)",
+                                    str(slots), str(capacity)],
+                        "env": [{"name": "PYTHONPATH", "value": "/opt/bench"}],
+                        "volumeMounts": [{"name": "code", "mountPath": "/opt/bench/bench"}],
+                    }],
+                    "volumes": [{"name": "code", "configMap": {"name": "bench-code"}}],
+                },
+            },
+        },
+    }  # fmt: skip
+
+
+def wait_pool(name: str, ready: int, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = json.loads(kubectl("get", "wp", name, "-o", "json")).get("status") or {}
+        if status.get("readyReplicas", 0) >= ready:
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"pool {name} did not get {ready} ready workers in {timeout:.0f}s")
+
+
+def delete_pools(*names: str) -> None:
+    kubectl("delete", "wp", *names, "--ignore-not-found", "--wait=true")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if not kubectl("get", "pods", "-l", "tether.dev/pool", "-o", "name").strip():
+            return
+        time.sleep(0.5)
+
+
+def start(workflow: str, input_: Any, pool_name: str | None = None) -> str:
+    spec: dict[str, Any] = {"workflowRef": {"name": workflow}, "input": input_}
+    if pool_name:
+        spec["workerPool"] = pool_name
+    run = {
+        "apiVersion": "tether.dev/v1alpha1",
+        "kind": "WorkflowRun",
+        "metadata": {"generateName": f"{workflow}-"},
+        "spec": spec,
+    }
+    return kubectl("create", "-f", "-", "-o", "name", stdin=json.dumps(run)).strip().split("/")[-1]
+
+
+def wait_runs(names: list[str], timeout: float = 600, poll: float = 0.2) -> dict[str, Any]:
+    """name -> status once every run is terminal; raises if one did not succeed."""
+    pending, done = set(names), {}
+    deadline = time.monotonic() + timeout
+    while pending:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"runs not finished after {timeout:.0f}s: {sorted(pending)[:5]}")
+        items = json.loads(kubectl("get", "wfr", "-o", "json"))["items"]
+        for item in items:
+            name, status = item["metadata"]["name"], item.get("status") or {}
+            if name in pending and status.get("phase") in ("Succeeded", "Failed", "Cancelled"):
+                if status["phase"] != "Succeeded":
+                    raise RuntimeError(f"run {name} ended {status['phase']}: {status.get('error')}")
+                pending.discard(name)
+                done[name] = status
+        time.sleep(poll)
+    return done
+
+
+def api_writes() -> int:
+    """Mutating requests the API server has answered so far (its own metrics)."""
+    total = 0
+    for line in kubectl("get", "--raw", "/metrics", namespace=None).splitlines():
+        if line.startswith("apiserver_request_total{") and any(
+            f'verb="{verb}"' in line for verb in WRITE_VERBS
+        ):
+            total += int(float(line.rsplit(" ", 1)[1]))
+    return total
+
+
+def operator_rss_mib() -> float:
+    status = kubectl("exec", "deploy/tether", "--", "cat", "/proc/1/status", namespace=RELEASE_NS)
+    kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
+    return round(kib / 1024, 1)
+
+
+# ------------------------------------------------------------------ benchmarks
+
+
+def bench_roundtrip(quick: bool) -> dict[str, Any]:
+    n = 200 if quick else 1000
+    apply(pool("bench-wf", "workflows", 1), pool("bench-act", "activities", 1))
+    try:
+        wait_pool("bench-wf", 1)
+        wait_pool("bench-act", 1)
+        wait_runs([start("bench-roundtrip", {"n": 20})])  # warm up connections and code
+        (status,) = wait_runs([start("bench-roundtrip", {"n": n})]).values()
+        lat = [s * 1000 for s in status["result"]]
+    finally:
+        delete_pools("bench-wf", "bench-act")
+    dev = devbench.bench_roundtrip(quick)
+    p50 = statistics.median(lat)
+    return {
+        "samples": n,
+        "p50_ms": round(p50, 3),
+        "p90_ms": round(devbench.pct(lat, 0.90), 3),
+        "p99_ms": round(devbench.pct(lat, 0.99), 3),
+        "dev_p50_ms": dev["p50_ms"],
+        "dev_p99_ms": dev["p99_ms"],
+        "ratio_cluster_vs_dev_p50": round(p50 / dev["p50_ms"], 1),
+        "target": "p50 <= 10 ms, p99 <= 40 ms",
+    }
+
+
+def bench_throughput(quick: bool) -> dict[str, Any]:
+    runs, per_run = (4, 500) if quick else (4, 2500)
+    names = [f"bench-tp{i}" for i in range(4)]
+    apply(*(pool(name, "all", 1, slots=256) for name in names))
+    rates, writes = [], []
+    try:
+        for name in names:
+            wait_pool(name, 1)
+        wait_runs([start("bench-fanout", {"n": 200})])
+        for _ in range(1 if quick else 3):
+            w0, t0 = api_writes(), time.perf_counter()
+            wait_runs([start("bench-fanout", {"n": per_run}) for _ in range(runs)])
+            elapsed = time.perf_counter() - t0
+            rates.append(runs * per_run / elapsed)
+            writes.append((api_writes() - w0) / elapsed)
+    finally:
+        delete_pools(*names)
+    return {
+        "worker_pods": 4,
+        "activities_per_sample": runs * per_run,
+        "samples": len(rates),
+        "activities_per_s_median": round(statistics.median(rates)),
+        "api_writes_per_s_median": round(statistics.median(writes)),
+        "target": ">= 500 activities/s, durable",
+    }
+
+
+def _pod_per_activity(key: str, predictions: int) -> tuple[float, int]:
+    """Argo's way: every activity its own pod of the same image. (wall s, model loads)"""
+    step = (
+        "import asyncio, json, sys; sys.path.insert(0, '/opt/bench'); "
+        "from bench import workloads as w; "
+        "print(json.dumps(asyncio.run(w.{call})))"
+    )
+    calls = [f"load_model.fn('{key}')"] + [
+        f"predict.fn('{key}', {float(i)})" for i in range(predictions)
+    ]
+    loads = 0
+    t0 = time.perf_counter()
+    for i, call in enumerate(calls):
+        name = f"{key}-step{i}"
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "labels": {"bench": "pod-per-activity"}},
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [{
+                    "name": "step", "image": IMAGE,
+                    "command": ["python", "-c", step.format(call=call)],
+                    "volumeMounts": [{"name": "code", "mountPath": "/opt/bench/bench"}],
+                }],
+                "volumes": [{"name": "code", "configMap": {"name": "bench-code"}}],
+            },
+        }  # fmt: skip
+        apply(pod)
+        kubectl("wait", f"pod/{name}", "--for=jsonpath={.status.phase}=Succeeded", "--timeout=120s")
+        out = json.loads(kubectl("logs", name).strip().splitlines()[-1])
+        loads += int(out if isinstance(out, bool) else out["loaded"])
+    wall = time.perf_counter() - t0
+    kubectl("delete", "pods", "-l", "bench=pod-per-activity", "--wait=false")
+    return wall, loads
+
+
+def bench_ml(quick: bool) -> dict[str, Any]:
+    predictions = 20
+    out: dict[str, Any] = {
+        "workload": f"one run: 1 s model load, then {predictions} x 50 ms predictions",
+        "ideal_s": round(1.0 + predictions * 0.05, 2),
+    }
+    apply(pool("bench-ml", "all", 4, slots=8, capacity=2))
+    try:
+        wait_pool("bench-ml", 4)
+        for mode in ("sticky", "plain"):
+            walls, loads = [], []
+            for sample in range(1 if quick else 3):
+                t0 = time.perf_counter()
+                key = f"{mode}-{sample}-{int(time.time())}"
+                (status,) = wait_runs(
+                    [start(f"bench-inference-{mode}", {"key": key, "n": predictions})], poll=0.05
+                ).values()
+                walls.append(time.perf_counter() - t0)
+                loads.append(status["result"])
+            out[f"{mode}_wall_s_median"] = round(statistics.median(walls), 2)
+            out[f"{mode}_model_loads_median"] = statistics.median(loads)
+    finally:
+        delete_pools("bench-ml")
+    walls, loads = [], []
+    for sample in range(1 if quick else 2):
+        wall, loaded = _pod_per_activity(f"ppa{sample}-{int(time.time())}", predictions)
+        walls.append(wall)
+        loads.append(loaded)
+    out["pod_per_activity_wall_s_median"] = round(statistics.median(walls), 2)
+    out["pod_per_activity_model_loads_median"] = statistics.median(loads)
+    sticky = out["sticky_wall_s_median"]
+    out["ratio_plain_vs_sticky"] = round(out["plain_wall_s_median"] / sticky, 2)
+    out["ratio_pod_per_activity_vs_sticky"] = round(
+        out["pod_per_activity_wall_s_median"] / sticky, 2
+    )
+    return out
+
+
+def bench_scale(quick: bool) -> dict[str, Any]:
+    """Operator memory with many finished runs; status size of a 1,000-activity run."""
+    finished = 200 if quick else 1000
+    apply(pool("bench-scale", "all", 2, slots=256))
+    try:
+        wait_pool("bench-scale", 2)
+        rss_before = operator_rss_mib()
+        names: list[str] = []
+        for _ in range(finished):
+            names.append(start("bench-roundtrip", {"n": 1}))
+        wait_runs(names, timeout=1200, poll=1.0)
+        rss_after = operator_rss_mib()
+        name = start("bench-fanout", {"n": 1000})
+        wait_runs([name])
+        as_json = kubectl("get", "wfr", name, "-o", "json")
+        as_yaml = kubectl("get", "wfr", name, "-o", "yaml")
+        owned = json.loads(
+            kubectl("get", "configmaps", "-l", f"tether.dev/run={name}", "-o", "json")
+        )
+        sizes = [len(json.dumps(cm)) for cm in owned["items"]]
+    finally:
+        delete_pools("bench-scale")
+        kubectl("delete", "wfr", "--all", "--wait=false")
+    return {
+        "finished_runs": finished,
+        "operator_rss_mib_before": rss_before,
+        "operator_rss_mib_after": rss_after,
+        "status_1000_activities_bytes_json": len(as_json),
+        "status_1000_activities_yaml_lines": len(as_yaml.splitlines()),
+        "owned_configmaps": len(sizes),
+        "largest_owned_configmap_bytes": max(sizes) if sizes else 0,
+    }
+
+
+BENCHES = {
+    "roundtrip": bench_roundtrip,
+    "throughput": bench_throughput,
+    "ml": bench_ml,
+    "scale": bench_scale,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer samples (smoke run)")
+    parser.add_argument("--only", nargs="*", choices=sorted(BENCHES), default=None)
+    parser.add_argument("--out", default=str(RESULTS / "cluster"))
+    args = parser.parse_args()
+    results: dict[str, Any] = {
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        "local cluster (hack/cluster): etcd, control plane and 2 kubelets on this host",
+        "benches": {},
+    }
+    install()
+    for name in args.only or list(BENCHES):
+        print(f"running {name} ...", flush=True)
+        results["benches"][name] = BENCHES[name](args.quick)
+        print(json.dumps(results["benches"][name], indent=2), flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    out.with_suffix(".md").write_text(devbench.render(results) + "\n")
+    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()
