@@ -118,7 +118,10 @@ async def test_appends_load_back_in_order_with_one_write_each(
         batch = activity(seq)[: 1 + seq % 4]
         await store.append(run[0], batch)
         appended += batch
-    assert client.writes - writes == 20
+    odd = {"type": "RunCompleted", "time": 2000.0, "data": {"result": "naïve 模型 \ud800 ✓"}}
+    await store.append(run[0], [odd])
+    appended.append(odd)
+    assert client.writes - writes == 21
     assert await store.load(run[0]) == appended
     restarted = await store_for(client, ns)
     assert await restarted.load(run[0]) == appended

@@ -65,7 +65,9 @@ PAYLOADS_KEY = "tether.dev/payloads"
 """Envelope key of a stored event: `{field: payload ref}` for the fields moved out."""
 SEGMENT_ANNOTATION = "tether.dev/segment"
 
-_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_JSON = json.JSONEncoder(separators=(",", ":"))
+"""Compact and ASCII-only: a string's length is its size in bytes, and lone surrogates
+survive the API server as escapes."""
 
 
 @dataclass

@@ -145,3 +145,13 @@ async def test_a_run_id_that_names_no_workflow_run_is_refused() -> None:
     store = store_with(FakeWrites())
     with pytest.raises(StoreError, match="does not name a WorkflowRun"):
         await store.append("nodot", [event(1)])
+
+
+async def test_stored_history_is_ascii_so_sizes_are_bytes() -> None:
+    fake = FakeWrites()
+    store = store_with(fake)
+    await store.append("ns.run", [event(1, result="naïve 模型 \ud800")])
+    (create,) = fake.requests
+    text = create[2]["data"]["00000000"]
+    assert text.isascii()
+    assert json.loads(text)[0]["data"]["result"] == "naïve 模型 \ud800"
