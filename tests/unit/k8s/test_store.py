@@ -4,6 +4,7 @@ runs it against a real apiserver)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import gzip
 import json
@@ -155,3 +156,15 @@ async def test_stored_history_is_ascii_so_sizes_are_bytes() -> None:
     text = create[2]["data"]["00000000"]
     assert text.isascii()
     assert json.loads(text)[0]["data"]["result"] == "naïve 模型 \ud800"
+
+
+async def test_concurrent_appends_of_one_run_keep_call_order() -> None:
+    fake = FakeWrites()
+    store = store_with(fake)
+    await asyncio.gather(*(store.append("ns.run", [event(seq)]) for seq in range(10)))
+    keys = [next(iter(body["data"])) for _, _, body in fake.requests]
+    assert keys == [f"{i:08d}" for i in range(10)]
+    written = [
+        json.loads(body["data"][key]) for (_, _, body), key in zip(fake.requests, keys, strict=True)
+    ]
+    assert [batch[0]["data"]["seq"] for batch in written] == list(range(10))
