@@ -20,7 +20,7 @@ import pytest
 from tests.e2e.kube import Kube, eventually
 from tether_operator.k8s.client import ApiError, KubeClient, load_config, resource_path
 from tether_operator.k8s.naming import run_id_for
-from tether_operator.k8s.store import KubernetesRunStore, RunGone
+from tether_operator.k8s.store import HistoryCorrupt, KubernetesRunStore, RunGone
 
 API_VERSION = "tether.dev/v1alpha1"
 PREFIX = os.environ.get("TETHER_E2E_NAMESPACE_PREFIX", "e2e")
@@ -267,3 +267,15 @@ async def test_concurrent_runs_keep_their_own_order(client: KubeClient, ns: str)
     restarted = await store_for(client, ns)
     for (run_id, _), appended in zip(runs, expected, strict=True):
         assert await restarted.load(run_id) == appended
+
+
+async def test_a_segment_deleted_by_hand_is_reported_not_rewritten(
+    client: KubeClient, ns: str
+) -> None:
+    run = await new_run(client, ns)
+    store = await store_for(client, ns, run)
+    assert await store.load(run[0]) == []
+    await store.append(run[0], activity(1))
+    await client.delete(resource_path("v1", "configmaps", ns, "run-h0"))
+    with pytest.raises(HistoryCorrupt, match=f"ConfigMap {ns}/run-h0 of run {run[0]} vanished"):
+        await store.append(run[0], activity(2))
