@@ -22,6 +22,7 @@ from tether_operator.k8s.store import (
     KubernetesRunStore,
     StoreError,
 )
+from tether_operator.scheduler.store import RunStore
 
 DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -168,3 +169,11 @@ async def test_concurrent_appends_of_one_run_keep_call_order() -> None:
         json.loads(body["data"][key]) for (_, _, body), key in zip(fake.requests, keys, strict=True)
     ]
     assert [batch[0]["data"]["seq"] for batch in written] == list(range(10))
+
+
+def test_it_is_a_durable_run_store() -> None:
+    store = store_with(FakeWrites())
+    assert isinstance(store, RunStore)
+    assert store.durable is True
+    assert store.binding("ns.run") == "uid-1"
+    assert store.binding("ns.other") is None
