@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +65,8 @@ segments keep an append's cost flat; a ConfigMap could hold 1 MiB."""
 PAYLOADS_KEY = "tether.dev/payloads"
 """Envelope key of a stored event: `{field: payload ref}` for the fields moved out."""
 SEGMENT_ANNOTATION = "tether.dev/segment"
+LISTING_SECONDS = 60.0
+"""How long `load` may use the segments `run_ids` listed instead of reading them again."""
 
 _JSON = json.JSONEncoder(separators=(",", ":"))
 """Compact and ASCII-only: a string's length is its size in bytes, and lone surrogates
@@ -133,6 +136,7 @@ class KubernetesRunStore:
         self._runs: dict[str, _RunState] = {}
         self._listing: dict[str, list[dict[str, Any]]] = {}
         """History segments `run_ids` read, kept for the `load` that usually follows."""
+        self._listed_at = 0.0
 
     # ------------------------------------------------------------------ bindings
 
@@ -351,6 +355,8 @@ class KubernetesRunStore:
         """Every event of the run in append order, with payloads resolved; [] if none."""
         state = self._state(run_id)
         async with state.lock:
+            if time.monotonic() - self._listed_at > LISTING_SECONDS:
+                self._listing.clear()
             segments = self._listing.pop(run_id, None)
             if segments is None:
                 segments = await self._client.list(
@@ -449,6 +455,7 @@ class KubernetesRunStore:
                 continue
             listing.setdefault(run_id_for(item["metadata"]["namespace"], owner[0]), []).append(item)
         self._listing = listing
+        self._listed_at = time.monotonic()
         for run_id, segments in listing.items():
             state = self._state(run_id)
             if state.uid is None:
