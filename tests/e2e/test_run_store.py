@@ -17,10 +17,14 @@ from typing import Any
 
 import pytest
 
+import worker_runtime as workflows
 from tests.e2e.kube import Kube, eventually
 from tether_operator.k8s.client import ApiError, KubeClient, load_config, resource_path
 from tether_operator.k8s.naming import run_id_for
 from tether_operator.k8s.store import HistoryCorrupt, KubernetesRunStore, RunGone
+from tether_operator.scheduler import SchedulerService
+from worker_runtime.testing import WorkflowEnvironment
+from worker_runtime.workflow import entrypoint
 
 API_VERSION = "tether.dev/v1alpha1"
 PREFIX = os.environ.get("TETHER_E2E_NAMESPACE_PREFIX", "e2e")
@@ -279,3 +283,47 @@ async def test_a_segment_deleted_by_hand_is_reported_not_rewritten(
     await client.delete(resource_path("v1", "configmaps", ns, "run-h0"))
     with pytest.raises(HistoryCorrupt, match=f"ConfigMap {ns}/run-h0 of run {run[0]} vanished"):
         await store.append(run[0], activity(2))
+
+
+# ------------------------------------------------------------- a real workflow's history
+
+
+@workflows.activity()
+async def render(size: int) -> str:
+    return "".join(f"{i:07d}," for i in range(size // 8))
+
+
+@workflows.activity()
+async def shout(text: str) -> str:
+    return text.upper()
+
+
+@workflows.workflow.define(name="store-e2e-pipeline")
+class Pipeline:
+    @entrypoint
+    async def run(self, size: int) -> dict[str, Any]:
+        big = await render(size)
+        small = await shout("done")
+        return {"length": len(big), "tail": big[-16:], "small": small}
+
+
+async def test_a_scheduler_recovers_a_real_run_from_the_store(client: KubeClient, ns: str) -> None:
+    run = await new_run(client, ns)
+    async with WorkflowEnvironment([Pipeline]) as env:
+        result = await env.execute(Pipeline, 1_500_000, run_id=run[0], timeout=30)
+        history = env.service.history(run[0])
+    assert result["length"] == 1_500_000
+    store = await store_for(client, ns, run)
+    for start in range(0, len(history), 3):  # batches, as the history writer sends them
+        await store.append(run[0], history[start : start + 3])
+
+    service = SchedulerService(store=KubernetesRunStore(client, [ns]))
+    await service.start()
+    try:
+        assert await service.recover() == [run[0]]
+        view = service.get_run(run[0])
+        assert view["phase"] == "Succeeded"
+        assert view["result"] == result
+        assert service.history(run[0]) == history
+    finally:
+        await service.stop()
