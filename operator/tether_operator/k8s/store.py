@@ -208,7 +208,14 @@ class KubernetesRunStore:
             if state.uid is None:
                 await self._check_run(run_id, state)
             self._listing.pop(run_id, None)
-            texts = list(await asyncio.gather(*(self._encode(run_id, state, e) for e in events)))
+            texts = [_JSON.encode(event) for event in events]
+            large = [i for i, text in enumerate(texts) if len(text) > self._inline_bytes]
+            if large:
+                moved = await asyncio.gather(
+                    *(self._offload(run_id, state, events[i], texts[i]) for i in large)
+                )
+                for i, text in zip(large, moved, strict=True):
+                    texts[i] = text
             for attempt in (1, 2):
                 start = state.next_index
                 try:
@@ -226,11 +233,12 @@ class KubernetesRunStore:
                     state.next_index = start
                     raise
 
-    async def _encode(self, run_id: str, state: _RunState, event: dict[str, Any]) -> str:
-        """The event's JSON, with fields moved to payloads until it fits inline."""
-        text = _JSON.encode(event)
+    async def _offload(
+        self, run_id: str, state: _RunState, event: dict[str, Any], text: str
+    ) -> str:
+        """The event's JSON `text`, with fields moved to payloads until it fits inline."""
         data = event.get("data")
-        if len(text) <= self._inline_bytes or not isinstance(data, dict):
+        if not isinstance(data, dict):
             return text
         fields = {key: _JSON.encode(value) for key, value in data.items()}
         data = dict(data)
