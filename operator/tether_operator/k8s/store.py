@@ -5,7 +5,7 @@ segments, ConfigMaps `<run>-h0`, `<run>-h1`, ... Each `append` adds one key to t
 newest segment with a JSON merge patch (one API write); the key is the index of the
 batch's first event (`00000042`) and the value the batch as a JSON array. A segment
 is created by the append that first needs it, with its first batch in it, and the
-store rolls to a new one before the segment reaches `segment_bytes` (64 KiB). An event whose
+store rolls to a new one before the segment reaches `segment_bytes` (32 KiB). An event whose
 encoding is over `inline_bytes` has its largest `data` fields moved to payload
 ConfigMaps (`payloads.py`) and replaced by `null` plus a reference under the
 envelope key `tether.dev/payloads`; `load` puts the values back, so it returns
@@ -58,7 +58,7 @@ INLINE_BYTES = 16 * 1024
 """An event encoded larger than this has its largest `data` fields moved to payloads."""
 MIN_PAYLOAD_BYTES = 1024
 """Fields smaller than this always stay inline."""
-SEGMENT_BYTES = 64 * 1024
+SEGMENT_BYTES = 32 * 1024
 """A history segment rolls over before its data reaches this size. The API server
 rewrites the whole object on every patch (about 0.15 ms per KiB here), so small
 segments keep an append's cost flat; a ConfigMap could hold 1 MiB."""
