@@ -154,6 +154,12 @@ class KubernetesRunStore:
             state.uid = uid
             state.gone = False
 
+    def forget(self, run_id: str) -> None:
+        """Drop what this process knows of the run, without API calls (its WorkflowRun
+        was deleted and the garbage collector removes the objects)."""
+        self._runs.pop(run_id, None)
+        self._listing.pop(run_id, None)
+
     def binding(self, run_id: str) -> str | None:
         """The uid of the WorkflowRun that owns `run_id`'s objects, if known."""
         state = self._runs.get(run_id)

@@ -177,3 +177,12 @@ def test_it_is_a_durable_run_store() -> None:
     assert store.durable is True
     assert store.binding("ns.run") == "uid-1"
     assert store.binding("ns.other") is None
+
+
+async def test_forget_drops_local_state_without_api_calls() -> None:
+    fake = FakeWrites()
+    store = store_with(fake)
+    await store.append("ns.run", [event(1)])
+    store.forget("ns.run")
+    assert store.binding("ns.run") is None
+    assert len(fake.requests) == 1
