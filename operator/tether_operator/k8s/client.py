@@ -89,7 +89,9 @@ class KubeConfig:
 
     def bearer_token(self) -> str | None:
         """The token to send now (a token file is re-read every minute)."""
-        if self.token_file and time.monotonic() - self._token_read_at > TOKEN_REREAD_SECONDS:
+        if self.token_file and (
+            self.token is None or time.monotonic() - self._token_read_at > TOKEN_REREAD_SECONDS
+        ):
             self.token = Path(self.token_file).read_text().strip()
             self._token_read_at = time.monotonic()
         return self.token
@@ -140,17 +142,17 @@ def _from_kubeconfig(path: Path) -> KubeConfig:
     )
 
 
-def load_config() -> KubeConfig:
+def load_config(*, service_account_dir: Path = SERVICE_ACCOUNT_DIR) -> KubeConfig:
     """In-cluster credentials when running in a pod, else the kubeconfig."""
     host = os.environ.get("KUBERNETES_SERVICE_HOST")
-    token_file = SERVICE_ACCOUNT_DIR / "token"
+    token_file = service_account_dir / "token"
     if host and token_file.exists():
         port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
         host = f"[{host}]" if ":" in host else host
-        ns_file = SERVICE_ACCOUNT_DIR / "namespace"
+        ns_file = service_account_dir / "namespace"
         return KubeConfig(
             server=f"https://{host}:{port}",
-            ca_file=str(SERVICE_ACCOUNT_DIR / "ca.crt"),
+            ca_file=str(service_account_dir / "ca.crt"),
             token_file=str(token_file),
             namespace=ns_file.read_text().strip() if ns_file.exists() else "default",
         )

@@ -1,0 +1,188 @@
+"""`KubernetesRunStore` without a cluster: object names, history decoding, and the
+requests it sends, seen at the httpx transport seam (tests/e2e/test_run_store.py
+runs it against a real apiserver)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import gzip
+import json
+import re
+from typing import Any
+
+import httpx
+import pytest
+
+from tether_operator.k8s.client import KubeClient, KubeConfig
+from tether_operator.k8s.objects import object_name, run_label, selector
+from tether_operator.k8s.store import (
+    PAYLOADS_KEY,
+    HistoryCorrupt,
+    KubernetesRunStore,
+    StoreError,
+)
+from tether_operator.scheduler.store import RunStore
+
+DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
+def test_long_run_names_give_valid_object_names_and_labels() -> None:
+    long_a = "a" * 200 + "." + "b" * 52
+    long_b = "a" * 200 + "." + "c" * 52
+    for name in (long_a, long_b, "x" * 62 + "-" + "y" * 60):
+        for suffix in ("h0", "h123", "p0123456789abcdef-2"):
+            full = object_name(name, suffix)
+            assert len(full) <= 253
+            assert DNS_NAME.match(full), full
+            assert full.endswith(f"-{suffix}")
+        assert len(run_label(name)) <= 63
+        assert LABEL_VALUE.match(run_label(name))
+    assert run_label(long_a) != run_label(long_b)
+    assert object_name("run", "h0") == "run-h0"
+    assert run_label("run") == "run"
+    assert selector("run", "history") == (
+        "app.kubernetes.io/managed-by=tether,tether.dev/part=history,tether.dev/run=run"
+    )
+
+
+def segment(name: str, index: int, data: dict[str, list[Any]]) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "annotations": {"tether.dev/segment": str(index)}},
+        "data": {key: json.dumps(events) for key, events in data.items()},
+    }
+
+
+def test_a_retried_write_replaces_the_positions_it_covers() -> None:
+    segments = [
+        segment("r-h0", 0, {"00000000": [0, 1, 2], "00000003": [3, 4]}),
+        # The write at 3 was retried, with more events, after the store rolled over.
+        segment("r-h1", 1, {"00000003": [3, 4, 5, 6], "00000007": [7]}),
+    ]
+    assert KubernetesRunStore._decode("ns.r", segments) == list(range(8))
+
+
+def test_a_gap_in_history_is_corruption_naming_the_object() -> None:
+    segments = [segment("r-h0", 0, {"00000000": [0, 1]}), segment("r-h1", 1, {"00000005": [5]})]
+    with pytest.raises(HistoryCorrupt, match="ConfigMap r-h1 key 00000005 follows event 1"):
+        KubernetesRunStore._decode("ns.r", segments)
+
+
+class FakeWrites:
+    """Answers writes with 2xx (the first PATCH with a timeout) and keeps them."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str, Any]] = []
+        self.fail_next_patch = False
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content) if request.content else None
+        self.requests.append((request.method, request.url.path, body))
+        if request.method == "PATCH" and self.fail_next_patch:
+            self.fail_next_patch = False
+            raise httpx.ReadTimeout("no answer", request=request)
+        return httpx.Response(201 if request.method == "POST" else 200, json=body or {})
+
+
+def store_with(fake: FakeWrites) -> KubernetesRunStore:
+    client = KubeClient(KubeConfig(server="https://api.test"), transport=httpx.MockTransport(fake))
+    store = KubernetesRunStore(client, ["ns"])
+    store.bind("ns.run", "uid-1")
+    return store
+
+
+def event(seq: int, **data: Any) -> dict[str, Any]:
+    return {"type": "ActivityCompleted", "time": float(seq), "data": {"seq": seq, **data}}
+
+
+async def test_an_append_retried_after_an_unknown_outcome_reuses_its_positions() -> None:
+    fake = FakeWrites()
+    store = store_with(fake)
+    await store.append("ns.run", [event(1), event(2)])
+    fake.fail_next_patch = True
+    with pytest.raises(httpx.ReadTimeout):
+        await store.append("ns.run", [event(3)])
+    await store.append("ns.run", [event(3), event(4)])
+    await store.append("ns.run", [event(5)])
+    (create, failed, retried, last) = fake.requests
+    assert create[:2] == ("POST", "/api/v1/namespaces/ns/configmaps")
+    assert create[2]["metadata"]["name"] == "run-h0"
+    assert create[2]["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    assert list(create[2]["data"]) == ["00000000"]
+    assert failed[2] == {"data": {"00000002": json.dumps([event(3)], separators=(",", ":"))}}
+    assert list(retried[2]["data"]) == ["00000002"]
+    assert list(last[2]["data"]) == ["00000004"]
+
+
+async def test_segments_roll_before_they_fill() -> None:
+    fake = FakeWrites()
+    store = store_with(fake)
+    store._segment_bytes = 4096
+    for seq in range(40):
+        await store.append("ns.run", [event(seq, result="r" * 200)])
+    creates = [body["metadata"]["name"] for method, _, body in fake.requests if method == "POST"]
+    assert creates[:3] == ["run-h0", "run-h1", "run-h2"]
+    assert len(fake.requests) == 40
+
+
+async def test_large_fields_move_to_payload_config_maps() -> None:
+    fake = FakeWrites()
+    store = store_with(fake)
+    result = {"rows": [f"row {i}" for i in range(20_000)]}
+    await store.append("ns.run", [event(1, result=result, note="n" * 2000)])
+    payloads = [b for m, _, b in fake.requests if m == "POST" and "binaryData" in b]
+    (history,) = [b for m, _, b in fake.requests if m == "POST" and "data" in b]
+    (chunk,) = payloads
+    assert chunk["metadata"]["labels"]["tether.dev/part"] == "payload"
+    assert json.loads(gzip.decompress(base64.b64decode(chunk["binaryData"]["gz"]))) == result
+    (stored,) = json.loads(history["data"]["00000000"])
+    assert stored["data"] == {"seq": 1, "result": None, "note": "n" * 2000}
+    ref = stored[PAYLOADS_KEY]["result"]
+    assert chunk["metadata"]["name"] == f"run-p{ref['id']}-0"
+    assert ref["chunks"] == 1
+
+
+async def test_a_run_id_that_names_no_workflow_run_is_refused() -> None:
+    store = store_with(FakeWrites())
+    with pytest.raises(StoreError, match="does not name a WorkflowRun"):
+        await store.append("nodot", [event(1)])
+
+
+async def test_stored_history_is_ascii_so_sizes_are_bytes() -> None:
+    fake = FakeWrites()
+    store = store_with(fake)
+    await store.append("ns.run", [event(1, result="naïve 模型 \ud800")])
+    (create,) = fake.requests
+    text = create[2]["data"]["00000000"]
+    assert text.isascii()
+    assert json.loads(text)[0]["data"]["result"] == "naïve 模型 \ud800"
+
+
+async def test_concurrent_appends_of_one_run_keep_call_order() -> None:
+    fake = FakeWrites()
+    store = store_with(fake)
+    await asyncio.gather(*(store.append("ns.run", [event(seq)]) for seq in range(10)))
+    keys = [next(iter(body["data"])) for _, _, body in fake.requests]
+    assert keys == [f"{i:08d}" for i in range(10)]
+    written = [
+        json.loads(body["data"][key]) for (_, _, body), key in zip(fake.requests, keys, strict=True)
+    ]
+    assert [batch[0]["data"]["seq"] for batch in written] == list(range(10))
+
+
+def test_it_is_a_durable_run_store() -> None:
+    store = store_with(FakeWrites())
+    assert isinstance(store, RunStore)
+    assert store.durable is True
+    assert store.binding("ns.run") == "uid-1"
+    assert store.binding("ns.other") is None
+
+
+async def test_forget_drops_local_state_without_api_calls() -> None:
+    fake = FakeWrites()
+    store = store_with(fake)
+    await store.append("ns.run", [event(1)])
+    store.forget("ns.run")
+    assert store.binding("ns.run") is None
+    assert len(fake.requests) == 1
