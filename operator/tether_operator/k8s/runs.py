@@ -37,11 +37,13 @@ from tether_operator.k8s.client import ApiError, KubeClient, resource_path
 from tether_operator.k8s.events import EventRecorder, ObjectRef
 from tether_operator.k8s.mirror import MarkingStore, StatusPatch, StatusWriter
 from tether_operator.k8s.naming import run_id_for, run_object
+from tether_operator.k8s.objects import object_name
 from tether_operator.k8s.resources import API_VERSION, WorkflowRunSpec, parse_duration
 from tether_operator.k8s.status import (
     TERMINAL_PHASES,
     pending_status,
     rejected_status,
+    result_too_large,
     run_status,
 )
 from tether_operator.k8s.workflows import WorkflowDirectory
@@ -80,6 +82,9 @@ class RunObject:
     """The last status written (or seen), to skip writes that change nothing."""
     outside: dict[str, Any] | None = None
     """The status of a run the engine does not hold (pending or refused)."""
+    result_ref: dict[str, Any] | None = None
+    """Where a result too large for the status is stored (once written)."""
+    storing_result: bool = False
 
     @property
     def ref(self) -> ObjectRef:
@@ -385,17 +390,43 @@ class RunController:
                 return None
             if view.get("history_length", 0) > self.store.durable_length(run_id):
                 return None  # not durable yet: the append that makes it so marks it again
+            if result_too_large(view) and obj.result_ref is None and not obj.storing_result:
+                obj.storing_result = True
+                self._spawn(self._store_result(obj, view.get("result")))
             status = run_status(
                 view,
                 generation=obj.generation,
                 previous_conditions=obj.conditions,
                 now=self.clock(),
+                result_ref=obj.result_ref,
             )
         if status == obj.written:
             return None
         namespace, name = run_object(run_id)
         path = resource_path(API_VERSION, "workflowruns", namespace, name, "status")
         return StatusPatch(path, status)
+
+    async def _store_result(self, obj: RunObject, result: Any) -> None:
+        """Put a large result in ConfigMaps owned by the run, for its status to point at.
+
+        The store keeps payloads content-addressed, so this finds the copy its history
+        wrote rather than adding one.
+        """
+        run_id = run_id_for(obj.namespace, obj.name)
+        put = getattr(self.store.inner, "put_payload", None)
+        if put is None:
+            return  # a store without payloads: the status gives the size only
+        try:
+            ref = await put(run_id, result)
+        except Exception as exc:
+            logger.warning("could not store the result of %s for its status: %s", run_id, exc)
+            obj.storing_result = False
+            return
+        obj.result_ref = {
+            "configMap": object_name(obj.name, f"p{ref['id']}-0"),
+            "chunks": ref["chunks"],
+        }
+        self.status.mark(run_id)
 
     def _written(self, run_id: str, status: dict[str, Any]) -> None:
         obj = self.objects.get(run_id)

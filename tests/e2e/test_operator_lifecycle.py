@@ -1,0 +1,173 @@
+"""The operator and the WorkflowRun lifecycle, against the real apiserver.
+
+`tether operator` runs as a host process watching the test's namespace; workers are
+host processes (`python -m worker_runtime FILE`). Everything a user sees goes through
+kubectl: columns, conditions, `kubectl wait`, Events, the managed Workflow.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.kube import Kube, eventually
+from tests.e2e.operator_env import (
+    REPO,
+    TESTDATA,
+    OperatorEnv,
+    condition,
+    events_of,
+    eventually_phase,
+    operator_env,
+    wait_for,
+    workflow_run,
+)
+
+
+@pytest.fixture
+def env(kube: Kube, crds: list[str], tmp_path: Path) -> Iterator[OperatorEnv]:
+    with operator_env(kube, tmp_path) as started:
+        yield started
+
+
+ML = REPO / "examples" / "ml_inference.py"
+STEPS = TESTDATA / "operator_workflows.py"
+
+
+def test_a_run_created_with_kubectl_succeeds_with_its_result(env: OperatorEnv) -> None:
+    env.workers.start(ML, "worker-a")
+    env.ns.apply(workflow_run("batch", "ml-inference", {"batch": [{"x": 1}, {"x": 2}]}))
+    run = wait_for(env.ns, "batch")
+    status = run["status"]
+    assert status["phase"] == "Succeeded"
+    assert [r["y"] for r in status["result"]] == [3, 5]
+    assert status["progress"] == "3/3"
+    assert status["workerPod"] == "worker-a"
+    assert condition(run, "Succeeded")["observedGeneration"] == run["metadata"]["generation"]
+    assert {a["name"] for a in status["activities"]} == {"load_model", "predict"}
+    assert all(a["pod"] == "worker-a" and a["attempt"] == 1 for a in status["activities"])
+
+    table = env.ns.run("get", "wfr", "batch").splitlines()
+    assert table[0].split() == ["NAME", "WORKFLOW", "PHASE", "WORKER-POD", "PROGRESS", "AGE"]
+    assert table[1].split()[:5] == ["batch", "ml-inference", "Succeeded", "worker-a", "3/3"]
+
+    reasons = eventually(
+        lambda: (r := events_of(env.ns, "batch")) and "RunSucceeded" in r and r,
+        what="the run's Events",
+    )
+    assert {"RunStarted", "SessionBound", "RunSucceeded"} <= set(reasons)
+    assert "RunSucceeded" in env.ns.run("describe", "wfr", "batch")
+
+
+def test_a_worker_registration_creates_a_managed_workflow(env: OperatorEnv) -> None:
+    env.workers.start(ML, "worker-a")
+
+    def published() -> dict | None:
+        items = env.ns.list("workflows", "app.kubernetes.io/managed-by=tether")
+        ready = [w for w in items if condition(w, "Ready") and w["status"].get("pods")]
+        return ready[0] if ready else None
+
+    wf = eventually(published, what="the managed Workflow ml-inference")
+    assert wf["metadata"]["name"] == "ml-inference"
+    status = wf["status"]
+    assert status["activityCount"] == 2
+    assert status["pods"] == ["worker-a"]
+    assert condition(wf, "Ready")["status"] == "True"
+    by_name = {a["name"]: a for a in status["activities"]}
+    assert by_name["predict"]["options"]["stickyToWorker"] is True
+    assert by_name["predict"]["options"]["retry"]["maxAttempts"] == 3
+    assert "batch" in status["inputSchema"]["properties"]
+    table = env.ns.run("get", "wf", "ml-inference").splitlines()
+    assert table[1].split()[:2] == ["ml-inference", "2"]
+
+
+def test_a_run_waits_pending_until_a_worker_registers_its_workflow(
+    env: OperatorEnv,
+) -> None:
+    env.ns.apply(workflow_run("early", "ml-inference", {"batch": [{"x": 3}]}))
+    run = eventually_phase(env.ns, "early", "Pending")
+    accepted = condition(run, "Accepted")
+    assert accepted is not None
+    assert (accepted["status"], accepted["reason"]) == ("False", "WorkflowNotRegistered")
+    assert "ml-inference" in accepted["message"]
+    assert condition(run, "Succeeded")["status"] == "Unknown"
+    env.workers.start(ML, "late-worker")
+    run = wait_for(env.ns, "early")
+    assert run["status"]["result"][0]["y"] == 7
+    assert condition(run, "Accepted")["status"] == "True"
+
+
+def test_bad_input_fails_the_run_naming_the_field_and_the_operator_keeps_going(
+    env: OperatorEnv,
+) -> None:
+    env.workers.start(ML, "worker-a")
+    env.ns.apply(workflow_run("typo", "ml-inference", {"batch": "not a list"}))
+    run = wait_for(env.ns, "typo", "Failed")
+    failed = condition(run, "Failed")
+    assert failed is not None
+    assert failed["reason"] == "InvalidInput"
+    assert "spec.input" in failed["message"]
+    assert "batch" in failed["message"]
+    assert run["status"]["phase"] == "Failed"
+    assert "InvalidInput" in events_of(env.ns, "typo")
+    env.ns.apply(workflow_run("fine", "ml-inference", {"batch": [{"x": 0}]}))
+    assert wait_for(env.ns, "fine")["status"]["phase"] == "Succeeded"
+    assert env.operator.process is not None
+    assert env.operator.process.poll() is None
+
+
+def test_deleting_a_run_cancels_it_and_stops_its_tasks(env: OperatorEnv) -> None:
+    env.workers.start(STEPS, "worker-a")
+    env.ns.apply(workflow_run("long", "steps", {"count": 3, "seconds": 30}))
+    eventually_phase(env.ns, "long", "Running")
+
+    def running() -> bool:
+        code, workers = env.operator.get("/v1/workers")
+        return code == 200 and any(w["running"] for w in workers["workers"])
+
+    eventually(running, what="the first activity running")
+    env.ns.run("delete", "wfr", "long", "--wait=true")
+    eventually(lambda: not running(), timeout=20, what="the activity stopped")
+    code, _ = env.operator.get(f"/v1/runs/{env.operator.namespace}.long")
+    assert code == 404
+    assert "deleted: cancelling the run" in env.operator.log()
+    eventually(
+        lambda: not env.ns.list("configmaps", "tether.dev/run=long"),
+        what="the run's history garbage-collected",
+    )
+
+
+def test_ttl_seconds_after_finished_deletes_the_finished_run(env: OperatorEnv) -> None:
+    env.workers.start(ML, "worker-a")
+    env.ns.apply(
+        workflow_run("brief", "ml-inference", {"batch": [{"x": 1}]}, ttlSecondsAfterFinished=2)
+    )
+    wait_for(env.ns, "brief")
+    eventually(lambda: not env.ns.list("wfr"), timeout=30, what="wfr/brief deleted by its TTL")
+
+
+def test_the_operator_killed_mid_run_finishes_the_run_with_no_step_run_twice(
+    env: OperatorEnv, tmp_path: Path
+) -> None:
+    ledger = tmp_path / "ledger.txt"
+    ledger.touch()
+    env.workers.start(STEPS, "worker-a", TETHER_TEST_LEDGER=str(ledger))
+    count = 12
+    env.ns.apply(workflow_run("durable", "steps", {"count": count, "seconds": 0.4}))
+    eventually(lambda: len(ledger.read_text().split()) >= 3, what="three steps done")
+    assert env.operator.stop(signal.SIGKILL) == -signal.SIGKILL
+    time.sleep(1)
+    env.operator.start()
+    run = wait_for(env.ns, "durable", timeout=120)
+    status = run["status"]
+    assert status["result"] == {"count": count, "sum": sum(i * i for i in range(count))}
+    assert status["progress"] == f"{count}/{count}"
+    assert [a["seq"] for a in status["activities"]] == list(range(1, count + 1))
+    executions = [int(line) for line in ledger.read_text().split()]
+    # A step whose completion was in flight at the kill may run again; none completed before.
+    assert sorted(set(executions)) == list(range(count))
+    assert len(executions) <= count + 1, executions
