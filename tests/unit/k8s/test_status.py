@@ -159,9 +159,7 @@ def test_a_cancelled_run_is_neither_succeeded_nor_failed() -> None:
 
 def test_last_transition_time_is_kept_while_a_condition_status_stays() -> None:
     first = run_status(view(), generation=1, now=T0)
-    again = run_status(
-        view(), generation=1, previous_conditions=first["conditions"], now=T0 + 60
-    )
+    again = run_status(view(), generation=1, previous_conditions=first["conditions"], now=T0 + 60)
     assert again["conditions"] == first["conditions"]
     finished = run_status(
         view("Succeeded", result=1),
