@@ -171,3 +171,4 @@ def test_the_operator_killed_mid_run_finishes_the_run_with_no_step_run_twice(
     # A step whose completion was in flight at the kill may run again; none completed before.
     assert sorted(set(executions)) == list(range(count))
     assert len(executions) <= count + 1, executions
+    assert env.operator.stop(signal.SIGTERM, timeout=20) == 0
