@@ -7,6 +7,7 @@ kubectl: columns, conditions, `kubectl wait`, Events, the managed Workflow.
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from collections.abc import Iterator
@@ -172,3 +173,21 @@ def test_the_operator_killed_mid_run_finishes_the_run_with_no_step_run_twice(
     assert sorted(set(executions)) == list(range(count))
     assert len(executions) <= count + 1, executions
     assert env.operator.stop(signal.SIGTERM, timeout=20) == 0
+
+
+def test_a_large_result_is_not_copied_into_the_status(env: OperatorEnv) -> None:
+    env.workers.start(STEPS, "worker-a")
+    env.ns.apply(workflow_run("big", "large-result", {"size": 100_000}))
+    run = wait_for(env.ns, "big")
+    assert "result" not in run["status"]
+
+    def stored() -> dict | None:
+        ref = env.ns.get("wfr", "big")["status"].get("resultRef") or {}
+        return ref if ref.get("configMap") else None
+
+    ref = eventually(stored, what="status.resultRef.configMap")
+    assert ref["bytes"] == 100_002
+    config_map = env.ns.get("configmap", ref["configMap"])
+    owner = config_map["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"]) == ("WorkflowRun", "big")
+    assert len(json.dumps(env.ns.get("wfr", "big"))) < 10_000

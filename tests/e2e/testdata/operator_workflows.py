@@ -35,3 +35,16 @@ class Steps:
         for index in range(count):
             total += await step(index, seconds)
         return {"count": count, "sum": total}
+
+
+@workflows.activity()
+def text(size: int) -> str:
+    return "x" * size
+
+
+@workflows.workflow.define(name="large-result")
+class LargeResult:
+    @workflows.workflow.entrypoint
+    async def execute(self, size: int) -> str:
+        result: str = await text(size)
+        return result
