@@ -69,7 +69,13 @@ def test_a_worker_registration_creates_a_managed_workflow(env: OperatorEnv) -> N
 
     def published() -> dict | None:
         items = env.ns.list("workflows", "app.kubernetes.io/managed-by=tether")
-        ready = [w for w in items if condition(w, "Ready") and w["status"].get("pods")]
+        ready = [
+            w
+            for w in items
+            if condition(w, "Ready")
+            and w["status"].get("pods")
+            and w["status"].get("observedGeneration") == w["metadata"]["generation"]
+        ]
         return ready[0] if ready else None
 
     wf = eventually(published, what="the managed Workflow ml-inference")
@@ -82,8 +88,38 @@ def test_a_worker_registration_creates_a_managed_workflow(env: OperatorEnv) -> N
     assert by_name["predict"]["options"]["stickyToWorker"] is True
     assert by_name["predict"]["options"]["retry"]["maxAttempts"] == 3
     assert "batch" in status["inputSchema"]["properties"]
+    assert status["observedGeneration"] == wf["metadata"]["generation"]
     table = env.ns.run("get", "wf", "ml-inference").splitlines()
     assert table[1].split()[:2] == ["ml-inference", "2"]
+
+    env.workers.stop_all()
+
+    def not_ready() -> bool:
+        ready = condition(env.ns.get("wf", "ml-inference"), "Ready")
+        return ready is not None and ready["status"] == "False"
+
+    eventually(not_ready, timeout=30, what="Ready=False once the worker is gone")
+    assert env.ns.get("wf", "ml-inference")["status"]["pods"] == []
+
+
+def test_a_run_takes_its_workflow_defaults(env: OperatorEnv) -> None:
+    env.ns.apply(
+        {
+            "apiVersion": "tether.dev/v1alpha1",
+            "kind": "Workflow",
+            "metadata": {"name": "ml-inference"},
+            "spec": {"sticky": "HARD", "scheduleTimeout": "10m"},
+        }
+    )
+    env.workers.start(ML, "worker-a")
+    env.ns.apply(workflow_run("defaults", "ml-inference", {"batch": [{"x": 1}]}))
+    wait_for(env.ns, "defaults")
+    code, view = env.operator.get(f"/v1/runs/{env.operator.namespace}.defaults")
+    assert code == 200
+    assert view["sticky"] == "HARD"
+    wf = env.ns.get("wf", "ml-inference")
+    assert "app.kubernetes.io/managed-by" not in wf["metadata"].get("labels", {})
+    assert wf["spec"]["sticky"] == "HARD"
 
 
 def test_a_run_waits_pending_until_a_worker_registers_its_workflow(

@@ -197,7 +197,13 @@ async def run_operator(settings: OperatorSettings) -> None:
     namespace = settings.operator_namespace or config.namespace
     readiness = Readiness()
     events = EventRecorder(client, instance=settings.pod_name)
-    directory = WorkflowDirectory()
+    publisher: WorkflowPublisher | None = None
+
+    def spec_changed(namespace: str, name: str) -> None:
+        if publisher is not None:
+            publisher.spec_changed(namespace, name)
+
+    directory = WorkflowDirectory(spec_changed)
     runs: RunController | None = None
 
     def durable(run_id: str) -> None:
@@ -212,6 +218,7 @@ async def run_operator(settings: OperatorSettings) -> None:
     publisher = WorkflowPublisher(
         client,
         lambda: {w["worker_id"] for w in service.workers() if w.get("alive")},
+        directory,
         default_namespace=namespace,
     )
 
