@@ -12,9 +12,8 @@ The controller seam. A controller is a function `setup(registry, context)` that
 adds its kopf handlers to `registry` (a `kopf.OperatorRegistry`) and may start
 background work with `context.spawn(...)`; `context` (`OperatorContext`) hands it
 the settings, the `KubeClient`, the `SchedulerService` and the Event recorder.
-WorkflowRuns and Workflows are set up here; `CONTROLLERS` lists the others: the
-WorkerPool controller's `tether_operator.k8s.pools.setup(registry, service, client,
-scheduler_url=...)` is adapted to the seam by `_setup_pools`.
+WorkflowRuns and Workflows are set up here; the WorkerPool controller
+(`tether_operator.k8s.pools.setup`) plugs in the same way, through `CONTROLLERS`.
 """
 
 from __future__ import annotations
@@ -126,20 +125,16 @@ class OperatorContext:
 Setup = Callable[[kopf.OperatorRegistry, OperatorContext], None]
 
 
-def _setup_pools(registry: kopf.OperatorRegistry, context: OperatorContext) -> None:
-    """The WorkerPool controller (`tether_operator.k8s.pools`), when it is installed."""
-    if importlib.util.find_spec("tether_operator.k8s.pools") is None:
-        return
-    pools = importlib.import_module("tether_operator.k8s.pools")
-    pools.setup(
-        registry,
-        context.service,
-        context.client,
-        scheduler_url=context.settings.scheduler_url or context.service.scheduler_url,
-    )
+def _plugged_controllers() -> list[Setup]:
+    """Controllers of other modules: `tether_operator.k8s.pools.setup` when it is installed."""
+    found: list[Setup] = []
+    if importlib.util.find_spec("tether_operator.k8s.pools") is not None:
+        module = importlib.import_module("tether_operator.k8s.pools")
+        found.append(module.setup)
+    return found
 
 
-CONTROLLERS: list[Setup] = [_setup_pools]
+CONTROLLERS: list[Setup] = _plugged_controllers()
 """Controllers set up beside the WorkflowRun and Workflow handlers."""
 
 
