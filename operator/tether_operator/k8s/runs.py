@@ -33,11 +33,11 @@ from pydantic import ValidationError
 
 from tether_operator.engine import EngineError, RunNotFound, WorkflowNotFound
 from tether_operator.engine.effects import Notice
+from tether_operator.k8s import objects
 from tether_operator.k8s.client import ApiError, KubeClient, resource_path
 from tether_operator.k8s.events import EventRecorder, ObjectRef
 from tether_operator.k8s.mirror import MarkingStore, StatusPatch, StatusWriter
 from tether_operator.k8s.naming import run_id_for, run_object
-from tether_operator.k8s.objects import object_name
 from tether_operator.k8s.resources import API_VERSION, WorkflowRunSpec, parse_duration
 from tether_operator.k8s.status import (
     TERMINAL_PHASES,
@@ -423,7 +423,7 @@ class RunController:
             obj.storing_result = False
             return
         obj.result_ref = {
-            "configMap": object_name(obj.name, f"p{ref['id']}-0"),
+            "configMap": objects.object_name(obj.name, f"p{ref['id']}-0"),
             "chunks": ref["chunks"],
         }
         self.status.mark(run_id)
