@@ -149,6 +149,7 @@ class Workers:
                 process.wait(10)
             except subprocess.TimeoutExpired:
                 process.kill()
+                process.wait(10)
 
 
 def workflow_run(name: str, workflow: str, input_: Any = None, **spec: Any) -> Obj:
