@@ -227,3 +227,22 @@ def test_a_large_result_is_not_copied_into_the_status(env: OperatorEnv) -> None:
     owner = config_map["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["name"]) == ("WorkflowRun", "big")
     assert len(json.dumps(env.ns.get("wfr", "big"))) < 10_000
+
+
+def test_a_worker_killed_mid_run_is_told_in_the_runs_events(env: OperatorEnv) -> None:
+    workers = {name: env.workers.start(STEPS, name) for name in ("worker-a", "worker-b")}
+    env.ns.apply(workflow_run("lossy", "steps", {"count": 4, "seconds": 1.5}))
+
+    def busy_worker() -> str | None:
+        code, listed = env.operator.get("/v1/workers")
+        busy = [w["worker_id"] for w in listed["workers"] if w["running"]] if code == 200 else []
+        return busy[0] if busy else None
+
+    victim = eventually(busy_worker, what="a worker running a step")
+    workers[victim].send_signal(signal.SIGKILL)
+    run = wait_for(env.ns, "lossy", timeout=120)
+    assert run["status"]["result"] == {"count": 4, "sum": 0 + 1 + 4 + 9}
+    retried = [a for a in run["status"]["activities"] if a["attempt"] > 1]
+    assert retried
+    assert "WorkerLost" in events_of(env.ns, "lossy")
+    assert "WorkerLost" in env.ns.run("describe", "wfr", "lossy")

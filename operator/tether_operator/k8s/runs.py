@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -57,6 +58,11 @@ logger = logging.getLogger("tether.operator")
 
 MAX_INPUT_BYTES = 2 * 1024 * 1024
 """Largest `spec.input` (as JSON) a run may have, like any activity payload."""
+
+_LOST = re.compile(r"^worker (\S+) lost: (\w+)")
+"""The engine's WorkerLost notice: `worker <id> lost: <reason>...`."""
+_LOST_SCAN = 200
+"""How many of a run's latest history events are read for what a worker loss did."""
 
 
 class InputRefused(Exception):
@@ -128,6 +134,7 @@ class RunController:
         self._starting: set[str] = set()
         self._expiring: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._lost_reported: set[tuple[str, Any, Any]] = set()
         self.status = StatusWriter(client, self._compute, self._written, self._gone)
 
     # ------------------------------------------------------------------ watch events
@@ -307,12 +314,60 @@ class RunController:
     # ------------------------------------------------------------------ notices
 
     def on_notice(self, notice: Notice) -> None:
-        """Engine notices about a run become Events on its WorkflowRun."""
+        """Engine notices about a run become Events on its WorkflowRun; a lost worker
+        becomes a `WorkerLost` Event on each run whose work it held."""
         if notice.run_id is None:
+            if notice.reason == "WorkerLost":
+                self._worker_lost(notice.message)
             return
         obj = self.objects.get(notice.run_id)
         if obj is not None:
             self.events.record(obj.ref, notice.level, notice.reason, notice.message)
+
+    def _worker_lost(self, message: str) -> None:
+        """Tell each run what the loss did to it (the engine's notice names only the worker).
+
+        The loss's history events are the latest of each run it touched: attempts failed
+        with `WorkerLost` by that worker, and a workflow task lost after it started there.
+        """
+        found = _LOST.match(message)
+        if found is None:
+            return
+        worker, reason = found.groups()
+        for run_id, obj in list(self.objects.items()):
+            if not self._in_engine(run_id) or self.service.is_terminal(run_id):
+                continue
+            lost: list[str] = []
+            started_on: str | None = None
+            for ev in self.service.history(run_id)[-_LOST_SCAN:]:
+                kind, data = ev["type"], ev["data"]
+                if kind == "WorkflowTaskStarted":
+                    started_on = data.get("worker")
+                elif kind == "WorkflowTaskLost" and started_on == worker:
+                    started_on = None
+                    key = (run_id, "workflow", data.get("task_id"))
+                    if key not in self._lost_reported:
+                        self._lost_reported.add(key)
+                        lost.append("its workflow code is replayed on another worker")
+                elif kind == "ActivityFailed":
+                    error = data.get("error") or {}
+                    key = (run_id, data.get("seq"), data.get("attempt"))
+                    if (
+                        error.get("type") == "WorkerLost"
+                        and f"worker {worker} lost" in str(error.get("message"))
+                        and key not in self._lost_reported
+                    ):
+                        self._lost_reported.add(key)
+                        lost.append(
+                            f"attempt {data.get('attempt')} of step {data.get('seq')} is retried"
+                        )
+            if lost:
+                self.events.record(
+                    obj.ref,
+                    "Warning",
+                    "WorkerLost",
+                    f"worker {worker} lost ({reason}): {'; '.join(lost)}",
+                )
 
     # ------------------------------------------------------------------ deletion, expiry
 
@@ -322,6 +377,7 @@ class RunController:
             return  # an event of an older object of the same name
         self.objects.pop(run_id, None)
         self.pending.discard(run_id)
+        self._lost_reported = {key for key in self._lost_reported if key[0] != run_id}
         handle = self._expiring.pop(uid, None)
         if handle is not None:
             handle.cancel()

@@ -62,11 +62,15 @@ async def s() -> AsyncIterator[Setup]:
     store = MarkingStore(InMemoryRunStore(), lambda run_id: holder[0].mark(run_id))
     service = SchedulerService(store=store)
     directory = WorkflowDirectory()
-    runs = RunController(service, store, client, EventRecorder(client), directory)
+    events = EventRecorder(client)
+    runs = RunController(service, store, client, events, directory)
     holder.append(runs)
+    service.subscribe(runs.on_notice)
     await service.start()
     runs.status.start()
+    events.start()
     yield Setup(service, runs, directory, api)
+    await events.stop()
     await runs.status.stop()
     await service.stop()
     await client.aclose()
@@ -192,3 +196,22 @@ async def test_status_is_written_only_for_stored_history(s: Setup) -> None:
     await settle(s)
     assert s.api.status_patches("r")
     assert s.runs._compute("ns.r") is None  # nothing changed since the last write
+
+
+async def test_notices_become_events_and_a_lost_worker_is_told_to_each_run(s: Setup) -> None:
+    register(s.service)
+    await s.runs.on_event(run_event())
+    await settle(s)
+    s.service.worker_lost("pod-1", "PodDeleted", "pod pod-1 was deleted")
+    await settle(s)
+    await asyncio.sleep(0.1)
+    events = [
+        (body["reason"], body["message"])
+        for method, path, body in s.api.requests
+        if method == "POST" and path == "/api/v1/namespaces/ns/events"
+    ]
+    assert ("RunStarted", "run ns.r of w started") in events
+    lost = [message for reason, message in events if reason == "WorkerLost"]
+    assert lost == [
+        "worker pod-1 lost (PodDeleted): its workflow code is replayed on another worker"
+    ]
