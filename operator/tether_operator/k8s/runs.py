@@ -258,6 +258,8 @@ class RunController:
             was_pending = run_id in self.pending or obj.outside is not None
             self.pending.discard(run_id)
             obj.outside = None
+            # The engine holds the input now; up to 2 MiB need not be kept twice.
+            obj.spec = {key: value for key, value in obj.spec.items() if key != "input"}
             if was_pending:
                 self.status.mark(run_id)
         finally:
