@@ -190,8 +190,9 @@ class RunController:
         await self._start(obj)
 
     def _in_engine(self, run_id: str) -> bool:
+        # is_terminal looks the run up without building its view (O(history)).
         try:
-            self.service.get_run(run_id)
+            self.service.is_terminal(run_id)
         except RunNotFound:
             return False
         return True
