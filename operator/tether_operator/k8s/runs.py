@@ -447,8 +447,13 @@ class RunController:
                 view = self.service.get_run(run_id)
             except RunNotFound:
                 return None
-            if view.get("history_length", 0) > self.store.durable_length(run_id):
-                return None  # not durable yet: the append that makes it so marks it again
+            stored = self.store.durable_length(run_id)
+            if not stored or (
+                view["phase"] in TERMINAL_PHASES and view.get("history_length", 0) > stored
+            ):
+                # Not accepted yet, or its end not stored yet: the append that stores it
+                # marks the run again. Progress may run one in-flight write ahead.
+                return None
             if result_too_large(view) and obj.result_ref is None and not obj.storing_result:
                 obj.storing_result = True
                 self._spawn(self._store_result(obj, view.get("result")))

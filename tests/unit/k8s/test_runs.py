@@ -215,3 +215,50 @@ async def test_notices_become_events_and_a_lost_worker_is_told_to_each_run(s: Se
     assert lost == [
         "worker pod-1 lost (PodDeleted): its workflow code is replayed on another worker"
     ]
+
+
+class GatedStore(InMemoryRunStore):
+    """Appends wait for `gate`: a slow API server."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def append(self, run_id: str, events: list[dict[str, Any]]) -> None:
+        await self.gate.wait()
+        await super().append(run_id, events)
+
+
+async def test_a_terminal_phase_is_shown_only_once_it_is_stored() -> None:
+    api = ApiServer()
+    client = KubeClient(KubeConfig(server="http://api"), transport=httpx.MockTransport(api.handle))
+    holder: list[RunController] = []
+    inner = GatedStore()
+    store = MarkingStore(inner, lambda run_id: holder[0].mark(run_id))
+    service = SchedulerService(store=store)
+    runs = RunController(service, store, client, EventRecorder(client), WorkflowDirectory())
+    holder.append(runs)
+    await service.start()
+    runs.status.start()
+    s = Setup(service, runs, WorkflowDirectory(), api)
+    try:
+        register(service)
+        await runs.on_event(run_event())
+        await settle(s)
+        assert api.status_patches("r")[-1]["phase"] in ("Pending", "Running")
+        inner.gate.clear()
+        service.cancel_run("ns.r")
+        await asyncio.sleep(0.05)
+        runs.mark("ns.r")
+        await runs.status.flush()
+        assert runs._compute("ns.r") is None
+        assert api.status_patches("r")[-1]["phase"] != "Cancelled"
+        inner.gate.set()
+        await settle(s)
+        assert api.status_patches("r")[-1]["phase"] == "Cancelled"
+    finally:
+        inner.gate.set()
+        await runs.status.stop()
+        await service.stop()
+        await client.aclose()
