@@ -25,6 +25,7 @@ from worker_runtime.wire import LOSS_REASONS, is_loss_reason
 
 from .commands import Commands
 from .deadlines import DeadlineKind, Deadlines
+from .demand import Demand, pool_demand
 from .dispatch import Dispatch
 from .effects import Effect, Outbox
 from .errors import InvalidCommand, RunAlreadyExists, UnknownWorker
@@ -336,6 +337,12 @@ class Engine:
     def worker_views(self) -> list[dict[str, Any]]:
         """Every worker's view (`WorkerView` dicts), lost ones included."""
         return [w.view() for w in self.state.workers.values()]
+
+    def demand(self) -> dict[str, Demand]:
+        """Per worker pool ("" for none): work waiting for a worker, and each live
+        worker's load. Placement runs at the end of every call, so what is queued here
+        is what no live worker can take."""
+        return pool_demand(self.state)
 
     def history(self, run_id: str) -> list[dict[str, Any]]:
         """The run's history events, oldest first."""
