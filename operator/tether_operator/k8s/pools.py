@@ -1,0 +1,465 @@
+"""The WorkerPool controller: a pool's pods, their count, scale-down order and status.
+
+Level-based and idempotent: `reconcile` reads the pool (as last seen by the watch),
+its pods (likewise, plus what this controller just created or deleted) and the
+engine's demand, then creates or deletes pods, updates deletion costs and writes the
+status. Reconciles of one pool never overlap; a request while one runs makes it run
+once more. They are triggered by pool and pod events, by engine notices that change
+demand (a run started, a worker registered or was lost) and by a periodic tick.
+
+- Pods come from `spec.template` (`pods.build_pod`), named `<pool>-<random5>`,
+  labelled `tether.dev/pool=<pool>`, owned by the pool.
+- Without `autoscale` the pool keeps `spec.replicas` pods (`kubectl scale` writes it),
+  within [minReplicas, maxReplicas]. With `autoscale: true` the controller sets
+  `spec.replicas` itself from the demand (`scaling.autoscale_target`), so
+  `kubectl get wp` shows the count it chose; a `kubectl scale` is then overridden at
+  the next tick, as an HPA would.
+- Scale-down removes idle pods first (`scaling.scale_down_order`) and tells the
+  scheduler `ScaledDown` before deleting. A pod deleted by anyone else is reported
+  `PodDeleted` (`Evicted` for an eviction) as soon as its deletionTimestamp is seen;
+  a pod that ended (phase Failed or Succeeded) is reported, deleted and replaced.
+- `controller.kubernetes.io/pod-deletion-cost` on every pod follows its load.
+
+All writes go through `KubeClient`; kopf only delivers the watch events (`setup`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from tether_operator.engine import Demand, EngineError, Notice
+from tether_operator.k8s.client import ApiError, KubeClient, resource_path
+from tether_operator.k8s.naming import pool_id_for
+from tether_operator.k8s.pods import (
+    DELETION_COST,
+    POOL_LABEL,
+    build_pod,
+    created_at,
+    deletion_cost,
+    evicted,
+    failed,
+    new_pod_name,
+    terminating,
+)
+from tether_operator.k8s.resources import API_VERSION, GROUP, VERSION, WorkerPool
+from tether_operator.k8s.scaling import PodState, Target, autoscale_target, clamp, scale_down_order
+from tether_operator.scheduler import SchedulerService
+from worker_runtime.wire import is_permanent_loss
+
+__all__ = ["PoolController", "setup"]
+
+logger = logging.getLogger("tether.pools")
+
+PoolKey = tuple[str, str]
+"""(namespace, name) of a WorkerPool."""
+
+_DEMAND_NOTICES = frozenset({"RunStarted", "WorkerRegistered", "WorkerLost", "SessionBroken"})
+"""Engine notices after which some pool's demand may have changed."""
+
+
+@dataclass
+class _Pool:
+    body: dict[str, Any] | None = None
+    """The WorkerPool as the watch last delivered it."""
+    pods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Its pods by name: what the watch delivered, updated by this controller's writes."""
+    idle_since: dict[str, float] = field(default_factory=dict)
+    scaled_down: set[str] = field(default_factory=set)
+    """Pods this controller deleted to scale down (reported `ScaledDown`, not `PodDeleted`)."""
+    create_error: str = ""
+    written_status: dict[str, Any] | None = None
+    task: asyncio.Task[None] | None = None
+    again: bool = False
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+class PoolController:
+    """Reconciles WorkerPools in the namespaces its watch delivers."""
+
+    def __init__(
+        self,
+        service: SchedulerService,
+        client: KubeClient,
+        *,
+        scheduler_url: str,
+        clock: Callable[[], float] = time.time,
+        tick: float = 1.0,
+        startup_grace: float = 10.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.service = service
+        self.client = client
+        self.scheduler_url = scheduler_url
+        self.clock = clock
+        self.tick = tick
+        self.startup_grace = startup_grace
+        """No scale-down this soon after start: workers are still re-registering, so
+        every pod looks idle."""
+        self._rng = rng
+        self._pools: dict[PoolKey, _Pool] = {}
+        self._started_at = clock()
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Start the periodic tick and follow engine notices (idempotent)."""
+        if self._loop_task is not None:
+            return
+        self._started_at = self.clock()
+        self._unsubscribe = self.service.subscribe(self._on_notice)
+        self._loop_task = asyncio.create_task(self._ticking(), name="tether-pools-tick")
+
+    async def stop(self) -> None:
+        """Stop ticking and wait for running reconciles."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        tasks = [p.task for p in self._pools.values() if p.task is not None]
+        if self._loop_task is not None:
+            tasks.append(self._loop_task)
+            self._loop_task = None
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def _on_notice(self, notice: Notice) -> None:
+        if notice.reason in _DEMAND_NOTICES:
+            self._wake.set()
+
+    async def _ticking(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.tick)
+            self._wake.clear()
+            for key in list(self._pools):
+                self.kick(key)
+            await asyncio.sleep(min(0.1, self.tick))  # notices in a burst: one pass
+
+    # ------------------------------------------------------------------ events
+
+    async def on_pool_event(self, event_type: str | None, body: dict[str, Any]) -> None:
+        """A WorkerPool watch event (`event_type` None for the initial listing)."""
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        if event_type == "DELETED":
+            pool = self._pools.pop(key, None)
+            if pool is not None and pool.task is not None:
+                pool.task.cancel()
+            return  # its pods are garbage-collected; their pod events report the loss
+        self._pools.setdefault(key, _Pool()).body = body
+        self.kick(key)
+
+    async def on_pod_event(self, event_type: str | None, pod: dict[str, Any]) -> None:
+        """A watch event of a pod labelled `tether.dev/pool`."""
+        meta = pod["metadata"]
+        key = (meta["namespace"], meta["labels"][POOL_LABEL])
+        pool = self._pools.setdefault(key, _Pool())
+        if event_type == "DELETED":
+            pool.pods.pop(meta["name"], None)
+            self._report_lost(key, pool, pod)
+            pool.scaled_down.discard(meta["name"])
+            if pool.body is None and not pool.pods:
+                del self._pools[key]  # the pool is gone too
+        else:
+            pool.pods[meta["name"]] = pod
+            if terminating(pod) or failed(pod):
+                self._report_lost(key, pool, pod)  # now: sessions break within a second
+        if pool.body is not None:
+            self.kick(key)
+
+    # ------------------------------------------------------------------ reconcile
+
+    def kick(self, key: PoolKey) -> None:
+        """Reconcile pool `key` soon; once more after the running reconcile if one runs."""
+        pool = self._pools.get(key)
+        if pool is None or pool.body is None:
+            return
+        if pool.task is not None and not pool.task.done():
+            pool.again = True
+            return
+        pool.task = asyncio.create_task(self._reconcile_until_settled(key))
+
+    async def _reconcile_until_settled(self, key: PoolKey) -> None:
+        pool = self._pools.get(key)
+        while pool is not None:
+            pool.again = False
+            try:
+                await self.reconcile(key)
+            except ApiError as exc:
+                logger.warning("WorkerPool %s/%s: %s", *key, exc)
+            except Exception:
+                logger.exception("WorkerPool %s/%s: reconcile failed", *key)
+            if not pool.again:
+                return
+
+    async def reconcile(self, key: PoolKey) -> None:
+        """Bring pool `key`'s pods, their deletion costs and its status in line."""
+        pool = self._pools.get(key)
+        if pool is None or pool.body is None:
+            return
+        body = pool.body
+        try:
+            spec = WorkerPool.model_validate(body).spec
+        except ValidationError as exc:
+            logger.error("WorkerPool %s/%s is not valid, not reconciled: %s", *key, exc)
+            return
+        pool_id = pool_id_for(*key)
+        now = self.clock()
+        for pod in list(pool.pods.values()):
+            if failed(pod) and not terminating(pod):
+                self._report_lost(key, pool, pod)
+                await self._delete(key, pool, pod)
+        live = [p for p in pool.pods.values() if not terminating(p) and not failed(p)]
+        demand = self.service.engine.demand().get(pool_id)
+        states = self._pod_states(pool, live, demand, now)
+
+        if spec.autoscale:
+            target = autoscale_target(spec, states, demand)
+            if target.replicas != spec.replicas:
+                await self._write_replicas(key, target.replicas)
+        else:
+            target = clamp(spec, spec.replicas)
+
+        if len(live) < target.replicas:
+            await self._create(key, pool, target.replicas - len(live))
+        elif len(live) > target.replicas and now - self._started_at >= self.startup_grace:
+            excess = len(live) - target.replicas
+            for victim in scale_down_order(states)[:excess]:
+                self._lose(key, victim.name, "ScaledDown", f"pool {key[1]} scaled down")
+                pool.scaled_down.add(victim.name)
+                await self._delete(key, pool, pool.pods[victim.name])
+        await self._update_costs(pool, states)
+        await self._write_status(key, pool, body, target, states)
+
+    def _pod_states(
+        self, pool: _Pool, live: list[dict[str, Any]], demand: Demand | None, now: float
+    ) -> list[PodState]:
+        loads = demand.workers if demand is not None else {}
+        states = []
+        names = set()
+        for pod in live:
+            name = pod["metadata"]["name"]
+            names.add(name)
+            load = loads.get(name)
+            if load is not None and not load.idle:
+                pool.idle_since[name] = now
+            since = pool.idle_since.setdefault(name, now)
+            states.append(PodState(name, created_at(pod), load, now - since))
+        for gone in set(pool.idle_since) - names:
+            del pool.idle_since[gone]
+        return states
+
+    # ------------------------------------------------------------------ writes
+
+    async def _create(self, key: PoolKey, pool: _Pool, count: int) -> None:
+        assert pool.body is not None
+        path = resource_path("v1", "pods", key[0])
+        for _ in range(count):
+            manifest = build_pod(
+                pool.body, name=new_pod_name(key[1], self._rng), scheduler_url=self.scheduler_url
+            )
+            try:
+                created = await self.client.create(path, manifest)
+            except ApiError as exc:
+                if exc.conflict:
+                    continue  # a name clash: the next reconcile tries another name
+                pool.create_error = f"cannot create a pod from spec.template: {exc.message}"
+                logger.warning("WorkerPool %s/%s: %s", *key, pool.create_error)
+                return
+            pool.create_error = ""
+            pool.pods[created["metadata"]["name"]] = created
+            logger.info("WorkerPool %s/%s: created pod %s", *key, created["metadata"]["name"])
+
+    async def _delete(self, key: PoolKey, pool: _Pool, pod: dict[str, Any]) -> None:
+        name = pod["metadata"]["name"]
+        await self.client.delete(
+            resource_path("v1", "pods", key[0], name),
+            preconditions={"uid": pod["metadata"]["uid"]},
+        )
+        # Until the watch says so, count it as terminating, not as a live pod.
+        gone = {**pod, "metadata": {**pod["metadata"], "deletionTimestamp": _now_iso()}}
+        pool.pods[name] = gone
+        logger.info("WorkerPool %s/%s: deleted pod %s", *key, name)
+
+    async def _write_replicas(self, key: PoolKey, replicas: int) -> None:
+        path = resource_path(API_VERSION, "workerpools", *key)
+        updated = await self.client.patch(path, {"spec": {"replicas": replicas}})
+        pool = self._pools.get(key)
+        if pool is not None:
+            pool.body = updated
+        logger.info("WorkerPool %s/%s: autoscaled to %d", *key, replicas)
+
+    async def _update_costs(self, pool: _Pool, states: list[PodState]) -> None:
+        for state in states:
+            pod = pool.pods.get(state.name)
+            if pod is None or terminating(pod):
+                continue
+            cost = str(deletion_cost(state.load))
+            if (pod["metadata"].get("annotations") or {}).get(DELETION_COST) == cost:
+                continue
+            meta = pod["metadata"]
+            patch = {"metadata": {"annotations": {DELETION_COST: cost}}}
+            try:
+                pool.pods[state.name] = await self.client.patch(
+                    resource_path("v1", "pods", meta["namespace"], state.name), patch
+                )
+            except ApiError as exc:
+                if not exc.not_found:
+                    raise
+
+    async def _write_status(
+        self,
+        key: PoolKey,
+        pool: _Pool,
+        body: dict[str, Any],
+        target: Target,
+        states: list[PodState],
+    ) -> None:
+        generation = body["metadata"].get("generation")
+        ready = sum(1 for s in states if s.load is not None)
+        status: dict[str, Any] = {
+            "observedGeneration": generation,
+            "replicas": len(states),
+            "readyReplicas": ready,
+            "busy": sum(1 for s in states if s.busy),
+            "openSessions": sum(s.load.sessions for s in states if s.load is not None),
+            "selector": f"{POOL_LABEL}={key[1]}",
+        }
+        conditions = [
+            _ready_condition(target.replicas, len(states), ready),
+            (
+                ("True", "AtLimit", target.limited)
+                if target.limited
+                else ("False", "WithinLimits", f"{target.replicas} pods wanted")
+            ),
+        ]
+        types = ["Ready", "ScalingLimited"]
+        if pool.create_error:
+            conditions.append(("True", "FailedCreate", pool.create_error))
+            types.append("ReplicaFailure")
+        previous = {c["type"]: c for c in (body.get("status") or {}).get("conditions") or []}
+        status["conditions"] = [
+            _condition(type_, *c, generation, previous.get(type_))
+            for type_, c in zip(types, conditions, strict=True)
+        ]
+        comparable = {**status, "conditions": [_no_time(c) for c in status["conditions"]]}
+        if comparable == pool.written_status:
+            return
+        path = resource_path(API_VERSION, "workerpools", *key, subresource="status")
+        try:
+            await self.client.patch(path, {"status": status})
+        except ApiError as exc:
+            if exc.not_found:
+                return
+            raise
+        pool.written_status = comparable
+
+    # ------------------------------------------------------------------ worker loss
+
+    def _report_lost(self, key: PoolKey, pool: _Pool, pod: dict[str, Any]) -> None:
+        name = pod["metadata"]["name"]
+        if name in pool.scaled_down:
+            reason, why = "ScaledDown", f"pool {key[1]} scaled down"
+        elif evicted(pod):
+            reason, why = "Evicted", f"pod {name} was evicted"
+        elif failed(pod):
+            phase = (pod.get("status") or {}).get("phase")
+            reason, why = "PodDeleted", f"pod {name} ended (phase {phase}); the pool replaces it"
+        else:
+            reason, why = "PodDeleted", f"pod {name} was deleted"
+        self._lose(key, name, reason, why)
+
+    def _lose(self, key: PoolKey, name: str, reason: str, message: str) -> None:
+        """Tell the scheduler the worker of pod `name` is gone, unless it knows already."""
+        w = self.service.engine.workers.get(name)
+        if w is None or w.pool != pool_id_for(*key):
+            return
+        if not w.alive and w.lost_reason is not None and is_permanent_loss(w.lost_reason):
+            return
+        try:
+            self.service.worker_lost(name, reason, message)
+        except EngineError as exc:
+            logger.warning("WorkerPool %s/%s: reporting %s lost: %s", *key, name, exc)
+
+
+def _ready_condition(wanted: int, pods: int, ready: int) -> tuple[str, str, str]:
+    if wanted == 0 and pods == 0:
+        return ("True", "ScaledToZero", "no pods wanted")
+    if ready >= wanted and pods == wanted:
+        return ("True", "PodsReady", f"{ready} of {wanted} pods ready")
+    return ("False", "PodsNotReady", f"{ready} of {wanted} pods ready ({pods} exist)")
+
+
+def _condition(
+    type_: str,
+    status: str,
+    reason: str,
+    message: str,
+    generation: int | None,
+    previous: dict[str, Any] | None,
+) -> dict[str, Any]:
+    same = previous is not None and previous.get("status") == status
+    return {
+        "type": type_,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": previous["lastTransitionTime"]
+        if same and previous is not None
+        else _now_iso(),
+        "observedGeneration": generation,
+    }
+
+
+def _no_time(condition: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in condition.items() if k != "lastTransitionTime"}
+
+
+def setup(
+    registry: kopf.OperatorRegistry,
+    service: SchedulerService,
+    client: KubeClient,
+    *,
+    scheduler_url: str,
+) -> PoolController:
+    """Register the WorkerPool controller's watches (and its start and stop) with kopf.
+
+    Raw watch events only (`kopf.on.event`): kopf keeps no state on pools or pods.
+    """
+    controller = PoolController(service, client, scheduler_url=scheduler_url)
+
+    @kopf.on.startup(registry=registry)
+    async def _start_pools(**_: Any) -> None:
+        controller.start()
+
+    @kopf.on.cleanup(registry=registry)
+    async def _stop_pools(**_: Any) -> None:
+        await controller.stop()
+
+    @kopf.on.event(GROUP, VERSION, "workerpools", registry=registry)
+    async def _pool_event(event: kopf.RawEvent, **_: Any) -> None:
+        await controller.on_pool_event(event["type"], dict(event["object"]))
+
+    @kopf.on.event("", "v1", "pods", labels={POOL_LABEL: kopf.PRESENT}, registry=registry)
+    async def _pod_event(event: kopf.RawEvent, **_: Any) -> None:
+        await controller.on_pod_event(event["type"], dict(event["object"]))
+
+    return controller
