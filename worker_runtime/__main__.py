@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             slots=args.slots or env_int("TETHER_SLOTS", 8),
             session_capacity=env_int("TETHER_SESSION_CAPACITY", 4),
             connect_timeout=env_float("TETHER_CONNECT_TIMEOUT", 10.0),
+            namespace=os.environ.get("TETHER_POD_NAMESPACE", ""),
         )
         asyncio.run(_serve(worker))
     except SchedulerUnavailableError as exc:

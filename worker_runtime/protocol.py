@@ -124,6 +124,12 @@ class RegisterWorkerRequest(Model):
     activities: list[ActivitySpec] = Field(default_factory=list)
     slots: int = Field(default=8, ge=1, le=10_000, description="Concurrent activities.")
     session_capacity: int = Field(default=4, ge=1, le=10_000, description="Concurrent sessions.")
+    namespace: str = Field(
+        default="",
+        max_length=63,
+        description="The worker pod's namespace (TETHER_POD_NAMESPACE): where the operator "
+        "publishes the Workflows it registers; empty: the operator's namespace.",
+    )
 
 
 class RegisterWorkerResponse(Model):

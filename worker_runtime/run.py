@@ -49,7 +49,7 @@ async def run_worker(
     With ``activities=None``, every activity defined in the workflows' modules is
     registered. Unset arguments come from the environment: ``TETHER_SCHEDULER_URL``,
     ``TETHER_WORKER_ID``, ``TETHER_POD_NAME``, ``TETHER_NODE_NAME``, ``TETHER_POOL``,
-    ``TETHER_SLOTS``, ``TETHER_SESSION_CAPACITY``.
+    ``TETHER_SLOTS``, ``TETHER_SESSION_CAPACITY``, ``TETHER_POD_NAMESPACE``.
     """
     host = socket.gethostname()
     worker_id = worker_id or os.environ.get("TETHER_WORKER_ID") or f"{host}-{os.getpid()}"
@@ -69,6 +69,7 @@ async def run_worker(
         else env_int("TETHER_SESSION_CAPACITY", 4),
         transport=transport,
         connect_timeout=env_float("TETHER_CONNECT_TIMEOUT", 10.0),
+        namespace=os.environ.get("TETHER_POD_NAMESPACE", ""),
     )
     loop = asyncio.get_running_loop()
     stopping: list[asyncio.Task[None]] = []

@@ -70,6 +70,7 @@ class Worker:
         poll_wait: float = 10.0,
         connect_timeout: float = 10.0,
         shutdown_grace: float = 10.0,
+        namespace: str = "",
     ) -> None:
         self._workflows: dict[str, WorkflowDefinition] = {}
         for cls in workflows:
@@ -86,6 +87,7 @@ class Worker:
         self.pool = pool
         self.slots = slots
         self.session_capacity = session_capacity
+        self.namespace = namespace
         self.scheduler_url = scheduler_url
         self._transport = transport
         self._heartbeat_override = heartbeat_interval
@@ -222,6 +224,7 @@ class Worker:
             activities=[a.spec() for a in self._activities.values()],
             slots=self.slots,
             session_capacity=self.session_capacity,
+            namespace=self.namespace,
         )
 
     async def _register(self) -> None:

@@ -137,6 +137,36 @@ def build_parser() -> ArgumentParser:
     )
     dev.add_argument("--no-restart", action="store_true", help="do not restart workers that exit")
 
+    op = sub.add_parser(
+        "operator",
+        help="run the Kubernetes operator: kopf watches and the scheduler in one process",
+        description=(
+            "Watch WorkflowRuns, Workflows and WorkerPools and serve the scheduler's HTTP "
+            "API for workers. Uses the in-cluster service account, else KUBECONFIG. "
+            "SIGTERM stops it cleanly."
+        ),
+    )
+    op.add_argument("--host", default="0.0.0.0", help="scheduler address (0.0.0.0)")
+    op.add_argument("--port", type=_port, default=7233, help="scheduler port (7233)")
+    op.add_argument(
+        "--namespace",
+        action="append",
+        dest="namespaces",
+        metavar="NS",
+        help="watch this namespace (repeatable; default $TETHER_WATCH_NAMESPACES, else all)",
+    )
+    op.add_argument(
+        "--scheduler-url",
+        help="the URL worker pods reach the scheduler at (default $TETHER_SCHEDULER_URL)",
+    )
+    op.add_argument(
+        "--store",
+        choices=["kubernetes", "memory"],
+        default="kubernetes",
+        help="where run history lives: kubernetes (durable, default) or memory",
+    )
+    op.add_argument("--log-level", default="INFO", help="log level (INFO)")
+
     run = sub.add_parser("run", help="start a workflow run (and optionally wait for it)")
     run.add_argument("workflow", metavar="WORKFLOW", help="registered workflow name")
     source = run.add_mutually_exclusive_group()
@@ -222,6 +252,32 @@ def _dev(args: argparse.Namespace, output: Output) -> int:
         raise CliError(str(exc)) from None
 
 
+def _operator(args: argparse.Namespace) -> int:
+    """`tether operator`: imported lazily, it pulls in kopf and the scheduler."""
+    import asyncio
+    import logging
+
+    from tether_operator.k8s.client import KubeConfigError
+    from tether_operator.k8s.operator import OperatorSettings, run_operator
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    # A request log line per API call and per handled event would drown what matters.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    settings = OperatorSettings(host=args.host, port=args.port, store=args.store)
+    if args.namespaces:
+        settings.namespaces = tuple(args.namespaces)
+    if args.scheduler_url:
+        settings.scheduler_url = args.scheduler_url
+    try:
+        asyncio.run(run_operator(settings))
+    except KubeConfigError as exc:
+        raise CliError(str(exc)) from None
+    return 0
+
+
 def run_command(
     argv: Sequence[str] | None = None,
     *,
@@ -243,6 +299,8 @@ def run_command(
             return 0
         if args.command == "dev":
             return _dev(args, output)
+        if args.command == "operator":
+            return _operator(args)
         handler: Command = args.handler
         with SchedulerClient(args.server, transport=transport) as client:
             return handler(args, client, output)

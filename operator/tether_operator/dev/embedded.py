@@ -11,17 +11,16 @@ import contextlib
 import errno
 import logging
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
-import uvicorn
 from rich.console import Console
 from rich.logging import RichHandler
 
 from tether_operator.engine import EngineError
 from tether_operator.engine.effects import Notice
-from tether_operator.scheduler import SchedulerService, create_app
-from tether_operator.scheduler.server import http_config
+from tether_operator.scheduler import SchedulerService
+from tether_operator.scheduler.server import ServeError, serve
 
 READY_TIMEOUT_SECONDS = 15.0
 """How long the scheduler may take to answer `/healthz` after start."""
@@ -29,14 +28,6 @@ READY_TIMEOUT_SECONDS = 15.0
 
 class DevError(Exception):
     """Dev mode cannot start (port in use, file missing, ...): one `error:` line, exit 1."""
-
-
-class _QuietServer(uvicorn.Server):
-    """uvicorn without its own signal handling: the supervisor owns Ctrl-C and SIGTERM."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -65,7 +56,11 @@ def _route_scheduler_logs(console: Console) -> logging.Handler:
 
 
 class EmbeddedScheduler:
-    """A `SchedulerService` served over HTTP by uvicorn inside this event loop."""
+    """A `SchedulerService` served by the scheduler's `serve()` inside this event loop.
+
+    The supervisor owns Ctrl-C and SIGTERM, so `serve()` leaves signals alone and is
+    stopped through its `stop` event.
+    """
 
     def __init__(self, host: str, port: int, console: Console) -> None:
         self.host = host
@@ -73,7 +68,7 @@ class EmbeddedScheduler:
         self.console = console
         self._log_handler: logging.Handler | None = None
         self.service = SchedulerService(scheduler_url=self.url, namespace="dev")
-        self._server: _QuietServer | None = None
+        self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -101,16 +96,18 @@ class EmbeddedScheduler:
         check_port_free(self.host, self.port)
         self._log_handler = _route_scheduler_logs(self.console)
         await self.service.start()
-        config = http_config(create_app(self.service), self.host, self.port, graceful_shutdown=2)
-        self._server = _QuietServer(config)
-        self._task = asyncio.create_task(self._serve(self._server), name="tether-scheduler")
+        self._task = asyncio.create_task(
+            serve(
+                self.host,
+                self.port,
+                self.service,
+                stop=self._stop,
+                handle_signals=False,
+                graceful_shutdown=2,
+            ),
+            name="tether-scheduler",
+        )
         await self._wait_ready()
-
-    async def _serve(self, server: _QuietServer) -> None:
-        try:
-            await server.serve()
-        except SystemExit:  # uvicorn exits this way when it cannot bind or start up
-            return
 
     async def _wait_ready(self) -> None:
         assert self._task is not None
@@ -119,6 +116,8 @@ class EmbeddedScheduler:
         async with httpx.AsyncClient(base_url=self.url, timeout=1.0) as client:
             while True:
                 if self._task.done():
+                    with contextlib.suppress(ServeError):
+                        self._task.result()
                     raise DevError(f"the scheduler failed to start on {self.host}:{self.port}")
                 with contextlib.suppress(httpx.HTTPError):
                     response = await client.get("/healthz")
@@ -142,8 +141,7 @@ class EmbeddedScheduler:
         """Stop serving (in-flight long polls get a short grace period)."""
         self._stopping = True
         self.service.begin_shutdown()
-        if self._server is not None:
-            self._server.should_exit = True
+        self._stop.set()
         if self._task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), 5.0)

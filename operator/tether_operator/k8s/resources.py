@@ -429,6 +429,15 @@ class ActivityRecord(Resource):
     """The latest attempt's failure, if it failed."""
 
 
+class ResultRef(Resource):
+    """Where a result too large for the status is kept."""
+
+    config_map: str | None = None
+    """The ConfigMap (owned by the run) holding the result; absent: only in the run's history."""
+    bytes: int = Field(ge=0)
+    """Size of the result as JSON."""
+
+
 class WorkflowRunStatus(Resource):
     """The run's progress, written by the operator."""
 
@@ -448,11 +457,17 @@ class WorkflowRunStatus(Resource):
     completion_time: datetime | None = None
     """When the run finished."""
     activities: list[ActivityRecord] = Field(default_factory=list)
-    """Every activity the run scheduled, the first one first."""
+    """The activities the run scheduled, in seq order: every one while there are at most
+    50, else the failed ones and the most recent (activitiesOmitted counts the rest)."""
+    activities_omitted: int = Field(default=0, ge=0)
+    """How many activity records are left out of activities to keep the status small."""
     sessions: list[SessionRecord] = Field(default_factory=list)
     """The run's sticky sessions."""
     result: Any = Field(default=None, json_schema_extra=_PRESERVE)
-    """The workflow's result (any JSON), once it succeeded."""
+    """The workflow's result (any JSON), once it succeeded, if its JSON is at most 16 KiB;
+    a larger one is in resultRef."""
+    result_ref: ResultRef | None = None
+    """Where a result over 16 KiB is kept (it is not copied into the status)."""
     error: ErrorInfo | None = None
     """Why the run failed, once it failed."""
 

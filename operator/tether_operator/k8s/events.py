@@ -1,0 +1,164 @@
+"""Kubernetes Events on Tether's objects, written in the background, rate-bounded.
+
+`EventRecorder.record` never blocks and never raises: it queues the Event and one
+task posts them (`core/v1` Events, so `kubectl describe wfr NAME` lists them). The
+queue is bounded (the oldest Event is dropped when it is full) and posting is
+limited by a token bucket, so a storm of notices cannot flood the API server or
+delay the engine. Dropped and failed Events are counted and logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal
+
+from tether_operator.k8s.client import KubeClient, resource_path
+from tether_operator.k8s.resources import API_VERSION
+from tether_operator.k8s.status import rfc3339
+
+__all__ = ["EventRecorder", "ObjectRef"]
+
+logger = logging.getLogger("tether.operator")
+
+COMPONENT = "tether-operator"
+"""`source.component` and `reportingComponent` of every Event."""
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """The object an Event is about."""
+
+    namespace: str
+    name: str
+    uid: str
+    kind: str = "WorkflowRun"
+    api_version: str = API_VERSION
+
+
+@dataclass(frozen=True)
+class _Pending:
+    ref: ObjectRef
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+    time: float
+
+
+class EventRecorder:
+    """Queues Events and posts them from one background task."""
+
+    def __init__(
+        self,
+        client: KubeClient,
+        *,
+        instance: str = "",
+        max_queue: int = 1000,
+        rate: float = 20.0,
+        burst: int = 50,
+    ) -> None:
+        self._client = client
+        self._instance = instance or COMPONENT
+        self._queue: deque[_Pending] = deque(maxlen=max_queue)
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._rate = rate
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._filled_at = time.monotonic()
+        self._task: asyncio.Task[None] | None = None
+        self.posted = 0
+        """Events written."""
+        self.dropped = 0
+        """Events dropped because the queue was full."""
+        self.failed = 0
+        """Events the API server refused (each one logged)."""
+
+    def record(
+        self, ref: ObjectRef, type_: Literal["Normal", "Warning"], reason: str, message: str
+    ) -> None:
+        """Queue an Event about `ref`. Never blocks, never raises."""
+        if len(self._queue) == self._queue.maxlen:
+            self.dropped += 1
+            if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
+                logger.warning("event queue full: %d events dropped so far", self.dropped)
+        self._queue.append(_Pending(ref, type_, reason, message, time.time()))
+        self._idle.clear()
+        self._wake.set()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="tether-events")
+
+    async def stop(self, grace: float = 2.0) -> None:
+        """Post what is queued (for up to `grace` seconds), then stop."""
+        if self._task is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), grace)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def _take_token(self) -> None:
+        while True:
+            now = time.monotonic()
+            self._tokens = min(self._burst, self._tokens + (now - self._filled_at) * self._rate)
+            self._filled_at = now
+            if self._tokens >= 1:
+                self._tokens -= 1
+                return
+            await asyncio.sleep((1 - self._tokens) / self._rate)
+
+    async def _run(self) -> None:
+        while True:
+            if not self._queue:
+                self._idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            await self._take_token()
+            await self._post(self._queue.popleft())
+
+    async def _post(self, item: _Pending) -> None:
+        ref = item.ref
+        stamp = rfc3339(item.time)
+        micro = rfc3339(item.time, millis=True)
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{ref.name}.", "namespace": ref.namespace},
+            "involvedObject": {
+                "apiVersion": ref.api_version,
+                "kind": ref.kind,
+                "name": ref.name,
+                "namespace": ref.namespace,
+                "uid": ref.uid,
+            },
+            "type": item.type,
+            "reason": item.reason,
+            "message": item.message[:1024],
+            "source": {"component": COMPONENT},
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "eventTime": micro and micro.replace("Z", "000Z"),
+            "count": 1,
+            "action": item.reason,
+            "reportingComponent": COMPONENT,
+            "reportingInstance": self._instance,
+        }
+        try:
+            await self._client.create(resource_path("v1", "events", ref.namespace), body)
+        except Exception as exc:  # ApiError, httpx errors: never kill the task
+            self.failed += 1
+            logger.warning(
+                "could not write event %s on %s/%s: %s", item.reason, ref.namespace, ref.name, exc
+            )
+        else:
+            self.posted += 1

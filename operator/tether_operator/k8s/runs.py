@@ -1,0 +1,411 @@
+"""The WorkflowRun lifecycle: raw watch events in, engine calls and status writes out.
+
+kopf delivers raw events (`@kopf.on.event`): no kopf status or progress storage, no
+last-handled annotation, so a large `spec.input` never lands in an annotation.
+
+- A new run is bound to its store (`bind(run_id, uid)`: every object the store
+  creates is owned by the run) and started with its spec's input and overrides, else
+  its Workflow's defaults. Its status is written once its first history is durable.
+- A run whose workflow no worker has registered is `Pending` with `Accepted=False,
+  reason=WorkflowNotRegistered` and starts when a worker registers it.
+- Input the engine cannot take (schema error, over 2 MiB, a spec the models refuse)
+  fails the run: `Failed` with the reason and the field; nothing is raised.
+- A deleted run is cancelled (its tasks stopped) and forgotten; its owned objects are
+  garbage-collected by Kubernetes (no finalizer: deleting never waits for us).
+- A run the engine holds already (restored after a restart) is not started again; a
+  finished one is left alone. `spec.ttlSecondsAfterFinished` deletes the object that
+  long after `status.completionTime` (computed from status, so it survives restarts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from tether_operator.engine import EngineError, RunNotFound, WorkflowNotFound
+from tether_operator.engine.effects import Notice
+from tether_operator.k8s.client import ApiError, KubeClient, resource_path
+from tether_operator.k8s.events import EventRecorder, ObjectRef
+from tether_operator.k8s.mirror import MarkingStore, StatusPatch, StatusWriter
+from tether_operator.k8s.naming import run_id_for, run_object
+from tether_operator.k8s.resources import API_VERSION, WorkflowRunSpec, parse_duration
+from tether_operator.k8s.status import (
+    TERMINAL_PHASES,
+    pending_status,
+    rejected_status,
+    run_status,
+)
+from tether_operator.k8s.workflows import WorkflowDirectory
+from tether_operator.scheduler.service import SchedulerService
+from worker_runtime.protocol import StartRunRequest
+from worker_runtime.wire import DEFAULT_SCHEDULE_TIMEOUT
+
+__all__ = ["MAX_INPUT_BYTES", "RunController"]
+
+logger = logging.getLogger("tether.operator")
+
+MAX_INPUT_BYTES = 2 * 1024 * 1024
+"""Largest `spec.input` (as JSON) a run may have, like any activity payload."""
+
+
+class InputRefused(Exception):
+    """The run cannot start with this spec: `reason` and a message naming the field."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass
+class RunObject:
+    """What the operator knows of one WorkflowRun object."""
+
+    namespace: str
+    name: str
+    uid: str
+    generation: int | None
+    spec: dict[str, Any]
+    conditions: list[dict[str, Any]] = field(default_factory=list)
+    written: dict[str, Any] | None = None
+    """The last status written (or seen), to skip writes that change nothing."""
+    outside: dict[str, Any] | None = None
+    """The status of a run the engine does not hold (pending or refused)."""
+
+    @property
+    def ref(self) -> ObjectRef:
+        return ObjectRef(self.namespace, self.name, self.uid)
+
+    @property
+    def ttl(self) -> int | None:
+        value = self.spec.get("ttlSecondsAfterFinished")
+        return value if isinstance(value, int) else None
+
+
+def _json_size(value: Any) -> int:
+    return len(json.dumps(value, separators=(",", ":")).encode())
+
+
+def _timestamp(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+class RunController:
+    """Starts, mirrors, cancels and expires WorkflowRuns for one `SchedulerService`."""
+
+    def __init__(
+        self,
+        service: SchedulerService,
+        store: MarkingStore,
+        client: KubeClient,
+        events: EventRecorder,
+        workflows: WorkflowDirectory,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.service = service
+        self.store = store
+        self.client = client
+        self.events = events
+        self.workflows = workflows
+        self.clock = clock
+        self.objects: dict[str, RunObject] = {}
+        self.pending: set[str] = set()
+        self._starting: set[str] = set()
+        self._expiring: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.status = StatusWriter(client, self._compute, self._written, self._gone)
+
+    # ------------------------------------------------------------------ watch events
+
+    async def on_event(self, event: Mapping[str, Any]) -> None:
+        """Take in one raw watch event of a WorkflowRun. Never raises."""
+        try:
+            await self._on_event(event)
+        except Exception:
+            body = event.get("object") or {}
+            meta = body.get("metadata") or {}
+            logger.exception(
+                "WorkflowRun %s/%s: handling a %s event failed",
+                meta.get("namespace"),
+                meta.get("name"),
+                event.get("type"),
+            )
+
+    async def _on_event(self, event: Mapping[str, Any]) -> None:
+        body = event.get("object") or {}
+        meta = body.get("metadata") or {}
+        namespace, name, uid = meta.get("namespace", ""), meta.get("name", ""), meta.get("uid", "")
+        if not (namespace and name and uid):
+            return
+        run_id = run_id_for(namespace, name)
+        if event.get("type") == "DELETED" or meta.get("deletionTimestamp"):
+            await self._deleted(run_id, uid)
+            return
+        obj = self.objects.get(run_id)
+        if obj is not None and obj.uid != uid:
+            await self._deleted(run_id, obj.uid)  # replaced by a new object of the same name
+            obj = None
+        status = body.get("status") or {}
+        if obj is None:
+            obj = self.objects[run_id] = RunObject(
+                namespace=namespace,
+                name=name,
+                uid=uid,
+                generation=meta.get("generation"),
+                spec=dict(body.get("spec") or {}),
+                conditions=list(status.get("conditions") or []),
+            )
+            self.status.mark(run_id)  # first sight (also after a restart): refresh it
+        elif obj.generation != meta.get("generation"):
+            obj.generation = meta.get("generation")
+            obj.spec = dict(body.get("spec") or {})
+            self.status.mark(run_id)
+        self._schedule_expiry(obj, status)
+        if self._in_engine(run_id) or run_id in self.pending or run_id in self._starting:
+            return
+        if status.get("phase") in TERMINAL_PHASES:
+            return  # finished (or refused) before: left alone
+        await self._start(obj)
+
+    def _in_engine(self, run_id: str) -> bool:
+        try:
+            self.service.get_run(run_id)
+        except RunNotFound:
+            return False
+        return True
+
+    # ------------------------------------------------------------------ starting
+
+    def _request(self, obj: RunObject) -> StartRunRequest:
+        """The engine's StartRunRequest for the run; InputRefused if it cannot start."""
+        try:
+            spec = WorkflowRunSpec.model_validate(obj.spec)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise InputRefused(
+                "InvalidSpec", f"spec.{where}: {first['msg']}" if where else str(first["msg"])
+            ) from None
+        size = _json_size(spec.input)
+        if size > MAX_INPUT_BYTES:
+            raise InputRefused(
+                "InvalidInput",
+                f"spec.input is {size} bytes of JSON; a run's input may be at most "
+                f"{MAX_INPUT_BYTES} bytes (2 MiB): pass a reference (a URL, a ConfigMap name) "
+                "instead",
+            )
+        defaults = self.workflows.spec(obj.namespace, spec.workflow_ref.name)
+        timeout = spec.schedule_timeout or (defaults.schedule_timeout if defaults else None)
+        fields: dict[str, Any] = {
+            "workflow": spec.workflow_ref.name,
+            "input": spec.input,
+            "sticky": spec.sticky or (defaults.sticky if defaults else None),
+            "schedule_timeout": parse_duration(timeout) if timeout else DEFAULT_SCHEDULE_TIMEOUT,
+        }
+        pool = spec.worker_pool or (defaults.worker_pool if defaults else None)
+        if pool and "worker_pool" in StartRunRequest.model_fields:
+            fields["worker_pool"] = pool
+        request = StartRunRequest.model_validate(fields)
+        # The run id is `<namespace>.<name>` (naming.py); it may be longer than the ids
+        # a client may choose over HTTP, so it is set without that pattern check.
+        return request.model_copy(update={"run_id": run_id_for(obj.namespace, obj.name)})
+
+    async def _start(self, obj: RunObject) -> None:
+        run_id = run_id_for(obj.namespace, obj.name)
+        self._starting.add(run_id)
+        try:
+            try:
+                request = self._request(obj)
+            except InputRefused as exc:
+                self._refuse(obj, exc.reason, exc.message)
+                return
+            await self.store.bind(run_id, obj.uid)
+            if self.objects.get(run_id) is not obj or self._in_engine(run_id):
+                return  # deleted, replaced or started while binding
+            try:
+                self.service.start_run(request)
+            except WorkflowNotFound:
+                self._wait_for_worker(obj, request.workflow)
+                return
+            except EngineError as exc:
+                message = f"spec.{exc.field}: {exc.message}" if exc.field else exc.message
+                if exc.reason == "InvalidInput" and exc.field:
+                    message = f"spec.input: {exc.message}"
+                self._refuse(obj, exc.reason, message)
+                return
+            was_pending = run_id in self.pending or obj.outside is not None
+            self.pending.discard(run_id)
+            obj.outside = None
+            if was_pending:
+                self.status.mark(run_id)
+        finally:
+            self._starting.discard(run_id)
+
+    def _refuse(self, obj: RunObject, reason: str, message: str) -> None:
+        run_id = run_id_for(obj.namespace, obj.name)
+        self.pending.discard(run_id)
+        logger.info("WorkflowRun %s/%s refused: %s: %s", obj.namespace, obj.name, reason, message)
+        obj.outside = rejected_status(
+            reason,
+            message,
+            generation=obj.generation,
+            previous_conditions=obj.conditions,
+            now=self.clock(),
+        )
+        self.events.record(obj.ref, "Warning", reason, message)
+        self.status.mark(run_id)
+
+    def _wait_for_worker(self, obj: RunObject, workflow: str) -> None:
+        run_id = run_id_for(obj.namespace, obj.name)
+        if run_id in self.pending:
+            return
+        self.pending.add(run_id)
+        obj.outside = pending_status(
+            workflow,
+            generation=obj.generation,
+            previous_conditions=obj.conditions,
+            now=self.clock(),
+        )
+        self.events.record(
+            obj.ref,
+            "Normal",
+            "WorkflowNotRegistered",
+            f"waiting for a worker to register workflow {workflow!r}",
+        )
+        self.status.mark(run_id)
+
+    def retry_pending(self) -> None:
+        """A worker registered: start the runs that waited for one."""
+        for run_id in sorted(self.pending):
+            obj = self.objects.get(run_id)
+            if obj is None:
+                self.pending.discard(run_id)
+                continue
+            self.pending.discard(run_id)
+            self._spawn(self._start(obj))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------------ notices
+
+    def on_notice(self, notice: Notice) -> None:
+        """Engine notices about a run become Events on its WorkflowRun."""
+        if notice.run_id is None:
+            return
+        obj = self.objects.get(notice.run_id)
+        if obj is not None:
+            self.events.record(obj.ref, notice.level, notice.reason, notice.message)
+
+    # ------------------------------------------------------------------ deletion, expiry
+
+    async def _deleted(self, run_id: str, uid: str) -> None:
+        obj = self.objects.get(run_id)
+        if obj is not None and obj.uid != uid:
+            return  # an event of an older object of the same name
+        self.objects.pop(run_id, None)
+        self.pending.discard(run_id)
+        handle = self._expiring.pop(uid, None)
+        if handle is not None:
+            handle.cancel()
+        if not self._in_engine(run_id):
+            return
+        if not self.service.is_terminal(run_id):
+            logger.info("WorkflowRun %s deleted: cancelling the run", run_id)
+            self.service.cancel_run(run_id)
+        self.forget(run_id)
+        with contextlib.suppress(Exception):
+            await self.store.delete(run_id)
+
+    def forget(self, run_id: str) -> None:
+        """Drop a finished run from the engine (its object is gone; its name may be reused)."""
+        if self.service.is_terminal(run_id):
+            # The engine has no public eviction yet: a terminal run holds no tasks,
+            # deadlines or sessions, so removing it from the run table is all it takes.
+            self.service.engine.state.runs.pop(run_id, None)
+
+    def _schedule_expiry(self, obj: RunObject, status: Mapping[str, Any]) -> None:
+        ttl, done = obj.ttl, status.get("completionTime")
+        if ttl is None or not done or obj.uid in self._expiring:
+            return
+        try:
+            due = _timestamp(str(done)) + ttl
+        except ValueError:
+            return
+        delay = max(0.0, due - self.clock())
+        loop = asyncio.get_running_loop()
+        self._expiring[obj.uid] = loop.call_later(
+            delay, lambda: self._spawn(self._expire(obj.namespace, obj.name, obj.uid))
+        )
+
+    async def _expire(self, namespace: str, name: str, uid: str) -> None:
+        path = resource_path(API_VERSION, "workflowruns", namespace, name)
+        try:
+            await self.client.delete(path, propagation="Background", preconditions={"uid": uid})
+            logger.info(
+                "WorkflowRun %s/%s deleted: ttlSecondsAfterFinished passed", namespace, name
+            )
+        except ApiError as exc:
+            if not exc.conflict:  # 409: another object of that name by now
+                logger.warning(
+                    "could not delete expired WorkflowRun %s/%s: %s", namespace, name, exc
+                )
+        except Exception as exc:
+            logger.warning("could not delete expired WorkflowRun %s/%s: %s", namespace, name, exc)
+
+    # ------------------------------------------------------------------ status
+
+    def mark(self, run_id: str) -> None:
+        """The run's durable history grew: write its status soon."""
+        if run_id in self.objects:
+            self.status.mark(run_id)
+
+    def _compute(self, run_id: str) -> StatusPatch | None:
+        obj = self.objects.get(run_id)
+        if obj is None:
+            return None
+        if obj.outside is not None:
+            status = obj.outside
+        else:
+            try:
+                view = self.service.get_run(run_id)
+            except RunNotFound:
+                return None
+            if view.get("history_length", 0) > self.store.durable_length(run_id):
+                return None  # not durable yet: the append that makes it so marks it again
+            status = run_status(
+                view,
+                generation=obj.generation,
+                previous_conditions=obj.conditions,
+                now=self.clock(),
+            )
+        if status == obj.written:
+            return None
+        namespace, name = run_object(run_id)
+        path = resource_path(API_VERSION, "workflowruns", namespace, name, "status")
+        return StatusPatch(path, status)
+
+    def _written(self, run_id: str, status: dict[str, Any]) -> None:
+        obj = self.objects.get(run_id)
+        if obj is None:
+            return
+        obj.written = status
+        obj.conditions = list(status.get("conditions") or [])
+        self._schedule_expiry(obj, status)
+
+    def _gone(self, run_id: str) -> None:
+        obj = self.objects.get(run_id)
+        if obj is not None:
+            self._spawn(self._deleted(run_id, obj.uid))

@@ -1,0 +1,317 @@
+"""A WorkflowRun's status, computed from the engine's view of the run. Pure: no I/O.
+
+`run_status` maps a `RunView` dict onto the `WorkflowRunStatus` shape (camelCase,
+ready for a merge patch on `/status`); `pending_status` and `rejected_status` are
+the statuses of a run the engine does not hold (waiting for a worker, or refused).
+Conditions follow the Kubernetes conventions: `lastTransitionTime` moves only when a
+condition's `status` changes, and every condition carries `observedGeneration`.
+
+Kept small on purpose: at most `MAX_ACTIVITY_RECORDS` activity records (every
+failed one, then the most recent, with `activitiesOmitted` counting the rest), and
+a result over `INLINE_RESULT_BYTES` of JSON is not copied: `resultRef` says where it is.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = [
+    "INLINE_RESULT_BYTES",
+    "MAX_ACTIVITY_RECORDS",
+    "TERMINAL_PHASES",
+    "Condition",
+    "conditions_changed",
+    "pending_status",
+    "rejected_status",
+    "rfc3339",
+    "run_status",
+]
+
+INLINE_RESULT_BYTES = 16 * 1024
+"""A result whose JSON is larger than this stays out of status (see `resultRef`)."""
+MAX_ACTIVITY_RECORDS = 50
+"""Most activity records a status lists; the rest are counted in `activitiesOmitted`."""
+TERMINAL_PHASES = frozenset({"Succeeded", "Failed", "Cancelled"})
+
+Condition = dict[str, Any]
+Status = dict[str, Any]
+
+
+def rfc3339(t: float | None, *, millis: bool = False) -> str | None:
+    """Unix seconds as a Kubernetes timestamp (`2026-01-02T03:04:05Z`)."""
+    if t is None:
+        return None
+    when = datetime.fromtimestamp(t, UTC)
+    text = when.isoformat(timespec="milliseconds" if millis else "seconds")
+    return text.replace("+00:00", "Z")
+
+
+def _condition(
+    type_: str, status: str, reason: str, message: str, generation: int | None
+) -> Condition:
+    return {
+        "type": type_,
+        "status": status,
+        "reason": reason,
+        "message": message[:32768],
+        "observedGeneration": generation,
+    }
+
+
+def merge_conditions(
+    wanted: Iterable[Condition], previous: Sequence[Mapping[str, Any]], now: float
+) -> list[Condition]:
+    """`wanted` with `lastTransitionTime` kept from `previous` where `status` is unchanged.
+
+    A condition of `previous` that `wanted` does not name is kept as it was (conditions
+    are not dropped, so `kubectl wait` never sees one vanish).
+    """
+    before = {c.get("type"): c for c in previous}
+    merged: list[Condition] = []
+    for cond in wanted:
+        old = before.pop(cond["type"], None)
+        keep = old is not None and old.get("status") == cond["status"]
+        stamp = old.get("lastTransitionTime") if keep and old is not None else None
+        merged.append({**cond, "lastTransitionTime": stamp or rfc3339(now)})
+    merged.extend(dict(c) for c in before.values())
+    return merged
+
+
+def conditions_changed(a: Sequence[Mapping[str, Any]], b: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether two condition lists differ in anything but order."""
+    return sorted(map(_key, a)) != sorted(map(_key, b))
+
+
+def _key(c: Mapping[str, Any]) -> str:
+    return json.dumps(c, sort_keys=True, default=str)
+
+
+def _error(error: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if not error:
+        return None
+    return {
+        "type": str(error.get("type") or "Error"),
+        "message": str(error.get("message") or ""),
+        "reason": error.get("reason"),
+    }
+
+
+def _reason(error: Mapping[str, Any] | None, default: str) -> str:
+    """A CamelCase condition reason from an error (its reason, else its type)."""
+    for candidate in ((error or {}).get("reason"), (error or {}).get("type")):
+        text = "".join(ch for ch in str(candidate or "") if ch.isalnum() or ch == "_")
+        if text and text[0].isalpha():
+            return text
+    return default
+
+
+def _activity(a: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "seq": a["seq"],
+        "name": a["name"],
+        "state": a["state"],
+        "attempt": max(int(a.get("attempt") or 1), 1),
+        "pod": a.get("pod"),
+        "node": a.get("node"),
+        "session": a.get("session"),
+        "scheduledTime": rfc3339(a.get("scheduled_at"), millis=True),
+        "startTime": rfc3339(a.get("started_at"), millis=True),
+        "completionTime": rfc3339(a.get("finished_at"), millis=True),
+        "error": _error(a.get("error")),
+    }
+
+
+def select_activities(
+    activities: Sequence[Mapping[str, Any]], limit: int = MAX_ACTIVITY_RECORDS
+) -> tuple[list[Mapping[str, Any]], int]:
+    """Which activity records a status lists, in seq order, and how many it leaves out.
+
+    Failed ones first (they explain a failure), then the most recent.
+    """
+    if len(activities) <= limit:
+        return list(activities), 0
+    failed = [a for a in activities if a["state"] == "Failed"][-limit:]
+    chosen = {a["seq"] for a in failed}
+    for a in reversed(activities):
+        if len(chosen) >= limit:
+            break
+        chosen.add(a["seq"])
+    kept = sorted((a for a in activities if a["seq"] in chosen), key=lambda a: a["seq"])
+    return kept, len(activities) - len(kept)
+
+
+def _progress(view: Mapping[str, Any]) -> str:
+    done_states = {"Completed", "Failed", "Cancelled"}
+    steps = [a["state"] in done_states for a in view.get("activities", ())]
+    steps += [c.get("phase") in TERMINAL_PHASES for c in view.get("children", ())]
+    return f"{sum(steps)}/{len(steps)}"
+
+
+def _worker_pod(view: Mapping[str, Any]) -> str | None:
+    for session in reversed(view.get("sessions", ())):
+        if session.get("state") == "Open" and session.get("pod"):
+            return str(session["pod"])
+    worker = view.get("worker")
+    return str(worker) if worker else None
+
+
+def _run_conditions(view: Mapping[str, Any], generation: int | None) -> list[Condition]:
+    phase, error = view["phase"], view.get("error")
+    run = f"run of workflow {view['workflow']!r}"
+    conds = [_condition("Accepted", "True", "RunStarted", f"{run} started", generation)]
+    if phase == "Succeeded":
+        conds.append(
+            _condition("Succeeded", "True", "RunSucceeded", f"{run} succeeded", generation)
+        )
+        conds.append(_condition("Failed", "False", "RunSucceeded", "", generation))
+    elif phase == "Failed":
+        reason = _reason(error, "RunFailed")
+        message = str((error or {}).get("message") or "the run failed")
+        conds.append(_condition("Succeeded", "False", reason, message, generation))
+        conds.append(_condition("Failed", "True", reason, message, generation))
+    elif phase == "Cancelled":
+        message = f"{run} was cancelled"
+        conds.append(_condition("Succeeded", "False", "RunCancelled", message, generation))
+        conds.append(_condition("Failed", "False", "RunCancelled", message, generation))
+        conds.append(_condition("Cancelled", "True", "RunCancelled", message, generation))
+    else:
+        conds.append(_condition("Succeeded", "Unknown", "Running", f"{run} is running", generation))
+        conds.append(_condition("Failed", "False", "Running", "", generation))
+    broken = [s for s in view.get("sessions", ()) if s.get("state") == "Broken"]
+    ever_broken = [s for s in view.get("sessions", ()) if s.get("breaks") or s.get("reason")]
+    if broken:
+        s = broken[-1]
+        message = f"session {s['id']} lost its worker: {s.get('message') or s.get('reason')}"
+        reason = _reason({"reason": s.get("reason")}, "SessionBroken")
+        conds.append(_condition("SessionBroken", "True", reason, message, generation))
+    elif ever_broken:
+        s = ever_broken[-1]
+        message = f"session {s['id']} is bound again (last break: {s.get('reason')})"
+        conds.append(_condition("SessionBroken", "False", "SessionRebound", message, generation))
+    return conds
+
+
+def run_status(
+    view: Mapping[str, Any],
+    *,
+    generation: int | None,
+    previous_conditions: Sequence[Mapping[str, Any]] = (),
+    now: float,
+    result_ref: str | None = None,
+    inline_result_bytes: int = INLINE_RESULT_BYTES,
+    max_activities: int = MAX_ACTIVITY_RECORDS,
+) -> Status:
+    """The status of a run the engine holds, from its `RunView` dict.
+
+    `result_ref` names where a large result is stored (a ConfigMap), for a result
+    over `inline_result_bytes`; without it such a result is left out and only its size
+    is reported.
+    """
+    activities, omitted = select_activities(view.get("activities", ()), max_activities)
+    status: Status = {
+        "observedGeneration": generation,
+        "phase": view["phase"],
+        "conditions": merge_conditions(_run_conditions(view, generation), previous_conditions, now),
+        "workerPod": _worker_pod(view),
+        "progress": _progress(view),
+        "startTime": rfc3339(view.get("created_at")),
+        "completionTime": rfc3339(view.get("finished_at")),
+        "activities": [_activity(a) for a in activities],
+        "activitiesOmitted": omitted,
+        "sessions": [
+            {
+                "id": s["id"],
+                "strategy": s["strategy"],
+                "state": s["state"],
+                "pod": s.get("pod"),
+                "node": s.get("node"),
+                "reason": s.get("reason"),
+                "message": s.get("message"),
+            }
+            for s in view.get("sessions", ())
+        ],
+        "result": None,
+        "resultRef": None,
+        "error": _error(view.get("error")),
+    }
+    if view["phase"] == "Succeeded":
+        encoded = json.dumps(view.get("result"), separators=(",", ":"))
+        if len(encoded.encode()) <= inline_result_bytes:
+            status["result"] = view.get("result")
+        else:
+            status["resultRef"] = {"configMap": result_ref, "bytes": len(encoded.encode())}
+    return status
+
+
+def _outside_engine(
+    *,
+    phase: str,
+    conditions: list[Condition],
+    previous_conditions: Sequence[Mapping[str, Any]],
+    now: float,
+    generation: int | None,
+    error: dict[str, Any] | None = None,
+) -> Status:
+    return {
+        "observedGeneration": generation,
+        "phase": phase,
+        "conditions": merge_conditions(conditions, previous_conditions, now),
+        "workerPod": None,
+        "progress": "0/0",
+        "error": error,
+    }
+
+
+def pending_status(
+    workflow: str,
+    *,
+    generation: int | None,
+    previous_conditions: Sequence[Mapping[str, Any]] = (),
+    now: float,
+) -> Status:
+    """A run waiting for a worker to register its workflow."""
+    message = (
+        f"no worker has registered workflow {workflow!r} yet: the run starts as soon as "
+        "one does (check the Workflow's workerPool and that its pods are running)"
+    )
+    conds = [
+        _condition("Accepted", "False", "WorkflowNotRegistered", message, generation),
+        _condition("Succeeded", "Unknown", "WorkflowNotRegistered", message, generation),
+        _condition("Failed", "False", "WorkflowNotRegistered", "", generation),
+    ]
+    return _outside_engine(
+        phase="Pending",
+        conditions=conds,
+        previous_conditions=previous_conditions,
+        now=now,
+        generation=generation,
+    )
+
+
+def rejected_status(
+    reason: str,
+    message: str,
+    *,
+    generation: int | None,
+    previous_conditions: Sequence[Mapping[str, Any]] = (),
+    now: float,
+) -> Status:
+    """A run refused before it started (bad input, bad spec): Failed, saying why."""
+    conds = [
+        _condition("Accepted", "False", reason, message, generation),
+        _condition("Succeeded", "False", reason, message, generation),
+        _condition("Failed", "True", reason, message, generation),
+    ]
+    status = _outside_engine(
+        phase="Failed",
+        conditions=conds,
+        previous_conditions=previous_conditions,
+        now=now,
+        generation=generation,
+        error={"type": reason, "message": message, "reason": reason},
+    )
+    status["completionTime"] = rfc3339(now)
+    return status
