@@ -11,6 +11,7 @@ through its HTTP API and the pool through kubectl.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import socket
@@ -26,7 +27,8 @@ import pytest
 from tests.e2e.kube import Kube, Obj, condition, eventually
 from tether_operator.engine import EngineConfig, Notice
 from tether_operator.k8s import pools
-from tether_operator.k8s.client import KubeClient, load_config
+from tether_operator.k8s.client import KubeClient, load_config, resource_path
+from tether_operator.k8s.events import EventRecorder
 from tether_operator.k8s.naming import pool_id_for
 from tether_operator.k8s.pods import DELETION_COST, POOL_LABEL
 from tether_operator.scheduler import SchedulerService, serve
@@ -119,10 +121,17 @@ class PoolHarness:
                 default_namespace=self.namespace,
             )
 
-        controller = pools.setup(
-            registry, service, client, scheduler_url=f"http://{HOST_FROM_PODS}:{self.port}"
+        events = EventRecorder(client)
+        events.start()
+        controller = pools.PoolController(
+            service,
+            client,
+            scheduler_url=f"http://{HOST_FROM_PODS}:{self.port}",
+            startup_grace=0.0,
+            events=events,
         )
-        controller.startup_grace = 0.0
+        pools.register_handlers(registry, controller)
+        ticking = asyncio.create_task(controller.run())
         settings = kopf.OperatorSettings()
         settings.posting.enabled = False
         kopf_ready = asyncio.Event()
@@ -141,9 +150,11 @@ class PoolHarness:
         try:
             await operator
         finally:
+            ticking.cancel()
             server.cancel()
-            await asyncio.gather(server, return_exceptions=True)
+            await asyncio.gather(ticking, server, return_exceptions=True)
             await service.stop()
+            await events.stop()
             await client.aclose()
 
     # ------------------------------------------------------------------ helpers
@@ -242,6 +253,15 @@ def registered(h: PoolHarness, ns: Kube, pool: str, count: int) -> list[str]:
     return list(eventually(check, timeout=120, what=f"{count} registered pods of pool {pool}"))
 
 
+def pool_events(ns: Kube, pool: str) -> list[str]:
+    """Reasons of the Events about WorkerPool `pool`."""
+    return [
+        e["reason"]
+        for e in ns.list("events")
+        if (e["involvedObject"].get("kind"), e["involvedObject"]["name"]) == ("WorkerPool", pool)
+    ]
+
+
 def columns(ns: Kube, pool: str) -> dict[str, str]:
     head, row = ns.run("get", "wp", pool, "-o", "wide").splitlines()[:2]
     return dict(zip(head.split(), row.split(), strict=True))
@@ -291,6 +311,11 @@ def test_pods_carry_the_pool_and_kubectl_scale_removes_idle_pods_first(
     ns.run("scale", "wp/gpu", "--replicas=1")
     assert registered(harness, ns, "gpu", 1) == [first]  # the busy pod stays
     assert harness.losses() == {p: "ScaledDown" for p in pods if p != first}
+    reasons = eventually(
+        lambda: (r := pool_events(ns, "gpu")).count("SuccessfulDelete") == 2 and r,
+        what="the pool's Events",
+    )
+    assert reasons.count("SuccessfulCreate") == 3
     assert harness.run(run_id)["phase"] == "Running"
     assert harness.run(run_id)["sessions"][0]["state"] == "Open"
     harness.api.post(f"/runs/{run_id}/cancel")
@@ -337,5 +362,22 @@ def test_a_deleted_pod_is_reported_lost_and_replaced(
     (second,) = registered(harness, ns, "cpu", 1)
     assert second != first
     view = harness.wait(run_id)
-    assert view["phase"] == "Succeeded", view
+    assert view["phase"] == "Succeeded", (view["error"], view["activities"], view["sessions"])
     assert view["result"] == second  # the SOFT session moved to the replacement
+
+    eviction = {
+        "apiVersion": "policy/v1",
+        "kind": "Eviction",
+        "metadata": {"name": second, "namespace": ns.namespace},
+    }
+    ns.run(
+        "create",
+        "--raw",
+        resource_path("v1", "pods", ns.namespace, second, "eviction"),
+        "-f",
+        "-",
+        stdin=json.dumps(eviction),
+    )
+    eventually(lambda: harness.losses().get(second) == "Evicted", what="the eviction reported")
+    (third,) = registered(harness, ns, "cpu", 1)
+    assert third not in (first, second)

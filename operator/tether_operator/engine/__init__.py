@@ -13,6 +13,7 @@ from .errors import (
     RunNotFound,
     UnknownWorker,
     WorkerReplaced,
+    WorkerRetired,
     WorkflowNotFound,
 )
 from .retry import backoff, should_retry
@@ -38,6 +39,7 @@ __all__ = [
     "WorkerGone",
     "WorkerLoad",
     "WorkerReplaced",
+    "WorkerRetired",
     "WorkflowNotFound",
     "backoff",
     "should_retry",

@@ -9,7 +9,7 @@ a run uses the pool of its own namespace.
 
 from __future__ import annotations
 
-__all__ = ["pool_id_for", "pool_object", "run_id_for", "run_object"]
+__all__ = ["pool_id_for", "pool_name", "pool_object", "run_id_for", "run_object"]
 
 
 def run_id_for(namespace: str, name: str) -> str:
@@ -39,3 +39,8 @@ def pool_object(pool_id: str) -> tuple[str, str]:
     if not dot or not namespace or not name:
         raise ValueError(f"pool id {pool_id!r} does not name a WorkerPool (<namespace>.<name>)")
     return namespace, name
+
+
+def pool_name(pool_id: str) -> str:
+    """The WorkerPool name in `pool_id` (the id itself when it names no WorkerPool)."""
+    return pool_id.partition(".")[2] or pool_id

@@ -33,13 +33,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import kopf
 from pydantic import ValidationError
 
 from tether_operator.engine import Demand, EngineError, Notice
 from tether_operator.k8s.client import ApiError, KubeClient, resource_path
+from tether_operator.k8s.events import EventRecorder, ObjectRef
 from tether_operator.k8s.naming import pool_id_for
 from tether_operator.k8s.pods import (
     DELETION_COST,
@@ -57,7 +58,10 @@ from tether_operator.k8s.scaling import PodState, Target, autoscale_target, clam
 from tether_operator.scheduler import SchedulerService
 from worker_runtime.wire import is_permanent_loss
 
-__all__ = ["PoolController", "setup"]
+if TYPE_CHECKING:  # operator.py imports this module to plug the controller in
+    from tether_operator.k8s.operator import OperatorContext
+
+__all__ = ["PoolController", "register_handlers", "setup"]
 
 logger = logging.getLogger("tether.pools")
 
@@ -66,6 +70,9 @@ PoolKey = tuple[str, str]
 
 _DEMAND_NOTICES = frozenset({"RunStarted", "WorkerRegistered", "WorkerLost", "SessionBroken"})
 """Engine notices after which some pool's demand may have changed."""
+
+MAX_CREATE_BACKOFF = 60.0
+"""Longest wait before replacing pods again after pods of the pool kept ending."""
 
 
 @dataclass
@@ -78,6 +85,10 @@ class _Pool:
     scaled_down: set[str] = field(default_factory=set)
     """Pods this controller deleted to scale down (reported `ScaledDown`, not `PodDeleted`)."""
     create_error: str = ""
+    failures: int = 0
+    """Pods of the pool that ended (phase Failed) since a worker of it last registered."""
+    create_after: float = 0.0
+    """No new pods before this time (backoff after pods kept ending)."""
     written_status: dict[str, Any] | None = None
     task: asyncio.Task[None] | None = None
     again: bool = False
@@ -100,10 +111,13 @@ class PoolController:
         tick: float = 1.0,
         startup_grace: float = 10.0,
         rng: random.Random | None = None,
+        events: EventRecorder | None = None,
     ) -> None:
         self.service = service
         self.client = client
         self.scheduler_url = scheduler_url
+        """What worker pods are told to reach the scheduler at (TETHER_SCHEDULER_URL)."""
+        self.events = events
         self.clock = clock
         self.tick = tick
         self.startup_grace = startup_grace
@@ -140,6 +154,14 @@ class PoolController:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    async def run(self) -> None:
+        """`start`, then run until cancelled, then `stop` (for the operator's companions)."""
+        self.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.stop()
 
     def _on_notice(self, notice: Notice) -> None:
         if notice.reason in _DEMAND_NOTICES:
@@ -224,28 +246,53 @@ class PoolController:
         pool_id = pool_id_for(*key)
         now = self.clock()
         for pod in list(pool.pods.values()):
-            if failed(pod) and not terminating(pod):
+            if terminating(pod):
+                self._report_lost(key, pool, pod)  # a no-op unless it registered meanwhile
+            elif failed(pod):
                 self._report_lost(key, pool, pod)
+                if not evicted(pod):
+                    pool.failures += 1
+                    pool.create_after = now + min(MAX_CREATE_BACKOFF, 2.0 ** (pool.failures - 1))
                 await self._delete(key, pool, pod)
+                self._event(
+                    key, body, "Normal", "SuccessfulDelete", f"deleted ended pod {_name(pod)}"
+                )
         live = [p for p in pool.pods.values() if not terminating(p) and not failed(p)]
         demand = self.service.engine.demand().get(pool_id)
         states = self._pod_states(pool, live, demand, now)
+
+        if any(s.load is not None for s in states):
+            pool.failures = 0  # a worker came up: the template works
 
         if spec.autoscale:
             target = autoscale_target(spec, states, demand)
             if target.replicas != spec.replicas:
                 await self._write_replicas(key, target.replicas)
+                self._event(key, body, "Normal", "Autoscaled", _autoscale_message(target, demand))
         else:
             target = clamp(spec, spec.replicas)
 
         if len(live) < target.replicas:
-            await self._create(key, pool, target.replicas - len(live))
+            if not self.scheduler_url:
+                pool.create_error = (
+                    "the operator has no scheduler URL to give worker pods: set "
+                    "TETHER_SCHEDULER_URL (or --scheduler-url) to the scheduler Service's URL"
+                )
+            elif now >= pool.create_after:
+                await self._create(key, pool, target.replicas - len(live))
         elif len(live) > target.replicas and now - self._started_at >= self.startup_grace:
             excess = len(live) - target.replicas
             for victim in scale_down_order(states)[:excess]:
                 self._lose(key, victim.name, "ScaledDown", f"pool {key[1]} scaled down")
                 pool.scaled_down.add(victim.name)
                 await self._delete(key, pool, pool.pods[victim.name])
+                self._event(
+                    key,
+                    body,
+                    "Normal",
+                    "SuccessfulDelete",
+                    f"deleted pod {victim.name}: scaled down to {target.replicas}",
+                )
         await self._update_costs(pool, states)
         await self._write_status(key, pool, body, target, states)
 
@@ -283,10 +330,14 @@ class PoolController:
                     continue  # a name clash: the next reconcile tries another name
                 pool.create_error = f"cannot create a pod from spec.template: {exc.message}"
                 logger.warning("WorkerPool %s/%s: %s", *key, pool.create_error)
+                self._event(key, pool.body, "Warning", "FailedCreate", pool.create_error)
                 return
             pool.create_error = ""
-            pool.pods[created["metadata"]["name"]] = created
-            logger.info("WorkerPool %s/%s: created pod %s", *key, created["metadata"]["name"])
+            pool.pods[_name(created)] = created
+            logger.info("WorkerPool %s/%s: created pod %s", *key, _name(created))
+            self._event(
+                key, pool.body, "Normal", "SuccessfulCreate", f"created pod {_name(created)}"
+            )
 
     async def _delete(self, key: PoolKey, pool: _Pool, pod: dict[str, Any]) -> None:
         name = pod["metadata"]["name"]
@@ -372,6 +423,18 @@ class PoolController:
             raise
         pool.written_status = comparable
 
+    def _event(
+        self,
+        key: PoolKey,
+        body: dict[str, Any],
+        type_: Literal["Normal", "Warning"],
+        reason: str,
+        message: str,
+    ) -> None:
+        if self.events is not None:
+            ref = ObjectRef(*key, uid=body["metadata"].get("uid", ""), kind="WorkerPool")
+            self.events.record(ref, type_, reason, message)
+
     # ------------------------------------------------------------------ worker loss
 
     def _report_lost(self, key: PoolKey, pool: _Pool, pod: dict[str, Any]) -> None:
@@ -398,6 +461,20 @@ class PoolController:
             self.service.worker_lost(name, reason, message)
         except EngineError as exc:
             logger.warning("WorkerPool %s/%s: reporting %s lost: %s", *key, name, exc)
+
+
+def _name(obj: dict[str, Any]) -> str:
+    return str(obj["metadata"]["name"])
+
+
+def _autoscale_message(target: Target, demand: Demand | None) -> str:
+    waiting = (
+        f"{demand.queued} tasks and {demand.sessions_waiting} sessions wait for a worker"
+        if demand is not None and demand.unmet
+        else "nothing waits for a worker"
+    )
+    limited = f"; {target.limited}" if target.limited else ""
+    return f"autoscaled to {target.replicas} pods: {waiting}{limited}"
 
 
 def _ready_condition(wanted: int, pods: int, ready: int) -> tuple[str, str, str]:
@@ -433,26 +510,9 @@ def _no_time(condition: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in condition.items() if k != "lastTransitionTime"}
 
 
-def setup(
-    registry: kopf.OperatorRegistry,
-    service: SchedulerService,
-    client: KubeClient,
-    *,
-    scheduler_url: str,
-) -> PoolController:
-    """Register the WorkerPool controller's watches (and its start and stop) with kopf.
-
-    Raw watch events only (`kopf.on.event`): kopf keeps no state on pools or pods.
-    """
-    controller = PoolController(service, client, scheduler_url=scheduler_url)
-
-    @kopf.on.startup(registry=registry)
-    async def _start_pools(**_: Any) -> None:
-        controller.start()
-
-    @kopf.on.cleanup(registry=registry)
-    async def _stop_pools(**_: Any) -> None:
-        await controller.stop()
+def register_handlers(registry: kopf.OperatorRegistry, controller: PoolController) -> None:
+    """Feed `controller` the raw watch events of WorkerPools and of pods labelled
+    `tether.dev/pool` (`kopf.on.event`: kopf keeps no state on them)."""
 
     @kopf.on.event(GROUP, VERSION, "workerpools", registry=registry)
     async def _pool_event(event: kopf.RawEvent, **_: Any) -> None:
@@ -462,4 +522,15 @@ def setup(
     async def _pod_event(event: kopf.RawEvent, **_: Any) -> None:
         await controller.on_pod_event(event["type"], dict(event["object"]))
 
+
+def setup(registry: kopf.OperatorRegistry, context: OperatorContext) -> PoolController:
+    """Plug the WorkerPool controller into the operator (its controller seam)."""
+    controller = PoolController(
+        context.service,
+        context.client,
+        scheduler_url=context.settings.scheduler_url,
+        events=context.events,
+    )
+    register_handlers(registry, controller)
+    context.spawn(controller.run)
     return controller

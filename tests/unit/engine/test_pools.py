@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from tether_operator.engine import NO_POOL, Run, WorkerLoad
+import pytest
+
+from tether_operator.engine import NO_POOL, Run, WorkerLoad, WorkerRetired
 
 from .driver import Driver, act, done, open_session
 
@@ -132,3 +134,26 @@ def test_workers_without_a_pool_and_their_view() -> None:
     assert views == {"w1": "", "gpu-1": "gpu"}
     d.lose("w1")
     assert NO_POOL not in d.engine.demand()
+
+
+def test_a_worker_lost_for_good_may_not_register_again() -> None:
+    d = Driver()
+    d.register("gpu-1", pool="gpu")
+    rid = d.start(worker_pool="gpu")
+    d.workflow_task("gpu-1")
+    d.lose("gpu-1", "ScaledDown")
+    # The dying pod's process must not take the re-queued workflow task back.
+    with pytest.raises(WorkerRetired, match=r"'gpu-1' was lost for good \(ScaledDown\)") as err:
+        d.register("gpu-1", pool="gpu", incarnation="2")
+    assert err.value.field == "worker_id"
+    assert d.engine.demand()["gpu"].queued == 1
+    d.register("gpu-2", pool="gpu")
+    assert d.workflow_task("gpu-2")["run_id"] == rid
+
+
+def test_a_worker_lost_for_a_while_registers_again() -> None:
+    d = Driver()
+    d.register("gpu-1", pool="gpu")
+    d.lose("gpu-1", "NodeLost")
+    d.register("gpu-1", pool="gpu", incarnation="2")
+    assert d.engine.workers["gpu-1"].alive

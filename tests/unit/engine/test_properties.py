@@ -24,12 +24,14 @@ missing task again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -51,6 +53,7 @@ from tether_operator.engine import (
     Run,
     RunEnded,
     UnknownWorker,
+    WorkerRetired,
 )
 
 from .driver import Driver, act, done, open_session
@@ -74,6 +77,7 @@ NODES = ("n0", "n1")
 WORKFLOWS = {"wf": None, "soft-wf": "SOFT", "hard-wf": "HARD"}
 ACTIVITIES = ("a", "b")
 LOSS_REASONS = ("ProcessExited", "HeartbeatTimeout", "PodDeleted", "ScaledDown", "NodeLost")
+PERMANENT_LOSSES = ("PodDeleted", "ScaledDown", "Evicted")
 TERMINAL_EVENTS = frozenset({"RunCompleted", "RunFailed", "RunCancelled"})
 MAX_RUNS = 6
 
@@ -511,6 +515,13 @@ class EngineMachine(RuleBasedStateMachine):
     def register(self, proc: WorkerProcess) -> None:
         cfg = proc.config
         self.d.silent.discard(proc.wid)
+        old = self.engine.workers.get(proc.wid)
+        retired = old is not None and not old.alive and old.lost_reason in PERMANENT_LOSSES
+        with pytest.raises(WorkerRetired) if retired else contextlib.nullcontext():
+            # A worker lost for good (its pod is gone) never registers again.
+            self._register(proc, cfg)
+
+    def _register(self, proc: WorkerProcess, cfg: WorkerConfig) -> None:
         self.call(
             self.engine.register_worker(
                 {
