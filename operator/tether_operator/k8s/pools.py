@@ -30,8 +30,8 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -112,12 +112,16 @@ class PoolController:
         startup_grace: float = 10.0,
         rng: random.Random | None = None,
         events: EventRecorder | None = None,
+        waiting: Callable[[], Mapping[str, int]] = dict,
     ) -> None:
         self.service = service
         self.client = client
         self.scheduler_url = scheduler_url
         """What worker pods are told to reach the scheduler at (TETHER_SCHEDULER_URL)."""
         self.events = events
+        self.waiting = waiting
+        """Runs the engine does not hold yet that wait for a worker, per pool id: a pool
+        scaled to zero has no worker to register their workflow."""
         self.clock = clock
         self.tick = tick
         self.startup_grace = startup_grace
@@ -259,6 +263,9 @@ class PoolController:
                 )
         live = [p for p in pool.pods.values() if not terminating(p) and not failed(p)]
         demand = self.service.engine.demand().get(pool_id)
+        if not_started := self.waiting().get(pool_id, 0):
+            demand = demand or Demand()
+            demand = replace(demand, queued=demand.queued + not_started)
         states = self._pod_states(pool, live, demand, now)
 
         if any(s.load is not None for s in states):
@@ -530,6 +537,7 @@ def setup(registry: kopf.OperatorRegistry, context: OperatorContext) -> PoolCont
         context.client,
         scheduler_url=context.settings.scheduler_url,
         events=context.events,
+        waiting=context.waiting,
     )
     register_handlers(registry, controller)
     context.spawn(controller.run)

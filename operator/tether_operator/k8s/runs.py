@@ -284,6 +284,21 @@ class RunController:
         )
         self.status.mark(run_id)
 
+    def waiting_by_pool(self) -> dict[str, int]:
+        """Runs waiting for a worker to register their workflow, per pool id ("" for
+        none): demand the WorkerPool controller scales on before the engine holds them."""
+        counts: dict[str, int] = {}
+        for run_id in self.pending:
+            obj = self.objects.get(run_id)
+            if obj is None:
+                continue
+            try:
+                pool = self._request(obj).worker_pool or ""
+            except InputRefused:
+                continue
+            counts[pool] = counts.get(pool, 0) + 1
+        return counts
+
     def retry_pending(self) -> None:
         """A worker registered: start the runs that waited for one."""
         for run_id in sorted(self.pending):
