@@ -287,9 +287,17 @@ class PoolController:
                 )
             elif now >= pool.create_after:
                 await self._create(key, pool, target.replicas - len(live))
+            else:
+                pool.create_error = (
+                    f"{pool.failures} pod(s) in a row ended before their worker registered "
+                    f"(see the pods' logs); the next pod is created in "
+                    f"{pool.create_after - now:.0f}s"
+                )
         elif len(live) > target.replicas and now - self._started_at >= self.startup_grace:
             excess = len(live) - target.replicas
-            for victim in scale_down_order(states)[:excess]:
+            victims = scale_down_order(states)[:excess]
+            states = [s for s in states if s not in victims]
+            for victim in victims:
                 self._lose(key, victim.name, "ScaledDown", f"pool {key[1]} scaled down")
                 pool.scaled_down.add(victim.name)
                 await self._delete(key, pool, pool.pods[victim.name])

@@ -235,6 +235,8 @@ async def test_a_pod_that_ended_is_reported_deleted_and_replaced_with_backoff(
     assert service.engine.workers[first].lost_reason == "PodDeleted"
     assert api.deleted() == [first]
     assert len(api.created()) == 1  # the first failure waits a second
+    waiting = {c["type"]: c for c in api.statuses()[-1]["conditions"]}["ReplicaFailure"]
+    assert "1 pod(s) in a row ended before their worker registered" in waiting["message"]
     clock.now += 1
     await settle(ctl, api)
     (_, second) = api.created()
