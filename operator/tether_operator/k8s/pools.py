@@ -249,7 +249,9 @@ class PoolController:
             return
         pool_id = pool_id_for(*key)
         now = self.clock()
-        for pod in list(pool.pods.values()):
+        # Only pods this pool controls count: a stray pod with the label is not ours.
+        owned = [p for p in pool.pods.values() if _controller_uid(p) == body["metadata"]["uid"]]
+        for pod in owned:
             if terminating(pod):
                 self._report_lost(key, pool, pod)  # a no-op unless it registered meanwhile
             elif failed(pod):
@@ -261,7 +263,7 @@ class PoolController:
                 self._event(
                     key, body, "Normal", "SuccessfulDelete", f"deleted ended pod {_name(pod)}"
                 )
-        live = [p for p in pool.pods.values() if not terminating(p) and not failed(p)]
+        live = [p for p in owned if not terminating(p) and not failed(p)]
         demand = self.service.engine.demand().get(pool_id)
         if not_started := self.waiting().get(pool_id, 0):
             demand = demand or Demand()
@@ -476,6 +478,13 @@ class PoolController:
             self.service.worker_lost(name, reason, message)
         except EngineError as exc:
             logger.warning("WorkerPool %s/%s: reporting %s lost: %s", *key, name, exc)
+
+
+def _controller_uid(pod: dict[str, Any]) -> str | None:
+    for ref in pod["metadata"].get("ownerReferences") or []:
+        if ref.get("controller"):
+            return str(ref.get("uid"))
+    return None
 
 
 def _name(obj: dict[str, Any]) -> str:

@@ -210,15 +210,24 @@ async def test_no_scale_down_while_workers_may_still_be_re_registering(
     ctl = controller(service, client, clock, startup_grace=10.0)
     for name in ("gpu-aaaaa", "gpu-bbbbb"):
         api.pods[name] = {
-            "metadata": {"name": name, "namespace": NS, "uid": name, "labels": {POOL_LABEL: POOL}},
+            "metadata": {
+                "name": name,
+                "namespace": NS,
+                "uid": name,
+                "labels": {POOL_LABEL: POOL},
+                "ownerReferences": [{"controller": True, "uid": "pool-uid"}],
+            },
             "status": {"phase": "Running"},
         }
+    stray = {"metadata": {"name": "stray", "namespace": NS, "labels": {POOL_LABEL: POOL}}}
+    api.pods["stray"] = stray  # labelled, but not the pool's: never counted or deleted
     await ctl.on_pool_event(None, pool_body(replicas=1))
     await settle(ctl, api)
     assert api.deleted() == []
     clock.now += 10
     await settle(ctl, api)
     assert len(api.deleted()) == 1
+    assert "stray" not in api.deleted()
 
 
 async def test_a_pod_that_ended_is_reported_deleted_and_replaced_with_backoff(
