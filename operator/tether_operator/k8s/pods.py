@@ -117,10 +117,12 @@ def build_pod(pool: dict[str, Any], *, name: str, scheduler_url: str) -> dict[st
 
 
 def deletion_cost(load: WorkerLoad | None) -> int:
-    """The pod's `pod-deletion-cost`: 0 when idle, more for each session and task."""
+    """The pod's `pod-deletion-cost`: 0 when idle, 10 while it runs tasks, plus 1000 per
+    open session. Coarse on purpose: it changes when a pod turns busy or idle or a
+    session opens or closes, not with every task (each change is a pod PATCH)."""
     if load is None:
         return 0
-    return min(load.sessions * 1000 + load.tasks * 10, 2**31 - 1)
+    return min(load.sessions * 1000 + (10 if load.tasks else 0), 2**31 - 1)
 
 
 def terminating(pod: dict[str, Any]) -> bool:

@@ -123,11 +123,14 @@ def test_pod_names_are_the_pool_and_five_random_characters() -> None:
     [
         (None, 0),
         (WorkerLoad(tasks=0, sessions=0), 0),
-        (WorkerLoad(tasks=2, sessions=0), 20),
+        (WorkerLoad(tasks=1, sessions=0), 10),
+        (WorkerLoad(tasks=5, sessions=0), 10),
         (WorkerLoad(tasks=1, sessions=2), 2010),
     ],
 )
-def test_deletion_cost_grows_with_sessions_then_tasks(load: WorkerLoad | None, cost: int) -> None:
+def test_deletion_cost_grows_with_sessions_and_is_10_while_busy(
+    load: WorkerLoad | None, cost: int
+) -> None:
     assert deletion_cost(load) == cost
 
 
