@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,11 +33,8 @@ class MarkingStore:
         self.inner = inner
         self._on_durable = on_durable
         self._durable: dict[str, int] = {}
-
-    @property
-    def durable(self) -> bool:
-        """Whether the wrapped store keeps history across restarts."""
-        return bool(getattr(self.inner, "durable", False))
+        self.durable: bool = bool(getattr(inner, "durable", False))
+        """Whether the wrapped store keeps history across restarts (`RunStore.durable`)."""
 
     def durable_length(self, run_id: str) -> int:
         """How many of the run's events are known to be stored."""
@@ -177,6 +174,3 @@ class StatusWriter:
         logger.warning("could not write the status of %s (will retry): %s", key, exc)
         self._dirty.add(key)
         return False
-
-
-Written = Callable[[str, dict[str, Any]], Awaitable[None]]

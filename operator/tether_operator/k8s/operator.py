@@ -23,6 +23,7 @@ import importlib
 import importlib.util
 import logging
 import os
+import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -198,7 +199,13 @@ async def run_operator(settings: OperatorSettings) -> None:
     namespace = settings.operator_namespace or config.namespace
     readiness = Readiness()
     events = EventRecorder(client, instance=settings.pod_name)
-    directory = WorkflowDirectory()
+    publisher: WorkflowPublisher | None = None
+
+    def spec_changed(namespace: str, name: str) -> None:
+        if publisher is not None:
+            publisher.spec_changed(namespace, name)
+
+    directory = WorkflowDirectory(spec_changed)
     runs: RunController | None = None
 
     def durable(run_id: str) -> None:
@@ -213,6 +220,7 @@ async def run_operator(settings: OperatorSettings) -> None:
     publisher = WorkflowPublisher(
         client,
         lambda: {w["worker_id"] for w in service.workers() if w.get("alive")},
+        directory,
         default_namespace=namespace,
     )
 
@@ -260,9 +268,9 @@ async def run_operator(settings: OperatorSettings) -> None:
     kopf_settings.scanning.disabled = True
     kopf_settings.watching.server_timeout = 300
     stop_kopf = asyncio.Event()
-
-    async def watch() -> None:
-        await kopf.operator(
+    stop = asyncio.Event()
+    kopf_task = asyncio.create_task(
+        kopf.operator(
             registry=registry,
             settings=kopf_settings,
             standalone=True,
@@ -270,7 +278,18 @@ async def run_operator(settings: OperatorSettings) -> None:
             namespaces=list(settings.namespaces),
             ready_flag=readiness.watching,
             stop_flag=stop_kopf,
-        )
+        ),
+        name="tether-kopf",
+    )
+
+    async def watch() -> None:
+        """Ends (stopping the server) if kopf ends; cancelling it leaves kopf running."""
+        ready = asyncio.create_task(readiness.watching.wait())
+        await asyncio.wait([ready, kopf_task], return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        if not kopf_task.done():
+            _take_signals(stop)
+        await asyncio.shield(kopf_task)
 
     try:
         await serve(
@@ -279,15 +298,38 @@ async def run_operator(settings: OperatorSettings) -> None:
             service,
             app=_app(service, readiness),
             companions=[watch, *context.background],
+            stop=stop,
         )
     finally:
-        stop_kopf.set()
+        # History, status and Events first: kopf, when it stops, cancels every task
+        # started after it (it cannot tell ours from its own).
         await service.stop()
         await runs.status.stop()
         await publisher.writer.stop()
         await events.stop()
+        stop_kopf.set()
+        try:
+            await asyncio.wait_for(kopf_task, 15)
+        except TimeoutError:
+            logger.warning("kopf did not stop within 15s")
+        except Exception:
+            logger.exception("kopf failed")
         await client.aclose()
         logger.info("operator stopped")
+
+
+def _take_signals(stop: asyncio.Event) -> None:
+    """SIGTERM/SIGINT set `stop` (kopf installed its own handlers while starting).
+
+    kopf would stop its watches first; the process stops in its own order instead:
+    the HTTP server, then history, status and Events, then kopf.
+    """
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError, ValueError):
+            return  # not the main thread: the caller owns signals
 
 
 def _async(fn: Callable[[Any], None]) -> Callable[[Any], Coroutine[Any, Any, None]]:

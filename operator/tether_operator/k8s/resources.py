@@ -433,7 +433,11 @@ class ResultRef(Resource):
     """Where a result too large for the status is kept."""
 
     config_map: str | None = None
-    """The ConfigMap (owned by the run) holding the result; absent: only in the run's history."""
+    """The first ConfigMap (owned by the run) holding the result, gzip-compressed JSON under
+    binaryData key `gz`; a large one continues in the ConfigMaps named like it with the last
+    number counting up to chunks - 1. Absent until it is written."""
+    chunks: int | None = Field(default=None, ge=1)
+    """How many ConfigMaps hold the result."""
     bytes: int = Field(ge=0)
     """Size of the result as JSON."""
 

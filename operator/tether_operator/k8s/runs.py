@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from pydantic import ValidationError
 
 from tether_operator.engine import EngineError, RunNotFound, WorkflowNotFound
 from tether_operator.engine.effects import Notice
+from tether_operator.k8s import objects
 from tether_operator.k8s.client import ApiError, KubeClient, resource_path
 from tether_operator.k8s.events import EventRecorder, ObjectRef
 from tether_operator.k8s.mirror import MarkingStore, StatusPatch, StatusWriter
@@ -42,6 +44,7 @@ from tether_operator.k8s.status import (
     TERMINAL_PHASES,
     pending_status,
     rejected_status,
+    result_too_large,
     run_status,
 )
 from tether_operator.k8s.workflows import WorkflowDirectory
@@ -55,6 +58,11 @@ logger = logging.getLogger("tether.operator")
 
 MAX_INPUT_BYTES = 2 * 1024 * 1024
 """Largest `spec.input` (as JSON) a run may have, like any activity payload."""
+
+_LOST = re.compile(r"^worker (\S+) lost: (\w+)")
+"""The engine's WorkerLost notice: `worker <id> lost: <reason>...`."""
+_LOST_SCAN = 200
+"""How many of a run's latest history events are read for what a worker loss did."""
 
 
 class InputRefused(Exception):
@@ -80,6 +88,9 @@ class RunObject:
     """The last status written (or seen), to skip writes that change nothing."""
     outside: dict[str, Any] | None = None
     """The status of a run the engine does not hold (pending or refused)."""
+    result_ref: dict[str, Any] | None = None
+    """Where a result too large for the status is stored (once written)."""
+    storing_result: bool = False
 
     @property
     def ref(self) -> ObjectRef:
@@ -123,6 +134,7 @@ class RunController:
         self._starting: set[str] = set()
         self._expiring: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._lost_reported: set[tuple[str, Any, Any]] = set()
         self.status = StatusWriter(client, self._compute, self._written, self._gone)
 
     # ------------------------------------------------------------------ watch events
@@ -246,6 +258,8 @@ class RunController:
             was_pending = run_id in self.pending or obj.outside is not None
             self.pending.discard(run_id)
             obj.outside = None
+            # The engine holds the input now; up to 2 MiB need not be kept twice.
+            obj.spec = {key: value for key, value in obj.spec.items() if key != "input"}
             if was_pending:
                 self.status.mark(run_id)
         finally:
@@ -317,12 +331,60 @@ class RunController:
     # ------------------------------------------------------------------ notices
 
     def on_notice(self, notice: Notice) -> None:
-        """Engine notices about a run become Events on its WorkflowRun."""
+        """Engine notices about a run become Events on its WorkflowRun; a lost worker
+        becomes a `WorkerLost` Event on each run whose work it held."""
         if notice.run_id is None:
+            if notice.reason == "WorkerLost":
+                self._worker_lost(notice.message)
             return
         obj = self.objects.get(notice.run_id)
         if obj is not None:
             self.events.record(obj.ref, notice.level, notice.reason, notice.message)
+
+    def _worker_lost(self, message: str) -> None:
+        """Tell each run what the loss did to it (the engine's notice names only the worker).
+
+        The loss's history events are the latest of each run it touched: attempts failed
+        with `WorkerLost` by that worker, and a workflow task lost after it started there.
+        """
+        found = _LOST.match(message)
+        if found is None:
+            return
+        worker, reason = found.groups()
+        for run_id, obj in list(self.objects.items()):
+            if not self._in_engine(run_id) or self.service.is_terminal(run_id):
+                continue
+            lost: list[str] = []
+            started_on: str | None = None
+            for ev in self.service.history(run_id)[-_LOST_SCAN:]:
+                kind, data = ev["type"], ev["data"]
+                if kind == "WorkflowTaskStarted":
+                    started_on = data.get("worker")
+                elif kind == "WorkflowTaskLost" and started_on == worker:
+                    started_on = None
+                    key = (run_id, "workflow", data.get("task_id"))
+                    if key not in self._lost_reported:
+                        self._lost_reported.add(key)
+                        lost.append("its workflow code is replayed on another worker")
+                elif kind == "ActivityFailed":
+                    error = data.get("error") or {}
+                    key = (run_id, data.get("seq"), data.get("attempt"))
+                    if (
+                        error.get("type") == "WorkerLost"
+                        and f"worker {worker} lost" in str(error.get("message"))
+                        and key not in self._lost_reported
+                    ):
+                        self._lost_reported.add(key)
+                        lost.append(
+                            f"attempt {data.get('attempt')} of step {data.get('seq')} is retried"
+                        )
+            if lost:
+                self.events.record(
+                    obj.ref,
+                    "Warning",
+                    "WorkerLost",
+                    f"worker {worker} lost ({reason}): {'; '.join(lost)}",
+                )
 
     # ------------------------------------------------------------------ deletion, expiry
 
@@ -332,6 +394,7 @@ class RunController:
             return  # an event of an older object of the same name
         self.objects.pop(run_id, None)
         self.pending.discard(run_id)
+        self._lost_reported = {key for key in self._lost_reported if key[0] != run_id}
         handle = self._expiring.pop(uid, None)
         if handle is not None:
             handle.cancel()
@@ -400,17 +463,43 @@ class RunController:
                 return None
             if view.get("history_length", 0) > self.store.durable_length(run_id):
                 return None  # not durable yet: the append that makes it so marks it again
+            if result_too_large(view) and obj.result_ref is None and not obj.storing_result:
+                obj.storing_result = True
+                self._spawn(self._store_result(obj, view.get("result")))
             status = run_status(
                 view,
                 generation=obj.generation,
                 previous_conditions=obj.conditions,
                 now=self.clock(),
+                result_ref=obj.result_ref,
             )
         if status == obj.written:
             return None
         namespace, name = run_object(run_id)
         path = resource_path(API_VERSION, "workflowruns", namespace, name, "status")
         return StatusPatch(path, status)
+
+    async def _store_result(self, obj: RunObject, result: Any) -> None:
+        """Put a large result in ConfigMaps owned by the run, for its status to point at.
+
+        The store keeps payloads content-addressed, so this finds the copy its history
+        wrote rather than adding one.
+        """
+        run_id = run_id_for(obj.namespace, obj.name)
+        put = getattr(self.store.inner, "put_payload", None)
+        if put is None:
+            return  # a store without payloads: the status gives the size only
+        try:
+            ref = await put(run_id, result)
+        except Exception as exc:
+            logger.warning("could not store the result of %s for its status: %s", run_id, exc)
+            obj.storing_result = False
+            return
+        obj.result_ref = {
+            "configMap": objects.object_name(obj.name, f"p{ref['id']}-0"),
+            "chunks": ref["chunks"],
+        }
+        self.status.mark(run_id)
 
     def _written(self, run_id: str, status: dict[str, Any]) -> None:
         obj = self.objects.get(run_id)

@@ -26,6 +26,7 @@ __all__ = [
     "conditions_changed",
     "pending_status",
     "rejected_status",
+    "result_too_large",
     "rfc3339",
     "run_status",
 ]
@@ -200,15 +201,14 @@ def run_status(
     generation: int | None,
     previous_conditions: Sequence[Mapping[str, Any]] = (),
     now: float,
-    result_ref: str | None = None,
+    result_ref: Mapping[str, Any] | None = None,
     inline_result_bytes: int = INLINE_RESULT_BYTES,
     max_activities: int = MAX_ACTIVITY_RECORDS,
 ) -> Status:
     """The status of a run the engine holds, from its `RunView` dict.
 
-    `result_ref` names where a large result is stored (a ConfigMap), for a result
-    over `inline_result_bytes`; without it such a result is left out and only its size
-    is reported.
+    `result_ref` (`configMap`, `chunks`) says where a result over `inline_result_bytes`
+    is stored; without it such a result is left out and only its size is reported.
     """
     activities, omitted = select_activities(view.get("activities", ()), max_activities)
     status: Status = {
@@ -242,8 +242,17 @@ def run_status(
         if len(encoded.encode()) <= inline_result_bytes:
             status["result"] = view.get("result")
         else:
-            status["resultRef"] = {"configMap": result_ref, "bytes": len(encoded.encode())}
+            status["resultRef"] = {**(result_ref or {}), "bytes": len(encoded.encode())}
     return status
+
+
+def result_too_large(
+    view: Mapping[str, Any], inline_result_bytes: int = INLINE_RESULT_BYTES
+) -> bool:
+    """Whether the run succeeded with a result that stays out of its status."""
+    if view.get("phase") != "Succeeded":
+        return False
+    return len(json.dumps(view.get("result"), separators=(",", ":")).encode()) > inline_result_bytes
 
 
 def _outside_engine(

@@ -51,8 +51,10 @@ Key = tuple[str, str]
 class WorkflowDirectory:
     """The specs of the Workflows the operator watches, by (namespace, name)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_change: Callable[[str, str], None] | None = None) -> None:
         self._specs: dict[Key, WorkflowSpec] = {}
+        self._generations: dict[Key, int] = {}
+        self._on_change = on_change
 
     def on_event(self, event: Mapping[str, Any]) -> None:
         """Take in one raw watch event of a Workflow."""
@@ -61,12 +63,22 @@ class WorkflowDirectory:
         key = (meta.get("namespace", ""), meta.get("name", ""))
         if event.get("type") == "DELETED":
             self._specs.pop(key, None)
+            self._generations.pop(key, None)
             return
         try:
             self._specs[key] = WorkflowSpec.model_validate(body.get("spec") or {})
         except ValidationError as exc:
             logger.warning("Workflow %s/%s has an invalid spec: %s", *key, exc)
             self._specs.pop(key, None)
+        generation = meta.get("generation")
+        if isinstance(generation, int) and self._generations.get(key) != generation:
+            self._generations[key] = generation
+            if self._on_change is not None:
+                self._on_change(*key)
+
+    def generation(self, namespace: str, name: str) -> int | None:
+        """The Workflow's `metadata.generation`, if the operator has seen it."""
+        return self._generations.get((namespace, name))
 
     def spec(self, namespace: str, name: str) -> WorkflowSpec | None:
         """The Workflow's spec, or None if there is no such Workflow."""
@@ -125,12 +137,14 @@ class WorkflowPublisher:
         self,
         client: KubeClient,
         alive: Callable[[], set[str]],
+        directory: WorkflowDirectory,
         *,
         default_namespace: str,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._client = client
         self._alive = alive
+        self._directory = directory
         self._default_namespace = default_namespace
         self._clock = clock
         self._workers: dict[str, _Registration] = {}
@@ -156,6 +170,11 @@ class WorkflowPublisher:
         for reg in self._workers.values():
             for wf in reg.request.workflows:
                 self._touch(reg.namespace, wf.name)
+
+    def spec_changed(self, namespace: str, name: str) -> None:
+        """A Workflow's spec changed: its status gets the new observedGeneration."""
+        if (namespace, name) in self._published:
+            self.writer.mark(f"{namespace}/{name}")
 
     def _touch(self, namespace: str, name: str) -> None:
         if not _OBJECT_NAME.fullmatch(name) or len(name) > 253:
@@ -254,7 +273,12 @@ class WorkflowPublisher:
             state.conditions,
             self._clock(),
         )
+        generation = self._directory.generation(namespace, name)
+        if generation is not None:
+            for cond in conditions:
+                cond["observedGeneration"] = generation
         status: dict[str, Any] = {
+            "observedGeneration": generation,
             "conditions": conditions,
             "sticky": spec.sticky,
             "inputSchema": spec.input_schema,

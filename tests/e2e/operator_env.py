@@ -1,0 +1,228 @@
+"""The operator as a host process, and host worker processes, for operator e2e tests.
+
+`tether operator` runs out of cluster (KUBECONFIG) watching only the test's own
+namespace; workers are `python -m worker_runtime FILE` processes pointed at it,
+reporting that namespace as theirs. Pods are the Helm e2e tests' business.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.e2e.kube import Kube, Obj, eventually
+
+REPO = Path(__file__).resolve().parents[2]
+TESTDATA = Path(__file__).parent / "testdata"
+API_VERSION = "tether.dev/v1alpha1"
+NAMESPACE_PREFIX = os.environ.get("TETHER_E2E_NAMESPACE_PREFIX", "e2e")
+"""Namespaces the operator tests create start with this (a shared cluster: pick yours)."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http_get(url: str) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+@dataclass
+class Operator:
+    """`tether operator` watching one namespace, on a free port."""
+
+    kube: Kube
+    namespace: str
+    logs: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.starts += 1
+        env = {**os.environ, "KUBECONFIG": self.kube.kubeconfig}
+        with (self.logs / f"operator-{self.starts}.log").open("wb") as out:
+            self.process = self._spawn(out, env)
+        eventually(self._ready, timeout=60, interval=0.2, what="the operator's /readyz")
+
+    def _spawn(self, out: Any, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tether_operator.cli",
+                "operator",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--namespace",
+                self.namespace,
+                "--scheduler-url",
+                self.url,
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+
+    def _ready(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"the operator exited: {self.log()[-3000:]}")
+        try:
+            return http_get(f"{self.url}/readyz")[0] == 200
+        except OSError:
+            return False
+
+    def log(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.logs.glob("op*.log")))
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        """Send `sig` and wait for the exit; the exit code."""
+        assert self.process is not None
+        self.process.send_signal(sig)
+        code = self.process.wait(timeout)
+        self.process = None
+        return code
+
+    def get(self, path: str) -> tuple[int, Any]:
+        return http_get(f"{self.url}{path}")
+
+
+@dataclass
+class Workers:
+    """Host worker processes registered with the operator."""
+
+    operator: Operator
+    logs: Path
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self, file: str | Path, name: str, **env: str) -> subprocess.Popen[bytes]:
+        with (self.logs / f"worker-{name}.log").open("wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "worker_runtime", str(file)],
+                env={
+                    **os.environ,
+                    "TETHER_SCHEDULER_URL": self.operator.url,
+                    "TETHER_WORKER_ID": name,
+                    "TETHER_POD_NAMESPACE": self.operator.namespace,
+                    "TETHER_LOG_LEVEL": "INFO",
+                    **env,
+                },
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+            )
+        self.processes.append(process)
+        return process
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+
+
+def workflow_run(name: str, workflow: str, input_: Any = None, **spec: Any) -> Obj:
+    body: dict[str, Any] = {"workflowRef": {"name": workflow}, **spec}
+    if input_ is not None:
+        body["input"] = input_
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "WorkflowRun",
+        "metadata": {"name": name},
+        "spec": body,
+    }
+
+
+def condition(obj: Obj, type_: str) -> dict[str, Any] | None:
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond["type"] == type_:
+            return dict(cond)
+    return None
+
+
+def wait_for(ns: Kube, name: str, cond: str = "Succeeded", timeout: int = 120) -> Obj:
+    """`kubectl wait --for=condition=...` as a user runs it, then the object."""
+    ns.run(
+        "wait",
+        f"--for=condition={cond}",
+        f"wfr/{name}",
+        f"--timeout={timeout}s",
+        timeout=timeout + 10,
+    )
+    return ns.get("wfr", name)
+
+
+def events_of(ns: Kube, name: str) -> list[str]:
+    """Reasons of the Events on WorkflowRun `name`."""
+    items = ns.list("events")
+    return [
+        e["reason"]
+        for e in items
+        if e["involvedObject"].get("kind") == "WorkflowRun" and e["involvedObject"]["name"] == name
+    ]
+
+
+@dataclass
+class OperatorEnv:
+    """One namespace, an operator watching it, and workers to start."""
+
+    ns: Kube
+    operator: Operator
+    workers: Workers
+
+
+@contextmanager
+def operator_env(kube: Kube, tmp_path: Path) -> Iterator[OperatorEnv]:
+    """A fresh namespace with an operator watching it; everything stopped on exit."""
+    name = f"{NAMESPACE_PREFIX}-op-{uuid.uuid4().hex[:8]}"
+    with kube.scratch_namespace(name) as ns:
+        operator = Operator(kube, name, tmp_path)
+        workers = Workers(operator, tmp_path)
+        operator.start()
+        try:
+            yield OperatorEnv(ns, operator, workers)
+        finally:
+            workers.stop_all()
+            if operator.process is not None:
+                operator.stop()
+            if os.environ.get("TETHER_E2E_KEEP_LOGS"):
+                print(operator.log())
+
+
+def eventually_phase(ns: Kube, name: str, phase: str, timeout: float = 60) -> Obj:
+    def check() -> Obj | None:
+        obj = ns.get("wfr", name)
+        return obj if (obj.get("status") or {}).get("phase") == phase else None
+
+    return eventually(check, timeout=timeout, what=f"wfr/{name} phase {phase}")  # type: ignore[no-any-return]

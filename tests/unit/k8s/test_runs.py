@@ -1,0 +1,217 @@
+"""The WorkflowRun lifecycle against a real scheduler service (in-memory store).
+
+The API server is replaced at the one seam we own, the `KubeClient`'s httpx
+transport: every request is recorded and answered 200.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+
+from tether_operator.engine import RunNotFound
+from tether_operator.k8s.client import KubeClient, KubeConfig
+from tether_operator.k8s.events import EventRecorder
+from tether_operator.k8s.mirror import MarkingStore
+from tether_operator.k8s.runs import MAX_INPUT_BYTES, RunController, RunObject
+from tether_operator.k8s.workflows import WorkflowDirectory
+from tether_operator.scheduler.service import SchedulerService
+from tether_operator.scheduler.store import InMemoryRunStore
+from worker_runtime.protocol import RegisterWorkerRequest, WorkflowSpec
+
+
+@dataclass
+class ApiServer:
+    """Records requests; answers each with 200 and its body."""
+
+    requests: list[tuple[str, str, Any]] = field(default_factory=list)
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content) if request.content else None
+        self.requests.append((request.method, request.url.path, body))
+        return httpx.Response(200, json=body or {})
+
+    def status_patches(self, name: str) -> list[dict[str, Any]]:
+        return [
+            body["status"]
+            for method, path, body in self.requests
+            if method == "PATCH" and path.endswith(f"/workflowruns/{name}/status")
+        ]
+
+
+@dataclass
+class Setup:
+    service: SchedulerService
+    runs: RunController
+    directory: WorkflowDirectory
+    api: ApiServer
+
+
+@pytest.fixture
+async def s() -> AsyncIterator[Setup]:
+    """A controller over a real service; `s.api` records what reached the API server."""
+    api = ApiServer()
+    client = KubeClient(KubeConfig(server="http://api"), transport=httpx.MockTransport(api.handle))
+    holder: list[RunController] = []
+    store = MarkingStore(InMemoryRunStore(), lambda run_id: holder[0].mark(run_id))
+    service = SchedulerService(store=store)
+    directory = WorkflowDirectory()
+    events = EventRecorder(client)
+    runs = RunController(service, store, client, events, directory)
+    holder.append(runs)
+    service.subscribe(runs.on_notice)
+    await service.start()
+    runs.status.start()
+    events.start()
+    yield Setup(service, runs, directory, api)
+    await events.stop()
+    await runs.status.stop()
+    await service.stop()
+    await client.aclose()
+
+
+def run_event(name: str = "r", type_: str = "ADDED", status: Any = None, **spec: Any) -> Any:
+    body: dict[str, Any] = {
+        "apiVersion": "tether.dev/v1alpha1",
+        "kind": "WorkflowRun",
+        "metadata": {"name": name, "namespace": "ns", "uid": f"uid-{name}", "generation": 1},
+        "spec": {"workflowRef": {"name": "w"}, **spec},
+    }
+    if status is not None:
+        body["status"] = status
+    return {"type": type_, "object": body}
+
+
+def register(service: SchedulerService, workflow: str = "w") -> None:
+    service.register_worker(
+        RegisterWorkerRequest(
+            worker_id="pod-1", incarnation="i1", workflows=[WorkflowSpec(name=workflow)]
+        )
+    )
+
+
+async def settle(s: Setup) -> None:
+    await asyncio.sleep(0.05)
+    await s.service.flush()
+    await s.runs.status.flush()
+
+
+async def test_a_run_without_a_registered_workflow_waits_pending_then_starts(s: Setup) -> None:
+    await s.runs.on_event(run_event())
+    await settle(s)
+    assert "ns.r" in s.runs.pending
+    pending = s.api.status_patches("r")[-1]
+    assert pending["phase"] == "Pending"
+    assert pending["conditions"][0]["reason"] == "WorkflowNotRegistered"
+
+    register(s.service)
+    s.runs.retry_pending()
+    await settle(s)
+    assert s.service.get_run("ns.r")["phase"] in ("Pending", "Running")
+    latest = s.api.status_patches("r")[-1]
+    accepted = next(c for c in latest["conditions"] if c["type"] == "Accepted")
+    assert (accepted["status"], accepted["reason"]) == ("True", "RunStarted")
+    assert not s.runs.pending
+
+
+async def test_input_over_two_mib_fails_the_run_without_starting_it(s: Setup) -> None:
+    register(s.service)
+    await s.runs.on_event(run_event(input="x" * MAX_INPUT_BYTES))
+    await settle(s)
+    with pytest.raises(RunNotFound):
+        s.service.get_run("ns.r")
+    status = s.api.status_patches("r")[-1]
+    assert status["phase"] == "Failed"
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "InvalidInput"
+    assert "spec.input is 2097154 bytes" in failed["message"]
+
+
+async def test_a_spec_the_models_refuse_fails_the_run_naming_the_field(s: Setup) -> None:
+    await s.runs.on_event(run_event(sticky="SOFT", scheduleTimeout="5m"))
+    await settle(s)
+    failed = s.api.status_patches("r")[-1]["conditions"][-1]
+    assert (failed["type"], failed["reason"]) == ("Failed", "InvalidSpec")
+    assert "scheduleTimeout applies only to HARD sessions" in failed["message"]
+
+
+async def test_a_run_takes_its_workflow_defaults_and_its_own_overrides_win(s: Setup) -> None:
+    s.directory.on_event(
+        {
+            "type": "ADDED",
+            "object": {
+                "metadata": {"namespace": "ns", "name": "w"},
+                "spec": {"sticky": "HARD", "scheduleTimeout": "10m"},
+            },
+        }
+    )
+    obj = RunObject("ns", "r", "uid", 1, {"workflowRef": {"name": "w"}})
+    request = s.runs._request(obj)
+    assert (request.run_id, request.sticky, request.schedule_timeout) == ("ns.r", "HARD", 600.0)
+    obj.spec["scheduleTimeout"] = "30s"
+    assert s.runs._request(obj).schedule_timeout == 30.0
+    other = RunObject("other", "r", "uid", 1, {"workflowRef": {"name": "w"}})
+    assert s.runs._request(other).sticky is None
+
+
+async def test_a_run_seen_again_is_not_started_twice(s: Setup) -> None:
+    register(s.service)
+    await s.runs.on_event(run_event())
+    await s.runs.on_event(run_event(type_="MODIFIED"))
+    await settle(s)
+    assert [r["run_id"] for r in s.service.list_runs()] == ["ns.r"]
+
+
+async def test_a_finished_run_unknown_to_the_engine_is_left_alone(s: Setup) -> None:
+    register(s.service)
+    await s.runs.on_event(run_event(status={"phase": "Succeeded"}))
+    await settle(s)
+    assert s.service.list_runs() == []
+
+
+async def test_deleting_a_run_cancels_and_forgets_it(s: Setup) -> None:
+    register(s.service)
+    await s.runs.on_event(run_event())
+    await settle(s)
+    await s.runs.on_event(run_event(type_="DELETED"))
+    with pytest.raises(RunNotFound):
+        s.service.get_run("ns.r")
+    assert "ns.r" not in s.runs.objects
+    # The name may be used again by a new object.
+    await s.runs.on_event(run_event())
+    assert s.service.get_run("ns.r")["phase"] in ("Pending", "Running")
+
+
+async def test_status_is_written_only_for_stored_history(s: Setup) -> None:
+    register(s.service)
+    await s.runs.on_event(run_event())
+    # Nothing is stored before the history writer ran: no status yet.
+    assert s.runs._compute("ns.r") is None
+    await settle(s)
+    assert s.api.status_patches("r")
+    assert s.runs._compute("ns.r") is None  # nothing changed since the last write
+
+
+async def test_notices_become_events_and_a_lost_worker_is_told_to_each_run(s: Setup) -> None:
+    register(s.service)
+    await s.runs.on_event(run_event())
+    await settle(s)
+    s.service.worker_lost("pod-1", "PodDeleted", "pod pod-1 was deleted")
+    await settle(s)
+    await asyncio.sleep(0.1)
+    events = [
+        (body["reason"], body["message"])
+        for method, path, body in s.api.requests
+        if method == "POST" and path == "/api/v1/namespaces/ns/events"
+    ]
+    assert ("RunStarted", "run ns.r of w started") in events
+    lost = [message for reason, message in events if reason == "WorkerLost"]
+    assert lost == [
+        "worker pod-1 lost (PodDeleted): its workflow code is replayed on another worker"
+    ]
