@@ -172,13 +172,22 @@ class PoolController:
             self._wake.set()
 
     async def _ticking(self) -> None:
+        """Every pool each `tick`; autoscaled pools also soon after a demand notice, at
+        most every half tick (demand is a scan of the queues: a burst of notices, one
+        scan)."""
+        loop = asyncio.get_running_loop()
+        last_full = loop.time()
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.tick)
             self._wake.clear()
-            for key in list(self._pools):
-                self.kick(key)
-            await asyncio.sleep(min(0.1, self.tick))  # notices in a burst: one pass
+            full = loop.time() - last_full >= self.tick
+            if full:
+                last_full = loop.time()
+            for key, pool in list(self._pools.items()):
+                if full or (pool.body is not None and pool.body["spec"].get("autoscale")):
+                    self.kick(key)
+            await asyncio.sleep(self.tick / 2)
 
     # ------------------------------------------------------------------ events
 
