@@ -2,13 +2,15 @@
 
 Level-based and idempotent: `reconcile` reads the pool (as last seen by the watch),
 its pods (likewise, plus what this controller just created or deleted) and the
-engine's demand, then creates or deletes pods, updates deletion costs and writes the
+engine's demand (plus the runs the operator holds back until their workflow is
+registered), then creates or deletes pods, updates deletion costs and writes the
 status. Reconciles of one pool never overlap; a request while one runs makes it run
-once more. They are triggered by pool and pod events, by engine notices that change
-demand (a run started, a worker registered or was lost) and by a periodic tick.
+once more. They are triggered by pool and pod events, by a tick (every pool each
+second) and, for autoscaled pools, by engine notices that change demand (a run
+started, a worker registered or was lost).
 
 - Pods come from `spec.template` (`pods.build_pod`), named `<pool>-<random5>`,
-  labelled `tether.dev/pool=<pool>`, owned by the pool.
+  labelled `tether.dev/pool=<pool>`, owned by the pool; only pods it controls count.
 - Without `autoscale` the pool keeps `spec.replicas` pods (`kubectl scale` writes it),
   within [minReplicas, maxReplicas]. With `autoscale: true` the controller sets
   `spec.replicas` itself from the demand (`scaling.autoscale_target`), so
@@ -17,10 +19,13 @@ demand (a run started, a worker registered or was lost) and by a periodic tick.
 - Scale-down removes idle pods first (`scaling.scale_down_order`) and tells the
   scheduler `ScaledDown` before deleting. A pod deleted by anyone else is reported
   `PodDeleted` (`Evicted` for an eviction) as soon as its deletionTimestamp is seen;
-  a pod that ended (phase Failed or Succeeded) is reported, deleted and replaced.
+  a pod that ended (phase Failed or Succeeded) is reported, deleted and replaced,
+  with a backoff while new pods keep ending before their worker registers.
 - `controller.kubernetes.io/pod-deletion-cost` on every pod follows its load.
 
-All writes go through `KubeClient`; kopf only delivers the watch events (`setup`).
+All writes go through `KubeClient`; kopf only delivers the watch events
+(`register_handlers`). `setup(registry, context)` plugs the controller into the
+operator (`k8s/operator.py`, its controller seam).
 """
 
 from __future__ import annotations
