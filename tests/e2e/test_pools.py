@@ -15,9 +15,12 @@ import json
 import os
 import re
 import socket
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,6 +28,7 @@ import kopf
 import pytest
 
 from tests.e2e.kube import Kube, Obj, condition, eventually
+from tests.e2e.operator_env import REPO, Operator, wait_for, workflow_run
 from tether_operator.engine import EngineConfig, Notice
 from tether_operator.k8s import pools
 from tether_operator.k8s.client import KubeClient, load_config, resource_path
@@ -381,3 +385,44 @@ def test_a_deleted_pod_is_reported_lost_and_replaced(
     eventually(lambda: harness.losses().get(second) == "Evicted", what="the eviction reported")
     (third,) = registered(harness, ns, "cpu", 1)
     assert third not in (first, second)
+
+
+class PodReachableOperator(Operator):
+    """`tether operator` as a host process that worker pods can reach."""
+
+    def _spawn(self, out: Any, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        command = [sys.executable, "-m", "tether_operator.cli", "operator", "--host", "0.0.0.0"]
+        command += ["--port", str(self.port), "--namespace", self.namespace]
+        command += ["--scheduler-url", f"http://{HOST_FROM_PODS}:{self.port}"]
+        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+
+
+def test_the_operator_scales_a_pool_from_zero_for_a_run_applied_with_kubectl(
+    ns: Kube, image: str, tmp_path: Path
+) -> None:
+    """Through `tether operator` itself: the run waits for its workflow's first worker,
+    which only the pool's first pod brings."""
+    assert ns.namespace is not None
+    operator = PodReachableOperator(ns, ns.namespace, tmp_path)
+    operator.start()
+    try:
+        ns.apply(
+            *worker_pool(
+                "lazy", image, replicas=0, autoscale=True, maxReplicas=1, idleTimeout="2s"
+            ),
+            {
+                "apiVersion": "tether.dev/v1alpha1",
+                "kind": "Workflow",
+                "metadata": {"name": "hold"},
+                "spec": {"workerPool": "lazy"},
+            },
+            workflow_run("r1", "hold", {"seconds": 0.1}),
+        )
+        run = wait_for(ns, "r1", timeout=120)
+        (pod,) = {a["pod"] for a in run["status"]["activities"]}
+        assert pod.startswith("lazy-")
+        assert run["status"]["result"] == pod
+        eventually(lambda: not ns.pods(f"{POOL_LABEL}=lazy"), what="the pool back at zero")
+        assert "Autoscaled" in pool_events(ns, "lazy")
+    finally:
+        operator.stop()
