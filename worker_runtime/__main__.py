@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             worker_id=worker_id,
             pod=os.environ.get("TETHER_POD_NAME") or worker_id,
             node=os.environ.get("TETHER_NODE_NAME") or host,
+            pool=os.environ.get("TETHER_POOL", ""),
             slots=args.slots or env_int("TETHER_SLOTS", 8),
             session_capacity=env_int("TETHER_SESSION_CAPACITY", 4),
             connect_timeout=env_float("TETHER_CONNECT_TIMEOUT", 10.0),

@@ -113,6 +113,12 @@ class RegisterWorkerRequest(Model):
     )
     pod: str = ""
     node: str = ""
+    pool: str = Field(
+        default="",
+        max_length=253,
+        description="The worker pool it belongs to (TETHER_POOL); runs naming a pool use "
+        "only that pool's workers.",
+    )
     incarnation: str = Field(min_length=1, description="Unique per process start.")
     workflows: list[WorkflowSpec] = Field(default_factory=list)
     activities: list[ActivitySpec] = Field(default_factory=list)
@@ -374,6 +380,12 @@ class StartRunRequest(Model):
         gt=0,
         description="How long HARD waits for a lost session worker.",
     )
+    worker_pool: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        description="Run every task of the run only on workers of this pool; absent: any worker.",
+    )
 
 
 class AttemptView(Model):
@@ -474,6 +486,7 @@ class WorkerView(Model):
     worker_id: str
     pod: str
     node: str
+    pool: str = ""
     alive: bool
     slots: int
     running: int

@@ -48,8 +48,8 @@ async def run_worker(
 
     With ``activities=None``, every activity defined in the workflows' modules is
     registered. Unset arguments come from the environment: ``TETHER_SCHEDULER_URL``,
-    ``TETHER_WORKER_ID``, ``TETHER_POD_NAME``, ``TETHER_NODE_NAME``, ``TETHER_SLOTS``,
-    ``TETHER_SESSION_CAPACITY``, ``TETHER_POD_NAMESPACE``.
+    ``TETHER_WORKER_ID``, ``TETHER_POD_NAME``, ``TETHER_NODE_NAME``, ``TETHER_POOL``,
+    ``TETHER_SLOTS``, ``TETHER_SESSION_CAPACITY``, ``TETHER_POD_NAMESPACE``.
     """
     host = socket.gethostname()
     worker_id = worker_id or os.environ.get("TETHER_WORKER_ID") or f"{host}-{os.getpid()}"
@@ -62,6 +62,7 @@ async def run_worker(
         worker_id=worker_id,
         pod=os.environ.get("TETHER_POD_NAME") or worker_id,
         node=os.environ.get("TETHER_NODE_NAME") or host,
+        pool=os.environ.get("TETHER_POOL", ""),
         slots=slots if slots is not None else env_int("TETHER_SLOTS", 8),
         session_capacity=session_capacity
         if session_capacity is not None

@@ -62,6 +62,7 @@ class Worker:
         worker_id: str,
         pod: str | None = None,
         node: str | None = None,
+        pool: str = "",
         slots: int = 8,
         session_capacity: int = 4,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -83,6 +84,7 @@ class Worker:
         self._worker_id = worker_id
         self.pod = pod or worker_id
         self.node = node or socket.gethostname()
+        self.pool = pool
         self.slots = slots
         self.session_capacity = session_capacity
         self.namespace = namespace
@@ -216,6 +218,7 @@ class Worker:
             worker_id=self.worker_id,
             pod=self.pod,
             node=self.node,
+            pool=self.pool,
             incarnation=self._incarnation,
             workflows=[d.spec() for d in self._workflows.values()],
             activities=[a.spec() for a in self._activities.values()],

@@ -4,6 +4,7 @@ No I/O and no clock reads: every call takes `now` and returns effects.
 """
 
 from .core import Engine, EngineConfig
+from .demand import NO_POOL, Demand, WorkerLoad
 from .effects import Deliver, Effect, Notice, Persist, RunEnded, WorkerGone
 from .errors import (
     EngineError,
@@ -12,14 +13,17 @@ from .errors import (
     RunNotFound,
     UnknownWorker,
     WorkerReplaced,
+    WorkerRetired,
     WorkflowNotFound,
 )
 from .retry import backoff, should_retry
 from .runs import TERMINAL_PHASES, Run
 
 __all__ = [
+    "NO_POOL",
     "TERMINAL_PHASES",
     "Deliver",
+    "Demand",
     "Effect",
     "Engine",
     "EngineConfig",
@@ -33,7 +37,9 @@ __all__ = [
     "RunNotFound",
     "UnknownWorker",
     "WorkerGone",
+    "WorkerLoad",
     "WorkerReplaced",
+    "WorkerRetired",
     "WorkflowNotFound",
     "backoff",
     "should_retry",

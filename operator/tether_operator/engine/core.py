@@ -21,13 +21,14 @@ from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from worker_runtime.wire import LOSS_REASONS, is_loss_reason
+from worker_runtime.wire import LOSS_REASONS, is_loss_reason, is_permanent_loss
 
 from .commands import Commands
 from .deadlines import DeadlineKind, Deadlines
+from .demand import Demand, pool_demand
 from .dispatch import Dispatch
 from .effects import Effect, Outbox
-from .errors import InvalidCommand, RunAlreadyExists, UnknownWorker
+from .errors import InvalidCommand, RunAlreadyExists, UnknownWorker, WorkerRetired
 from .lifecycle import Lifecycle
 from .restore import Restore
 from .retry import Retries
@@ -125,6 +126,15 @@ class Engine:
         with self._batch(now) as out:
             new = WorkerState.from_registration(req, now)
             old = st.workers.get(new.worker_id)
+            if old is not None and not old.alive and _gone_for_good(old):
+                # Its pod is being deleted: a re-registration would only take work the
+                # dying process drops (and burn an attempt each time).
+                raise WorkerRetired(
+                    f"worker {new.worker_id!r} was lost for good ({old.lost_reason}): its pod "
+                    "is gone, so it may not register again; a new pod registers under its "
+                    "own name",
+                    field="worker_id",
+                )
             if old is not None and old.alive and old.incarnation == new.incarnation:
                 old.workflows, old.activities = new.workflows, new.activities
                 old.slots, old.session_capacity = new.slots, new.session_capacity
@@ -337,6 +347,12 @@ class Engine:
         """Every worker's view (`WorkerView` dicts), lost ones included."""
         return [w.view() for w in self.state.workers.values()]
 
+    def demand(self) -> dict[str, Demand]:
+        """Per worker pool ("" for none): work waiting for a worker, and each live
+        worker's load. Placement runs at the end of every call, so what is queued here
+        is what no live worker can take."""
+        return pool_demand(self.state)
+
     def history(self, run_id: str) -> list[dict[str, Any]]:
         """The run's history events, oldest first."""
         return list(self.state.get_run(run_id).history)
@@ -355,3 +371,7 @@ class Engine:
             if not run.terminal:
                 self._restore.resume(run)
         return out
+
+
+def _gone_for_good(w: WorkerState) -> bool:
+    return w.lost_reason is not None and is_permanent_loss(w.lost_reason)

@@ -47,7 +47,10 @@ class Dispatch:
         eligible = [
             w
             for w in st.workers.values()
-            if w.alive and task.name in w.activities and w.free_slots > 0
+            if w.alive
+            and task.name in w.activities
+            and w.free_slots > 0
+            and w.serves(run.worker_pool)
         ]
         if not eligible:
             return False
@@ -114,7 +117,11 @@ class Dispatch:
     def _workflow(self, task: LiveTask) -> bool:
         st, out = self.state, self.out
         run = st.runs[task.run_id]
-        eligible = [w for w in st.workers.values() if w.alive and run.workflow in w.workflows]
+        eligible = [
+            w
+            for w in st.workers.values()
+            if w.alive and run.workflow in w.workflows and w.serves(run.worker_pool)
+        ]
         if not eligible:
             return False
         if not run.sticky:

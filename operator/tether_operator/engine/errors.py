@@ -34,6 +34,13 @@ class WorkerReplaced(EngineError):
     reason = "WorkerReplaced"
 
 
+class WorkerRetired(EngineError):
+    """The worker's pod is gone for good (PodDeleted, Evicted, ScaledDown): a process
+    still running in it may not register again, so it takes no new work."""
+
+    reason = "WorkerRetired"
+
+
 class WorkflowNotFound(EngineError):
     """No worker has ever registered the workflow a run asks for."""
 

@@ -64,6 +64,8 @@ class Lifecycle:
             "parent_run_id": parent[0].run_id if parent else None,
             "parent_seq": parent[1] if parent else None,
             "placement_worker": placement_worker,
+            # A child runs in its parent's pool unless it names its own.
+            "worker_pool": req.get("worker_pool") or (parent[0].worker_pool if parent else None),
         }
         ev = event("RunStarted", out.now, **data)
         run = Run.started(ev)

@@ -101,6 +101,8 @@ class Run:
     parent_run_id: str | None = None
     parent_seq: int | None = None
     placement_worker: str | None = None
+    worker_pool: str | None = None
+    """Only workers of this pool run the run's tasks; None: any worker."""
     sticky: str | None = None
     phase: str = "Pending"
     result: Any = None
@@ -149,6 +151,7 @@ class Run:
             parent_run_id=d.get("parent_run_id"),
             parent_seq=d.get("parent_seq"),
             placement_worker=d.get("placement_worker"),
+            worker_pool=d.get("worker_pool"),
         )
         run.history.append(ev)
         return run

@@ -20,6 +20,8 @@ class WorkerState:
     slots: int
     session_capacity: int
     last_seen: float
+    pool: str = ""
+    """The worker pool it belongs to ("" for none): runs naming a pool use only its workers."""
     alive: bool = True
     lost_reason: LossReason | None = None
     running: set[str] = field(default_factory=set)
@@ -41,7 +43,12 @@ class WorkerState:
             slots=int(req.get("slots", 8)),
             session_capacity=int(req.get("session_capacity", 4)),
             last_seen=now,
+            pool=req.get("pool") or "",
         )
+
+    def serves(self, pool: str | None) -> bool:
+        """Whether the worker may run tasks of a run restricted to `pool` (None: any)."""
+        return not pool or self.pool == pool
 
     @property
     def free_slots(self) -> int:
@@ -56,6 +63,7 @@ class WorkerState:
             "worker_id": self.worker_id,
             "pod": self.pod,
             "node": self.node,
+            "pool": self.pool,
             "alive": self.alive,
             "slots": self.slots,
             "running": len(self.running),

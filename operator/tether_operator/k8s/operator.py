@@ -25,7 +25,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -114,6 +114,8 @@ class OperatorContext:
     client: KubeClient
     service: OperatorService
     events: EventRecorder
+    waiting: Callable[[], Mapping[str, int]] = dict
+    """Runs not in the engine yet that wait for a worker, per pool id (autoscaling)."""
     background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     """Coroutines run beside the HTTP server for the operator's lifetime."""
 
@@ -242,7 +244,7 @@ async def run_operator(settings: OperatorSettings) -> None:
     kopf.on.event(GROUP, VERSION, "workflows", registry=registry)(
         _handler(_async(directory.on_event))
     )
-    context = OperatorContext(settings, client, service, events)
+    context = OperatorContext(settings, client, service, events, runs.waiting_by_pool)
     for setup in CONTROLLERS:
         setup(registry, context)
 

@@ -580,9 +580,11 @@ class WorkerPoolStatus(Resource):
     observed_generation: int | None = Field(default=None, ge=0)
     """The `metadata.generation` this status was computed from."""
     conditions: Conditions = Field(default_factory=list)
-    """Conditions: `Ready` is True when every desired pod is ready."""
+    """Conditions: `Ready` (every desired pod's worker registered), `ScalingLimited`
+    (minReplicas or maxReplicas holds the count back) and, while pods cannot be
+    created or keep ending, `ReplicaFailure`."""
     replicas: int = Field(default=0, ge=0)
-    """Pods that exist (the scale subresource's status.replicas)."""
+    """Pods that exist and are not being deleted (the scale subresource's status.replicas)."""
     ready_replicas: int = Field(default=0, ge=0)
     """Pods whose worker is registered and ready for tasks."""
     busy: int = Field(default=0, ge=0)

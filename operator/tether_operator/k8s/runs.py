@@ -38,7 +38,7 @@ from tether_operator.k8s import objects
 from tether_operator.k8s.client import ApiError, KubeClient, resource_path
 from tether_operator.k8s.events import EventRecorder, ObjectRef
 from tether_operator.k8s.mirror import MarkingStore, StatusPatch, StatusWriter
-from tether_operator.k8s.naming import run_id_for, run_object
+from tether_operator.k8s.naming import pool_id_for, run_id_for, run_object
 from tether_operator.k8s.resources import API_VERSION, WorkflowRunSpec, parse_duration
 from tether_operator.k8s.status import (
     TERMINAL_PHASES,
@@ -226,8 +226,8 @@ class RunController:
             "schedule_timeout": parse_duration(timeout) if timeout else DEFAULT_SCHEDULE_TIMEOUT,
         }
         pool = spec.worker_pool or (defaults.worker_pool if defaults else None)
-        if pool and "worker_pool" in StartRunRequest.model_fields:
-            fields["worker_pool"] = pool
+        if pool:  # the WorkerPool of the run's own namespace
+            fields["worker_pool"] = pool_id_for(obj.namespace, pool)
         request = StartRunRequest.model_validate(fields)
         # The run id is `<namespace>.<name>` (naming.py); it may be longer than the ids
         # a client may choose over HTTP, so it is set without that pattern check.
@@ -298,6 +298,21 @@ class RunController:
             f"waiting for a worker to register workflow {workflow!r}",
         )
         self.status.mark(run_id)
+
+    def waiting_by_pool(self) -> dict[str, int]:
+        """Runs waiting for a worker to register their workflow, per pool id ("" for
+        none): demand the WorkerPool controller scales on before the engine holds them."""
+        counts: dict[str, int] = {}
+        for run_id in self.pending:
+            obj = self.objects.get(run_id)
+            if obj is None:
+                continue
+            try:
+                pool = self._request(obj).worker_pool or ""
+            except InputRefused:
+                continue
+            counts[pool] = counts.get(pool, 0) + 1
+        return counts
 
     def retry_pending(self) -> None:
         """A worker registered: start the runs that waited for one."""

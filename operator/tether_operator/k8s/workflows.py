@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from tether_operator.k8s.client import ApiError, KubeClient, resource_path
 from tether_operator.k8s.mirror import StatusPatch, StatusWriter
+from tether_operator.k8s.naming import pool_name
 from tether_operator.k8s.resources import (
     API_VERSION,
     ActivityOptions,
@@ -159,7 +160,7 @@ class WorkflowPublisher:
     def registered(self, req: RegisterWorkerRequest) -> None:
         """A worker registered: publish every workflow it serves."""
         namespace = getattr(req, "namespace", "") or self._default_namespace
-        pool = str(getattr(req, "pool", "") or "")
+        pool = pool_name(req.pool)
         self._workers[req.worker_id] = _Registration(namespace, pool, req.pod, req)
         for wf in req.workflows:
             self._touch(namespace, wf.name)

@@ -26,6 +26,7 @@ from tether_operator.engine import (
     RunNotFound,
     UnknownWorker,
     WorkerReplaced,
+    WorkerRetired,
     WorkflowNotFound,
 )
 from worker_runtime.protocol import MAX_BODY_BYTES, MAX_PAYLOAD_BYTES
@@ -54,6 +55,7 @@ ENGINE_ERROR_STATUS: dict[type[EngineError], int] = {
     RunNotFound: 404,
     UnknownWorker: 404,
     WorkerReplaced: 409,
+    WorkerRetired: 409,
     WorkflowNotFound: 404,
     RunAlreadyExists: 409,
     InvalidCommand: 422,

@@ -56,6 +56,7 @@ class Driver:
         slots: int = 4,
         capacity: int = 2,
         incarnation: str = "1",
+        pool: str = "",
     ) -> None:
         wf = workflows if workflows is not None else {"wf": None}
         self.apply(
@@ -64,6 +65,7 @@ class Driver:
                     "worker_id": wid,
                     "pod": wid,
                     "node": node,
+                    "pool": pool,
                     "incarnation": incarnation,
                     "workflows": [{"name": n, "sticky": s} for n, s in wf.items()],
                     "activities": [{"name": a} for a in activities],

@@ -24,12 +24,14 @@ missing task again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -51,6 +53,7 @@ from tether_operator.engine import (
     Run,
     RunEnded,
     UnknownWorker,
+    WorkerRetired,
 )
 
 from .driver import Driver, act, done, open_session
@@ -68,10 +71,13 @@ PROPERTY_SETTINGS = settings(
 )
 
 POOL = ("w0", "w1", "w2", "w3")
+WORKER_POOL = {"w0": "p", "w1": "p", "big-p": "p"}
+"""Worker pools (the others have none); runs that name pool "p" run only on these."""
 NODES = ("n0", "n1")
 WORKFLOWS = {"wf": None, "soft-wf": "SOFT", "hard-wf": "HARD"}
 ACTIVITIES = ("a", "b")
 LOSS_REASONS = ("ProcessExited", "HeartbeatTimeout", "PodDeleted", "ScaledDown", "NodeLost")
+PERMANENT_LOSSES = ("PodDeleted", "ScaledDown", "Evicted")
 TERMINAL_EVENTS = frozenset({"RunCompleted", "RunFailed", "RunCancelled"})
 MAX_RUNS = 6
 
@@ -473,6 +479,8 @@ class EngineMachine(RuleBasedStateMachine):
                 w = eng.workers.get(fx.worker_id)
                 assert w is not None, f"task dispatched to unknown {fx.worker_id}"
                 assert w.alive, f"task dispatched to dead {fx.worker_id}"
+                pool = eng.runs[rid].worker_pool
+                assert w.serves(pool), f"{rid} of pool {pool} dispatched to {fx.worker_id}"
         for wid, msgs in self.d.inbox.items():
             proc = self.procs[wid]
             for m in msgs:
@@ -507,12 +515,20 @@ class EngineMachine(RuleBasedStateMachine):
     def register(self, proc: WorkerProcess) -> None:
         cfg = proc.config
         self.d.silent.discard(proc.wid)
+        old = self.engine.workers.get(proc.wid)
+        retired = old is not None and not old.alive and old.lost_reason in PERMANENT_LOSSES
+        with pytest.raises(WorkerRetired) if retired else contextlib.nullcontext():
+            # A worker lost for good (its pod is gone) never registers again.
+            self._register(proc, cfg)
+
+    def _register(self, proc: WorkerProcess, cfg: WorkerConfig) -> None:
         self.call(
             self.engine.register_worker(
                 {
                     "worker_id": proc.wid,
                     "pod": proc.wid,
                     "node": cfg.node,
+                    "pool": WORKER_POOL.get(proc.wid, ""),
                     "incarnation": str(proc.incarnation),
                     "workflows": [{"name": n, "sticky": s} for n, s in WORKFLOWS.items()]
                     if cfg.serves_workflows
@@ -564,9 +580,15 @@ class EngineMachine(RuleBasedStateMachine):
         sticky=st.sampled_from([None, None, "SOFT", "HARD"]),
         schedule_timeout=st.sampled_from([None, 2.0, 10.0, 60.0]),
         script=scripts(),
+        pool=st.sampled_from([None, None, "p"]),
     )
     def start_run(
-        self, workflow: str, sticky: str | None, schedule_timeout: float | None, script: Script
+        self,
+        workflow: str,
+        sticky: str | None,
+        schedule_timeout: float | None,
+        script: Script,
+        pool: str | None,
     ) -> None:
         rid = f"r{len(self.run_ids)}"
         req: dict[str, Any] = {"run_id": rid, "workflow": workflow, "input": {"n": rid}}
@@ -574,6 +596,8 @@ class EngineMachine(RuleBasedStateMachine):
             req["sticky"] = sticky
         if schedule_timeout is not None:
             req["schedule_timeout"] = schedule_timeout
+        if pool is not None:
+            req["worker_pool"] = pool
         self.scripts[rid] = script
         self.run_ids.append(rid)
         got, fx = self.engine.start_run(req, self.d.now)
@@ -718,11 +742,12 @@ class EngineMachine(RuleBasedStateMachine):
     @rule()
     def settle(self) -> None:
         """Liveness: a big healthy worker, no more losses, everything completes, time passes."""
-        big = self.procs.setdefault(
-            "big", WorkerProcess("big", WorkerConfig("n0", 50, 50, serves_workflows=True))
-        )
-        if not self.registered("big"):
-            self.register(big)
+        for wid in ("big", "big-p"):
+            big = self.procs.setdefault(
+                wid, WorkerProcess(wid, WorkerConfig("n0", 50, 50, serves_workflows=True))
+            )
+            if not self.registered(wid):
+                self.register(big)
         self.d.silent.clear()
         for _ in range(400):
             if all(r.terminal for r in self.engine.runs.values()):
@@ -770,6 +795,10 @@ class EngineMachine(RuleBasedStateMachine):
                     )
             self.phases[rid] = run.phase
         check_engine(eng)
+        for pool, demand in eng.demand().items():
+            for wid in demand.workers:
+                assert eng.workers[wid].alive
+                assert eng.workers[wid].pool == pool
 
 
 EngineMachine.TestCase.settings = PROPERTY_SETTINGS

@@ -1,6 +1,6 @@
 import pytest
 
-from tether_operator.k8s.naming import run_id_for, run_object
+from tether_operator.k8s.naming import pool_id_for, pool_object, run_id_for, run_object
 
 
 def test_run_ids_round_trip_names_with_dots() -> None:
@@ -11,3 +11,9 @@ def test_run_ids_round_trip_names_with_dots() -> None:
 def test_a_run_id_without_namespace_and_name_is_refused(bad: str) -> None:
     with pytest.raises(ValueError, match="does not name a WorkflowRun"):
         run_object(bad)
+
+
+def test_pool_ids_round_trip_and_refuse_what_names_no_pool() -> None:
+    assert pool_object(pool_id_for("team-a", "gpu.v2")) == ("team-a", "gpu.v2")
+    with pytest.raises(ValueError, match="does not name a WorkerPool"):
+        pool_object("gpu")

@@ -1,0 +1,575 @@
+"""The WorkerPool controller: a pool's pods, their count, scale-down order and status.
+
+Level-based and idempotent: `reconcile` reads the pool (as last seen by the watch),
+its pods (likewise, plus what this controller just created or deleted) and the
+engine's demand (plus the runs the operator holds back until their workflow is
+registered), then creates or deletes pods, updates deletion costs and writes the
+status. Reconciles of one pool never overlap; a request while one runs makes it run
+once more. They are triggered by pool and pod events, by a tick (every pool each
+second) and, for autoscaled pools, by engine notices that change demand (a run
+started, a worker registered or was lost).
+
+- Pods come from `spec.template` (`pods.build_pod`), named `<pool>-<random5>`,
+  labelled `tether.dev/pool=<pool>`, owned by the pool; only pods it controls count.
+- Without `autoscale` the pool keeps `spec.replicas` pods (`kubectl scale` writes it),
+  within [minReplicas, maxReplicas]. With `autoscale: true` the controller sets
+  `spec.replicas` itself from the demand (`scaling.autoscale_target`), so
+  `kubectl get wp` shows the count it chose; a `kubectl scale` is then overridden at
+  the next tick, as an HPA would.
+- Scale-down removes idle pods first (`scaling.scale_down_order`) and tells the
+  scheduler `ScaledDown` before deleting. A pod deleted by anyone else is reported
+  `PodDeleted` (`Evicted` for an eviction) as soon as its deletionTimestamp is seen;
+  a pod that ended (phase Failed or Succeeded) is reported, deleted and replaced,
+  with a backoff while new pods keep ending before their worker registers.
+- `controller.kubernetes.io/pod-deletion-cost` on every pod follows its load.
+
+All writes go through `KubeClient`; kopf only delivers the watch events
+(`register_handlers`). `setup(registry, context)` plugs the controller into the
+operator (`k8s/operator.py`, its controller seam).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+import kopf
+from pydantic import ValidationError
+
+from tether_operator.engine import Demand, EngineError, Notice
+from tether_operator.k8s.client import ApiError, KubeClient, resource_path
+from tether_operator.k8s.events import EventRecorder, ObjectRef
+from tether_operator.k8s.naming import pool_id_for
+from tether_operator.k8s.pods import (
+    DELETION_COST,
+    POOL_LABEL,
+    build_pod,
+    created_at,
+    deletion_cost,
+    evicted,
+    failed,
+    new_pod_name,
+    terminating,
+)
+from tether_operator.k8s.resources import API_VERSION, GROUP, VERSION, WorkerPool
+from tether_operator.k8s.scaling import PodState, Target, autoscale_target, clamp, scale_down_order
+from tether_operator.scheduler import SchedulerService
+from worker_runtime.wire import is_permanent_loss
+
+if TYPE_CHECKING:  # operator.py imports this module to plug the controller in
+    from tether_operator.k8s.operator import OperatorContext
+
+__all__ = ["PoolController", "register_handlers", "setup"]
+
+logger = logging.getLogger("tether.pools")
+
+PoolKey = tuple[str, str]
+"""(namespace, name) of a WorkerPool."""
+
+_DEMAND_NOTICES = frozenset({"RunStarted", "WorkerRegistered", "WorkerLost", "SessionBroken"})
+"""Engine notices after which some pool's demand may have changed."""
+
+MAX_CREATE_BACKOFF = 60.0
+"""Longest wait before replacing pods again after pods of the pool kept ending."""
+
+
+@dataclass
+class _Pool:
+    body: dict[str, Any] | None = None
+    """The WorkerPool as the watch last delivered it."""
+    pods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Its pods by name: what the watch delivered, updated by this controller's writes."""
+    idle_since: dict[str, float] = field(default_factory=dict)
+    scaled_down: set[str] = field(default_factory=set)
+    """Pods this controller deleted to scale down (reported `ScaledDown`, not `PodDeleted`)."""
+    create_error: str = ""
+    failures: int = 0
+    """Pods of the pool that ended (phase Failed) since a worker of it last registered."""
+    create_after: float = 0.0
+    """No new pods before this time (backoff after pods kept ending)."""
+    written_status: dict[str, Any] | None = None
+    task: asyncio.Task[None] | None = None
+    again: bool = False
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+class PoolController:
+    """Reconciles WorkerPools in the namespaces its watch delivers."""
+
+    def __init__(
+        self,
+        service: SchedulerService,
+        client: KubeClient,
+        *,
+        scheduler_url: str,
+        clock: Callable[[], float] = time.time,
+        tick: float = 1.0,
+        startup_grace: float = 10.0,
+        rng: random.Random | None = None,
+        events: EventRecorder | None = None,
+        waiting: Callable[[], Mapping[str, int]] = dict,
+    ) -> None:
+        self.service = service
+        self.client = client
+        self.scheduler_url = scheduler_url
+        """What worker pods are told to reach the scheduler at (TETHER_SCHEDULER_URL)."""
+        self.events = events
+        self.waiting = waiting
+        """Runs the engine does not hold yet that wait for a worker, per pool id: a pool
+        scaled to zero has no worker to register their workflow."""
+        self.clock = clock
+        self.tick = tick
+        self.startup_grace = startup_grace
+        """No scale-down this soon after start: workers are still re-registering, so
+        every pod looks idle."""
+        self._rng = rng
+        self._pools: dict[PoolKey, _Pool] = {}
+        self._started_at = clock()
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Start the periodic tick and follow engine notices (idempotent)."""
+        if self._loop_task is not None:
+            return
+        self._started_at = self.clock()
+        self._unsubscribe = self.service.subscribe(self._on_notice)
+        self._loop_task = asyncio.create_task(self._ticking(), name="tether-pools-tick")
+
+    async def stop(self) -> None:
+        """Stop ticking and wait for running reconciles."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        tasks = [p.task for p in self._pools.values() if p.task is not None]
+        if self._loop_task is not None:
+            tasks.append(self._loop_task)
+            self._loop_task = None
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def run(self) -> None:
+        """`start`, then run until cancelled, then `stop` (for the operator's companions)."""
+        self.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.stop()
+
+    def _on_notice(self, notice: Notice) -> None:
+        if notice.reason in _DEMAND_NOTICES:
+            self._wake.set()
+
+    async def _ticking(self) -> None:
+        """Every pool each `tick`; autoscaled pools also soon after a demand notice, at
+        most every half tick (demand is a scan of the queues: a burst of notices, one
+        scan)."""
+        loop = asyncio.get_running_loop()
+        last_full = loop.time()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.tick)
+            self._wake.clear()
+            full = loop.time() - last_full >= self.tick
+            if full:
+                last_full = loop.time()
+            for key, pool in list(self._pools.items()):
+                if full or (pool.body is not None and pool.body["spec"].get("autoscale")):
+                    self.kick(key)
+            await asyncio.sleep(self.tick / 2)
+
+    # ------------------------------------------------------------------ events
+
+    async def on_pool_event(self, event_type: str | None, body: dict[str, Any]) -> None:
+        """A WorkerPool watch event (`event_type` None for the initial listing)."""
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        if event_type == "DELETED":
+            pool = self._pools.pop(key, None)
+            if pool is not None and pool.task is not None:
+                pool.task.cancel()
+            return  # its pods are garbage-collected; their pod events report the loss
+        self._pools.setdefault(key, _Pool()).body = body
+        self.kick(key)
+
+    async def on_pod_event(self, event_type: str | None, pod: dict[str, Any]) -> None:
+        """A watch event of a pod labelled `tether.dev/pool`."""
+        meta = pod["metadata"]
+        key = (meta["namespace"], meta["labels"][POOL_LABEL])
+        pool = self._pools.setdefault(key, _Pool())
+        if event_type == "DELETED":
+            pool.pods.pop(meta["name"], None)
+            self._report_lost(key, pool, pod)
+            pool.scaled_down.discard(meta["name"])
+            if pool.body is None and not pool.pods:
+                del self._pools[key]  # the pool is gone too
+        else:
+            pool.pods[meta["name"]] = pod
+            if terminating(pod) or failed(pod):
+                self._report_lost(key, pool, pod)  # now: sessions break within a second
+        if pool.body is not None:
+            self.kick(key)
+
+    # ------------------------------------------------------------------ reconcile
+
+    def kick(self, key: PoolKey) -> None:
+        """Reconcile pool `key` soon; once more after the running reconcile if one runs."""
+        pool = self._pools.get(key)
+        if pool is None or pool.body is None:
+            return
+        if pool.task is not None and not pool.task.done():
+            pool.again = True
+            return
+        pool.task = asyncio.create_task(self._reconcile_until_settled(key))
+
+    async def _reconcile_until_settled(self, key: PoolKey) -> None:
+        pool = self._pools.get(key)
+        while pool is not None:
+            pool.again = False
+            try:
+                await self.reconcile(key)
+            except ApiError as exc:
+                logger.warning("WorkerPool %s/%s: %s", *key, exc)
+            except Exception:
+                logger.exception("WorkerPool %s/%s: reconcile failed", *key)
+            if not pool.again:
+                return
+
+    async def reconcile(self, key: PoolKey) -> None:
+        """Bring pool `key`'s pods, their deletion costs and its status in line."""
+        pool = self._pools.get(key)
+        if pool is None or pool.body is None:
+            return
+        body = pool.body
+        try:
+            spec = WorkerPool.model_validate(body).spec
+        except ValidationError as exc:
+            logger.error("WorkerPool %s/%s is not valid, not reconciled: %s", *key, exc)
+            return
+        pool_id = pool_id_for(*key)
+        now = self.clock()
+        # Only pods this pool controls count: a stray pod with the label is not ours.
+        owned = [p for p in pool.pods.values() if _controller_uid(p) == body["metadata"]["uid"]]
+        for pod in owned:
+            if terminating(pod):
+                self._report_lost(key, pool, pod)  # a no-op unless it registered meanwhile
+            elif failed(pod):
+                self._report_lost(key, pool, pod)
+                if not evicted(pod):
+                    pool.failures += 1
+                    pool.create_after = now + min(MAX_CREATE_BACKOFF, 2.0 ** (pool.failures - 1))
+                await self._delete(key, pool, pod)
+                self._event(
+                    key, body, "Normal", "SuccessfulDelete", f"deleted ended pod {_name(pod)}"
+                )
+        live = [p for p in owned if not terminating(p) and not failed(p)]
+        demand = self.service.engine.demand().get(pool_id)
+        if not_started := self.waiting().get(pool_id, 0):
+            demand = demand or Demand()
+            demand = replace(demand, queued=demand.queued + not_started)
+        states = self._pod_states(pool, live, demand, now)
+
+        if any(s.load is not None for s in states):
+            pool.failures = 0  # a worker came up: the template works
+
+        if spec.autoscale:
+            target = autoscale_target(spec, states, demand)
+            if target.replicas != spec.replicas:
+                await self._write_replicas(key, target.replicas)
+                self._event(key, body, "Normal", "Autoscaled", _autoscale_message(target, demand))
+        else:
+            target = clamp(spec, spec.replicas)
+
+        if len(live) < target.replicas:
+            if not self.scheduler_url:
+                pool.create_error = (
+                    "the operator has no scheduler URL to give worker pods: set "
+                    "TETHER_SCHEDULER_URL (or --scheduler-url) to the scheduler Service's URL"
+                )
+            elif now >= pool.create_after:
+                await self._create(key, pool, target.replicas - len(live))
+            else:
+                pool.create_error = (
+                    f"{pool.failures} pod(s) in a row ended before their worker registered "
+                    f"(see the pods' logs); the next pod is created in "
+                    f"{pool.create_after - now:.0f}s"
+                )
+        elif len(live) > target.replicas and now - self._started_at >= self.startup_grace:
+            excess = len(live) - target.replicas
+            victims = scale_down_order(states)[:excess]
+            states = [s for s in states if s not in victims]
+            for victim in victims:
+                self._lose(key, victim.name, "ScaledDown", f"pool {key[1]} scaled down")
+                pool.scaled_down.add(victim.name)
+                await self._delete(key, pool, pool.pods[victim.name])
+                self._event(
+                    key,
+                    body,
+                    "Normal",
+                    "SuccessfulDelete",
+                    f"deleted pod {victim.name}: scaled down to {target.replicas}",
+                )
+        await self._update_costs(pool, states)
+        await self._write_status(key, pool, body, target, states)
+
+    def _pod_states(
+        self, pool: _Pool, live: list[dict[str, Any]], demand: Demand | None, now: float
+    ) -> list[PodState]:
+        loads = demand.workers if demand is not None else {}
+        states = []
+        names = set()
+        for pod in live:
+            name = pod["metadata"]["name"]
+            names.add(name)
+            load = loads.get(name)
+            if load is not None and not load.idle:
+                pool.idle_since[name] = now
+            since = pool.idle_since.setdefault(name, now)
+            states.append(PodState(name, created_at(pod), load, now - since))
+        for gone in set(pool.idle_since) - names:
+            del pool.idle_since[gone]
+        return states
+
+    # ------------------------------------------------------------------ writes
+
+    async def _create(self, key: PoolKey, pool: _Pool, count: int) -> None:
+        assert pool.body is not None
+        path = resource_path("v1", "pods", key[0])
+        for _ in range(count):
+            manifest = build_pod(
+                pool.body, name=new_pod_name(key[1], self._rng), scheduler_url=self.scheduler_url
+            )
+            try:
+                created = await self.client.create(path, manifest)
+            except ApiError as exc:
+                if exc.conflict:
+                    continue  # a name clash: the next reconcile tries another name
+                pool.create_error = f"cannot create a pod from spec.template: {exc.message}"
+                logger.warning("WorkerPool %s/%s: %s", *key, pool.create_error)
+                self._event(key, pool.body, "Warning", "FailedCreate", pool.create_error)
+                return
+            pool.create_error = ""
+            pool.pods[_name(created)] = created
+            logger.info("WorkerPool %s/%s: created pod %s", *key, _name(created))
+            self._event(
+                key, pool.body, "Normal", "SuccessfulCreate", f"created pod {_name(created)}"
+            )
+
+    async def _delete(self, key: PoolKey, pool: _Pool, pod: dict[str, Any]) -> None:
+        name = pod["metadata"]["name"]
+        await self.client.delete(
+            resource_path("v1", "pods", key[0], name),
+            preconditions={"uid": pod["metadata"]["uid"]},
+        )
+        # Until the watch says so, count it as terminating, not as a live pod.
+        gone = {**pod, "metadata": {**pod["metadata"], "deletionTimestamp": _now_iso()}}
+        pool.pods[name] = gone
+        logger.info("WorkerPool %s/%s: deleted pod %s", *key, name)
+
+    async def _write_replicas(self, key: PoolKey, replicas: int) -> None:
+        path = resource_path(API_VERSION, "workerpools", *key)
+        updated = await self.client.patch(path, {"spec": {"replicas": replicas}})
+        pool = self._pools.get(key)
+        if pool is not None:
+            pool.body = updated
+        logger.info("WorkerPool %s/%s: autoscaled to %d", *key, replicas)
+
+    async def _update_costs(self, pool: _Pool, states: list[PodState]) -> None:
+        for state in states:
+            pod = pool.pods.get(state.name)
+            if pod is None or terminating(pod):
+                continue
+            cost = str(deletion_cost(state.load))
+            if (pod["metadata"].get("annotations") or {}).get(DELETION_COST) == cost:
+                continue
+            meta = pod["metadata"]
+            patch = {"metadata": {"annotations": {DELETION_COST: cost}}}
+            try:
+                pool.pods[state.name] = await self.client.patch(
+                    resource_path("v1", "pods", meta["namespace"], state.name), patch
+                )
+            except ApiError as exc:
+                if not exc.not_found:
+                    raise
+
+    async def _write_status(
+        self,
+        key: PoolKey,
+        pool: _Pool,
+        body: dict[str, Any],
+        target: Target,
+        states: list[PodState],
+    ) -> None:
+        generation = body["metadata"].get("generation")
+        ready = sum(1 for s in states if s.load is not None)
+        status: dict[str, Any] = {
+            "observedGeneration": generation,
+            "replicas": len(states),
+            "readyReplicas": ready,
+            "busy": sum(1 for s in states if s.busy),
+            "openSessions": sum(s.load.sessions for s in states if s.load is not None),
+            "selector": f"{POOL_LABEL}={key[1]}",
+        }
+        conditions = [
+            _ready_condition(target.replicas, len(states), ready),
+            (
+                ("True", "AtLimit", target.limited)
+                if target.limited
+                else ("False", "WithinLimits", f"{target.replicas} pods wanted")
+            ),
+        ]
+        types = ["Ready", "ScalingLimited"]
+        if pool.create_error:
+            conditions.append(("True", "FailedCreate", pool.create_error))
+            types.append("ReplicaFailure")
+        previous = {c["type"]: c for c in (body.get("status") or {}).get("conditions") or []}
+        status["conditions"] = [
+            _condition(type_, *c, generation, previous.get(type_))
+            for type_, c in zip(types, conditions, strict=True)
+        ]
+        comparable = {**status, "conditions": [_no_time(c) for c in status["conditions"]]}
+        if comparable == pool.written_status:
+            return
+        path = resource_path(API_VERSION, "workerpools", *key, subresource="status")
+        try:
+            await self.client.patch(path, {"status": status})
+        except ApiError as exc:
+            if exc.not_found:
+                return
+            raise
+        pool.written_status = comparable
+
+    def _event(
+        self,
+        key: PoolKey,
+        body: dict[str, Any],
+        type_: Literal["Normal", "Warning"],
+        reason: str,
+        message: str,
+    ) -> None:
+        if self.events is not None:
+            ref = ObjectRef(*key, uid=body["metadata"].get("uid", ""), kind="WorkerPool")
+            self.events.record(ref, type_, reason, message)
+
+    # ------------------------------------------------------------------ worker loss
+
+    def _report_lost(self, key: PoolKey, pool: _Pool, pod: dict[str, Any]) -> None:
+        name = pod["metadata"]["name"]
+        if name in pool.scaled_down:
+            reason, why = "ScaledDown", f"pool {key[1]} scaled down"
+        elif evicted(pod):
+            reason, why = "Evicted", f"pod {name} was evicted"
+        elif failed(pod):
+            phase = (pod.get("status") or {}).get("phase")
+            reason, why = "PodDeleted", f"pod {name} ended (phase {phase}); the pool replaces it"
+        else:
+            reason, why = "PodDeleted", f"pod {name} was deleted"
+        self._lose(key, name, reason, why)
+
+    def _lose(self, key: PoolKey, name: str, reason: str, message: str) -> None:
+        """Tell the scheduler the worker of pod `name` is gone, unless it knows already."""
+        w = self.service.engine.workers.get(name)
+        if w is None or w.pool != pool_id_for(*key):
+            return
+        if not w.alive and w.lost_reason is not None and is_permanent_loss(w.lost_reason):
+            return
+        try:
+            self.service.worker_lost(name, reason, message)
+        except EngineError as exc:
+            logger.warning("WorkerPool %s/%s: reporting %s lost: %s", *key, name, exc)
+
+
+def _controller_uid(pod: dict[str, Any]) -> str | None:
+    for ref in pod["metadata"].get("ownerReferences") or []:
+        if ref.get("controller"):
+            return str(ref.get("uid"))
+    return None
+
+
+def _name(obj: dict[str, Any]) -> str:
+    return str(obj["metadata"]["name"])
+
+
+def _autoscale_message(target: Target, demand: Demand | None) -> str:
+    waiting = (
+        f"{demand.queued} tasks and {demand.sessions_waiting} sessions wait for a worker"
+        if demand is not None and demand.unmet
+        else "nothing waits for a worker"
+    )
+    limited = f"; {target.limited}" if target.limited else ""
+    return f"autoscaled to {target.replicas} pods: {waiting}{limited}"
+
+
+def _ready_condition(wanted: int, pods: int, ready: int) -> tuple[str, str, str]:
+    if wanted == 0 and pods == 0:
+        return ("True", "ScaledToZero", "no pods wanted")
+    if ready >= wanted and pods == wanted:
+        return ("True", "PodsReady", f"{ready} of {wanted} pods ready")
+    return ("False", "PodsNotReady", f"{ready} of {wanted} pods ready ({pods} exist)")
+
+
+def _condition(
+    type_: str,
+    status: str,
+    reason: str,
+    message: str,
+    generation: int | None,
+    previous: dict[str, Any] | None,
+) -> dict[str, Any]:
+    same = previous is not None and previous.get("status") == status
+    return {
+        "type": type_,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": previous["lastTransitionTime"]
+        if same and previous is not None
+        else _now_iso(),
+        "observedGeneration": generation,
+    }
+
+
+def _no_time(condition: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in condition.items() if k != "lastTransitionTime"}
+
+
+def register_handlers(registry: kopf.OperatorRegistry, controller: PoolController) -> None:
+    """Feed `controller` the raw watch events of WorkerPools and of pods labelled
+    `tether.dev/pool` (`kopf.on.event`: kopf keeps no state on them)."""
+
+    @kopf.on.event(GROUP, VERSION, "workerpools", registry=registry)
+    async def _pool_event(event: kopf.RawEvent, **_: Any) -> None:
+        await controller.on_pool_event(event["type"], dict(event["object"]))
+
+    @kopf.on.event("", "v1", "pods", labels={POOL_LABEL: kopf.PRESENT}, registry=registry)
+    async def _pod_event(event: kopf.RawEvent, **_: Any) -> None:
+        await controller.on_pod_event(event["type"], dict(event["object"]))
+
+
+def setup(registry: kopf.OperatorRegistry, context: OperatorContext) -> PoolController:
+    """Plug the WorkerPool controller into the operator (its controller seam)."""
+    controller = PoolController(
+        context.service,
+        context.client,
+        scheduler_url=context.settings.scheduler_url,
+        events=context.events,
+        waiting=context.waiting,
+    )
+    register_handlers(registry, controller)
+    context.spawn(controller.run)
+    return controller

@@ -1,0 +1,155 @@
+"""The pod a WorkerPool's template becomes, and what the controller reads back from pods."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from tether_operator.engine import WorkerLoad
+from tether_operator.k8s.pods import (
+    DEFAULT_TERMINATION_GRACE_SECONDS,
+    DELETION_COST,
+    POOL_LABEL,
+    build_pod,
+    created_at,
+    deletion_cost,
+    evicted,
+    failed,
+    new_pod_name,
+    terminating,
+)
+from tether_operator.k8s.resources import WorkerPool
+
+
+def pool(**spec: Any) -> dict[str, Any]:
+    template = {
+        "metadata": {"labels": {"team": "ml"}, "annotations": {"note": "x"}},
+        "spec": {
+            "containers": [
+                {
+                    "name": "worker",
+                    "image": "tether:dev",
+                    "env": [
+                        {"name": "KEEP", "value": "1"},
+                        {"name": "TETHER_SLOTS", "value": "99"},
+                    ],
+                },
+                {"name": "sidecar", "image": "busybox"},
+            ],
+            "nodeSelector": {"gpu": "yes"},
+        },
+    }
+    return {
+        "apiVersion": "tether.dev/v1alpha1",
+        "kind": "WorkerPool",
+        "metadata": {"name": "gpu", "namespace": "ml", "uid": "uid-1", "generation": 3},
+        "spec": {"template": template, "slots": 2, "sessionCapacity": 3, **spec},
+    }
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def test_a_pod_keeps_the_template_and_gets_labels_owner_and_env() -> None:
+    body = pool()
+    pod = build_pod(body, name="gpu-x7k2p", scheduler_url="http://sched:7233")
+    meta = pod["metadata"]
+    assert (meta["name"], meta["namespace"]) == ("gpu-x7k2p", "ml")
+    assert meta["labels"] == {
+        "team": "ml",
+        POOL_LABEL: "gpu",
+        "app.kubernetes.io/managed-by": "tether",
+        "app.kubernetes.io/component": "worker",
+    }
+    assert meta["annotations"] == {"note": "x", DELETION_COST: "0"}
+    assert meta["ownerReferences"] == [
+        {
+            "apiVersion": "tether.dev/v1alpha1",
+            "kind": "WorkerPool",
+            "name": "gpu",
+            "uid": "uid-1",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+    assert pod["spec"]["nodeSelector"] == {"gpu": "yes"}
+    assert pod["spec"]["terminationGracePeriodSeconds"] == DEFAULT_TERMINATION_GRACE_SECONDS
+    for container in pod["spec"]["containers"]:
+        env = env_of(container)
+        assert env["TETHER_WORKER_ID"] == {
+            "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}
+        }
+        assert env["TETHER_POD_NAME"] == env["TETHER_WORKER_ID"]
+        assert env["TETHER_NODE_NAME"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+        assert env["TETHER_POD_NAMESPACE"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+        assert env["TETHER_POOL"] == "ml.gpu"
+        assert env["TETHER_SCHEDULER_URL"] == "http://sched:7233"
+        assert (env["TETHER_SLOTS"], env["TETHER_SESSION_CAPACITY"]) == ("2", "3")
+    worker_env = env_of(pod["spec"]["containers"][0])
+    assert worker_env["KEEP"] == "1"  # the template's own variables stay; ours replace clashes
+    assert [e["name"] for e in pod["spec"]["containers"][0]["env"]].count("TETHER_SLOTS") == 1
+    # The pool object itself is untouched.
+    assert "TETHER_POOL" not in env_of(body["spec"]["template"]["spec"]["containers"][0])
+
+
+def test_the_templates_grace_period_and_defaults_are_kept() -> None:
+    body = pool()
+    body["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 90
+    del body["spec"]["slots"], body["spec"]["sessionCapacity"]
+    pod = build_pod(body, name="gpu-bcdfg", scheduler_url="u")
+    assert pod["spec"]["terminationGracePeriodSeconds"] == 90
+    env = env_of(pod["spec"]["containers"][0])
+    assert (env["TETHER_SLOTS"], env["TETHER_SESSION_CAPACITY"]) == ("8", "4")
+
+
+def test_a_pod_built_from_a_pool_is_what_the_model_accepts() -> None:
+    WorkerPool.model_validate(pool())  # the fixture is a valid pool
+
+
+def test_pod_names_are_the_pool_and_five_random_characters() -> None:
+    name = new_pod_name("gpu", random.Random(1))
+    assert name.startswith("gpu-")
+    assert len(name) == len("gpu-") + 5
+    assert name != new_pod_name("gpu", random.Random(2))
+    long = new_pod_name("p" * 80, random.Random(1))
+    assert len(long) == 63
+
+
+@pytest.mark.parametrize(
+    ("load", "cost"),
+    [
+        (None, 0),
+        (WorkerLoad(tasks=0, sessions=0), 0),
+        (WorkerLoad(tasks=1, sessions=0), 10),
+        (WorkerLoad(tasks=5, sessions=0), 10),
+        (WorkerLoad(tasks=1, sessions=2), 2010),
+    ],
+)
+def test_deletion_cost_grows_with_sessions_and_is_10_while_busy(
+    load: WorkerLoad | None, cost: int
+) -> None:
+    assert deletion_cost(load) == cost
+
+
+def test_reading_pods_back() -> None:
+    pod: dict[str, Any] = {
+        "metadata": {"name": "p", "creationTimestamp": "2026-01-01T00:00:10Z"},
+        "status": {"phase": "Running"},
+    }
+    assert created_at(pod) == 1767225610.0
+    assert not terminating(pod)
+    assert not failed(pod)
+    assert not evicted(pod)
+    pod["metadata"]["deletionTimestamp"] = "2026-01-01T00:01:00Z"
+    assert terminating(pod)
+    assert failed({"metadata": {}, "status": {"phase": "Succeeded"}})
+    assert evicted({"metadata": {}, "status": {"phase": "Failed", "reason": "Evicted"}})
+    by_api = {
+        "type": "DisruptionTarget",
+        "status": "True",
+        "reason": "EvictionByEvictionAPI",
+    }
+    assert evicted({"metadata": {}, "status": {"phase": "Running", "conditions": [by_api]}})
