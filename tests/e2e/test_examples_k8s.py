@@ -14,6 +14,8 @@ import pytest
 from tests.e2e.conftest import IMAGE, Install
 from tests.e2e.kube import Kube
 
+pytestmark = pytest.mark.timeout(600)
+
 EXAMPLES_K8S = Path(__file__).resolve().parents[2] / "examples" / "k8s"
 STOCK_IMAGE = "image: tether:dev"
 
