@@ -73,6 +73,23 @@ def test_every_example_has_its_two_manifests() -> None:
     }
 
 
+def test_readme_shows_the_user_path_and_the_configmap_worker_in_full() -> None:
+    readme = (REPO / "README.md").read_text()
+    assert f"```yaml\n{(K8S / 'configmap-worker.yaml').read_text()}```" in readme
+    for command in (
+        "helm install tether charts/tether -n tether-system --create-namespace --wait",
+        "kubectl apply -f examples/k8s/ml-inference.yaml",
+        "kubectl create -f examples/k8s/ml-inference-run.yaml",
+        "kubectl get workflowruns",
+        "kubectl wait --for=condition=Succeeded wfr/NAME --timeout=120s",
+        "kubectl get wfr NAME -o jsonpath='{.status.result}'",
+        "helm uninstall tether -n tether-system",
+        "make demo",
+        "make test",
+    ):
+        assert command in readme
+
+
 @pytest.mark.parametrize("name", MANIFESTS)
 def test_manifests_parse_and_serve_what_the_code_registers(name: str, tmp_path: Path) -> None:
     objects = parsed(f"{name}.yaml")
