@@ -7,17 +7,18 @@ the project's CRDs (``crds/*.yaml``) are installed once per session.
 
 Tests of the operator use ``tether``: the chart installed once per session with
 ``helm upgrade --install`` (as release ``tether`` in ``tether-system``, the user's
-path), its operator ready, and namespaces it serves; at the end the workloads are
-deleted, the release uninstalled, and the test fails if anything but the kept CRDs
-is left. Environment:
+path), its operator ready and serving only the session's own namespaces
+(``watchNamespaces``), so it never touches the objects other tests (the CRD tests)
+patch by hand, nor another session's on a shared cluster. At the end the workloads are
+deleted, the release uninstalled, and the session fails if anything but the kept CRDs
+is left. When the release exists at session start (``hack/kind-up`` installs it, serving
+every namespace), it is re-scoped before any test runs. Environment:
 
 - ``TETHER_IMAGE``: the image of the operator and of every worker pod (default
   ``tether:dev``, which ``hack/cluster up`` loads; load another with
   ``hack/cluster load-image TAG``).
-- ``TETHER_E2E_PREFIX``: set on a shared cluster: namespaces start with it, and the
-  operator serves only this session's namespaces (``watchNamespaces``), so parallel
-  sessions do not take each other's runs. Unset: namespaces start with ``e2e`` and
-  the operator serves every namespace, as a default install does.
+- ``TETHER_E2E_PREFIX``: the first word of every namespace (default ``e2e``); give
+  parallel sessions on one cluster different ones.
 - ``TETHER_E2E_RELEASE``, ``TETHER_E2E_RELEASE_NAMESPACE``: the Helm release
   (default ``tether`` in ``tether-system``).
 """
@@ -36,13 +37,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.kube import Helm, Kube, Obj, install_crds
+from tests.e2e.kube import Helm, HelmError, Kube, Obj, install_crds
 
 REPO = Path(__file__).resolve().parents[2]
 HACK_CLUSTER = REPO / "hack" / "cluster"
 CHART = REPO / "charts" / "tether"
 IMAGE = os.environ.get("TETHER_IMAGE", "tether:dev")
-PREFIX = os.environ.get("TETHER_E2E_PREFIX", "")
+PREFIX = os.environ.get("TETHER_E2E_PREFIX", "e2e")
 RELEASE = os.environ.get("TETHER_E2E_RELEASE", "tether")
 RELEASE_NAMESPACE = os.environ.get("TETHER_E2E_RELEASE_NAMESPACE", "tether-system")
 WORKLOADS = ("examples", "runs")
@@ -113,7 +114,7 @@ def crds(kube: Kube) -> list[str]:
 
 
 def _namespace_name(stem: str) -> str:
-    return f"{PREFIX or 'e2e'}-{stem}-{uuid.uuid4().hex[:5]}"
+    return f"{PREFIX}-{stem}-{uuid.uuid4().hex[:5]}"
 
 
 @pytest.fixture
@@ -148,6 +149,17 @@ class Install:
         return self.system.run("logs", f"deployment/{self.release}", "--tail=200")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _scoped_operator(helm: Helm, request: pytest.FixtureRequest) -> None:
+    """Before any test: re-scope a release installed before the session (hack/kind-up's,
+    which serves every namespace) by installing the session's over it."""
+    try:
+        helm.run("status", RELEASE, "--namespace", RELEASE_NAMESPACE)
+    except HelmError:
+        return
+    request.getfixturevalue("tether")
+
+
 @pytest.fixture(scope="session")
 def tether(kube: Kube, helm: Helm, crds: list[str]) -> Iterator[Install]:
     """The chart installed with Helm, its operator ready; uninstalled at the end."""
@@ -168,9 +180,8 @@ def tether(kube: Kube, helm: Helm, crds: list[str]) -> Iterator[Install]:
         f"--set=image.repository={repository}",
         f"--set=image.tag={tag}",
         "--set=operator.logLevel=DEBUG",
+        f"--set=watchNamespaces={{{','.join(workloads.values())}}}",
     ]
-    if PREFIX:
-        args.append(f"--set=watchNamespaces={{{','.join(workloads.values())}}}")
     install = Install(
         release=RELEASE,
         system=kube.in_namespace(RELEASE_NAMESPACE),
