@@ -84,7 +84,7 @@ crds: venv ## Generate crds/*.yaml from the pydantic models, and the Helm chart'
 	rm -f $(CHART)/files/crds/*.yaml
 	cp crds/*.yaml $(CHART)/files/crds/
 
-helm-lint: ## helm lint --strict and helm template of the chart (helm: eval "$$(hack/cluster env)")
+helm-lint: ## helm lint --strict and helm template of the chart (helm: see hack/cluster env)
 	@command -v helm >/dev/null || { echo "helm-lint: helm is not on PATH: eval \"\$$(hack/cluster env)\"" >&2; exit 1; }
 	helm lint --strict $(CHART)
 	helm template tether $(CHART) --namespace tether-system >/dev/null
