@@ -256,3 +256,14 @@ def test_values_schema_refuses_typos_and_bad_values(value: str, error: str) -> N
     done = helm("template", "tether", str(CHART), "--set", value)
     assert done.returncode != 0
     assert error in done.stderr, done.stderr
+
+
+def test_notes_tell_the_user_what_to_run_next() -> None:
+    done = helm("install", "tether", str(CHART), "--dry-run=client", "-n", "tether-system")
+    assert done.returncode == 0, done.stderr
+    notes = done.stdout.partition("NOTES:")[2]
+    assert "kubectl -n tether-system rollout status deployment/tether" in notes
+    assert "kubectl apply -f examples/k8s/ml-inference.yaml" in notes
+    assert "kubectl create -f examples/k8s/ml-inference-run.yaml" in notes
+    assert "kubectl wait --for=condition=Succeeded wfr/NAME" in notes
+    assert "http://tether.tether-system.svc:7233" in notes
