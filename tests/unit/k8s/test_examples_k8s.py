@@ -127,3 +127,16 @@ async def test_run_input_gives_the_expected_result(
     async with WorkflowEnvironment(workflows=workflows, workers=2) as env:
         result = await env.execute(run.spec.workflow_ref.name, run.spec.input, timeout=30)
     assert EXPECTED[name](result), f"{name}-run.yaml returned {result!r}"
+
+
+def test_the_image_holds_the_examples_the_manifests_run() -> None:
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "COPY examples /app/examples" in dockerfile
+    ignored = {
+        line.strip().rstrip("/")
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert not ignored & {"examples", "examples/*", "build", "build/wheels"}, (
+        ".dockerignore must not exclude what the image copies"
+    )
