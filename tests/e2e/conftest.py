@@ -9,8 +9,8 @@ Tests of the operator use ``tether``: the chart installed once per session with
 ``helm upgrade --install`` (as release ``tether`` in ``tether-system``, the user's
 path), its operator ready and serving only the session's own namespaces
 (``watchNamespaces``), so it never touches the objects other tests (the CRD tests)
-patch by hand, nor another session's on a shared cluster. At the end the workloads are
-deleted, the release uninstalled, and the session fails if anything but the kept CRDs
+patch by hand, nor another session's on a shared cluster. At the end the workloads'
+namespaces are deleted, the release uninstalled, and the session fails if anything but the kept CRDs
 is left. When the release exists at session start (``hack/kind-up`` installs it, serving
 every namespace), it is re-scoped before any test runs. Environment:
 
@@ -191,11 +191,10 @@ def tether(kube: Kube, helm: Helm, crds: list[str]) -> Iterator[Install]:
         helm.run(*args)
         yield install
     finally:
-        # Workloads first, while the operator still runs to finish their deletion.
+        # Nothing of a run waits for the operator (no finalizers), so the workloads'
+        # namespaces go on being deleted after it is gone.
         for name in workloads.values():
             kube.run("delete", "namespace", name, "--wait=false")
-        for name in workloads.values():
-            kube.run("wait", "--for=delete", f"namespace/{name}", "--timeout=120s", timeout=150)
         helm.run("uninstall", RELEASE, "--namespace", RELEASE_NAMESPACE, "--wait")
     assert_only_crds_left(kube, RELEASE, RELEASE_NAMESPACE, crds)
     kube.run("delete", "namespace", RELEASE_NAMESPACE, "--wait=false")
