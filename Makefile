@@ -10,8 +10,8 @@ PY          := $(BIN)/python
 STAMP       := $(VENV)/.installed
 SOURCES     := operator/tether_operator worker_runtime tests bench examples scripts
 
-.PHONY: help venv demo test lint format typecheck contracts unit e2e bench bench-cluster openapi crds clean \
-	cluster-up cluster-down image
+.PHONY: help venv demo test lint format typecheck contracts unit e2e bench bench-cluster openapi crds \
+	helm-lint clean cluster-up cluster-down image
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "; printf "Usage: make TARGET\n\nTargets:\n"} \
@@ -49,7 +49,7 @@ image: ## Build the tether:dev image from the Dockerfile (offline)
 SHELL_SCRIPTS := hack/cluster hack/lib/*.sh hack/build-image hack/install-deps hack/kind-up \
 	.ci/run scripts/*.sh
 
-lint: venv ## ruff check + ruff format --check + shellcheck
+lint: venv helm-lint ## ruff check + ruff format --check + shellcheck + helm lint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	@command -v shellcheck >/dev/null || { echo "lint: install shellcheck (apt)" >&2; exit 1; }
@@ -77,8 +77,17 @@ openapi: venv ## Regenerate docs/openapi.json from the scheduler app
 	$(PY) -m tether_operator.scheduler.openapi > docs/openapi.json.tmp
 	mv docs/openapi.json.tmp docs/openapi.json
 
-crds: venv ## Generate crds/*.yaml from the pydantic models
+CHART       := charts/tether
+
+crds: venv ## Generate crds/*.yaml from the pydantic models, and the Helm chart's copy
 	$(PY) -m tether_operator.k8s.crdgen crds
+	rm -f $(CHART)/files/crds/*.yaml
+	cp crds/*.yaml $(CHART)/files/crds/
+
+helm-lint: ## helm lint --strict and helm template of the chart (helm: see hack/cluster env)
+	@command -v helm >/dev/null || { echo "helm-lint: helm is not on PATH: eval \"\$$(hack/cluster env)\"" >&2; exit 1; }
+	helm lint --strict $(CHART)
+	helm template tether $(CHART) --namespace tether-system >/dev/null
 
 clean: ## Remove caches and build output (keeps .venv)
 	rm -rf .mypy_cache .ruff_cache .pytest_cache .hypothesis dist build

@@ -4,6 +4,23 @@ The cluster is the one ``KUBECONFIG`` names; without it, the session starts the
 local offline cluster with ``hack/cluster up`` (root only) and leaves it running
 for the next session. Each test gets its own namespace, deleted afterwards, and
 the project's CRDs (``crds/*.yaml``) are installed once per session.
+
+Tests of the operator use ``tether``: the chart installed once per session with
+``helm upgrade --install`` (as release ``tether`` in ``tether-system``, the user's
+path), its operator ready and serving only the session's own namespaces
+(``watchNamespaces``), so it never touches the objects other tests (the CRD tests)
+patch by hand, nor another session's on a shared cluster. At the end the workloads'
+namespaces are deleted, the release uninstalled, and the session fails if anything but the kept CRDs
+is left. When the release exists at session start (``hack/kind-up`` installs it, serving
+every namespace), it is re-scoped before any test runs. Environment:
+
+- ``TETHER_IMAGE``: the image of the operator and of every worker pod (default
+  ``tether:dev``, which ``hack/cluster up`` loads; load another with
+  ``hack/cluster load-image TAG``).
+- ``TETHER_E2E_PREFIX``: the first word of every namespace (default ``e2e``); give
+  parallel sessions on one cluster different ones.
+- ``TETHER_E2E_RELEASE``, ``TETHER_E2E_RELEASE_NAMESPACE``: the Helm release
+  (default ``tether`` in ``tether-system``).
 """
 
 from __future__ import annotations
@@ -12,17 +29,25 @@ import os
 import re
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.kube import Kube, install_crds
+from tests.e2e.kube import Helm, HelmError, Kube, Obj, install_crds
 
 REPO = Path(__file__).resolve().parents[2]
 HACK_CLUSTER = REPO / "hack" / "cluster"
+CHART = REPO / "charts" / "tether"
 IMAGE = os.environ.get("TETHER_IMAGE", "tether:dev")
+PREFIX = os.environ.get("TETHER_E2E_PREFIX", "e2e")
+RELEASE = os.environ.get("TETHER_E2E_RELEASE", "tether")
+RELEASE_NAMESPACE = os.environ.get("TETHER_E2E_RELEASE_NAMESPACE", "tether-system")
+WORKLOADS = ("examples", "runs")
+"""The namespaces the session's operator serves, one per test module that needs it."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -41,6 +66,11 @@ def _local_cluster_env() -> dict[str, str]:
             pytrace=False,
         )
     subprocess.run([str(HACK_CLUSTER), "up"], check=True, stdout=subprocess.DEVNULL)
+    return _cluster_env()
+
+
+def _cluster_env() -> dict[str, str]:
+    """The KUBECONFIG and PATH `hack/cluster env` prints."""
     exports = subprocess.run(
         [str(HACK_CLUSTER), "env"], check=True, capture_output=True, text=True
     ).stdout
@@ -68,17 +98,30 @@ def kube() -> Kube:
 
 
 @pytest.fixture(scope="session")
+def helm(kube: Kube) -> Helm:
+    """helm against the e2e cluster."""
+    binary = shutil.which("helm") or shutil.which("helm", path=_cluster_env()["PATH"])
+    if binary is None:
+        pytest.fail("helm is not on PATH (hack/cluster env prints where it is)", pytrace=False)
+    return Helm(kube.kubeconfig, binary)
+
+
+@pytest.fixture(scope="session")
 def crds(kube: Kube) -> list[str]:
-    """Install every CRD under crds/ once per session; the names installed."""
-    return install_crds(kube, sorted((REPO / "crds").glob("*.yaml")))
+    """Install every CRD under crds/ once per session (adoptable by the Helm release)."""
+    paths = sorted((REPO / "crds").glob("*.yaml"))
+    return install_crds(kube, paths, release=(RELEASE, RELEASE_NAMESPACE))
+
+
+def _namespace_name(stem: str) -> str:
+    return f"{PREFIX}-{stem}-{uuid.uuid4().hex[:5]}"
 
 
 @pytest.fixture
 def namespace(kube: Kube, request: pytest.FixtureRequest) -> Iterator[Kube]:
     """A fresh namespace for one test, deleted (without waiting) afterwards."""
     stem = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:30].strip("-")
-    name = f"e2e-{stem}-{uuid.uuid4().hex[:5]}"
-    with kube.scratch_namespace(name) as scoped:
+    with kube.scratch_namespace(_namespace_name(stem)) as scoped:
         yield scoped
 
 
@@ -86,3 +129,100 @@ def namespace(kube: Kube, request: pytest.FixtureRequest) -> Iterator[Kube]:
 def image() -> str:
     """The project image the cluster's nodes hold (hack/cluster loads it)."""
     return IMAGE
+
+
+@dataclass(frozen=True)
+class Install:
+    """The session's Helm release of the chart, and the namespaces its operator serves."""
+
+    release: str
+    system: Kube
+    """kubectl in the release namespace."""
+    workloads: dict[str, Kube]
+    """kubectl in each namespace the operator serves, by purpose (`WORKLOADS`)."""
+
+    def operator_pods(self) -> list[Obj]:
+        selector = f"app.kubernetes.io/instance={self.release},app.kubernetes.io/component=operator"
+        return self.system.pods(selector)
+
+    def operator_logs(self) -> str:
+        return self.system.run("logs", f"deployment/{self.release}", "--tail=200")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _scoped_operator(helm: Helm, request: pytest.FixtureRequest) -> None:
+    """Before any test: re-scope a release installed before the session (hack/kind-up's,
+    which serves every namespace) by installing the session's over it."""
+    try:
+        helm.run("status", RELEASE, "--namespace", RELEASE_NAMESPACE)
+    except HelmError:
+        return
+    request.getfixturevalue("tether")
+
+
+@pytest.fixture(scope="session")
+def tether(kube: Kube, helm: Helm, crds: list[str]) -> Iterator[Install]:
+    """The chart installed with Helm, its operator ready; uninstalled at the end."""
+    workloads = {purpose: _namespace_name(purpose) for purpose in WORKLOADS}
+    for name in workloads.values():
+        kube.run("create", "namespace", name)
+    repository, _, tag = IMAGE.rpartition(":")
+    args = [
+        "upgrade",
+        "--install",
+        RELEASE,
+        str(CHART),
+        "--namespace",
+        RELEASE_NAMESPACE,
+        "--create-namespace",
+        "--wait",
+        "--timeout=180s",
+        f"--set=image.repository={repository}",
+        f"--set=image.tag={tag}",
+        "--set=operator.logLevel=DEBUG",
+        f"--set=watchNamespaces={{{','.join(workloads.values())}}}",
+    ]
+    install = Install(
+        release=RELEASE,
+        system=kube.in_namespace(RELEASE_NAMESPACE),
+        workloads={purpose: kube.in_namespace(name) for purpose, name in workloads.items()},
+    )
+    try:
+        helm.run(*args)
+        yield install
+    finally:
+        # Nothing of a run waits for the operator (no finalizers), so the workloads'
+        # namespaces go on being deleted after it is gone.
+        for name in workloads.values():
+            kube.run("delete", "namespace", name, "--wait=false")
+        helm.run("uninstall", RELEASE, "--namespace", RELEASE_NAMESPACE, "--wait")
+    assert_only_crds_left(kube, RELEASE, RELEASE_NAMESPACE, crds)
+    kube.run("delete", "namespace", RELEASE_NAMESPACE, "--wait=false")
+
+
+def assert_only_crds_left(kube: Kube, release: str, namespace: str, crds: list[str]) -> None:
+    """After `helm uninstall`: none of the release's objects is left but its CRDs (the
+    garbage collector may take a few seconds over the operator's ReplicaSet and pod)."""
+    instance = f"app.kubernetes.io/instance={release}"
+    system = kube.in_namespace(namespace)
+
+    def leftovers() -> list[str]:
+        kinds = (
+            "deployments,replicasets,pods,services,serviceaccounts,roles,rolebindings,configmaps"
+        )
+        left = system.run("get", kinds, "-l", instance, "-o", "name").split()
+        left += system.run("get", "secrets", "-l", "owner=helm", "-o", "name").split()
+        left += kube.run(
+            "get", "clusterroles,clusterrolebindings", "-l", instance, "-o", "name"
+        ).split()
+        left += kube.run("get", "rolebindings", "-A", "-l", instance, "-o", "name").split()
+        return left
+
+    deadline = time.monotonic() + 60
+    while (left := leftovers()) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not left, f"helm uninstall left these behind: {left}"
+    kept = set(kube.run("get", "crds", "-o", "name").split())
+    assert {f"customresourcedefinition.apiextensions.k8s.io/{name}" for name in crds} <= kept, (
+        "the CRDs are kept (helm.sh/resource-policy: keep)"
+    )

@@ -25,6 +25,10 @@ class KubectlError(RuntimeError):
     """kubectl exited non-zero; the message carries its stderr."""
 
 
+class HelmError(RuntimeError):
+    """helm exited non-zero; the message carries its stderr."""
+
+
 @dataclass
 class Kube:
     """kubectl bound to one kubeconfig and (optionally) one namespace."""
@@ -69,6 +73,32 @@ class Kube:
 
     def delete(self, kind: str, name: str, *flags: str) -> None:
         self.run("delete", kind, name, "--ignore-not-found", *flags)
+
+    def create(self, text: str) -> str:
+        """Create the one object in YAML ``text`` (``generateName`` works); its name."""
+        created = self.run("create", "-f", "-", "-o", "name", stdin=text).strip()
+        return created.rpartition("/")[2]
+
+    def jsonpath(self, kind: str, name: str, path: str) -> str:
+        return self.run("get", kind, name, "-o", f"jsonpath={path}")
+
+    def wait(self, kind: str, name: str, condition: str, timeout: float = 120) -> None:
+        """``kubectl wait --for=condition=CONDITION``; on timeout, fail with the object's
+        status and events, which say why."""
+        try:
+            self.run(
+                "wait",
+                f"--for=condition={condition}",
+                f"{kind}/{name}",
+                f"--timeout={timeout:.0f}s",
+                timeout=timeout + 30,
+            )
+        except (KubectlError, subprocess.TimeoutExpired) as exc:
+            detail = self.run("describe", kind, name) if self.exists(kind, name) else "(gone)"
+            raise AssertionError(f"{kind}/{name} is not {condition}: {exc}\n{detail}") from exc
+
+    def exists(self, kind: str, name: str) -> bool:
+        return bool(self.run("get", kind, name, "--ignore-not-found", "-o", "name").strip())
 
     def pods(self, selector: str) -> list[Obj]:
         """Pods matching ``selector`` that are not being deleted."""
@@ -131,16 +161,53 @@ def documents(text: str) -> Iterator[Obj]:
     yield from (d for d in yaml.safe_load_all(text) if d)
 
 
-def install_crds(kube: Kube, paths: list[Path]) -> list[str]:
-    """Apply the CRDs in ``paths`` and wait until each is Established; their names."""
+def install_crds(kube: Kube, paths: list[Path], release: tuple[str, str]) -> list[str]:
+    """Apply the CRDs in ``paths``, mark them as belonging to Helm release ``release``
+    (name, namespace), and wait until each is Established; their names.
+
+    The chart installs the same CRDs as templates, and Helm refuses to install over an
+    object it does not own; with Helm's ownership label and annotations, a later
+    ``helm install`` of that release adopts them instead.
+    """
+    name, namespace = release
     names: list[str] = []
     for path in paths:
         text = path.read_text()
         kube.apply(text)
         names += [d["metadata"]["name"] for d in documents(text)]
+    for crd in names:
+        kube.run("label", "--overwrite", "crd", crd, "app.kubernetes.io/managed-by=Helm")
+        kube.run(
+            "annotate",
+            "--overwrite",
+            "crd",
+            crd,
+            f"meta.helm.sh/release-name={name}",
+            f"meta.helm.sh/release-namespace={namespace}",
+        )
     for name in names:
         eventually(
             lambda n=name: condition(kube.get("crd", n), "Established") == "True",
             what=f"CRD {name} to be Established",
         )
     return names
+
+
+@dataclass
+class Helm:
+    """helm bound to one kubeconfig."""
+
+    kubeconfig: str
+    helm: str = "helm"
+
+    def run(self, *args: str, timeout: float = 300) -> str:
+        done = subprocess.run(
+            [self.helm, "--kubeconfig", self.kubeconfig, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise HelmError(f"helm {' '.join(args)}: {done.stderr.strip()}")
+        return done.stdout
