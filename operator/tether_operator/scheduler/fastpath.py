@@ -27,7 +27,7 @@ from tether_operator.scheduler.problems import (
     payload_problem,
     validation_problem,
 )
-from tether_operator.scheduler.service import SchedulerService
+from tether_operator.scheduler.service import SchedulerService, runs_of_report
 from worker_runtime.protocol import API_PREFIX, PollRequest, ReportRequest, WorkerHeartbeat
 
 __all__ = ["WorkerFastPath", "report_payloads"]
@@ -96,6 +96,8 @@ class WorkerFastPath:
                 report = ReportRequest.model_validate_json(body)
                 check_payload(scope, report_payloads(report))
                 result = service.report(worker_id, report)
+                if (written := service.written(runs_of_report(report))) is not None:
+                    await written  # acknowledged only once its history is in the store
                 await _send_json(send, _json_encode(result).encode())
             elif action == "poll":
                 poll = PollRequest.model_validate_json(body)
