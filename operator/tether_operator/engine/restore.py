@@ -21,7 +21,8 @@ from .workers import WorkerState
 
 
 class Restore:
-    """Puts a replayed run back to work: deadlines, reserved sessions, retried attempts."""
+    """Puts a replayed run back to work: deadlines, queued and running attempts, and
+    sessions kept for the workers that come back (`restart_grace`)."""
 
     def __init__(
         self, state: EngineState, out: Outbox, *, tasks: Tasks, sessions: Sessions

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 from fastapi import Body, FastAPI, Header, Path, Query, Request
 from starlette.responses import Response
 
-from tether_operator.engine import InvalidCommand
+from tether_operator.engine import TERMINAL_PHASES, InvalidCommand
 from tether_operator.scheduler.fastpath import WorkerFastPath, report_payloads
 from tether_operator.scheduler.problems import (
     GuardMiddleware,
@@ -310,7 +310,12 @@ def create_app(
             float, Query(ge=0, le=3600, description="Seconds to wait.")
         ] = 30.0,
     ) -> dict[str, Any]:
-        return await service.wait_run(run_id, timeout)
+        view = await service.wait_run(run_id, timeout)
+        finished = view["phase"] in TERMINAL_PHASES
+        # A finished run is reported finished once its end is stored.
+        if finished and (written := service.written([run_id])) is not None:
+            await written
+        return view
 
     @app.get(
         f"{API_PREFIX}/runs/{{run_id}}/history",
