@@ -167,9 +167,14 @@ def create_app(
     )
     async def report(request: Request, worker_id: WorkerId, req: ReportRequest) -> Response:
         check_payload(request, report_payloads(req))
-        result = service.report(worker_id, req)
+        if not service.durable:
+            return _json(service.report(worker_id, req))
+        result = service.report(worker_id, req, piggyback=False)
         if (written := service.written(runs_of_report(req))) is not None:
             await written
+        # Taken only now: a task in an answer held back by the write would be neither in
+        # the mailbox nor in the worker's heartbeats, and count as lost.
+        result["tasks"] = service.take_tasks(worker_id, req.max_tasks)
         return _json(result)
 
     @app.post(

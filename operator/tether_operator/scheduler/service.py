@@ -64,6 +64,12 @@ def _wake(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+def _task_of(effect: Deliver) -> str | None:
+    """The task a delivery hands out (None for resolutions and cancels)."""
+    message = effect.message
+    return message["task_id"] if message["kind"] in ("activity", "workflow") else None
+
+
 def run_of_task(task_id: str) -> str:
     """The run an activity task id (`{run_id}/{seq}/{attempt}`) belongs to."""
     return task_id.rsplit("/", 2)[0]
@@ -100,6 +106,8 @@ class SchedulerService:
         )
         self._held: dict[str, deque[tuple[int, int, Deliver]]] = {}
         """Deliveries waiting for their run's history: (mark, worker epoch, delivery)."""
+        self._held_tasks: dict[str, dict[str, int]] = {}
+        """Tasks held for each worker (they count as held by it: see `heartbeat`)."""
         self._epochs: dict[str, int] = {}
         """How often each worker was declared gone: a held delivery to an older epoch is void."""
         self.inputs = InputCatalog()
@@ -219,6 +227,9 @@ class SchedulerService:
         if held is None:
             held = self._held[run_id] = deque()
         held.append((mark, self._epochs.get(effect.worker_id, 0), effect))
+        if (task_id := _task_of(effect)) is not None:
+            counts = self._held_tasks.setdefault(effect.worker_id, {})
+            counts[task_id] = counts.get(task_id, 0) + 1
 
     def _history_written(self, run_id: str, written: int) -> None:
         """The run's history is written up to mark `written`: release what waited for it."""
@@ -227,6 +238,11 @@ class SchedulerService:
             return
         while held and held[0][0] <= written:
             _, epoch, effect = held.popleft()
+            if (task_id := _task_of(effect)) is not None:
+                counts = self._held_tasks[effect.worker_id]
+                counts[task_id] -= 1
+                if not counts[task_id]:
+                    del counts[task_id]
             if self._epochs.get(effect.worker_id, 0) == epoch:
                 self._deliver(effect.worker_id, effect.message)
         if not held:
@@ -326,6 +342,7 @@ class SchedulerService:
         box = self._mailboxes.get(worker_id)
         if box is not None:
             held.update(box.task_ids())
+        held.update(self._held_tasks.get(worker_id, ()))  # on their way, after their write
         self._apply(self.engine.worker_holds(worker_id, held, self.clock()))
 
     def _check_incarnation(self, worker_id: str, incarnation: str | None) -> None:
@@ -400,8 +417,9 @@ class SchedulerService:
                     return []
                 return tasks
 
-    def report(self, worker_id: str, req: ReportRequest) -> ReportResult:
-        """Apply completions, heartbeats and workflow commands, then piggyback tasks.
+    def report(self, worker_id: str, req: ReportRequest, *, piggyback: bool = True) -> ReportResult:
+        """Apply completions, heartbeats and workflow commands, then piggyback tasks
+        (unless `piggyback` is False: the caller takes them later with `take_tasks`).
 
         Every item is applied even if an earlier one is rejected; the first rejection
         is raised afterwards (queued tasks stay in the mailbox for the next poll).
@@ -443,12 +461,15 @@ class SchedulerService:
                 first_error = first_error or exc
         if first_error is not None:
             raise first_error
-        tasks: list[dict[str, Any]] = []
-        if req.max_tasks:
-            box = self._mailboxes.get(worker_id)
-            if box is not None and len(box):
-                tasks = box.take(req.max_tasks)
+        tasks = self.take_tasks(worker_id, req.max_tasks) if piggyback else []
         return {"cancelled": cancelled, "tasks": tasks}
+
+    def take_tasks(self, worker_id: str, max_tasks: int) -> list[dict[str, Any]]:
+        """Up to `max_tasks` tasks waiting in the worker's mailbox, at once (no wait)."""
+        box = self._mailboxes.get(worker_id)
+        if not max_tasks or box is None or not len(box):
+            return []
+        return box.take(max_tasks)
 
     def _complete(self, worker_id: str, completion: ActivityCompletion, now: float) -> None:
         if completion.ok:

@@ -13,7 +13,7 @@ import pytest
 
 from tether_operator.engine import EngineConfig
 from tether_operator.scheduler import DurableMemoryRunStore, SchedulerService, create_app
-from worker_runtime.protocol import ReportRequest
+from worker_runtime.protocol import ReportRequest, WorkerHeartbeat
 
 from .conftest import FakeClock, commands, register, schedule, start
 
@@ -79,6 +79,24 @@ async def test_a_task_reaches_its_worker_only_once_its_history_is_written(
     stored = [e["type"] for e in await store.load("r1")]
     assert stored[-1] == "WorkflowTaskStarted"
     assert durable.held_deliveries == 0
+
+
+async def test_a_task_waiting_for_its_write_is_not_lost(
+    durable: SchedulerService, store: GatedStore, clock: FakeClock
+) -> None:
+    """Found by the durable throughput bench: a task held back for its write is on its
+    way to the worker, so heartbeats that do not list it yet do not make it lost."""
+    register(durable)
+    store.close("r1")
+    start(durable, "r1")
+    await settle()
+    for _ in range(4):
+        clock.tick(durable.engine_config.worker_heartbeat_interval)
+        durable.heartbeat("w1", WorkerHeartbeat(incarnation="i1", tasks=[]))
+    store.open("r1")
+    await durable.flush()
+    (task,) = await durable.poll("w1", 8, 0)
+    assert (task["kind"], task["attempt"]) == ("workflow", 1)
 
 
 async def test_an_acknowledgement_waits_for_the_history_of_its_runs_only(
@@ -170,7 +188,8 @@ async def test_http_acknowledges_a_completion_once_it_is_written(
     store.close("r1")
     completion = {"task_id": activity["task_id"], "ok": True, "result": 42}
     if path == "report":
-        request = http.post("/v1/workers/w1/report", json={"completions": [completion]})
+        body = {"completions": [completion], "max_tasks": 8}
+        request = http.post("/v1/workers/w1/report", json=body)
     else:
         request = http.post(
             f"/v1/tasks/{activity['task_id']}/complete",
@@ -185,6 +204,9 @@ async def test_http_acknowledges_a_completion_once_it_is_written(
     response = await asyncio.wait_for(answer, 2.0)
     assert response.status_code == 200
     assert "ActivityCompleted" in [e["type"] for e in await store.load("r1")]
+    if path == "report":
+        # The resolution released by that write rides on the answer.
+        assert [t["kind"] for t in response.json()["tasks"]] == ["resolution"]
 
 
 async def test_http_answers_a_run_start_once_it_is_written(
