@@ -5,6 +5,12 @@
 Writes bench/results/latest.json and bench/results/latest.md. Every number is a median
 (or a percentile) of samples taken in this one run; ratios compare numbers from the
 same run, because this machine is noisy.
+
+The `*_durable` benches run the same workloads against a scheduler whose store is
+durable (`bench/scheduler_main.py`): every delivery and acknowledgement waits for its
+history to be written, with no store latency (`_durable`) or 5 ms per write
+(`_durable_5ms`, about a Kubernetes API write); their ratios to the dev-mode figures
+of the same run are added when both ran.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,12 +94,15 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def cluster() -> Iterator[Cluster]:
+def cluster(write_delay: float | None = None) -> Iterator[Cluster]:
+    """A scheduler (with a durable store if `write_delay` is set) and its workers."""
     port = free_port()
     c = Cluster(url=f"http://127.0.0.1:{port}")
-    sched = subprocess.Popen(
-        [sys.executable, "-m", "tether_operator.scheduler", "--port", str(port)], cwd=ROOT
-    )
+    if write_delay is None:
+        argv = [sys.executable, "-m", "tether_operator.scheduler", "--port", str(port)]
+    else:
+        argv = [sys.executable, "-m", "bench.scheduler_main", str(port), str(write_delay)]
+    sched = subprocess.Popen(argv, cwd=ROOT)
     c.procs.append(sched)
     try:
         deadline = time.monotonic() + 30
@@ -120,9 +129,9 @@ def pct(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def bench_roundtrip(quick: bool) -> dict[str, Any]:
+def bench_roundtrip(quick: bool, write_delay: float | None = None) -> dict[str, Any]:
     n = 300 if quick else 2000
-    with cluster() as c:
+    with cluster(write_delay) as c:
         c.worker("workflows", "bench-wf")
         c.worker("activities", "bench-act")
         c.wait_workers(2)
@@ -154,10 +163,10 @@ def bench_local(quick: bool) -> dict[str, Any]:
     }
 
 
-def bench_throughput(quick: bool) -> dict[str, Any]:
+def bench_throughput(quick: bool, write_delay: float | None = None) -> dict[str, Any]:
     runs, per_run = (4, 1000) if quick else (8, 2500)
     rates = []
-    with cluster() as c:
+    with cluster(write_delay) as c:
         for i in range(4):
             c.worker("all", f"bench-tp-{i}", slots=256)
         c.wait_workers(4)
@@ -212,12 +221,30 @@ def bench_sticky(quick: bool) -> dict[str, Any]:
     return out
 
 
-BENCHES = {
+BENCHES: dict[str, Callable[[bool], dict[str, Any]]] = {
     "roundtrip": bench_roundtrip,
+    "roundtrip_durable": lambda quick: bench_roundtrip(quick, 0.0),
+    "roundtrip_durable_5ms": lambda quick: bench_roundtrip(quick, 0.005),
     "local": bench_local,
     "throughput": bench_throughput,
+    "throughput_durable": lambda quick: bench_throughput(quick, 0.0),
+    "throughput_durable_5ms": lambda quick: bench_throughput(quick, 0.005),
     "sticky": bench_sticky,
 }
+
+
+def add_ratios(benches: dict[str, dict[str, Any]]) -> None:
+    """Each durable figure as a ratio to the dev-mode one of the same run."""
+    for base, key in (("roundtrip", "p50_ms"), ("roundtrip", "p99_ms")):
+        for variant in ("_durable", "_durable_5ms"):
+            if base in benches and base + variant in benches:
+                ratio = benches[base + variant][key] / benches[base][key]
+                benches[base + variant][f"{key}_vs_dev_mode"] = round(ratio, 2)
+    for variant in ("_durable", "_durable_5ms"):
+        if "throughput" in benches and "throughput" + variant in benches:
+            key = "activities_per_s_median"
+            ratio = benches["throughput" + variant][key] / benches["throughput"][key]
+            benches["throughput" + variant][f"{key}_vs_dev_mode"] = round(ratio, 2)
 
 
 def render(results: dict[str, Any]) -> str:
@@ -245,6 +272,7 @@ def main() -> None:
         print(f"running {name} ...", flush=True)
         results["benches"][name] = BENCHES[name](args.quick)
         print(json.dumps(results["benches"][name], indent=2), flush=True)
+    add_ratios(results["benches"])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")

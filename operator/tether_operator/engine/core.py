@@ -149,6 +149,7 @@ class Engine:
             else:
                 new.sessions = st.reserved.pop(new.worker_id, set())
             st.workers[new.worker_id] = new
+            self._restore.worker_back(new)
             self._sessions.rebind_hard(new)
             due = now + st.config.worker_heartbeat_timeout
             st.deadlines.add(due, DeadlineKind.WORKER, new.worker_id)
@@ -360,8 +361,10 @@ class Engine:
     def restore(self, run_id: str, events: list[dict[str, Any]], now: float) -> list[Effect]:
         """Rebuild a run from stored history after a scheduler restart.
 
-        Attempts that were running are retried (their workers may be gone) and open
-        sessions count as broken until their worker registers again.
+        Running attempts and open sessions keep their worker for `restart_grace`
+        seconds: a worker that registers again in time goes on as if nothing happened;
+        otherwise they are retried and broken with `SchedulerRestarted`. The workflow
+        task is replayed.
         """
         with self._batch(now) as out:
             run = Run.replay(events)

@@ -23,6 +23,8 @@ class DeadlineKind(enum.Enum):
     """A workflow timer fires."""
     HARD_SESSION = "hard"
     """A broken HARD session's schedule timeout."""
+    RESTART_GRACE = "restart"
+    """A worker of restored runs had `restart_grace` to register again."""
 
 
 @dataclass(order=True, slots=True)

@@ -96,6 +96,7 @@ class Dispatch:
             st.deadlines.add(hb_due, DeadlineKind.HEARTBEAT, task.task_id)
         out.deliver(
             target.worker_id,
+            run.run_id,
             {
                 "kind": "activity",
                 "task_id": task.task_id,
@@ -160,6 +161,7 @@ class Dispatch:
         )
         out.deliver(
             target.worker_id,
+            run.run_id,
             {
                 "kind": "workflow",
                 "task_id": task.task_id,

@@ -12,10 +12,13 @@ from .runs import Event, Run, event
 
 @dataclass(frozen=True, slots=True)
 class Deliver:
-    """Send `message` (a protocol Task dict with a `kind` key) to a worker."""
+    """Send `message` (a protocol Task dict with a `kind` key) about run `run_id` to a
+    worker. A host with a durable store sends it only once the run's history recorded
+    before it is written."""
 
     worker_id: str
     message: dict[str, Any]
+    run_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,10 +87,10 @@ class Outbox:
         """Persist an event already folded into its run (a run's RunStarted)."""
         self._events.setdefault(run_id, []).append(ev)
 
-    def deliver(self, worker_id: str, message: TaskMessage) -> None:
-        """Send a task, resolution or cancel message to a worker."""
+    def deliver(self, worker_id: str, run_id: str, message: TaskMessage) -> None:
+        """Send a task, resolution or cancel message about run `run_id` to a worker."""
         # A TypedDict is a plain dict at runtime: no copy.
-        self._fx.append(Deliver(worker_id, cast("dict[str, Any]", message)))
+        self._fx.append(Deliver(worker_id, cast("dict[str, Any]", message), run_id))
 
     def notice(self, run_id: str | None, level: str, reason: str, message: str) -> None:
         """Tell a person: `level` is "Warning" or anything else for "Normal"."""

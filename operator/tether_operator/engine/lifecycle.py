@@ -119,8 +119,7 @@ class Lifecycle:
         for tid in sorted(st.tasks_of_run.get(rid, ())):
             task = st.tasks[tid]
             st.drop_task(task)
-            if task.worker_id is not None:
-                self.tasks.cancel(task.worker_id, task.task_id, type_)
+            self.tasks.cancel(task, type_)
         st.workflow_task_of.pop(rid, None)
         for s in run.sessions.values():
             if s.state != "Closed":
@@ -238,11 +237,65 @@ class Lifecycle:
                 self._dispatch_again(task, "WorkerLost", reason, lost)
         w.workflow_tasks.clear()
 
+    def worker_not_back(self, worker_id: str) -> None:
+        """A worker of restored runs did not register within `restart_grace`: its open
+        sessions break and its attempts are retried, with `SchedulerRestarted`."""
+        st, out = self.state, self.out
+        tids = st.restored.pop(worker_id, None)
+        if tids is None:
+            return  # it came back
+        grace = st.config.restart_grace
+        detail = f"worker {worker_id} did not come back within {grace:g}s of the scheduler restart"
+        broken = []
+        reserved = st.reserved.get(worker_id, set())
+        for sid in sorted(reserved):
+            run = st.run_of_session(sid)
+            if run is None or run.terminal:
+                reserved.discard(sid)
+                continue
+            s = run.sessions[sid]
+            if s.state != "Open" or s.worker != worker_id:
+                continue
+            broken.append(sid)
+            out.record(
+                run, "SessionBroken", session_id=sid, reason="SchedulerRestarted", message=detail
+            )
+            out.notice(
+                run.run_id,
+                "Warning",
+                "SessionBroken",
+                f"session {sid} ({s.strategy}) broken: {detail}",
+            )
+            if s.strategy == "HARD":
+                due = out.now + run.schedule_timeout
+                st.deadlines.add(due, DeadlineKind.HARD_SESSION, run.run_id, sid)
+            else:
+                reserved.discard(sid)
+        if not reserved:
+            st.reserved.pop(worker_id, None)
+        tasks = [st.tasks[t] for t in sorted(tids) if t in st.tasks]
+        tasks = [t for t in tasks if t.worker_id == worker_id]
+        if broken or tasks:
+            out.notice(
+                None,
+                "Warning",
+                "WorkerLost",
+                detail + worker_loss_consequences(broken, len(tasks), 0),
+            )
+        err = {
+            "type": "SchedulerRestarted",
+            "reason": "SchedulerRestarted",
+            "non_retryable": False,
+            "message": f"{detail} to report the attempt",
+        }
+        for task in tasks:
+            self.retries.attempt_failed(task, err, immediate=True)
+
     def task_lost(self, w: WorkerState, task: LiveTask) -> None:
         """A live worker does not hold a task it was sent: dispatch it again. An activity
         attempt counts as failed (retried at once, like a lost worker's); a workflow task is
         replayed from history. The worker is told to drop it, in case it has it after all."""
-        self.tasks.cancel(w.worker_id, task.task_id, "TaskLost")
+        self.tasks.cancel(task, "TaskLost")
         what = (
             f"attempt {task.attempt} of activity {task.name}"
             if task.kind == "activity"

@@ -25,6 +25,11 @@ class EngineConfig:
     """How often workers are asked to send a liveness heartbeat."""
     worker_heartbeat_timeout: float = 1.0
     """A worker silent this long is lost (`HeartbeatTimeout`) and its sessions break."""
+    restart_grace: float = 5.0
+    """After a restore, how long a worker that held running attempts or open sessions
+    of restored runs has to register again (five heartbeat timeouts by default). If it
+    does, its attempts go on and its sessions stay Open; if not, the attempts are
+    retried and the sessions break with `SchedulerRestarted`."""
     require_registered_workflows: bool = True
     """Refuse runs of a workflow no worker has registered (a typo would wait forever).
     Off, such a run stays Pending until a worker registers the workflow."""
@@ -69,6 +74,9 @@ class EngineState:
     deadlines: Deadlines = field(default_factory=Deadlines)
     reserved: dict[str, set[str]] = field(default_factory=dict)
     """HARD sessions of restored runs, by worker: reserved until the worker registers."""
+    restored: dict[str, set[str]] = field(default_factory=dict)
+    """Workers of restored runs that have not registered since the restore, with the
+    activity task ids they were running; each has `restart_grace` to come back."""
     run_counter: int = 0
     """Makes generated run ids unique."""
 
@@ -87,6 +95,11 @@ class EngineState:
             self.pending_activities[task.task_id] = None
         else:
             self.pending_workflows[task.task_id] = None
+
+    def adopt_task(self, task: LiveTask) -> None:
+        """Track a task that is already dispatched (restored from history): not queued."""
+        self.tasks[task.task_id] = task
+        self.tasks_of_run.setdefault(task.run_id, set()).add(task.task_id)
 
     def drop_task(self, task: LiveTask) -> None:
         """Forget a task everywhere: queues, its run, its worker."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from worker_runtime.wire import CancelMessage
+
 from .effects import Outbox
 from .runs import ActivityRecord, Run
 from .state import EngineState, LiveTask
@@ -69,6 +71,7 @@ class Tasks:
             return  # the next workflow task gets it from the history
         self.out.deliver(
             task.worker_id,
+            run.run_id,
             {
                 "kind": "resolution",
                 "run_id": run.run_id,
@@ -81,6 +84,8 @@ class Tasks:
             },
         )
 
-    def cancel(self, worker_id: str, task_id: str, reason: str) -> None:
-        """Tell a worker to stop a task it holds."""
-        self.out.deliver(worker_id, {"kind": "cancel", "task_id": task_id, "reason": reason})
+    def cancel(self, task: LiveTask, reason: str) -> None:
+        """Tell the worker of `task` to stop it."""
+        if task.worker_id is not None:
+            message: CancelMessage = {"kind": "cancel", "task_id": task.task_id, "reason": reason}
+            self.out.deliver(task.worker_id, task.run_id, message)

@@ -16,7 +16,8 @@ Handler = Callable[["Timeouts", Deadline], None]
 
 
 class Timeouts:
-    """Fires due deadlines: worker silence, attempt timeouts, retries, timers, HARD waits.
+    """Fires due deadlines: worker silence, attempt timeouts, retries, timers, HARD waits,
+    and the end of a restart's grace for workers that have not come back.
 
     Deadlines are never removed when they stop mattering; each handler checks that
     its deadline still applies and ignores it otherwise.
@@ -74,7 +75,7 @@ class Timeouts:
                 "reason": "StartToCloseTimeout",
                 "message": "the attempt exceeded start_to_close_timeout",
             }
-        self.tasks.cancel(task.worker_id, task.task_id, err["reason"])
+        self.tasks.cancel(task, err["reason"])
         self.retries.attempt_failed(task, err, immediate=False)
 
     def _backoff_over(self, d: Deadline) -> None:
@@ -105,6 +106,9 @@ class Timeouts:
         ):
             self.lifecycle.fail_session_broken(run, s)
 
+    def _restart_grace_over(self, d: Deadline) -> None:
+        self.lifecycle.worker_not_back(d.key[0])
+
 
 def _handler(kind: DeadlineKind) -> Handler:
     """The handler of each kind: adding a kind fails the type check until it has one."""
@@ -119,6 +123,8 @@ def _handler(kind: DeadlineKind) -> Handler:
             return Timeouts._timer_fired
         case DeadlineKind.HARD_SESSION:
             return Timeouts._hard_session_waited
+        case DeadlineKind.RESTART_GRACE:
+            return Timeouts._restart_grace_over
         case _:
             assert_never(kind)
 

@@ -8,9 +8,10 @@ under uvicorn; `RunStore` is the persistence seam.
 from tether_operator.scheduler.app import create_app
 from tether_operator.scheduler.server import serve
 from tether_operator.scheduler.service import ReportResult, SchedulerService
-from tether_operator.scheduler.store import InMemoryRunStore, RunStore
+from tether_operator.scheduler.store import DurableMemoryRunStore, InMemoryRunStore, RunStore
 
 __all__ = [
+    "DurableMemoryRunStore",
     "InMemoryRunStore",
     "ReportResult",
     "RunStore",

@@ -17,14 +17,14 @@ from typing import Annotated, Any
 from fastapi import Body, FastAPI, Header, Path, Query, Request
 from starlette.responses import Response
 
-from tether_operator.engine import InvalidCommand
+from tether_operator.engine import TERMINAL_PHASES, InvalidCommand
 from tether_operator.scheduler.fastpath import WorkerFastPath, report_payloads
 from tether_operator.scheduler.problems import (
     GuardMiddleware,
     check_payload,
     install_error_handlers,
 )
-from tether_operator.scheduler.service import SchedulerService
+from tether_operator.scheduler.service import SchedulerService, run_of_task, runs_of_report
 from worker_runtime.protocol import (
     API_PREFIX,
     ActivityCompletion,
@@ -167,7 +167,15 @@ def create_app(
     )
     async def report(request: Request, worker_id: WorkerId, req: ReportRequest) -> Response:
         check_payload(request, report_payloads(req))
-        return _json(service.report(worker_id, req))
+        if not service.durable:
+            return _json(service.report(worker_id, req))
+        result = service.report(worker_id, req, piggyback=False)
+        if (written := service.written(runs_of_report(req))) is not None:
+            await written
+        # Taken only now: a task in an answer held back by the write would be neither in
+        # the mailbox nor in the worker's heartbeats, and count as lost.
+        result["tasks"] = service.take_tasks(worker_id, req.max_tasks)
+        return _json(result)
 
     @app.post(
         f"{API_PREFIX}/workers/{{worker_id}}/lost",
@@ -241,7 +249,10 @@ def create_app(
     ) -> Response:
         _same_task(task_id, completion.task_id)
         check_payload(request, [("result", completion.result)])
-        return _json(service.complete_task(worker_id, completion))
+        result = service.complete_task(worker_id, completion)
+        if (written := service.written([run_of_task(task_id)])) is not None:
+            await written
+        return _json(result)
 
     @app.post(
         f"{API_PREFIX}/tasks/{{task_id:path}}/heartbeat",
@@ -272,7 +283,10 @@ def create_app(
     )
     async def start_run(request: Request, req: StartRunRequest) -> dict[str, Any]:
         check_payload(request, [("input", req.input)])
-        return service.start_run(req)
+        view = service.start_run(req)
+        if (written := service.written([view["run_id"]])) is not None:
+            await written
+        return view
 
     @app.get(f"{API_PREFIX}/runs", response_model=RunList, tags=["runs"], summary="Every run")
     async def list_runs() -> dict[str, Any]:
@@ -301,7 +315,12 @@ def create_app(
             float, Query(ge=0, le=3600, description="Seconds to wait.")
         ] = 30.0,
     ) -> dict[str, Any]:
-        return await service.wait_run(run_id, timeout)
+        view = await service.wait_run(run_id, timeout)
+        finished = view["phase"] in TERMINAL_PHASES
+        # A finished run is reported finished once its end is stored.
+        if finished and (written := service.written([run_id])) is not None:
+            await written
+        return view
 
     @app.get(
         f"{API_PREFIX}/runs/{{run_id}}/history",
@@ -321,7 +340,10 @@ def create_app(
         summary="Cancel a run",
     )
     async def cancel_run(run_id: RunId) -> dict[str, Any]:
-        return service.cancel_run(run_id)
+        view = service.cancel_run(run_id)
+        if (written := service.written([run_id])) is not None:
+            await written
+        return view
 
     @app.get("/healthz", response_model=dict[str, bool], tags=["health"], summary="Liveness")
     async def healthz() -> dict[str, bool]:

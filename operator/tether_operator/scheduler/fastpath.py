@@ -27,7 +27,7 @@ from tether_operator.scheduler.problems import (
     payload_problem,
     validation_problem,
 )
-from tether_operator.scheduler.service import SchedulerService
+from tether_operator.scheduler.service import SchedulerService, runs_of_report
 from worker_runtime.protocol import API_PREFIX, PollRequest, ReportRequest, WorkerHeartbeat
 
 __all__ = ["WorkerFastPath", "report_payloads"]
@@ -95,7 +95,14 @@ class WorkerFastPath:
             if action == "report":
                 report = ReportRequest.model_validate_json(body)
                 check_payload(scope, report_payloads(report))
-                result = service.report(worker_id, report)
+                if service.durable:
+                    result = service.report(worker_id, report, piggyback=False)
+                    if (written := service.written(runs_of_report(report))) is not None:
+                        await written  # acknowledged only once its history is in the store
+                    # Taken after the wait, so no task hides in a held-back answer.
+                    result["tasks"] = service.take_tasks(worker_id, report.max_tasks)
+                else:
+                    result = service.report(worker_id, report)
                 await _send_json(send, _json_encode(result).encode())
             elif action == "poll":
                 poll = PollRequest.model_validate_json(body)

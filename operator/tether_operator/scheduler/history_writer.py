@@ -1,11 +1,14 @@
 """Writes history to the `RunStore` behind the engine's back, in order, never blocking it.
 
-`submit` only appends to an in-memory buffer; one writer task drains the buffers.
-Events of one run are written in the order they were submitted (a run's batch is
-never written before its previous batch finished). Batches that pile up while a
-write is in flight are coalesced into one `append`. A failing store is retried with
-backoff; every failure is logged, and events still unwritten at shutdown are logged
-with their count.
+`submit` only appends to an in-memory buffer and returns the run's *mark*: how many
+of the run's events have been submitted so far. Each run with unwritten events has
+one writer task: a run's batch is never written before its previous batch finished,
+batches that pile up while a write is in flight are coalesced into one `append`,
+and different runs are written concurrently, so a slow run holds up no other.
+`wait_written(run_id, mark)` returns once the run's events up to `mark` are in the
+store (the scheduler's durability barrier), and `on_written` is told each time a
+run's written mark moves. A failing store is retried with backoff; every failure is
+logged, and events still unwritten at shutdown are logged with their count.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from tether_operator.scheduler.store import RunStore
@@ -21,55 +25,102 @@ __all__ = ["HistoryWriter"]
 
 logger = logging.getLogger("tether.scheduler")
 
+MAX_CONCURRENT_WRITES = 64
+"""Appends in flight at once, across runs (a store is a shared server)."""
+
+
+class _RunLog:
+    """One run's buffer and marks while it has events not yet written."""
+
+    __slots__ = ("buffer", "submitted", "task", "waiters", "written")
+
+    def __init__(self) -> None:
+        self.buffer: list[dict[str, Any]] = []
+        self.submitted = 0
+        self.written = 0
+        self.task: asyncio.Task[None] | None = None
+        self.waiters: list[tuple[int, asyncio.Future[None]]] = []
+
 
 class HistoryWriter:
-    """Ordered, coalescing, non-blocking appends to a `RunStore`."""
+    """Ordered, coalescing, non-blocking appends to a `RunStore`, with per-run marks."""
 
     def __init__(
-        self, store: RunStore, *, retry_initial: float = 0.05, retry_max: float = 5.0
+        self,
+        store: RunStore,
+        *,
+        retry_initial: float = 0.05,
+        retry_max: float = 5.0,
+        on_written: Callable[[str, int], None] | None = None,
     ) -> None:
         self._store = store
         self._retry_initial = retry_initial
         self._retry_max = retry_max
-        self._pending: dict[str, list[dict[str, Any]]] = {}
-        self._wakeup = asyncio.Event()
+        self._on_written = on_written
+        self._runs: dict[str, _RunLog] = {}
         self._idle = asyncio.Event()
         self._idle.set()
-        self._task: asyncio.Task[None] | None = None
+        self._started = False
+        self._limit = asyncio.Semaphore(MAX_CONCURRENT_WRITES)
         self.failures = 0
         """How many `append` calls raised (each one was logged and retried)."""
 
     @property
     def pending_events(self) -> int:
-        return sum(len(events) for events in self._pending.values())
+        return sum(log.submitted - log.written for log in self._runs.values())
 
-    def submit(self, run_id: str, events: list[dict[str, Any]]) -> None:
-        """Queue `events` for `run_id`. Never blocks, never raises."""
-        if not events:
-            return
-        buffered = self._pending.get(run_id)
-        if buffered is None:
-            self._pending[run_id] = list(events)
-        else:
-            buffered.extend(events)
-        self._idle.clear()
-        self._wakeup.set()
+    def submit(self, run_id: str, events: list[dict[str, Any]]) -> int:
+        """Queue `events` for `run_id`; returns the run's mark after them. Never blocks,
+        never raises."""
+        log = self._runs.get(run_id)
+        if log is None:
+            if not events:
+                return 0
+            log = self._runs[run_id] = _RunLog()
+        log.buffer.extend(events)
+        log.submitted += len(events)
+        if events:
+            self._idle.clear()
+            if log.task is None and self._started:
+                log.task = self._spawn(run_id)
+        return log.submitted
+
+    def mark(self, run_id: str) -> int:
+        """The run's mark: 0 if everything submitted for it is written."""
+        log = self._runs.get(run_id)
+        return log.submitted if log is not None else 0
+
+    def written(self, run_id: str, mark: int) -> bool:
+        """True once the run's events up to `mark` are in the store."""
+        log = self._runs.get(run_id)
+        return log is None or log.written >= mark
+
+    def wait_written(self, run_id: str, mark: int) -> asyncio.Future[None] | None:
+        """A future done once the run's events up to `mark` are written (None: they are)."""
+        log = self._runs.get(run_id)
+        if log is None or log.written >= mark:
+            return None
+        fut = asyncio.get_running_loop().create_future()
+        log.waiters.append((mark, fut))
+        return fut
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(
-                self._run(), name="tether-history-writer"
-            )
+        if self._started:
+            return
+        self._started = True
+        for run_id, log in self._runs.items():
+            if log.task is None and log.buffer:
+                log.task = self._spawn(run_id)
 
     async def flush(self) -> None:
         """Return once everything submitted so far is written."""
-        if self._task is None:
+        if not self._started:
             self.start()
         await self._idle.wait()
 
     async def stop(self, grace: float = 5.0) -> None:
-        """Flush (for up to `grace` seconds), then stop the writer task."""
-        if self._task is None:
+        """Flush (for up to `grace` seconds), then stop the writer tasks."""
+        if not self._started:
             return
         try:
             await asyncio.wait_for(self.flush(), grace)
@@ -77,35 +128,66 @@ class HistoryWriter:
             logger.error(
                 "history store did not accept %d events of %d runs before shutdown: they are lost",
                 self.pending_events,
-                len(self._pending),
+                len(self._runs),
             )
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._task = None
+        self._started = False
+        tasks = [log.task for log in self._runs.values() if log.task is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for log in self._runs.values():
+            log.task = None
+            for _, fut in log.waiters:
+                fut.cancel()  # what waited for these events is not acknowledged
+            log.waiters = []
 
-    async def _run(self) -> None:
+    def _spawn(self, run_id: str) -> asyncio.Task[None]:
+        return asyncio.get_running_loop().create_task(
+            self._drain(run_id), name=f"tether-history {run_id}"
+        )
+
+    async def _drain(self, run_id: str) -> None:
+        """Write the run's buffer until it stays empty; one append at a time."""
+        log = self._runs[run_id]
         delay = self._retry_initial
-        while True:
-            if not self._pending:
-                self._idle.set()
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            batch, self._pending = self._pending, {}
-            if len(batch) == 1:
-                ((run_id, events),) = batch.items()
-                failed = not await self._write(run_id, events)
-            else:
-                results = await asyncio.gather(
-                    *(self._write(run_id, events) for run_id, events in batch.items())
-                )
-                failed = not all(results)
-            if failed:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._retry_max)
-            else:
+        try:
+            while log.buffer:
+                events, log.buffer = log.buffer, []
+                async with self._limit:
+                    ok = await self._write(run_id, events)
+                if not ok:
+                    # Put them back in front of anything submitted meanwhile: order is kept.
+                    log.buffer[:0] = events
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self._retry_max)
+                    continue
                 delay = self._retry_initial
+                log.written += len(events)
+                self._release(run_id, log)
+        finally:
+            log.task = None
+        if log.written >= log.submitted and not log.waiters:
+            del self._runs[run_id]
+        if not self._runs:
+            self._idle.set()
+
+    def _release(self, run_id: str, log: _RunLog) -> None:
+        if log.waiters:
+            still = []
+            for mark, fut in log.waiters:
+                if mark <= log.written:
+                    if not fut.done():
+                        fut.set_result(None)
+                else:
+                    still.append((mark, fut))
+            log.waiters = still
+        if self._on_written is not None:
+            try:
+                self._on_written(run_id, log.written)
+            except Exception:
+                logger.exception("history on_written callback failed for run %s", run_id)
 
     async def _write(self, run_id: str, events: list[dict[str, Any]]) -> bool:
         try:
@@ -115,8 +197,5 @@ class HistoryWriter:
             logger.exception(
                 "could not persist %d history events of run %s; will retry", len(events), run_id
             )
-            # Put them back in front of anything submitted meanwhile: order is kept.
-            later = self._pending.get(run_id)
-            self._pending[run_id] = events + later if later else events
             return False
         return True

@@ -7,6 +7,14 @@ order: `Deliver` puts a task in the worker's mailbox (waking its long-poll),
 subscribers. After each call the deadline timer is re-armed if the engine's next
 deadline moved earlier.
 
+With a durable store (`RunStore.durable`), nothing leaves before the history behind
+it is in the store: a `Deliver` waits in its run's queue until the run's history
+recorded before it is written (deliveries of one run keep their order; one for a
+run with nothing unwritten goes out at once), and the HTTP layer awaits
+`written(run_ids)` before it acknowledges a report, a completion, a run start or a
+cancel. Each run's writes are grouped and independent of other runs', so the wait is
+one store round trip per burst, per run. With the in-memory store both are skipped.
+
 The service is transport-agnostic: the FastAPI app (`app.py`) and the in-process
 test environment (`worker_runtime.testing`) both drive it.
 """
@@ -16,7 +24,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypedDict, assert_never
 
 from tether_operator.engine import Engine, EngineConfig, EngineError, WorkerReplaced
@@ -35,7 +44,7 @@ from worker_runtime.protocol import (
     WorkerHeartbeat,
 )
 
-__all__ = ["NoticeSubscriber", "ReportResult", "SchedulerService"]
+__all__ = ["NoticeSubscriber", "ReportResult", "SchedulerService", "runs_of_report"]
 
 logger = logging.getLogger("tether.scheduler")
 
@@ -55,6 +64,24 @@ def _wake(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+def _task_of(effect: Deliver) -> str | None:
+    """The task a delivery hands out (None for resolutions and cancels)."""
+    message = effect.message
+    return message["task_id"] if message["kind"] in ("activity", "workflow") else None
+
+
+def run_of_task(task_id: str) -> str:
+    """The run an activity task id (`{run_id}/{seq}/{attempt}`) belongs to."""
+    return task_id.rsplit("/", 2)[0]
+
+
+def runs_of_report(req: ReportRequest) -> set[str]:
+    """The runs whose history a report's completions and commands touch."""
+    runs = {run_of_task(c.task_id) for c in req.completions}
+    runs.update(batch.run_id for batch in req.workflows)
+    return runs
+
+
 class SchedulerService:
     """Owns an `Engine` and executes its effects on an asyncio loop."""
 
@@ -72,7 +99,17 @@ class SchedulerService:
         self.clock = clock
         self.namespace = namespace
         self.scheduler_url = scheduler_url
-        self.history_writer = HistoryWriter(self.store)
+        self.durable = bool(self.store.durable)
+        """Hold deliveries and acknowledgements until their history is written."""
+        self.history_writer = HistoryWriter(
+            self.store, on_written=self._history_written if self.durable else None
+        )
+        self._held: dict[str, deque[tuple[int, int, Deliver]]] = {}
+        """Deliveries waiting for their run's history: (mark, worker epoch, delivery)."""
+        self._held_tasks: dict[str, dict[str, int]] = {}
+        """Tasks held for each worker (they count as held by it: see `heartbeat`)."""
+        self._epochs: dict[str, int] = {}
+        """How often each worker was declared gone: a held delivery to an older epoch is void."""
         self.inputs = InputCatalog()
         self._mailboxes: dict[str, Mailbox] = {}
         self._incarnations: dict[str, str] = {}
@@ -152,10 +189,10 @@ class SchedulerService:
         for effect in effects:
             match effect:
                 case Deliver():
-                    box = self._mailboxes.get(effect.worker_id)
-                    if box is None:
-                        box = self._mailboxes[effect.worker_id] = Mailbox()
-                    box.put(effect.message)
+                    if self.durable:
+                        self._deliver_when_written(effect)
+                    else:
+                        self._deliver(effect.worker_id, effect.message)
                 case Persist():
                     self.history_writer.submit(effect.run_id, effect.events)
                 case Notice():
@@ -165,6 +202,7 @@ class SchedulerService:
                         _wake(fut)
                 case WorkerGone():
                     # Tasks queued for a lost worker are void: the engine re-queued them.
+                    self._epochs[effect.worker_id] = self._epochs.get(effect.worker_id, 0) + 1
                     gone = self._mailboxes.get(effect.worker_id)
                     if gone is not None:
                         gone.clear()
@@ -172,6 +210,67 @@ class SchedulerService:
                 case _:
                     assert_never(effect)
         self._timer.arm(self.engine.next_deadline())
+
+    def _deliver(self, worker_id: str, message: dict[str, Any]) -> None:
+        box = self._mailboxes.get(worker_id)
+        if box is None:
+            box = self._mailboxes[worker_id] = Mailbox()
+        box.put(message)
+
+    def _deliver_when_written(self, effect: Deliver) -> None:
+        writer, run_id = self.history_writer, effect.run_id
+        held = self._held.get(run_id)
+        mark = writer.mark(run_id)
+        if held is None and writer.written(run_id, mark):
+            self._deliver(effect.worker_id, effect.message)
+            return
+        if held is None:
+            held = self._held[run_id] = deque()
+        held.append((mark, self._epochs.get(effect.worker_id, 0), effect))
+        if (task_id := _task_of(effect)) is not None:
+            counts = self._held_tasks.setdefault(effect.worker_id, {})
+            counts[task_id] = counts.get(task_id, 0) + 1
+
+    def _history_written(self, run_id: str, written: int) -> None:
+        """The run's history is written up to mark `written`: release what waited for it."""
+        held = self._held.get(run_id)
+        if held is None:
+            return
+        while held and held[0][0] <= written:
+            _, epoch, effect = held.popleft()
+            if (task_id := _task_of(effect)) is not None:
+                counts = self._held_tasks[effect.worker_id]
+                counts[task_id] -= 1
+                if not counts[task_id]:
+                    del counts[task_id]
+            if self._epochs.get(effect.worker_id, 0) == epoch:
+                self._deliver(effect.worker_id, effect.message)
+        if not held:
+            del self._held[run_id]
+
+    def written(self, run_ids: Iterable[str]) -> Awaitable[object] | None:
+        """What an answer that acknowledges a call about `run_ids` must await: every
+        history event of those runs recorded so far being in the store. None when
+        there is nothing to wait for (always, with a store that is not durable).
+
+        Call it right after the call it acknowledges, with no `await` in between.
+        """
+        if not self.durable:
+            return None
+        writer = self.history_writer
+        waits = [
+            fut
+            for run_id in run_ids
+            if (fut := writer.wait_written(run_id, writer.mark(run_id))) is not None
+        ]
+        if not waits:
+            return None
+        return waits[0] if len(waits) == 1 else asyncio.gather(*waits)
+
+    @property
+    def held_deliveries(self) -> int:
+        """Deliveries waiting for their run's history to be written."""
+        return sum(len(held) for held in self._held.values())
 
     def _notice(self, notice: Notice) -> None:
         level = logging.WARNING if notice.level == "Warning" else logging.INFO
@@ -243,6 +342,7 @@ class SchedulerService:
         box = self._mailboxes.get(worker_id)
         if box is not None:
             held.update(box.task_ids())
+        held.update(self._held_tasks.get(worker_id, ()))  # on their way, after their write
         self._apply(self.engine.worker_holds(worker_id, held, self.clock()))
 
     def _check_incarnation(self, worker_id: str, incarnation: str | None) -> None:
@@ -317,8 +417,9 @@ class SchedulerService:
                     return []
                 return tasks
 
-    def report(self, worker_id: str, req: ReportRequest) -> ReportResult:
-        """Apply completions, heartbeats and workflow commands, then piggyback tasks.
+    def report(self, worker_id: str, req: ReportRequest, *, piggyback: bool = True) -> ReportResult:
+        """Apply completions, heartbeats and workflow commands, then piggyback tasks
+        (unless `piggyback` is False: the caller takes them later with `take_tasks`).
 
         Every item is applied even if an earlier one is rejected; the first rejection
         is raised afterwards (queued tasks stay in the mailbox for the next poll).
@@ -360,12 +461,15 @@ class SchedulerService:
                 first_error = first_error or exc
         if first_error is not None:
             raise first_error
-        tasks: list[dict[str, Any]] = []
-        if req.max_tasks:
-            box = self._mailboxes.get(worker_id)
-            if box is not None and len(box):
-                tasks = box.take(req.max_tasks)
+        tasks = self.take_tasks(worker_id, req.max_tasks) if piggyback else []
         return {"cancelled": cancelled, "tasks": tasks}
+
+    def take_tasks(self, worker_id: str, max_tasks: int) -> list[dict[str, Any]]:
+        """Up to `max_tasks` tasks waiting in the worker's mailbox, at once (no wait)."""
+        box = self._mailboxes.get(worker_id)
+        if not max_tasks or box is None or not len(box):
+            return []
+        return box.take(max_tasks)
 
     def _complete(self, worker_id: str, completion: ActivityCompletion, now: float) -> None:
         if completion.ok:

@@ -4,18 +4,28 @@ A run's truth is its history (a list of `{type, time, data}` events). The schedu
 appends the events the engine emits and, on start-up, reloads every run to rebuild
 the engine's state. `InMemoryRunStore` is the implementation dev mode and the tests
 use; any store that keeps append order per run can stand in for it.
+
+A store that is `durable` (its history outlives the scheduler process: the Kubernetes
+store) makes the scheduler hold back what it tells workers and clients until the
+history behind it is written (see `SchedulerService`). `DurableMemoryRunStore` is an
+in-memory store that asks for that treatment, for tests and benchmarks.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["InMemoryRunStore", "RunStore"]
+__all__ = ["DurableMemoryRunStore", "InMemoryRunStore", "RunStore"]
 
 
 @runtime_checkable
 class RunStore(Protocol):
     """Append-only history per run. Implementations must keep append order per run."""
+
+    durable: bool
+    """True if appended history outlives the scheduler process: then nothing is
+    acknowledged or dispatched before the history behind it is appended."""
 
     async def append(self, run_id: str, events: list[dict[str, Any]]) -> None:
         """Add `events` after the run's existing events (creating the run if new)."""
@@ -33,6 +43,8 @@ class RunStore(Protocol):
 class InMemoryRunStore:
     """A dict of lists: dev mode and tests. Lost when the process exits."""
 
+    durable = False
+
     def __init__(self) -> None:
         self._runs: dict[str, list[dict[str, Any]]] = {}
 
@@ -47,3 +59,24 @@ class InMemoryRunStore:
 
     async def delete(self, run_id: str) -> None:
         self._runs.pop(run_id, None)
+
+
+class DurableMemoryRunStore(InMemoryRunStore):
+    """An in-memory store the scheduler treats as durable (tests and benchmarks).
+
+    `write_delay` seconds pass in every `append`, as a round trip to a real store would.
+    """
+
+    durable = True
+
+    def __init__(self, write_delay: float = 0.0) -> None:
+        super().__init__()
+        self.write_delay = write_delay
+        self.appends = 0
+        """How many `append` calls were made (grouped writes make fewer)."""
+
+    async def append(self, run_id: str, events: list[dict[str, Any]]) -> None:
+        self.appends += 1
+        if self.write_delay > 0:
+            await asyncio.sleep(self.write_delay)
+        await super().append(run_id, events)

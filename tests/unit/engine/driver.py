@@ -111,6 +111,10 @@ class Driver:
             )
         )
 
+    def holds(self, wid: str, *task_ids: str) -> None:
+        """A heartbeat of `wid` listing the tasks it holds."""
+        self.apply(self.engine.worker_holds(wid, set(task_ids), self.now))
+
     def lose(self, wid: str, reason: str = "ProcessExited") -> None:
         self.apply(self.engine.worker_lost(wid, reason, "", self.now))
 

@@ -432,7 +432,19 @@ def test_restore_rebuilds_the_same_state_and_resumes() -> None:
     fresh.register("w1", incarnation="9")
     wft2 = fresh.workflow_task("w1")
     assert wft2["attempt"] == 2
+    # The running attempt waited for its worker; a new process does not hold it, so
+    # its heartbeats leave it out and the lost-task rule dispatches it again.
+    assert fresh.take("w1", "activity") == []
+    lose_held_tasks(fresh, "w1")
     assert fresh.take_one("w1", "activity")["attempt"] == 2
+
+
+def lose_held_tasks(d: Driver, wid: str) -> None:
+    """`wid`'s heartbeats hold nothing for two heartbeat intervals."""
+    interval = d.engine.config.worker_heartbeat_interval
+    for _ in range(3):
+        d.now += interval
+        d.holds(wid)
 
 
 def test_a_workflow_session_only_rebinds_where_the_workflow_can_run() -> None:
@@ -451,4 +463,5 @@ def test_a_workflow_session_only_rebinds_where_the_workflow_can_run() -> None:
     assert fresh.take("helper", "activity") == []  # not the workflow's worker
     fresh.register("host", workflows={"soft-wf": "SOFT"}, slots=1, incarnation="2")
     assert fresh.workflow_task("host")["attempt"] == 2
+    lose_held_tasks(fresh, "host")
     assert fresh.take_one("host", "activity")["attempt"] == 2

@@ -5,6 +5,11 @@ A hypothesis state machine plays everything around the engine: worker processes
 workflow code (deterministic scripts of sessions, activities, timers; replayed from
 the history on every new workflow task), activity outcomes, worker losses of every
 reason, silence, the clock, cancellations and scheduler restarts (`Engine.restore`).
+The host is a durable one (as with the Kubernetes store): history reaches the store
+some time after the engine records it (`store_writes`), a delivery waits until the
+history before it is written, and a completion is acknowledged only once its history
+is; a scheduler restart rebuilds every run from the written prefix alone, and worker
+processes keep their running attempts and re-send unacknowledged completions.
 
 After every step it checks the invariants of DESIGN.md / docs/internals.md:
 
@@ -14,7 +19,9 @@ After every step it checks the invariants of DESIGN.md / docs/internals.md:
 4. a HARD session never moves;
 5. slots and session capacity are never exceeded;
 6. the persisted history replays to the live state (and restores into a fresh engine);
-7. a HARD session fails on schedule timeout only if its worker did not come back.
+7. a HARD session fails on schedule timeout only if its worker did not come back;
+8. an activity whose completion was acknowledged keeps its recorded result across
+   restarts and never starts again.
 
 `settle` adds a liveness property: a healthy worker, no more losses and enough time
 drive every run to a terminal phase — even though `message_lost` drops tasks on their way
@@ -32,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -53,6 +60,7 @@ from tether_operator.engine import (
     Run,
     RunEnded,
     UnknownWorker,
+    WorkerGone,
     WorkerRetired,
 )
 
@@ -266,15 +274,34 @@ class WorkerProcess:
     stale: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Cancelled or abandoned attempts that may still report (late results)."""
     wfts: dict[str, WorkflowTaskState] = field(default_factory=dict)
+    unacked: dict[str, Report] = field(default_factory=dict)
+    """Outcomes reported but not acknowledged yet: re-sent after re-registering."""
 
     def forget_everything(self) -> None:
         self.activities.clear()
         self.stale.clear()
         self.wfts.clear()
+        self.unacked.clear()
 
     def held(self) -> set[str]:
-        """What the process's heartbeat lists: attempts it runs and its workflow tasks."""
-        return set(self.activities) | {wft.task_id for wft in self.wfts.values()}
+        """What the process's heartbeat lists: attempts it runs, its workflow tasks and
+        outcomes not acknowledged yet."""
+        return (
+            set(self.activities) | {wft.task_id for wft in self.wfts.values()} | set(self.unacked)
+        )
+
+
+@dataclass
+class Report:
+    """An activity outcome a worker sent, waiting for its acknowledgement."""
+
+    task: dict[str, Any]
+    error: dict[str, Any] | None
+    """None: a completion."""
+    mark: int
+    """The run's history length when it was applied: acknowledged once that is written."""
+    accepted: bool
+    """The scheduler recorded it as the step's completion."""
 
 
 def outcomes_in(history: list[dict[str, Any]]) -> dict[int, bool]:
@@ -301,6 +328,47 @@ class HostDriver(Driver):
             elif isinstance(fx, Notice):
                 self.notices.append(fx)
         return effects
+
+
+@dataclass
+class DurableHostDriver(HostDriver):
+    """A host with a durable store, as `SchedulerService` with one: `stored` is what the
+    engine recorded, `written` how much of it the store holds; a delivery waits until
+    its run's history before it is written, and is void if its worker was lost since."""
+
+    written: dict[str, int] = field(default_factory=dict)
+    held: dict[str, list[tuple[int, int, Deliver]]] = field(default_factory=dict)
+    epochs: dict[str, int] = field(default_factory=dict)
+
+    def apply(self, effects: list[Effect]) -> list[Effect]:
+        for fx in effects:
+            if isinstance(fx, Deliver):
+                rid = fx.run_id
+                mark = len(self.stored.get(rid, ()))
+                if rid not in self.held and self.written.get(rid, 0) >= mark:
+                    self.inbox.setdefault(fx.worker_id, []).append(fx.message)
+                else:
+                    entry = (mark, self.epochs.get(fx.worker_id, 0), fx)
+                    self.held.setdefault(rid, []).append(entry)
+            elif isinstance(fx, WorkerGone):
+                self.epochs[fx.worker_id] = self.epochs.get(fx.worker_id, 0) + 1
+            else:
+                super().apply([fx])
+        return effects
+
+    def write(self, rid: str) -> None:
+        """The store writes everything recorded for `rid`; held deliveries go out."""
+        self.written[rid] = len(self.stored.get(rid, ()))
+        for _, epoch, fx in self.held.pop(rid, ()):
+            if self.epochs.get(fx.worker_id, 0) == epoch:
+                self.inbox.setdefault(fx.worker_id, []).append(fx.message)
+
+    def crash(self) -> None:
+        """The scheduler process dies: unwritten history and held deliveries are lost."""
+        for rid, evs in self.stored.items():
+            del evs[self.written.get(rid, 0) :]
+        self.held.clear()
+        self.inbox.clear()
 
 
 # ---------------------------------------------------------------------------- invariants
@@ -451,11 +519,15 @@ def normalised_view(view: dict[str, Any]) -> dict[str, Any]:
 class EngineMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.d = HostDriver(engine=Engine(EngineConfig(require_registered_workflows=False)))
+        self.d = DurableHostDriver(engine=Engine(EngineConfig(require_registered_workflows=False)))
         self.procs: dict[str, WorkerProcess] = {}
         self.scripts: dict[str, Script] = {}
         self.phases: dict[str, str] = {}
         self.run_ids: list[str] = []
+        self.started = 0
+        self.restarts = 0
+        self.acknowledged: dict[tuple[str, int], int] = {}
+        """(run, seq) -> attempt of every completion acknowledged as the step's result."""
 
     @initialize(configs=st.lists(worker_configs, min_size=len(POOL), max_size=len(POOL)))
     def setup(self, configs: list[WorkerConfig]) -> None:
@@ -481,11 +553,55 @@ class EngineMachine(RuleBasedStateMachine):
                 assert w.alive, f"task dispatched to dead {fx.worker_id}"
                 pool = eng.runs[rid].worker_pool
                 assert w.serves(pool), f"{rid} of pool {pool} dispatched to {fx.worker_id}"
-        for wid, msgs in self.d.inbox.items():
-            proc = self.procs[wid]
-            for m in msgs:
-                self.receive(proc, m)
-        self.d.inbox.clear()
+        self.hand_out()
+
+    def hand_out(self) -> None:
+        """Worker processes receive what was delivered to them."""
+        while self.d.inbox:
+            inbox, self.d.inbox = self.d.inbox, {}
+            for wid, msgs in inbox.items():
+                proc = self.procs[wid]
+                for m in msgs:
+                    self.receive(proc, m)
+
+    def write(self, rid: str) -> None:
+        """The store writes `rid`'s history: deliveries and acknowledgements follow."""
+        self.d.write(rid)
+        self.hand_out()
+        written = self.d.written.get(rid, 0)
+        for proc in self.procs.values():
+            for tid, report in list(proc.unacked.items()):
+                if report.task["run_id"] == rid and report.mark <= written:
+                    del proc.unacked[tid]
+                    if report.accepted:
+                        self.acknowledged[(rid, report.task["seq"])] = report.task["attempt"]
+
+    def write_all(self) -> None:
+        for rid in self.run_ids:
+            self.write(rid)
+
+    def report(self, proc: WorkerProcess, tid: str, report: Report) -> None:
+        """`proc` sends an activity outcome; it keeps it until acknowledged."""
+        rid, seq, now = report.task["run_id"], report.task["seq"], self.d.now
+        proc.unacked[tid] = report
+        if not self.registered(proc.wid) or rid not in self.engine.runs:
+            return  # answered 404 UnknownWorker: sent again after registering
+        if report.error is None:
+            fx = self.engine.activity_completed(proc.wid, tid, {"seq": seq}, now)
+        else:
+            fx = self.engine.activity_failed(proc.wid, tid, report.error, now)
+        report.accepted = any(
+            ev["type"] == "ActivityCompleted" and ev["data"]["seq"] == seq
+            for f in fx
+            if isinstance(f, Persist) and f.run_id == rid
+            for ev in f.events
+        )
+        if report.accepted and self.restarts:
+            event("a completion accepted after a scheduler restart")
+        self.call(fx)
+        report.mark = len(self.d.stored[rid])
+        if self.d.written.get(rid, 0) >= report.mark:
+            self.write(rid)  # nothing was waiting: acknowledged at once
 
     def receive(self, proc: WorkerProcess, m: dict[str, Any]) -> None:
         kind = m["kind"]
@@ -540,6 +656,9 @@ class EngineMachine(RuleBasedStateMachine):
                 self.d.now,
             )
         )
+        # The reporter sends again what the scheduler has not acknowledged.
+        for tid, report in sorted(proc.unacked.items()):
+            self.report(proc, tid, report)
 
     def progress(self, proc: WorkerProcess, wft: WorkflowTaskState) -> None:
         """The SDK runs the workflow code as far as it can and sends the new commands."""
@@ -590,7 +709,8 @@ class EngineMachine(RuleBasedStateMachine):
         script: Script,
         pool: str | None,
     ) -> None:
-        rid = f"r{len(self.run_ids)}"
+        rid = f"r{self.started}"
+        self.started += 1
         req: dict[str, Any] = {"run_id": rid, "workflow": workflow, "input": {"n": rid}}
         if sticky is not None:
             req["sticky"] = sticky
@@ -644,15 +764,14 @@ class EngineMachine(RuleBasedStateMachine):
                 proc.activities.pop(tid, None)
             return
         held.pop(tid)
-        if outcome == "complete":
-            self.call(self.engine.activity_completed(proc.wid, tid, {"seq": task["seq"]}, now))
-        else:
-            err: dict[str, Any] = {"type": "ValueError", "message": "boom"}
+        err: dict[str, Any] | None = None
+        if outcome != "complete":
+            err = {"type": "ValueError", "message": "boom"}
             if outcome == "KeyError":
                 err["type"] = "KeyError"
             elif outcome == "non_retryable":
                 err["non_retryable"] = True
-            self.call(self.engine.activity_failed(proc.wid, tid, err, now))
+        self.report(proc, tid, Report(task, err, mark=0, accepted=False))
 
     @rule(i=st.sampled_from(range(len(POOL))), reason=st.sampled_from(LOSS_REASONS))
     def worker_lost(self, i: int, reason: str) -> None:
@@ -694,6 +813,7 @@ class EngineMachine(RuleBasedStateMachine):
 
     @rule(seconds=st.sampled_from([0.1, 0.5, 1.0, 2.0, 5.0, 15.0, 40.0]))
     def time_passes(self, seconds: float) -> None:
+        self.write_all()  # a write takes milliseconds, not a tick
         self.d.now += seconds
         for wid, w in list(self.engine.workers.items()):
             if w.alive and self.talking(wid):
@@ -709,33 +829,49 @@ class EngineMachine(RuleBasedStateMachine):
         assert self.engine.is_terminal(rid)
 
     @precondition(lambda self: bool(self.run_ids))
+    @rule(pick=st.integers(0, MAX_RUNS - 1))
+    def store_writes(self, pick: int) -> None:
+        """The store finishes writing one run's history."""
+        self.write(self.run_ids[pick % len(self.run_ids)])
+
+    @precondition(lambda self: bool(self.run_ids))
     @rule()
     def scheduler_restarts(self) -> None:
-        """A new scheduler restores every run from the store; workers must re-register."""
+        """The scheduler dies; a new one restores every run from what the store holds.
+        Workers keep running their attempts and must re-register."""
         old = self.engine
+        self.restarts += 1
+        whole = all(self.d.written.get(rid, 0) == len(self.d.stored[rid]) for rid in self.run_ids)
+        self.d.crash()
+        for rid in [rid for rid in self.run_ids if not self.d.stored[rid]]:
+            # Its start was never acknowledged: the client starts it again, or not.
+            self.run_ids.remove(rid)
+            del self.d.stored[rid]
+            self.phases.pop(rid, None)
         fresh = Engine(EngineConfig(require_registered_workflows=False))
         fx: list[Effect] = []
-        n_stored = {rid: len(evs) for rid, evs in self.d.stored.items()}
+        n_stored = {rid: len(self.d.stored[rid]) for rid in self.run_ids}
         for rid in self.run_ids:
             fx += fresh.restore(rid, json.loads(json.dumps(self.d.stored[rid])), self.d.now)
         self.d.engine = fresh
         self.call(fx)
         for rid in self.run_ids:
             live, back = old.runs[rid], fresh.runs[rid]
+            assert back.history[: n_stored[rid]] == self.d.stored[rid][: n_stored[rid]]
             extra = self.d.stored[rid][n_stored[rid] :]
-            assert back.history[: n_stored[rid]] == live.history
             for ev in extra:
                 assert ev["type"] in ("SessionBroken", "ActivityFailed"), ev
                 assert "SchedulerRestarted" in json.dumps(ev), ev
-            if live.terminal:
+            if whole and live.terminal:
                 assert not extra
                 assert fresh.run_view(rid) == old.run_view(rid)
-            else:
+            elif whole:
                 assert normalised_view(fresh.run_view(rid)) == normalised_view(old.run_view(rid))
+            # What was not written is undone (it was not acknowledged either).
+            self.phases[rid] = back.phase
         for proc in self.procs.values():
-            proc.wfts.clear()  # the old scheduler's workflow tasks are gone
-            proc.stale.update(proc.activities)  # running attempts are retried elsewhere
-            proc.activities.clear()
+            # The old scheduler's workflow tasks are gone; attempts keep running.
+            proc.wfts.clear()
         self.d.silent.clear()
 
     @precondition(lambda self: any(not r.terminal for r in self.engine.runs.values()))
@@ -757,11 +893,7 @@ class EngineMachine(RuleBasedStateMachine):
                     continue
                 for tid in sorted(proc.activities):
                     task = proc.activities.pop(tid)
-                    self.call(
-                        self.engine.activity_completed(
-                            proc.wid, tid, {"seq": task["seq"]}, self.d.now
-                        )
-                    )
+                    self.report(proc, tid, Report(task, None, mark=0, accepted=False))
                 for wft in sorted(proc.wfts.values(), key=lambda t: t.run_id):
                     self.progress(proc, wft)
             self.check()
@@ -799,6 +931,25 @@ class EngineMachine(RuleBasedStateMachine):
             for wid in demand.workers:
                 assert eng.workers[wid].alive
                 assert eng.workers[wid].pool == pool
+        # 8: an acknowledged completion is the step's result for good.
+        for (rid, seq), attempt in self.acknowledged.items():
+            if rid not in eng.runs:
+                continue
+            stored = self.d.stored[rid]
+            assert any(
+                ev["type"] == "ActivityCompleted"
+                and ev["data"]["seq"] == seq
+                and ev["data"]["attempt"] == attempt
+                for ev in stored
+            ), f"{rid}: acknowledged completion of seq {seq} (attempt {attempt}) was lost"
+            again = [
+                ev["data"]["attempt"]
+                for ev in stored
+                if ev["type"] == "ActivityStarted"
+                and ev["data"]["seq"] == seq
+                and ev["data"]["attempt"] > attempt
+            ]
+            assert not again, f"{rid}: seq {seq} ran again (attempts {again}) after acknowledgement"
 
 
 EngineMachine.TestCase.settings = PROPERTY_SETTINGS

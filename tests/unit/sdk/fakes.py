@@ -62,9 +62,18 @@ class FakeScheduler:
         self.replaced: set[str] = set()
         """Worker ids whose polls and heartbeats get 409 WorkerReplaced."""
         self.report_event = asyncio.Event()
+        self.down = False
+        """While True, every request fails to connect (the scheduler is restarting)."""
         self.transport = httpx.MockTransport(self.handle)
 
+    def restart(self) -> None:
+        """Come back as a new scheduler process: it knows no worker."""
+        self.known_workers.clear()
+        self.down = False
+
     async def handle(self, request: httpx.Request) -> httpx.Response:
+        if self.down:
+            raise httpx.ConnectError("connection refused", request=request)
         path = request.url.path
         body = json.loads(request.content) if request.content else {}
         self.requests.append((path, body))

@@ -298,6 +298,40 @@ async def test_reregisters_after_404(scheduler: FakeScheduler, worker: Worker) -
     await scheduler.wait_for(lambda: scheduler.completions())
 
 
+async def test_a_completion_rides_out_a_scheduler_restart(scheduler: FakeScheduler) -> None:
+    """The scheduler is down for longer than the connect timeout (which only bounds the
+    first registration) while an activity finishes: the worker stays up, keeps the
+    completion, registers again with the same incarnation and sends it to the new
+    scheduler."""
+    w = Worker(
+        [Hello],
+        ALL,
+        scheduler_url="http://scheduler",
+        worker_id="w1",
+        transport=scheduler.transport,
+        poll_wait=0.2,
+        connect_timeout=0.1,
+    )
+    runner = asyncio.create_task(w.run())
+    await asyncio.wait_for(w.wait_ready(), 2)
+    gates[0] = asyncio.Event()
+    await scheduler.tasks.put(activity_task("t1", "waits"))
+    await scheduler.wait_for(lambda: ("held", ["t1"]) in scheduler.events)
+    scheduler.down = True
+    gates[0].set()
+    await asyncio.sleep(1.0)  # polls, heartbeats and the report all fail meanwhile
+    assert w.running
+    assert scheduler.completions() == []
+    scheduler.restart()
+    done = await scheduler.wait_for(lambda: scheduler.completions(), within=5.0)
+    assert [(c["task_id"], c["result"]) for c in done] == [("t1", "released")]
+    regs = scheduler.registrations
+    assert len(regs) == 2
+    assert regs[0]["incarnation"] == regs[1]["incarnation"]
+    await asyncio.wait_for(w.stop(), 5)
+    await asyncio.wait_for(runner, 5)
+
+
 async def test_cancel_task_and_heartbeats(scheduler: FakeScheduler, worker: Worker) -> None:
     scheduler.report_reply = lambda body: (
         {"cancelled": [h["task_id"] for h in body["heartbeats"]]} if body["heartbeats"] else {}
