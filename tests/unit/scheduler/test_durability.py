@@ -150,7 +150,7 @@ async def test_a_held_task_for_a_worker_lost_meanwhile_is_not_delivered(
     store.close("r1")
     start(durable, "r1")
     await settle()
-    durable.worker_lost("w1", "PodDeleted")
+    durable.worker_lost("w1", "ProcessExited")
     register(durable, "w1", incarnation="i2")
     store.open("r1")
     await durable.flush()
