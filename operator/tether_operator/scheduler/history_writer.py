@@ -8,7 +8,9 @@ and different runs are written concurrently, so a slow run holds up no other.
 `wait_written(run_id, mark)` returns once the run's events up to `mark` are in the
 store (the scheduler's durability barrier), and `on_written` is told each time a
 run's written mark moves. A failing store is retried with backoff; every failure is
-logged, and events still unwritten at shutdown are logged with their count.
+logged, and events still unwritten at shutdown are logged with their count. An error
+with a true `permanent` attribute (the store knows no retry can succeed) drops the
+batch instead of retrying it.
 """
 
 from __future__ import annotations
@@ -63,7 +65,9 @@ class HistoryWriter:
         self._started = False
         self._limit = asyncio.Semaphore(MAX_CONCURRENT_WRITES)
         self.failures = 0
-        """How many `append` calls raised (each one was logged and retried)."""
+        """How many `append` calls raised (each one was logged, then retried or dropped)."""
+        self.dropped = 0
+        """Events dropped because the store raised a permanent error for their run."""
 
     @property
     def pending_events(self) -> int:
@@ -192,8 +196,14 @@ class HistoryWriter:
     async def _write(self, run_id: str, events: list[dict[str, Any]]) -> bool:
         try:
             await self._store.append(run_id, events)
-        except Exception:
+        except Exception as exc:
             self.failures += 1
+            if getattr(exc, "permanent", False):
+                # The store says no retry can succeed (e.g. the run's object is gone):
+                # drop the events, so the run's waiters go on and nothing loops forever.
+                self.dropped += len(events)
+                logger.error("dropped %d history events of run %s: %s", len(events), run_id, exc)
+                return True
             logger.exception(
                 "could not persist %d history events of run %s; will retry", len(events), run_id
             )

@@ -346,3 +346,38 @@ async def test_log_level_of_notices(
     assert any(
         r.levelno == logging.INFO and "WorkerRegistered" in r.message for r in caplog.records
     )
+
+
+class _Gone(Exception):
+    permanent = True
+
+
+class GoneStore(InMemoryRunStore):
+    """A store whose run's object was deleted: every append fails for good."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.appends = 0
+
+    async def append(self, run_id: str, events: list[dict[str, Any]]) -> None:
+        self.appends += 1
+        raise _Gone(f"run {run_id} is gone")
+
+
+async def test_a_permanent_store_error_drops_the_batch_instead_of_retrying(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = GoneStore()
+    svc = SchedulerService(store=store, clock=clock)
+    svc.history_writer._retry_initial = 0.001
+    await svc.start()
+    try:
+        register(svc)
+        start(svc)
+        await asyncio.wait_for(svc.flush(), 2.0)
+        await asyncio.sleep(0.01)
+        assert store.appends == 1
+        assert svc.history_writer.dropped > 0
+        assert "dropped" in caplog.text
+    finally:
+        await svc.stop()
