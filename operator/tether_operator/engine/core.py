@@ -336,6 +336,18 @@ class Engine:
         """True once the run Succeeded, Failed or was Cancelled."""
         return self.state.get_run(run_id).terminal
 
+    def forget(self, run_id: str) -> None:
+        """Drop a terminal run from memory (its object and history are gone elsewhere).
+
+        A terminal run holds no task, deadline or session, so nothing else refers to it.
+        """
+        run = self.state.get_run(run_id)
+        if not run.terminal:
+            raise InvalidCommand(
+                f"run {run_id} is {run.phase}: cancel it before forgetting it", field="run_id"
+            )
+        del self.state.runs[run_id]
+
     def run_view(self, run_id: str) -> dict[str, Any]:
         """The run as clients see it (a `RunView` dict)."""
         return run_view(self.state.get_run(run_id), self.state.runs)

@@ -411,9 +411,7 @@ class RunController:
     def forget(self, run_id: str) -> None:
         """Drop a finished run from the engine (its object is gone; its name may be reused)."""
         if self.service.is_terminal(run_id):
-            # The engine has no public eviction yet: a terminal run holds no tasks,
-            # deadlines or sessions, so removing it from the run table is all it takes.
-            self.service.engine.state.runs.pop(run_id, None)
+            self.service.forget_run(run_id)
 
     def _schedule_expiry(self, obj: RunObject, status: Mapping[str, Any]) -> None:
         ttl, done = obj.ttl, status.get("completionTime")

@@ -516,6 +516,10 @@ class SchedulerService:
         self._apply(self.engine.cancel_run(run_id, self.clock()))
         return self.engine.run_view(run_id)
 
+    def forget_run(self, run_id: str) -> None:
+        """Drop a terminal run from memory (`Engine.forget`)."""
+        self.engine.forget(run_id)
+
     def is_terminal(self, run_id: str) -> bool:
         return self.engine.is_terminal(run_id)
 

@@ -7,6 +7,7 @@ import pytest
 from tether_operator.engine import (
     Engine,
     EngineConfig,
+    InvalidCommand,
     Run,
     RunAlreadyExists,
     RunNotFound,
@@ -413,6 +414,18 @@ def test_cancel_stops_running_work() -> None:
     assert t["task_id"] in cancels
     assert d.view(rid)["phase"] == "Cancelled"
     assert d.engine.workers["w1"].running == set()
+
+
+def test_only_a_finished_run_can_be_forgotten() -> None:
+    d = Driver()
+    d.register("w1")
+    rid = d.start()
+    with pytest.raises(InvalidCommand, match="cancel it before forgetting it"):
+        d.engine.forget(rid)
+    d.apply(d.engine.cancel_run(rid, d.now))
+    d.engine.forget(rid)
+    with pytest.raises(RunNotFound):
+        d.view(rid)
 
 
 def test_restore_rebuilds_the_same_state_and_resumes() -> None:
