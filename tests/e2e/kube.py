@@ -161,30 +161,33 @@ def documents(text: str) -> Iterator[Obj]:
     yield from (d for d in yaml.safe_load_all(text) if d)
 
 
-def install_crds(kube: Kube, paths: list[Path], release: tuple[str, str]) -> list[str]:
+def install_crds(
+    kube: Kube, paths: list[Path], release: tuple[str, str] | None = None
+) -> list[str]:
     """Apply the CRDs in ``paths``, mark them as belonging to Helm release ``release``
-    (name, namespace), and wait until each is Established; their names.
+    (name, namespace) if given, and wait until each is Established; their names.
 
     The chart installs the same CRDs as templates, and Helm refuses to install over an
     object it does not own; with Helm's ownership label and annotations, a later
     ``helm install`` of that release adopts them instead.
     """
-    name, namespace = release
     names: list[str] = []
     for path in paths:
         text = path.read_text()
         kube.apply(text)
         names += [d["metadata"]["name"] for d in documents(text)]
-    for crd in names:
-        kube.run("label", "--overwrite", "crd", crd, "app.kubernetes.io/managed-by=Helm")
-        kube.run(
-            "annotate",
-            "--overwrite",
-            "crd",
-            crd,
-            f"meta.helm.sh/release-name={name}",
-            f"meta.helm.sh/release-namespace={namespace}",
-        )
+    if release is not None:
+        name, namespace = release
+        for crd in names:
+            kube.run("label", "--overwrite", "crd", crd, "app.kubernetes.io/managed-by=Helm")
+            kube.run(
+                "annotate",
+                "--overwrite",
+                "crd",
+                crd,
+                f"meta.helm.sh/release-name={name}",
+                f"meta.helm.sh/release-namespace={namespace}",
+            )
     for name in names:
         eventually(
             lambda n=name: condition(kube.get("crd", n), "Established") == "True",

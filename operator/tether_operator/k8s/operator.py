@@ -32,6 +32,7 @@ from typing import Any, Literal
 import kopf
 from fastapi.responses import JSONResponse
 
+from tether_operator.engine import EngineConfig
 from tether_operator.engine.effects import Notice
 from tether_operator.k8s.client import KubeClient, load_config, resource_path
 from tether_operator.k8s.events import EventRecorder
@@ -47,6 +48,11 @@ from tether_operator.scheduler.server import serve
 from tether_operator.scheduler.service import SchedulerService
 from tether_operator.scheduler.store import InMemoryRunStore, RunStore
 from worker_runtime.protocol import RegisterWorkerRequest
+
+RESTART_GRACE_SECONDS = 30.0
+"""How long attempts and sessions of recovered runs wait for their worker to register
+again. Workers reach a new operator pod only once it is Ready and the Service's
+endpoints follow, seconds after recovery: dev mode's 5 s would retry work that is done."""
 
 __all__ = [
     "CONTROLLERS",
@@ -214,7 +220,10 @@ async def run_operator(settings: OperatorSettings) -> None:
 
     store = MarkingStore(_make_store(settings, client), durable)
     service = OperatorService(
-        store=store, namespace=namespace, scheduler_url=settings.scheduler_url
+        engine_config=EngineConfig(restart_grace=RESTART_GRACE_SECONDS),
+        store=store,
+        namespace=namespace,
+        scheduler_url=settings.scheduler_url,
     )
     runs = RunController(service, store, client, events, directory)
     publisher = WorkflowPublisher(
