@@ -166,6 +166,9 @@ def tether(kube: Kube, helm: Helm, crds: list[str]) -> Iterator[Install]:
     workloads = {purpose: _namespace_name(purpose) for purpose in WORKLOADS}
     for name in workloads.values():
         kube.run("create", "namespace", name)
+    # A previous session deletes the release namespace without waiting: Helm cannot
+    # install into it while it is terminating.
+    kube.run("wait", "--for=delete", f"namespace/{RELEASE_NAMESPACE}", "--timeout=120s")
     repository, _, tag = IMAGE.rpartition(":")
     args = [
         "upgrade",
