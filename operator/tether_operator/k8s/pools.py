@@ -296,6 +296,10 @@ class PoolController:
             target = clamp(spec, spec.replicas)
 
         if len(live) < target.replicas:
+            # The watch may not have delivered every pod yet (an operator that just
+            # started sees the pool before its pods): count from the API server.
+            live = await self._listed_live(key, pool, body)
+        if len(live) < target.replicas:
             if not self.scheduler_url:
                 pool.create_error = (
                     "the operator has no scheduler URL to give worker pods: set "
@@ -326,6 +330,22 @@ class PoolController:
                 )
         await self._update_costs(pool, states)
         await self._write_status(key, pool, body, target, states)
+
+    async def _listed_live(
+        self, key: PoolKey, pool: _Pool, body: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        """The pool's live pods as the API server lists them now (the cache is updated)."""
+        listed = await self.client.list(
+            resource_path("v1", "pods", key[0]), label_selector=f"{POOL_LABEL}={key[1]}"
+        )
+        for pod in listed:
+            pool.pods.setdefault(pod["metadata"]["name"], pod)
+        uid = body["metadata"]["uid"]
+        return [
+            p
+            for p in pool.pods.values()
+            if _controller_uid(p) == uid and not terminating(p) and not failed(p)
+        ]
 
     def _pod_states(
         self, pool: _Pool, live: list[dict[str, Any]], demand: Demand | None, now: float

@@ -30,7 +30,8 @@ POOL_ID = f"{NS}.{POOL}"
 
 @dataclass
 class ApiServer:
-    """Pods and WorkerPools in memory; `writes` lists (method, path, body) in order."""
+    """Pods and WorkerPools in memory; `writes` lists (method, path, body) of every
+    request but a pod listing, in order."""
 
     pods: dict[str, dict[str, Any]] = field(default_factory=dict)
     writes: list[tuple[str, str, Any]] = field(default_factory=list)
@@ -42,6 +43,8 @@ class ApiServer:
     def handle(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content) if request.content else None
         path = request.url.path
+        if request.method == "GET" and path.endswith("/pods"):
+            return httpx.Response(200, json={"items": list(self.pods.values()), "metadata": {}})
         self.writes.append((request.method, path, body))
         if request.method == "POST" and path.endswith("/pods"):
             if self.refuse_pods:
@@ -176,6 +179,19 @@ async def test_pods_are_created_up_to_replicas_and_the_status_says_so(
     writes = len(api.writes)
     await settle(ctl, api)
     assert len(api.writes) == writes  # an unchanged status is not written again
+
+
+async def test_a_restarted_controller_counts_pods_the_watch_has_not_delivered_yet(
+    service: SchedulerService, client: KubeClient, api: ApiServer
+) -> None:
+    first = controller(service, client, Clock())
+    await first.on_pool_event(None, pool_body(replicas=1))
+    await first.reconcile(KEY)
+    (pod,) = api.created()
+    restarted = controller(service, client, Clock())
+    await restarted.on_pool_event(None, pool_body(replicas=1))  # its pod events come later
+    await restarted.reconcile(KEY)
+    assert api.created() == [pod]
 
 
 async def test_scale_down_reports_the_idle_pod_lost_before_deleting_it(
