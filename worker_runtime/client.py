@@ -95,6 +95,7 @@ class SchedulerClient:
         body: Any = None,
         *,
         read_timeout: float | None = None,
+        connect_timeout: float | None = None,
         params: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
     ) -> bytes:
@@ -118,7 +119,9 @@ class SchedulerClient:
                 target,
                 content,
                 sent,
-                connect_timeout=self._connect_timeout,
+                connect_timeout=(
+                    connect_timeout if connect_timeout is not None else self._connect_timeout
+                ),
                 read_timeout=read_timeout if read_timeout is not None else self._timeout,
             )
         except httpx.TransportError as exc:
@@ -149,9 +152,22 @@ class SchedulerClient:
             PollResponse, "POST", f"/workers/{worker_id}/poll", body, read_timeout=wait + 15.0
         )
 
-    async def heartbeat(self, worker_id: str, beat: WorkerHeartbeat | None = None) -> None:
-        """POST /v1/workers/{id}/heartbeat: liveness, and the tasks the worker holds."""
-        await self.request("POST", f"/workers/{worker_id}/heartbeat", beat or {})
+    async def heartbeat(
+        self, worker_id: str, beat: WorkerHeartbeat | None = None, *, timeout: float | None = None
+    ) -> None:
+        """POST /v1/workers/{id}/heartbeat: liveness, and the tasks the worker holds.
+
+        `timeout` bounds connecting and reading: a heartbeat stuck on a connection to a
+        scheduler that is gone (a deleted pod's address) must fail fast, so the next one
+        reaches its successor before the worker counts as silent.
+        """
+        await self.request(
+            "POST",
+            f"/workers/{worker_id}/heartbeat",
+            beat or {},
+            read_timeout=timeout,
+            connect_timeout=timeout,
+        )
 
     async def report(self, worker_id: str, report: dict[str, Any]) -> ReportResponse:
         """POST /v1/workers/{id}/report with a ``ReportRequest``-shaped dict."""

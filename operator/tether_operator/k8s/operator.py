@@ -54,6 +54,11 @@ RESTART_GRACE_SECONDS = 30.0
 again. Workers reach a new operator pod only once it is Ready and the Service's
 endpoints follow, seconds after recovery: dev mode's 5 s would retry work that is done."""
 
+WORKER_HEARTBEAT_TIMEOUT_SECONDS = 3.0
+"""A worker silent this long is lost. Dev mode's 1 s is too tight for pods reached
+through a Service on busy nodes, and a pod that is deleted, evicted or loses its node
+is seen at once by the pod watch, not by this timeout."""
+
 __all__ = [
     "CONTROLLERS",
     "OperatorContext",
@@ -220,7 +225,10 @@ async def run_operator(settings: OperatorSettings) -> None:
 
     store = MarkingStore(_make_store(settings, client), durable)
     service = OperatorService(
-        engine_config=EngineConfig(restart_grace=RESTART_GRACE_SECONDS),
+        engine_config=EngineConfig(
+            worker_heartbeat_timeout=WORKER_HEARTBEAT_TIMEOUT_SECONDS,
+            restart_grace=RESTART_GRACE_SECONDS,
+        ),
         store=store,
         namespace=namespace,
         scheduler_url=settings.scheduler_url,
