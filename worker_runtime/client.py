@@ -153,11 +153,15 @@ class SchedulerClient:
         )
 
     async def heartbeat(
-        self, worker_id: str, beat: WorkerHeartbeat | None = None, *, timeout: float | None = None
+        self,
+        worker_id: str,
+        beat: WorkerHeartbeat | None = None,
+        *,
+        give_up_after: float | None = None,
     ) -> None:
         """POST /v1/workers/{id}/heartbeat: liveness, and the tasks the worker holds.
 
-        `timeout` bounds connecting and reading: a heartbeat stuck on a connection to a
+        `give_up_after` bounds connecting and reading: a heartbeat stuck on a connection to a
         scheduler that is gone (a deleted pod's address) must fail fast, so the next one
         reaches its successor before the worker counts as silent.
         """
@@ -165,8 +169,8 @@ class SchedulerClient:
             "POST",
             f"/workers/{worker_id}/heartbeat",
             beat or {},
-            read_timeout=timeout,
-            connect_timeout=timeout,
+            read_timeout=give_up_after,
+            connect_timeout=give_up_after,
         )
 
     async def report(self, worker_id: str, report: dict[str, Any]) -> ReportResponse:

@@ -281,7 +281,7 @@ class Worker:
                 # Built right before the request: no await between here and the send.
                 beat = WorkerHeartbeat(incarnation=self._incarnation, tasks=self._held_task_ids())
                 await self._client.heartbeat(
-                    self.worker_id, beat, timeout=max(1.0, 2 * self._heartbeat_interval)
+                    self.worker_id, beat, give_up_after=max(1.0, 2 * self._heartbeat_interval)
                 )
             except SchedulerRequestError as exc:
                 if exc.status == 404:
