@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 import worker_runtime as workflows
+from bench.store_bench import activity
 from tests.e2e.kube import Kube, eventually
 from tether_operator.k8s.client import ApiError, KubeClient, load_config, resource_path
 from tether_operator.k8s.naming import run_id_for
@@ -66,45 +67,6 @@ async def store_for(client: KubeClient, ns: str, *runs: tuple[str, str]) -> Kube
     for run_id, uid in runs:
         store.bind(run_id, uid)
     return store
-
-
-def activity(seq: int, result: Any = None) -> list[Event]:
-    """The four events one activity adds to a history."""
-    return [
-        {
-            "type": "ActivityScheduled",
-            "time": 1000.0 + seq,
-            "data": {
-                "seq": seq,
-                "activity": "predict",
-                "args": [seq, {"text": "hello world"}],
-                "kwargs": {},
-                "options": {"start_to_close_timeout": 30.0, "retry_policy_max_attempts": 3},
-                "session_id": "ns.run/s1",
-            },
-        },
-        {
-            "type": "ActivityStarted",
-            "time": 1000.1 + seq,
-            "data": {
-                "seq": seq,
-                "task_id": f"t-{seq}",
-                "attempt": 1,
-                "worker": "pool-abc12",
-                "pod": "pool-abc12",
-                "node": "node-1",
-                "cold_start": False,
-            },
-        },
-        {
-            "type": "ActivityCompleted",
-            "time": 1000.2 + seq,
-            "data": {"seq": seq, "attempt": 1, "result": {"label": "positive", "score": 0.9}}
-            if result is None
-            else {"seq": seq, "attempt": 1, "result": result},
-        },
-        {"type": "TimerFired", "time": 1000.3 + seq, "data": {"seq": seq}},
-    ]
 
 
 def config_maps(kube: Kube, ns: str) -> list[dict[str, Any]]:
