@@ -48,8 +48,15 @@ def apply(*objects: dict[str, Any]) -> None:
     )
 
 
-def install() -> None:
-    """The chart (as a user installs it) and a namespace holding the benchmark code."""
+def install() -> bool:
+    """The chart (as a user installs it) and a namespace holding the benchmark code;
+    True if the release was not there before (so `uninstall` removes it again)."""
+    fresh = (
+        subprocess.run(
+            ["helm", "status", RELEASE, "-n", RELEASE_NS], capture_output=True, check=False
+        ).returncode
+        != 0
+    )
     subprocess.run(
         ["helm", "upgrade", "--install", RELEASE, str(ROOT / "charts" / "tether"),
          "-n", RELEASE_NS, "--create-namespace", "--wait", "--timeout", "180s"],
@@ -65,6 +72,18 @@ def install() -> None:
         "create", "configmap", "bench-code", *files, "--dry-run=client", "-o", "json"
     )
     kubectl("apply", "-f", "-", stdin=manifest)
+    return fresh
+
+
+def uninstall(release_too: bool) -> None:
+    """Remove the benchmark namespace, and the release if this run installed it."""
+    kubectl("delete", "namespace", NAMESPACE, "--wait=true", "--timeout=180s", namespace=None)
+    if release_too:
+        subprocess.run(
+            ["helm", "uninstall", RELEASE, "-n", RELEASE_NS, "--wait"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
 
 
 def _exists(kind: str, name: str) -> bool:
@@ -386,11 +405,14 @@ def main() -> None:
         "local cluster (hack/cluster): etcd, control plane and 2 kubelets on this host",
         "benches": {},
     }
-    install()
-    for name in args.only or list(BENCHES):
-        print(f"running {name} ...", flush=True)
-        results["benches"][name] = BENCHES[name](args.quick)
-        print(json.dumps(results["benches"][name], indent=2), flush=True)
+    installed = install()
+    try:
+        for name in args.only or list(BENCHES):
+            print(f"running {name} ...", flush=True)
+            results["benches"][name] = BENCHES[name](args.quick)
+            print(json.dumps(results["benches"][name], indent=2), flush=True)
+    finally:
+        uninstall(release_too=installed)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")

@@ -168,7 +168,13 @@ def tether(kube: Kube, helm: Helm, crds: list[str]) -> Iterator[Install]:
         kube.run("create", "namespace", name)
     # A previous session deletes the release namespace without waiting: Helm cannot
     # install into it while it is terminating.
-    kube.run("wait", "--for=delete", f"namespace/{RELEASE_NAMESPACE}", "--timeout=120s")
+    if (
+        kube.exists("namespace", RELEASE_NAMESPACE)
+        and kube.get("namespace", RELEASE_NAMESPACE)["status"].get("phase") == "Terminating"
+    ):
+        kube.run(
+            "wait", "--for=delete", f"namespace/{RELEASE_NAMESPACE}", "--timeout=120s", timeout=130
+        )
     repository, _, tag = IMAGE.rpartition(":")
     args = [
         "upgrade",
