@@ -19,8 +19,6 @@ WorkflowRuns and Workflows are set up here; the WorkerPool controller
 from __future__ import annotations
 
 import asyncio
-import importlib
-import importlib.util
 import logging
 import os
 import signal
@@ -34,6 +32,7 @@ from fastapi.responses import JSONResponse
 
 from tether_operator.engine import EngineConfig
 from tether_operator.engine.effects import Notice
+from tether_operator.k8s import pools
 from tether_operator.k8s.client import KubeClient, load_config, resource_path
 from tether_operator.k8s.events import EventRecorder
 from tether_operator.k8s.login import register_login
@@ -135,19 +134,10 @@ class OperatorContext:
         self.background.append(work)
 
 
-Setup = Callable[[kopf.OperatorRegistry, OperatorContext], None]
+Setup = Callable[[kopf.OperatorRegistry, OperatorContext], object]
 
 
-def _plugged_controllers() -> list[Setup]:
-    """Controllers of other modules: `tether_operator.k8s.pools.setup` when it is installed."""
-    found: list[Setup] = []
-    if importlib.util.find_spec("tether_operator.k8s.pools") is not None:
-        module = importlib.import_module("tether_operator.k8s.pools")
-        found.append(module.setup)
-    return found
-
-
-CONTROLLERS: list[Setup] = _plugged_controllers()
+CONTROLLERS: list[Setup] = [pools.setup]
 """Controllers set up beside the WorkflowRun and Workflow handlers."""
 
 
