@@ -21,6 +21,8 @@ every namespace), it is re-scoped before any test runs. Environment:
   parallel sessions on one cluster different ones.
 - ``TETHER_E2E_RELEASE``, ``TETHER_E2E_RELEASE_NAMESPACE``: the Helm release
   (default ``tether`` in ``tether-system``).
+- ``TETHER_E2E_HELM_ARGS``: extra ``helm upgrade`` arguments, split on spaces (a second
+  release on a shared cluster passes ``--set=crds.install=false``).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ IMAGE = os.environ.get("TETHER_IMAGE", "tether:dev")
 PREFIX = os.environ.get("TETHER_E2E_PREFIX", "e2e")
 RELEASE = os.environ.get("TETHER_E2E_RELEASE", "tether")
 RELEASE_NAMESPACE = os.environ.get("TETHER_E2E_RELEASE_NAMESPACE", "tether-system")
+HELM_ARGS = os.environ.get("TETHER_E2E_HELM_ARGS", "").split()
 WORKLOADS = ("examples", "runs")
 """The namespaces the session's operator serves, one per test module that needs it."""
 
@@ -190,6 +193,7 @@ def tether(kube: Kube, helm: Helm, crds: list[str]) -> Iterator[Install]:
         f"--set=image.tag={tag}",
         "--set=operator.logLevel=DEBUG",
         f"--set=watchNamespaces={{{','.join(workloads.values())}}}",
+        *HELM_ARGS,
     ]
     install = Install(
         release=RELEASE,
