@@ -358,6 +358,13 @@ class SchedulerService:
         """The worker's process or pod is gone: its sessions break now, not at timeout."""
         self._apply(self.engine.worker_lost(worker_id, reason, message, self.clock()))
 
+    def worker_draining(self, worker_id: str, reason: str, message: str = "") -> None:
+        """The worker's pod is terminating: its sessions break now.
+
+        For now this is `worker_lost`: what still runs there is retried elsewhere.
+        """
+        self.worker_lost(worker_id, reason, message)
+
     def workers(self) -> list[dict[str, Any]]:
         return self.engine.worker_views()
 
