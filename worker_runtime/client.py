@@ -15,6 +15,7 @@ from urllib.parse import quote, urlencode, urlsplit
 import httpx
 from pydantic import BaseModel
 
+from .credentials import StaticToken, TokenSource, token_from_env
 from .errors import SchedulerRequestError, SchedulerUnavailableError, WorkflowFailedError
 from .protocol import (
     API_PREFIX,
@@ -58,7 +59,12 @@ def run_result(view: RunView, waited: float) -> Any:
 
 class SchedulerClient:
     """Typed calls to the scheduler. Raises ``SchedulerUnavailableError`` when it cannot
-    be reached (or answers 5xx) and ``SchedulerRequestError`` when it rejects a request."""
+    be reached (or answers 5xx) and ``SchedulerRequestError`` when it rejects a request.
+
+    Every request carries ``Authorization: Bearer`` with ``token`` (a string, or a
+    `TokenSource` such as a `TokenFile` the kubelet rotates); by default the token
+    comes from ``TETHER_TOKEN`` or the file ``TETHER_TOKEN_FILE`` names, if set.
+    """
 
     def __init__(
         self,
@@ -67,6 +73,7 @@ class SchedulerClient:
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float = 30.0,
         headers: dict[str, str] | None = None,
+        token: str | TokenSource | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._origin = Origin.of(self.base_url)
@@ -75,6 +82,7 @@ class SchedulerClient:
         self._timeout, self._connect_timeout = timeout, 5.0
         self._headers = list((headers or {}).items())
         self._json_headers = self._headers + _JSON_PAIRS
+        self._token = StaticToken(token) if isinstance(token, str) else token or token_from_env()
 
     async def aclose(self) -> None:
         """Close the transport (its connection pool)."""
@@ -110,6 +118,8 @@ class SchedulerClient:
         if params:
             target += "?" + urlencode(params)
         sent = self._json_headers if content is not None else self._headers
+        if self._token is not None and (bearer := self._token.current()):
+            sent = [*sent, ("authorization", f"Bearer {bearer}")]
         if headers:
             sent = sent + list(headers.items())
         try:

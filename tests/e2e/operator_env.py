@@ -82,6 +82,9 @@ class Operator:
                 self.namespace,
                 "--scheduler-url",
                 self.url,
+                # Host workers have no pod tokens; the Helm e2e tests run with auth on.
+                "--auth",
+                "none",
             ],
             env=env,
             stdout=out,

@@ -51,7 +51,8 @@ def format_problem(status: int, body: bytes) -> str:
 class SchedulerClient:
     """Calls the scheduler's HTTP API and returns protocol models.
 
-    `server` is the base URL (no `/v1`); `transport` replaces the network in tests.
+    `server` is the base URL (no `/v1`); `token`, if given, is sent as a bearer token
+    (a scheduler on Kubernetes checks it); `transport` replaces the network in tests.
     """
 
     def __init__(
@@ -60,11 +61,15 @@ class SchedulerClient:
         *,
         timeout: float = 10.0,
         transport: httpx.BaseTransport | None = None,
+        token: str | None = None,
     ) -> None:
         self.server = server.rstrip("/")
         self._timeout = timeout
         self._http = httpx.Client(
-            base_url=self.server + API_PREFIX, timeout=timeout, transport=transport
+            base_url=self.server + API_PREFIX,
+            timeout=timeout,
+            transport=transport,
+            headers={"Authorization": f"Bearer {token}"} if token else None,
         )
 
     def close(self) -> None:

@@ -17,6 +17,8 @@ from tether_operator.cli.output import Output
 
 SERVER_ENV = "TETHER_SERVER"
 """Environment variable naming the scheduler URL (overridden by `--server`)."""
+TOKEN_ENV = "TETHER_TOKEN"
+"""Environment variable holding the bearer token to send (overridden by `--token`)."""
 
 Command = Callable[[argparse.Namespace, SchedulerClient, Output], int]
 
@@ -114,6 +116,12 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"tether {tether_version()}")
     _server_flag(parser, os.environ.get(SERVER_ENV, DEFAULT_SERVER))
+    parser.add_argument(
+        "--token",
+        default=os.environ.get(TOKEN_ENV) or None,
+        help=f"bearer token for a scheduler that checks one (env {TOKEN_ENV}), e.g. "
+        "$(kubectl create token SA --audience tether.dev/scheduler)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
 
     dev = sub.add_parser(
@@ -164,6 +172,12 @@ def build_parser() -> ArgumentParser:
         choices=["kubernetes", "memory"],
         default="kubernetes",
         help="where run history lives: kubernetes (durable, default) or memory",
+    )
+    op.add_argument(
+        "--auth",
+        choices=["tokenreview", "none"],
+        help="who may call the scheduler: tokenreview (bearer tokens checked with the API "
+        "server; default, or $TETHER_AUTH) or none (anyone who reaches the port)",
     )
     op.add_argument("--log-level", default="INFO", help="log level (INFO)")
 
@@ -266,7 +280,15 @@ def _operator(args: argparse.Namespace) -> int:
     # A request log line per API call and per handled event would drown what matters.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    settings = OperatorSettings(host=args.host, port=args.port, store=args.store)
+    try:
+        settings = OperatorSettings(
+            host=args.host,
+            port=args.port,
+            store=args.store,
+            **({"auth": args.auth} if args.auth else {}),
+        )
+    except ValueError as exc:  # TETHER_AUTH names no mode
+        raise CliError(str(exc)) from None
     if args.namespaces:
         settings.namespaces = tuple(args.namespaces)
     if args.scheduler_url:
@@ -302,7 +324,7 @@ def run_command(
         if args.command == "operator":
             return _operator(args)
         handler: Command = args.handler
-        with SchedulerClient(args.server, transport=transport) as client:
+        with SchedulerClient(args.server, transport=transport, token=args.token) as client:
             return handler(args, client, output)
     except CliError as exc:
         output.err.file.write(f"error: {exc}\n")

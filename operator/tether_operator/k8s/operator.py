@@ -33,6 +33,7 @@ from fastapi.responses import JSONResponse
 from tether_operator.engine import EngineConfig
 from tether_operator.engine.effects import Notice
 from tether_operator.k8s import pools
+from tether_operator.k8s.auth import KubernetesAuthenticator, run_namespace
 from tether_operator.k8s.client import KubeClient, load_config, resource_path
 from tether_operator.k8s.events import EventRecorder
 from tether_operator.k8s.login import register_login
@@ -43,6 +44,7 @@ from tether_operator.k8s.runs import RunController
 from tether_operator.k8s.store import KubernetesRunStore
 from tether_operator.k8s.workflows import WorkflowDirectory, WorkflowPublisher
 from tether_operator.scheduler.app import create_app
+from tether_operator.scheduler.auth import Gate
 from tether_operator.scheduler.server import serve
 from tether_operator.scheduler.service import SchedulerService
 from tether_operator.scheduler.store import InMemoryRunStore, RunStore
@@ -69,6 +71,16 @@ __all__ = [
 logger = logging.getLogger("tether.operator")
 
 StoreKind = Literal["kubernetes", "memory"]
+AuthKind = Literal["tokenreview", "none"]
+AUTH_KINDS: tuple[AuthKind, ...] = ("tokenreview", "none")
+
+
+def _env_auth() -> AuthKind:
+    value = os.environ.get("TETHER_AUTH", "") or "tokenreview"
+    for kind in AUTH_KINDS:
+        if value == kind:
+            return kind
+    raise ValueError(f"TETHER_AUTH={value!r}: use one of {', '.join(AUTH_KINDS)}")
 
 
 def _env_list(name: str) -> tuple[str, ...]:
@@ -97,6 +109,10 @@ class OperatorSettings:
     """The operator's pod (TETHER_POD_NAME), named in the Events it writes."""
     store: StoreKind = "kubernetes"
     """Where run history lives: `kubernetes` (durable) or `memory` (lost on exit)."""
+    auth: AuthKind = field(default_factory=_env_auth)
+    """Who may call the scheduler (TETHER_AUTH): `tokenreview` checks every request's
+    bearer token with the API server (TokenReview, SubjectAccessReview); `none` serves
+    anyone who reaches the port (host-process tests)."""
 
 
 class OperatorService(SchedulerService):
@@ -159,8 +175,23 @@ def _make_store(settings: OperatorSettings, client: KubeClient) -> RunStore:
     return KubernetesRunStore(client, list(settings.namespaces) or None)
 
 
-def _app(service: SchedulerService, readiness: Readiness) -> Any:
-    app = create_app(service, manage_lifecycle=False)
+def _gate(settings: OperatorSettings, client: KubeClient, service: SchedulerService) -> Gate | None:
+    if settings.auth == "none":
+        logger.warning("the scheduler's API is open to anyone who reaches it (--auth none)")
+        return None
+
+    def alive(worker_id: str) -> bool:
+        return any(w["worker_id"] == worker_id and w.get("alive") for w in service.workers())
+
+    return Gate(
+        KubernetesAuthenticator(client, namespaces=settings.namespaces),
+        run_namespace=run_namespace(service.namespace),
+        worker_alive=alive,
+    )
+
+
+def _app(service: SchedulerService, readiness: Readiness, gate: Gate | None) -> Any:
+    app = create_app(service, manage_lifecycle=False, gate=gate)
 
     async def readyz() -> JSONResponse:
         ready = readiness.ready
@@ -303,7 +334,7 @@ async def run_operator(settings: OperatorSettings) -> None:
             settings.host,
             settings.port,
             service,
-            app=_app(service, readiness),
+            app=_app(service, readiness, _gate(settings, client, service)),
             companions=[watch, *context.background],
             stop=stop,
         )

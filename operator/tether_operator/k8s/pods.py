@@ -14,6 +14,7 @@ from typing import Any
 from tether_operator.engine import WorkerLoad
 from tether_operator.k8s.naming import pool_id_for
 from tether_operator.k8s.resources import API_VERSION
+from tether_operator.scheduler.auth import SCHEDULER_AUDIENCE
 
 __all__ = [
     "DEFAULT_TERMINATION_GRACE_SECONDS",
@@ -36,6 +37,12 @@ DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 DEFAULT_TERMINATION_GRACE_SECONDS = 20
 """Grace when the template sets none: a stopping worker finishes running activities
 for up to 10 s and drains unacknowledged reports for 5 s more."""
+
+TOKEN_DIR = "/var/run/secrets/tether.dev"
+"""Where worker containers find their scheduler token (`TETHER_TOKEN_FILE`)."""
+TOKEN_VOLUME = "tether-token"
+TOKEN_EXPIRATION_SECONDS = 3600
+"""Lifetime of the projected token; the kubelet renews it well before (at 80%)."""
 
 _NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # the one generateName uses: no vowels
 _MAX_POD_NAME = 63  # pod names become hostnames: a DNS label
@@ -65,7 +72,27 @@ def worker_env(pool: dict[str, Any], scheduler_url: str) -> list[dict[str, Any]]
         {"name": "TETHER_SCHEDULER_URL", "value": scheduler_url},
         {"name": "TETHER_SLOTS", "value": str(spec.get("slots", 8))},
         {"name": "TETHER_SESSION_CAPACITY", "value": str(spec.get("sessionCapacity", 4))},
+        {"name": "TETHER_TOKEN_FILE", "value": f"{TOKEN_DIR}/token"},
     ]
+
+
+def _add_token_volume(spec: dict[str, Any]) -> None:
+    """The pod's projected service-account token for the scheduler (audience
+    `tether.dev/scheduler`, bound to the pod), mounted read-only in every container."""
+    volumes = [v for v in spec.get("volumes") or [] if v.get("name") != TOKEN_VOLUME]
+    token = {
+        "audience": SCHEDULER_AUDIENCE,
+        "expirationSeconds": TOKEN_EXPIRATION_SECONDS,
+        "path": "token",
+    }
+    volumes.append(
+        {"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": token}]}}
+    )
+    spec["volumes"] = volumes
+    for container in spec["containers"]:
+        mounts = [m for m in container.get("volumeMounts") or [] if m.get("name") != TOKEN_VOLUME]
+        mounts.append({"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True})
+        container["volumeMounts"] = mounts
 
 
 def build_pod(pool: dict[str, Any], *, name: str, scheduler_url: str) -> dict[str, Any]:
@@ -73,8 +100,8 @@ def build_pod(pool: dict[str, Any], *, name: str, scheduler_url: str) -> dict[st
 
     The template is kept as written; Tether adds the pool label, an owner reference
     (the pod is garbage-collected with the pool), a deletion cost, the worker's
-    environment in every container (replacing variables of the same name) and a
-    termination grace period if the template sets none.
+    environment in every container (replacing variables of the same name), the
+    scheduler token volume, and a termination grace period if the template sets none.
     """
     meta = pool["metadata"]
     template = copy.deepcopy(pool["spec"]["template"])
@@ -92,6 +119,7 @@ def build_pod(pool: dict[str, Any], *, name: str, scheduler_url: str) -> dict[st
     for container in spec["containers"]:
         theirs = [e for e in container.get("env") or [] if e.get("name") not in ours]
         container["env"] = [*theirs, *env]
+    _add_token_volume(spec)
     spec.setdefault("terminationGracePeriodSeconds", DEFAULT_TERMINATION_GRACE_SECONDS)
     return {
         "apiVersion": "v1",

@@ -18,13 +18,19 @@ from fastapi import Body, FastAPI, Header, Path, Query, Request
 from starlette.responses import Response
 
 from tether_operator.engine import TERMINAL_PHASES, InvalidCommand
+from tether_operator.scheduler.auth import AuthMiddleware, Gate, principal_of
 from tether_operator.scheduler.fastpath import WorkerFastPath, report_payloads
 from tether_operator.scheduler.problems import (
     GuardMiddleware,
     check_payload,
     install_error_handlers,
 )
-from tether_operator.scheduler.service import SchedulerService, run_of_task, runs_of_report
+from tether_operator.scheduler.service import (
+    SchedulerService,
+    run_of_task,
+    runs_of_report,
+    tasks_of_report,
+)
 from worker_runtime.protocol import (
     API_PREFIX,
     ActivityCompletion,
@@ -85,12 +91,18 @@ RunId = Annotated[str, Path(min_length=1, description="The run's id.")]
 
 
 def create_app(
-    service: SchedulerService, *, manage_lifecycle: bool = True, fast_path: bool = True
+    service: SchedulerService,
+    *,
+    manage_lifecycle: bool = True,
+    fast_path: bool = True,
+    gate: Gate | None = None,
 ) -> FastAPI:
     """The HTTP API over `service`. With `manage_lifecycle`, the app's lifespan
     starts the service (and recovers stored runs) and stops it. With `fast_path`,
     worker poll/report/heartbeat bypass FastAPI's routing (same behaviour, less
-    overhead; see `fastpath.py`)."""
+    overhead; see `fastpath.py`). With `gate`, every request but the probes must
+    carry a token it accepts, and may do only what it allows (see `auth.py`);
+    without it the API is open (dev mode binds loopback)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -112,6 +124,23 @@ def create_app(
     app.state.service = service
     install_error_handlers(app)
     app.add_middleware(GuardMiddleware, fast_path=WorkerFastPath(service) if fast_path else None)
+    if gate is not None:
+        app.add_middleware(AuthMiddleware, gate=gate)  # outermost: before the body is read
+
+    async def allow(request: Request, verb: str, resource: str, namespace: str | None) -> None:
+        """Raise `Forbidden` unless the caller may `verb` `resource` (no gate: anyone may)."""
+        principal = principal_of(request.scope)
+        if gate is not None and principal is not None:
+            await gate.require(principal, verb, resource, namespace)
+
+    async def allow_run(request: Request, verb: str, run_id: str) -> None:
+        if gate is not None:
+            await allow(request, verb, "workflowruns", gate.run_namespace(run_id))
+
+    def assigned(request: Request, worker_id: str, task_ids: list[str]) -> None:
+        """An authenticated worker reports only tasks dispatched to it."""
+        if principal_of(request.scope) is not None:
+            service.check_assigned(worker_id, task_ids)
 
     # -------------------------------------------------------------- workers
 
@@ -122,7 +151,10 @@ def create_app(
         tags=["workers"],
         summary="Register a worker process",
     )
-    async def register_worker(req: RegisterWorkerRequest) -> Response:
+    async def register_worker(request: Request, req: RegisterWorkerRequest) -> Response:
+        principal = principal_of(request.scope)
+        if gate is not None and principal is not None:
+            await gate.check_registration(principal, req)
         return _json(service.register_worker(req))
 
     @app.post(
@@ -167,6 +199,7 @@ def create_app(
     )
     async def report(request: Request, worker_id: WorkerId, req: ReportRequest) -> Response:
         check_payload(request, report_payloads(req))
+        assigned(request, worker_id, tasks_of_report(req))
         if not service.durable:
             return _json(service.report(worker_id, req))
         result = service.report(worker_id, req, piggyback=False)
@@ -197,7 +230,8 @@ def create_app(
         tags=["workers"],
         summary="Every known worker",
     )
-    async def list_workers() -> dict[str, Any]:
+    async def list_workers(request: Request) -> dict[str, Any]:
+        await allow(request, "list", "workerpools", None)
         return {"workers": service.workers()}
 
     @app.get(
@@ -206,7 +240,8 @@ def create_app(
         tags=["workflows"],
         summary="Registered workflows and activities, with their input schemas",
     )
-    async def list_workflows() -> dict[str, Any]:
+    async def list_workflows(request: Request) -> dict[str, Any]:
+        await allow(request, "list", "workflows", None)
         return service.registered()
 
     @app.get(
@@ -249,6 +284,7 @@ def create_app(
     ) -> Response:
         _same_task(task_id, completion.task_id)
         check_payload(request, [("result", completion.result)])
+        assigned(request, worker_id, [task_id])
         result = service.complete_task(worker_id, completion)
         if (written := service.written([run_of_task(task_id)])) is not None:
             await written
@@ -269,6 +305,7 @@ def create_app(
     ) -> Response:
         _same_task(task_id, heartbeat.task_id)
         check_payload(request, [("details", heartbeat.details)])
+        assigned(request, worker_id, [task_id])
         return _json(service.heartbeat_task(worker_id, heartbeat))
 
     # -------------------------------------------------------------- runs
@@ -283,14 +320,25 @@ def create_app(
     )
     async def start_run(request: Request, req: StartRunRequest) -> dict[str, Any]:
         check_payload(request, [("input", req.input)])
+        if gate is not None:
+            namespace = gate.run_namespace(req.run_id) if req.run_id else gate.run_namespace("")
+            await allow(request, "create", "workflowruns", namespace)
         view = service.start_run(req)
         if (written := service.written([view["run_id"]])) is not None:
             await written
         return view
 
     @app.get(f"{API_PREFIX}/runs", response_model=RunList, tags=["runs"], summary="Every run")
-    async def list_runs() -> dict[str, Any]:
-        return {"runs": service.list_runs()}
+    async def list_runs(request: Request) -> dict[str, Any]:
+        runs = service.list_runs()
+        principal = principal_of(request.scope)
+        if gate is not None and principal is not None:
+            namespace = {run["run_id"]: gate.run_namespace(run["run_id"]) for run in runs}
+            shown = await gate.allowed_namespaces(
+                principal, "list", "workflowruns", namespace.values()
+            )
+            runs = [run for run in runs if namespace[run["run_id"]] in shown]
+        return {"runs": runs}
 
     @app.get(
         f"{API_PREFIX}/runs/{{run_id}}",
@@ -299,7 +347,8 @@ def create_app(
         tags=["runs"],
         summary="One run",
     )
-    async def get_run(run_id: RunId) -> dict[str, Any]:
+    async def get_run(request: Request, run_id: RunId) -> dict[str, Any]:
+        await allow_run(request, "get", run_id)
         return service.get_run(run_id)
 
     @app.get(
@@ -310,11 +359,13 @@ def create_app(
         summary="Wait until the run ends (or `timeout` passes) and return it",
     )
     async def wait_run(
+        request: Request,
         run_id: RunId,
         timeout: Annotated[  # noqa: ASYNC109 - the documented query parameter
             float, Query(ge=0, le=3600, description="Seconds to wait.")
         ] = 30.0,
     ) -> dict[str, Any]:
+        await allow_run(request, "get", run_id)
         view = await service.wait_run(run_id, timeout)
         finished = view["phase"] in TERMINAL_PHASES
         # A finished run is reported finished once its end is stored.
@@ -329,7 +380,8 @@ def create_app(
         tags=["runs"],
         summary="The run's recorded history",
     )
-    async def history(run_id: RunId) -> dict[str, Any]:
+    async def history(request: Request, run_id: RunId) -> dict[str, Any]:
+        await allow_run(request, "get", run_id)
         return {"run_id": run_id, "events": service.history(run_id)}
 
     @app.post(
@@ -339,7 +391,8 @@ def create_app(
         tags=["runs"],
         summary="Cancel a run",
     )
-    async def cancel_run(run_id: RunId) -> dict[str, Any]:
+    async def cancel_run(request: Request, run_id: RunId) -> dict[str, Any]:
+        await allow_run(request, "delete", run_id)
         view = service.cancel_run(run_id)
         if (written := service.written([run_id])) is not None:
             await written

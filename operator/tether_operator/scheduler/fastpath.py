@@ -20,14 +20,16 @@ from pydantic import ValidationError
 from starlette.types import Receive, Scope, Send
 
 from tether_operator.engine import EngineError
+from tether_operator.scheduler.auth import AuthError, principal_of
 from tether_operator.scheduler.problems import (
     PayloadTooLarge,
+    auth_error_problem,
     check_payload,
     engine_problem,
     payload_problem,
     validation_problem,
 )
-from tether_operator.scheduler.service import SchedulerService, runs_of_report
+from tether_operator.scheduler.service import SchedulerService, runs_of_report, tasks_of_report
 from worker_runtime.protocol import API_PREFIX, PollRequest, ReportRequest, WorkerHeartbeat
 
 __all__ = ["WorkerFastPath", "report_payloads"]
@@ -95,6 +97,8 @@ class WorkerFastPath:
             if action == "report":
                 report = ReportRequest.model_validate_json(body)
                 check_payload(scope, report_payloads(report))
+                if principal_of(scope) is not None:
+                    service.check_assigned(worker_id, tasks_of_report(report))
                 if service.durable:
                     result = service.report(worker_id, report, piggyback=False)
                     if (written := service.written(runs_of_report(report))) is not None:
@@ -124,4 +128,6 @@ class WorkerFastPath:
             await engine_problem(exc)(scope, receive, send)
         except PayloadTooLarge as exc:
             await payload_problem(exc)(scope, receive, send)
+        except AuthError as exc:
+            await auth_error_problem(exc)(scope, receive, send)
         return True

@@ -29,12 +29,14 @@ from tether_operator.engine import (
     WorkerRetired,
     WorkflowNotFound,
 )
+from tether_operator.scheduler.auth import AuthError
 from worker_runtime.protocol import MAX_BODY_BYTES, MAX_PAYLOAD_BYTES
 
 __all__ = [
     "BODY_SIZE_SCOPE_KEY",
     "GuardMiddleware",
     "PayloadTooLarge",
+    "auth_error_problem",
     "check_payload",
     "engine_problem",
     "install_error_handlers",
@@ -135,6 +137,13 @@ def engine_problem(exc: EngineError) -> Response:
     return problem(status, exc.reason, exc.message, exc.field)
 
 
+def auth_error_problem(exc: AuthError) -> Response:
+    response = problem(exc.status, exc.error, exc.message, exc.field)
+    if exc.status == 401:
+        response.headers["www-authenticate"] = 'Bearer realm="tether"'
+    return response
+
+
 def payload_problem(exc: PayloadTooLarge) -> Response:
     return problem(413, "PayloadTooLarge", str(exc), exc.field)
 
@@ -147,6 +156,11 @@ async def _on_validation_error(request: Request, exc: Exception) -> Response:
 async def _on_engine_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, EngineError)
     return engine_problem(exc)
+
+
+async def _on_auth_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, AuthError)
+    return auth_error_problem(exc)
 
 
 async def _on_payload_too_large(request: Request, exc: Exception) -> Response:
@@ -171,6 +185,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(EngineError, _on_engine_error)
     app.add_exception_handler(PayloadTooLarge, _on_payload_too_large)
+    app.add_exception_handler(AuthError, _on_auth_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
 
 

@@ -30,6 +30,7 @@ from typing import Any, TypedDict, assert_never
 
 from tether_operator.engine import Engine, EngineConfig, EngineError, WorkerReplaced
 from tether_operator.engine.effects import Deliver, Effect, Notice, Persist, RunEnded, WorkerGone
+from tether_operator.scheduler.auth import Forbidden
 from tether_operator.scheduler.history_writer import HistoryWriter
 from tether_operator.scheduler.inputs import InputCatalog
 from tether_operator.scheduler.mailboxes import Mailbox
@@ -44,7 +45,13 @@ from worker_runtime.protocol import (
     WorkerHeartbeat,
 )
 
-__all__ = ["NoticeSubscriber", "ReportResult", "SchedulerService", "runs_of_report"]
+__all__ = [
+    "NoticeSubscriber",
+    "ReportResult",
+    "SchedulerService",
+    "runs_of_report",
+    "tasks_of_report",
+]
 
 logger = logging.getLogger("tether.scheduler")
 
@@ -80,6 +87,16 @@ def runs_of_report(req: ReportRequest) -> set[str]:
     runs = {run_of_task(c.task_id) for c in req.completions}
     runs.update(batch.run_id for batch in req.workflows)
     return runs
+
+
+def tasks_of_report(req: ReportRequest) -> list[str]:
+    """Every task a report speaks for: completed, heartbeated, or whose workflow commands
+    it carries."""
+    return [
+        *(c.task_id for c in req.completions),
+        *(h.task_id for h in req.heartbeats),
+        *(batch.workflow_task_id for batch in req.workflows),
+    ]
 
 
 class SchedulerService:
@@ -470,6 +487,22 @@ class SchedulerService:
             raise first_error
         tasks = self.take_tasks(worker_id, req.max_tasks) if piggyback else []
         return {"cancelled": cancelled, "tasks": tasks}
+
+    def check_assigned(self, worker_id: str, task_ids: Iterable[str]) -> None:
+        """Raise `Forbidden` if a task in `task_ids` is dispatched to another worker.
+
+        Called before anything of the request is applied, so a refused report changes
+        nothing. A task that is unknown or ended is left to the engine (it ignores it).
+        """
+        tasks = self.engine.state.tasks
+        for task_id in task_ids:
+            task = tasks.get(task_id)
+            if task is not None and task.worker_id is not None and task.worker_id != worker_id:
+                raise Forbidden(
+                    f"task {task_id!r} was dispatched to worker {task.worker_id!r}, not to "
+                    f"{worker_id!r}: a worker may only report the tasks it was sent",
+                    field="task_id",
+                )
 
     def take_tasks(self, worker_id: str, max_tasks: int) -> list[dict[str, Any]]:
         """Up to `max_tasks` tasks waiting in the worker's mailbox, at once (no wait)."""
