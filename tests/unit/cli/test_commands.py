@@ -274,6 +274,30 @@ def test_server_flag_is_used(cli: Cli, fake: FakeScheduler) -> None:
     assert str(fake.requests[0].url) == "http://scheduler.example:9000/v1/runs"
 
 
+def test_a_token_is_sent_as_a_bearer_token(
+    cli: Cli, fake: FakeScheduler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake.routes["GET", "/v1/runs"] = ok(RunList(runs=[]))
+    monkeypatch.delenv("TETHER_TOKEN", raising=False)
+    cli("get", "runs")
+    cli("--token", "abc", "get", "runs")
+    monkeypatch.setenv("TETHER_TOKEN", "from-env")
+    cli("get", "runs")
+    sent = [r.headers.get("authorization") for r in fake.requests]
+    assert sent == [None, "Bearer abc", "Bearer from-env"]
+
+
+def test_a_refused_token_is_one_line_saying_what_to_do(cli: Cli, fake: FakeScheduler) -> None:
+    fake.routes["GET", "/v1/runs"] = problem(
+        401, "Unauthenticated", "this scheduler needs a bearer token: ... `tether --token`"
+    )
+    result = cli("get", "runs")
+    assert result.code == 1
+    assert result.err.strip() == (
+        "error: this scheduler needs a bearer token: ... `tether --token`"
+    )
+
+
 def test_wait_run_follows_an_existing_run(cli: Cli, fake: FakeScheduler) -> None:
     fake.routes["GET", "/v1/runs/run-1"] = ok(make_run("Running"))
     fake.routes["GET", "/v1/runs/run-1/wait"] = ok(make_run("Failed"))

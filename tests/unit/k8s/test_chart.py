@@ -201,6 +201,52 @@ def test_rbac_grants_the_operator_exactly_what_it_does() -> None:
         ]
 
 
+def test_auth_is_on_by_default_and_off_drops_the_review_permissions() -> None:
+    env = one(render(), "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "TETHER_AUTH", "value": "tokenreview"} in env
+    objects = render("auth.enabled=false")
+    env = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "TETHER_AUTH", "value": "none"} in env
+    assert rules(one(objects, "ClusterRole", "tether-cluster")) == {
+        ("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"},
+        ("", "namespaces"): {"list", "watch"},
+    }
+
+
+def test_the_network_policy_is_opt_in_and_admits_workers_and_the_api_server() -> None:
+    assert not [o for o in render() if o["kind"] == "NetworkPolicy"]
+    objects = render(
+        "networkPolicy.enabled=true",
+        "networkPolicy.apiServerCIDRs={172.30.0.0/16,10.96.0.1/32}",
+        "networkPolicy.extraFrom[0].namespaceSelector.matchLabels.team=ops",
+    )
+    policy = one(objects, "NetworkPolicy")
+    pod_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert rule["from"] == [
+        {
+            "namespaceSelector": {},
+            "podSelector": {"matchExpressions": [{"key": "tether.dev/pool", "operator": "Exists"}]},
+        },
+        {"ipBlock": {"cidr": "172.30.0.0/16"}},
+        {"ipBlock": {"cidr": "10.96.0.1/32"}},
+        {"namespaceSelector": {"matchLabels": {"team": "ops"}}},
+    ]
+    done = helm(
+        "lint",
+        "--strict",
+        str(CHART),
+        "--set",
+        "networkPolicy.enabled=true",
+        "--set",
+        "networkPolicy.apiServerCIDRs={10.0.0.0/8}",
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def test_watch_namespaces_binds_the_operator_only_there() -> None:
     objects = render("watchNamespaces={team-a,team-b}")
     cluster_bindings = [o["metadata"]["name"] for o in objects if o["kind"] == "ClusterRoleBinding"]
@@ -252,6 +298,8 @@ def test_worker_pools_from_values_are_valid_worker_pools() -> None:
         ("watchNamespaces={Team_A}", "at '/watchNamespaces/0': 'Team_A' does not match"),
         ("workerPools[0].name=gpu", "at '/workerPools/0': missing property 'spec'"),
         ("service.port=0", "at '/service/port': minimum"),
+        ("auth.enabled=maybe", "at '/auth/enabled': got string, want boolean"),
+        ("networkPolicy.apiServerCIDRs={10.0.0.1}", "at '/networkPolicy/apiServerCIDRs/0'"),
     ],
 )
 def test_values_schema_refuses_typos_and_bad_values(value: str, error: str) -> None:

@@ -95,6 +95,42 @@ def test_a_pod_keeps_the_template_and_gets_labels_owner_and_env() -> None:
     assert "TETHER_POOL" not in env_of(body["spec"]["template"]["spec"]["containers"][0])
 
 
+def test_every_container_gets_the_pods_scheduler_token() -> None:
+    body = pool()
+    body["spec"]["template"]["spec"]["volumes"] = [{"name": "data", "emptyDir": {}}]
+    body["spec"]["template"]["spec"]["containers"][0]["volumeMounts"] = [
+        {"name": "data", "mountPath": "/data"}
+    ]
+    spec = build_pod(body, name="gpu-x7k2p", scheduler_url="u")["spec"]
+    assert spec["volumes"] == [
+        {"name": "data", "emptyDir": {}},
+        {
+            "name": "tether-token",
+            "projected": {
+                "sources": [
+                    {
+                        "serviceAccountToken": {
+                            "audience": "tether.dev/scheduler",
+                            "expirationSeconds": 3600,
+                            "path": "token",
+                        }
+                    }
+                ]
+            },
+        },
+    ]
+    token_mount = {
+        "name": "tether-token",
+        "mountPath": "/var/run/secrets/tether.dev",
+        "readOnly": True,
+    }
+    worker, sidecar = spec["containers"]
+    assert worker["volumeMounts"] == [{"name": "data", "mountPath": "/data"}, token_mount]
+    assert sidecar["volumeMounts"] == [token_mount]
+    for container in spec["containers"]:
+        assert env_of(container)["TETHER_TOKEN_FILE"] == "/var/run/secrets/tether.dev/token"
+
+
 def test_the_templates_grace_period_and_defaults_are_kept() -> None:
     body = pool()
     body["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 90
