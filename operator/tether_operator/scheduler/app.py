@@ -18,7 +18,13 @@ from fastapi import Body, FastAPI, Header, Path, Query, Request
 from starlette.responses import Response
 
 from tether_operator.engine import TERMINAL_PHASES, InvalidCommand
-from tether_operator.scheduler.auth import AuthMiddleware, Gate, principal_of
+from tether_operator.scheduler.auth import (
+    AuthMiddleware,
+    Gate,
+    Principal,
+    Unauthenticated,
+    principal_of,
+)
 from tether_operator.scheduler.fastpath import WorkerFastPath, report_payloads
 from tether_operator.scheduler.problems import (
     GuardMiddleware,
@@ -127,9 +133,17 @@ def create_app(
     if gate is not None:
         app.add_middleware(AuthMiddleware, gate=gate)  # outermost: before the body is read
 
+    def caller(request: Request) -> Principal | None:
+        """Who sent the request (None without a gate); fails closed if the gate's
+        middleware did not run."""
+        principal = principal_of(request.scope)
+        if gate is not None and principal is None:
+            raise Unauthenticated("the request was not authenticated")
+        return principal
+
     async def allow(request: Request, verb: str, resource: str, namespace: str | None) -> None:
         """Raise `Forbidden` unless the caller may `verb` `resource` (no gate: anyone may)."""
-        principal = principal_of(request.scope)
+        principal = caller(request)
         if gate is not None and principal is not None:
             await gate.require(principal, verb, resource, namespace)
 
@@ -139,7 +153,7 @@ def create_app(
 
     def assigned(request: Request, worker_id: str, task_ids: list[str]) -> None:
         """An authenticated worker reports only tasks dispatched to it."""
-        if principal_of(request.scope) is not None:
+        if caller(request) is not None:
             service.check_assigned(worker_id, task_ids)
 
     # -------------------------------------------------------------- workers
@@ -152,7 +166,7 @@ def create_app(
         summary="Register a worker process",
     )
     async def register_worker(request: Request, req: RegisterWorkerRequest) -> Response:
-        principal = principal_of(request.scope)
+        principal = caller(request)
         if gate is not None and principal is not None:
             await gate.check_registration(principal, req)
         return _json(service.register_worker(req))
@@ -321,8 +335,7 @@ def create_app(
     async def start_run(request: Request, req: StartRunRequest) -> dict[str, Any]:
         check_payload(request, [("input", req.input)])
         if gate is not None:
-            namespace = gate.run_namespace(req.run_id) if req.run_id else gate.run_namespace("")
-            await allow(request, "create", "workflowruns", namespace)
+            await allow(request, "create", "workflowruns", gate.run_namespace(req.run_id or ""))
         view = service.start_run(req)
         if (written := service.written([view["run_id"]])) is not None:
             await written
@@ -331,7 +344,7 @@ def create_app(
     @app.get(f"{API_PREFIX}/runs", response_model=RunList, tags=["runs"], summary="Every run")
     async def list_runs(request: Request) -> dict[str, Any]:
         runs = service.list_runs()
-        principal = principal_of(request.scope)
+        principal = caller(request)
         if gate is not None and principal is not None:
             namespace = {run["run_id"]: gate.run_namespace(run["run_id"]) for run in runs}
             shown = await gate.allowed_namespaces(

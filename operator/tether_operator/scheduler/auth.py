@@ -176,21 +176,9 @@ class Gate:
         return await self.authenticator.authenticate(token)
 
     def check_worker(self, principal: Principal, worker_id: str) -> None:
-        """Raise `Forbidden` unless `principal` is the pod of worker `worker_id`."""
-        pod = principal.pod
-        if pod is None:
-            raise Forbidden(
-                f"{principal.describe()} may not act as worker {worker_id!r}: worker calls "
-                "need the projected service-account token of the worker's own pod "
-                f"(audience {SCHEDULER_AUDIENCE})",
-                field="worker_id",
-            )
-        if pod.name != worker_id:
-            raise Forbidden(
-                f"pod {pod} may not act as worker {worker_id!r}: a worker may only call as "
-                "its own pod (its worker id is its pod name)",
-                field="worker_id",
-            )
+        """Raise `Forbidden` unless `principal` is the pod of worker `worker_id` (the pod
+        that registered it, once it did)."""
+        pod = _own_pod(principal, worker_id)
         bound = self._bound.get(worker_id)
         if bound is not None and bound != pod:
             raise Forbidden(
@@ -202,10 +190,7 @@ class Gate:
     async def check_registration(self, principal: Principal, req: RegisterWorkerRequest) -> None:
         """Raise `Forbidden` unless `principal` may register as `req.worker_id`; on success
         the worker id is bound to the principal's pod."""
-        pod = principal.pod
-        if pod is None or pod.name != req.worker_id:
-            self.check_worker(principal, req.worker_id)
-        assert pod is not None
+        pod = _own_pod(principal, req.worker_id)
         if req.pod and req.pod != pod.name:
             raise Forbidden(
                 f"pod {pod} may not register as pod {req.pod!r}: a worker registers as its own pod",
@@ -247,6 +232,25 @@ class Gate:
             for ns in set(namespaces)
             if await self.authenticator.allows(principal, verb, resource, ns)
         }
+
+
+def _own_pod(principal: Principal, worker_id: str) -> PodIdentity:
+    """The principal's pod, if it is the pod of worker `worker_id`; else `Forbidden`."""
+    pod = principal.pod
+    if pod is None:
+        raise Forbidden(
+            f"{principal.describe()} may not act as worker {worker_id!r}: worker calls "
+            "need the projected service-account token of the worker's own pod "
+            f"(audience {SCHEDULER_AUDIENCE})",
+            field="worker_id",
+        )
+    if pod.name != worker_id:
+        raise Forbidden(
+            f"pod {pod} may not act as worker {worker_id!r}: a worker may only call as "
+            "its own pod (its worker id is its pod name)",
+            field="worker_id",
+        )
+    return pod
 
 
 def _bearer(scope: Scope) -> str | None:
