@@ -189,6 +189,7 @@ def test_rbac_grants_the_operator_exactly_what_it_does() -> None:
     assert rules(one(objects, "ClusterRole", "tether-cluster")) == {
         ("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"},
         ("", "namespaces"): {"list", "watch"},
+        ("", "nodes"): {"get", "list", "watch"},
     }
     lease = one(objects, "Role")
     assert lease["metadata"]["namespace"] == "tether-system"
