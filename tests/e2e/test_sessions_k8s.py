@@ -288,6 +288,13 @@ def test_a_deleted_pod_breaks_its_session_within_a_second(tether: Install, ns: K
                 )
                 breaks.append((*sent[run], at))
                 sources.add(source)
+        # The pods made for the sessions that waited to rebind prefer their old nodes.
+        preferred = [
+            p["spec"]["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+            for p in ns.pods("tether.dev/pool=lat")
+            if "affinity" in p["spec"]
+        ]
+        assert preferred, "no pod created for a waiting SOFT session prefers its old node"
     finally:
         for run in runs:
             ns.delete("wfr", run, "--wait=false")

@@ -109,15 +109,16 @@ def worker_env(
 
 def _prefer_nodes(spec: dict[str, Any], nodes: Iterable[str]) -> None:
     """Add a preferred node affinity for `nodes` to pod spec `spec`, beside the
-    template's own affinity."""
+    template's own affinity: one term per node (a node field selector takes one value)."""
     wanted = sorted(set(nodes))
     if not wanted:
         return
     affinity = spec.setdefault("affinity", {})
     node_affinity = affinity.setdefault("nodeAffinity", {})
     preferred = node_affinity.setdefault("preferredDuringSchedulingIgnoredDuringExecution", [])
-    term = {"matchFields": [{"key": "metadata.name", "operator": "In", "values": wanted}]}
-    preferred.append({"weight": 100, "preference": term})
+    for node in wanted:
+        term = {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}
+        preferred.append({"weight": 100, "preference": term})
 
 
 def build_pod(

@@ -153,13 +153,16 @@ def test_a_pod_for_soft_sessions_prefers_their_nodes_beside_the_templates_affini
     pod = build_pod(body, name="gpu-bcdfg", scheduler_url="u", prefer_nodes=["b", "a", "b"])
     node_affinity = pod["spec"]["affinity"]["nodeAffinity"]
     assert node_affinity["requiredDuringSchedulingIgnoredDuringExecution"] == required
-    ours = {
-        "weight": 100,
-        "preference": {
-            "matchFields": [{"key": "metadata.name", "operator": "In", "values": ["a", "b"]}]
-        },
-    }
-    assert node_affinity["preferredDuringSchedulingIgnoredDuringExecution"] == [theirs, ours]
+    ours = [
+        {
+            "weight": 100,
+            "preference": {
+                "matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]
+            },
+        }
+        for node in ("a", "b")  # a node field selector takes one value: a term per node
+    ]
+    assert node_affinity["preferredDuringSchedulingIgnoredDuringExecution"] == [theirs, *ours]
     # The pool object itself is untouched.
     assert body["spec"]["template"]["spec"]["affinity"]["nodeAffinity"][
         "preferredDuringSchedulingIgnoredDuringExecution"
