@@ -26,8 +26,7 @@ started, a worker registered or was lost).
   and its node.
 - `controller.kubernetes.io/pod-deletion-cost` on every pod follows its load; a pod
   whose worker holds sessions carries `tether.dev/sticky=true` and
-  `tether.dev/sessions=<ids>` (one PATCH per pod per change, within a tick of the
-  change).
+  `tether.dev/sessions=<ids>` (one PATCH per pod per change, within 1 to 2 s of it).
 - New pods get a termination grace that fits the longest `start_to_close_timeout`
   the pool's workers registered (`pods.default_grace`) and, while SOFT sessions of
   the pool wait to rebind, a preferred node affinity to their old nodes.
