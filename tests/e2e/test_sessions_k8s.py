@@ -260,6 +260,18 @@ def test_a_session_loads_its_model_once_on_one_labelled_pod(ns: Kube) -> None:
         )
 
     eventually(unlabelled, timeout=30, what=f"pod {pod} to lose its session label and annotation")
+
+    # A pod made now fits the grace to the longest start_to_close_timeout registered.
+    first = {p["metadata"]["name"] for p in ns.pods("tether.dev/pool=ml")}
+    ns.run("scale", "wp/ml", "--replicas=3")
+    (new,) = eventually(
+        lambda: [p for p in ns.pods("tether.dev/pool=ml") if p["metadata"]["name"] not in first],
+        timeout=60,
+        what="a third pod of pool ml",
+    )
+    assert new["spec"]["terminationGracePeriodSeconds"] == 125  # predict's 120 s + 5
+    env = {e["name"]: e.get("value") for e in new["spec"]["containers"][0]["env"]}
+    assert env["TETHER_SHUTDOWN_GRACE"] == "120"
     ns.delete("wp", "ml")
 
 

@@ -4,8 +4,9 @@ sticky session that loads a "model" once per worker process and run, then predic
 
 Each activity reports where it ran and how many times this process loaded the model
 for the run, so the result says how many loads the run cost and on which pods and
-nodes it ran. `TETHER_E2E_WORKFLOW` names the workflow, so several pools can serve
-their own copy.
+nodes it ran. `predict` declares `start_to_close_timeout=120`: pods created after a
+worker registered it get a 125 s grace. `TETHER_E2E_WORKFLOW` names the workflow, so
+several pools can serve their own copy.
 """
 
 import asyncio
@@ -43,7 +44,7 @@ async def load_model() -> dict[str, Any]:
     return _where({"step": "load"})
 
 
-@workflows.activity(retry_policy_initial_interval=0.1)
+@workflows.activity(retry_policy_initial_interval=0.1, start_to_close_timeout=120)
 async def predict(x: int, seconds: float) -> dict[str, Any]:
     _ensure_model(activity.info().run_id)  # a rebound session starts cold: load it there
     await asyncio.sleep(seconds)
