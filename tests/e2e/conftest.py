@@ -49,7 +49,7 @@ PREFIX = os.environ.get("TETHER_E2E_PREFIX", "e2e")
 RELEASE = os.environ.get("TETHER_E2E_RELEASE", "tether")
 RELEASE_NAMESPACE = os.environ.get("TETHER_E2E_RELEASE_NAMESPACE", "tether-system")
 HELM_ARGS = os.environ.get("TETHER_E2E_HELM_ARGS", "").split()
-WORKLOADS = ("examples", "runs")
+WORKLOADS = ("examples", "runs", "sessions")
 """The namespaces the session's operator serves, one per test module that needs it."""
 
 

@@ -46,6 +46,13 @@ class Demand:
     cannot take them)."""
     workers: dict[str, WorkerLoad] = field(default_factory=dict)
     """Live workers of the pool by worker id (on Kubernetes: the pod name)."""
+    pinned: dict[str, frozenset[str]] = field(default_factory=dict)
+    """Session ids pinned to each worker of the pool that holds any, live or lost: open
+    sessions bound there and broken HARD sessions waiting for it (its pod is labelled
+    and spared by scale-down)."""
+    rebind_nodes: frozenset[str] = frozenset()
+    """Nodes of broken SOFT sessions of the pool's unfinished runs that are not bound
+    again yet: a pod created now should prefer them (node-local caches stay warm)."""
 
     @property
     def unmet(self) -> bool:
@@ -57,11 +64,23 @@ def pool_demand(state: EngineState) -> dict[str, Demand]:
     """Demand of every pool that has live workers or waiting work."""
     demand: dict[str, Demand] = {}
     for w in state.workers.values():
+        pinned = frozenset(sid for sid in w.sessions if _session_live(state, sid))
+        if pinned:
+            demand.setdefault(w.pool, Demand()).pinned[w.worker_id] = pinned
         if not w.alive:
             continue
-        sessions = sum(1 for sid in w.sessions if _session_live(state, sid))
-        load = WorkerLoad(tasks=len(w.running) + len(w.workflow_tasks), sessions=sessions)
+        load = WorkerLoad(tasks=len(w.running) + len(w.workflow_tasks), sessions=len(pinned))
         demand.setdefault(w.pool, Demand()).workers[w.worker_id] = load
+    rebind: dict[str, set[str]] = {}
+    for run_id in state.tasks_of_run:  # the runs with live tasks: unfinished ones
+        run = state.runs.get(run_id)
+        if run is None or run.terminal:
+            continue
+        for record in run.sessions.values():
+            if record.state == "Broken" and record.strategy == "SOFT" and record.node:
+                rebind.setdefault(run.worker_pool or NO_POOL, set()).add(record.node)
+    for pool, nodes in rebind.items():
+        demand.setdefault(pool, Demand()).rebind_nodes = frozenset(nodes)
     waiting: dict[str, set[str]] = {}
     hard: dict[str, set[str]] = {}
     for tid in (*state.pending_workflows, *state.pending_activities):

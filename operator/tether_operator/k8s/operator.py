@@ -13,7 +13,8 @@ adds its kopf handlers to `registry` (a `kopf.OperatorRegistry`) and may start
 background work with `context.spawn(...)`; `context` (`OperatorContext`) hands it
 the settings, the `KubeClient`, the `SchedulerService` and the Event recorder.
 WorkflowRuns and Workflows are set up here; the WorkerPool controller
-(`tether_operator.k8s.pools.setup`) plugs in the same way, through `CONTROLLERS`.
+(`tether_operator.k8s.pools.setup`) and the node watch (`k8s.nodes.setup`) plug in
+the same way, through `CONTROLLERS`.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from tether_operator.engine import EngineConfig
 from tether_operator.engine.effects import Notice
 from tether_operator.k8s import pools
 from tether_operator.k8s.auth import KubernetesAuthenticator, run_namespace
+from tether_operator.k8s import nodes, pools
 from tether_operator.k8s.client import KubeClient, load_config, resource_path
 from tether_operator.k8s.events import EventRecorder
 from tether_operator.k8s.login import register_login
@@ -153,7 +155,7 @@ class OperatorContext:
 Setup = Callable[[kopf.OperatorRegistry, OperatorContext], object]
 
 
-CONTROLLERS: list[Setup] = [pools.setup]
+CONTROLLERS: list[Setup] = [pools.setup, nodes.setup]
 """Controllers set up beside the WorkflowRun and Workflow handlers."""
 
 

@@ -7,7 +7,9 @@ the controller in `pools.py` does the I/O.
 from __future__ import annotations
 
 import copy
+import math
 import random
+from collections.abc import Collection, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -19,13 +21,22 @@ from tether_operator.scheduler.auth import SCHEDULER_AUDIENCE
 __all__ = [
     "DEFAULT_TERMINATION_GRACE_SECONDS",
     "DELETION_COST",
+    "MAX_TERMINATION_GRACE_SECONDS",
     "POOL_LABEL",
+    "REPORT_MARGIN_SECONDS",
+    "SESSIONS_ANNOTATION",
+    "STICKY_LABEL",
     "build_pod",
     "created_at",
+    "default_grace",
     "deletion_cost",
     "evicted",
     "failed",
+    "metadata_patch",
     "new_pod_name",
+    "node_of",
+    "session_metadata",
+    "shutdown_grace",
     "terminating",
     "worker_env",
 ]
@@ -34,9 +45,17 @@ POOL_LABEL = "tether.dev/pool"
 """Label on every pod of a pool: the pool's name."""
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 """Annotation other controllers (ReplicaSets, autoscalers) read: lower goes first."""
-DEFAULT_TERMINATION_GRACE_SECONDS = 20
-"""Grace when the template sets none: a stopping worker finishes running activities
-for up to 10 s and drains unacknowledged reports for 5 s more."""
+STICKY_LABEL = "tether.dev/sticky"
+"""Label `true` on a pod while it hosts sticky sessions (absent otherwise)."""
+SESSIONS_ANNOTATION = "tether.dev/sessions"
+"""Annotation on a pod hosting sessions: their ids, comma-separated, sorted."""
+DEFAULT_TERMINATION_GRACE_SECONDS = 60
+"""Grace when the template sets none and no registered activity needs more."""
+MAX_TERMINATION_GRACE_SECONDS = 3600
+"""The longest default grace: an activity longer than an hour is not waited for."""
+REPORT_MARGIN_SECONDS = 5
+"""Of the grace period, what a stopping worker keeps for reporting its last results
+(`TETHER_SHUTDOWN_GRACE` is the rest)."""
 
 TOKEN_DIR = "/var/run/secrets/tether.dev"
 """Where worker containers find their scheduler token (`TETHER_TOKEN_FILE`)."""
@@ -60,8 +79,27 @@ def _field_env(name: str, path: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}}
 
 
-def worker_env(pool: dict[str, Any], scheduler_url: str) -> list[dict[str, Any]]:
-    """What every container of the pool's pods is told about itself and the scheduler."""
+def default_grace(longest_activity: float | None) -> int:
+    """The termination grace of a pod whose template sets none: 60 s, or long enough for
+    the longest `start_to_close_timeout` the pool's workers registered plus the report
+    margin, at most an hour."""
+    if longest_activity is None:
+        return DEFAULT_TERMINATION_GRACE_SECONDS
+    wanted = math.ceil(longest_activity) + REPORT_MARGIN_SECONDS
+    return max(DEFAULT_TERMINATION_GRACE_SECONDS, min(wanted, MAX_TERMINATION_GRACE_SECONDS))
+
+
+def shutdown_grace(termination_grace: int) -> int:
+    """Seconds a worker gives running attempts after SIGTERM (`TETHER_SHUTDOWN_GRACE`):
+    the pod's grace minus the report margin, at least 1."""
+    return max(1, termination_grace - REPORT_MARGIN_SECONDS)
+
+
+def worker_env(
+    pool: dict[str, Any], scheduler_url: str, grace: int = DEFAULT_TERMINATION_GRACE_SECONDS
+) -> list[dict[str, Any]]:
+    """What every container of the pool's pods is told about itself and the scheduler;
+    `grace` is the pod's termination grace period."""
     meta, spec = pool["metadata"], pool["spec"]
     return [
         _field_env("TETHER_WORKER_ID", "metadata.name"),
@@ -73,6 +111,7 @@ def worker_env(pool: dict[str, Any], scheduler_url: str) -> list[dict[str, Any]]
         {"name": "TETHER_SLOTS", "value": str(spec.get("slots", 8))},
         {"name": "TETHER_SESSION_CAPACITY", "value": str(spec.get("sessionCapacity", 4))},
         {"name": "TETHER_TOKEN_FILE", "value": f"{TOKEN_DIR}/token"},
+        {"name": "TETHER_SHUTDOWN_GRACE", "value": str(shutdown_grace(grace))},
     ]
 
 
@@ -95,13 +134,37 @@ def _add_token_volume(spec: dict[str, Any]) -> None:
         container["volumeMounts"] = mounts
 
 
-def build_pod(pool: dict[str, Any], *, name: str, scheduler_url: str) -> dict[str, Any]:
+def _prefer_nodes(spec: dict[str, Any], nodes: Iterable[str]) -> None:
+    """Add a preferred node affinity for `nodes` to pod spec `spec`, beside the
+    template's own affinity: one term per node (a node field selector takes one value)."""
+    wanted = sorted(set(nodes))
+    if not wanted:
+        return
+    affinity = spec.setdefault("affinity", {})
+    node_affinity = affinity.setdefault("nodeAffinity", {})
+    preferred = node_affinity.setdefault("preferredDuringSchedulingIgnoredDuringExecution", [])
+    for node in wanted:
+        term = {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}
+        preferred.append({"weight": 100, "preference": term})
+
+
+def build_pod(
+    pool: dict[str, Any],
+    *,
+    name: str,
+    scheduler_url: str,
+    longest_activity: float | None = None,
+    prefer_nodes: Iterable[str] = (),
+) -> dict[str, Any]:
     """The pod `name` of WorkerPool `pool` (the object as the API server sends it).
 
     The template is kept as written; Tether adds the pool label, an owner reference
     (the pod is garbage-collected with the pool), a deletion cost, the worker's
     environment in every container (replacing variables of the same name), the
-    scheduler token volume, and a termination grace period if the template sets none.
+    scheduler token volume, a termination grace period if the template sets none (`default_grace` of
+    `longest_activity`, the longest `start_to_close_timeout` its workers registered)
+    and, for SOFT sessions waiting to rebind, a preferred node affinity to
+    `prefer_nodes` (their old nodes).
     """
     meta = pool["metadata"]
     template = copy.deepcopy(pool["spec"]["template"])
@@ -114,13 +177,16 @@ def build_pod(pool: dict[str, Any], *, name: str, scheduler_url: str) -> dict[st
     }
     annotations = {**(tmeta.get("annotations") or {}), DELETION_COST: "0"}
     spec = template["spec"]
-    env = worker_env(pool, scheduler_url)
+    grace = spec.get("terminationGracePeriodSeconds")
+    if grace is None:
+        grace = spec["terminationGracePeriodSeconds"] = default_grace(longest_activity)
+    env = worker_env(pool, scheduler_url, int(grace))
     ours = {e["name"] for e in env}
     for container in spec["containers"]:
         theirs = [e for e in container.get("env") or [] if e.get("name") not in ours]
         container["env"] = [*theirs, *env]
     _add_token_volume(spec)
-    spec.setdefault("terminationGracePeriodSeconds", DEFAULT_TERMINATION_GRACE_SECONDS)
+    _prefer_nodes(spec, prefer_nodes)
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -144,13 +210,46 @@ def build_pod(pool: dict[str, Any], *, name: str, scheduler_url: str) -> dict[st
     }
 
 
-def deletion_cost(load: WorkerLoad | None) -> int:
+def deletion_cost(load: WorkerLoad | None, pinned: Collection[str] = ()) -> int:
     """The pod's `pod-deletion-cost`: 0 when idle, 10 while it runs tasks, plus 1000 per
-    open session. Coarse on purpose: it changes when a pod turns busy or idle or a
-    session opens or closes, not with every task (each change is a pod PATCH)."""
-    if load is None:
-        return 0
-    return min(load.sessions * 1000 + (10 if load.tasks else 0), 2**31 - 1)
+    session pinned to it (`pinned`, or what `load` counts if more). Coarse on purpose:
+    it changes when a pod turns busy or idle or a session opens or closes, not with
+    every task (each change is a pod PATCH)."""
+    sessions = max(load.sessions if load is not None else 0, len(pinned))
+    busy = load is not None and load.tasks > 0
+    return min(sessions * 1000 + (10 if busy else 0), 2**31 - 1)
+
+
+def session_metadata(
+    pinned: Collection[str],
+) -> tuple[dict[str, str | None], dict[str, str | None]]:
+    """(labels, annotations) saying which sessions a pod hosts: `tether.dev/sticky=true`
+    and `tether.dev/sessions=<ids>` while it hosts some, both None (removed) when none."""
+    if not pinned:
+        return {STICKY_LABEL: None}, {SESSIONS_ANNOTATION: None}
+    return {STICKY_LABEL: "true"}, {SESSIONS_ANNOTATION: ",".join(sorted(pinned))}
+
+
+def metadata_patch(
+    pod: dict[str, Any],
+    labels: dict[str, str | None],
+    annotations: dict[str, str | None],
+) -> dict[str, Any] | None:
+    """The merge patch that gives `pod` these labels and annotations (None: absent),
+    with only the keys that change; None when nothing does."""
+    meta = pod["metadata"]
+    patch: dict[str, Any] = {}
+    for section, wanted in (("labels", labels), ("annotations", annotations)):
+        current = meta.get(section) or {}
+        changed = {k: v for k, v in wanted.items() if current.get(k) != v}
+        if changed:
+            patch[section] = changed
+    return {"metadata": patch} if patch else None
+
+
+def node_of(pod: dict[str, Any]) -> str:
+    """The node the pod is bound to ("" while unscheduled)."""
+    return str((pod.get("spec") or {}).get("nodeName") or "")
 
 
 def terminating(pod: dict[str, Any]) -> bool:

@@ -17,11 +17,19 @@ started, a worker registered or was lost).
   `kubectl get wp` shows the count it chose; a `kubectl scale` is then overridden at
   the next tick, as an HPA would.
 - Scale-down removes idle pods first (`scaling.scale_down_order`) and tells the
-  scheduler `ScaledDown` before deleting. A pod deleted by anyone else is reported
-  `PodDeleted` (`Evicted` for an eviction) as soon as its deletionTimestamp is seen;
-  a pod that ended (phase Failed or Succeeded) is reported, deleted and replaced,
-  with a backoff while new pods keep ending before their worker registers.
-- `controller.kubernetes.io/pod-deletion-cost` on every pod follows its load.
+  scheduler the worker is draining (`ScaledDown`) before deleting. A pod deleted by
+  anyone else is reported draining (`PodDeleted`, `Evicted` for an eviction) as soon
+  as the watch shows its deletionTimestamp, and lost when it is gone (DELETED); a pod
+  that ended (phase Failed or Succeeded) is reported lost, deleted and replaced, with
+  a backoff while new pods keep ending before their worker registers. Reports are
+  made in the watch handler itself, never deferred to a reconcile, and name the pod
+  and its node.
+- `controller.kubernetes.io/pod-deletion-cost` on every pod follows its load; a pod
+  whose worker holds sessions carries `tether.dev/sticky=true` and
+  `tether.dev/sessions=<ids>` (one PATCH per pod per change, within 1 to 2 s of it).
+- New pods get a termination grace that fits the longest `start_to_close_timeout`
+  the pool's workers registered (`pods.default_grace`) and, while SOFT sessions of
+  the pool wait to rebind, a preferred node affinity to their old nodes.
 
 All writes go through `KubeClient`; kopf only delivers the watch events
 (`register_handlers`). `setup(registry, context)` plugs the controller into the
@@ -50,17 +58,22 @@ from tether_operator.k8s.naming import pool_id_for
 from tether_operator.k8s.pods import (
     DELETION_COST,
     POOL_LABEL,
+    SESSIONS_ANNOTATION,
     build_pod,
     created_at,
     deletion_cost,
     evicted,
     failed,
+    metadata_patch,
     new_pod_name,
+    node_of,
+    session_metadata,
     terminating,
 )
 from tether_operator.k8s.resources import API_VERSION, GROUP, VERSION, WorkerPool
 from tether_operator.k8s.scaling import PodState, Target, autoscale_target, clamp, scale_down_order
 from tether_operator.scheduler import SchedulerService
+from worker_runtime.protocol import RegisterWorkerRequest
 from worker_runtime.wire import is_permanent_loss
 
 if TYPE_CHECKING:  # operator.py imports this module to plug the controller in
@@ -75,6 +88,14 @@ PoolKey = tuple[str, str]
 
 _DEMAND_NOTICES = frozenset({"RunStarted", "WorkerRegistered", "WorkerLost", "SessionBroken"})
 """Engine notices after which some pool's demand may have changed."""
+_SESSION_NOTICES = frozenset(
+    {"SessionBound", "SessionRebound", "SessionBroken", "RunSucceeded", "RunFailed", "RunCancelled"}
+)
+"""Engine notices after which the sessions pinned to some pod may have changed (a
+session closed by its `with` block has no notice: the next pass of the tick sees it)."""
+
+Report = Literal["draining", "lost"]
+"""What the controller told the scheduler about a pod's worker."""
 
 MAX_CREATE_BACKOFF = 60.0
 """Longest wait before replacing pods again after pods of the pool kept ending."""
@@ -89,6 +110,8 @@ class _Pool:
     idle_since: dict[str, float] = field(default_factory=dict)
     scaled_down: set[str] = field(default_factory=set)
     """Pods this controller deleted to scale down (reported `ScaledDown`, not `PodDeleted`)."""
+    reported: dict[str, Report] = field(default_factory=dict)
+    """Pods whose worker the scheduler was told about: draining, then lost."""
     create_error: str = ""
     failures: int = 0
     """Pods of the pool that ended (phase Failed) since a worker of it last registered."""
@@ -134,6 +157,8 @@ class PoolController:
         every pod looks idle."""
         self._rng = rng
         self._pools: dict[PoolKey, _Pool] = {}
+        self._longest_activity: dict[str, float] = {}
+        """Per pool id: the longest `start_to_close_timeout` its workers registered."""
         self._started_at = clock()
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
@@ -173,13 +198,28 @@ class PoolController:
             await self.stop()
 
     def _on_notice(self, notice: Notice) -> None:
-        if notice.reason in _DEMAND_NOTICES:
+        if notice.reason in _DEMAND_NOTICES or notice.reason in _SESSION_NOTICES:
             self._wake.set()
 
+    def worker_registered(self, req: RegisterWorkerRequest) -> None:
+        """Remember the longest `start_to_close_timeout` of the pool's activities: new
+        pods get a termination grace that fits it."""
+        if not req.pool:
+            return
+        timeouts = [
+            a.options.start_to_close_timeout
+            for a in req.activities
+            if a.options.start_to_close_timeout is not None
+        ]
+        if timeouts:
+            longest = max(timeouts)
+            if longest > self._longest_activity.get(req.pool, 0.0):
+                self._longest_activity[req.pool] = longest
+
     async def _ticking(self) -> None:
-        """Every pool each `tick`; autoscaled pools also soon after a demand notice, at
-        most every half tick (demand is a scan of the queues: a burst of notices, one
-        scan)."""
+        """Every pool each `tick`; autoscaled pools, and pools whose pods' sessions
+        changed, also soon after a notice, at most every half tick (demand is a scan of
+        the queues: a burst of notices, one scan)."""
         loop = asyncio.get_running_loop()
         last_full = loop.time()
         while True:
@@ -189,10 +229,32 @@ class PoolController:
             full = loop.time() - last_full >= self.tick
             if full:
                 last_full = loop.time()
+            moved = set() if full else self._sessions_moved()
             for key, pool in list(self._pools.items()):
-                if full or (pool.body is not None and pool.body["spec"].get("autoscale")):
+                if (
+                    full
+                    or key in moved
+                    or (pool.body is not None and pool.body["spec"].get("autoscale"))
+                ):
                     self.kick(key)
             await asyncio.sleep(self.tick / 2)
+
+    def _sessions_moved(self) -> set[PoolKey]:
+        """Pools with a live pod whose `tether.dev/sessions` annotation is not what its
+        worker holds now."""
+        demand = self.service.engine.demand()
+        moved = set()
+        for key, pool in self._pools.items():
+            pinned = demand.get(pool_id_for(*key), Demand()).pinned
+            for name, pod in pool.pods.items():
+                if terminating(pod) or failed(pod):
+                    continue
+                _, wanted = session_metadata(pinned.get(name, frozenset()))
+                shown = (pod["metadata"].get("annotations") or {}).get(SESSIONS_ANNOTATION)
+                if shown != wanted[SESSIONS_ANNOTATION]:
+                    moved.add(key)
+                    break
+        return moved
 
     # ------------------------------------------------------------------ events
 
@@ -214,14 +276,18 @@ class PoolController:
         pool = self._pools.setdefault(key, _Pool())
         if event_type == "DELETED":
             pool.pods.pop(meta["name"], None)
-            self._report_lost(key, pool, pod)
+            self._report(key, pool, pod, "lost")
             pool.scaled_down.discard(meta["name"])
+            pool.reported.pop(meta["name"], None)
             if pool.body is None and not pool.pods:
                 del self._pools[key]  # the pool is gone too
         else:
             pool.pods[meta["name"]] = pod
-            if terminating(pod) or failed(pod):
-                self._report_lost(key, pool, pod)  # now: sessions break within a second
+            # Now, not at the next reconcile: sessions break within a second.
+            if failed(pod):
+                self._report(key, pool, pod, "lost")
+            elif terminating(pod):
+                self._report(key, pool, pod, "draining")
         if pool.body is not None:
             self.kick(key)
 
@@ -266,10 +332,11 @@ class PoolController:
         # Only pods this pool controls count: a stray pod with the label is not ours.
         owned = [p for p in pool.pods.values() if _controller_uid(p) == body["metadata"]["uid"]]
         for pod in owned:
+            if failed(pod):
+                self._report(key, pool, pod, "lost")  # a no-op unless it registered meanwhile
             if terminating(pod):
-                self._report_lost(key, pool, pod)  # a no-op unless it registered meanwhile
+                self._report(key, pool, pod, "draining")
             elif failed(pod):
-                self._report_lost(key, pool, pod)
                 if not evicted(pod):
                     pool.failures += 1
                     pool.create_after = now + min(MAX_CREATE_BACKOFF, 2.0 ** (pool.failures - 1))
@@ -306,7 +373,7 @@ class PoolController:
                     "TETHER_SCHEDULER_URL (or --scheduler-url) to the scheduler Service's URL"
                 )
             elif now >= pool.create_after:
-                await self._create(key, pool, target.replicas - len(live))
+                await self._create(key, pool, target.replicas - len(live), demand)
             else:
                 pool.create_error = (
                     f"{pool.failures} pod(s) in a row ended before their worker registered "
@@ -318,8 +385,8 @@ class PoolController:
             victims = scale_down_order(states)[:excess]
             states = [s for s in states if s not in victims]
             for victim in victims:
-                self._lose(key, victim.name, "ScaledDown", f"pool {key[1]} scaled down")
                 pool.scaled_down.add(victim.name)
+                self._report(key, pool, pool.pods[victim.name], "draining")
                 await self._delete(key, pool, pool.pods[victim.name])
                 self._event(
                     key,
@@ -328,7 +395,7 @@ class PoolController:
                     "SuccessfulDelete",
                     f"deleted pod {victim.name}: scaled down to {target.replicas}",
                 )
-        await self._update_costs(pool, states)
+        await self._update_pods(pool, states)
         await self._write_status(key, pool, body, target, states)
 
     async def _listed_live(
@@ -351,28 +418,35 @@ class PoolController:
         self, pool: _Pool, live: list[dict[str, Any]], demand: Demand | None, now: float
     ) -> list[PodState]:
         loads = demand.workers if demand is not None else {}
+        pinned = demand.pinned if demand is not None else {}
         states = []
         names = set()
         for pod in live:
             name = pod["metadata"]["name"]
             names.add(name)
-            load = loads.get(name)
-            if load is not None and not load.idle:
+            state = PodState(
+                name, created_at(pod), loads.get(name), 0.0, pinned.get(name, frozenset())
+            )
+            if state.busy:
                 pool.idle_since[name] = now
             since = pool.idle_since.setdefault(name, now)
-            states.append(PodState(name, created_at(pod), load, now - since))
+            states.append(replace(state, idle_for=now - since))
         for gone in set(pool.idle_since) - names:
             del pool.idle_since[gone]
         return states
 
     # ------------------------------------------------------------------ writes
 
-    async def _create(self, key: PoolKey, pool: _Pool, count: int) -> None:
+    async def _create(self, key: PoolKey, pool: _Pool, count: int, demand: Demand | None) -> None:
         assert pool.body is not None
         path = resource_path("v1", "pods", key[0])
         for _ in range(count):
             manifest = build_pod(
-                pool.body, name=new_pod_name(key[1], self._rng), scheduler_url=self.scheduler_url
+                pool.body,
+                name=new_pod_name(key[1], self._rng),
+                scheduler_url=self.scheduler_url,
+                longest_activity=self._longest_activity.get(pool_id_for(*key)),
+                prefer_nodes=demand.rebind_nodes if demand is not None else (),
             )
             try:
                 created = await self.client.create(path, manifest)
@@ -409,16 +483,19 @@ class PoolController:
             pool.body = updated
         logger.info("WorkerPool %s/%s: autoscaled to %d", *key, replicas)
 
-    async def _update_costs(self, pool: _Pool, states: list[PodState]) -> None:
+    async def _update_pods(self, pool: _Pool, states: list[PodState]) -> None:
+        """Each live pod's deletion cost and session label and annotation: one PATCH
+        per pod whose metadata changes, none for the others."""
         for state in states:
             pod = pool.pods.get(state.name)
             if pod is None or terminating(pod):
                 continue
-            cost = str(deletion_cost(state.load))
-            if (pod["metadata"].get("annotations") or {}).get(DELETION_COST) == cost:
+            labels, annotations = session_metadata(state.pinned)
+            annotations[DELETION_COST] = str(deletion_cost(state.load, state.pinned))
+            patch = metadata_patch(pod, labels, annotations)
+            if patch is None:
                 continue
             meta = pod["metadata"]
-            patch = {"metadata": {"annotations": {DELETION_COST: cost}}}
             try:
                 pool.pods[state.name] = await self.client.patch(
                     resource_path("v1", "pods", meta["namespace"], state.name), patch
@@ -488,30 +565,53 @@ class PoolController:
 
     # ------------------------------------------------------------------ worker loss
 
-    def _report_lost(self, key: PoolKey, pool: _Pool, pod: dict[str, Any]) -> None:
+    def _report(self, key: PoolKey, pool: _Pool, pod: dict[str, Any], what: Report) -> None:
+        """Tell the scheduler the worker of `pod` is draining (its pod is terminating:
+        no new work, its running attempts go on) or lost (the pod is gone or ended),
+        once each, and only about a worker of this pool it knows."""
         name = pod["metadata"]["name"]
-        if name in pool.scaled_down:
-            reason, why = "ScaledDown", f"pool {key[1]} scaled down"
-        elif evicted(pod):
-            reason, why = "Evicted", f"pod {name} was evicted"
-        elif failed(pod):
-            phase = (pod.get("status") or {}).get("phase")
-            reason, why = "PodDeleted", f"pod {name} ended (phase {phase}); the pool replaces it"
-        else:
-            reason, why = "PodDeleted", f"pod {name} was deleted"
-        self._lose(key, name, reason, why)
-
-    def _lose(self, key: PoolKey, name: str, reason: str, message: str) -> None:
-        """Tell the scheduler the worker of pod `name` is gone, unless it knows already."""
+        before = pool.reported.get(name)
+        if before == "lost" or before == what:
+            return
         w = self.service.engine.workers.get(name)
         if w is None or w.pool != pool_id_for(*key):
             return
-        if not w.alive and w.lost_reason is not None and is_permanent_loss(w.lost_reason):
-            return
+        if (
+            before is None
+            and not w.alive
+            and w.lost_reason is not None
+            and is_permanent_loss(w.lost_reason)
+        ):
+            return  # it knows: lost for good before this controller saw the pod go
+        reason, message = _loss(key, pod, w.node, name in pool.scaled_down)
         try:
-            self.service.worker_lost(name, reason, message)
+            if what == "draining":
+                self.service.worker_draining(name, reason, message)
+            else:
+                self.service.worker_lost(name, reason, message)
         except EngineError as exc:
-            logger.warning("WorkerPool %s/%s: reporting %s lost: %s", *key, name, exc)
+            logger.warning("WorkerPool %s/%s: reporting %s %s: %s", *key, name, what, exc)
+            return
+        pool.reported[name] = what
+        logger.info("WorkerPool %s/%s: worker %s %s: %s", *key, name, what, message)
+
+
+def _loss(
+    key: PoolKey, pod: dict[str, Any], worker_node: str, scaled_down: bool
+) -> tuple[str, str]:
+    """(reason, message) of the loss of `pod`'s worker; the message names the pod and
+    its node."""
+    name = pod["metadata"]["name"]
+    node = node_of(pod) or worker_node
+    where = f"pod {name} on node {node}" if node else f"pod {name}"
+    if scaled_down:
+        return "ScaledDown", f"{where} was removed: pool {key[1]} scaled down"
+    phase = (pod.get("status") or {}).get("phase")
+    if evicted(pod):
+        return "Evicted", f"{where} was evicted"
+    if phase in ("Failed", "Succeeded"):
+        return "PodDeleted", f"{where} ended (phase {phase}); the pool replaces it"
+    return "PodDeleted", f"{where} was deleted"
 
 
 def _controller_uid(pod: dict[str, Any]) -> str | None:
@@ -591,5 +691,6 @@ def setup(registry: kopf.OperatorRegistry, context: OperatorContext) -> PoolCont
         waiting=context.waiting,
     )
     register_handlers(registry, controller)
+    context.service.registration_listeners.append(controller.worker_registered)
     context.spawn(controller.run)
     return controller

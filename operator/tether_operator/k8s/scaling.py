@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tether_operator.engine import Demand, WorkerLoad
 from tether_operator.k8s.resources import WorkerPoolSpec, parse_duration
@@ -27,10 +27,18 @@ class PodState:
     """What its worker holds; None while no worker of that name is registered."""
     idle_for: float
     """Seconds since it last held a task or session (since it was first seen, if never)."""
+    pinned: frozenset[str] = field(default_factory=frozenset)
+    """Sessions pinned to its worker, alive or not (a HARD session waits for a worker
+    whose container restarts)."""
+
+    @property
+    def sessions(self) -> int:
+        """How many sessions need this pod."""
+        return max(self.load.sessions if self.load is not None else 0, len(self.pinned))
 
     @property
     def busy(self) -> bool:
-        return self.load is not None and not self.load.idle
+        return bool(self.pinned) or (self.load is not None and not self.load.idle)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,12 +85,11 @@ def autoscale_target(
 
 def scale_down_order(pods: Iterable[PodState]) -> list[PodState]:
     """Pods in the order scale-down removes them: idle ones (no session, no task; a pod
-    whose worker has not registered counts as idle), then the fewest sessions, then the
-    fewest tasks, newest first among equals."""
+    whose worker has not registered counts as idle), then the fewest sessions (pinned
+    ones included), then the fewest tasks, newest first among equals."""
 
     def key(p: PodState) -> tuple[bool, int, int, float, str]:
-        sessions = p.load.sessions if p.load else 0
         tasks = p.load.tasks if p.load else 0
-        return (p.busy, sessions, tasks, -p.created_at, p.name)
+        return (p.busy, p.sessions, tasks, -p.created_at, p.name)
 
     return sorted(pods, key=key)

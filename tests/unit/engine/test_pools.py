@@ -157,3 +157,27 @@ def test_a_worker_lost_for_a_while_registers_again() -> None:
     d.lose("gpu-1", "NodeLost")
     d.register("gpu-1", pool="gpu", incarnation="2")
     assert d.engine.workers["gpu-1"].alive
+
+
+def test_demand_pins_sessions_to_their_workers_and_names_the_nodes_to_rebind_near() -> None:
+    d = Driver()
+    d.register("gpu-1", pool="gpu", node="node-a")
+    rid = d.start(worker_pool="gpu")
+    wft = d.workflow_task("gpu-1")
+    soft, hard = f"{rid}/s1", f"{rid}/s2"
+    d.commands("gpu-1", wft, open_session(1, soft), open_session(2, hard, "HARD"))
+    d.commands("gpu-1", wft, act(3, "a", soft), act(4, "a", hard))
+    d.take("gpu-1", "activity")
+    demand = d.engine.demand()["gpu"]
+    assert demand.pinned == {"gpu-1": frozenset({soft, hard})}
+    assert demand.rebind_nodes == frozenset()
+    d.lose("gpu-1", "HeartbeatTimeout")
+    demand = d.engine.demand()["gpu"]
+    # The HARD session waits for gpu-1's pod (still pinned); the SOFT one for any worker,
+    # best on its old node.
+    assert demand.pinned == {"gpu-1": frozenset({hard})}
+    assert "gpu-1" not in demand.workers
+    assert demand.rebind_nodes == frozenset({"node-a"})
+    d.apply(d.engine.cancel_run(rid, d.now))
+    demand = d.engine.demand().get("gpu")
+    assert demand is None or (demand.pinned, demand.rebind_nodes) == ({}, frozenset())

@@ -63,6 +63,7 @@ from tether_operator.engine import (
     WorkerGone,
     WorkerRetired,
 )
+from tether_operator.engine.runs import SessionRecord
 
 from .driver import Driver, act, done, open_session
 
@@ -481,6 +482,35 @@ def check_engine(engine: Engine) -> None:
                 on.setdefault(task.session_id, set()).add(task.worker_id)
     for sid, where in on.items():
         assert len(where) == 1, f"session {sid} runs attempts on {sorted(where)} at once"
+    check_demand(engine, sessions)
+
+
+def check_demand(engine: Engine, sessions: dict[str, SessionRecord]) -> None:
+    """What the pool controller labels pods with and spares: every open session of an
+    unfinished run is pinned to its live worker, nothing closed or finished is pinned,
+    and a new pod prefers only nodes of broken SOFT sessions."""
+    demand = engine.demand()
+    pinned = {(pool, wid): sids for pool, d in demand.items() for wid, sids in d.pinned.items()}
+    for w in engine.workers.values():
+        held = pinned.get((w.pool, w.worker_id), frozenset())
+        for sid in held:
+            run = engine.runs[sid.rsplit("/", 1)[0]]
+            assert not run.terminal, f"{w.worker_id} is pinned by {sid} of a finished run"
+            assert sessions[sid].state != "Closed", f"{w.worker_id} is pinned by closed {sid}"
+        if w.alive:
+            live = {
+                sid
+                for sid, s in sessions.items()
+                if s.state == "Open"
+                and s.worker == w.worker_id
+                and not engine.runs[sid.rsplit("/", 1)[0]].terminal
+            }
+            assert live <= held, f"{w.worker_id}: open sessions {sorted(live - held)} not pinned"
+            load = demand[w.pool].workers[w.worker_id]
+            assert load.sessions == len(held), f"{w.worker_id}: load and pins disagree"
+    soft_nodes = {s.node for s in sessions.values() if s.state == "Broken" and s.strategy == "SOFT"}
+    for pool, d in demand.items():
+        assert d.rebind_nodes <= soft_nodes, f"pool {pool} prefers {sorted(d.rebind_nodes)}"
 
 
 def normalised_view(view: dict[str, Any]) -> dict[str, Any]:

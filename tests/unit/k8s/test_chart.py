@@ -191,6 +191,7 @@ def test_rbac_grants_the_operator_exactly_what_it_does() -> None:
         ("", "namespaces"): {"list", "watch"},
         ("authentication.k8s.io", "tokenreviews"): {"create"},
         ("authorization.k8s.io", "subjectaccessreviews"): {"create"},
+        ("", "nodes"): {"get", "list", "watch"},
     }
     lease = one(objects, "Role")
     assert lease["metadata"]["namespace"] == "tether-system"

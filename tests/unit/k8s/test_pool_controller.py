@@ -2,12 +2,14 @@
 
 The API server side is a small in-memory stand-in behind `KubeClient`'s httpx
 transport (the seam we own): it stores pods and records every write, so the tests
-read what the controller asked for and in which order. The real apiserver is in
-tests/e2e/test_pools.py.
+read what the controller asked for and in which order. The scheduler service is the
+real one, recording what the controller reported about workers (`Service.reports`).
+The real apiserver is in tests/e2e/test_pools.py and tests/e2e/test_sessions_k8s.py.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -18,7 +20,7 @@ import pytest
 
 from tether_operator.engine import EngineConfig
 from tether_operator.k8s.client import KubeClient, KubeConfig
-from tether_operator.k8s.pods import POOL_LABEL
+from tether_operator.k8s.pods import DELETION_COST, POOL_LABEL, SESSIONS_ANNOTATION, STICKY_LABEL
 from tether_operator.k8s.pools import PoolController
 from tether_operator.scheduler import SchedulerService
 from worker_runtime.protocol import RegisterWorkerRequest, StartRunRequest
@@ -26,6 +28,28 @@ from worker_runtime.protocol import RegisterWorkerRequest, StartRunRequest
 NS, POOL = "ml", "gpu"
 KEY = (NS, POOL)
 POOL_ID = f"{NS}.{POOL}"
+
+
+class Service(SchedulerService):
+    """The scheduler service, recording each worker report: (what, worker, reason, message)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reports: list[tuple[str, str, str, str]] = []
+        self._inside = False
+
+    def worker_draining(self, worker_id: str, reason: str, message: str = "") -> None:
+        self.reports.append(("draining", worker_id, reason, message))
+        self._inside = True  # the service may implement draining with worker_lost
+        try:
+            super().worker_draining(worker_id, reason, message)
+        finally:
+            self._inside = False
+
+    def worker_lost(self, worker_id: str, reason: str = "ProcessExited", message: str = "") -> None:
+        if not self._inside:
+            self.reports.append(("lost", worker_id, reason, message))
+        super().worker_lost(worker_id, reason, message)
 
 
 @dataclass
@@ -36,8 +60,8 @@ class ApiServer:
     pods: dict[str, dict[str, Any]] = field(default_factory=dict)
     writes: list[tuple[str, str, Any]] = field(default_factory=list)
     refuse_pods: str = ""
-    alive_at_delete: dict[str, bool] = field(default_factory=dict)
-    service: SchedulerService | None = None
+    reported_at_delete: dict[str, list[tuple[str, str, str, str]]] = field(default_factory=dict)
+    service: Service | None = None
     pool: dict[str, Any] = field(default_factory=dict)
 
     def handle(self, request: httpx.Request) -> httpx.Response:
@@ -63,14 +87,19 @@ class ApiServer:
         if request.method == "DELETE":
             name = path.rsplit("/", 1)[1]
             if self.service is not None:
-                w = self.service.engine.workers.get(name)
-                self.alive_at_delete[name] = w is not None and w.alive
+                self.reported_at_delete[name] = list(self.service.reports)
             self.pods.pop(name, None)
             return httpx.Response(200, json={"kind": "Status"})
         if request.method == "PATCH" and "/pods/" in path:
             pod = self.pods[path.rsplit("/", 1)[1]]
-            pod["metadata"].setdefault("annotations", {}).update(body["metadata"]["annotations"])
-            return httpx.Response(200, json=pod)
+            for section, changes in body["metadata"].items():  # a JSON merge patch
+                current = pod["metadata"].setdefault(section, {})
+                for k, v in changes.items():
+                    if v is None:
+                        current.pop(k, None)
+                    else:
+                        current[k] = v
+            return httpx.Response(200, json=json.loads(json.dumps(pod)))
         if request.method == "PATCH" and path.endswith(f"/workerpools/{POOL}"):
             self.pool["spec"].update(body["spec"])
             return httpx.Response(200, json=self.pool)
@@ -97,15 +126,15 @@ class Clock:
 
 
 @pytest.fixture
-async def service() -> AsyncIterator[SchedulerService]:
-    svc = SchedulerService(EngineConfig(require_registered_workflows=False))
+async def service() -> AsyncIterator[Service]:
+    svc = Service(EngineConfig(require_registered_workflows=False))
     await svc.start()
     yield svc
     await svc.stop()
 
 
 @pytest.fixture
-def api(service: SchedulerService) -> ApiServer:
+def api(service: Service) -> ApiServer:
     return ApiServer(service=service)
 
 
@@ -134,17 +163,29 @@ def pool_body(**spec: Any) -> dict[str, Any]:
     }
 
 
-def register(service: SchedulerService, name: str) -> None:
-    service.register_worker(
-        RegisterWorkerRequest(
-            worker_id=name,
-            pod=name,
-            incarnation="1",
-            pool=POOL_ID,
-            workflows=[{"name": "wf"}],
-            activities=[{"name": "a"}],
-        )
+def register(
+    service: SchedulerService, name: str, *, node: str = "", sticky: str | None = None
+) -> RegisterWorkerRequest:
+    req = RegisterWorkerRequest(
+        worker_id=name,
+        pod=name,
+        node=node,
+        incarnation="1",
+        pool=POOL_ID,
+        workflows=[{"name": "wf", "sticky": sticky}],
+        activities=[{"name": "a", "options": {"start_to_close_timeout": 300}}],
     )
+    service.register_worker(req)
+    return req
+
+
+def on_node(api: ApiServer, name: str, node: str) -> None:
+    """The scheduler put pod `name` on `node`."""
+    api.pods[name]["spec"]["nodeName"] = node
+
+
+def with_meta(pod: dict[str, Any], **meta: Any) -> dict[str, Any]:
+    return {**pod, "metadata": {**pod["metadata"], **meta}}
 
 
 async def settle(ctl: PoolController, api: ApiServer) -> None:
@@ -214,7 +255,10 @@ async def test_scale_down_reports_the_idle_pod_lost_before_deleting_it(
     await ctl.on_pool_event("MODIFIED", pool_body(replicas=1))
     await settle(ctl, api)
     assert api.deleted() == [idle]
-    assert api.alive_at_delete == {idle: False}  # the scheduler knew before the pod went
+    # The scheduler knew before the pod went.
+    assert api.reported_at_delete[idle] == [
+        ("draining", idle, "ScaledDown", f"pod {idle} was removed: pool {POOL} scaled down")
+    ]
     assert service.engine.workers[idle].lost_reason == "ScaledDown"
     assert service.engine.workers[busy].alive
 
@@ -277,20 +321,142 @@ async def test_a_pod_that_ended_is_reported_deleted_and_replaced_with_backoff(
     assert "ReplicaFailure" not in conditions
 
 
-async def test_a_pod_deleted_by_someone_else_breaks_its_sessions_at_once(
-    service: SchedulerService, client: KubeClient, api: ApiServer
+async def test_a_pod_deleted_by_someone_else_drains_at_once_and_is_lost_when_gone(
+    service: Service, client: KubeClient, api: ApiServer
 ) -> None:
     ctl = controller(service, client, Clock())
     await ctl.on_pool_event(None, pool_body(replicas=1))
     await ctl.reconcile(KEY)
     (pod,) = api.created()
-    register(service, pod)
-    gone = {**api.pods[pod], "metadata": {**api.pods[pod]["metadata"], "deletionTimestamp": "x"}}
+    register(service, pod, node="worker-a")
+    on_node(api, pod, "worker-a")
+    gone = with_meta(api.pods[pod], deletionTimestamp="2026-01-01T00:01:00Z")
     await ctl.on_pod_event("MODIFIED", gone)
+    said = f"pod {pod} on node worker-a was deleted"
+    assert service.reports == [("draining", pod, "PodDeleted", said)]  # in the handler
     assert service.engine.workers[pod].lost_reason == "PodDeleted"
-    evicted = dict(gone, status={"phase": "Failed", "reason": "Evicted"})
-    await ctl.on_pod_event("MODIFIED", evicted)  # already lost for good: said once
-    assert service.engine.workers[pod].lost_reason == "PodDeleted"
+    await ctl.on_pod_event("MODIFIED", gone)
+    await ctl.reconcile(KEY)
+    assert len(service.reports) == 1  # said once
+    await ctl.on_pod_event("DELETED", gone)
+    assert service.reports[1:] == [("lost", pod, "PodDeleted", said)]
+
+
+async def test_evictions_are_reported_evicted(
+    service: Service, client: KubeClient, api: ApiServer
+) -> None:
+    ctl = controller(service, client, Clock())
+    await ctl.on_pool_event(None, pool_body(replicas=2))
+    await ctl.reconcile(KEY)
+    by_api, by_kubelet = api.created()
+    for name in (by_api, by_kubelet):
+        register(service, name, node="worker-b")
+        on_node(api, name, "worker-b")
+    disruption = {"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI"}
+    evicting = with_meta(api.pods[by_api], deletionTimestamp="2026-01-01T00:01:00Z")
+    evicting["status"] = {"phase": "Running", "conditions": [disruption]}
+    await ctl.on_pod_event("MODIFIED", evicting)
+    ended = dict(api.pods[by_kubelet], status={"phase": "Failed", "reason": "Evicted"})
+    await ctl.on_pod_event("MODIFIED", ended)
+    assert service.reports == [
+        ("draining", by_api, "Evicted", f"pod {by_api} on node worker-b was evicted"),
+        ("lost", by_kubelet, "Evicted", f"pod {by_kubelet} on node worker-b was evicted"),
+    ]
+
+
+async def test_pods_hosting_sessions_are_labelled_annotated_and_costlier(
+    service: Service, client: KubeClient, api: ApiServer
+) -> None:
+    ctl = controller(service, client, Clock())
+    await ctl.on_pool_event(None, pool_body(replicas=2))
+    await ctl.reconcile(KEY)
+    for name in api.created():
+        register(service, name, sticky="SOFT")
+    await settle(ctl, api)
+    run = service.start_run(StartRunRequest(workflow="wf", worker_pool=POOL_ID))
+    (session,) = run["sessions"]
+    host = session["worker"]
+    other = next(n for n in api.created() if n != host)
+    before = len(api.writes)
+    await settle(ctl, api)
+    patches = [(p, b) for m, p, b in api.writes[before:] if m == "PATCH" and "/pods/" in p]
+    assert patches == [
+        (
+            f"/api/v1/namespaces/{NS}/pods/{host}",
+            {
+                "metadata": {
+                    "labels": {STICKY_LABEL: "true"},
+                    "annotations": {SESSIONS_ANNOTATION: session["id"], DELETION_COST: "1010"},
+                }
+            },
+        )
+    ]  # one patch, on the one pod that changed
+    meta = api.pods[host]["metadata"]
+    assert meta["labels"][STICKY_LABEL] == "true"
+    assert STICKY_LABEL not in api.pods[other]["metadata"]["labels"]
+    before = len(api.writes)
+    await settle(ctl, api)
+    assert len(api.writes) == before  # nothing changed, nothing written
+    service.cancel_run(run["run_id"])  # closes its session
+    await settle(ctl, api)
+    meta = api.pods[host]["metadata"]
+    assert STICKY_LABEL not in meta["labels"]
+    assert SESSIONS_ANNOTATION not in meta["annotations"]
+
+
+async def test_labels_follow_sessions_within_a_tick_without_a_pod_event(
+    service: Service, client: KubeClient, api: ApiServer
+) -> None:
+    ctl = controller(service, client, Clock(), tick=0.2)
+    await ctl.on_pool_event(None, pool_body(replicas=1))
+    await ctl.reconcile(KEY)
+    (pod,) = api.created()
+    register(service, pod, sticky="HARD")
+    await settle(ctl, api)
+    ctl.start()
+    try:
+        run = service.start_run(StartRunRequest(workflow="wf", worker_pool=POOL_ID))
+        for _ in range(50):
+            if api.pods[pod]["metadata"]["labels"].get(STICKY_LABEL):
+                break
+            await asyncio.sleep(0.05)
+        annotations = api.pods[pod]["metadata"]["annotations"]
+        assert annotations[SESSIONS_ANNOTATION] == run["sessions"][0]["id"]
+        # Its worker goes silent: the HARD session waits for this pod, which stays pinned.
+        service.worker_lost(pod, "HeartbeatTimeout", "silent")
+        await asyncio.sleep(0.5)
+        assert api.pods[pod]["metadata"]["labels"].get(STICKY_LABEL) == "true"
+        assert api.pods[pod]["metadata"]["annotations"][DELETION_COST] == "1000"
+    finally:
+        await ctl.stop()
+
+
+async def test_scale_down_spares_pods_with_sessions_and_drains_one_only_when_it_must(
+    service: Service, client: KubeClient, api: ApiServer
+) -> None:
+    ctl = controller(service, client, Clock())
+    await ctl.on_pool_event(None, pool_body(replicas=3))
+    await ctl.reconcile(KEY)
+    for name in api.created():
+        register(service, name, sticky="HARD")
+    await settle(ctl, api)
+    first = service.start_run(StartRunRequest(workflow="wf", worker_pool=POOL_ID))
+    second = service.start_run(StartRunRequest(workflow="wf", worker_pool=POOL_ID))
+    hosts = {first["sessions"][0]["worker"], second["sessions"][0]["worker"]}
+    assert len(hosts) == 2  # sessions spread over the least loaded workers
+    (idle,) = set(api.created()) - hosts
+    await ctl.on_pool_event("MODIFIED", pool_body(replicas=2))
+    await settle(ctl, api)
+    assert api.deleted() == [idle]
+    await ctl.on_pool_event("MODIFIED", pool_body(replicas=1))
+    await settle(ctl, api)
+    (_, victim) = api.deleted()
+    assert victim in hosts
+    assert api.reported_at_delete[victim][-1][:3] == ("draining", victim, "ScaledDown")
+    run_id = first["run_id"] if victim == first["worker"] else second["run_id"]
+    view = service.get_run(run_id)
+    assert view["sessions"][0]["reason"] == "ScaledDown"
+    assert (view["phase"], view["error"]["reason"]) == ("Failed", "SessionBroken")  # HARD
 
 
 async def test_pods_the_api_server_refuses_and_a_missing_scheduler_url_show_in_the_status(
@@ -336,3 +502,36 @@ async def test_autoscale_writes_spec_replicas_from_demand(
     await settle(ctl, api)
     assert api.deleted() == [pod]  # idle for idleTimeout: back to zero
     assert api.pool["spec"]["replicas"] == 0
+
+
+async def test_new_pods_fit_the_longest_activity_and_prefer_the_node_of_a_soft_session(
+    service: Service, client: KubeClient, api: ApiServer
+) -> None:
+    ctl = controller(service, client, Clock())
+    await ctl.on_pool_event(None, pool_body(replicas=1))
+    await ctl.reconcile(KEY)
+    (first,) = api.created()
+    assert api.pods[first]["spec"]["terminationGracePeriodSeconds"] == 60  # nothing known yet
+    ctl.worker_registered(register(service, first, node="worker-a", sticky="SOFT"))
+    on_node(api, first, "worker-a")
+    await settle(ctl, api)
+    run = service.start_run(StartRunRequest(workflow="wf", worker_pool=POOL_ID))
+    assert run["sessions"][0]["worker"] == first
+    gone = api.pods.pop(first)
+    await ctl.on_pod_event("DELETED", gone)
+    await ctl.reconcile(KEY)
+    (_, second) = api.created()
+    spec = api.pods[second]["spec"]
+    assert spec["terminationGracePeriodSeconds"] == 305  # start_to_close_timeout 300 + 5
+    env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
+    assert env["TETHER_SHUTDOWN_GRACE"] == "300"
+    preferred = spec["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert preferred == [
+        {
+            "weight": 100,
+            "preference": {
+                "matchFields": [{"key": "metadata.name", "operator": "In", "values": ["worker-a"]}]
+            },
+        }
+    ]
+    assert "requiredDuringSchedulingIgnoredDuringExecution" not in spec["affinity"]["nodeAffinity"]

@@ -12,12 +12,19 @@ from tether_operator.k8s.pods import (
     DEFAULT_TERMINATION_GRACE_SECONDS,
     DELETION_COST,
     POOL_LABEL,
+    SESSIONS_ANNOTATION,
+    STICKY_LABEL,
     build_pod,
     created_at,
+    default_grace,
     deletion_cost,
     evicted,
     failed,
+    metadata_patch,
     new_pod_name,
+    node_of,
+    session_metadata,
+    shutdown_grace,
     terminating,
 )
 from tether_operator.k8s.resources import WorkerPool
@@ -76,7 +83,8 @@ def test_a_pod_keeps_the_template_and_gets_labels_owner_and_env() -> None:
         }
     ]
     assert pod["spec"]["nodeSelector"] == {"gpu": "yes"}
-    assert pod["spec"]["terminationGracePeriodSeconds"] == DEFAULT_TERMINATION_GRACE_SECONDS
+    assert pod["spec"]["terminationGracePeriodSeconds"] == DEFAULT_TERMINATION_GRACE_SECONDS == 60
+    assert "affinity" not in pod["spec"]
     for container in pod["spec"]["containers"]:
         env = env_of(container)
         assert env["TETHER_WORKER_ID"] == {
@@ -135,10 +143,89 @@ def test_the_templates_grace_period_and_defaults_are_kept() -> None:
     body = pool()
     body["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 90
     del body["spec"]["slots"], body["spec"]["sessionCapacity"]
-    pod = build_pod(body, name="gpu-bcdfg", scheduler_url="u")
-    assert pod["spec"]["terminationGracePeriodSeconds"] == 90
+    pod = build_pod(body, name="gpu-bcdfg", scheduler_url="u", longest_activity=600)
+    assert pod["spec"]["terminationGracePeriodSeconds"] == 90  # the template's word wins
     env = env_of(pod["spec"]["containers"][0])
     assert (env["TETHER_SLOTS"], env["TETHER_SESSION_CAPACITY"]) == ("8", "4")
+    assert env["TETHER_SHUTDOWN_GRACE"] == "85"
+
+
+@pytest.mark.parametrize(
+    ("longest", "grace"),
+    [(None, 60), (10.0, 60), (55.0, 60), (55.5, 61), (300.0, 305), (7200.0, 3600)],
+)
+def test_the_default_grace_fits_the_longest_activity_within_an_hour(
+    longest: float | None, grace: int
+) -> None:
+    assert default_grace(longest) == grace
+    pod = build_pod(pool(), name="gpu-bcdfg", scheduler_url="u", longest_activity=longest)
+    assert pod["spec"]["terminationGracePeriodSeconds"] == grace
+    for container in pod["spec"]["containers"]:
+        assert env_of(container)["TETHER_SHUTDOWN_GRACE"] == str(grace - 5)
+
+
+def test_the_shutdown_grace_leaves_five_seconds_to_report_and_is_at_least_one() -> None:
+    assert (shutdown_grace(60), shutdown_grace(6), shutdown_grace(5), shutdown_grace(0)) == (
+        55,
+        1,
+        1,
+        1,
+    )
+
+
+def test_a_pod_for_soft_sessions_prefers_their_nodes_beside_the_templates_affinity() -> None:
+    body = pool()
+    theirs = {
+        "weight": 10,
+        "preference": {"matchExpressions": [{"key": "gpu", "operator": "Exists"}]},
+    }
+    required = {"nodeSelectorTerms": [{"matchExpressions": [{"key": "x", "operator": "Exists"}]}]}
+    body["spec"]["template"]["spec"]["affinity"] = {
+        "nodeAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [theirs],
+            "requiredDuringSchedulingIgnoredDuringExecution": required,
+        }
+    }
+    pod = build_pod(body, name="gpu-bcdfg", scheduler_url="u", prefer_nodes=["b", "a", "b"])
+    node_affinity = pod["spec"]["affinity"]["nodeAffinity"]
+    assert node_affinity["requiredDuringSchedulingIgnoredDuringExecution"] == required
+    ours = [
+        {
+            "weight": 100,
+            "preference": {
+                "matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]
+            },
+        }
+        for node in ("a", "b")  # a node field selector takes one value: a term per node
+    ]
+    assert node_affinity["preferredDuringSchedulingIgnoredDuringExecution"] == [theirs, *ours]
+    # The pool object itself is untouched.
+    assert body["spec"]["template"]["spec"]["affinity"]["nodeAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"
+    ] == [theirs]
+
+
+def test_session_label_and_annotation_and_the_patch_that_sets_them() -> None:
+    assert session_metadata({"r/s2", "r/s1"}) == (
+        {STICKY_LABEL: "true"},
+        {SESSIONS_ANNOTATION: "r/s1,r/s2"},
+    )
+    assert session_metadata(()) == ({STICKY_LABEL: None}, {SESSIONS_ANNOTATION: None})
+    pod: dict[str, Any] = {"metadata": {"labels": {"a": "1"}, "annotations": {DELETION_COST: "0"}}}
+    labels, annotations = session_metadata({"r/s1"})
+    annotations[DELETION_COST] = "1000"
+    assert metadata_patch(pod, labels, annotations) == {
+        "metadata": {
+            "labels": {STICKY_LABEL: "true"},
+            "annotations": {SESSIONS_ANNOTATION: "r/s1", DELETION_COST: "1000"},
+        }
+    }
+    labels, annotations = session_metadata(())
+    assert metadata_patch(pod, labels, annotations) is None  # absent already: no patch
+    pod["metadata"]["labels"][STICKY_LABEL] = "true"
+    assert metadata_patch(pod, labels, annotations) == {
+        "metadata": {"labels": {STICKY_LABEL: None}}
+    }
 
 
 def test_a_pod_built_from_a_pool_is_what_the_model_accepts() -> None:
@@ -170,12 +257,19 @@ def test_deletion_cost_grows_with_sessions_and_is_10_while_busy(
     assert deletion_cost(load) == cost
 
 
+def test_deletion_cost_counts_sessions_pinned_to_a_worker_that_is_away() -> None:
+    assert deletion_cost(None, {"r/s1"}) == 1000  # a HARD session waits for this pod
+    assert deletion_cost(WorkerLoad(tasks=1, sessions=1), {"r/s1"}) == 1010
+
+
 def test_reading_pods_back() -> None:
     pod: dict[str, Any] = {
         "metadata": {"name": "p", "creationTimestamp": "2026-01-01T00:00:10Z"},
         "status": {"phase": "Running"},
     }
     assert created_at(pod) == 1767225610.0
+    assert node_of(pod) == ""
+    assert node_of({"metadata": {}, "spec": {"nodeName": "worker-a"}}) == "worker-a"
     assert not terminating(pod)
     assert not failed(pod)
     assert not evicted(pod)

@@ -96,3 +96,16 @@ def test_scale_down_removes_idle_pods_first_then_the_least_loaded_newest_first()
     ]
     order = [p.name for p in scale_down_order(pods)]
     assert order == ["new-idle", "starting", "old-idle", "one-task", "two-tasks", "session"]
+
+
+def test_a_pod_pinned_by_a_session_whose_worker_is_away_is_busy_and_goes_last() -> None:
+    away = PodState(name="away", created_at=0.0, load=None, idle_for=0.0, pinned=frozenset({"s"}))
+    unregistered = pod("new", load=None, created=5.0)
+    busy = pod("busy", WorkerLoad(tasks=2, sessions=0))
+    assert away.busy
+    assert away.sessions == 1
+    assert [p.name for p in scale_down_order([away, busy, unregistered])] == [
+        "new",
+        "busy",
+        "away",
+    ]
