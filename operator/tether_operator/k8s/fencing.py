@@ -86,9 +86,10 @@ class Fence:
             )
 
     async def confirm(self) -> bool:
-        """True if the Lease says this process still leads with `epoch` (a fresh read)."""
+        """True if the Lease says this process still leads with `epoch` (a fresh read);
+        False without a Lease to ask: a higher epoch then always wins."""
         if self._confirm is None:
-            return True
+            return False
         return await self._confirm()
 
     async def fenced(self) -> None:
