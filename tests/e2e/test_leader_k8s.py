@@ -17,6 +17,7 @@ import asyncio
 import json
 import os
 import re
+import signal
 import time
 import uuid
 from collections import Counter
@@ -339,14 +340,44 @@ def test_one_operator_leads_and_the_service_routes_to_it_alone(tether: Install) 
     assert lease["spec"]["holderIdentity"].startswith(f"{name}_")
 
 
+KILLS = tuple(os.environ.get("TETHER_E2E_FAILOVER_KILLS", "graceful,forced").split(","))
+"""How the leader is killed, in turn: `graceful` (`kubectl delete pod`), `forced`
+(`--grace-period=0 --force`) and, on the local cluster only (its containerd runs on
+this host), `crash`: SIGKILL to the operator process, found by its pod's cgroup; the
+container restarts in the same pod without releasing the Lease."""
+
+
+def crash(pod: Obj) -> None:
+    """SIGKILL the operator process of ``pod`` (the local cluster's pods are processes
+    of this host; the one to kill is in the cgroup named after the pod's uid)."""
+    uid = pod["metadata"]["uid"]
+    marks = (uid, uid.replace("-", "_"))
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cgroup = (proc / "cgroup").read_text()
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(m in cgroup for m in marks) and b"operator" in argv and len(argv) > 2:
+            os.kill(int(proc.name), signal.SIGKILL)
+            return
+    raise AssertionError(f"no operator process in the cgroup of pod {pod['metadata']['name']}")
+
+
+def holder(tether: Install) -> str:
+    return str(tether.system.get("lease", tether.release)["spec"].get("holderIdentity") or "")
+
+
 def test_leader_killed_twice_mid_run_every_run_finishes_and_no_step_runs_twice(
     tether: Install, steps: Kube
 ) -> None:
-    count, seconds = 40, 0.4
+    count, seconds = 12 + 4 * len(KILLS), 0.4
     runs = [start(steps, count, seconds, sticky=i % 2 == 1) for i in range(4)]
     transitions = int(tether.system.get("lease", tether.release)["spec"]["leaseTransitions"])
     kills: list[dict[str, Any]] = []
-    for kill, force in ((1, False), (2, True)):
+    for kill, how in enumerate(KILLS, 1):
         threshold = 4 * kill
         eventually(
             lambda t=threshold: all(progress(steps, run) >= t for run, _ in runs),
@@ -355,14 +386,27 @@ def test_leader_killed_twice_mid_run_every_run_finishes_and_no_step_runs_twice(
         )
         phases = {run: steps.jsonpath("wfr", run, "{.status.phase}") for run, _ in runs}
         assert set(phases.values()) == {"Running"}, f"a run ended before kill {kill}: {phases}"
-        old = eventually(lambda: leader(tether), what="the leader")["metadata"]["name"]
-        flags = ["--grace-period=0", "--force"] if force else []
+        pod = eventually(lambda: leader(tether), what="the leader")
+        old, was = pod["metadata"]["name"], holder(tether)
+        assert was.startswith(f"{old}_")
         killed = time.time()
-        tether.system.run("delete", "pod", old, "--wait=false", *flags)
-        eventually(
-            lambda o=old: leader(tether, not_=o), timeout=120, interval=0.2, what="a new leader"
-        )
-        kills.append({"kill": kill, "forced": force, "at": killed, "ready": time.time() - killed})
+        if how == "crash":
+            crash(pod)
+        else:
+            flags = ["--grace-period=0", "--force"] if how == "forced" else []
+            tether.system.run("delete", "pod", old, "--wait=false", *flags)
+
+        def new_leader(was: str = was) -> Obj | None:
+            now = holder(tether)
+            pod = leader(tether)
+            return (
+                pod
+                if now != was and pod and now.startswith(f"{pod['metadata']['name']}_")
+                else None
+            )
+
+        eventually(new_leader, timeout=120, interval=0.2, what="a new leader")
+        kills.append({"kill": kill, "how": how, "at": killed, "ready": time.time() - killed})
 
     for run, _ in runs:
         steps.wait("wfr", run, "Succeeded", timeout=300)
@@ -377,7 +421,7 @@ def test_leader_killed_twice_mid_run_every_run_finishes_and_no_step_runs_twice(
         twice = {step: n for step, n in executed.items() if n > 1}
         assert not twice, f"{run}: completed steps ran again after a leader kill: {twice}"
     lease = tether.system.get("lease", tether.release)
-    assert int(lease["spec"]["leaseTransitions"]) >= transitions + 2
+    assert int(lease["spec"]["leaseTransitions"]) >= transitions + len(KILLS)
 
     # Failover: from the kill to the first step the new leader dispatched completing (a
     # step started more than a second after the kill cannot come from the old leader).
@@ -394,7 +438,7 @@ def test_leader_killed_twice_mid_run_every_run_finishes_and_no_step_runs_twice(
         ]
         k["progress"] = min(done) - k["at"]
         print(
-            f"failover, {'forced' if k['forced'] else 'graceful'} kill: new leader ready after "
+            f"failover, {k['how']} kill: new leader ready after "
             f"{k['ready']:.1f}s, runs progress again after {k['progress']:.1f}s"
         )
     out = os.environ.get("TETHER_E2E_FAILOVER_OUT")
