@@ -346,14 +346,17 @@ async def run_operator(settings: OperatorSettings) -> None:
         except Exception as exc:
             logger.warning("could not label pod %s/%s: %r", namespace, settings.pod_name, exc)
 
+    acquired = asyncio.Event()
+
     async def lead() -> None:
         """Wait for the Lease, recover, start kopf; then end (stopping the server) only
-        if kopf ends or the Lease is lost."""
+        if kopf ends."""
         nonlocal kopf_task
         if elector is not None:
             await mark(False)  # a restarted container of the old leader stands by
             await elector.acquire()
             fence.epoch = elector.epoch
+            acquired.set()
         started = time.monotonic()
         await service.start()
         restored = await service.recover()
@@ -387,21 +390,25 @@ async def run_operator(settings: OperatorSettings) -> None:
             _take_signals(stop)  # kopf installed its own handlers while starting
             active.set()
             await mark(True)
-        watched: list[asyncio.Future[Any]] = [kopf_task, asyncio.ensure_future(fence.fenced())]
-        if elector is not None:
-            watched.append(asyncio.ensure_future(elector.hold()))
+        await asyncio.shield(kopf_task)
+
+    async def deposed(until: Callable[[], Awaitable[None]]) -> None:
+        """Run `until()` (it raises only when this process must stop writing)."""
         try:
-            done, _ = await asyncio.wait(
-                [asyncio.shield(kopf_task), *watched[1:]], return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            for task in watched[1:]:
-                task.cancel()
-        for task in done:
-            if (exc := task.exception()) is not None:
-                if isinstance(exc, LeadershipLost | Fenced):
-                    lost.append(exc)
-                raise exc
+            await until()
+        except (LeadershipLost, Fenced) as exc:
+            lost.append(exc)
+            raise
+
+    async def keep_lease() -> None:
+        """Renew the Lease from the moment it is held (recovery included)."""
+        assert elector is not None
+        await acquired.wait()
+        await elector.hold()
+
+    guards: list[Callable[[], Awaitable[None]]] = [lambda: deposed(fence.fenced)]
+    if elector is not None:
+        guards.append(lambda: deposed(keep_lease))
 
     def gated(work: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
         async def run() -> None:
@@ -416,7 +423,7 @@ async def run_operator(settings: OperatorSettings) -> None:
             settings.port,
             service,
             app=_app(service, readiness),
-            companions=[lead, *(gated(work) for work in context.background)],
+            companions=[lead, *guards, *(gated(work) for work in context.background)],
             stop=stop,
         )
     finally:
