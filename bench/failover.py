@@ -54,8 +54,9 @@ def main() -> None:
         [
             f"# Leader failover ({time.strftime('%Y-%m-%d %H:%M:%S')})",
             "",
-            f"Machine: {platform.machine()}, {os.cpu_count()} cores, load average "
-            f"{os.getloadavg()[0]:.1f} (the cluster and other test runs share it). Chart "
+            f"Machine: {platform.machine()}, {os.cpu_count()} cores (load average "
+            f"{os.getloadavg()[0]:.1f} when tabulated; the cluster and other test runs "
+            "share it, 3 to 10 during the kills). Chart "
             "defaults: 2 operator replicas, Lease 15 s, renew deadline 10 s, retry 2 s. "
             "Four runs of 0.4 s steps (two in SOFT sessions) go on during the kills; every "
             "run succeeded and no completed step ran twice.",
