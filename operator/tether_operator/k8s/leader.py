@@ -57,10 +57,12 @@ LEADER_LABEL = "tether.dev/leader"
 """`"true"` on the leader's pod once it serves: the chart's Service selects it."""
 
 
-async def label_pod(client: KubeClient, namespace: str, pod: str, leading: bool) -> None:
-    """Set (`leading`) or remove `tether.dev/leader=true` on the operator's own pod."""
+async def label_pod(client: KubeClient, namespace: str, pod: str, leading: bool) -> dict[str, Any]:
+    """Set (`leading`) or remove `tether.dev/leader=true` on the operator's own pod;
+    the pod as patched."""
     patch = {"metadata": {"labels": {LEADER_LABEL: "true" if leading else None}}}
-    await client.patch(resource_path("v1", "pods", namespace, pod), patch)
+    result: dict[str, Any] = await client.patch(resource_path("v1", "pods", namespace, pod), patch)
+    return result
 
 
 def new_identity(pod_name: str = "") -> str:

@@ -42,7 +42,7 @@ from tether_operator.engine import EngineConfig
 from tether_operator.engine.effects import Notice
 from tether_operator.k8s import pools
 from tether_operator.k8s.client import KubeClient, load_config, resource_path
-from tether_operator.k8s.events import EventRecorder
+from tether_operator.k8s.events import EventRecorder, ObjectRef
 from tether_operator.k8s.fencing import Fence, Fenced
 from tether_operator.k8s.leader import (
     LeaderElector,
@@ -337,14 +337,21 @@ async def run_operator(settings: OperatorSettings) -> None:
     kopf_task: asyncio.Task[None] | None = None
     lost: list[BaseException] = []
 
-    async def mark(leading: bool) -> None:
-        """The leader label on this pod (the Service routes to the leader by it)."""
+    async def mark(leading: bool, message: str = "") -> None:
+        """The leader label on this pod (the Service routes to the leader by it), and an
+        Event on the pod when it starts to lead."""
         if elector is None or not settings.pod_name:
             return
         try:
-            await asyncio.wait_for(label_pod(client, namespace, settings.pod_name, leading), 5)
+            pod = await asyncio.wait_for(
+                label_pod(client, namespace, settings.pod_name, leading), 5
+            )
         except Exception as exc:
             logger.warning("could not label pod %s/%s: %r", namespace, settings.pod_name, exc)
+            return
+        if message:
+            ref = ObjectRef(namespace, settings.pod_name, pod["metadata"]["uid"], "Pod", "v1")
+            events.record(ref, "Normal", "LeaderElected", message)
 
     acquired = asyncio.Event()
 
@@ -389,7 +396,13 @@ async def run_operator(settings: OperatorSettings) -> None:
         if not kopf_task.done():
             _take_signals(stop)  # kopf installed its own handlers while starting
             active.set()
-            await mark(True)
+            if elector is not None:
+                await mark(
+                    True,
+                    f"{elector.identity} leads (lease {namespace}/{settings.lease_name}, "
+                    f"epoch {elector.epoch}): recovered {len(restored)} runs in "
+                    f"{time.monotonic() - started:.1f}s",
+                )
         await asyncio.shield(kopf_task)
 
     async def deposed(until: Callable[[], Awaitable[None]]) -> None:

@@ -239,6 +239,7 @@ def test_rbac_grants_the_operator_exactly_what_it_does() -> None:
     assert rules(lease) == {
         ("coordination.k8s.io", "leases"): {"get", "create", "update"},
         ("", "pods"): {"get", "patch"},
+        ("", "events"): {"create", "patch"},
     }
     for binding in [o for o in objects if o["kind"].endswith("Binding")]:
         assert binding["subjects"] == [
