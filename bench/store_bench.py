@@ -1,12 +1,13 @@
 """The Kubernetes run store against the cluster KUBECONFIG names.
 
-    python -m bench.store_bench [--prefix bench] [--quick]
+    python -m bench.store_bench [--prefix bench] [--quick] [--only-latency]
 
 Creates a namespace `<prefix>-store-<random>` with WorkflowRun objects to own the
 history (the CRDs must be installed: `kubectl apply -f crds/`), measures, deletes the
 namespace, and writes bench/results/store-latest.md and .json. Measured: append
-latency (one run, sequential), the cost of a patch by how full its segment is
-(interleaved rounds, so load on the machine hits every size alike), throughput with 8 and 64
+latency (one run, sequential; without and with fencing, interleaved), the cost of a
+patch by how full its segment is (interleaved rounds, so load on the machine hits
+every size alike), throughput with 8 and 64
 runs appending at once, loading a 1,000-activity history in a new store instance,
 the largest object of that run, and a 2 MiB result's round trip.
 """
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from tether_operator.k8s.client import ApiError, KubeClient, load_config, resource_path
+from tether_operator.k8s.fencing import Fence
 from tether_operator.k8s.naming import run_id_for
 from tether_operator.k8s.store import SEGMENT_BYTES, KubernetesRunStore
 
@@ -101,28 +103,44 @@ class Bench:
         obj = await self.client.create(resource_path(API_VERSION, "workflowruns", self.ns), body)
         return run_id_for(self.ns, name), obj["metadata"]["uid"]
 
-    def store(self, *runs: tuple[str, str], **options: int) -> KubernetesRunStore:
-        store = KubernetesRunStore(self.client, [self.ns], **options)
+    def store(
+        self,
+        *runs: tuple[str, str],
+        segment_bytes: int = SEGMENT_BYTES,
+        fence: Fence | None = None,
+    ) -> KubernetesRunStore:
+        store = KubernetesRunStore(self.client, [self.ns], segment_bytes=segment_bytes, fence=fence)
         for run_id, uid in runs:
             store.bind(run_id, uid)
         return store
 
-    async def latency(self, appends: int, segment_bytes: int) -> dict[str, Any]:
-        run = await self.new_run()
-        store = self.store(run, segment_bytes=segment_bytes)
-        samples = []
-        for seq in range(1, appends + 1):
-            start = time.perf_counter()
-            await store.append(run[0], activity(seq))
-            samples.append((time.perf_counter() - start) * 1000)
-        return {
-            "segment_kib": segment_bytes // 1024,
-            "appends": appends,
-            "events_per_append": 4,
-            "p50_ms": round(pct(samples, 0.5), 2),
-            "p99_ms": round(pct(samples, 0.99), 2),
-            "last_quarter_p50_ms": round(statistics.median(samples[-appends // 4 :]), 2),
+    async def latency(self, appends: int, segment_bytes: int) -> list[dict[str, Any]]:
+        """One run per store, plain and fenced (epoch 1), appending in turns: the same
+        moments of load hit both."""
+        kinds = {"off": None, "on": Fence(epoch=1)}
+        stores = {kind: (await self.new_run(), fence) for kind, fence in kinds.items()}
+        bound = {
+            kind: (run, self.store(run, segment_bytes=segment_bytes, fence=fence))
+            for kind, (run, fence) in stores.items()
         }
+        samples: dict[str, list[float]] = {kind: [] for kind in kinds}
+        for seq in range(1, appends + 1):
+            for kind, (run, store) in bound.items():
+                start = time.perf_counter()
+                await store.append(run[0], activity(seq))
+                samples[kind].append((time.perf_counter() - start) * 1000)
+        return [
+            {
+                "fencing": kind,
+                "segment_kib": segment_bytes // 1024,
+                "appends": appends,
+                "events_per_append": 4,
+                "p50_ms": round(pct(got, 0.5), 2),
+                "p99_ms": round(pct(got, 0.99), 2),
+                "last_quarter_p50_ms": round(statistics.median(got[-appends // 4 :]), 2),
+            }
+            for kind, got in samples.items()
+        ]
 
     async def fill_cost(
         self, fills_kib: list[int], rounds: int, patches: int
@@ -251,7 +269,7 @@ class Bench:
         }
 
 
-async def run_all(prefix: str, quick: bool) -> dict[str, Any]:
+async def run_all(prefix: str, quick: bool, only_latency: bool = False) -> dict[str, Any]:
     client = KubeClient(load_config())
     ns = f"{prefix}-store-{uuid.uuid4().hex[:6]}"
     await client.create(resource_path("v1", "namespaces"), {"metadata": {"name": ns}})
@@ -259,7 +277,9 @@ async def run_all(prefix: str, quick: bool) -> dict[str, Any]:
     results: dict[str, Any] = {}
     try:
         n = 100 if quick else 400
-        results["latency"] = [await bench.latency(n, SEGMENT_BYTES)]
+        results["latency"] = await bench.latency(n, SEGMENT_BYTES)
+        if only_latency:
+            return results
         results["fill_cost"] = await bench.fill_cost(
             [4, 16, 32, 64, 256, 768], rounds=2 if quick else 4, patches=10 if quick else 20
         )
@@ -294,14 +314,19 @@ def markdown(results: dict[str, Any], header: str) -> str:
     lines += [
         "## Append latency, one run, sequential (4 events per append)",
         "",
-        "| segment KiB | appends | p50 ms | p99 ms | p50 of last quarter ms |",
-        "| --- | --- | --- | --- | --- |",
+        "Fencing on: a JSON patch testing the segment's `tether.dev/epoch` annotation and",
+        "a sealing patch per rollover; the two runs append in turns.",
+        "",
+        "| fencing | segment KiB | appends | p50 ms | p99 ms | p50 of last quarter ms |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for r in results["latency"]:
         lines.append(
-            f"| {r['segment_kib']} | {r['appends']} | {r['p50_ms']} | {r['p99_ms']} "
-            f"| {r['last_quarter_p50_ms']} |"
+            f"| {r.get('fencing', 'off')} | {r['segment_kib']} | {r['appends']} | {r['p50_ms']} "
+            f"| {r['p99_ms']} | {r['last_quarter_p50_ms']} |"
         )
+    if "fill_cost" not in results:
+        return "\n".join(lines) + "\n"
     lines += [
         "",
         "## Cost of one append by how full its segment is (why segments are small)",
@@ -348,9 +373,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prefix", default="bench", help="namespace prefix")
     parser.add_argument("--quick", action="store_true", help="fewer samples (a smoke run)")
+    parser.add_argument(
+        "--only-latency",
+        action="store_true",
+        help="only the append latency, without and with fencing (to store-fencing.md)",
+    )
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
-    results = asyncio.run(run_all(args.prefix, args.quick))
+    results = asyncio.run(run_all(args.prefix, args.quick, args.only_latency))
     header = (
         f"# Kubernetes run store benchmark ({time.strftime('%Y-%m-%d %H:%M:%S')})\n\n"
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
@@ -359,9 +389,10 @@ def main() -> None:
         "this machine)."
     )
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "store-latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    stem = "store-fencing" if args.only_latency else "store-latest"
+    (RESULTS / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
     text = markdown(results, header)
-    (RESULTS / "store-latest.md").write_text(text)
+    (RESULTS / f"{stem}.md").write_text(text)
     print(text)
 
 

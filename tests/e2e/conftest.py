@@ -49,6 +49,8 @@ PREFIX = os.environ.get("TETHER_E2E_PREFIX", "e2e")
 RELEASE = os.environ.get("TETHER_E2E_RELEASE", "tether")
 RELEASE_NAMESPACE = os.environ.get("TETHER_E2E_RELEASE_NAMESPACE", "tether-system")
 HELM_ARGS = os.environ.get("TETHER_E2E_HELM_ARGS", "").split()
+LEADER_LABEL = "tether.dev/leader"
+"""On the operator pod that leads (the chart runs two replicas; the Service follows it)."""
 WORKLOADS = ("examples", "runs", "sessions")
 """The namespaces the session's operator serves, one per test module that needs it."""
 
@@ -148,8 +150,14 @@ class Install:
         selector = f"app.kubernetes.io/instance={self.release},app.kubernetes.io/component=operator"
         return self.system.pods(selector)
 
+    def leader_pods(self) -> list[Obj]:
+        """The operator pod that leads (it labels itself `tether.dev/leader=true`)."""
+        return [p for p in self.operator_pods() if p["metadata"]["labels"].get(LEADER_LABEL)]
+
     def operator_logs(self) -> str:
-        return self.system.run("logs", f"deployment/{self.release}", "--tail=200")
+        leaders = self.leader_pods()
+        pod = leaders[0]["metadata"]["name"] if leaders else f"deployment/{self.release}"
+        return self.system.run("logs", pod, "--tail=200")
 
 
 @pytest.fixture(scope="session", autouse=True)

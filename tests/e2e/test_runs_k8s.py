@@ -178,17 +178,17 @@ def test_run_survives_its_operator_pod_deleted_twice(tether: Install, runs: Kube
         )
         phase = runs.jsonpath("wfr", run, "{.status.phase}")
         assert phase == "Running", f"the run is {phase} before deletion {kill}: slow its steps"
-        (operator,) = tether.operator_pods()
+        (operator,) = eventually(tether.leader_pods, what="the leading operator pod")
         old = operator["metadata"]["name"]
         tether.system.run("delete", "pod", old)
         eventually(
             lambda o=old: [
                 p
-                for p in tether.operator_pods()
+                for p in tether.leader_pods()
                 if p["metadata"]["name"] != o and running_and_ready(p)
             ],
             timeout=120,
-            what=f"a new operator pod after deletion {kill}",
+            what=f"a new leading operator pod after deletion {kill}",
         )
     runs.wait("wfr", run, "Succeeded", timeout=240)
     assert result(runs, run) == {"steps": 30, "total": sum(range(30))}

@@ -179,6 +179,18 @@ def build_parser() -> ArgumentParser:
         help="who may call the scheduler: tokenreview (bearer tokens checked with the API "
         "server; default, or $TETHER_AUTH) or none (anyone who reaches the port)",
     )
+    op.add_argument(
+        "--leader-elect",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="wait for the leader-election Lease before serving (default $TETHER_LEADER_ELECT, "
+        "else off: one operator)",
+    )
+    op.add_argument(
+        "--lease-name",
+        help="the Lease of leader election, in the operator's namespace "
+        "(default $TETHER_LEASE_NAME, else tether)",
+    )
     op.add_argument("--log-level", default="INFO", help="log level (INFO)")
 
     run = sub.add_parser("run", help="start a workflow run (and optionally wait for it)")
@@ -272,6 +284,8 @@ def _operator(args: argparse.Namespace) -> int:
     import logging
 
     from tether_operator.k8s.client import KubeConfigError
+    from tether_operator.k8s.fencing import Fenced
+    from tether_operator.k8s.leader import LeadershipLost
     from tether_operator.k8s.operator import OperatorSettings, run_operator
 
     logging.basicConfig(
@@ -293,10 +307,17 @@ def _operator(args: argparse.Namespace) -> int:
         settings.namespaces = tuple(args.namespaces)
     if args.scheduler_url:
         settings.scheduler_url = args.scheduler_url
+    if args.leader_elect is not None:
+        settings.leader_elect = args.leader_elect
+    if args.lease_name:
+        settings.lease_name = args.lease_name
     try:
         asyncio.run(run_operator(settings))
     except KubeConfigError as exc:
         raise CliError(str(exc)) from None
+    except (LeadershipLost, Fenced) as exc:
+        # Exit non-zero: the container restarts and stands by for the Lease again.
+        raise CliError(f"stopped: {exc}") from None
     return 0
 
 

@@ -1,12 +1,19 @@
 """`tether operator`: kopf watches, the scheduler and its HTTP API, in one process.
 
 Start-up, in this order: load the cluster config; build the `KubeClient` and the
-store (`KubernetesRunStore`, or memory for tests); recover the store (every run with
+store (`KubernetesRunStore`, or memory for tests); serve the HTTP API through the
+scheduler's one `serve()` (only `/healthz` and `/readyz` answer until the store is
+recovered; the rest is 503); with leader election on (`--leader-elect`), wait until
+this process holds the Lease (`leader.py`); recover the store (every run with
 history is rebuilt in the engine); start kopf (its own registry, standalone, no
 peering, cluster-wide or the given namespaces, logged in with the same config) and
-the HTTP API through the scheduler's one `serve()`. `GET /readyz` answers 200 once
-the store is recovered and kopf watches; 503 before. SIGTERM stops accepting
-requests, flushes history, status and Events, and exits.
+the controllers' background work. `GET /healthz` answers 200 from the start (a
+standby is alive); `GET /readyz` 200 once this process leads, the store is
+recovered and kopf watches, 503 before, so the Service routes only to the leader.
+SIGTERM stops accepting requests, flushes history, status and Events, releases the
+Lease and exits 0. A lost Lease (`LeadershipLost`) or a fenced history write
+(`Fenced`) stops everything at once, without flushing, and the process exits 1: the
+container restarts as a standby.
 
 The controller seam. A controller is a function `setup(registry, context)` that
 adds its kopf handlers to `registry` (a `kopf.OperatorRegistry`) and may start
@@ -20,6 +27,7 @@ the same way, through `CONTROLLERS`.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -33,11 +41,18 @@ from fastapi.responses import JSONResponse
 
 from tether_operator.engine import EngineConfig
 from tether_operator.engine.effects import Notice
-from tether_operator.k8s import pools
-from tether_operator.k8s.auth import KubernetesAuthenticator, run_namespace
 from tether_operator.k8s import nodes, pools
+from tether_operator.k8s.auth import KubernetesAuthenticator, run_namespace
 from tether_operator.k8s.client import KubeClient, load_config, resource_path
-from tether_operator.k8s.events import EventRecorder
+from tether_operator.k8s.events import EventRecorder, ObjectRef
+from tether_operator.k8s.fencing import Fence, Fenced
+from tether_operator.k8s.leader import (
+    LeaderElector,
+    LeadershipLost,
+    LeaseSettings,
+    label_pod,
+    new_identity,
+)
 from tether_operator.k8s.login import register_login
 from tether_operator.k8s.mirror import MarkingStore
 from tether_operator.k8s.naming import run_object
@@ -89,6 +104,10 @@ def _env_list(name: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in os.environ.get(name, "").split(",") if part.strip())
 
 
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
 @dataclass
 class OperatorSettings:
     """How the operator runs (flags of `tether operator`, else the environment)."""
@@ -115,6 +134,11 @@ class OperatorSettings:
     """Who may call the scheduler (TETHER_AUTH): `tokenreview` checks every request's
     bearer token with the API server (TokenReview, SubjectAccessReview); `none` serves
     anyone who reaches the port (host-process tests)."""
+    leader_elect: bool = field(default_factory=lambda: _env_flag("TETHER_LEADER_ELECT"))
+    """Wait for the Lease before doing anything (TETHER_LEADER_ELECT); off: this
+    process assumes it is the only operator (host-process tests, one replica)."""
+    lease_name: str = field(default_factory=lambda: os.environ.get("TETHER_LEASE_NAME", "tether"))
+    """The Lease of leader election (TETHER_LEASE_NAME), in the operator's namespace."""
 
 
 class OperatorService(SchedulerService):
@@ -160,21 +184,54 @@ CONTROLLERS: list[Setup] = [pools.setup, nodes.setup]
 
 
 class Readiness:
-    """`/readyz`: the store is recovered and kopf watches."""
+    """`/readyz`: this process leads, the store is recovered and kopf watches."""
 
-    def __init__(self) -> None:
+    def __init__(self, leading: Callable[[], bool] = lambda: True) -> None:
+        self.leading = leading
         self.recovered = False
         self.watching = asyncio.Event()
 
     @property
     def ready(self) -> bool:
-        return self.recovered and self.watching.is_set()
+        return self.leading() and self.recovered and self.watching.is_set()
+
+    @property
+    def standing_by(self) -> bool:
+        """Waiting for the Lease (or deposed and about to exit): alive, not leading."""
+        return not self.leading() and not self.recovered
 
 
-def _make_store(settings: OperatorSettings, client: KubeClient) -> RunStore:
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+"""What a standby (or a leader still recovering) answers; everything else is 503."""
+
+
+class StandbyGate:
+    """An ASGI wrapper: 503 for every API call until `open()` (the store is recovered).
+
+    A standby's engine is empty; a worker or client that reaches it anyway must not
+    register or start anything there.
+    """
+
+    def __init__(self, app: Any, is_open: Callable[[], bool]) -> None:
+        self.app = app
+        self.is_open = is_open
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or self.is_open() or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        body = json.dumps(
+            {"error": "not serving: this operator is a standby or still recovering; retry"}
+        ).encode()
+        headers = [(b"content-type", b"application/json"), (b"retry-after", b"2")]
+        await send({"type": "http.response.start", "status": 503, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _make_store(settings: OperatorSettings, client: KubeClient, fence: Fence) -> RunStore:
     if settings.store == "memory":
         return InMemoryRunStore()
-    return KubernetesRunStore(client, list(settings.namespaces) or None)
+    return KubernetesRunStore(client, list(settings.namespaces) or None, fence=fence)
 
 
 def _gate(settings: OperatorSettings, client: KubeClient, service: SchedulerService) -> Gate | None:
@@ -195,17 +252,18 @@ def _gate(settings: OperatorSettings, client: KubeClient, service: SchedulerServ
 def _app(service: SchedulerService, readiness: Readiness, gate: Gate | None) -> Any:
     app = create_app(service, manage_lifecycle=False, gate=gate)
 
-    async def readyz() -> JSONResponse:
-        ready = readiness.ready
+    async def readyz(standby: bool = False) -> JSONResponse:
+        ready = readiness.ready or (standby and readiness.standing_by)
         body = {
             "ready": ready,
+            "leader": readiness.leading(),
             "recovered": readiness.recovered,
             "watching": readiness.watching.is_set(),
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 
     app.add_api_route("/readyz", readyz, methods=["GET"], tags=["health"], summary="Readiness")
-    return app
+    return StandbyGate(app, lambda: readiness.recovered)
 
 
 async def _prune_orphans(
@@ -231,7 +289,19 @@ async def run_operator(settings: OperatorSettings) -> None:
     config = load_config()
     client = KubeClient(config)
     namespace = settings.operator_namespace or config.namespace
-    readiness = Readiness()
+    elector: LeaderElector | None = None
+    fence = Fence()
+    if settings.leader_elect:
+        elector = LeaderElector(
+            client,
+            LeaseSettings(
+                name=settings.lease_name,
+                namespace=namespace,
+                identity=new_identity(settings.pod_name),
+            ),
+        )
+        fence.guard(lambda: elector is not None and elector.leading, elector.confirm)
+    readiness = Readiness(leading=lambda: elector is None or elector.leading)
     events = EventRecorder(client, instance=settings.pod_name)
     publisher: WorkflowPublisher | None = None
 
@@ -246,7 +316,7 @@ async def run_operator(settings: OperatorSettings) -> None:
         if runs is not None:
             runs.mark(run_id)
 
-    store = MarkingStore(_make_store(settings, client), durable)
+    store = MarkingStore(_make_store(settings, client, fence), durable)
     service = OperatorService(
         engine_config=EngineConfig(
             worker_heartbeat_timeout=WORKER_HEARTBEAT_TIMEOUT_SECONDS,
@@ -288,48 +358,109 @@ async def run_operator(settings: OperatorSettings) -> None:
     for setup in CONTROLLERS:
         setup(registry, context)
 
-    started = time.monotonic()
-    await service.start()
-    restored = await service.recover()
-    await _prune_orphans(client, service, restored, settings.namespaces)
-    readiness.recovered = True
-    logger.info(
-        "recovered %d runs from the %s store in %.2fs",
-        len(restored),
-        settings.store,
-        time.monotonic() - started,
-    )
-    events.start()
-    runs.status.start()
-    publisher.writer.start()
-
     kopf_settings = kopf.OperatorSettings()
     kopf_settings.posting.enabled = False  # our own Events; kopf's would name handlers
     kopf_settings.scanning.disabled = True
     kopf_settings.watching.server_timeout = 300
     stop_kopf = asyncio.Event()
     stop = asyncio.Event()
-    kopf_task = asyncio.create_task(
-        kopf.operator(
-            registry=registry,
-            settings=kopf_settings,
-            standalone=True,
-            clusterwide=not settings.namespaces,
-            namespaces=list(settings.namespaces),
-            ready_flag=readiness.watching,
-            stop_flag=stop_kopf,
-        ),
-        name="tether-kopf",
-    )
+    active = asyncio.Event()
+    """Set once this process leads, has recovered and started kopf."""
+    kopf_task: asyncio.Task[None] | None = None
+    lost: list[BaseException] = []
 
-    async def watch() -> None:
-        """Ends (stopping the server) if kopf ends; cancelling it leaves kopf running."""
+    async def mark(leading: bool, message: str = "") -> None:
+        """The leader label on this pod (the Service routes to the leader by it), and an
+        Event on the pod when it starts to lead."""
+        if elector is None or not settings.pod_name:
+            return
+        try:
+            pod = await asyncio.wait_for(
+                label_pod(client, namespace, settings.pod_name, leading), 5
+            )
+        except Exception as exc:
+            logger.warning("could not label pod %s/%s: %r", namespace, settings.pod_name, exc)
+            return
+        if message:
+            ref = ObjectRef(namespace, settings.pod_name, pod["metadata"]["uid"], "Pod", "v1")
+            events.record(ref, "Normal", "LeaderElected", message)
+
+    acquired = asyncio.Event()
+
+    async def lead() -> None:
+        """Wait for the Lease, recover, start kopf; then end (stopping the server) only
+        if kopf ends."""
+        nonlocal kopf_task
+        if elector is not None:
+            await mark(False)  # a restarted container of the old leader stands by
+            await elector.acquire()
+            fence.epoch = elector.epoch
+            acquired.set()
+        started = time.monotonic()
+        await service.start()
+        restored = await service.recover()
+        await _prune_orphans(client, service, restored, settings.namespaces)
+        readiness.recovered = True
+        logger.info(
+            "recovered %d runs from the %s store in %.2fs",
+            len(restored),
+            settings.store,
+            time.monotonic() - started,
+        )
+        events.start()
+        runs.status.start()
+        publisher.writer.start()
+        kopf_task = asyncio.create_task(
+            kopf.operator(
+                registry=registry,
+                settings=kopf_settings,
+                standalone=True,
+                clusterwide=not settings.namespaces,
+                namespaces=list(settings.namespaces),
+                ready_flag=readiness.watching,
+                stop_flag=stop_kopf,
+            ),
+            name="tether-kopf",
+        )
         ready = asyncio.create_task(readiness.watching.wait())
         await asyncio.wait([ready, kopf_task], return_when=asyncio.FIRST_COMPLETED)
         ready.cancel()
         if not kopf_task.done():
-            _take_signals(stop)
+            _take_signals(stop)  # kopf installed its own handlers while starting
+            active.set()
+            if elector is not None:
+                await mark(
+                    True,
+                    f"{elector.identity} leads (lease {namespace}/{settings.lease_name}, "
+                    f"epoch {elector.epoch}): recovered {len(restored)} runs in "
+                    f"{time.monotonic() - started:.1f}s",
+                )
         await asyncio.shield(kopf_task)
+
+    async def deposed(until: Callable[[], Awaitable[None]]) -> None:
+        """Run `until()` (it raises only when this process must stop writing)."""
+        try:
+            await until()
+        except (LeadershipLost, Fenced) as exc:
+            lost.append(exc)
+            raise
+
+    async def keep_lease() -> None:
+        """Renew the Lease from the moment it is held (recovery included)."""
+        assert elector is not None
+        await acquired.wait()
+        await elector.hold()
+
+    guards: list[Callable[[], Awaitable[None]]] = [lambda: deposed(fence.fenced)]
+    if elector is not None:
+        guards.append(lambda: deposed(keep_lease))
+
+    def gated(work: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            await active.wait()
+            await work()
+
+        return run
 
     try:
         await serve(
@@ -337,23 +468,31 @@ async def run_operator(settings: OperatorSettings) -> None:
             settings.port,
             service,
             app=_app(service, readiness, _gate(settings, client, service)),
-            companions=[watch, *context.background],
+            companions=[lead, *guards, *(gated(work) for work in context.background)],
             stop=stop,
         )
     finally:
+        if active.is_set():
+            await mark(False)
+        # Deposed: stop at once, write nothing more (the new leader owns the runs).
+        grace = 0.0 if lost else None
         # History, status and Events first: kopf, when it stops, cancels every task
         # started after it (it cannot tell ours from its own).
-        await service.stop()
-        await runs.status.stop()
-        await publisher.writer.stop()
-        await events.stop()
+        await service.stop(**({} if grace is None else {"flush_timeout": grace}))
+        if not lost:
+            await runs.status.stop()
+            await publisher.writer.stop()
+            await events.stop()
+            if elector is not None:
+                await elector.release()
         stop_kopf.set()
-        try:
-            await asyncio.wait_for(kopf_task, 15)
-        except TimeoutError:
-            logger.warning("kopf did not stop within 15s")
-        except Exception:
-            logger.exception("kopf failed")
+        if kopf_task is not None:
+            try:
+                await asyncio.wait_for(kopf_task, 15)
+            except TimeoutError:
+                logger.warning("kopf did not stop within 15s")
+            except Exception:
+                logger.exception("kopf failed")
         await client.aclose()
         logger.info("operator stopped")
 

@@ -12,7 +12,18 @@ envelope key `tether.dev/payloads`; `load` puts the values back, so it returns
 exactly the events appended.
 
 Keys are event indexes, so an append retried after an unknown outcome rewrites the
-same positions instead of duplicating events. Every object has an ownerReference to
+same positions instead of duplicating events.
+
+Fencing (`fencing.py`), when the store is given a `Fence` with an epoch (leader
+election on): every segment carries `tether.dev/epoch`; an append is a JSON patch
+that first `test`s it; rolling over first seals the full segment (a tested patch
+adding `tether.dev/sealed`), then creates the next, so a deposed leader can neither
+write into a segment a newer leader claimed nor start the next one after it (the
+create finds the name taken). A leader claims a run before reading its history
+(`load`): it stamps its epoch on the last segment with the `resourceVersion` it
+read, or, if that one is sealed, creates the next segment empty. A segment a
+deposed leader created after the claim (only a new run's first one can be) holds
+events no leader acknowledged: the new leader replaces it. Every object has an ownerReference to
 the WorkflowRun (`bind` gives its uid) and is garbage-collected with it; when the run
 is gone the store raises `RunGone` (permanent) rather than retrying.
 """
@@ -21,11 +32,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from tether_operator.k8s.client import ApiError, KubeClient, resource_path
+from tether_operator.k8s.fencing import EPOCH_ANNOTATION, SEALED_ANNOTATION, Fence, Fenced
 from tether_operator.k8s.naming import run_id_for, run_object
 from tether_operator.k8s.objects import (
     config_map,
@@ -47,6 +60,7 @@ __all__ = [
     "INLINE_BYTES",
     "PAYLOADS_KEY",
     "SEGMENT_BYTES",
+    "Fenced",
     "HistoryCorrupt",
     "KubernetesRunStore",
     "PayloadMissing",
@@ -65,6 +79,10 @@ segments keep an append's cost flat; a ConfigMap could hold 1 MiB."""
 PAYLOADS_KEY = "tether.dev/payloads"
 """Envelope key of a stored event: `{field: payload ref}` for the fields moved out."""
 SEGMENT_ANNOTATION = "tether.dev/segment"
+CLAIM_TRIES = 5
+"""A claim re-reads the segments after a conflict at most this often."""
+
+logger = logging.getLogger("tether.operator")
 LISTING_SECONDS = 60.0
 """How long `load` may use the segments `run_ids` listed instead of reading them again."""
 
@@ -87,10 +105,12 @@ class _RunState:
     segment_exists: bool = False
     next_index: int = 0
     gone: bool = False
+    claimed: bool = False
+    """True once this process's epoch is stamped on the run's newest segment."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def reset(self) -> None:
-        self.synced = self.segment_exists = self.gone = False
+        self.synced = self.segment_exists = self.gone = self.claimed = False
         self.segment = self.segment_bytes = self.next_index = 0
 
 
@@ -110,11 +130,30 @@ def _segment_index(obj: dict[str, Any]) -> int:
         return -1
 
 
+def _epoch_of(obj: dict[str, Any]) -> int:
+    """The epoch stamped on a segment; -1 if none (written without fencing)."""
+    annotations = obj["metadata"].get("annotations") or {}
+    try:
+        return int(annotations[EPOCH_ANNOTATION])
+    except (KeyError, ValueError):
+        return -1
+
+
+def _sealed(obj: dict[str, Any]) -> bool:
+    return (obj["metadata"].get("annotations") or {}).get(SEALED_ANNOTATION) == "true"
+
+
+def _pointer(key: str) -> str:
+    """`key` as a JSON pointer token (RFC 6901)."""
+    return key.replace("~", "~0").replace("/", "~1")
+
+
 class KubernetesRunStore:
     """A `RunStore` in the API server: history segments and payloads as ConfigMaps.
 
     `namespaces` limits `run_ids` to those namespaces (None: cluster-wide). Appends of
     one run are serialised by a lock; appends of different runs run concurrently.
+    `fence` (with an epoch) fences history writes against a newer leader.
     """
 
     durable = True
@@ -127,8 +166,10 @@ class KubernetesRunStore:
         *,
         inline_bytes: int = INLINE_BYTES,
         segment_bytes: int = SEGMENT_BYTES,
+        fence: Fence | None = None,
     ) -> None:
         self._client = client
+        self._fence = fence or Fence()
         self._namespaces = list(namespaces) if namespaces else None
         self._inline_bytes = inline_bytes
         self._segment_bytes = segment_bytes
@@ -213,6 +254,7 @@ class KubernetesRunStore:
                 )
             if state.uid is None:
                 await self._check_run(run_id, state)
+            self._fence.check(run_id)
             self._listing.pop(run_id, None)
             texts = [_JSON.encode(event) for event in events]
             large = [i for i, text in enumerate(texts) if len(text) > self._inline_bytes]
@@ -271,19 +313,23 @@ class KubernetesRunStore:
                 take += 1
             if take == 0:
                 if state.segment_bytes > 0:
-                    self._roll(state)
+                    await self._roll(run_id, state)
                     continue
                 take = 1  # one event larger than a segment: the API server judges it
             piece = "[" + ",".join(texts[done : done + take]) + "]"
             if not await self._put_piece(run_id, state, key, piece):
-                self._roll(state)
+                await self._roll(run_id, state)
                 continue
             state.segment_bytes += len(key) + len(piece)
             state.next_index += take
             done += take
 
-    @staticmethod
-    def _roll(state: _RunState) -> None:
+    async def _roll(self, run_id: str, state: _RunState) -> None:
+        """Go on in the next segment; with fencing, seal the current one first."""
+        if self._fencing and state.segment_exists:
+            name = object_name(state.name, f"h{state.segment}")
+            seal = {"op": "add", "path": f"/metadata/annotations/{_pointer(SEALED_ANNOTATION)}"}
+            await self._tested_patch(run_id, state, name, [{**seal, "value": "true"}])
         state.segment += 1
         state.segment_bytes = 0
         state.segment_exists = False
@@ -293,7 +339,7 @@ class KubernetesRunStore:
         name = object_name(state.name, f"h{state.segment}")
         if state.segment_exists:
             try:
-                await self._client.patch(self._cm_path(state, name), {"data": {key: piece}})
+                await self._patch_data(run_id, state, name, key, piece)
             except ApiError as exc:
                 if exc.not_found:
                     await self._check_run(run_id, state)
@@ -312,7 +358,7 @@ class KubernetesRunStore:
             run_name=state.name,
             uid=state.uid,
             part="history",
-            annotations={SEGMENT_ANNOTATION: str(state.segment)},
+            annotations=self._annotations(state.segment),
             data={key: piece},
         )
         try:
@@ -323,8 +369,130 @@ class KubernetesRunStore:
             if not exc.conflict:
                 raise
             await self._created_before(run_id, state, name, key, piece, body)
-        state.segment_exists = state.synced = True
+        state.segment_exists = state.synced = state.claimed = True
         return True
+
+    # ------------------------------------------------------------------ fencing
+
+    @property
+    def _fencing(self) -> bool:
+        return self._fence.epoch is not None
+
+    def _annotations(self, segment: int) -> dict[str, str]:
+        annotations = {SEGMENT_ANNOTATION: str(segment)}
+        if self._fence.epoch is not None:
+            annotations[EPOCH_ANNOTATION] = str(self._fence.epoch)
+        return annotations
+
+    async def _patch_data(
+        self, run_id: str, state: _RunState, name: str, key: str, piece: str
+    ) -> None:
+        """Write `key` into segment `name`: a merge patch, or with fencing a tested patch."""
+        if not self._fencing:
+            await self._client.patch(self._cm_path(state, name), {"data": {key: piece}})
+            return
+        if state.segment_bytes == 0:  # an empty segment a claim created: no `data` yet
+            op = {"op": "add", "path": "/data", "value": {key: piece}}
+        else:
+            op = {"op": "add", "path": f"/data/{_pointer(key)}", "value": piece}
+        await self._tested_patch(run_id, state, name, [op])
+
+    async def _tested_patch(
+        self, run_id: str, state: _RunState, name: str, ops: list[dict[str, Any]]
+    ) -> None:
+        """A JSON patch of segment `name` applied only while it carries this epoch.
+
+        A failed `test` is a 422 like a segment over its size limit: the segment is
+        read again to tell them apart, and a foreign epoch raises `Fenced`.
+        """
+        test = {
+            "op": "test",
+            "path": f"/metadata/annotations/{_pointer(EPOCH_ANNOTATION)}",
+            "value": str(self._fence.epoch),
+        }
+        path = self._cm_path(state, name)
+        try:
+            await self._client.patch(path, [test, *ops], "json")
+        except ApiError as exc:
+            if exc.status != 422:
+                raise
+            try:
+                current = await self._client.get(path)
+            except ApiError:
+                raise exc from None
+            if _epoch_of(current) != self._fence.epoch:
+                raise self._fence.trip(
+                    Fenced(
+                        run_id,
+                        f"history ConfigMap {state.namespace}/{name} of run {run_id} belongs to "
+                        f"epoch {_epoch_of(current)}, not this leader's {self._fence.epoch}: "
+                        "a newer leader owns the run",
+                    )
+                ) from exc
+            raise
+
+    async def _claim(
+        self, run_id: str, state: _RunState, segments: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Stamp this epoch on the run's newest segment (or start the next one after a
+        sealed one) before its history is read; the run's segments, as claimed."""
+        epoch = self._fence.epoch
+        assert epoch is not None
+        for _ in range(CLAIM_TRIES):
+            self._fence.check(run_id)
+            own = self._own_segments(state, segments)
+            if not own:
+                state.claimed = True
+                return own
+            last = own[-1]
+            theirs = _epoch_of(last)
+            if theirs > epoch and not await self._fence.confirm():
+                raise self._fence.trip(
+                    Fenced(
+                        run_id,
+                        f"run {run_id} was claimed by epoch {theirs}, after this leader's "
+                        f"{epoch}: a newer leader owns it",
+                    )
+                )
+            try:
+                if _sealed(last):
+                    assert state.uid is not None
+                    index = _segment_index(last) + 1
+                    body = config_map(
+                        object_name(state.name, f"h{index}"),
+                        run_name=state.name,
+                        uid=state.uid,
+                        part="history",
+                        annotations=self._annotations(index),
+                    )
+                    own.append(await self._client.create(self._cm_path(state), body))
+                elif theirs != epoch:
+                    meta = last["metadata"]
+                    stamp = {
+                        "metadata": {
+                            "resourceVersion": meta["resourceVersion"],
+                            "annotations": {EPOCH_ANNOTATION: str(epoch)},
+                        }
+                    }
+                    own[-1] = await self._client.patch(self._cm_path(state, meta["name"]), stamp)
+                state.claimed = True
+                return own
+            except ApiError as exc:
+                if not exc.conflict:
+                    raise
+            segments = await self._client.list(
+                self._cm_path(state), label_selector=selector(state.name, "history")
+            )
+        raise StoreError(run_id, f"history of run {run_id} kept changing while it was claimed")
+
+    async def _segments(self, run_id: str, state: _RunState) -> list[dict[str, Any]]:
+        """The run's own segments from the API server (claimed first, with fencing)."""
+        segments = await self._client.list(
+            self._cm_path(state), label_selector=selector(state.name, "history")
+        )
+        if self._fencing and not state.claimed:
+            return await self._claim(run_id, state, segments)
+        return self._own_segments(state, segments)
 
     async def _created_before(
         self,
@@ -342,9 +510,47 @@ class KubernetesRunStore:
             await self._delete_stale(state)
             await self._client.create(self._cm_path(state), body)
             return
+        if self._fencing and _epoch_of(existing) != self._fence.epoch:
+            await self._replace_deposed(run_id, state, existing, body)
+            return
         if not state.synced:
             raise _Resync
-        await self._client.patch(self._cm_path(state, name), {"data": {key: piece}})
+        await self._patch_data(run_id, state, name, key, piece)
+
+    async def _replace_deposed(
+        self, run_id: str, state: _RunState, existing: dict[str, Any], body: dict[str, Any]
+    ) -> None:
+        """A segment this leader is creating exists with another epoch: a deposed leader
+        created it after this one listed the run (its events were never this leader's
+        history), unless a newer leader did (`Fenced`)."""
+        theirs = _epoch_of(existing)
+        name = existing["metadata"]["name"]
+        if theirs > (self._fence.epoch or 0) and not await self._fence.confirm():
+            raise self._fence.trip(
+                Fenced(
+                    run_id,
+                    f"history ConfigMap {state.namespace}/{name} of run {run_id} was created "
+                    f"by epoch {theirs}, newer than this leader's {self._fence.epoch}",
+                )
+            )
+        logger.warning(
+            "history ConfigMap %s/%s of run %s was written by epoch %d after this leader "
+            "(epoch %s) listed it: replacing the %d keys no leader acknowledged",
+            state.namespace,
+            name,
+            run_id,
+            theirs,
+            self._fence.epoch,
+            len(existing.get("data") or {}),
+        )
+        replacement = {
+            **body,
+            "metadata": {
+                **body["metadata"],
+                "resourceVersion": existing["metadata"]["resourceVersion"],
+            },
+        }
+        await self._client.replace(self._cm_path(state, name), replacement)
 
     async def _delete_stale(self, state: _RunState) -> None:
         """Delete objects of the run's name left over from an earlier WorkflowRun."""
@@ -357,10 +563,7 @@ class KubernetesRunStore:
                 )
 
     async def _sync(self, run_id: str, state: _RunState) -> None:
-        segments = await self._client.list(
-            self._cm_path(state), label_selector=selector(state.name, "history")
-        )
-        own = self._own_segments(state, segments)
+        own = await self._segments(run_id, state)
         self._set_position(state, own, len(self._decode(run_id, own)))
 
     # ------------------------------------------------------------------ load
@@ -373,10 +576,11 @@ class KubernetesRunStore:
                 self._listing.clear()
             segments = self._listing.pop(run_id, None)
             if segments is None:
-                segments = await self._client.list(
-                    self._cm_path(state), label_selector=selector(state.name, "history")
-                )
-            own = self._own_segments(state, segments)
+                own = await self._segments(run_id, state)
+            elif self._fencing and not state.claimed:
+                own = await self._claim(run_id, state, segments)
+            else:
+                own = self._own_segments(state, segments)
             events = self._decode(run_id, own)
             await self._resolve(run_id, state, events)
             self._set_position(state, own, len(events))

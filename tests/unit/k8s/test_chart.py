@@ -99,6 +99,7 @@ def test_default_install_renders_every_part_with_the_recommended_labels() -> Non
         ("CustomResourceDefinition", "workflowruns.tether.dev"),
         ("CustomResourceDefinition", "workflows.tether.dev"),
         ("Deployment", "tether"),
+        ("PodDisruptionBudget", "tether"),
         ("Role", "tether-leader-election"),
         ("RoleBinding", "tether-leader-election"),
         ("Service", "tether"),
@@ -129,8 +130,11 @@ def test_crds_are_the_generated_ones_and_kept_on_uninstall() -> None:
 
 def test_operator_runs_with_secure_defaults_probes_and_resources() -> None:
     deployment = one(render(), "Deployment")
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
     pod = deployment["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "tether"
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -145,7 +149,10 @@ def test_operator_runs_with_secure_defaults_probes_and_resources() -> None:
     assert pod["volumes"][0]["name"] == "tmp"
     assert "emptyDir" in pod["volumes"][0]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {
+        "path": "/readyz?standby=true",
+        "port": "http",
+    }
     assert container["resources"]["requests"]
     assert container["resources"]["limits"]["memory"]
     assert container["image"] == "tether:dev"
@@ -158,13 +165,50 @@ def test_operator_runs_with_secure_defaults_probes_and_resources() -> None:
         "metadata.namespace"
     )
     assert env["TETHER_POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["TETHER_LEADER_ELECT"]["value"] == "true"
+    assert env["TETHER_LEASE_NAME"]["value"] == "tether"
+    assert [env[f"TETHER_LEASE_{k}"]["value"] for k in ("DURATION", "RENEW_DEADLINE")] == [
+        "15",
+        "10",
+    ]
+    assert env["TETHER_LEASE_RETRY_PERIOD"]["value"] == "2"
+    anti = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert anti[0]["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+
+
+def test_without_leader_election_one_operator_is_recreated() -> None:
+    objects = render("operator.replicas=1", "operator.leaderElection.enabled=false")
+    deployment = one(objects, "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert "affinity" not in deployment["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["TETHER_LEADER_ELECT"]["value"] == "false"
+    assert "tether.dev/leader" not in one(objects, "Service")["spec"]["selector"]
+    assert not [o for o in objects if o["kind"] == "PodDisruptionBudget"]
+
+
+def test_two_replicas_without_leader_election_are_refused() -> None:
+    done = helm("template", "tether", str(CHART), "--set", "operator.leaderElection.enabled=false")
+    assert done.returncode != 0
+    assert "operator.replicas > 1 needs operator.leaderElection.enabled=true" in done.stderr
+    done = helm(
+        "template",
+        "tether",
+        str(CHART),
+        "--set",
+        "operator.leaderElection.renewDeadlineSeconds=15",
+    )
+    assert "renewDeadlineSeconds must be less than leaseDurationSeconds" in done.stderr
 
 
 def test_service_exposes_the_scheduler_port_of_the_operator_pod() -> None:
     objects = render()
     service = one(objects, "Service")
-    selector = service["spec"]["selector"]
+    selector = dict(service["spec"]["selector"])
     pod_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    # The leader sets this label on its own pod: the Service reaches only the leader.
+    assert selector.pop("tether.dev/leader") == "true"
     assert selector.items() <= pod_labels.items()
     assert service["spec"]["ports"] == [
         {"name": "http", "port": 7233, "targetPort": "http", "protocol": "TCP"}
@@ -195,7 +239,11 @@ def test_rbac_grants_the_operator_exactly_what_it_does() -> None:
     }
     lease = one(objects, "Role")
     assert lease["metadata"]["namespace"] == "tether-system"
-    assert rules(lease) == {("coordination.k8s.io", "leases"): {"get", "create", "update"}}
+    assert rules(lease) == {
+        ("coordination.k8s.io", "leases"): {"get", "create", "update"},
+        ("", "pods"): {"get", "patch"},
+        ("", "events"): {"create", "patch"},
+    }
     for binding in [o for o in objects if o["kind"].endswith("Binding")]:
         assert binding["subjects"] == [
             {"kind": "ServiceAccount", "name": "tether", "namespace": "tether-system"}

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from tether_operator.k8s.client import KubeClient, KubeConfig
+from tether_operator.k8s.fencing import Fence, Fenced
 from tether_operator.k8s.objects import object_name, run_label, selector
 from tether_operator.k8s.store import (
     PAYLOADS_KEY,
@@ -186,3 +187,81 @@ async def test_forget_drops_local_state_without_api_calls() -> None:
     store.forget("ns.run")
     assert store.binding("ns.run") is None
     assert len(fake.requests) == 1
+
+
+def fenced_store_with(fake: FakeWrites, fence: Fence) -> KubernetesRunStore:
+    client = KubeClient(KubeConfig(server="https://api.test"), transport=httpx.MockTransport(fake))
+    store = KubernetesRunStore(client, ["ns"], fence=fence, segment_bytes=4096)
+    store.bind("ns.run", "uid-1")
+    return store
+
+
+async def test_with_a_fence_segments_carry_the_epoch_appends_test_it_and_rolls_seal() -> None:
+    fake = FakeWrites()
+    store = fenced_store_with(fake, Fence(epoch=3))
+    for seq in range(20):
+        await store.append("ns.run", [event(seq, result="r" * 200)])
+    create, append = fake.requests[0], fake.requests[1]
+    assert create[2]["metadata"]["annotations"] == {
+        "tether.dev/segment": "0",
+        "tether.dev/epoch": "3",
+    }
+    test = {"op": "test", "path": "/metadata/annotations/tether.dev~1epoch", "value": "3"}
+    assert append[2][0] == test
+    assert append[2][1]["path"] == "/data/00000001"
+    seal = [
+        (path, body)
+        for method, path, body in fake.requests
+        if method == "PATCH" and any("sealed" in op["path"] for op in body)
+    ]
+    assert seal[0][0].endswith("/configmaps/run-h0")
+    assert seal[0][1] == [
+        test,
+        {"op": "add", "path": "/metadata/annotations/tether.dev~1sealed", "value": "true"},
+    ]
+    first_h1 = next(
+        i
+        for i, (m, _, b) in enumerate(fake.requests)
+        if m == "POST" and b["metadata"]["name"] == "run-h1"
+    )
+    assert fake.requests[first_h1 - 1] == (
+        "PATCH",
+        "/api/v1/namespaces/ns/configmaps/run-h0",
+        seal[0][1],
+    )
+
+
+class RefusingTests(FakeWrites):
+    """A segment a newer leader stamped with epoch 4: tested patches fail with 422."""
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "PATCH":
+            self.requests.append(("PATCH", request.url.path, json.loads(request.content)))
+            return httpx.Response(422, json={"kind": "Status", "reason": "Invalid"})
+        if request.method == "GET":
+            meta = {"name": "run-h0", "annotations": {"tether.dev/epoch": "4"}}
+            return httpx.Response(200, json={"metadata": meta})
+        return super().__call__(request)
+
+
+async def test_a_refused_test_trips_the_fence_and_nothing_more_is_written() -> None:
+    fake, fence = RefusingTests(), Fence(epoch=3)
+    store = fenced_store_with(fake, fence)
+    await store.append("ns.run", [event(0)])  # creates run-h0
+    with pytest.raises(Fenced, match="belongs to epoch 4, not this leader's 3"):
+        await store.append("ns.run", [event(1)])
+    assert fence.tripped
+    sent = len(fake.requests)
+    with pytest.raises(Fenced):
+        await store.append("ns.run", [event(1)])
+    assert len(fake.requests) == sent, "a tripped fence refuses without asking the apiserver"
+    assert not Fenced.permanent, "the history writer must keep (not drop) fenced events"
+
+
+async def test_a_leader_past_its_renew_deadline_writes_nothing() -> None:
+    fake, fence = FakeWrites(), Fence(epoch=3)
+    fence.guard(lambda: False)
+    store = fenced_store_with(fake, fence)
+    with pytest.raises(Fenced, match="no longer leads"):
+        await store.append("ns.run", [event(0)])
+    assert fake.requests == []

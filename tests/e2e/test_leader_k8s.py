@@ -1,0 +1,457 @@
+"""One active scheduler (issue 9, test 6): leader election, fencing and failover.
+
+Against the real apiserver without an operator: the Lease elector (two candidates,
+a release, a takeover) and store fencing (two stores of different epochs on one run:
+the deposed one's writes are refused and the history stays whole).
+
+With the chart (the `tether` fixture, two operator replicas): one pod leads and the
+Service reaches it alone; the leader pod is killed twice (once gracefully, once with
+`--grace-period=0 --force`) while several multi-step runs, some in SOFT sessions, are
+going: every run succeeds and no completed step ran twice. The failover time (leader
+pod killed → the standby serves → the next step completes) is printed for each kill.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bench.store_bench import activity
+from tests.e2e.conftest import IMAGE, Install
+from tests.e2e.kube import Kube, KubectlError, Obj, eventually, running_and_ready
+from tether_operator.k8s.client import KubeClient, load_config, resource_path
+from tether_operator.k8s.fencing import EPOCH_ANNOTATION, SEALED_ANNOTATION, Fence, Fenced
+from tether_operator.k8s.leader import LeaderElector, LeaseSettings
+from tether_operator.k8s.naming import run_id_for
+from tether_operator.k8s.store import KubernetesRunStore
+
+pytestmark = pytest.mark.timeout(600)
+
+API_VERSION = "tether.dev/v1alpha1"
+PREFIX = os.environ.get("TETHER_E2E_NAMESPACE_PREFIX", "e2e")
+
+Event = dict[str, Any]
+
+
+@pytest.fixture
+def ns(kube: Kube, crds: list[str]) -> Iterator[str]:
+    name = f"{PREFIX}-leader-{uuid.uuid4().hex[:6]}"
+    with kube.scratch_namespace(name):
+        yield name
+
+
+@pytest.fixture
+async def client(kube: Kube, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[KubeClient]:
+    monkeypatch.setenv("KUBECONFIG", kube.kubeconfig)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    api = KubeClient(load_config())
+    yield api
+    await api.aclose()
+
+
+def candidate(client: KubeClient, ns: str, name: str) -> LeaderElector:
+    settings = LeaseSettings(
+        name="tether",
+        namespace=ns,
+        identity=name,
+        lease_duration=3,
+        renew_deadline=2,
+        retry_period=0.2,
+    )
+    return LeaderElector(client, settings)
+
+
+async def test_candidates_share_one_lease_and_a_release_hands_it_over(
+    client: KubeClient, ns: str
+) -> None:
+    a, b = candidate(client, ns, "a"), candidate(client, ns, "b")
+    assert await a.acquire() == 0
+    waiting = asyncio.create_task(b.acquire())
+    await asyncio.sleep(1.0)
+    assert not waiting.done(), "b took a live lease"
+    await a.release()
+    assert await asyncio.wait_for(waiting, 5) == 1, "a released lease is a new epoch"
+    assert not await a.confirm()
+    assert await b.confirm()
+    lease = await client.get(b.path)
+    assert lease["spec"]["holderIdentity"] == "b"
+    assert lease["spec"]["leaseTransitions"] == 1
+
+
+async def test_a_silent_leader_is_replaced_after_the_lease_duration(
+    client: KubeClient, ns: str
+) -> None:
+    a, b = candidate(client, ns, "a"), candidate(client, ns, "b")
+    await a.acquire()
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    assert await asyncio.wait_for(b.acquire(), 10) == 1
+    waited = loop.time() - start
+    assert 2.5 < waited < 6, f"b took over after {waited:.1f}s (lease duration 3s)"
+
+
+async def new_run(client: KubeClient, ns: str, name: str = "run") -> tuple[str, str]:
+    body = {
+        "apiVersion": API_VERSION,
+        "kind": "WorkflowRun",
+        "metadata": {"name": name},
+        "spec": {"workflowRef": {"name": "wf"}},
+    }
+    obj = await client.create(resource_path(API_VERSION, "workflowruns", ns), body)
+    return run_id_for(ns, name), obj["metadata"]["uid"]
+
+
+def fenced_store(
+    client: KubeClient, ns: str, run: tuple[str, str], epoch: int, segment_bytes: int = 32 * 1024
+) -> KubernetesRunStore:
+    store = KubernetesRunStore(client, [ns], fence=Fence(epoch=epoch), segment_bytes=segment_bytes)
+    store.bind(*run)
+    return store
+
+
+async def segments(client: KubeClient, ns: str) -> list[dict[str, Any]]:
+    items = await client.list(
+        resource_path("v1", "configmaps", ns), label_selector="tether.dev/part=history"
+    )
+    return sorted(items, key=lambda s: int(s["metadata"]["annotations"]["tether.dev/segment"]))
+
+
+async def test_a_deposed_leaders_append_is_refused_and_history_stays_whole(
+    client: KubeClient, ns: str
+) -> None:
+    run = await new_run(client, ns)
+    old = fenced_store(client, ns, run, epoch=1)
+    events: list[Event] = []
+    for seq in range(1, 4):
+        await old.append(run[0], activity(seq))
+        events += activity(seq)
+    new = fenced_store(client, ns, run, epoch=2)
+    assert await new.load(run[0]) == events, "the new leader reads what the old one wrote"
+    (segment,) = await segments(client, ns)
+    assert segment["metadata"]["annotations"][EPOCH_ANNOTATION] == "2"
+
+    with pytest.raises(Fenced, match="belongs to epoch 2, not this leader's 1"):
+        await old.append(run[0], activity(4))
+    with pytest.raises(Fenced):
+        await old.append(run[0], activity(5))  # tripped: refused without asking
+
+    await new.append(run[0], activity(4))
+    events += activity(4)
+    reader = fenced_store(client, ns, run, epoch=3)
+    assert await reader.load(run[0]) == events
+
+
+async def test_a_deposed_leader_can_neither_seal_nor_start_the_next_segment(
+    client: KubeClient, ns: str
+) -> None:
+    # Segments of about two activities: every third append rolls over.
+    run = await new_run(client, ns)
+    old = fenced_store(client, ns, run, epoch=1, segment_bytes=2000)
+    events: list[Event] = []
+    for seq in range(1, 5):
+        await old.append(run[0], activity(seq))
+        events += activity(seq)
+    before = await segments(client, ns)
+    assert len(before) >= 2
+    assert all(s["metadata"]["annotations"].get(SEALED_ANNOTATION) for s in before[:-1])
+
+    new = fenced_store(client, ns, run, epoch=2, segment_bytes=2000)
+    assert await new.load(run[0]) == events
+    old._runs[run[0]].segment_bytes = 10**6  # its segment is full: it must seal it first
+    with pytest.raises(Fenced, match="belongs to epoch 2"):
+        await old.append(run[0], activity(5))
+    after = await segments(client, ns)
+    assert [s["metadata"]["name"] for s in after] == [s["metadata"]["name"] for s in before]
+
+    # A run whose newest segment was sealed: the new leader starts the next one itself,
+    # so the old one's create finds the name taken.
+    run2 = await new_run(client, ns, "sealed")
+    old2 = fenced_store(client, ns, run2, epoch=1, segment_bytes=2000)
+    for seq in range(1, 3):
+        await old2.append(run2[0], activity(seq))
+    names = [
+        s["metadata"]["name"]
+        for s in await segments(client, ns)
+        if s["metadata"]["name"].startswith("sealed-")
+    ]
+    await client.patch(
+        resource_path("v1", "configmaps", ns, names[-1]),
+        {"metadata": {"annotations": {SEALED_ANNOTATION: "true"}}},
+    )
+    new2 = fenced_store(client, ns, run2, epoch=2, segment_bytes=2000)
+    loaded = await new2.load(run2[0])
+    created = await client.get(resource_path("v1", "configmaps", ns, f"sealed-h{len(names)}"))
+    assert created["metadata"]["annotations"][EPOCH_ANNOTATION] == "2"
+    assert not created.get("data")
+    old2._runs[run2[0]].segment_bytes = 10**6  # the old leader believes its segment is full
+    with pytest.raises(Fenced, match="created by epoch 2, newer than this leader's 1"):
+        await old2.append(run2[0], activity(3))
+    await new2.append(run2[0], activity(3))
+    assert await fenced_store(client, ns, run2, epoch=3).load(run2[0]) == loaded + activity(3)
+
+
+# ---------------------------------------------------------------------- with the chart
+
+STICKY_STEPS = (Path(__file__).parent / "testdata" / "sticky_steps.py").read_text()
+POOL = "leader-steps"
+LEADER = "tether.dev/leader=true"
+
+
+def leader(tether: Install, not_: str = "") -> Obj | None:
+    """The Ready operator pod carrying the leader label (other than ``not_``)."""
+    selector = f"app.kubernetes.io/instance={tether.release},{LEADER}"
+    found = [
+        p
+        for p in tether.system.pods(selector)
+        if running_and_ready(p) and p["metadata"]["name"] != not_
+    ]
+    return found[0] if len(found) == 1 else None
+
+
+def readyz(tether: Install, pod: str) -> str:
+    """`/readyz` of an operator pod, through the apiserver's pod proxy: its body."""
+    path = f"/api/v1/namespaces/{tether.system.namespace}/pods/{pod}:7233/proxy/readyz"
+    try:
+        return tether.system.run("get", "--raw", path)
+    except KubectlError as exc:
+        return f"error: {exc}"
+
+
+def service_endpoints(tether: Install) -> set[str]:
+    """The pod names the Service routes to (ready endpoints)."""
+    slices = tether.system.list("endpointslices", f"kubernetes.io/service-name={tether.release}")
+    return {
+        e["targetRef"]["name"]
+        for s in slices
+        for e in s.get("endpoints") or []
+        if e.get("conditions", {}).get("ready") and e.get("targetRef")
+    }
+
+
+def start(ns: Kube, count: int, seconds: float, sticky: bool) -> tuple[str, str]:
+    tag = uuid.uuid4().hex[:8]
+    run = {
+        "apiVersion": API_VERSION,
+        "kind": "WorkflowRun",
+        "metadata": {"generateName": f"{POOL}-"},
+        "spec": {
+            "workflowRef": {"name": POOL},
+            "input": {"tag": tag, "count": count, "seconds": seconds, "sticky": sticky},
+        },
+    }
+    return ns.create(yaml.safe_dump(run)), tag
+
+
+def progress(ns: Kube, run: str) -> int:
+    text = ns.jsonpath("wfr", run, "{.status.progress}") or "0/0"
+    return int(text.split("/")[0])
+
+
+LINE = re.compile(r"^(\S+) tether-e2e (started|executed) tag=(\w+) step=(\d+)$", re.M)
+
+
+def timed_lines(ns: Kube) -> list[tuple[float, str, str, int]]:
+    """Every step line of the pool's pods: (time, started|executed, tag, step)."""
+    lines = []
+    for pod in ns.list("pods", f"tether.dev/pool={POOL}"):
+        text = ns.run("logs", pod["metadata"]["name"], "--timestamps")
+        for stamp, what, tag, step in LINE.findall(text):
+            whole, _, frac = stamp.rstrip("Z").partition(".")
+            when = datetime.fromisoformat(whole).replace(tzinfo=UTC).timestamp()
+            lines.append((when + float(f"0.{frac or 0}"), what, tag, int(step)))
+    return sorted(lines)
+
+
+@pytest.fixture(scope="module")
+def steps(tether: Install) -> Kube:
+    """The `leader-steps` pool (two pods) and Workflow in the `runs` namespace."""
+    ns = tether.workloads["runs"]
+    container = {
+        "name": "worker",
+        "image": IMAGE,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["python", "-m", "worker_runtime", "/workflows/sticky_steps.py"],
+        "env": [{"name": "TETHER_E2E_WORKFLOW", "value": POOL}],
+        "volumeMounts": [{"name": "workflows", "mountPath": "/workflows", "readOnly": True}],
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}},
+    }
+    ns.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": f"{POOL}-workflow"},
+            "data": {"sticky_steps.py": STICKY_STEPS},
+        },
+        {
+            "apiVersion": API_VERSION,
+            "kind": "WorkerPool",
+            "metadata": {"name": POOL},
+            "spec": {
+                "replicas": 2,
+                "template": {
+                    "spec": {
+                        "containers": [container],
+                        "volumes": [
+                            {"name": "workflows", "configMap": {"name": f"{POOL}-workflow"}}
+                        ],
+                    }
+                },
+            },
+        },
+        {
+            "apiVersion": API_VERSION,
+            "kind": "Workflow",
+            "metadata": {"name": POOL},
+            "spec": {"workerPool": POOL},
+        },
+    )
+    eventually(
+        lambda: len([p for p in ns.pods(f"tether.dev/pool={POOL}") if running_and_ready(p)]) == 2,
+        timeout=120,
+        what=f"two ready {POOL} pods",
+    )
+    return ns
+
+
+def test_one_operator_leads_and_the_service_routes_to_it_alone(tether: Install) -> None:
+    pods = tether.operator_pods()
+    assert len(pods) == 2, [p["metadata"]["name"] for p in pods]
+    first = eventually(lambda: leader(tether), timeout=120, what="one leader pod")
+    name = first["metadata"]["name"]
+    (standby,) = [p["metadata"]["name"] for p in pods if p["metadata"]["name"] != name]
+    eventually(lambda: service_endpoints(tether) == {name}, what="the Service to reach the leader")
+    assert '"leader":true' in readyz(tether, name).replace(" ", "")
+    # The standby answers 503 (the apiserver's proxy reports it as ServiceUnavailable).
+    assert "ServiceUnavailable" in readyz(tether, standby), readyz(tether, standby)
+    lease = tether.system.get("lease", tether.release)
+    assert lease["spec"]["holderIdentity"].startswith(f"{name}_")
+    said = eventually(
+        lambda: [
+            e
+            for e in tether.system.list("events")
+            if e["reason"] == "LeaderElected" and e["involvedObject"]["name"] == name
+        ],
+        what=f"a LeaderElected Event on {name}",
+    )
+    assert f"epoch {lease['spec']['leaseTransitions']}" in said[0]["message"]
+
+
+KILLS = tuple(os.environ.get("TETHER_E2E_FAILOVER_KILLS", "graceful,forced").split(","))
+"""How the leader is killed, in turn: `graceful` (`kubectl delete pod`), `forced`
+(`--grace-period=0 --force`) and, on the local cluster only (its containerd runs on
+this host), `crash`: SIGKILL to the operator process, found by its pod's cgroup; the
+container restarts in the same pod without releasing the Lease."""
+
+
+def crash(pod: Obj) -> None:
+    """SIGKILL the operator process of ``pod`` (the local cluster's pods are processes
+    of this host; the one to kill is in the cgroup named after the pod's uid)."""
+    uid = pod["metadata"]["uid"]
+    marks = (uid, uid.replace("-", "_"))
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cgroup = (proc / "cgroup").read_text()
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(m in cgroup for m in marks) and b"operator" in argv and len(argv) > 2:
+            os.kill(int(proc.name), signal.SIGKILL)
+            return
+    raise AssertionError(f"no operator process in the cgroup of pod {pod['metadata']['name']}")
+
+
+def holder(tether: Install) -> str:
+    return str(tether.system.get("lease", tether.release)["spec"].get("holderIdentity") or "")
+
+
+def test_leader_killed_twice_mid_run_every_run_finishes_and_no_step_runs_twice(
+    tether: Install, steps: Kube
+) -> None:
+    count, seconds = 12 + 4 * len(KILLS), 0.4
+    runs = [start(steps, count, seconds, sticky=i % 2 == 1) for i in range(4)]
+    transitions = int(tether.system.get("lease", tether.release)["spec"]["leaseTransitions"])
+    kills: list[dict[str, Any]] = []
+    for kill, how in enumerate(KILLS, 1):
+        threshold = 4 * kill
+        eventually(
+            lambda t=threshold: all(progress(steps, run) >= t for run, _ in runs),
+            timeout=180,
+            what=f"every run to complete {threshold} steps",
+        )
+        phases = {run: steps.jsonpath("wfr", run, "{.status.phase}") for run, _ in runs}
+        assert set(phases.values()) == {"Running"}, f"a run ended before kill {kill}: {phases}"
+        pod = eventually(lambda: leader(tether), what="the leader")
+        old, was = pod["metadata"]["name"], holder(tether)
+        assert was.startswith(f"{old}_")
+        killed = time.time()
+        if how == "crash":
+            crash(pod)
+        else:
+            flags = ["--grace-period=0", "--force"] if how == "forced" else []
+            tether.system.run("delete", "pod", old, "--wait=false", *flags)
+
+        def new_leader(was: str = was) -> Obj | None:
+            now = holder(tether)
+            pod = leader(tether)
+            return (
+                pod
+                if now != was and pod and now.startswith(f"{pod['metadata']['name']}_")
+                else None
+            )
+
+        eventually(new_leader, timeout=120, interval=0.2, what="a new leader")
+        kills.append({"kill": kill, "how": how, "at": killed, "ready": time.time() - killed})
+
+    for run, _ in runs:
+        steps.wait("wfr", run, "Succeeded", timeout=300)
+        assert json.loads(steps.jsonpath("wfr", run, "{.status.result}")) == {
+            "steps": count,
+            "total": sum(range(count)),
+        }
+    lines = timed_lines(steps)
+    for run, tag in runs:
+        executed = Counter(step for _, what, t, step in lines if t == tag and what == "executed")
+        assert sorted(executed) == list(range(count)), f"{run}: steps seen {sorted(executed)}"
+        twice = {step: n for step, n in executed.items() if n > 1}
+        assert not twice, f"{run}: completed steps ran again after a leader kill: {twice}"
+    lease = tether.system.get("lease", tether.release)
+    assert int(lease["spec"]["leaseTransitions"]) >= transitions + len(KILLS)
+
+    # Failover: from the kill to the first step the new leader dispatched completing (a
+    # step started more than a second after the kill cannot come from the old leader).
+    for k in kills:
+        done = [
+            when
+            for when, what, tag, step in lines
+            if what == "executed"
+            and any(
+                w > k["at"] + 1.0 and s == step and t == tag
+                for w, x, t, s in lines
+                if x == "started"
+            )
+        ]
+        k["progress"] = min(done) - k["at"]
+        print(
+            f"failover, {k['how']} kill: new leader ready after "
+            f"{k['ready']:.1f}s, runs progress again after {k['progress']:.1f}s"
+        )
+    out = os.environ.get("TETHER_E2E_FAILOVER_OUT")
+    if out:
+        with open(out, "a") as f:
+            for k in kills:
+                f.write(json.dumps({key: v for key, v in k.items() if key != "at"}) + "\n")
