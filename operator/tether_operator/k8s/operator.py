@@ -249,7 +249,7 @@ def _gate(settings: OperatorSettings, client: KubeClient, service: SchedulerServ
     )
 
 
-def _app(service: SchedulerService, readiness: Readiness, gate: Gate | None) -> Any:
+def _app(service: SchedulerService, readiness: Readiness, gate: Gate | None = None) -> Any:
     app = create_app(service, manage_lifecycle=False, gate=gate)
 
     async def readyz(standby: bool = False) -> JSONResponse:

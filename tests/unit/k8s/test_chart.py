@@ -259,6 +259,7 @@ def test_auth_is_on_by_default_and_off_drops_the_review_permissions() -> None:
     assert rules(one(objects, "ClusterRole", "tether-cluster")) == {
         ("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"},
         ("", "namespaces"): {"list", "watch"},
+        ("", "nodes"): {"get", "list", "watch"},
     }
 
 
