@@ -221,7 +221,8 @@ class PoolController:
         else:
             pool.pods[meta["name"]] = pod
             if terminating(pod) or failed(pod):
-                self._report_lost(key, pool, pod)  # now: sessions break within a second
+                # now: sessions break within a second; what runs there may finish
+                self._report_lost(key, pool, pod, draining=not failed(pod))
         if pool.body is not None:
             self.kick(key)
 
@@ -488,7 +489,9 @@ class PoolController:
 
     # ------------------------------------------------------------------ worker loss
 
-    def _report_lost(self, key: PoolKey, pool: _Pool, pod: dict[str, Any]) -> None:
+    def _report_lost(
+        self, key: PoolKey, pool: _Pool, pod: dict[str, Any], *, draining: bool = False
+    ) -> None:
         name = pod["metadata"]["name"]
         if name in pool.scaled_down:
             reason, why = "ScaledDown", f"pool {key[1]} scaled down"
@@ -501,15 +504,21 @@ class PoolController:
             reason, why = "PodDeleted", f"pod {name} was deleted"
         self._lose(key, name, reason, why)
 
-    def _lose(self, key: PoolKey, name: str, reason: str, message: str) -> None:
-        """Tell the scheduler the worker of pod `name` is gone, unless it knows already."""
+    def _lose(
+        self, key: PoolKey, name: str, reason: str, message: str, *, draining: bool = False
+    ) -> None:
+        """Tell the scheduler the worker of pod `name` is gone (or, `draining`, going: its
+        pod terminates), unless it knows already."""
         w = self.service.engine.workers.get(name)
         if w is None or w.pool != pool_id_for(*key):
             return
         if not w.alive and w.lost_reason is not None and is_permanent_loss(w.lost_reason):
             return
         try:
-            self.service.worker_lost(name, reason, message)
+            if draining:
+                self.service.worker_draining(name, reason, message)
+            else:
+                self.service.worker_lost(name, reason, message)
         except EngineError as exc:
             logger.warning("WorkerPool %s/%s: reporting %s lost: %s", *key, name, exc)
 
