@@ -268,7 +268,8 @@ class PoolController:
         owned = [p for p in pool.pods.values() if _controller_uid(p) == body["metadata"]["uid"]]
         for pod in owned:
             if terminating(pod):
-                self._report_lost(key, pool, pod)  # a no-op unless it registered meanwhile
+                # a no-op unless it registered meanwhile
+                self._report_lost(key, pool, pod, draining=not failed(pod))
             elif failed(pod):
                 self._report_lost(key, pool, pod)
                 if not evicted(pod):
@@ -502,7 +503,7 @@ class PoolController:
             reason, why = "PodDeleted", f"pod {name} ended (phase {phase}); the pool replaces it"
         else:
             reason, why = "PodDeleted", f"pod {name} was deleted"
-        self._lose(key, name, reason, why)
+        self._lose(key, name, reason, why, draining=draining)
 
     def _lose(
         self, key: PoolKey, name: str, reason: str, message: str, *, draining: bool = False

@@ -288,6 +288,7 @@ async def test_a_pod_deleted_by_someone_else_breaks_its_sessions_at_once(
     gone = {**api.pods[pod], "metadata": {**api.pods[pod]["metadata"], "deletionTimestamp": "x"}}
     await ctl.on_pod_event("MODIFIED", gone)
     assert service.engine.workers[pod].lost_reason == "PodDeleted"
+    assert service.engine.workers[pod].draining, "its running attempts may finish"
     evicted = dict(gone, status={"phase": "Failed", "reason": "Evicted"})
     await ctl.on_pod_event("MODIFIED", evicted)  # already lost for good: said once
     assert service.engine.workers[pod].lost_reason == "PodDeleted"
