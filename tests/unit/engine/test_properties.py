@@ -483,9 +483,13 @@ def check_engine(engine: Engine) -> None:
                 f"{tid} runs on {w.worker_id} and {task.worker_id}"
             )
 
-    # 3: running attempts of a live session are all on one worker.
+    # 3: running attempts of a live session are all on one worker (but a draining one
+    # finishes what it runs there while the session moves on).
     on: dict[str, set[str]] = {}
+    draining = {w.worker_id for w in engine.workers.values() if w.draining}
     for task in engine.tasks.values():
+        if task.worker_id in draining:
+            continue
         if task.kind == "activity" and task.worker_id is not None and task.session_id:
             s = sessions.get(task.session_id)
             if s is not None and s.state != "Closed":
@@ -944,9 +948,11 @@ class EngineMachine(RuleBasedStateMachine):
         self.d.silent.clear()
 
     @precondition(lambda self: any(not r.terminal for r in self.engine.runs.values()))
-    @rule()
-    def settle(self) -> None:
-        """Liveness: a big healthy worker, no more losses, everything completes, time passes."""
+    @rule(drains=st.sampled_from([None, None, "ProcessExited", "PodDeleted", "NodeLost"]))
+    def settle(self, drains: str | None) -> None:
+        """Liveness: a big healthy worker, no more losses, everything completes, time passes.
+        With `drains`, the first worker found running attempts starts draining for that
+        reason (its own SIGTERM for ProcessExited) and finishes them meanwhile."""
         for wid in ("big", "big-p"):
             big = self.procs.setdefault(
                 wid, WorkerProcess(wid, WorkerConfig("n0", 50, 50, serves_workflows=True))
@@ -957,6 +963,12 @@ class EngineMachine(RuleBasedStateMachine):
         for _ in range(400):
             if all(r.terminal for r in self.engine.runs.values()):
                 break
+            busy = [p for p in self.procs.values() if p.activities and self.registered(p.wid)]
+            if drains is not None and busy and not busy[0].wid.startswith("big"):
+                event("a worker drains while it runs attempts, then settles")
+                self.drain(busy[0], drains, own=drains == "ProcessExited")
+                self.check()  # 10: what it runs is still its own
+                drains = None
             for proc in list(self.procs.values()):
                 if not self.registered(proc.wid):
                     continue
@@ -1001,8 +1013,16 @@ class EngineMachine(RuleBasedStateMachine):
             w = eng.workers.get(proc.wid)
             if w is None or not w.alive or not w.draining:
                 continue
+            cancels = {
+                fx.message["task_id"]
+                for entries in self.d.held.values()
+                for _, _, fx in entries
+                if fx.worker_id == proc.wid and fx.message["kind"] == "cancel"
+            }
             for tid in proc.activities:
                 task = eng.tasks.get(tid)
+                if task is None and (tid in cancels or eng.runs[tid.split("/")[0]].terminal):
+                    continue  # cancelled: the worker is told once the history is written
                 assert task is not None, f"{tid} runs on draining {proc.wid}; the engine dropped it"
                 assert task.worker_id == proc.wid, f"{tid} runs on {proc.wid} and elsewhere"
         for pool, demand in eng.demand().items():
