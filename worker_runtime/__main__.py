@@ -14,7 +14,7 @@ from .client import DEFAULT_SCHEDULER_URL
 from .errors import SchedulerRequestError, SchedulerUnavailableError
 from .loader import discover_all, load_module
 from .run import env_float, env_int
-from .worker import Worker
+from .worker import DEFAULT_SHUTDOWN_GRACE, Worker
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             slots=args.slots or env_int("TETHER_SLOTS", 8),
             session_capacity=env_int("TETHER_SESSION_CAPACITY", 4),
             connect_timeout=env_float("TETHER_CONNECT_TIMEOUT", 10.0),
+            shutdown_grace=env_float("TETHER_SHUTDOWN_GRACE", DEFAULT_SHUTDOWN_GRACE),
             namespace=os.environ.get("TETHER_POD_NAMESPACE", ""),
         )
         asyncio.run(_serve(worker))

@@ -29,6 +29,7 @@ from .protocol import (
     StartRunRequest,
     StickyName,
     WhoAmI,
+    WorkerDrainingRequest,
     WorkerHeartbeat,
     WorkerList,
 )
@@ -179,6 +180,18 @@ class SchedulerClient:
             "POST",
             f"/workers/{worker_id}/heartbeat",
             beat or {},
+            read_timeout=give_up_after,
+            connect_timeout=give_up_after,
+        )
+
+    async def drain(
+        self, worker_id: str, request: WorkerDrainingRequest, *, give_up_after: float = 5.0
+    ) -> None:
+        """POST /v1/workers/{id}/drain: this worker is going away (it got SIGTERM)."""
+        await self.request(
+            "POST",
+            f"/workers/{worker_id}/drain",
+            request,
             read_timeout=give_up_after,
             connect_timeout=give_up_after,
         )

@@ -357,6 +357,25 @@ class ReportResponse(Model):
     tasks: list[Task] = Field(default_factory=list, description="Tasks ready for this worker.")
 
 
+class WorkerDrainingRequest(Model):
+    """A worker says it is going away (it got SIGTERM): see `POST /workers/{id}/drain`."""
+
+    reason: LossReason = Field(
+        default="ProcessExited",
+        description="Why the worker is going: " + ", ".join(LOSS_REASONS) + ".",
+    )
+    message: str = ""
+    incarnation: str | None = Field(
+        default=None, description="The process that drains (a newer one is left alone)."
+    )
+    tasks: list[str] | None = Field(
+        default=None,
+        description="Every task the process holds (runs, or has an unacknowledged outcome "
+        "of); a task sent to it and not listed was never started and is dispatched again "
+        "at once. None: unknown.",
+    )
+
+
 class WorkerLostRequest(Model):
     reason: LossReason = Field(
         default="ProcessExited",
@@ -436,6 +455,19 @@ class SessionBreak(Model):
     time: float
 
 
+class SessionBinding(Model):
+    """One time a session was bound to a worker, and how that ended."""
+
+    worker: str
+    pod: str | None = None
+    node: str | None = None
+    bound_at: float
+    ended_at: float | None = Field(default=None, description="None while the binding lasts.")
+    reason: str | None = Field(
+        default=None, description="Why it ended: a loss reason; None when the session closed."
+    )
+
+
 class SessionView(Model):
     id: str
     strategy: StickyName
@@ -450,6 +482,10 @@ class SessionView(Model):
     )
     breaks: list[SessionBreak] = Field(
         default_factory=list, description="Every time it broke, even if it was rebound since."
+    )
+    broken_at: float | None = Field(default=None, description="When it broke, while Broken.")
+    bindings: list[SessionBinding] = Field(
+        default_factory=list, description="Every binding, oldest first."
     )
 
 
@@ -488,6 +524,9 @@ class WorkerView(Model):
     node: str
     pool: str = ""
     alive: bool
+    draining: bool = Field(
+        default=False, description="Going away: no new tasks; its running attempts go on."
+    )
     slots: int
     running: int
     session_capacity: int

@@ -14,7 +14,7 @@ import httpx
 from .activities import ActivityDefinition
 from .client import DEFAULT_SCHEDULER_URL
 from .loader import collect_activities
-from .worker import Worker
+from .worker import DEFAULT_SHUTDOWN_GRACE, Worker
 
 
 def env_float(name: str, default: float) -> float:
@@ -49,7 +49,8 @@ async def run_worker(
     With ``activities=None``, every activity defined in the workflows' modules is
     registered. Unset arguments come from the environment: ``TETHER_SCHEDULER_URL``,
     ``TETHER_WORKER_ID``, ``TETHER_POD_NAME``, ``TETHER_NODE_NAME``, ``TETHER_POOL``,
-    ``TETHER_SLOTS``, ``TETHER_SESSION_CAPACITY``, ``TETHER_POD_NAMESPACE``.
+    ``TETHER_SLOTS``, ``TETHER_SESSION_CAPACITY``, ``TETHER_POD_NAMESPACE``,
+    ``TETHER_SHUTDOWN_GRACE`` (seconds running activities get after SIGTERM).
     """
     host = socket.gethostname()
     worker_id = worker_id or os.environ.get("TETHER_WORKER_ID") or f"{host}-{os.getpid()}"
@@ -69,6 +70,7 @@ async def run_worker(
         else env_int("TETHER_SESSION_CAPACITY", 4),
         transport=transport,
         connect_timeout=env_float("TETHER_CONNECT_TIMEOUT", 10.0),
+        shutdown_grace=env_float("TETHER_SHUTDOWN_GRACE", DEFAULT_SHUTDOWN_GRACE),
         namespace=os.environ.get("TETHER_POD_NAMESPACE", ""),
     )
     loop = asyncio.get_running_loop()

@@ -69,6 +69,27 @@ def is_permanent_loss(reason: LossReason) -> bool:
             assert_never(reason)
 
 
+def loss_specificity(reason: LossReason) -> int:
+    """How much a loss reason says about the pod's fate: a later report with a higher
+    value refines an earlier one (HeartbeatTimeout -> NodeLost, ProcessExited -> PodDeleted)."""
+    match reason:
+        case "HeartbeatTimeout":
+            return 0
+        case "ProcessExited":
+            return 1
+        case "NodeLost":
+            return 2
+        case "PodDeleted" | "Evicted" | "ScaledDown":
+            return 3
+        case _:
+            assert_never(reason)
+
+
+def refines(new: LossReason, old: LossReason) -> bool:
+    """True if loss report `new` says more than `old`; a permanent reason is final."""
+    return not is_permanent_loss(old) and loss_specificity(new) > loss_specificity(old)
+
+
 # --------------------------------------------------------------------------- tasks
 
 

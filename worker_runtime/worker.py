@@ -32,6 +32,7 @@ from .protocol import (
     RegisterWorkerRequest,
     ReportResponse,
     Resolution,
+    WorkerDrainingRequest,
     WorkerHeartbeat,
     WorkflowTask,
 )
@@ -42,6 +43,8 @@ from .workflow_runner import WorkflowRunner
 log = logging.getLogger("worker_runtime.worker")
 
 AnyTask = ActivityTask | WorkflowTask | Resolution | CancelTask
+DEFAULT_SHUTDOWN_GRACE = 10.0
+"""Seconds running activities get to finish after SIGTERM (`TETHER_SHUTDOWN_GRACE`)."""
 REPORT_DRAIN_SECONDS = 5.0
 """How long a stopping worker waits for its last reports to be acknowledged."""
 
@@ -69,7 +72,7 @@ class Worker:
         heartbeat_interval: float | None = None,
         poll_wait: float = 10.0,
         connect_timeout: float = 10.0,
-        shutdown_grace: float = 10.0,
+        shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
         namespace: str = "",
     ) -> None:
         self._workflows: dict[str, WorkflowDefinition] = {}
@@ -197,8 +200,10 @@ class Worker:
             self._done.set()
 
     async def stop(self) -> None:
-        """Stop gracefully: take no new tasks, let running activities finish (up to the
-        shutdown grace), report what is left, then return from ``run()``."""
+        """Stop gracefully (what SIGTERM does): take no new tasks, tell the scheduler this
+        worker is draining (its sessions break now; tasks it had not started go elsewhere
+        at once), let running activities finish (up to the shutdown grace), report them
+        and what is left, then return from ``run()``."""
         self._stopping = True
         self._stop_event.set()
         if self._running:
@@ -261,6 +266,8 @@ class Worker:
             if self._generation == generation and not self._killed:
                 log.warning("scheduler does not know worker %s; registering again", self.worker_id)
                 await self._register()
+                if self._stopping:
+                    await self._send_drain()  # a new scheduler must not send it new tasks
 
     # ------------------------------------------------------------------ loops
 
@@ -344,10 +351,29 @@ class Worker:
 
     async def _shutdown(self, poll: asyncio.Task[Any], heartbeat: asyncio.Task[Any]) -> None:
         poll.cancel()
+        await self._send_drain()
         await self._activity_runner.drain(self._shutdown_grace)
         self._workflow_runner.cancel_all()
         await self._reporter.drain(REPORT_DRAIN_SECONDS)
         heartbeat.cancel()
+
+    async def _send_drain(self) -> None:
+        """Tell the scheduler this process is going away: its sessions break now, it gets
+        no new task, and what it was sent but never started goes elsewhere at once."""
+        assert self._client is not None
+        request = WorkerDrainingRequest(
+            reason="ProcessExited",
+            message="the worker process is stopping (SIGTERM)",
+            incarnation=self._incarnation,
+            tasks=self._held_task_ids(),
+        )
+        try:
+            await self._client.drain(self.worker_id, request)
+        except (SchedulerRequestError, SchedulerUnavailableError) as exc:
+            # Not fatal: the pod controller or the heartbeat timeout breaks the sessions.
+            log.warning(
+                "telling the scheduler worker %s is draining failed: %s", self.worker_id, exc
+            )
 
     def _cancel_everything(self) -> None:
         for task in list(self._background):

@@ -24,6 +24,15 @@ def _same_worker(result: dict[str, Any]) -> bool:
     return result["step1a"] == result["step1b"] == result["step2"] == result["workflow_worker"]
 
 
+def _one_warm_pod(steps: list[dict[str, Any]]) -> bool:
+    """Every step of the session ran once on one pod; only the first found its cache cold."""
+    return (
+        len({s["pod"] for s in steps}) == 1
+        and [s["warm"] for s in steps] == [False] + [True] * (len(steps) - 1)
+        and {s["attempt"] for s in steps} == {1}
+    )
+
+
 EXPECTED: dict[str, Callable[[Any], bool]] = {
     "configmap-worker": lambda r: [g["greeting"] for g in r] == ["Hello, Ada!", "Hello, Grace!"],
     "deterministic-workflow": lambda r: r["receipt"]["user"] == "ada" and "woke_at" in r,
@@ -50,6 +59,7 @@ EXPECTED: dict[str, Callable[[Any], bool]] = {
         and "sticky strategy" in r["plain_child_refused"]
     ),
     "sticky-dag": _same_worker,
+    "sticky-soft-hard": lambda r: all(_one_warm_pod(r[s]) for s in ("SOFT", "HARD")),
 }
 """What each example's run returns, by manifest name (examples/k8s/NAME-run.yaml)."""
 

@@ -118,6 +118,19 @@ async def test_sticky_child_runs_on_the_parent_worker() -> None:
 
 
 @pytest.mark.slow
+async def test_sticky_soft_hard_keeps_each_session_on_one_worker() -> None:
+    ex = load("sticky_soft_hard")
+    async with WorkflowEnvironment(workflows=[ex.StickySoftHard], workers=2) as env:
+        result = await env.execute(ex.StickySoftHard, {"strategies": ["SOFT", "HARD"], "steps": 3})
+    for strategy in ("SOFT", "HARD"):
+        steps = result[strategy]
+        assert [s["i"] for s in steps] == [0, 1, 2]
+        assert len({s["pod"] for s in steps}) == 1, steps
+        assert [s["warm"] for s in steps] == [False, True, True]
+        assert steps[0]["cold_start"] is True
+        assert [s["cold_start"] for s in steps[1:]] == [False, False]
+
+
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.py")), ids=lambda p: p.stem)
 def test_example_script_runs(path: Path) -> None:
     proc = subprocess.run(

@@ -126,7 +126,7 @@ class Engine:
         with self._batch(now) as out:
             new = WorkerState.from_registration(req, now)
             old = st.workers.get(new.worker_id)
-            if old is not None and not old.alive and _gone_for_good(old):
+            if old is not None and not old.usable and _gone_for_good(old):
                 # Its pod is being deleted: a re-registration would only take work the
                 # dying process drops (and burn an attempt each time).
                 raise WorkerRetired(
@@ -212,6 +212,32 @@ class Engine:
                     field="reason",
                 )
             self._lifecycle.lose_worker(w, reason, message)
+        return out
+
+    def worker_draining(
+        self,
+        worker_id: str,
+        reason: str,
+        message: str,
+        now: float,
+        unstarted: Collection[str] = (),
+    ) -> list[Effect]:
+        """The worker is going away (its pod terminates, its process got SIGTERM): its
+        sessions break now with `reason`, it gets no new task, and the attempts it runs
+        go on there, their outcomes accepted. `unstarted` names tasks it was sent but
+        never began: they are dispatched again at once. A later `worker_lost` retries
+        what still runs there; a later report with a more specific reason refines the
+        sessions' reason."""
+        with self._batch(now) as out:
+            w = self.state.workers.get(worker_id)
+            if w is None:
+                raise UnknownWorker(f"worker {worker_id!r} is not registered", field="worker_id")
+            if not is_loss_reason(reason):
+                raise InvalidCommand(
+                    f"unknown worker loss reason {reason!r}; use one of {', '.join(LOSS_REASONS)}",
+                    field="reason",
+                )
+            self._lifecycle.drain_worker(w, reason, message, unstarted)
         return out
 
     # ------------------------------------------------------------------ runs

@@ -47,7 +47,7 @@ class Dispatch:
         eligible = [
             w
             for w in st.workers.values()
-            if w.alive
+            if w.usable
             and task.name in w.activities
             and w.free_slots > 0
             and w.serves(run.worker_pool)
@@ -121,7 +121,7 @@ class Dispatch:
         eligible = [
             w
             for w in st.workers.values()
-            if w.alive and run.workflow in w.workflows and w.serves(run.worker_pool)
+            if w.usable and run.workflow in w.workflows and w.serves(run.worker_pool)
         ]
         if not eligible:
             return False
@@ -138,7 +138,7 @@ class Dispatch:
             prefer = run.placement_worker if not s.workers else None
             if prefer is not None and not s.workers:
                 w = st.workers.get(prefer)
-                if w is None or not w.alive:
+                if w is None or not w.usable:
                     return False  # a sticky child waits for its parent's worker
             target, binds = self.sessions.target(run, s, eligible, prefer=prefer)
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from typing import Any
 
 from worker_runtime.wire import (
@@ -11,12 +12,13 @@ from worker_runtime.wire import (
     RunEndType,
     is_loss_reason,
     is_permanent_loss,
+    refines,
 )
 
 from .deadlines import DeadlineKind
 from .effects import Outbox, RunEnded, WorkerGone
 from .errors import WorkflowNotFound
-from .notices import worker_loss_consequences
+from .notices import loss_phrase, pod_on_node, worker_loss_consequences
 from .retry import Retries
 from .runs import Run, SessionRecord, event
 from .sessions import Sessions
@@ -161,10 +163,14 @@ class Lifecycle:
             self.finish_run(run, "RunFailed", error=error)
 
     def fail_session_broken(self, run: Run, s: SessionRecord) -> None:
-        """Fail the run of HARD session `s`, whose worker is gone for good or too long."""
-        lost = f"HARD session {s.id} lost worker {s.worker}"
+        """Fail the run of HARD session `s`, whose pod is gone for good or away too long."""
+        where = pod_on_node(s.pod or s.worker, s.node)
+        lost = f"HARD session {s.id} lost worker {s.worker} ({where})"
         if s.reason is not None and is_loss_reason(s.reason) and is_permanent_loss(s.reason):
-            message = f"{lost}: {s.reason}; a HARD session never moves to another worker"
+            message = (
+                f"{lost}: the pod {loss_phrase(s.reason)} ({s.reason}); "
+                "a HARD session never moves to another pod"
+            )
         else:
             message = (
                 f"{lost} ({s.reason}) and it did not come back within "
@@ -175,20 +181,79 @@ class Lifecycle:
 
     # ------------------------------------------------------------------ workers
 
+    def drain_worker(
+        self, w: WorkerState, reason: LossReason, message: str, unstarted: Collection[str]
+    ) -> None:
+        """`w` is going away (its pod terminates, its process got SIGTERM): its sessions
+        break now, it gets no new task, and the attempts it runs go on there. Tasks in
+        `unstarted` (it was sent them but never began them) are dispatched again at once,
+        and its workflow tasks are replayed elsewhere."""
+        st, out = self.state, self.out
+        if not w.alive or w.draining:
+            self.refine(w, reason, message)
+        else:
+            w.draining = True
+            w.lost_reason = reason
+            out.emit(WorkerGone(w.worker_id, reason))  # what waits in its mailbox is void
+            broken = self._break_sessions(w, reason, message)
+            running = sum(1 for tid in w.running if tid in st.tasks and tid not in unstarted)
+            detail = f" ({message})" if message and message != reason else ""
+            out.notice(
+                None,
+                "Warning",
+                "WorkerDraining",
+                f"worker {w.worker_id} ({pod_on_node(w.pod, w.node)}) is draining: "
+                f"{reason}{detail}; it gets no new tasks"
+                + (f"; sessions broken: {', '.join(broken)}" if broken else "")
+                + (
+                    f"; {running} running attempt{'s' if running != 1 else ''} may finish there"
+                    if running
+                    else ""
+                ),
+            )
+            for tid in sorted(w.workflow_tasks):
+                task = st.tasks.get(tid)
+                if task is not None:
+                    self._dispatch_again(
+                        task, "WorkerDraining", reason, f"worker {w.worker_id} is draining"
+                    )
+            w.workflow_tasks.clear()
+        if not w.alive:
+            return
+        for tid in sorted(unstarted):
+            task = st.tasks.get(tid)
+            if task is not None and task.kind == "activity" and task.worker_id == w.worker_id:
+                self.retries.handed_back(
+                    task,
+                    {
+                        "type": "WorkerDraining",
+                        "reason": "WorkerDraining",
+                        "non_retryable": False,
+                        "message": f"worker {w.worker_id} is draining and had not started "
+                        "the attempt; dispatching it again",
+                    },
+                )
+
     def lose_worker(self, w: WorkerState, reason: LossReason, message: str) -> None:
         """Declare `w` lost: break its sessions, retry its attempts, move its workflow tasks."""
         st, out = self.state, self.out
-        permanent = is_permanent_loss(reason)
         if not w.alive:
-            if permanent:
-                self._fail_hard_sessions_of(w)
+            self.refine(w, reason, message)
             return
+        draining = w.draining
+        if draining:
+            self.refine(w, reason, message)  # its sessions broke when it began to drain
+        else:
+            w.lost_reason = reason
         w.alive = False
-        w.lost_reason = reason
+        w.draining = False
         out.emit(WorkerGone(w.worker_id, reason))
         detail = message or reason
+        open_here = [
+            s.id for _, s in st.held_sessions(w) if s.state == "Open" and s.worker == w.worker_id
+        ]
         consequences = worker_loss_consequences(
-            [s.id for _, s in st.held_sessions(w) if s.state == "Open" and s.worker == w.worker_id],
+            open_here,
             sum(1 for tid in w.running if tid in st.tasks),
             sum(1 for tid in w.workflow_tasks if tid in st.tasks),
         )
@@ -201,30 +266,8 @@ class Lifecycle:
             + consequences,
         )
         # Sessions first, so the retried activities below see them Broken.
-        for run, s in st.held_sessions(w):
-            sid = s.id
-            if s.state == "Open" and s.worker == w.worker_id:
-                out.record(
-                    run,
-                    "SessionBroken",
-                    session_id=sid,
-                    reason=reason,
-                    message=f"worker {w.worker_id} lost: {detail}",
-                )
-                out.notice(
-                    run.run_id,
-                    "Warning",
-                    "SessionBroken",
-                    f"session {sid} ({s.strategy}) broken: worker {w.worker_id} {reason}",
-                )
-            if s.strategy == "HARD":
-                if permanent:
-                    self.fail_session_broken(run, s)
-                else:
-                    due = out.now + run.schedule_timeout
-                    st.deadlines.add(due, DeadlineKind.HARD_SESSION, run.run_id, sid)
-            else:
-                w.sessions.discard(sid)
+        if not draining:
+            self._break_sessions(w, reason, message)
         lost = f"worker {w.worker_id} lost while running the activity: {detail}"
         for tid in sorted(w.running):
             task = st.tasks.get(tid)
@@ -236,6 +279,77 @@ class Lifecycle:
             if task is not None:
                 self._dispatch_again(task, "WorkerLost", reason, lost)
         w.workflow_tasks.clear()
+
+    def _break_sessions(self, w: WorkerState, reason: LossReason, message: str) -> list[str]:
+        """Break the sessions open on `w`; HARD ones wait for it (or fail at once when
+        its pod is gone for good), SOFT ones let go of it. Returns the broken ids."""
+        st, out = self.state, self.out
+        permanent = is_permanent_loss(reason)
+        where = pod_on_node(w.pod, w.node)
+        detail = f": {message}" if message and message != reason else ""
+        broken = []
+        for run, s in st.held_sessions(w):
+            sid = s.id
+            if s.state == "Open" and s.worker == w.worker_id:
+                broken.append(sid)
+                out.record(
+                    run,
+                    "SessionBroken",
+                    session_id=sid,
+                    reason=reason,
+                    message=f"{where} {loss_phrase(reason)}{detail}",
+                )
+                out.notice(
+                    run.run_id,
+                    "Warning",
+                    "SessionBroken",
+                    f"session {sid} ({s.strategy}) broken: {where} {loss_phrase(reason)} "
+                    f"({reason})",
+                )
+            if s.strategy == "HARD":
+                if permanent:
+                    self.fail_session_broken(run, s)
+                else:
+                    due = out.now + run.schedule_timeout
+                    st.deadlines.add(due, DeadlineKind.HARD_SESSION, run.run_id, sid)
+            else:
+                w.sessions.discard(sid)
+        return broken
+
+    def refine(self, w: WorkerState, reason: LossReason, message: str) -> None:
+        """A later report about `w`, already draining or lost, says more about why (e.g.
+        NodeLost after HeartbeatTimeout): its broken sessions take the new reason, and a
+        permanent one fails the HARD sessions still waiting for it."""
+        st, out = self.state, self.out
+        old = w.lost_reason
+        if old is None or not refines(reason, old):
+            return
+        w.lost_reason = reason
+        where = pod_on_node(w.pod, w.node)
+        detail = f": {message}" if message and message != reason else ""
+        for run in st.runs.values():
+            if run.terminal:
+                continue
+            for s in run.sessions.values():
+                if s.state != "Broken" or s.worker != w.worker_id or s.reason != old:
+                    continue
+                out.record(
+                    run,
+                    "SessionBroken",
+                    session_id=s.id,
+                    reason=reason,
+                    message=f"{where} {loss_phrase(reason)}{detail}",
+                    refined=True,
+                )
+                out.notice(
+                    run.run_id,
+                    "Warning",
+                    "SessionBroken",
+                    f"session {s.id} ({s.strategy}) broken: {where} {loss_phrase(reason)} "
+                    f"({reason}; first reported as {old})",
+                )
+        if is_permanent_loss(reason):
+            self._fail_hard_sessions_of(w)
 
     def worker_not_back(self, worker_id: str) -> None:
         """A worker of restored runs did not register within `restart_grace`: its open

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, assert_never
+
+from worker_runtime.wire import LossReason
 
 TIMEOUT_ERRORS = frozenset({"StartToCloseTimeout", "HeartbeatTimeout"})
 """Error types of an attempt the engine timed out."""
@@ -45,3 +47,27 @@ def worker_loss_consequences(sessions: list[str], attempts: int, workflows: int)
     if workflows:
         parts.append(f"{workflows} workflow{'s' if workflows != 1 else ''} re-queued for replay")
     return "".join(f"; {part}" for part in parts)
+
+
+def loss_phrase(reason: LossReason) -> str:
+    """What happened to a pod, as a session notice words it: `was deleted`."""
+    match reason:
+        case "PodDeleted":
+            return "was deleted"
+        case "Evicted":
+            return "was evicted"
+        case "ScaledDown":
+            return "was scaled down by its pool"
+        case "NodeLost":
+            return "was lost with its node"
+        case "HeartbeatTimeout":
+            return "stopped heartbeating"
+        case "ProcessExited":
+            return "lost its worker process"
+        case _:
+            assert_never(reason)
+
+
+def pod_on_node(pod: str | None, node: str | None) -> str:
+    """`pod ml-abc12 on node worker-a` (the node left out when unknown)."""
+    return f"pod {pod or '?'}" + (f" on node {node}" if node else "")

@@ -83,3 +83,23 @@ class Retries:
             # The SDK words it: "activity X failed after N attempt(s): Type: message".
             final = {**error, "attempts": task.attempt}
             self.tasks.resolve(run, task.seq, ok=False, error=final)
+
+    def handed_back(self, task: LiveTask, error: dict[str, Any]) -> None:
+        """A draining worker never began attempt `task`: it is dispatched again at once.
+        The hand-back shows as a failed attempt, but never as the step's final failure."""
+        st = self.state
+        st.drop_task(task)
+        run = st.runs[task.run_id]
+        if run.terminal:
+            return
+        rec = run.activities[task.seq]
+        self.out.record(
+            run,
+            "ActivityFailed",
+            seq=task.seq,
+            attempt=task.attempt,
+            error=error,
+            retry_at=self.out.now,
+            heartbeat_details=task.heartbeat_details,
+        )
+        self.tasks.enqueue_activity(run, rec)

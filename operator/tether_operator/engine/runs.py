@@ -71,6 +71,15 @@ class SessionRecord:
     workers: list[str] = field(default_factory=list)
     breaks: list[dict[str, Any]] = field(default_factory=list)
     """Every time the session broke: worker, reason, message, time."""
+    bindings: list[dict[str, Any]] = field(default_factory=list)
+    """Every binding, oldest first: worker, pod, node, bound_at, ended_at (None while it
+    lasts) and reason (why it ended: a loss reason, or None when the session closed)."""
+
+    def end_binding(self, t: float, reason: str | None) -> None:
+        """The current binding ends at `t` (a no-op if none lasts)."""
+        if self.bindings and self.bindings[-1]["ended_at"] is None:
+            self.bindings[-1]["ended_at"] = t
+            self.bindings[-1]["reason"] = reason
 
 
 @dataclass(slots=True)
@@ -262,16 +271,37 @@ class Run:
         s.broken_at = None
         s.cold = True
         s.workers.append(d["worker"])
+        s.end_binding(t, None)
+        s.bindings.append(
+            {
+                "worker": s.worker,
+                "pod": s.pod,
+                "node": s.node,
+                "bound_at": t,
+                "ended_at": None,
+                "reason": None,
+            }
+        )
 
     def _session_broken(self, t: float, d: dict[str, Any]) -> None:
         s = self.sessions[d["session_id"]]
-        s.state = "Broken"
         s.reason, s.message = d["reason"], d.get("message")
+        if d.get("refined") and s.state == "Broken":
+            # A more specific report about the same loss: the break keeps its time.
+            if s.breaks:
+                s.breaks[-1].update(reason=s.reason, message=s.message)
+            if s.bindings:
+                s.bindings[-1]["reason"] = s.reason
+            return
+        s.state = "Broken"
         s.broken_at = t
         s.breaks.append({"worker": s.worker, "reason": s.reason, "message": s.message, "time": t})
+        s.end_binding(t, s.reason)
 
     def _session_closed(self, t: float, d: dict[str, Any]) -> None:
-        self.sessions[d["session_id"]].state = "Closed"
+        s = self.sessions[d["session_id"]]
+        s.state = "Closed"
+        s.end_binding(t, None)
 
     def _child_started(self, t: float, d: dict[str, Any]) -> None:
         seq = d["seq"]

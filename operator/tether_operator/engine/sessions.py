@@ -25,12 +25,12 @@ class Sessions:
             return placement.pick_least_loaded(eligible), False
         if s.state == "Open" and s.worker is not None:
             w = workers.get(s.worker)
-            if w is not None and w.alive and w in eligible:
+            if w is not None and w.usable and w in eligible:
                 return w, False
             return None, False
         if s.state == "Broken" and s.strategy == "HARD":
             w = workers.get(s.worker or "")
-            if w is not None and w.alive and w in eligible:
+            if w is not None and w.usable and w in eligible:
                 return w, True
             return None, False
         # New (unbound) or SOFT Broken: bind to a worker with a free session slot.

@@ -54,8 +54,10 @@ def run_view(run: Run, runs: dict[str, Run]) -> dict[str, Any]:
                 "node": s.node,
                 "reason": s.reason,
                 "message": s.message,
+                "broken_at": s.broken_at if s.state == "Broken" else None,
                 "workers": list(s.workers),
                 "breaks": [dict(b) for b in s.breaks],
+                "bindings": [dict(b) for b in s.bindings],
             }
             for s in run.sessions.values()
         ],

@@ -23,7 +23,11 @@ class WorkerState:
     pool: str = ""
     """The worker pool it belongs to ("" for none): runs naming a pool use only its workers."""
     alive: bool = True
+    draining: bool = False
+    """Its pod is terminating or its process got SIGTERM: it gets no new tasks, but the
+    attempts it runs go on and their outcomes count (`Engine.worker_draining`)."""
     lost_reason: LossReason | None = None
+    """Why it is draining or was lost (the most specific report so far)."""
     running: set[str] = field(default_factory=set)
     """Activity task ids dispatched here and not finished: never more than `slots`."""
     workflow_tasks: set[str] = field(default_factory=set)
@@ -51,12 +55,17 @@ class WorkerState:
         return not pool or self.pool == pool
 
     @property
+    def usable(self) -> bool:
+        """Alive and not draining: it may be given new tasks and sessions."""
+        return self.alive and not self.draining
+
+    @property
     def free_slots(self) -> int:
-        return self.slots - len(self.running) if self.alive else 0
+        return self.slots - len(self.running) if self.usable else 0
 
     @property
     def free_sessions(self) -> int:
-        return self.session_capacity - len(self.sessions) if self.alive else 0
+        return self.session_capacity - len(self.sessions) if self.usable else 0
 
     def view(self) -> dict[str, Any]:
         return {
@@ -65,6 +74,7 @@ class WorkerState:
             "node": self.node,
             "pool": self.pool,
             "alive": self.alive,
+            "draining": self.draining,
             "slots": self.slots,
             "running": len(self.running),
             "session_capacity": self.session_capacity,

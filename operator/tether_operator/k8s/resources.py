@@ -383,6 +383,22 @@ class WorkflowRunSpec(Resource):
     """Seconds after the run finishes before it is deleted; absent: it is kept."""
 
 
+class SessionBinding(Resource):
+    """One time a session was bound to a pod, and how that ended."""
+
+    pod: str | None = None
+    """The pod (the worker id when it runs outside Kubernetes)."""
+    node: str | None = None
+    """The node of that pod."""
+    bound_at: datetime | None = None
+    """When the session was bound there (RFC 3339, milliseconds)."""
+    ended_at: datetime | None = None
+    """When the binding ended; absent while it lasts."""
+    reason: str | None = None
+    """Why it ended (PodDeleted, Evicted, ScaledDown, NodeLost, HeartbeatTimeout,
+    ProcessExited, ...); absent while it lasts or when the session closed."""
+
+
 class SessionRecord(Resource):
     """A sticky session of the run: which pod it is bound to, and whether it still is."""
 
@@ -400,6 +416,10 @@ class SessionRecord(Resource):
     """Why it last broke: PodDeleted, Evicted, ScaledDown, NodeLost, HeartbeatTimeout, ..."""
     message: str | None = None
     """Details of the last break."""
+    broken_at: datetime | None = None
+    """When it broke, while it is Broken (RFC 3339, milliseconds)."""
+    bindings: list[SessionBinding] = Field(default_factory=list)
+    """Its bindings, oldest first (the latest 20)."""
 
 
 class ActivityRecord(Resource):

@@ -35,6 +35,8 @@ INLINE_RESULT_BYTES = 16 * 1024
 """A result whose JSON is larger than this stays out of status (see `resultRef`)."""
 MAX_ACTIVITY_RECORDS = 50
 """Most activity records a status lists; the rest are counted in `activitiesOmitted`."""
+MAX_SESSION_BINDINGS = 20
+"""Most bindings a session's status lists: the latest (the status stays small)."""
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed", "Cancelled"})
 
 Condition = dict[str, Any]
@@ -151,6 +153,31 @@ def _progress(view: Mapping[str, Any]) -> str:
     return f"{sum(steps)}/{len(steps)}"
 
 
+def _session(s: Mapping[str, Any]) -> dict[str, Any]:
+    """A session's status entry: where it is bound, whether it broke, its bindings."""
+    bindings = list(s.get("bindings") or ())[-MAX_SESSION_BINDINGS:]
+    return {
+        "id": s["id"],
+        "strategy": s["strategy"],
+        "state": s["state"],
+        "pod": s.get("pod"),
+        "node": s.get("node"),
+        "reason": s.get("reason"),
+        "message": s.get("message"),
+        "brokenAt": rfc3339(s.get("broken_at"), millis=True),
+        "bindings": [
+            {
+                "pod": b.get("pod") or b.get("worker"),
+                "node": b.get("node"),
+                "boundAt": rfc3339(b.get("bound_at"), millis=True),
+                "endedAt": rfc3339(b.get("ended_at"), millis=True),
+                "reason": b.get("reason"),
+            }
+            for b in bindings
+        ],
+    }
+
+
 def _worker_pod(view: Mapping[str, Any]) -> str | None:
     for session in reversed(view.get("sessions", ())):
         if session.get("state") == "Open" and session.get("pod"):
@@ -221,18 +248,7 @@ def run_status(
         "completionTime": rfc3339(view.get("finished_at")),
         "activities": [_activity(a) for a in activities],
         "activitiesOmitted": omitted,
-        "sessions": [
-            {
-                "id": s["id"],
-                "strategy": s["strategy"],
-                "state": s["state"],
-                "pod": s.get("pod"),
-                "node": s.get("node"),
-                "reason": s.get("reason"),
-                "message": s.get("message"),
-            }
-            for s in view.get("sessions", ())
-        ],
+        "sessions": [_session(s) for s in view.get("sessions", ())],
         "result": None,
         "resultRef": None,
         "error": _error(view.get("error")),

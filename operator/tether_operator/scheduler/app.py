@@ -53,6 +53,7 @@ from worker_runtime.protocol import (
     RunView,
     StartRunRequest,
     WhoAmI,
+    WorkerDrainingRequest,
     WorkerHeartbeat,
     WorkerList,
     WorkerLostRequest,
@@ -236,6 +237,22 @@ def create_app(
     ) -> Response:
         req = req or WorkerLostRequest()
         service.worker_lost(worker_id, req.reason, req.message)
+        return _empty()
+
+    @app.post(
+        f"{API_PREFIX}/workers/{{worker_id}}/drain",
+        response_model=dict[str, Any],
+        responses=_WORKER_ERRORS,
+        tags=["workers"],
+        summary="A worker is going away: break its sessions, give it no new tasks",
+    )
+    async def worker_draining(
+        worker_id: WorkerId, req: Annotated[WorkerDrainingRequest | None, Body()] = None
+    ) -> Response:
+        req = req or WorkerDrainingRequest()
+        service.worker_draining(
+            worker_id, req.reason, req.message, incarnation=req.incarnation, held=req.tasks
+        )
         return _empty()
 
     @app.get(

@@ -25,7 +25,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import Any, TypedDict, assert_never
 
 from tether_operator.engine import Engine, EngineConfig, EngineError, WorkerReplaced
@@ -375,12 +375,34 @@ class SchedulerService:
         """The worker's process or pod is gone: its sessions break now, not at timeout."""
         self._apply(self.engine.worker_lost(worker_id, reason, message, self.clock()))
 
-    def worker_draining(self, worker_id: str, reason: str, message: str = "") -> None:
-        """The worker's pod is terminating: its sessions break now.
-
-        For now this is `worker_lost`: what still runs there is retried elsewhere.
+    def worker_draining(
+        self,
+        worker_id: str,
+        reason: str,
+        message: str = "",
+        *,
+        incarnation: str | None = None,
+        held: Collection[str] | None = None,
+    ) -> None:
+        """The worker is going away (its pod terminates, or its process got SIGTERM): its
+        sessions break now, it gets no new task, and its running attempts go on there
+        (their outcomes are accepted). Tasks still in its mailbox, or waiting for their
+        history to be written, never reached it: they are dispatched again at once, as
+        are those it was sent but does not list in `held` (the worker's own report).
         """
-        self.worker_lost(worker_id, reason, message)
+        self._check_incarnation(worker_id, incarnation)
+        unstarted: set[str] = set()
+        w = self.engine.workers.get(worker_id)
+        if w is not None and w.alive:
+            box = self._mailboxes.get(worker_id)
+            if box is not None:
+                unstarted.update(box.task_ids())
+            unstarted.update(self._held_tasks.get(worker_id, ()))
+            if held is not None:
+                unstarted.update(t for t in (*w.running, *w.workflow_tasks) if t not in held)
+        self._apply(
+            self.engine.worker_draining(worker_id, reason, message, self.clock(), unstarted)
+        )
 
     def workers(self) -> list[dict[str, Any]]:
         return self.engine.worker_views()

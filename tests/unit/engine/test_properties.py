@@ -21,7 +21,11 @@ After every step it checks the invariants of DESIGN.md / docs/internals.md:
 6. the persisted history replays to the live state (and restores into a fresh engine);
 7. a HARD session fails on schedule timeout only if its worker did not come back;
 8. an activity whose completion was acknowledged keeps its recorded result across
-   restarts and never starts again.
+   restarts and never starts again;
+9. a draining worker (its pod terminates, its process got SIGTERM) gets no new task,
+   holds no open session and no workflow task;
+10. an attempt a draining worker still runs stays its (never dispatched again) until it
+    reports, is cancelled, or the worker is lost.
 
 `settle` adds a liveness property: a healthy worker, no more losses and enough time
 drive every run to a terminal phase — even though `message_lost` drops tasks on their way
@@ -277,8 +281,11 @@ class WorkerProcess:
     wfts: dict[str, WorkflowTaskState] = field(default_factory=dict)
     unacked: dict[str, Report] = field(default_factory=dict)
     """Outcomes reported but not acknowledged yet: re-sent after re-registering."""
+    draining: bool = False
+    """It got SIGTERM: it takes no new task and finishes the attempts it runs."""
 
     def forget_everything(self) -> None:
+        self.draining = False
         self.activities.clear()
         self.stale.clear()
         self.wfts.clear()
@@ -463,6 +470,10 @@ def check_engine(engine: Engine) -> None:
             assert s.state == "Open" or s.strategy == "HARD", (
                 f"{w.worker_id} still holds broken SOFT session {sid}"
             )
+        if w.draining:
+            assert w.alive, f"{w.worker_id} is draining but lost"
+            assert not open_here, f"{w.worker_id} is draining but sessions {open_here} are Open"
+            assert not w.workflow_tasks, f"{w.worker_id} is draining but runs workflow tasks"
         if w.alive:
             missing = [sid for sid in open_here if sid not in w.sessions]
             assert not missing, f"{w.worker_id} is alive but does not hold its sessions {missing}"
@@ -473,9 +484,13 @@ def check_engine(engine: Engine) -> None:
                 f"{tid} runs on {w.worker_id} and {task.worker_id}"
             )
 
-    # 3: running attempts of a live session are all on one worker.
+    # 3: running attempts of a live session are all on one worker (but a draining one
+    # finishes what it runs there while the session moves on).
     on: dict[str, set[str]] = {}
+    draining = {w.worker_id for w in engine.workers.values() if w.draining}
     for task in engine.tasks.values():
+        if task.worker_id in draining:
+            continue
         if task.kind == "activity" and task.worker_id is not None and task.session_id:
             s = sessions.get(task.session_id)
             if s is not None and s.state != "Closed":
@@ -581,6 +596,8 @@ class EngineMachine(RuleBasedStateMachine):
                 w = eng.workers.get(fx.worker_id)
                 assert w is not None, f"task dispatched to unknown {fx.worker_id}"
                 assert w.alive, f"task dispatched to dead {fx.worker_id}"
+                # 9: a draining worker gets no new task.
+                assert not w.draining, f"task dispatched to draining {fx.worker_id}"
                 pool = eng.runs[rid].worker_pool
                 assert w.serves(pool), f"{rid} of pool {pool} dispatched to {fx.worker_id}"
         self.hand_out()
@@ -628,6 +645,8 @@ class EngineMachine(RuleBasedStateMachine):
         )
         if report.accepted and self.restarts:
             event("a completion accepted after a scheduler restart")
+        if report.accepted and self.engine.workers[proc.wid].draining:
+            event("a completion accepted from a draining worker")
         self.call(fx)
         report.mark = len(self.d.stored[rid])
         if self.d.written.get(rid, 0) >= report.mark:
@@ -635,6 +654,8 @@ class EngineMachine(RuleBasedStateMachine):
 
     def receive(self, proc: WorkerProcess, m: dict[str, Any]) -> None:
         kind = m["kind"]
+        if proc.draining and kind in ("activity", "workflow"):
+            return  # a stopping worker starts nothing new (its drain hands it back)
         if kind == "activity":
             proc.activities[m["task_id"]] = m
         elif kind == "workflow":
@@ -662,7 +683,7 @@ class EngineMachine(RuleBasedStateMachine):
         cfg = proc.config
         self.d.silent.discard(proc.wid)
         old = self.engine.workers.get(proc.wid)
-        retired = old is not None and not old.alive and old.lost_reason in PERMANENT_LOSSES
+        retired = old is not None and not old.usable and old.lost_reason in PERMANENT_LOSSES
         with pytest.raises(WorkerRetired) if retired else contextlib.nullcontext():
             # A worker lost for good (its pod is gone) never registers again.
             self._register(proc, cfg)
@@ -689,6 +710,35 @@ class EngineMachine(RuleBasedStateMachine):
         # The reporter sends again what the scheduler has not acknowledged.
         for tid, report in sorted(proc.unacked.items()):
             self.report(proc, tid, report)
+        if proc.draining:
+            self.drain(proc, "ProcessExited", own=True)  # a new scheduler hears it again
+
+    def undelivered(self, wid: str) -> set[str]:
+        """Tasks held back for `wid` until their history is written (the host knows them)."""
+        epoch = self.d.epochs.get(wid, 0)
+        return {
+            fx.message["task_id"]
+            for entries in self.d.held.values()
+            for _, e, fx in entries
+            if fx.worker_id == wid and e == epoch and fx.message["kind"] in ("activity", "workflow")
+        }
+
+    def drain(self, proc: WorkerProcess, reason: str, *, own: bool) -> None:
+        """`proc`'s pod terminates (the controller reports it) or the process itself got
+        SIGTERM (`own`: it lists what it holds, and starts nothing new from now on)."""
+        w = self.engine.workers.get(proc.wid)
+        if w is None:
+            return
+        unstarted = self.undelivered(proc.wid)
+        if w.alive and not w.draining and proc.activities:
+            event("a worker drains while it runs attempts")
+        if own:
+            proc.draining = True
+            proc.wfts.clear()  # the SDK cancels its workflow instances
+            if w.alive:
+                held = proc.held()
+                unstarted |= {t for t in (*w.running, *w.workflow_tasks) if t not in held}
+        self.call(self.engine.worker_draining(proc.wid, reason, "test", self.d.now, unstarted))
 
     def progress(self, proc: WorkerProcess, wft: WorkflowTaskState) -> None:
         """The SDK runs the workflow code as far as it can and sends the new commands."""
@@ -816,6 +866,29 @@ class EngineMachine(RuleBasedStateMachine):
         self.d.silent.discard(proc.wid)
         self.call(self.engine.worker_lost(proc.wid, reason, "test", self.d.now))
 
+    @rule(
+        i=st.sampled_from(range(len(POOL))),
+        reason=st.sampled_from(LOSS_REASONS),
+        own=st.booleans(),
+    )
+    def worker_drains(self, i: int, reason: str, own: bool) -> None:
+        """The pod starts terminating (the controller says why), or the worker process
+        got SIGTERM and says so itself (ProcessExited, with the tasks it holds)."""
+        proc = self.procs[POOL[i]]
+        if proc.wid not in self.engine.workers or not self.talking(proc.wid):
+            return
+        self.drain(proc, "ProcessExited" if own else reason, own=own)
+
+    @precondition(lambda self: any(p.activities and not p.draining for p in self.procs.values()))
+    @rule(pick=st.integers(0, 3), reason=st.sampled_from(LOSS_REASONS), own=st.booleans())
+    def busy_worker_drains(self, pick: int, reason: str, own: bool) -> None:
+        """As `worker_drains`, for a worker that runs attempts."""
+        running = [p for p in self.procs.values() if p.activities and not p.draining]
+        proc = running[pick % len(running)]
+        if proc.wid not in self.engine.workers or not self.talking(proc.wid):
+            return
+        self.drain(proc, "ProcessExited" if own else reason, own=own)
+
     @rule(i=st.sampled_from(range(len(POOL))))
     def container_restarts(self, i: int) -> None:
         """The same pod comes straight back with a new process (a HARD session may stay)."""
@@ -905,9 +978,11 @@ class EngineMachine(RuleBasedStateMachine):
         self.d.silent.clear()
 
     @precondition(lambda self: any(not r.terminal for r in self.engine.runs.values()))
-    @rule()
-    def settle(self) -> None:
-        """Liveness: a big healthy worker, no more losses, everything completes, time passes."""
+    @rule(drains=st.sampled_from([None, None, "ProcessExited", "PodDeleted", "NodeLost"]))
+    def settle(self, drains: str | None) -> None:
+        """Liveness: a big healthy worker, no more losses, everything completes, time passes.
+        With `drains`, the first worker found running attempts starts draining for that
+        reason (its own SIGTERM for ProcessExited) and finishes them meanwhile."""
         for wid in ("big", "big-p"):
             big = self.procs.setdefault(
                 wid, WorkerProcess(wid, WorkerConfig("n0", 50, 50, serves_workflows=True))
@@ -918,6 +993,12 @@ class EngineMachine(RuleBasedStateMachine):
         for _ in range(400):
             if all(r.terminal for r in self.engine.runs.values()):
                 break
+            busy = [p for p in self.procs.values() if p.activities and self.registered(p.wid)]
+            if drains is not None and busy and not busy[0].wid.startswith("big"):
+                event("a worker drains while it runs attempts, then settles")
+                self.drain(busy[0], drains, own=drains == "ProcessExited")
+                self.check()  # 10: what it runs is still its own
+                drains = None
             for proc in list(self.procs.values()):
                 if not self.registered(proc.wid):
                     continue
@@ -951,12 +1032,29 @@ class EngineMachine(RuleBasedStateMachine):
                 m = _HARD_TIMEOUT.search(run.error.get("message", ""))
                 if m is not None:
                     w = eng.workers.get(m.group(2))
-                    assert w is None or not w.alive, (
+                    assert w is None or not w.usable, (
                         f"{rid} failed ({run.error['message']}) although worker "
                         f"{m.group(2)} is back"
                     )
             self.phases[rid] = run.phase
         check_engine(eng)
+        # 10: an attempt a draining worker still runs is not dispatched again meanwhile.
+        for proc in self.procs.values():
+            w = eng.workers.get(proc.wid)
+            if w is None or not w.alive or not w.draining:
+                continue
+            cancels = {
+                fx.message["task_id"]
+                for entries in self.d.held.values()
+                for _, _, fx in entries
+                if fx.worker_id == proc.wid and fx.message["kind"] == "cancel"
+            }
+            for tid in proc.activities:
+                task = eng.tasks.get(tid)
+                if task is None and (tid in cancels or eng.runs[tid.split("/")[0]].terminal):
+                    continue  # cancelled: the worker is told once the history is written
+                assert task is not None, f"{tid} runs on draining {proc.wid}; the engine dropped it"
+                assert task.worker_id == proc.wid, f"{tid} runs on {proc.wid} and elsewhere"
         for pool, demand in eng.demand().items():
             for wid in demand.workers:
                 assert eng.workers[wid].alive

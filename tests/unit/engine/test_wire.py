@@ -134,3 +134,15 @@ def test_an_evicted_pod_fails_its_hard_session_at_once() -> None:
     view = d.view(rid)
     assert (view["phase"], view["error"]["reason"]) == ("Failed", "SessionBroken")
     assert "Evicted" in view["error"]["message"]
+
+
+def test_a_loss_report_refines_only_a_less_specific_non_final_one() -> None:
+    assert wire.refines("NodeLost", "HeartbeatTimeout")
+    assert wire.refines("PodDeleted", "ProcessExited")
+    assert wire.refines("NodeLost", "ProcessExited")
+    assert not wire.refines("HeartbeatTimeout", "ProcessExited")
+    assert not wire.refines("ProcessExited", "PodDeleted")
+    assert not wire.refines("Evicted", "PodDeleted")  # a final reason stays
+    for reason in wire.LOSS_REASONS:
+        assert not wire.refines(reason, reason)
+        assert wire.loss_specificity(reason) == 3 or not wire.is_permanent_loss(reason)

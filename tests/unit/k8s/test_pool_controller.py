@@ -335,6 +335,7 @@ async def test_a_pod_deleted_by_someone_else_drains_at_once_and_is_lost_when_gon
     said = f"pod {pod} on node worker-a was deleted"
     assert service.reports == [("draining", pod, "PodDeleted", said)]  # in the handler
     assert service.engine.workers[pod].lost_reason == "PodDeleted"
+    assert service.engine.workers[pod].draining, "its running attempts may finish"
     await ctl.on_pod_event("MODIFIED", gone)
     await ctl.reconcile(KEY)
     assert len(service.reports) == 1  # said once

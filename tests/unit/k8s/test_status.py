@@ -207,6 +207,61 @@ def test_a_broken_session_sets_session_broken_and_a_rebind_clears_it() -> None:
     assert later["workerPod"] == "pod-b"
 
 
+def test_a_session_shows_when_it_broke_and_every_binding() -> None:
+    broken = {
+        "id": "ns.r/s1",
+        "strategy": "SOFT",
+        "state": "Broken",
+        "worker": "pod-a",
+        "pod": "pod-a",
+        "node": "node-1",
+        "reason": "PodDeleted",
+        "message": "pod pod-a on node node-1 was deleted",
+        "broken_at": T0 + 1.5,
+        "workers": ["pod-b", "pod-a"],
+        "breaks": [],
+        "bindings": [
+            {
+                "worker": "pod-b",
+                "pod": "pod-b",
+                "node": "node-2",
+                "bound_at": T0,
+                "ended_at": T0 + 0.25,
+                "reason": "HeartbeatTimeout",
+            },
+            {
+                "worker": "pod-a",
+                "pod": "pod-a",
+                "node": "node-1",
+                "bound_at": T0 + 0.25,
+                "ended_at": T0 + 1.5,
+                "reason": "PodDeleted",
+            },
+        ],
+    }
+    status = run_status(view(sessions=[broken]), generation=1, now=T0)
+    valid(status)
+    session = status["sessions"][0]
+    assert session["brokenAt"] == rfc3339(T0 + 1.5, millis=True)
+    assert session["brokenAt"].endswith(".500Z")
+    assert session["bindings"] == [
+        {
+            "pod": "pod-b",
+            "node": "node-2",
+            "boundAt": rfc3339(T0, millis=True),
+            "endedAt": rfc3339(T0 + 0.25, millis=True),
+            "reason": "HeartbeatTimeout",
+        },
+        {
+            "pod": "pod-a",
+            "node": "node-1",
+            "boundAt": rfc3339(T0 + 0.25, millis=True),
+            "endedAt": rfc3339(T0 + 1.5, millis=True),
+            "reason": "PodDeleted",
+        },
+    ]
+
+
 def test_a_long_run_lists_at_most_fifty_activities_keeping_the_failed_ones() -> None:
     records = [activity(seq) for seq in range(1, 1001)]
     records[4] = activity(5, "Failed", error={"type": "E", "message": "m", "reason": None})

@@ -239,6 +239,32 @@ async def test_worker_lost_drops_its_queued_tasks(service: SchedulerService) -> 
     assert task["attempt"] == 2
 
 
+async def test_a_draining_worker_keeps_what_it_runs_and_hands_back_the_rest(
+    service: SchedulerService,
+) -> None:
+    register(service)
+    run_id = start(service)
+    wf = await first_workflow_task(service)
+    req = commands(run_id, wf["task_id"], schedule(1), schedule(2), max_tasks=0)
+    service.report("w1", req)
+    (running,) = await service.poll("w1", 1, 0)  # seq 2 stays in the mailbox
+    register(service, "w2")
+    service.worker_draining(
+        "w1", "ProcessExited", "SIGTERM", incarnation="i1", held=[running["task_id"]]
+    )
+    assert service.queued("w1") == 0
+    moved = await service.poll("w2", 8, 0)
+    assert sorted(t["kind"] for t in moved) == ["activity", "workflow"]  # seq 2, and a replay
+    assert [t["seq"] for t in moved if t["kind"] == "activity"] == [2]
+    assert service.workers()[0]["draining"] is True
+    done = ReportRequest.model_validate(
+        {"completions": [{"task_id": running["task_id"], "ok": True, "result": 1}]}
+    )
+    service.report("w1", done)  # accepted from the draining worker
+    history = [e["type"] for e in service.history(run_id)]
+    assert history.count("ActivityCompleted") == 1
+
+
 async def test_reregistering_the_same_process_keeps_its_tasks(service: SchedulerService) -> None:
     register(service)
     start(service)

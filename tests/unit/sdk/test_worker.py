@@ -361,6 +361,25 @@ async def test_graceful_stop_waits_for_running_activity(
     assert not worker.running
 
 
+async def test_stopping_tells_the_scheduler_it_drains_before_the_running_attempt_ends(
+    scheduler: FakeScheduler, worker: Worker, gate: asyncio.Event
+) -> None:
+    await scheduler.tasks.put(activity_task("g", "waits"))
+    await scheduler.wait_for(lambda: worker._free_slots() == 3)
+    stopping = asyncio.create_task(worker.stop())
+    drains = await scheduler.wait_for(
+        lambda: [body for path, body in scheduler.requests if path == "/v1/workers/w1/drain"]
+    )
+    assert drains[0]["reason"] == "ProcessExited"
+    assert drains[0]["tasks"] == ["g"]  # what it holds: the rest was never started
+    assert drains[0]["incarnation"]
+    assert scheduler.completions() == []
+    await scheduler.tasks.put(activity_task("late", "waits"))  # handed back, not run
+    gate.set()
+    await asyncio.wait_for(stopping, 3)
+    assert scheduler.completions() == [{"task_id": "g", "ok": True, "result": "released"}]
+
+
 async def test_kill_sends_nothing_more(
     scheduler: FakeScheduler, worker: Worker, gate: asyncio.Event
 ) -> None:
