@@ -67,8 +67,8 @@ def pool_demand(state: EngineState) -> dict[str, Demand]:
         pinned = frozenset(sid for sid in w.sessions if _session_live(state, sid))
         if pinned:
             demand.setdefault(w.pool, Demand()).pinned[w.worker_id] = pinned
-        if not w.alive:
-            continue
+        if not w.usable:
+            continue  # lost, or draining: its pod is on its way out and takes no work
         load = WorkerLoad(tasks=len(w.running) + len(w.workflow_tasks), sessions=len(pinned))
         demand.setdefault(w.pool, Demand()).workers[w.worker_id] = load
     rebind: dict[str, set[str]] = {}
