@@ -67,6 +67,7 @@ from tether_operator.engine import (
     WorkerGone,
     WorkerRetired,
 )
+from tether_operator.engine.demand import Demand
 from tether_operator.engine.runs import SessionRecord
 
 from .driver import Driver, act, done, open_session
@@ -521,8 +522,11 @@ def check_demand(engine: Engine, sessions: dict[str, SessionRecord]) -> None:
                 and not engine.runs[sid.rsplit("/", 1)[0]].terminal
             }
             assert live <= held, f"{w.worker_id}: open sessions {sorted(live - held)} not pinned"
-            load = demand[w.pool].workers[w.worker_id]
-            assert load.sessions == len(held), f"{w.worker_id}: load and pins disagree"
+            if w.usable:  # a draining worker takes no work: it is no capacity of its pool
+                load = demand[w.pool].workers[w.worker_id]
+                assert load.sessions == len(held), f"{w.worker_id}: load and pins disagree"
+            else:
+                assert w.worker_id not in demand.get(w.pool, Demand()).workers
     soft_nodes = {s.node for s in sessions.values() if s.state == "Broken" and s.strategy == "SOFT"}
     for pool, d in demand.items():
         assert d.rebind_nodes <= soft_nodes, f"pool {pool} prefers {sorted(d.rebind_nodes)}"
