@@ -267,9 +267,16 @@ def _app(service: SchedulerService, readiness: Readiness, gate: Gate | None = No
 
 
 async def _prune_orphans(
-    client: KubeClient, service: SchedulerService, restored: list[str], namespaces: Sequence[str]
+    client: KubeClient,
+    service: SchedulerService,
+    restored: list[str],
+    namespaces: Sequence[str],
+    root: Callable[[str], str] = lambda run_id: run_id,
 ) -> None:
-    """Cancel restored runs whose WorkflowRun was deleted while the operator was down."""
+    """Cancel restored runs whose WorkflowRun was deleted while the operator was down.
+
+    A child run has no WorkflowRun: it lives as long as its root's (`root(run_id)`).
+    """
     if not restored:
         return
     present: set[tuple[str, str]] = set()
@@ -279,7 +286,7 @@ async def _prune_orphans(
             meta = item.get("metadata") or {}
             present.add((meta.get("namespace", ""), meta.get("name", "")))
     for run_id in restored:
-        if run_object(run_id) not in present and not service.is_terminal(run_id):
+        if run_object(root(run_id)) not in present and not service.is_terminal(run_id):
             logger.info("run %s has no WorkflowRun any more: cancelling it", run_id)
             service.cancel_run(run_id)
 
@@ -399,7 +406,7 @@ async def run_operator(settings: OperatorSettings) -> None:
         started = time.monotonic()
         await service.start()
         restored = await service.recover()
-        await _prune_orphans(client, service, restored, settings.namespaces)
+        await _prune_orphans(client, service, restored, settings.namespaces, store.root)
         readiness.recovered = True
         logger.info(
             "recovered %d runs from the %s store in %.2fs",
