@@ -353,10 +353,7 @@ def create_app(
         check_payload(request, [("input", req.input)])
         if gate is not None:
             await allow(request, "create", "workflowruns", gate.run_namespace(req.run_id or ""))
-        view = service.start_run(req)
-        if (written := service.written([view["run_id"]])) is not None:
-            await written
-        return view
+        return await service.start_requested_run(req)
 
     @app.get(f"{API_PREFIX}/runs", response_model=RunList, tags=["runs"], summary="Every run")
     async def list_runs(request: Request) -> dict[str, Any]:
