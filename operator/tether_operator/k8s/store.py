@@ -222,13 +222,15 @@ class KubernetesRunStore:
 
     def bind_child(self, run_id: str, parent_run_id: str) -> None:
         """Store child run `run_id` with its root's objects: owned by the WorkflowRun
-        that owns `parent_run_id`'s (which must be bound already)."""
+        that owns `parent_run_id`'s. The parent is bound before any child of it starts
+        (or recovered with it); one that is not was forgotten with its deleted root:
+        `RunGone`, the child's history has nowhere to go."""
         parent = self._runs.get(parent_run_id)
         if parent is None or parent.uid is None:
-            raise StoreError(
+            raise RunGone(
                 run_id,
                 f"child run {run_id}: its parent run {parent_run_id} has no WorkflowRun "
-                "bound in this store",
+                "bound in this store (its root WorkflowRun was deleted)",
             )
         state = self._state(run_id)
         if state.namespace != parent.namespace:

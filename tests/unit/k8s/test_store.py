@@ -21,6 +21,7 @@ from tether_operator.k8s.store import (
     PAYLOADS_KEY,
     HistoryCorrupt,
     KubernetesRunStore,
+    RunGone,
     StoreError,
 )
 from tether_operator.scheduler.store import RunStore
@@ -299,7 +300,7 @@ async def test_a_child_run_is_stored_under_its_own_name_and_owned_by_its_root() 
 
 async def test_a_child_without_a_bound_parent_is_refused_naming_both() -> None:
     store = store_with(FakeWrites())
-    with pytest.raises(StoreError, match=r"parent run ns\.other has no WorkflowRun bound"):
+    with pytest.raises(RunGone, match=r"parent run ns\.other has no WorkflowRun bound"):
         await store.append("ns.other-c1", [started("ns.other-c1", "ns.other")])
 
 
