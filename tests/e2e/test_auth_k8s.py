@@ -328,6 +328,8 @@ def test_clients_need_rbac_on_workflowruns(pool: Pool) -> None:
         assert answers[4][0] == 201, "a token for the API server's audience works too"
         assert answers[5][0] == 200
         assert answers[5][1]["phase"] == "Succeeded"
+        made = ns.get("wfr", "auth-http-1")
+        assert made["spec"]["workflowRef"]["name"] == "auth-hold", "POST /v1/runs made it"
         assert answers[6][0] == 403, "cancelling needs delete"
         assert "may not delete workflowruns" in answers[6][1]["message"]
         ((listed, runs),) = calls_from(ns, pod, call("GET", "/v1/runs", token=starter))

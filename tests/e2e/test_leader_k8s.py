@@ -154,6 +154,29 @@ async def test_a_deposed_leaders_append_is_refused_and_history_stays_whole(
     assert await reader.load(run[0]) == events
 
 
+async def test_a_child_runs_history_is_recovered_and_fenced_like_its_roots(
+    client: KubeClient, ns: str
+) -> None:
+    run = await new_run(client, ns)
+    child = f"{run[0]}-c1"
+    started = {"type": "RunStarted", "time": 0.0, "data": {"parent_run_id": run[0]}}
+    old = fenced_store(client, ns, run, epoch=1)
+    await old.append(run[0], activity(1))
+    await old.append(child, [started, *activity(1)])
+    new = KubernetesRunStore(client, [ns], fence=Fence(epoch=2))
+    assert await new.run_ids() == [run[0], child]
+    assert new.binding(child) == run[1], "bound to the root's WorkflowRun"
+    assert await new.load(child) == [started, *activity(1)]
+    with pytest.raises(Fenced, match="belongs to epoch 2, not this leader's 1"):
+        await old.append(child, activity(2))
+    await new.append(child, activity(2))
+    stamped = {
+        s["metadata"]["name"]: s["metadata"]["annotations"][EPOCH_ANNOTATION]
+        for s in await segments(client, ns)
+    }
+    assert stamped == {"run-h0": "1", "run-c1-h0": "2"}, "only what the new leader claimed"
+
+
 async def test_a_deposed_leader_can_neither_seal_nor_start_the_next_segment(
     client: KubeClient, ns: str
 ) -> None:

@@ -57,6 +57,13 @@ class MarkingStore:
         await self.inner.delete(run_id)
         self._durable.pop(run_id, None)
 
+    def root(self, run_id: str) -> str:
+        """The run id of the WorkflowRun that owns the run's objects: a child run's root,
+        else the run itself (a store without owners knows no roots)."""
+        finder = getattr(self.inner, "root", None)
+        found = finder(run_id) if finder is not None else None
+        return found if isinstance(found, str) else run_id
+
     async def bind(self, run_id: str, uid: str) -> None:
         """Owner of the run's stored objects (a store without owners ignores it)."""
         binder = getattr(self.inner, "bind", None)

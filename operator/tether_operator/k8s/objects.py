@@ -3,6 +3,10 @@
 Every object belongs to one WorkflowRun: it carries an ownerReference to the run (so
 the garbage collector deletes it with the run) and the labels `tether.dev/run`,
 `tether.dev/part` (`history` or `payload`) and `app.kubernetes.io/managed-by=tether`.
+A child run (started by a workflow, run id `<parent>-c<seq>`) has no WorkflowRun of
+its own: its objects are owned by its root run's WorkflowRun (deleted with it), its
+`tether.dev/run` label names the child, `tether.dev/root` names the root, and the
+annotation `tether.dev/run-name` holds the child's full name.
 A run name may be 253 characters long, a label value only 63 and an object name 253:
 long names are shortened with a hash, and the full name is in the ownerReference.
 """
@@ -17,7 +21,9 @@ from tether_operator.k8s.resources import API_VERSION
 __all__ = [
     "LABEL_MANAGED_BY",
     "LABEL_PART",
+    "LABEL_ROOT",
     "LABEL_RUN",
+    "RUN_NAME_ANNOTATION",
     "Part",
     "config_map",
     "object_name",
@@ -25,10 +31,15 @@ __all__ = [
     "owner_uid",
     "run_label",
     "selector",
+    "stored_run",
 ]
 
 LABEL_RUN = "tether.dev/run"
 LABEL_PART = "tether.dev/part"
+LABEL_ROOT = "tether.dev/root"
+"""On a child run's objects: the root run (the WorkflowRun that owns them)."""
+RUN_NAME_ANNOTATION = "tether.dev/run-name"
+"""On a child run's objects: the child's full run name (labels may be shortened)."""
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "tether"
 RUN_KIND = "WorkflowRun"
@@ -77,11 +88,14 @@ def config_map(
     run_name: str,
     uid: str,
     part: Part,
+    owner: str | None = None,
     annotations: dict[str, str] | None = None,
     data: dict[str, str] | None = None,
     binary_data: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """A ConfigMap body owned by WorkflowRun `run_name` (uid `uid`)."""
+    """A ConfigMap of run `run_name`, owned by WorkflowRun `owner` (default: `run_name`;
+    a child run's root otherwise) with uid `uid`."""
+    owner = owner or run_name
     body: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -96,13 +110,16 @@ def config_map(
                 {
                     "apiVersion": API_VERSION,
                     "kind": RUN_KIND,
-                    "name": run_name,
+                    "name": owner,
                     "uid": uid,
                     "controller": True,
                 }
             ],
         },
     }
+    if owner != run_name:
+        body["metadata"]["labels"][LABEL_ROOT] = run_label(owner)
+        annotations = {**(annotations or {}), RUN_NAME_ANNOTATION: run_name}
     if annotations:
         body["metadata"]["annotations"] = annotations
     if data is not None:
@@ -124,3 +141,13 @@ def owner_uid(obj: dict[str, Any]) -> str | None:
     """The uid of the WorkflowRun that owns `obj`, or None."""
     owner = owner_run(obj)
     return owner[1] if owner else None
+
+
+def stored_run(obj: dict[str, Any]) -> str | None:
+    """The name of the run `obj` belongs to: a child's own name, else its owner's; None
+    for an object no WorkflowRun owns."""
+    owner = owner_run(obj)
+    if owner is None:
+        return None
+    annotations = obj.get("metadata", {}).get("annotations") or {}
+    return str(annotations.get(RUN_NAME_ANNOTATION) or owner[0])

@@ -42,6 +42,7 @@ from fastapi.responses import JSONResponse
 from tether_operator.engine import EngineConfig
 from tether_operator.engine.effects import Notice
 from tether_operator.k8s import nodes, pools
+from tether_operator.k8s.api_runs import ApiRunStarter
 from tether_operator.k8s.auth import KubernetesAuthenticator, run_namespace
 from tether_operator.k8s.client import KubeClient, load_config, resource_path
 from tether_operator.k8s.events import EventRecorder, ObjectRef
@@ -65,7 +66,7 @@ from tether_operator.scheduler.auth import Gate
 from tether_operator.scheduler.server import serve
 from tether_operator.scheduler.service import SchedulerService
 from tether_operator.scheduler.store import InMemoryRunStore, RunStore
-from worker_runtime.protocol import RegisterWorkerRequest
+from worker_runtime.protocol import RegisterWorkerRequest, StartRunRequest
 
 RESTART_GRACE_SECONDS = 30.0
 """How long attempts and sessions of recovered runs wait for their worker to register
@@ -142,11 +143,19 @@ class OperatorSettings:
 
 
 class OperatorService(SchedulerService):
-    """The scheduler service, telling the operator about every worker registration."""
+    """The scheduler service, telling the operator about every worker registration;
+    a run asked for over HTTP becomes a WorkflowRun (`api_runs.py`) once `run_starter`
+    is set."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.registration_listeners: list[Callable[[RegisterWorkerRequest], None]] = []
+        self.run_starter: ApiRunStarter | None = None
+
+    async def start_requested_run(self, req: StartRunRequest) -> dict[str, Any]:
+        if self.run_starter is None:
+            return await super().start_requested_run(req)
+        return await self.run_starter.start(req)
 
     def register_worker(self, req: RegisterWorkerRequest) -> dict[str, Any]:
         response = super().register_worker(req)
@@ -267,9 +276,16 @@ def _app(service: SchedulerService, readiness: Readiness, gate: Gate | None = No
 
 
 async def _prune_orphans(
-    client: KubeClient, service: SchedulerService, restored: list[str], namespaces: Sequence[str]
+    client: KubeClient,
+    service: SchedulerService,
+    restored: list[str],
+    namespaces: Sequence[str],
+    root: Callable[[str], str] = lambda run_id: run_id,
 ) -> None:
-    """Cancel restored runs whose WorkflowRun was deleted while the operator was down."""
+    """Cancel restored runs whose WorkflowRun was deleted while the operator was down.
+
+    A child run has no WorkflowRun: it lives as long as its root's (`root(run_id)`).
+    """
     if not restored:
         return
     present: set[tuple[str, str]] = set()
@@ -279,7 +295,7 @@ async def _prune_orphans(
             meta = item.get("metadata") or {}
             present.add((meta.get("namespace", ""), meta.get("name", "")))
     for run_id in restored:
-        if run_object(run_id) not in present and not service.is_terminal(run_id):
+        if run_object(root(run_id)) not in present and not service.is_terminal(run_id):
             logger.info("run %s has no WorkflowRun any more: cancelling it", run_id)
             service.cancel_run(run_id)
 
@@ -327,6 +343,7 @@ async def run_operator(settings: OperatorSettings) -> None:
         scheduler_url=settings.scheduler_url,
     )
     runs = RunController(service, store, client, events, directory)
+    service.run_starter = ApiRunStarter(client, runs, namespace, settings.namespaces)
     publisher = WorkflowPublisher(
         client,
         lambda: {w["worker_id"] for w in service.workers() if w.get("alive")},
@@ -399,7 +416,7 @@ async def run_operator(settings: OperatorSettings) -> None:
         started = time.monotonic()
         await service.start()
         restored = await service.recover()
-        await _prune_orphans(client, service, restored, settings.namespaces)
+        await _prune_orphans(client, service, restored, settings.namespaces, store.root)
         readiness.recovered = True
         logger.info(
             "recovered %d runs from the %s store in %.2fs",

@@ -54,9 +54,16 @@ class PayloadStore:
         self._client = client
 
     async def put(
-        self, run_id: str, namespace: str, run_name: str, uid: str, text: str
+        self,
+        run_id: str,
+        namespace: str,
+        run_name: str,
+        uid: str,
+        text: str,
+        owner: str | None = None,
     ) -> dict[str, Any]:
-        """Store the JSON `text` for the run (owner `uid`); the reference to it."""
+        """Store the JSON `text` for the run (owned by WorkflowRun `owner`, default
+        `run_name`, with uid `uid`); the reference to it."""
         if len(text) > THREAD_BYTES:
             digest, chunks = await asyncio.to_thread(_pack, text)
         else:
@@ -73,6 +80,7 @@ class PayloadStore:
                         run_name=run_name,
                         uid=uid,
                         part="payload",
+                        owner=owner,
                         annotations={
                             "tether.dev/sha256": digest,
                             "tether.dev/chunks": str(len(chunks)),

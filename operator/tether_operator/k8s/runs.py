@@ -401,12 +401,28 @@ class RunController:
             handle.cancel()
         if not self._in_engine(run_id):
             return
+        family = self._descendants(run_id)
         if not self.service.is_terminal(run_id):
             logger.info("WorkflowRun %s deleted: cancelling the run", run_id)
-            self.service.cancel_run(run_id)
+            self.service.cancel_run(run_id)  # and its children with it
+        for child in family:
+            if not self.service.is_terminal(child):
+                self.service.cancel_run(child)
+            self.forget(child)
         self.forget(run_id)
         with contextlib.suppress(Exception):
             await self.store.delete(run_id)
+
+    def _descendants(self, run_id: str) -> list[str]:
+        """The child runs the engine holds for `run_id`, theirs, and so on."""
+        found: list[str] = []
+        todo = [run_id]
+        while todo:
+            for child in self.service.get_run(todo.pop())["children"]:
+                if self._in_engine(child["run_id"]) and child["run_id"] not in found:
+                    found.append(child["run_id"])
+                    todo.append(child["run_id"])
+        return found
 
     def forget(self, run_id: str) -> None:
         """Drop a finished run from the engine (its object is gone; its name may be reused)."""

@@ -26,6 +26,12 @@ deposed leader created after the claim (only a new run's first one can be) holds
 events no leader acknowledged: the new leader replaces it. Every object has an ownerReference to
 the WorkflowRun (`bind` gives its uid) and is garbage-collected with it; when the run
 is gone the store raises `RunGone` (permanent) rather than retrying.
+
+Child runs (started by a workflow) have no WorkflowRun: the store learns a child's
+parent from its first event (`RunStarted` names `parent_run_id`, the engine's own
+record) and stores the child under the child's name, owned by the ROOT run's
+WorkflowRun (`objects.py`): the child is recovered with its root, garbage-collected
+with it, and fenced like any run.
 """
 
 from __future__ import annotations
@@ -41,11 +47,14 @@ from tether_operator.k8s.client import ApiError, KubeClient, resource_path
 from tether_operator.k8s.fencing import EPOCH_ANNOTATION, SEALED_ANNOTATION, Fence, Fenced
 from tether_operator.k8s.naming import run_id_for, run_object
 from tether_operator.k8s.objects import (
+    LABEL_ROOT,
     config_map,
     object_name,
     owner_run,
     owner_uid,
+    run_label,
     selector,
+    stored_run,
 )
 from tether_operator.k8s.payloads import PayloadStore
 from tether_operator.k8s.resources import API_VERSION
@@ -97,6 +106,8 @@ class _RunState:
 
     namespace: str
     name: str
+    owner: str = ""
+    """The WorkflowRun that owns the run's objects: a child run's root; "" for the run's own."""
     uid: str | None = None
     synced: bool = False
     """True once `next_index` and the segment fields match the API server."""
@@ -108,6 +119,10 @@ class _RunState:
     claimed: bool = False
     """True once this process's epoch is stamped on the run's newest segment."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def owner_name(self) -> str:
+        return self.owner or self.name
 
     def reset(self) -> None:
         self.synced = self.segment_exists = self.gone = self.claimed = False
@@ -141,6 +156,15 @@ def _epoch_of(obj: dict[str, Any]) -> int:
 
 def _sealed(obj: dict[str, Any]) -> bool:
     return (obj["metadata"].get("annotations") or {}).get(SEALED_ANNOTATION) == "true"
+
+
+def _parent_in(events: list[dict[str, Any]]) -> str | None:
+    """The parent run id a run's first event (`RunStarted`) names, if it is a child."""
+    first = events[0]
+    if first.get("type") != "RunStarted":
+        return None
+    parent = (first.get("data") or {}).get("parent_run_id")
+    return parent if isinstance(parent, str) and parent else None
 
 
 def _pointer(key: str) -> str:
@@ -192,19 +216,65 @@ class KubernetesRunStore:
             if state.uid is not None:
                 state.reset()
                 self._listing.pop(run_id, None)
+            state.owner = ""
             state.uid = uid
             state.gone = False
 
+    def bind_child(self, run_id: str, parent_run_id: str) -> None:
+        """Store child run `run_id` with its root's objects: owned by the WorkflowRun
+        that owns `parent_run_id`'s. The parent is bound before any child of it starts
+        (or recovered with it); one that is not was forgotten with its deleted root:
+        `RunGone`, the child's history has nowhere to go."""
+        parent = self._runs.get(parent_run_id)
+        if parent is None or parent.uid is None:
+            raise RunGone(
+                run_id,
+                f"child run {run_id}: its parent run {parent_run_id} has no WorkflowRun "
+                "bound in this store (its root WorkflowRun was deleted)",
+            )
+        state = self._state(run_id)
+        if state.namespace != parent.namespace:
+            raise StoreError(
+                run_id,
+                f"child run {run_id} is not in its parent run {parent_run_id}'s namespace "
+                f"{parent.namespace}",
+            )
+        if state.uid == parent.uid and state.owner_name == parent.owner_name:
+            return
+        if state.uid is not None:
+            state.reset()
+            self._listing.pop(run_id, None)
+        state.owner = parent.owner_name
+        state.uid = parent.uid
+        state.gone = False
+
     def forget(self, run_id: str) -> None:
-        """Drop what this process knows of the run, without API calls (its WorkflowRun
-        was deleted and the garbage collector removes the objects)."""
-        self._runs.pop(run_id, None)
-        self._listing.pop(run_id, None)
+        """Drop what this process knows of the run and of its child runs, without API
+        calls (its WorkflowRun was deleted and the garbage collector removes the objects)."""
+        state = self._runs.get(run_id)
+        forgotten = [run_id]
+        if state is not None and not state.owner:
+            forgotten += [
+                rid
+                for rid, s in self._runs.items()
+                if s.owner == state.name and s.namespace == state.namespace
+            ]
+        for rid in forgotten:
+            self._runs.pop(rid, None)
+            self._listing.pop(rid, None)
 
     def binding(self, run_id: str) -> str | None:
         """The uid of the WorkflowRun that owns `run_id`'s objects, if known."""
         state = self._runs.get(run_id)
         return state.uid if state else None
+
+    def root(self, run_id: str) -> str | None:
+        """The run id of the WorkflowRun that owns `run_id`'s objects (the run itself,
+        or a child run's root), if known."""
+        state = self._runs.get(run_id)
+        if state is None or state.uid is None:
+            return None
+        return run_id_for(state.namespace, state.owner_name)
 
     def _state(self, run_id: str) -> _RunState:
         state = self._runs.get(run_id)
@@ -221,7 +291,7 @@ class KubernetesRunStore:
 
     async def _check_run(self, run_id: str, state: _RunState) -> None:
         """Raise `RunGone` if the WorkflowRun bound to `run_id` no longer exists."""
-        path = resource_path(API_VERSION, "workflowruns", state.namespace, state.name)
+        path = resource_path(API_VERSION, "workflowruns", state.namespace, state.owner_name)
         try:
             obj = await self._client.get(path)
         except ApiError as exc:
@@ -236,7 +306,7 @@ class KubernetesRunStore:
             state.gone = True
             raise RunGone(
                 run_id,
-                f"WorkflowRun {state.namespace}/{state.name} (uid {state.uid}) is gone: "
+                f"WorkflowRun {state.namespace}/{state.owner_name} (uid {state.uid}) is gone: "
                 "its history is not written any more",
             )
 
@@ -250,8 +320,11 @@ class KubernetesRunStore:
         async with state.lock:
             if state.gone:
                 raise RunGone(
-                    run_id, f"WorkflowRun {state.namespace}/{state.name} (uid {state.uid}) is gone"
+                    run_id,
+                    f"WorkflowRun {state.namespace}/{state.owner_name} (uid {state.uid}) is gone",
                 )
+            if state.uid is None and (parent := _parent_in(events)) is not None:
+                self.bind_child(run_id, parent)
             if state.uid is None:
                 await self._check_run(run_id, state)
             self._fence.check(run_id)
@@ -296,7 +369,7 @@ class KubernetesRunStore:
             if len(text) <= self._inline_bytes or len(fields[key]) < MIN_PAYLOAD_BYTES:
                 break
             refs[key] = await self._payloads.put(
-                run_id, state.namespace, state.name, state.uid, fields[key]
+                run_id, state.namespace, state.name, state.uid, fields[key], state.owner_name
             )
             data[key] = None
             text = _JSON.encode({**event, "data": data, PAYLOADS_KEY: refs})
@@ -352,15 +425,7 @@ class KubernetesRunStore:
                     return False
                 raise
             return True
-        assert state.uid is not None
-        body = config_map(
-            name,
-            run_name=state.name,
-            uid=state.uid,
-            part="history",
-            annotations=self._annotations(state.segment),
-            data={key: piece},
-        )
+        body = self._segment_body(state, state.segment, {key: piece})
         try:
             await self._client.create(self._cm_path(state), body)
         except ApiError as exc:
@@ -377,6 +442,21 @@ class KubernetesRunStore:
     @property
     def _fencing(self) -> bool:
         return self._fence.epoch is not None
+
+    def _segment_body(
+        self, state: _RunState, index: int, data: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """History segment `index` of the run, owned by its (root) WorkflowRun."""
+        assert state.uid is not None
+        return config_map(
+            object_name(state.name, f"h{index}"),
+            run_name=state.name,
+            uid=state.uid,
+            part="history",
+            owner=state.owner_name,
+            annotations=self._annotations(index),
+            data=data,
+        )
 
     def _annotations(self, segment: int) -> dict[str, str]:
         annotations = {SEGMENT_ANNOTATION: str(segment)}
@@ -456,15 +536,7 @@ class KubernetesRunStore:
                 )
             try:
                 if _sealed(last):
-                    assert state.uid is not None
-                    index = _segment_index(last) + 1
-                    body = config_map(
-                        object_name(state.name, f"h{index}"),
-                        run_name=state.name,
-                        uid=state.uid,
-                        part="history",
-                        annotations=self._annotations(index),
-                    )
+                    body = self._segment_body(state, _segment_index(last) + 1)
                     own.append(await self._client.create(self._cm_path(state), body))
                 elif theirs != epoch:
                     meta = last["metadata"]
@@ -590,10 +662,13 @@ class KubernetesRunStore:
         self, state: _RunState, segments: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:
         """The run's segments of its bound uid (the newest uid if unbound), in order."""
-        mine = [s for s in segments if (owner_run(s) or ("", ""))[0] == state.name]
+        mine = [s for s in segments if stored_run(s) == state.name]
         if state.uid is None and mine:
             newest = max(mine, key=lambda s: str(s["metadata"].get("creationTimestamp", "")))
-            state.uid = owner_uid(newest)
+            owner = owner_run(newest)
+            assert owner is not None
+            state.owner = "" if owner[0] == state.name else owner[0]
+            state.uid = owner[1]
         return sorted((s for s in mine if owner_uid(s) == state.uid), key=_segment_index)
 
     @staticmethod
@@ -668,10 +743,10 @@ class KubernetesRunStore:
         )
         listing: dict[str, list[dict[str, Any]]] = {}
         for item in (i for page in pages for i in page):
-            owner = owner_run(item)
-            if owner is None:
+            run_name = stored_run(item)
+            if run_name is None:
                 continue
-            listing.setdefault(run_id_for(item["metadata"]["namespace"], owner[0]), []).append(item)
+            listing.setdefault(run_id_for(item["metadata"]["namespace"], run_name), []).append(item)
         self._listing = listing
         self._listed_at = time.monotonic()
         for run_id, segments in listing.items():
@@ -681,16 +756,20 @@ class KubernetesRunStore:
         return sorted(listing)
 
     async def delete(self, run_id: str) -> None:
-        """Delete every object stored for the run (no error if there are none)."""
+        """Delete every object stored for the run and, for a root run, for its child
+        runs (no error if there are none)."""
         state = self._state(run_id)
-        del self._runs[run_id]
-        self._listing.pop(run_id, None)
-        await self._client.request(
-            "DELETE",
-            self._cm_path(state),
-            params={"labelSelector": selector(state.name)},
-            body={"kind": "DeleteOptions", "apiVersion": "v1"},
-        )
+        self.forget(run_id)
+        selectors = [selector(state.name)]
+        if not state.owner:
+            selectors.append(f"{selector()},{LABEL_ROOT}={run_label(state.name)}")
+        for labels in selectors:
+            await self._client.request(
+                "DELETE",
+                self._cm_path(state),
+                params={"labelSelector": labels},
+                body={"kind": "DeleteOptions", "apiVersion": "v1"},
+            )
 
     # ------------------------------------------------------------------ payloads
 
@@ -701,7 +780,7 @@ class KubernetesRunStore:
             await self._check_run(run_id, state)
         assert state.uid is not None
         return await self._payloads.put(
-            run_id, state.namespace, state.name, state.uid, _JSON.encode(value)
+            run_id, state.namespace, state.name, state.uid, _JSON.encode(value), state.owner_name
         )
 
     async def get_payload(self, run_id: str, ref: dict[str, Any]) -> Any:

@@ -345,18 +345,26 @@ def create_app(
         f"{API_PREFIX}/runs",
         response_model=RunView,
         status_code=201,
-        responses={**_ERRORS, 409: {"model": Problem, "description": "The run id is taken"}},
+        responses={
+            **_ERRORS,
+            404: {"model": Problem, "description": "No worker registered the workflow"},
+            409: {"model": Problem, "description": "The run id is taken"},
+            504: {
+                "model": Problem,
+                "description": "Operator: the WorkflowRun was created but did not start in time",
+            },
+        },
         tags=["runs"],
         summary="Start a run",
+        description="On the operator the run becomes a WorkflowRun (`<namespace>.<name>` "
+        "run ids; docs/operator.md); the answer comes once it started and its first history "
+        "is stored.",
     )
     async def start_run(request: Request, req: StartRunRequest) -> dict[str, Any]:
         check_payload(request, [("input", req.input)])
         if gate is not None:
             await allow(request, "create", "workflowruns", gate.run_namespace(req.run_id or ""))
-        view = service.start_run(req)
-        if (written := service.written([view["run_id"]])) is not None:
-            await written
-        return view
+        return await service.start_requested_run(req)
 
     @app.get(f"{API_PREFIX}/runs", response_model=RunList, tags=["runs"], summary="Every run")
     async def list_runs(request: Request) -> dict[str, Any]:

@@ -574,6 +574,14 @@ class SchedulerService:
     def history(self, run_id: str) -> list[dict[str, Any]]:
         return self.engine.history(run_id)
 
+    async def start_requested_run(self, req: StartRunRequest) -> dict[str, Any]:
+        """Start the run a client asked for (`POST /v1/runs`); its view once its first
+        history is stored. The operator overrides it (the run becomes a WorkflowRun)."""
+        view = self.start_run(req)
+        if (written := self.written([view["run_id"]])) is not None:
+            await written
+        return view
+
     def cancel_run(self, run_id: str) -> dict[str, Any]:
         self._apply(self.engine.cancel_run(run_id, self.clock()))
         return self.engine.run_view(run_id)

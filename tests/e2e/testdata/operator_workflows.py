@@ -1,8 +1,9 @@
 """Workflows the operator e2e tests run on host worker processes.
 
-`steps` runs `count` activities one after another, each sleeping `seconds`; every
-execution of an activity appends a line to `$TETHER_TEST_LEDGER` (when set), so a
-test counts executions in the activity itself, not in any status.
+`steps` runs `count` activities one after another, each sleeping `seconds` (`family`
+runs it as a child run); every execution of an activity appends a line to
+`$TETHER_TEST_LEDGER` (when set), so a test counts executions in the activity itself,
+not in any status.
 """
 
 from __future__ import annotations
@@ -48,3 +49,15 @@ class LargeResult:
     async def execute(self, size: int) -> str:
         result: str = await text(size)
         return result
+
+
+@workflows.workflow.define(name="family")
+class Family:
+    """Runs `steps` as a child run, then one step of its own (index 1000)."""
+
+    @workflows.workflow.entrypoint
+    async def execute(self, count: int, seconds: float = 0.0) -> dict[str, int]:
+        child: dict[str, int] = await workflows.workflow.execute_child(
+            "steps", {"count": count, "seconds": seconds}
+        )
+        return {**child, "own": await step(1000, 0.0)}

@@ -218,7 +218,15 @@ def test_service_exposes_the_scheduler_port_of_the_operator_pod() -> None:
 def test_rbac_grants_the_operator_exactly_what_it_does() -> None:
     objects = render()
     assert rules(one(objects, "ClusterRole", "tether")) == {
-        ("tether.dev", "workflowruns"): {"get", "list", "watch", "patch", "update", "delete"},
+        ("tether.dev", "workflowruns"): {
+            "get",
+            "list",
+            "watch",
+            "create",
+            "patch",
+            "update",
+            "delete",
+        },
         ("tether.dev", "workflowruns/status"): {"get", "patch", "update"},
         ("tether.dev", "workflows"): {"get", "list", "watch", "create", "patch"},
         ("tether.dev", "workflows/status"): {"get", "patch", "update"},

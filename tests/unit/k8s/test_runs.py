@@ -19,11 +19,17 @@ from tether_operator.engine import RunNotFound
 from tether_operator.k8s.client import KubeClient, KubeConfig
 from tether_operator.k8s.events import EventRecorder
 from tether_operator.k8s.mirror import MarkingStore
+from tether_operator.k8s.operator import _prune_orphans
 from tether_operator.k8s.runs import MAX_INPUT_BYTES, RunController, RunObject
 from tether_operator.k8s.workflows import WorkflowDirectory
 from tether_operator.scheduler.service import SchedulerService
 from tether_operator.scheduler.store import InMemoryRunStore
-from worker_runtime.protocol import RegisterWorkerRequest, WorkflowSpec
+from worker_runtime.protocol import (
+    RegisterWorkerRequest,
+    ReportRequest,
+    StartRunRequest,
+    WorkflowSpec,
+)
 
 
 @dataclass
@@ -188,6 +194,28 @@ async def test_deleting_a_run_cancels_and_forgets_it(s: Setup) -> None:
     assert s.service.get_run("ns.r")["phase"] in ("Pending", "Running")
 
 
+async def test_deleting_a_run_cancels_and_forgets_its_child_runs(s: Setup) -> None:
+    register(s.service)
+    await s.runs.on_event(run_event())
+    await settle(s)
+    (task,) = await s.service.poll("pod-1", 8, 1.0)
+    start_child = {"type": "start_child", "seq": 1, "workflow": "w"}
+    report = {
+        "workflows": [
+            {"run_id": "ns.r", "workflow_task_id": task["task_id"], "commands": [start_child]}
+        ],
+        "max_tasks": 8,
+    }
+    s.service.report("pod-1", ReportRequest.model_validate(report))
+    assert s.service.get_run("ns.r-c1")["parent_run_id"] == "ns.r"
+    await settle(s)
+    assert not s.api.status_patches("r-c1"), "a child has no WorkflowRun to write to"
+    await s.runs.on_event(run_event(type_="DELETED"))
+    for run_id in ("ns.r", "ns.r-c1"):
+        with pytest.raises(RunNotFound):
+            s.service.get_run(run_id)
+
+
 async def test_status_is_written_only_for_stored_history(s: Setup) -> None:
     register(s.service)
     await s.runs.on_event(run_event())
@@ -262,3 +290,23 @@ async def test_a_terminal_phase_is_shown_only_once_it_is_stored() -> None:
         await runs.status.stop()
         await service.stop()
         await client.aclose()
+
+
+async def test_a_restart_keeps_children_of_live_roots_and_cancels_orphans(s: Setup) -> None:
+    register(s.service)
+    restored = ["ns.r", "ns.r-c1", "ns.gone", "ns.gone-c1"]
+    for run_id in restored:
+        s.service.start_run(StartRunRequest(workflow="w", run_id=run_id))
+    listed = [{"metadata": {"namespace": "ns", "name": "r"}}]  # WorkflowRun ns/gone was deleted
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"items": listed, "metadata": {}})
+
+    client = KubeClient(KubeConfig(server="http://api"), transport=httpx.MockTransport(answer))
+    roots = {"ns.r-c1": "ns.r", "ns.gone-c1": "ns.gone"}
+    await _prune_orphans(client, s.service, restored, ["ns"], lambda rid: roots.get(rid, rid))
+    await client.aclose()
+    phases = {rid: s.service.get_run(rid)["phase"] for rid in restored}
+    assert phases["ns.gone"] == phases["ns.gone-c1"] == "Cancelled"
+    assert phases["ns.r"] != "Cancelled"
+    assert phases["ns.r-c1"] != "Cancelled", "a child lives as long as its root's WorkflowRun"

@@ -21,6 +21,7 @@ from tether_operator.k8s.store import (
     PAYLOADS_KEY,
     HistoryCorrupt,
     KubernetesRunStore,
+    RunGone,
     StoreError,
 )
 from tether_operator.scheduler.store import RunStore
@@ -75,11 +76,15 @@ class FakeWrites:
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, str, Any]] = []
+        self.deleted: list[str] = []
+        """Label selectors of collection DELETEs."""
         self.fail_next_patch = False
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content) if request.content else None
         self.requests.append((request.method, request.url.path, body))
+        if request.method == "DELETE" and "labelSelector" in request.url.params:
+            self.deleted.append(request.url.params["labelSelector"])
         if request.method == "PATCH" and self.fail_next_patch:
             self.fail_next_patch = False
             raise httpx.ReadTimeout("no answer", request=request)
@@ -265,3 +270,72 @@ async def test_a_leader_past_its_renew_deadline_writes_nothing() -> None:
     with pytest.raises(Fenced, match="no longer leads"):
         await store.append("ns.run", [event(0)])
     assert fake.requests == []
+
+
+def started(run_id: str, parent: str | None) -> dict[str, Any]:
+    data = {"run_id": run_id, "workflow": "child", "parent_run_id": parent, "parent_seq": 3}
+    return {"type": "RunStarted", "time": 0.0, "data": data}
+
+
+async def test_a_child_run_is_stored_under_its_own_name_and_owned_by_its_root() -> None:
+    fake = FakeWrites()
+    store = store_with(fake)
+    await store.append("ns.run", [event(1)])
+    await store.append("ns.run-c3", [started("ns.run-c3", "ns.run"), event(2)])
+    await store.append("ns.run-c3-c1", [started("ns.run-c3-c1", "ns.run-c3")])
+    creates = [b for m, _, b in fake.requests if m == "POST"]
+    child, grandchild = creates[1]["metadata"], creates[2]["metadata"]
+    assert child["name"] == "run-c3-h0"
+    assert child["ownerReferences"][0]["name"] == "run"
+    assert child["ownerReferences"][0]["uid"] == "uid-1"
+    assert child["labels"]["tether.dev/run"] == "run-c3"
+    assert child["labels"]["tether.dev/root"] == "run"
+    assert child["annotations"]["tether.dev/run-name"] == "run-c3"
+    assert grandchild["name"] == "run-c3-c1-h0"
+    assert grandchild["ownerReferences"][0]["name"] == "run", "a grandchild's owner is the root"
+    assert store.root("ns.run-c3-c1") == store.root("ns.run-c3") == store.root("ns.run")
+    assert store.root("ns.run") == "ns.run"
+    assert not any(m == "GET" for m, _, _ in fake.requests), "no WorkflowRun is looked up"
+
+
+async def test_a_child_without_a_bound_parent_is_refused_naming_both() -> None:
+    store = store_with(FakeWrites())
+    with pytest.raises(RunGone, match=r"parent run ns\.other has no WorkflowRun bound"):
+        await store.append("ns.other-c1", [started("ns.other-c1", "ns.other")])
+
+
+async def test_large_child_payloads_belong_to_the_root_too() -> None:
+    fake = FakeWrites()
+    store = store_with(fake)
+    big = {"rows": [f"row {i}" for i in range(20_000)]}
+    await store.append("ns.run-c1", [started("ns.run-c1", "ns.run"), event(1, result=big)])
+    (chunk,) = [b for m, _, b in fake.requests if m == "POST" and "binaryData" in b]
+    assert chunk["metadata"]["name"].startswith("run-c1-p")
+    assert chunk["metadata"]["ownerReferences"][0]["name"] == "run"
+    assert chunk["metadata"]["annotations"]["tether.dev/run-name"] == "run-c1"
+
+
+async def test_forgetting_or_deleting_a_root_drops_its_children() -> None:
+    fake = FakeWrites()
+    store = store_with(fake)
+    await store.append("ns.run-c1", [started("ns.run-c1", "ns.run")])
+    store.forget("ns.run")
+    assert store.binding("ns.run-c1") is None
+    store.bind("ns.run", "uid-2")
+    await store.append("ns.run-c1", [started("ns.run-c1", "ns.run")])
+    assert store.binding("ns.run-c1") == "uid-2", "a new root of the same name rebinds the child"
+    await store.delete("ns.run")
+    assert store.binding("ns.run-c1") is None
+    assert fake.deleted == [
+        "app.kubernetes.io/managed-by=tether,tether.dev/run=run",
+        "app.kubernetes.io/managed-by=tether,tether.dev/root=run",
+    ]
+
+
+async def test_a_fenced_child_segment_carries_the_epoch() -> None:
+    fake = FakeWrites()
+    store = fenced_store_with(fake, Fence(epoch=5))
+    await store.append("ns.run-c1", [started("ns.run-c1", "ns.run")])
+    (create,) = fake.requests
+    assert create[2]["metadata"]["annotations"]["tether.dev/epoch"] == "5"
+    assert create[2]["metadata"]["ownerReferences"][0]["uid"] == "uid-1"

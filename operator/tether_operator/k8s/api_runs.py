@@ -1,0 +1,182 @@
+"""`POST /v1/runs` on Kubernetes: the run becomes a WorkflowRun, then starts as any other.
+
+A run started over HTTP must have a WorkflowRun: its history ConfigMaps are owned by
+one (`store.py`), and a run without one would lose its history. So the operator
+creates the WorkflowRun (through its own `KubeClient`; the caller's right to create
+workflowruns in that namespace was checked by the auth gate) and answers once the
+WorkflowRun controller has bound and started it and its first history is stored:
+the same `RunView` as in dev mode, with run id `<namespace>.<name>`.
+
+Where the run goes: `run_id` `<namespace>.<name>` names both; a `run_id` without a
+dot is a name in the operator's own namespace; no `run_id`: a generated name
+(`<workflow>-xxxxx`) in the operator's namespace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from starlette.exceptions import HTTPException
+
+from tether_operator.engine import (
+    InvalidCommand,
+    RunAlreadyExists,
+    RunNotFound,
+    WorkflowNotFound,
+)
+from tether_operator.k8s.client import ApiError, KubeClient, resource_path
+from tether_operator.k8s.naming import pool_object, run_id_for, run_object
+from tether_operator.k8s.resources import API_VERSION, format_duration
+from tether_operator.k8s.runs import RunController
+from worker_runtime.protocol import StartRunRequest
+
+__all__ = ["START_TIMEOUT", "ApiRunStarter", "workflow_run_for"]
+
+START_TIMEOUT = 30.0
+"""How long `POST /v1/runs` waits for the controller to start the WorkflowRun it made."""
+_POLL = 0.02
+_SLUG = re.compile(r"[^a-z0-9-]+")
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
+def _placement(req: StartRunRequest, default_namespace: str) -> tuple[str, str | None]:
+    """`(namespace, name)` of the WorkflowRun for `req` (name None: generated)."""
+    if req.run_id is None:
+        return default_namespace, None
+    try:
+        return run_object(req.run_id)
+    except ValueError:
+        return default_namespace, req.run_id
+
+
+def workflow_run_for(req: StartRunRequest, default_namespace: str) -> dict[str, Any]:
+    """The WorkflowRun object a `StartRunRequest` asks for; InvalidCommand naming the
+    field if it cannot be one."""
+    namespace, name = _placement(req, default_namespace)
+    if name is not None and (len(name) > 253 or not _NAME.match(name)):
+        raise InvalidCommand(
+            f"run_id {req.run_id!r}: {name!r} is not a WorkflowRun name (lowercase letters, "
+            "digits, '-' and '.'; write the run id as <namespace>.<name>)",
+            field="run_id",
+        )
+    spec: dict[str, Any] = {"workflowRef": {"name": req.workflow}}
+    if req.input is not None:
+        spec["input"] = req.input
+    if req.sticky is not None:
+        spec["sticky"] = req.sticky
+    if "schedule_timeout" in req.model_fields_set:
+        spec["scheduleTimeout"] = format_duration(req.schedule_timeout)
+    if req.worker_pool is not None:
+        try:
+            pool_namespace, pool = pool_object(req.worker_pool)
+        except ValueError:
+            pool_namespace, pool = namespace, req.worker_pool
+        if pool_namespace != namespace:
+            raise InvalidCommand(
+                f"worker_pool {req.worker_pool!r} is in namespace {pool_namespace}, the run in "
+                f"{namespace}: a WorkflowRun uses a WorkerPool of its own namespace",
+                field="worker_pool",
+            )
+        spec["workerPool"] = pool
+    metadata: dict[str, Any] = {"namespace": namespace}
+    if name is None:
+        slug = _SLUG.sub("-", req.workflow.lower()).strip("-")[:40].strip("-") or "run"
+        metadata["generateName"] = f"{slug}-"
+    else:
+        metadata["name"] = name
+    return {"apiVersion": API_VERSION, "kind": "WorkflowRun", "metadata": metadata, "spec": spec}
+
+
+class ApiRunStarter:
+    """Starts the runs clients ask for over HTTP as WorkflowRuns (see the module doc)."""
+
+    def __init__(
+        self,
+        client: KubeClient,
+        runs: RunController,
+        default_namespace: str,
+        watched: Sequence[str] = (),
+        *,
+        timeout: float = START_TIMEOUT,
+    ) -> None:
+        self.client = client
+        self.runs = runs
+        self.default_namespace = default_namespace
+        self.watched = tuple(watched)
+        self.timeout = timeout
+
+    def _check_registered(self, workflow: str) -> None:
+        """WorkflowNotFound, as dev mode answers, if no worker ever registered `workflow`."""
+        known = sorted({n for w in self.runs.service.workers() for n in w.get("workflows", ())})
+        if workflow not in known:
+            listed = ", ".join(repr(k) for k in known) or "none yet: start a worker first"
+            raise WorkflowNotFound(
+                f"no worker has registered workflow {workflow!r}; registered workflows: {listed}",
+                field="workflow",
+            )
+
+    async def start(self, req: StartRunRequest) -> dict[str, Any]:
+        """Create the WorkflowRun for `req`; the run's view once it started and its first
+        history is stored."""
+        body = workflow_run_for(req, self.default_namespace)
+        namespace = body["metadata"]["namespace"]
+        if self.watched and namespace not in self.watched:
+            raise InvalidCommand(
+                f"namespace {namespace} is not watched by this operator (it serves "
+                f"{', '.join(self.watched)}): start the run in one of those",
+                field="run_id",
+            )
+        self._check_registered(req.workflow)
+        try:
+            created = await self.client.create(
+                resource_path(API_VERSION, "workflowruns", namespace), body
+            )
+        except ApiError as exc:
+            if exc.conflict:
+                raise RunAlreadyExists(
+                    f"run {req.run_id} already exists (WorkflowRun {namespace}/"
+                    f"{body['metadata'].get('name')}): pick another run id",
+                    field="run_id",
+                ) from exc
+            if exc.status in (400, 422):
+                raise InvalidCommand(
+                    f"the API server refused WorkflowRun {namespace}/"
+                    f"{body['metadata'].get('name') or body['metadata']['generateName']}: {exc}",
+                ) from exc
+            raise
+        run_id = run_id_for(namespace, created["metadata"]["name"])
+        return await self._started(run_id, created["metadata"]["uid"])
+
+    async def _started(self, run_id: str, uid: str) -> dict[str, Any]:
+        """Wait until the controller started WorkflowRun `run_id` (or refused it)."""
+        service = self.runs.service
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        while loop.time() < deadline:
+            obj = self.runs.objects.get(run_id)
+            if obj is not None and obj.uid == uid:
+                if obj.outside is not None and obj.outside.get("phase") == "Failed":
+                    error = obj.outside.get("error") or {}
+                    raise InvalidCommand(
+                        f"WorkflowRun {run_id} was refused ({error.get('reason')}): "
+                        f"{error.get('message')}"
+                    )
+                try:
+                    view = service.get_run(run_id)
+                except RunNotFound:
+                    view = None
+                if view is not None:
+                    if (written := service.written([run_id])) is not None:
+                        await written
+                    return view
+            await asyncio.sleep(_POLL)
+        namespace, name = run_object(run_id)
+        raise HTTPException(
+            504,
+            f"WorkflowRun {namespace}/{name} was created but has not started within "
+            f"{self.timeout:.0f}s (see `kubectl describe wfr -n {namespace} {name}`); "
+            f"its run id is {run_id}",
+        )
