@@ -441,7 +441,12 @@ def test_leader_killed_twice_mid_run_every_run_finishes_and_no_step_runs_twice(
         kills.append({"kill": kill, "how": how, "at": killed, "ready": time.time() - killed})
 
     for run, _ in runs:
-        steps.wait("wfr", run, "Succeeded", timeout=300)
+        eventually(
+            lambda r=run: steps.jsonpath("wfr", r, "{.status.phase}") in ("Succeeded", "Failed"),
+            timeout=300,
+            what=f"{run} to finish",
+        )
+        steps.wait("wfr", run, "Succeeded", timeout=5)  # on failure: its status and Events
         assert json.loads(steps.jsonpath("wfr", run, "{.status.result}")) == {
             "steps": count,
             "total": sum(range(count)),

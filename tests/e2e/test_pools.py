@@ -186,12 +186,13 @@ class PoolHarness:
         return {w["worker_id"]: w for w in self.api.get("/workers").json()["workers"] if w["alive"]}
 
     def losses(self) -> dict[str, str]:
-        """Lost workers and the reason the scheduler was given, from its notices."""
+        """Workers lost or draining (their pod terminates) and the reason the scheduler
+        was given, from its notices: the first report of each."""
         lost: dict[str, str] = {}
         for n in list(self.notices):
-            m = re.match(r"worker (\S+) lost: (\w+)", n.message)
-            if n.reason == "WorkerLost" and m:
-                lost[m.group(1)] = m.group(2)
+            m = re.match(r"worker (\S+) (?:lost|\(.*\) is draining): (\w+)", n.message)
+            if n.reason in ("WorkerLost", "WorkerDraining") and m:
+                lost.setdefault(m.group(1), m.group(2))
         return lost
 
 

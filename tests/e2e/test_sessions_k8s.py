@@ -177,7 +177,7 @@ def delete_pods(ns: Kube, pods: list[str]) -> dict[str, tuple[float, float]]:
 def operator_clock_offset(tether: Install) -> tuple[float, float]:
     """(the operator pod's clock minus this host's, the round trip it was measured in):
     pings through one `kubectl exec -i`, the fastest of 20 (as NTP does)."""
-    (operator,) = tether.operator_pods()
+    (operator,) = tether.leader_pods()
     kube = tether.system
     echo = "import sys, time\nfor _ in sys.stdin: print(time.time(), flush=True)"
     command = [kube.kubectl, "--kubeconfig", kube.kubeconfig, "--namespace", str(kube.namespace)]
@@ -401,7 +401,7 @@ def test_scale_down_removes_idle_pods_first_and_breaks_a_session_only_when_it_mu
 def test_a_node_lost_breaks_its_sessions_soft_runs_move_hard_runs_fail(
     tether: Install, ns: Kube, kube: Kube
 ) -> None:
-    (operator,) = tether.operator_pods()
+    (operator,) = tether.leader_pods()
     nodes = sorted(n["metadata"]["name"] for n in kube.list("nodes"))
     spared = operator["spec"]["nodeName"]
     (victim,) = [n for n in nodes if n != spared][:1]  # not the operator's node
