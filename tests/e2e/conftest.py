@@ -33,13 +33,14 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.kube import Helm, HelmError, Kube, Obj, install_crds
+from tether_operator.k8s.client import KubeClient, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 HACK_CLUSTER = REPO / "hack" / "cluster"
@@ -109,6 +110,16 @@ def helm(kube: Kube) -> Helm:
     if binary is None:
         pytest.fail("helm is not on PATH (hack/cluster env prints where it is)", pytrace=False)
     return Helm(kube.kubeconfig, binary)
+
+
+@pytest.fixture
+async def client(kube: Kube, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[KubeClient]:
+    """Our async API client against the e2e cluster (its kubeconfig, not in-cluster)."""
+    monkeypatch.setenv("KUBECONFIG", kube.kubeconfig)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    api = KubeClient(load_config())
+    yield api
+    await api.aclose()
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ import signal
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ import yaml
 from bench.store_bench import activity
 from tests.e2e.conftest import IMAGE, Install
 from tests.e2e.kube import Kube, KubectlError, Obj, eventually, running_and_ready
-from tether_operator.k8s.client import KubeClient, load_config, resource_path
+from tether_operator.k8s.client import KubeClient, resource_path
 from tether_operator.k8s.fencing import EPOCH_ANNOTATION, SEALED_ANNOTATION, Fence, Fenced
 from tether_operator.k8s.leader import LeaderElector, LeaseSettings
 from tether_operator.k8s.naming import run_id_for
@@ -51,15 +51,6 @@ def ns(kube: Kube, crds: list[str]) -> Iterator[str]:
     name = f"{PREFIX}-leader-{uuid.uuid4().hex[:6]}"
     with kube.scratch_namespace(name):
         yield name
-
-
-@pytest.fixture
-async def client(kube: Kube, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[KubeClient]:
-    monkeypatch.setenv("KUBECONFIG", kube.kubeconfig)
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    api = KubeClient(load_config())
-    yield api
-    await api.aclose()
 
 
 def candidate(client: KubeClient, ns: str, name: str) -> LeaderElector:

@@ -12,7 +12,7 @@ import base64
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,7 +20,7 @@ import pytest
 import worker_runtime as workflows
 from bench.store_bench import activity
 from tests.e2e.kube import Kube, eventually
-from tether_operator.k8s.client import ApiError, KubeClient, load_config, resource_path
+from tether_operator.k8s.client import ApiError, KubeClient, resource_path
 from tether_operator.k8s.naming import run_id_for
 from tether_operator.k8s.store import HistoryCorrupt, KubernetesRunStore, RunGone
 from tether_operator.scheduler import SchedulerService
@@ -39,15 +39,6 @@ def ns(kube: Kube, crds: list[str]) -> Iterator[str]:
     name = f"{PREFIX}-store-{uuid.uuid4().hex[:6]}"
     with kube.scratch_namespace(name):
         yield name
-
-
-@pytest.fixture
-async def client(kube: Kube, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[KubeClient]:
-    monkeypatch.setenv("KUBECONFIG", kube.kubeconfig)
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    api = KubeClient(load_config())
-    yield api
-    await api.aclose()
 
 
 async def new_run(client: KubeClient, ns: str, name: str = "run") -> tuple[str, str]:

@@ -21,7 +21,7 @@ from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from worker_runtime.wire import LOSS_REASONS, is_loss_reason, is_permanent_loss
+from worker_runtime.wire import LOSS_REASONS, LossReason, is_loss_reason, is_permanent_loss
 
 from .commands import Commands
 from .deadlines import DeadlineKind, Deadlines
@@ -203,15 +203,8 @@ class Engine:
     def worker_lost(self, worker_id: str, reason: str, message: str, now: float) -> list[Effect]:
         """The worker's process or pod is gone (or stopped heartbeating)."""
         with self._batch(now) as out:
-            w = self.state.workers.get(worker_id)
-            if w is None:
-                raise UnknownWorker(f"worker {worker_id!r} is not registered", field="worker_id")
-            if not is_loss_reason(reason):
-                raise InvalidCommand(
-                    f"unknown worker loss reason {reason!r}; use one of {', '.join(LOSS_REASONS)}",
-                    field="reason",
-                )
-            self._lifecycle.lose_worker(w, reason, message)
+            w, loss = self._leaving_worker(worker_id, reason)
+            self._lifecycle.lose_worker(w, loss, message)
         return out
 
     def worker_draining(
@@ -229,16 +222,21 @@ class Engine:
         what still runs there; a later report with a more specific reason refines the
         sessions' reason."""
         with self._batch(now) as out:
-            w = self.state.workers.get(worker_id)
-            if w is None:
-                raise UnknownWorker(f"worker {worker_id!r} is not registered", field="worker_id")
-            if not is_loss_reason(reason):
-                raise InvalidCommand(
-                    f"unknown worker loss reason {reason!r}; use one of {', '.join(LOSS_REASONS)}",
-                    field="reason",
-                )
-            self._lifecycle.drain_worker(w, reason, message, unstarted)
+            w, loss = self._leaving_worker(worker_id, reason)
+            self._lifecycle.drain_worker(w, loss, message, unstarted)
         return out
+
+    def _leaving_worker(self, worker_id: str, reason: str) -> tuple[WorkerState, LossReason]:
+        """The registered worker a loss or drain report names, and its (known) reason."""
+        w = self.state.workers.get(worker_id)
+        if w is None:
+            raise UnknownWorker(f"worker {worker_id!r} is not registered", field="worker_id")
+        if not is_loss_reason(reason):
+            raise InvalidCommand(
+                f"unknown worker loss reason {reason!r}; use one of {', '.join(LOSS_REASONS)}",
+                field="reason",
+            )
+        return w, reason
 
     # ------------------------------------------------------------------ runs
 
