@@ -247,6 +247,12 @@ class FastTransport(SchedulerTransport):
                 ) from None
             except BaseException:
                 conn.close()  # may be a cancellation: close without waiting
+                if reused:
+                    # A kept-alive connection that hangs or fails most likely leads to a
+                    # server that is gone without a word (a pod deleted at once: no FIN, no
+                    # RST). Its idle siblings lead there too: drop them, so the next
+                    # requests connect afresh (a Service then routes to who serves now).
+                    self._drop_idle(key)
                 raise
             if keep and len(self._idle[key]) < self._max_idle:
                 self._idle[key].append(conn)
@@ -254,6 +260,10 @@ class FastTransport(SchedulerTransport):
                 await conn.aclose()
             return status, headers, content
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _drop_idle(self, key: tuple[str, int]) -> None:
+        for conn in self._idle.pop(key, []):
+            conn.close()
 
     async def _take_idle(self, key: tuple[str, int]) -> _Conn | None:
         pool = self._idle.get(key)

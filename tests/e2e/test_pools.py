@@ -226,7 +226,7 @@ def worker_pool(name: str, image: str, **spec: Any) -> list[Obj]:
                 }
             ],
             "volumes": [{"name": "flows", "configMap": {"name": f"{name}-flows"}}],
-            "terminationGracePeriodSeconds": 2,
+            "terminationGracePeriodSeconds": 10,  # a 3 s activity finishes while its pod drains
         },
     }
     return [

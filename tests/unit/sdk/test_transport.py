@@ -144,6 +144,43 @@ async def test_read_timeout_is_an_httpx_timeout() -> None:
     await server.wait_closed()
 
 
+async def test_a_hung_kept_alive_connection_drops_its_idle_siblings() -> None:
+    """A server gone without FIN or RST (a pod deleted at once) leaves kept-alive
+    connections that hang: after one times out, the next request connects afresh
+    instead of trying the next dead connection."""
+    connections = 0
+    hang: list[asyncio.StreamWriter] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        old = connections <= 2  # the first two connections lead to the "gone" server
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            served = 0
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                if old and served:
+                    hang.append(writer)
+                    await reader.read()  # silent from now on, until the client closes
+                    break
+                writer.write(fixed(b"{}")(b""))
+                await writer.drain()
+                served += 1
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+    async with httpx.AsyncClient(transport=FastTransport(), timeout=0.3) as c:
+        first = await asyncio.gather(c.get(url), c.get(url))  # two idle connections kept
+        assert [r.status_code for r in first] == [200, 200]
+        with pytest.raises(httpx.ReadTimeout):
+            await c.get(url)  # one of them hangs
+        assert (await c.get(url)).status_code == 200  # not the other: a new connection
+        assert connections == 3
+    server.close()
+    await server.wait_closed()
+
+
 async def test_error_statuses_and_headers_pass_through(client: httpx.AsyncClient) -> None:
     def respond(_: bytes) -> bytes:
         body = b'{"error": "RunNotFound"}'
