@@ -156,6 +156,7 @@ class FastTransport(SchedulerTransport):
 
     def __init__(self, max_idle_per_host: int = 8) -> None:
         self._idle: dict[tuple[str, int], list[_Conn]] = defaultdict(list)
+        self._busy: dict[tuple[str, int], set[_Conn]] = defaultdict(set)
         self._max_idle = max_idle_per_host
         self._fallback: httpx.AsyncHTTPTransport | None = None
 
@@ -233,6 +234,8 @@ class FastTransport(SchedulerTransport):
                 continue
             if conn is None:
                 conn = await _connect(host, port, connect_timeout, request)
+            busy = self._busy[key]
+            busy.add(conn)
             try:
                 conn.writer.write(payload)
                 status, headers, content, keep = await _read_response(
@@ -250,10 +253,16 @@ class FastTransport(SchedulerTransport):
                 if reused:
                     # A kept-alive connection that hangs or fails most likely leads to a
                     # server that is gone without a word (a pod deleted at once: no FIN, no
-                    # RST). Its idle siblings lead there too: drop them, so the next
-                    # requests connect afresh (a Service then routes to who serves now).
+                    # RST). Its siblings lead there too: drop the idle ones and close the
+                    # busy ones (a long poll would hang until its timeout; closed, it is
+                    # sent again on a new connection), so requests connect afresh and a
+                    # Service routes them to who serves now.
                     self._drop_idle(key)
+                    for sibling in list(busy - {conn}):
+                        sibling.close()
                 raise
+            finally:
+                busy.discard(conn)
             if keep and len(self._idle[key]) < self._max_idle:
                 self._idle[key].append(conn)
             else:

@@ -144,10 +144,11 @@ async def test_read_timeout_is_an_httpx_timeout() -> None:
     await server.wait_closed()
 
 
-async def test_a_hung_kept_alive_connection_drops_its_idle_siblings() -> None:
+async def test_a_hung_kept_alive_connection_closes_its_siblings() -> None:
     """A server gone without FIN or RST (a pod deleted at once) leaves kept-alive
     connections that hang: after one times out, the next request connects afresh
-    instead of trying the next dead connection."""
+    instead of trying the next dead connection, and a request hanging on another of
+    them is sent again on a new connection."""
     connections = 0
     hang: list[asyncio.StreamWriter] = []
 
@@ -173,9 +174,13 @@ async def test_a_hung_kept_alive_connection_drops_its_idle_siblings() -> None:
     async with httpx.AsyncClient(transport=FastTransport(), timeout=0.3) as c:
         first = await asyncio.gather(c.get(url), c.get(url))  # two idle connections kept
         assert [r.status_code for r in first] == [200, 200]
+        long_poll = asyncio.ensure_future(c.get(url, timeout=10))  # takes one: hangs
+        await asyncio.sleep(0.05)
         with pytest.raises(httpx.ReadTimeout):
-            await c.get(url)  # one of them hangs
-        assert (await c.get(url)).status_code == 200  # not the other: a new connection
+            await c.get(url)  # takes the other: hangs too
+        # The long poll's connection is closed with it, and sent again on a new one.
+        assert (await asyncio.wait_for(long_poll, 1)).status_code == 200
+        assert (await c.get(url)).status_code == 200  # pooled: the new connection
         assert connections == 3
     server.close()
     await server.wait_closed()
