@@ -256,7 +256,7 @@ def service_endpoints(tether: Install) -> set[str]:
 
 
 def start(ns: Kube, count: int, seconds: float, sticky: bool) -> tuple[str, str]:
-    tag = uuid.uuid4().hex[:8]
+    tag = f"t{uuid.uuid4().hex[:8]}"  # never a number to YAML (e.g. 899145e0)
     run = {
         "apiVersion": API_VERSION,
         "kind": "WorkflowRun",

@@ -67,7 +67,7 @@ def served(name: str, **spec: Any) -> list[Obj]:
 def start(ns: Kube, workflow: str, count: int, seconds: float = 0.0) -> tuple[str, str]:
     """Create a run of ``workflow`` with ``count`` steps; its name and its tag (which
     marks its steps' lines in the logs)."""
-    tag = uuid.uuid4().hex[:8]
+    tag = f"t{uuid.uuid4().hex[:8]}"  # never a number to YAML (e.g. 899145e0)
     run = {
         "apiVersion": API_VERSION,
         "kind": "WorkflowRun",
