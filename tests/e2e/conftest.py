@@ -190,10 +190,10 @@ def tether(kube: Kube, helm: Helm, crds: list[str]) -> Iterator[Install]:
         kube.run("create", "namespace", name)
     # A previous session deletes the release namespace without waiting: Helm cannot
     # install into it while it is terminating.
-    if (
-        kube.exists("namespace", RELEASE_NAMESPACE)
-        and kube.get("namespace", RELEASE_NAMESPACE)["status"].get("phase") == "Terminating"
-    ):
+    phase = kube.run(
+        "get", "namespace", RELEASE_NAMESPACE, "--ignore-not-found", "-o=jsonpath={.status.phase}"
+    )
+    if phase.strip() == "Terminating":
         kube.run(
             "wait", "--for=delete", f"namespace/{RELEASE_NAMESPACE}", "--timeout=120s", timeout=130
         )
