@@ -39,6 +39,12 @@ M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_SCHEDULER_URL = "http://127.0.0.1:7233"
 _JSON_PAIRS = [("content-type", "application/json")]
+CONNECT_TIMEOUT = 2.0
+"""Seconds to connect: a SYN sent where a Service still routes to a scheduler that is
+gone is never answered, and a new connection is routed afresh."""
+REGISTER_TIMEOUT = 10.0
+"""Seconds to wait for a registration's answer: while a worker registers, it neither
+heartbeats nor reports, so a request hung on a dead connection must not hold it long."""
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
@@ -80,7 +86,7 @@ class SchedulerClient:
         self._origin = Origin.of(self.base_url)
         self._prefix = urlsplit(self.base_url).path + API_PREFIX
         self._transport = scheduler_transport(transport)
-        self._timeout, self._connect_timeout = timeout, 5.0
+        self._timeout, self._connect_timeout = timeout, CONNECT_TIMEOUT
         self._headers = list((headers or {}).items())
         self._json_headers = self._headers + _JSON_PAIRS
         self._token = StaticToken(token) if isinstance(token, str) else token or token_from_env()
@@ -88,6 +94,11 @@ class SchedulerClient:
     async def aclose(self) -> None:
         """Close the transport (its connection pool)."""
         await self._transport.aclose()
+
+    def reset_connections(self) -> None:
+        """Forget every open connection (`SchedulerTransport.reset`): the scheduler
+        behind the URL changed."""
+        self._transport.reset()
 
     async def __aenter__(self) -> SchedulerClient:
         return self
@@ -150,7 +161,9 @@ class SchedulerClient:
 
     async def register(self, request: RegisterWorkerRequest) -> RegisterWorkerResponse:
         """POST /v1/workers."""
-        return await self._call(RegisterWorkerResponse, "POST", "/workers", request)
+        return await self._call(
+            RegisterWorkerResponse, "POST", "/workers", request, read_timeout=REGISTER_TIMEOUT
+        )
 
     async def poll(
         self, worker_id: str, max_tasks: int, wait: float, incarnation: str | None = None

@@ -76,6 +76,11 @@ class SchedulerTransport(httpx.AsyncBaseTransport, abc.ABC):
     ) -> RawResponse:
         """Send `method target` (path and query, already quoted) with `body`."""
 
+    def reset(self) -> None:
+        """Forget every open connection: idle ones are dropped, requests on busy ones
+        fail or are sent again on a new connection. Called when the scheduler behind
+        the URL changed (a new leader, a restart), so nothing waits on the old one."""
+
 
 class HttpxTransport(SchedulerTransport):
     """Any httpx transport (`httpx.ASGITransport`, `httpx.MockTransport`, ...) as a
@@ -134,11 +139,13 @@ def scheduler_transport(transport: httpx.AsyncBaseTransport | None) -> Scheduler
 
 
 class _Conn:
-    __slots__ = ("reader", "writer")
+    __slots__ = ("forgotten", "reader", "writer")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
+        self.forgotten = False
+        """Closed by the transport (`FastTransport._forget`) while a request waited on it."""
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -226,14 +233,19 @@ class FastTransport(SchedulerTransport):
         request: httpx.Request | None,
     ) -> RawResponse:
         key = (host, port)
-        # A pooled connection may have been closed by the server while idle: retry once
-        # on a fresh connection, but only when nothing of the response was read.
-        for reused in (True, False):
-            conn = await self._take_idle(key) if reused else None
-            if reused and conn is None:
-                continue
+        # A pooled connection may have been closed by the server while idle, and one the
+        # transport closed itself leads to a server that is gone: send again on a fresh
+        # connection, but only when nothing of the response was read.
+        reuse, resent = True, 0
+        while True:
+            conn = await self._take_idle(key) if reuse else None
+            reused = conn is not None
             if conn is None:
-                conn = await _connect(host, port, connect_timeout, request)
+                try:
+                    conn = await _connect(host, port, connect_timeout, request)
+                except httpx.TransportError:
+                    self._forget(key)
+                    raise
             busy = self._busy[key]
             busy.add(conn)
             try:
@@ -243,23 +255,18 @@ class FastTransport(SchedulerTransport):
                 )
             except _StaleConnection:
                 await conn.aclose()
-                if reused:
+                if (reused or conn.forgotten) and resent < _MAX_RESENDS:
+                    reuse, resent = False, resent + 1
                     continue
                 raise httpx.RemoteProtocolError(
                     "the server closed the connection without a response", request=request
                 ) from None
+            except asyncio.CancelledError:
+                conn.close()  # the caller gave up: close without waiting
+                raise
             except BaseException:
-                conn.close()  # may be a cancellation: close without waiting
-                if reused:
-                    # A kept-alive connection that hangs or fails most likely leads to a
-                    # server that is gone without a word (a pod deleted at once: no FIN, no
-                    # RST). Its siblings lead there too: drop the idle ones and close the
-                    # busy ones (a long poll would hang until its timeout; closed, it is
-                    # sent again on a new connection), so requests connect afresh and a
-                    # Service routes them to who serves now.
-                    self._drop_idle(key)
-                    for sibling in list(busy - {conn}):
-                        sibling.close()
+                conn.close()
+                self._forget(key)
                 raise
             finally:
                 busy.discard(conn)
@@ -268,11 +275,22 @@ class FastTransport(SchedulerTransport):
             else:
                 await conn.aclose()
             return status, headers, content
-        raise AssertionError("unreachable")  # pragma: no cover
 
-    def _drop_idle(self, key: tuple[str, int]) -> None:
+    def _forget(self, key: tuple[str, int]) -> None:
+        """A request to `key` hung, failed or could not connect: the server there is most
+        likely gone, perhaps without a word (a pod deleted at once: no FIN, no RST), and
+        every connection to it with it. Drop the idle ones and close the busy ones (a long
+        poll would hang until its timeout; closed, it is sent again on a new connection),
+        so requests connect afresh and a Service routes them to who serves now."""
         for conn in self._idle.pop(key, []):
             conn.close()
+        for conn in list(self._busy.get(key, ())):
+            conn.forgotten = True
+            conn.close()
+
+    def reset(self) -> None:
+        for key in {*self._idle, *self._busy}:
+            self._forget(key)
 
     async def _take_idle(self, key: tuple[str, int]) -> _Conn | None:
         pool = self._idle.get(key)
@@ -291,6 +309,11 @@ class FastTransport(SchedulerTransport):
                 await conn.aclose()
         if self._fallback is not None:
             await self._fallback.aclose()
+
+
+_MAX_RESENDS = 2
+"""Times one request is sent again on a fresh connection after its connection proved
+stale or was closed under it."""
 
 
 class _StaleConnection(Exception):

@@ -265,6 +265,10 @@ class Worker:
         async with self._register_lock:
             if self._generation == generation and not self._killed:
                 log.warning("scheduler does not know worker %s; registering again", self.worker_id)
+                # A scheduler that does not know us is a new one (a new leader, a restart):
+                # connections opened before may lead to the old one and hang there.
+                assert self._client is not None
+                self._client.reset_connections()
                 await self._register()
                 if self._stopping:
                     await self._send_drain()  # a new scheduler must not send it new tasks

@@ -186,6 +186,82 @@ async def test_a_hung_kept_alive_connection_closes_its_siblings() -> None:
     await server.wait_closed()
 
 
+def silent_server(silent: Callable[[int], bool]) -> tuple[Callable[..., object], list[int]]:
+    """A handler answering `{}` on every connection except those `silent(n)` names
+    (counted from 1): those read requests and never answer, like a server gone
+    without FIN or RST."""
+    count = [0]
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        count[0] += 1
+        mute = silent(count[0])
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                if mute:
+                    await reader.read()  # until the client closes
+                    break
+                writer.write(fixed(b"{}")(b""))
+                await writer.drain()
+        writer.close()
+
+    return handle, count
+
+
+async def test_a_request_hung_on_a_new_connection_closes_the_busy_ones_too() -> None:
+    """No connection was kept alive: a long poll and a heartbeat each open one, and
+    both lead to a server gone without a word. The heartbeat gives up; the long poll
+    is sent again on a new connection at once instead of waiting out its timeout."""
+    handle, count = silent_server(lambda n: n <= 2)
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+    async with httpx.AsyncClient(transport=FastTransport(), timeout=0.3) as c:
+        long_poll = asyncio.ensure_future(c.get(url, timeout=10))
+        await asyncio.sleep(0.05)
+        with pytest.raises(httpx.ReadTimeout):
+            await c.get(url)
+        assert (await asyncio.wait_for(long_poll, 1)).status_code == 200
+        assert count[0] == 3
+    server.close()
+    await server.wait_closed()
+
+
+async def test_a_failed_connect_closes_the_busy_connections() -> None:
+    """The Service refuses new connections (nothing serves): a request still waiting
+    on a connection opened before is closed, and fails, instead of hanging."""
+    handle, _ = silent_server(lambda n: True)
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    transport = FastTransport()
+    origin = Origin("http", "127.0.0.1", port)
+    long_poll = asyncio.ensure_future(
+        transport.request_raw("GET", origin, "/", None, [], connect_timeout=1, read_timeout=10)
+    )
+    await asyncio.sleep(0.05)
+    server.close()
+    await server.wait_closed()
+    with pytest.raises(httpx.ConnectError):
+        await transport.request_raw("GET", origin, "/", None, [], connect_timeout=1, read_timeout=1)
+    with pytest.raises(httpx.TransportError):
+        await asyncio.wait_for(long_poll, 1)
+    await transport.aclose()
+
+
+async def test_reset_sends_what_waits_again_on_a_new_connection() -> None:
+    handle, count = silent_server(lambda n: n == 1)
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+    transport = FastTransport()
+    async with httpx.AsyncClient(transport=transport, timeout=10) as c:
+        long_poll = asyncio.ensure_future(c.get(url))
+        await asyncio.sleep(0.05)
+        transport.reset()
+        assert (await asyncio.wait_for(long_poll, 1)).status_code == 200
+        assert count[0] == 2
+    server.close()
+    await server.wait_closed()
+
+
 async def test_error_statuses_and_headers_pass_through(client: httpx.AsyncClient) -> None:
     def respond(_: bytes) -> bytes:
         body = b'{"error": "RunNotFound"}'
