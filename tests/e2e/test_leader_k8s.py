@@ -298,7 +298,10 @@ def steps(tether: Install) -> Kube:
         "image": IMAGE,
         "imagePullPolicy": "IfNotPresent",
         "command": ["python", "-m", "worker_runtime", "/workflows/sticky_steps.py"],
-        "env": [{"name": "TETHER_E2E_WORKFLOW", "value": POOL}],
+        "env": [
+            {"name": "TETHER_E2E_WORKFLOW", "value": POOL},
+            {"name": "TETHER_LOG_LEVEL", "value": "INFO"},
+        ],
         "volumeMounts": [{"name": "workflows", "mountPath": "/workflows", "readOnly": True}],
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}},
     }

@@ -38,7 +38,10 @@ def served(name: str, **spec: Any) -> list[Obj]:
         "image": IMAGE,
         "imagePullPolicy": "IfNotPresent",
         "command": ["python", "-m", "worker_runtime", "/workflows/steps.py"],
-        "env": [{"name": "TETHER_E2E_WORKFLOW", "value": name}],
+        "env": [
+            {"name": "TETHER_E2E_WORKFLOW", "value": name},
+            {"name": "TETHER_LOG_LEVEL", "value": "INFO"},
+        ],
         "volumeMounts": [{"name": "workflows", "mountPath": "/workflows", "readOnly": True}],
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}},
     }
