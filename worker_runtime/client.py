@@ -295,4 +295,10 @@ def _problem(status: int, body: bytes, method: str, path: str) -> Exception:
             f"scheduler error {status} on {method} {API_PREFIX}{path}: {message}"
         )
     field = data.get("field")
-    return SchedulerRequestError(status, error, message, field if isinstance(field, str) else None)
+    return SchedulerRequestError(
+        status,
+        error,
+        message,
+        field if isinstance(field, str) else None,
+        problem="error" in data,
+    )

@@ -134,12 +134,25 @@ class WorkerReplacedError(TetherError):
 
 
 class SchedulerRequestError(TetherError):
-    """The scheduler rejected a request (4xx); carries the ``Problem`` fields and status."""
+    """The scheduler rejected a request (4xx); carries the ``Problem`` fields and status.
 
-    def __init__(self, status: int, error: str, message: str, field: str | None = None) -> None:
+    ``problem`` is False when the answer had no Problem body (no ``error`` code): it may
+    come from whatever answered at the scheduler's address, not from the scheduler.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        message: str,
+        field: str | None = None,
+        *,
+        problem: bool = True,
+    ) -> None:
         where = f" (field {field})" if field else ""
         super().__init__(f"scheduler answered {status} {error}: {message}{where}")
         self.status = status
         self.error = error
         self.message = message
         self.field = field
+        self.problem = problem

@@ -3,9 +3,10 @@
 Everything produced in one event-loop iteration (activity completions, activity
 heartbeats, workflow commands) goes to the scheduler in one report. A report is
 retried until the scheduler acknowledges it (2xx), across scheduler restarts and
-re-registrations; only a report the scheduler rejects (4xx other than
+re-registrations; only a report the scheduler rejects (a 4xx Problem other than
 ``UnknownWorker``) is dropped, after bisecting it down to the offending item, and
-the log line says what it held. A run's commands stay in order: while one report
+the log line says what it held. A 4xx without a Problem body is not the scheduler's
+answer, and is retried. A run's commands stay in order: while one report
 with a run's commands is unanswered, that run's next commands wait.
 """
 
@@ -204,7 +205,12 @@ class Reporter:
             try:
                 response = await self._client.report(self._worker_id, body)
             except SchedulerRequestError as exc:
-                if exc.status == 404 and exc.error == "UnknownWorker":
+                if not exc.problem:
+                    # Not the scheduler's refusal (no Problem body): something else answered
+                    # at its address, e.g. while a Service moves to a new leader. Dropping
+                    # a completion on that would run its activity again.
+                    log.warning("report not accepted, retrying in %.2fs: %s", delay, exc)
+                elif exc.status == 404 and exc.error == "UnknownWorker":
                     try:
                         await self._reregister(generation)
                     except (SchedulerRequestError, SchedulerUnavailableError) as again:

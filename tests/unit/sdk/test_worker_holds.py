@@ -248,6 +248,28 @@ async def test_a_rejected_report_is_dropped_and_logged_with_what_it_held(
     )
 
 
+async def test_a_4xx_without_a_problem_body_is_not_the_schedulers_refusal_and_is_retried(
+    scheduler: FakeScheduler, worker: Worker
+) -> None:
+    """Something else answered at the scheduler's address (a Service still moving to a
+    new leader): the completion is kept and sent again, not dropped."""
+    original = scheduler.handle
+    answered = 0
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        nonlocal answered
+        if request.url.path.endswith("/report") and answered < 2:
+            answered += 1
+            return httpx.Response(404)
+        return await original(request)
+
+    scheduler.transport.handler = handle  # type: ignore[assignment]
+    await scheduler.tasks.put(activity_task("kept", "quick", 1))
+    done = await scheduler.wait_for(lambda: scheduler.completions())
+    assert done == [{"task_id": "kept", "ok": True, "result": 2}]
+    assert answered == 2
+
+
 async def test_a_report_unacknowledged_at_stop_is_logged_with_what_it_held(
     scheduler: FakeScheduler,
     worker: Worker,
