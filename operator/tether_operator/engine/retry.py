@@ -10,6 +10,7 @@ from worker_runtime.wire import default_retry_policy
 from .deadlines import DeadlineKind
 from .effects import Outbox
 from .notices import attempt_notice
+from .runs import Run
 from .state import EngineState, LiveTask
 from .tasks import Tasks
 
@@ -58,15 +59,7 @@ class Retries:
         retry_at: float | None = None
         if should_retry(policy, error, task.attempt):
             retry_at = now if immediate else now + backoff(policy, task.attempt)
-        self.out.record(
-            run,
-            "ActivityFailed",
-            seq=task.seq,
-            attempt=task.attempt,
-            error=error,
-            retry_at=retry_at,  # None: the final failure
-            heartbeat_details=task.heartbeat_details,
-        )
+        self._record_failed(run, task, error, retry_at)
         if not immediate:  # a lost worker's attempts are summed up in its WorkerLost notice
             self.out.notice(
                 run.run_id,
@@ -92,14 +85,19 @@ class Retries:
         run = st.runs[task.run_id]
         if run.terminal:
             return
-        rec = run.activities[task.seq]
+        self._record_failed(run, task, error, self.out.now)
+        self.tasks.enqueue_activity(run, run.activities[task.seq])
+
+    def _record_failed(
+        self, run: Run, task: LiveTask, error: dict[str, Any], retry_at: float | None
+    ) -> None:
+        """History of failed attempt `task`; `retry_at` None marks the step's final failure."""
         self.out.record(
             run,
             "ActivityFailed",
             seq=task.seq,
             attempt=task.attempt,
             error=error,
-            retry_at=self.out.now,
+            retry_at=retry_at,
             heartbeat_details=task.heartbeat_details,
         )
-        self.tasks.enqueue_activity(run, rec)
