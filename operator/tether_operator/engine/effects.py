@@ -38,7 +38,8 @@ class RunEnded:
 
 @dataclass(frozen=True, slots=True)
 class WorkerGone:
-    """The engine declared the worker lost: anything queued for it is void."""
+    """The engine declared the worker lost or draining: the tasks queued for it are void
+    (cancels are not: a draining worker still runs the attempts they cancel)."""
 
     worker_id: str
     reason: LossReason

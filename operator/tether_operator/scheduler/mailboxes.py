@@ -56,6 +56,13 @@ class Mailbox:
         """Ids of the activity and workflow tasks waiting here."""
         return [m["task_id"] for m in self._items if m["kind"] in ("activity", "workflow")]
 
+    def void_tasks(self) -> None:
+        """Drop every queued task and resolution, keeping cancels: the process may still
+        run the attempts they cancel (a draining worker does)."""
+        kept = [m for m in self._items if m["kind"] == "cancel"]
+        self._items.clear()
+        self._items.extend(kept)
+
     def clear(self) -> int:
         """Drop every queued message (the worker's incarnation is gone); returns how many."""
         dropped = len(self._items)

@@ -218,11 +218,12 @@ class SchedulerService:
                     for fut in self._waiters.pop(effect.run_id, ()):
                         _wake(fut)
                 case WorkerGone():
-                    # Tasks queued for a lost worker are void: the engine re-queued them.
+                    # Tasks queued for a lost or draining worker are void: the engine
+                    # re-queued them. Cancels stand: a draining worker still runs attempts.
                     self._epochs[effect.worker_id] = self._epochs.get(effect.worker_id, 0) + 1
                     gone = self._mailboxes.get(effect.worker_id)
                     if gone is not None:
-                        gone.clear()
+                        gone.void_tasks()
                         gone.wake()
                 case _:
                     assert_never(effect)
@@ -260,7 +261,7 @@ class SchedulerService:
                 counts[task_id] -= 1
                 if not counts[task_id]:
                     del counts[task_id]
-            if self._epochs.get(effect.worker_id, 0) == epoch:
+            if self._epochs.get(effect.worker_id, 0) == epoch or effect.message["kind"] == "cancel":
                 self._deliver(effect.worker_id, effect.message)
         if not held:
             del self._held[run_id]

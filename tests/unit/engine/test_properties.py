@@ -343,7 +343,8 @@ class HostDriver(Driver):
 class DurableHostDriver(HostDriver):
     """A host with a durable store, as `SchedulerService` with one: `stored` is what the
     engine recorded, `written` how much of it the store holds; a delivery waits until
-    its run's history before it is written, and is void if its worker was lost since."""
+    its run's history before it is written, and a task (not a cancel) is void if its
+    worker was lost or began draining since."""
 
     written: dict[str, int] = field(default_factory=dict)
     held: dict[str, list[tuple[int, int, Deliver]]] = field(default_factory=dict)
@@ -369,7 +370,7 @@ class DurableHostDriver(HostDriver):
         """The store writes everything recorded for `rid`; held deliveries go out."""
         self.written[rid] = len(self.stored.get(rid, ()))
         for _, epoch, fx in self.held.pop(rid, ()):
-            if self.epochs.get(fx.worker_id, 0) == epoch:
+            if self.epochs.get(fx.worker_id, 0) == epoch or fx.message["kind"] == "cancel":
                 self.inbox.setdefault(fx.worker_id, []).append(fx.message)
 
     def crash(self) -> None:

@@ -35,3 +35,11 @@ async def test_wake_releases_every_waiter() -> None:
     await asyncio.sleep(0)
     box.wake()
     await asyncio.wait_for(asyncio.gather(*waiters), 1.0)
+
+
+def test_voiding_tasks_keeps_the_cancels() -> None:
+    box = Mailbox()
+    for kind, tid in [("activity", "a"), ("cancel", "b"), ("workflow", "c"), ("cancel", "d")]:
+        box.put({"kind": kind, "task_id": tid})
+    box.void_tasks()
+    assert [m["task_id"] for m in box.take(10)] == ["b", "d"]
