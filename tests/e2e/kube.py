@@ -97,6 +97,27 @@ class Kube:
             detail = self.run("describe", kind, name) if self.exists(kind, name) else "(gone)"
             raise AssertionError(f"{kind}/{name} is not {condition}: {exc}\n{detail}") from exc
 
+    def run_post_mortem(self, run: str, events: int = 12) -> str:
+        """What a stuck WorkflowRun shows: `kubectl describe` and the last `events`
+        events of its stored history (the history ConfigMaps `<run>-h<N>`)."""
+        if not self.exists("wfr", run):
+            return f"workflowrun {run} is gone"
+        segments = sorted(
+            (
+                cm
+                for cm in self.list("configmaps", "tether.dev/part=history")
+                if cm["metadata"]["name"].rpartition("-h")[0] == run
+            ),
+            key=lambda cm: int(cm["metadata"]["name"].rpartition("-h")[2]),
+        )
+        history: list[Any] = []
+        for cm in segments:
+            data = cm.get("data") or {}
+            for key in sorted(data, key=int):
+                history[int(key) :] = json.loads(data[key])
+        tail = "\n".join(json.dumps(e, sort_keys=True)[:300] for e in history[-events:])
+        return f"{self.run('describe', 'wfr', run)}\nlast {events} history events:\n{tail}"
+
     def exists(self, kind: str, name: str) -> bool:
         return bool(self.run("get", kind, name, "--ignore-not-found", "-o", "name").strip())
 

@@ -406,11 +406,17 @@ def test_leader_killed_twice_mid_run_every_run_finishes_and_no_step_runs_twice(
     kills: list[dict[str, Any]] = []
     for kill, how in enumerate(KILLS, 1):
         threshold = 4 * kill
-        eventually(
-            lambda t=threshold: all(progress(steps, run) >= t for run, _ in runs),
-            timeout=180,
-            what=f"every run to complete {threshold} steps",
-        )
+        try:
+            eventually(
+                lambda t=threshold: all(progress(steps, run) >= t for run, _ in runs),
+                timeout=180,
+                what=f"every run to complete {threshold} steps",
+            )
+        except AssertionError as exc:
+            behind = [run for run, _ in runs if progress(steps, run) < threshold]
+            raise AssertionError(
+                "\n".join([str(exc), *(steps.run_post_mortem(run) for run in behind)])
+            ) from None
         phases = {run: steps.jsonpath("wfr", run, "{.status.phase}") for run, _ in runs}
         assert "Running" in phases.values(), f"every run ended before kill {kill}: {phases}"
         pod = eventually(lambda: leader(tether), what="the leader")
@@ -436,11 +442,16 @@ def test_leader_killed_twice_mid_run_every_run_finishes_and_no_step_runs_twice(
         kills.append({"kill": kill, "how": how, "at": killed, "ready": time.time() - killed})
 
     for run, _ in runs:
-        eventually(
-            lambda r=run: steps.jsonpath("wfr", r, "{.status.phase}") in ("Succeeded", "Failed"),
-            timeout=300,
-            what=f"{run} to finish",
-        )
+        try:
+            eventually(
+                lambda r=run: (
+                    steps.jsonpath("wfr", r, "{.status.phase}") in ("Succeeded", "Failed")
+                ),
+                timeout=300,
+                what=f"{run} to finish",
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{steps.run_post_mortem(run)}") from None
         steps.wait("wfr", run, "Succeeded", timeout=5)  # on failure: its status and Events
         assert json.loads(steps.jsonpath("wfr", run, "{.status.result}")) == {
             "steps": count,

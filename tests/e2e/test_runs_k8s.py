@@ -174,11 +174,14 @@ def test_run_survives_its_operator_pod_deleted_twice(tether: Install, runs: Kube
     threshold = 0
     for kill in (1, 2):
         threshold += 5
-        eventually(
-            lambda t=threshold: done(runs, run) >= t,
-            timeout=120,
-            what=f"{run} to complete {threshold} steps",
-        )
+        try:
+            eventually(
+                lambda t=threshold: done(runs, run) >= t,
+                timeout=120,
+                what=f"{run} to complete {threshold} steps",
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{runs.run_post_mortem(run)}") from None
         phase = runs.jsonpath("wfr", run, "{.status.phase}")
         assert phase == "Running", f"the run is {phase} before deletion {kill}: slow its steps"
         (operator,) = eventually(tether.leader_pods, what="the leading operator pod")
