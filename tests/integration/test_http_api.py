@@ -378,3 +378,37 @@ async def _status_of_a_huge_declared_body(url: str) -> int:
     finally:
         writer.close()
         await writer.wait_closed()
+
+
+async def test_a_task_taken_for_a_poll_whose_client_left_stays_queued() -> None:
+    """The worker closed its long poll's connection (its transport gave up on it): the
+    task the poll wakes for goes to the worker's next poll, not into a dead answer."""
+    service = SchedulerService()
+    ready = asyncio.Event()
+    server = asyncio.create_task(serve("127.0.0.1", _free_port(), service, ready))
+    try:
+        await asyncio.wait_for(ready.wait(), 10)
+        async with httpx.AsyncClient(base_url=service.scheduler_url) as c:
+            assert (await c.post("/v1/workers", json=REGISTER)).status_code == 200
+            host, port = service.scheduler_url.removeprefix("http://").split(":")
+            _, writer = await asyncio.open_connection(host, int(port))
+            body = b'{"wait": 10}'
+            writer.write(
+                b"POST /v1/workers/w1/poll HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                % (len(body), body)
+            )
+            await writer.drain()
+            await asyncio.sleep(0.1)
+            writer.close()  # gone while the poll waits
+            await asyncio.sleep(0.1)
+            r = await c.post("/v1/runs", json={"workflow": "wf"})
+            assert r.status_code == 201
+            await asyncio.sleep(0.1)
+            poll = await c.post("/v1/workers/w1/poll", json={"wait": 1})
+            (task,) = poll.json()["tasks"]
+            assert task["run_id"] == r.json()["run_id"]
+    finally:
+        server.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await server

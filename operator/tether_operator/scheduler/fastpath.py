@@ -69,12 +69,18 @@ async def _send_json(send: Send, payload: bytes, status: int = 200) -> None:
 
 
 def _still_connected(receive: Receive) -> Any:
+    """An async check, without waiting, that the client has not disconnected: what it
+    would take must stay queued for its next request, not go into a dead answer."""
+
     async def connected() -> bool:
-        message: dict[str, Any] = {}
-        with anyio.CancelScope() as scope:
-            scope.cancel()
-            message = dict(await receive())
-        return message.get("type") != "http.disconnect"
+        while True:
+            message: dict[str, Any] = {}
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                message = dict(await receive())
+            # The request body comes first (replayed by the body-limit layer): skip it.
+            if message.get("type") != "http.request":
+                return message.get("type") != "http.disconnect"
 
     return connected
 
@@ -103,6 +109,8 @@ class WorkerFastPath:
                     result = service.report(worker_id, report, piggyback=False)
                     if (written := service.written(runs_of_report(report))) is not None:
                         await written  # acknowledged only once its history is in the store
+                        if not await _still_connected(receive)():
+                            return True  # gone while it waited: its tasks stay queued
                     # Taken after the wait, so no task hides in a held-back answer.
                     result["tasks"] = service.take_tasks(worker_id, report.max_tasks)
                 else:
