@@ -238,6 +238,13 @@ class WorkerHeartbeat(Model):
         "dispatches again any task it handed this worker that stays missing from this list "
         "for a heartbeat interval. Omitted: nothing is checked.",
     )
+    outcomes: dict[str, int] | None = Field(
+        default=None,
+        description="For each workflow task this process runs: how many outcomes "
+        "(resolutions) it has received. The scheduler replays a workflow task that stays "
+        "short of the outcomes it sent for a heartbeat interval (one was lost on the way). "
+        "Omitted: nothing is checked.",
+    )
 
 
 class PollResponse(Model):

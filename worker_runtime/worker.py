@@ -290,7 +290,11 @@ class Worker:
             generation = self._generation
             try:
                 # Built right before the request: no await between here and the send.
-                beat = WorkerHeartbeat(incarnation=self._incarnation, tasks=self._held_task_ids())
+                beat = WorkerHeartbeat(
+                    incarnation=self._incarnation,
+                    tasks=self._held_task_ids(),
+                    outcomes=self._workflow_runner.outcomes_received(),
+                )
                 await self._client.heartbeat(
                     self.worker_id, beat, give_up_after=max(1.0, 2 * self._heartbeat_interval)
                 )

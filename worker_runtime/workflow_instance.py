@@ -165,6 +165,8 @@ class WorkflowInstance:
         self.definition = definition
         self.run_id = task.run_id
         self.task_id = task.task_id
+        self.outcomes_received = 0
+        """Resolutions received for this workflow task (the scheduler checks the count)."""
         self.worker_id, self.pod, self.node = worker_id, pod, node
         self._sink = sink
         self._on_done = on_done
@@ -292,6 +294,7 @@ class WorkflowInstance:
         """
         if self._finished or (workflow_task_id is not None and workflow_task_id != self.task_id):
             return
+        self.outcomes_received += 1
         self._loop.advance_to(outcome.time)
         self._deliver(seq, outcome)
         self._activate()

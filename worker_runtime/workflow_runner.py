@@ -42,6 +42,10 @@ class WorkflowRunner:
         """Workflow task ids of the live instances."""
         return (instance.task_id for instance in self._instances.values())
 
+    def outcomes_received(self) -> dict[str, int]:
+        """How many resolutions each live instance received, by workflow task id."""
+        return {i.task_id: i.outcomes_received for i in self._instances.values()}
+
     def start(self, task: WorkflowTask) -> None:
         """Start the run's instance for `task`, replacing (cancelling) an older one.
 

@@ -17,7 +17,7 @@ and returns the effects for the host to carry out, in order.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -177,10 +177,21 @@ class Engine:
         w.last_seen = now
         return w
 
-    def worker_holds(self, worker_id: str, held: Collection[str], now: float) -> list[Effect]:
+    def worker_holds(
+        self,
+        worker_id: str,
+        held: Collection[str],
+        now: float,
+        received: Mapping[str, int] | None = None,
+    ) -> list[Effect]:
         """The worker says which tasks it holds: one it was handed but has left out of its
         heartbeats for a heartbeat interval was lost on the way, and is dispatched again.
-        `held` must include what still waits for the worker in its mailbox."""
+        `held` must include what still waits for the worker in its mailbox.
+
+        `received` counts, for workflow tasks, the outcomes (resolutions) the worker got,
+        those still waiting in its mailbox included: a workflow task counted short of what
+        was sent for a heartbeat interval lost one on the way, and is replayed (its code
+        would otherwise wait for it forever)."""
         st = self.state
         with self._batch(now) as out:
             w = self._seen(worker_id, now)
@@ -190,14 +201,16 @@ class Engine:
                 task = st.tasks.get(tid)
                 if task is None:
                     continue
-                if tid in held or now - task.started_at < grace:
+                got = task.resolutions_sent if received is None else received.get(tid)
+                short = got is not None and got < task.resolutions_sent
+                if (tid in held and not short) or now - task.started_at < grace:
                     task.missing_since = None
                 elif task.missing_since is None:
                     task.missing_since = now
                 elif now - task.missing_since >= grace:
-                    lost.append(task)
-            for task in sorted(lost, key=lambda t: t.task_id):  # a deterministic order
-                self._lifecycle.task_lost(w, task)
+                    lost.append((task, got if short else None))
+            for task, got in sorted(lost, key=lambda t: t[0].task_id):  # a deterministic order
+                self._lifecycle.task_lost(w, task, outcomes_got=got)
         return out
 
     def worker_lost(self, worker_id: str, reason: str, message: str, now: float) -> list[Effect]:

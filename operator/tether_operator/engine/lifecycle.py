@@ -405,17 +405,25 @@ class Lifecycle:
         for task in tasks:
             self.retries.attempt_failed(task, err, immediate=True)
 
-    def task_lost(self, w: WorkerState, task: LiveTask) -> None:
-        """A live worker does not hold a task it was sent: dispatch it again. An activity
-        attempt counts as failed (retried at once, like a lost worker's); a workflow task is
-        replayed from history. The worker is told to drop it, in case it has it after all."""
+    def task_lost(self, w: WorkerState, task: LiveTask, outcomes_got: int | None = None) -> None:
+        """A live worker does not hold a task it was sent, or (`outcomes_got` not None) a
+        workflow task of it got fewer outcomes than were sent: dispatch it again. An
+        activity attempt counts as failed (retried at once, like a lost worker's); a
+        workflow task is replayed from history. The worker is told to drop it, in case it
+        has it after all."""
         self.tasks.cancel(task, "TaskLost")
         what = (
             f"attempt {task.attempt} of activity {task.name}"
             if task.kind == "activity"
             else f"workflow task {task.task_id}"
         )
-        message = f"worker {w.worker_id} does not hold {what} it was sent; dispatching it again"
+        if outcomes_got is None:
+            message = f"worker {w.worker_id} does not hold {what} it was sent; dispatching it again"
+        else:
+            message = (
+                f"worker {w.worker_id} got {outcomes_got} of the {task.resolutions_sent} "
+                f"outcomes sent to {what}; replaying it"
+            )
         self.out.notice(task.run_id, "Warning", "TaskLost", message)
         self._dispatch_again(task, "TaskLost", "TaskLost", message)
 

@@ -52,7 +52,10 @@ class LiveTask:
     heartbeat_details: Any = None
     heartbeat_timeout: float | None = None
     missing_since: float | None = None
-    """When the worker's heartbeat first left this dispatched task out (None: it listed it)."""
+    """When the worker's heartbeat first left this dispatched task out, or counted fewer
+    outcomes for it than were sent (None: it listed it whole)."""
+    resolutions_sent: int = 0
+    """Outcomes (resolutions) sent to this workflow task's worker."""
 
 
 @dataclass(slots=True)

@@ -69,6 +69,7 @@ class Tasks:
         task = self.state.tasks.get(tid) if tid else None
         if task is None or task.worker_id is None:
             return  # the next workflow task gets it from the history
+        task.resolutions_sent += 1
         self.out.deliver(
             task.worker_id,
             run.run_id,

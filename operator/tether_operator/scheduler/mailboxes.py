@@ -56,6 +56,15 @@ class Mailbox:
         """Ids of the activity and workflow tasks waiting here."""
         return [m["task_id"] for m in self._items if m["kind"] in ("activity", "workflow")]
 
+    def outcomes(self) -> dict[str, int]:
+        """Resolutions waiting here, counted by the workflow task they are for."""
+        counts: dict[str, int] = {}
+        for m in self._items:
+            if m["kind"] == "resolution":
+                wft = m["workflow_task_id"]
+                counts[wft] = counts.get(wft, 0) + 1
+        return counts
+
     def void_tasks(self) -> None:
         """Drop every queued task and resolution, keeping cancels: the process may still
         run the attempts they cancel (a draining worker does)."""

@@ -77,6 +77,19 @@ def _task_of(effect: Deliver) -> str | None:
     return message["task_id"] if message["kind"] in ("activity", "workflow") else None
 
 
+def _outcome_for(effect: Deliver) -> str | None:
+    """The workflow task a resolution is for (None for anything else)."""
+    message = effect.message
+    return message["workflow_task_id"] if message["kind"] == "resolution" else None
+
+
+def _tally(table: dict[str, dict[str, int]], worker_id: str, key: str, delta: int) -> None:
+    counts = table.setdefault(worker_id, {})
+    counts[key] = counts.get(key, 0) + delta
+    if not counts[key]:
+        del counts[key]
+
+
 def run_of_task(task_id: str) -> str:
     """The run an activity task id (`{run_id}/{seq}/{attempt}`) belongs to."""
     return task_id.rsplit("/", 2)[0]
@@ -125,6 +138,8 @@ class SchedulerService:
         """Deliveries waiting for their run's history: (mark, worker epoch, delivery)."""
         self._held_tasks: dict[str, dict[str, int]] = {}
         """Tasks held for each worker (they count as held by it: see `heartbeat`)."""
+        self._held_outcomes: dict[str, dict[str, int]] = {}
+        """Resolutions held for each worker, by workflow task (they count as received)."""
         self._epochs: dict[str, int] = {}
         """How often each worker was declared gone: a held delivery to an older epoch is void."""
         self.inputs = InputCatalog()
@@ -246,8 +261,9 @@ class SchedulerService:
             held = self._held[run_id] = deque()
         held.append((mark, self._epochs.get(effect.worker_id, 0), effect))
         if (task_id := _task_of(effect)) is not None:
-            counts = self._held_tasks.setdefault(effect.worker_id, {})
-            counts[task_id] = counts.get(task_id, 0) + 1
+            _tally(self._held_tasks, effect.worker_id, task_id, 1)
+        elif (wft := _outcome_for(effect)) is not None:
+            _tally(self._held_outcomes, effect.worker_id, wft, 1)
 
     def _history_written(self, run_id: str, written: int) -> None:
         """The run's history is written up to mark `written`: release what waited for it."""
@@ -257,10 +273,9 @@ class SchedulerService:
         while held and held[0][0] <= written:
             _, epoch, effect = held.popleft()
             if (task_id := _task_of(effect)) is not None:
-                counts = self._held_tasks[effect.worker_id]
-                counts[task_id] -= 1
-                if not counts[task_id]:
-                    del counts[task_id]
+                _tally(self._held_tasks, effect.worker_id, task_id, -1)
+            elif (wft := _outcome_for(effect)) is not None:
+                _tally(self._held_outcomes, effect.worker_id, wft, -1)
             if self._epochs.get(effect.worker_id, 0) == epoch or effect.message["kind"] == "cancel":
                 self._deliver(effect.worker_id, effect.message)
         if not held:
@@ -361,7 +376,16 @@ class SchedulerService:
         if box is not None:
             held.update(box.task_ids())
         held.update(self._held_tasks.get(worker_id, ()))  # on their way, after their write
-        self._apply(self.engine.worker_holds(worker_id, held, self.clock()))
+        received: dict[str, int] | None = None
+        if beat.outcomes is not None:
+            received = dict(beat.outcomes)
+            waiting = [box.outcomes() if box is not None else {}]
+            waiting.append(self._held_outcomes.get(worker_id, {}))
+            for counts in waiting:
+                for wft, n in counts.items():
+                    if wft in received:
+                        received[wft] += n
+        self._apply(self.engine.worker_holds(worker_id, held, self.clock(), received))
 
     def _check_incarnation(self, worker_id: str, incarnation: str | None) -> None:
         current = self._incarnations.get(worker_id)

@@ -94,3 +94,53 @@ def test_holds_from_an_unknown_worker_must_register_again() -> None:
     d = Driver()
     with pytest.raises(UnknownWorker):
         d.engine.worker_holds("ghost", set(), d.now)
+
+
+def beat_counting(
+    d: Driver, wid: str, held: set[str], outcomes: dict[str, int], seconds: float = 0.25
+) -> None:
+    d.now += seconds
+    d.apply(d.engine.worker_holds(wid, held, d.now, outcomes))
+
+
+def test_a_workflow_task_that_lost_an_outcome_is_replayed() -> None:
+    """The resolution of step 1 was cut off on its way (a closed connection): the
+    workflow code would wait for it forever. Its count stays short, so it is replayed."""
+    d = Driver()
+    d.register("w1")
+    rid = d.start()
+    wft = d.workflow_task("w1")
+    d.commands("w1", wft, act(1))
+    task = d.take_one("w1", "activity")
+    d.complete("w1", task, 7)
+    d.take_one("w1", "resolution")  # lost on the way
+    held = {wft["task_id"]}
+    beat_counting(d, "w1", held, {wft["task_id"]: 0})
+    assert d.take("w1") == []  # one heartbeat may race the delivery: no verdict yet
+    beat_counting(d, "w1", held, {wft["task_id"]: 0})
+    cancel = d.take_one("w1", "cancel")
+    assert (cancel["task_id"], cancel["reason"]) == (wft["task_id"], "TaskLost")
+    replay = d.workflow_task("w1")
+    assert replay["task_id"] != wft["task_id"]
+    assert any(ev["type"] == "ActivityCompleted" for ev in replay["history"])
+    (notice,) = [n for n in d.notices if n.reason == "TaskLost"]
+    assert "got 0 of the 1 outcomes sent to workflow task" in notice.message
+    d.commands("w1", replay, done(2, "ok"))
+    assert d.view(rid)["phase"] == "Succeeded"
+
+
+def test_a_workflow_task_with_every_outcome_or_no_count_is_left_alone() -> None:
+    d = Driver()
+    d.register("w1")
+    d.start()
+    wft = d.workflow_task("w1")
+    d.commands("w1", wft, act(1))
+    task = d.take_one("w1", "activity")
+    d.complete("w1", task, 7)
+    d.take_one("w1", "resolution")
+    held = {wft["task_id"], task["task_id"]}
+    for _ in range(3):
+        beat_counting(d, "w1", held, {wft["task_id"]: 1})
+        beat_counting(d, "w1", held, {})  # an instance that ended: only its commands wait
+        beat(d, "w1", held)  # a worker that does not count
+    assert d.take("w1") == []

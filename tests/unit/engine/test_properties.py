@@ -267,6 +267,8 @@ class WorkflowTaskState:
     session_id: str | None
     outcomes: dict[int, bool]
     sent: int = 0
+    received: int = 0
+    """Resolutions received (the heartbeat's `outcomes` count)."""
 
 
 @dataclass
@@ -676,9 +678,21 @@ class EngineMachine(RuleBasedStateMachine):
             if wft is None or wft.task_id != m["workflow_task_id"]:
                 return
             assert m["seq"] not in wft.outcomes, f"seq {m['seq']} resolved twice: {m}"
+            wft.received += 1
             recorded = outcomes_in(self.d.stored[m["run_id"]])
             assert recorded.get(m["seq"]) == m["ok"], f"resolution {m} disagrees with history"
             wft.outcomes[m["seq"]] = m["ok"]
+
+    def outcomes_of(self, wid: str) -> dict[str, int]:
+        """The heartbeat's `outcomes`, with resolutions still held for the worker counted
+        as received (as `SchedulerService.heartbeat` counts them)."""
+        counts = {wft.task_id: wft.received for wft in self.procs[wid].wfts.values()}
+        for entries in self.d.held.values():
+            for _, _, fx in entries:
+                wft_id = fx.message.get("workflow_task_id")
+                if fx.worker_id == wid and fx.message["kind"] == "resolution" and wft_id in counts:
+                    counts[wft_id] += 1
+        return counts
 
     def registered(self, wid: str) -> bool:
         w = self.engine.workers.get(wid)
@@ -926,7 +940,8 @@ class EngineMachine(RuleBasedStateMachine):
         for wid, w in list(self.engine.workers.items()):
             if w.alive and self.talking(wid):
                 # The heartbeat lists what the process holds: what it lost is sent again.
-                self.call(self.engine.worker_holds(wid, self.procs[wid].held(), self.d.now))
+                held, outcomes = self.procs[wid].held(), self.outcomes_of(wid)
+                self.call(self.engine.worker_holds(wid, held, self.d.now, outcomes))
         self.call(self.engine.advance(self.d.now))
 
     @precondition(lambda self: bool(self.run_ids))

@@ -52,6 +52,14 @@ class Waiter:
         return await gated(name)
 
 
+@workflow.define(name="twice")
+class Twice:
+    @workflow.entrypoint
+    async def run(self, name: str) -> Any:
+        await gated(name)
+        return await gated(name + "!")
+
+
 def activity_task(task_id: str, name: str, *args: Any) -> dict[str, Any]:
     return {
         "kind": "activity",
@@ -82,7 +90,7 @@ def workflow_task(task_id: str, run_id: str, name: str) -> dict[str, Any]:
 @pytest.fixture
 async def worker(scheduler: FakeScheduler) -> AsyncIterator[Worker]:
     w = Worker(
-        [Waiter],
+        [Waiter, Twice],
         [quick, gated],
         scheduler_url="http://scheduler",
         worker_id="w1",
@@ -122,7 +130,7 @@ async def test_heartbeats_carry_the_incarnation_and_polls_too(
     incarnation = scheduler.registrations[0]["incarnation"]
     beats = [b for p, b in scheduler.requests if p.endswith("/heartbeat")]
     polls = [b for p, b in scheduler.requests if p.endswith("/poll")]
-    assert beats[0] == {"incarnation": incarnation, "tasks": []}
+    assert beats[0] == {"incarnation": incarnation, "tasks": [], "outcomes": {}}
     assert polls[0]["incarnation"] == incarnation
 
 
@@ -166,6 +174,26 @@ async def test_a_live_workflow_instance_is_held_and_let_go_once_its_commands_are
     await scheduler.wait_for(
         lambda: len(scheduler.heartbeats()) > count and "wft-a" not in scheduler.heartbeats()[-1]
     )
+
+
+async def test_heartbeats_count_the_outcomes_each_live_workflow_task_received(
+    scheduler: FakeScheduler, worker: Worker
+) -> None:
+    """The scheduler replays a workflow task whose count stays short of what it sent."""
+    await scheduler.tasks.put({**workflow_task("wft-b", "run-b", "b"), "workflow": "twice"})
+    await scheduler.wait_for(lambda: scheduler.commands())
+
+    def outcomes() -> Any:
+        beats = [b for p, b in scheduler.requests if p.endswith("/heartbeat")]
+        return beats[-1].get("outcomes") if beats else None
+
+    await scheduler.wait_for(lambda: outcomes() == {"wft-b": 0})
+    resolution = {"kind": "resolution", "run_id": "run-b", "workflow_task_id": "wft-b"}
+    await scheduler.tasks.put({**resolution, "seq": 1, "ok": True, "result": "b"})
+    await scheduler.wait_for(lambda: outcomes() == {"wft-b": 1})
+    await scheduler.tasks.put({**resolution, "workflow_task_id": "other", "seq": 2, "ok": True})
+    await asyncio.sleep(0.1)
+    assert outcomes() == {"wft-b": 1}, "a resolution for another workflow task is not counted"
 
 
 async def test_no_heartbeat_omits_a_task_under_load(
