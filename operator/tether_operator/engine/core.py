@@ -189,26 +189,28 @@ class Engine:
         `held` must include what still waits for the worker in its mailbox.
 
         `received` counts, for workflow tasks, the outcomes (resolutions) the worker got,
-        those still waiting in its mailbox included: a workflow task counted short of what
-        was sent for a heartbeat interval lost one on the way, and is replayed (its code
-        would otherwise wait for it forever)."""
+        those still waiting in its mailbox included: a workflow task still counted short of
+        what had been sent a heartbeat interval earlier lost one on the way, and is
+        replayed (its code would otherwise wait for it forever)."""
         st = self.state
         with self._batch(now) as out:
             w = self._seen(worker_id, now)
             grace = st.config.worker_heartbeat_interval
-            lost = []
+            lost: list[tuple[LiveTask, int | None]] = []
             for tid in (*w.running, *w.workflow_tasks):
                 task = st.tasks.get(tid)
                 if task is None:
                     continue
-                got = task.resolutions_sent if received is None else received.get(tid)
-                short = got is not None and got < task.resolutions_sent
-                if (tid in held and not short) or now - task.started_at < grace:
+                if tid in held or now - task.started_at < grace:
                     task.missing_since = None
                 elif task.missing_since is None:
                     task.missing_since = now
                 elif now - task.missing_since >= grace:
-                    lost.append((task, got if short else None))
+                    lost.append((task, None))
+                    continue
+                got = received.get(tid) if received is not None else None
+                if tid in held and got is not None and _outcome_lost(task, got, now, grace):
+                    lost.append((task, got))
             for task, got in sorted(lost, key=lambda t: t[0].task_id):  # a deterministic order
                 self._lifecycle.task_lost(w, task, outcomes_got=got)
         return out
@@ -427,3 +429,16 @@ class Engine:
 
 def _gone_for_good(w: WorkerState) -> bool:
     return w.lost_reason is not None and is_permanent_loss(w.lost_reason)
+
+
+def _outcome_lost(task: LiveTask, got: int, now: float, grace: float) -> bool:
+    """Whether workflow task `task`, whose worker counted `got` outcomes, lost one: it is
+    still short of what had been sent a heartbeat interval (`grace`) ago. Outcomes sent
+    since may still be on their way; a stream of them only delays the verdict."""
+    if got >= task.resolutions_sent:
+        task.outcomes_due = None
+        return False
+    if task.outcomes_due is None or got >= task.outcomes_due:
+        task.outcomes_due, task.outcomes_since = task.resolutions_sent, now
+        return False
+    return now - task.outcomes_since >= grace

@@ -52,10 +52,13 @@ class LiveTask:
     heartbeat_details: Any = None
     heartbeat_timeout: float | None = None
     missing_since: float | None = None
-    """When the worker's heartbeat first left this dispatched task out, or counted fewer
-    outcomes for it than were sent (None: it listed it whole)."""
+    """When the worker's heartbeat first left this dispatched task out (None: it listed it)."""
     resolutions_sent: int = 0
     """Outcomes (resolutions) sent to this workflow task's worker."""
+    outcomes_due: int | None = None
+    """How many outcomes had been sent when the worker's count was first seen short
+    (`outcomes_since`); None while its count is whole."""
+    outcomes_since: float = 0.0
 
 
 @dataclass(slots=True)

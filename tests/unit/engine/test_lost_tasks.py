@@ -144,3 +144,19 @@ def test_a_workflow_task_with_every_outcome_or_no_count_is_left_alone() -> None:
         beat_counting(d, "w1", held, {})  # an instance that ended: only its commands wait
         beat(d, "w1", held)  # a worker that does not count
     assert d.take("w1") == []
+
+
+def test_outcomes_still_on_their_way_at_every_heartbeat_are_no_loss() -> None:
+    """A busy workflow task: each heartbeat counts one outcome short (the newest is on
+    its way), but every outcome sent before the previous heartbeat has arrived."""
+    d = Driver()
+    d.register("w1")
+    d.start()
+    wft = d.workflow_task("w1")
+    for seq in range(1, 6):
+        d.commands("w1", wft, act(seq))
+        task = d.take_one("w1", "activity")
+        d.complete("w1", task, seq)
+        d.take_one("w1", "resolution")  # taken, still on its way at the next heartbeat
+        beat_counting(d, "w1", {wft["task_id"]}, {wft["task_id"]: seq - 1})
+    assert not any(n.reason == "TaskLost" for n in d.notices)
