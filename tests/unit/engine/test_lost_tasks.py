@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tether_operator.engine import UnknownWorker
@@ -103,17 +105,24 @@ def beat_counting(
     d.apply(d.engine.worker_holds(wid, held, d.now, outcomes))
 
 
-def test_a_workflow_task_that_lost_an_outcome_is_replayed() -> None:
-    """The resolution of step 1 was cut off on its way (a closed connection): the
-    workflow code would wait for it forever. Its count stays short, so it is replayed."""
-    d = Driver()
+def step_one_resolved(d: Driver) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """A run on `w1` whose step 1 completed; its resolution was taken from the mailbox.
+    Returns the run id, the workflow task and the activity task."""
     d.register("w1")
     rid = d.start()
     wft = d.workflow_task("w1")
     d.commands("w1", wft, act(1))
     task = d.take_one("w1", "activity")
     d.complete("w1", task, 7)
-    d.take_one("w1", "resolution")  # lost on the way
+    d.take_one("w1", "resolution")
+    return rid, wft, task
+
+
+def test_a_workflow_task_that_lost_an_outcome_is_replayed() -> None:
+    """The resolution of step 1 was cut off on its way (a closed connection): the
+    workflow code would wait for it forever. Its count stays short, so it is replayed."""
+    d = Driver()
+    rid, wft, _ = step_one_resolved(d)  # the resolution is lost on the way
     held = {wft["task_id"]}
     beat_counting(d, "w1", held, {wft["task_id"]: 0})
     assert d.take("w1") == []  # one heartbeat may race the delivery: no verdict yet
@@ -131,13 +140,7 @@ def test_a_workflow_task_that_lost_an_outcome_is_replayed() -> None:
 
 def test_a_workflow_task_with_every_outcome_or_no_count_is_left_alone() -> None:
     d = Driver()
-    d.register("w1")
-    d.start()
-    wft = d.workflow_task("w1")
-    d.commands("w1", wft, act(1))
-    task = d.take_one("w1", "activity")
-    d.complete("w1", task, 7)
-    d.take_one("w1", "resolution")
+    _, wft, task = step_one_resolved(d)
     held = {wft["task_id"], task["task_id"]}
     for _ in range(3):
         beat_counting(d, "w1", held, {wft["task_id"]: 1})
