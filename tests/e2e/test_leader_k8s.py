@@ -440,6 +440,14 @@ def test_leader_killed_twice_mid_run_every_run_finishes_and_no_step_runs_twice(
 
         eventually(new_leader, timeout=120, interval=0.2, what="a new leader")
         kills.append({"kill": kill, "how": how, "at": killed, "ready": time.time() - killed})
+        # The next kill waits for a step completed under this leader: each failover is
+        # measured to its own progress, not to the next one's.
+        moved = sum(progress(steps, run) for run, _ in runs)
+        eventually(
+            lambda m=moved: sum(progress(steps, run) for run, _ in runs) > m,
+            timeout=120,
+            what=f"a step to complete under the leader after kill {kill}",
+        )
 
     for run, _ in runs:
         try:
