@@ -265,6 +265,11 @@ class Engine:
             self._lifecycle.create_run(run_id, req, parent=None)
         return run_id, out
 
+    def require_registered(self, workflow: str) -> None:
+        """Raise WorkflowNotFound, naming the registered workflows, unless some worker
+        registered `workflow` (whatever `require_registered_workflows` says)."""
+        self._lifecycle.require_registered(workflow)
+
     def cancel_run(self, run_id: str, now: float) -> list[Effect]:
         """Cancel a run that has not ended (a no-op for one that has)."""
         with self._batch(now) as out:

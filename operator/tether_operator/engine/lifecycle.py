@@ -84,8 +84,12 @@ class Lifecycle:
 
     def check_registered(self, workflow: str) -> None:
         """WorkflowNotFound unless some worker registered `workflow` (when so configured)."""
-        if not self.state.config.require_registered_workflows:
-            return
+        if self.state.config.require_registered_workflows:
+            self.require_registered(workflow)
+
+    def require_registered(self, workflow: str) -> None:
+        """WorkflowNotFound, naming the registered workflows, unless some worker
+        registered `workflow`."""
         known = sorted({name for w in self.state.workers.values() for name in w.workflows})
         if workflow not in known:
             listed = ", ".join(repr(k) for k in known) or "none yet: start a worker first"

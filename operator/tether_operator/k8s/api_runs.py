@@ -21,12 +21,7 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 
-from tether_operator.engine import (
-    InvalidCommand,
-    RunAlreadyExists,
-    RunNotFound,
-    WorkflowNotFound,
-)
+from tether_operator.engine import InvalidCommand, RunAlreadyExists, RunNotFound
 from tether_operator.k8s.client import ApiError, KubeClient, resource_path
 from tether_operator.k8s.naming import pool_object, run_id_for, run_object
 from tether_operator.k8s.resources import API_VERSION, format_duration
@@ -108,16 +103,6 @@ class ApiRunStarter:
         self.watched = tuple(watched)
         self.timeout = timeout
 
-    def _check_registered(self, workflow: str) -> None:
-        """WorkflowNotFound, as dev mode answers, if no worker ever registered `workflow`."""
-        known = sorted({n for w in self.runs.service.workers() for n in w.get("workflows", ())})
-        if workflow not in known:
-            listed = ", ".join(repr(k) for k in known) or "none yet: start a worker first"
-            raise WorkflowNotFound(
-                f"no worker has registered workflow {workflow!r}; registered workflows: {listed}",
-                field="workflow",
-            )
-
     async def start(self, req: StartRunRequest) -> dict[str, Any]:
         """Create the WorkflowRun for `req`; the run's view once it started and its first
         history is stored."""
@@ -129,7 +114,7 @@ class ApiRunStarter:
                 f"{', '.join(self.watched)}): start the run in one of those",
                 field="run_id",
             )
-        self._check_registered(req.workflow)
+        self.runs.service.engine.require_registered(req.workflow)  # as dev mode answers
         try:
             created = await self.client.create(
                 resource_path(API_VERSION, "workflowruns", namespace), body
