@@ -211,14 +211,7 @@ class KubernetesRunStore:
         A different uid than before means a new run of the same name: the store
         forgets what it knew of the old one (its objects are garbage-collected).
         """
-        state = self._state(run_id)
-        if state.uid != uid:
-            if state.uid is not None:
-                state.reset()
-                self._listing.pop(run_id, None)
-            state.owner = ""
-            state.uid = uid
-            state.gone = False
+        self._own(run_id, self._state(run_id), "", uid)
 
     def bind_child(self, run_id: str, parent_run_id: str) -> None:
         """Store child run `run_id` with its root's objects: owned by the WorkflowRun
@@ -239,14 +232,17 @@ class KubernetesRunStore:
                 f"child run {run_id} is not in its parent run {parent_run_id}'s namespace "
                 f"{parent.namespace}",
             )
-        if state.uid == parent.uid and state.owner_name == parent.owner_name:
+        self._own(run_id, state, parent.owner_name, parent.uid)
+
+    def _own(self, run_id: str, state: _RunState, owner: str, uid: str) -> None:
+        """WorkflowRun `owner` ("": the run's own) with `uid` owns the run's objects from
+        now on; another owner than before forgets what was known of the old one."""
+        if state.uid == uid and state.owner == owner:
             return
         if state.uid is not None:
             state.reset()
             self._listing.pop(run_id, None)
-        state.owner = parent.owner_name
-        state.uid = parent.uid
-        state.gone = False
+        state.owner, state.uid, state.gone = owner, uid, False
 
     def forget(self, run_id: str) -> None:
         """Drop what this process knows of the run and of its child runs, without API
