@@ -280,7 +280,7 @@ async def _prune_orphans(
     service: SchedulerService,
     restored: list[str],
     namespaces: Sequence[str],
-    root: Callable[[str], str] = lambda run_id: run_id,
+    root: Callable[[str], str],
 ) -> None:
     """Cancel restored runs whose WorkflowRun was deleted while the operator was down.
 
