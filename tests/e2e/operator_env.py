@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -221,6 +222,25 @@ def operator_env(kube: Kube, tmp_path: Path) -> Iterator[OperatorEnv]:
                 operator.stop()
             if os.environ.get("TETHER_E2E_KEEP_LOGS"):
                 print(operator.log())
+
+
+def run_across_an_operator_kill(
+    env: OperatorEnv, ledger: Path, name: str, workflow: str, input_: Any
+) -> tuple[Obj, list[int]]:
+    """Run WorkflowRun `name` on a worker of `operator_workflows.py` that writes each step
+    it executes to `ledger`; SIGKILL the operator once three steps ran, start it again.
+    The run once Succeeded, and the steps executed, in order."""
+    ledger.touch()
+    env.workers.start(
+        TESTDATA / "operator_workflows.py", "worker-a", TETHER_TEST_LEDGER=str(ledger)
+    )
+    env.ns.apply(workflow_run(name, workflow, input_))
+    eventually(lambda: len(ledger.read_text().split()) >= 3, what="three steps done")
+    assert env.operator.stop(signal.SIGKILL) == -signal.SIGKILL
+    time.sleep(1)
+    env.operator.start()
+    run = wait_for(env.ns, name, timeout=120)
+    return run, [int(line) for line in ledger.read_text().split()]
 
 
 def eventually_phase(ns: Kube, name: str, phase: str, timeout: float = 60) -> Obj:

@@ -8,7 +8,6 @@ runs recovers it, and deleting the root collects the child's objects too.
 from __future__ import annotations
 
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,7 @@ from tests.e2e.operator_env import (
     TESTDATA,
     OperatorEnv,
     operator_env,
-    wait_for,
-    workflow_run,
+    run_across_an_operator_kill,
 )
 
 STEPS = TESTDATA / "operator_workflows.py"
@@ -40,16 +38,10 @@ def history_of(ns: Kube) -> list[dict[str, Any]]:
 def test_the_operator_killed_while_a_child_runs_recovers_it_with_no_step_run_twice(
     env: OperatorEnv, tmp_path: Path
 ) -> None:
-    ledger = tmp_path / "ledger.txt"
-    ledger.touch()
-    env.workers.start(STEPS, "worker-a", TETHER_TEST_LEDGER=str(ledger))
     count = 10
-    env.ns.apply(workflow_run("family", "family", {"count": count, "seconds": 0.4}))
-    eventually(lambda: len(ledger.read_text().split()) >= 3, what="three child steps done")
-    assert env.operator.stop(signal.SIGKILL) == -signal.SIGKILL
-    time.sleep(1)
-    env.operator.start()
-    run = wait_for(env.ns, "family", timeout=120)
+    run, executions = run_across_an_operator_kill(
+        env, tmp_path / "ledger.txt", "family", "family", {"count": count, "seconds": 0.4}
+    )
     status = run["status"]
     assert status["phase"] == "Succeeded"
     assert status["result"] == {
@@ -57,7 +49,6 @@ def test_the_operator_killed_while_a_child_runs_recovers_it_with_no_step_run_twi
         "sum": sum(i * i for i in range(count)),
         "own": 1000 * 1000,
     }
-    executions = [int(line) for line in ledger.read_text().split()]
     child_steps = [i for i in executions if i != 1000]
     # A step whose completion was in flight at the kill may run again; none completed before.
     assert sorted(set(child_steps)) == list(range(count))

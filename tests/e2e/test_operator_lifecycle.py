@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from tests.e2e.operator_env import (
     events_of,
     eventually_phase,
     operator_env,
+    run_across_an_operator_kill,
     wait_for,
     workflow_run,
 )
@@ -195,21 +195,14 @@ def test_ttl_seconds_after_finished_deletes_the_finished_run(env: OperatorEnv) -
 def test_the_operator_killed_mid_run_finishes_the_run_with_no_step_run_twice(
     env: OperatorEnv, tmp_path: Path
 ) -> None:
-    ledger = tmp_path / "ledger.txt"
-    ledger.touch()
-    env.workers.start(STEPS, "worker-a", TETHER_TEST_LEDGER=str(ledger))
     count = 12
-    env.ns.apply(workflow_run("durable", "steps", {"count": count, "seconds": 0.4}))
-    eventually(lambda: len(ledger.read_text().split()) >= 3, what="three steps done")
-    assert env.operator.stop(signal.SIGKILL) == -signal.SIGKILL
-    time.sleep(1)
-    env.operator.start()
-    run = wait_for(env.ns, "durable", timeout=120)
+    run, executions = run_across_an_operator_kill(
+        env, tmp_path / "ledger.txt", "durable", "steps", {"count": count, "seconds": 0.4}
+    )
     status = run["status"]
     assert status["result"] == {"count": count, "sum": sum(i * i for i in range(count))}
     assert status["progress"] == f"{count}/{count}"
     assert [a["seq"] for a in status["activities"]] == list(range(1, count + 1))
-    executions = [int(line) for line in ledger.read_text().split()]
     # A step whose completion was in flight at the kill may run again; none completed before.
     assert sorted(set(executions)) == list(range(count))
     assert len(executions) <= count + 1, executions
