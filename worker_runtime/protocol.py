@@ -530,6 +530,7 @@ class WorkerView(Model):
     pod: str
     node: str
     pool: str = ""
+    namespace: str = Field(default="", description="The namespace whose runs it serves.")
     alive: bool
     draining: bool = Field(
         default=False, description="Going away: no new tasks; its running attempts go on."
@@ -551,6 +552,7 @@ class RegisteredWorkflow(Model):
     """A workflow some worker registered (the latest registration's schema wins)."""
 
     name: str
+    namespace: str = Field(default="", description="The namespace it is registered in.")
     sticky: StickyName | None = None
     input_schema: dict[str, Any] | None = Field(
         default=None, description="Entrypoint parameters: " + _INPUT_SCHEMA_DESCRIPTION
@@ -564,6 +566,7 @@ class RegisteredActivity(Model):
     """An activity some worker registered (the latest registration wins)."""
 
     name: str
+    namespace: str = Field(default="", description="The namespace it is registered in.")
     options: ActivityOptions = Field(default_factory=ActivityOptions)
     input_schema: dict[str, Any] | None = Field(
         default=None, description="Activity parameters: " + _INPUT_SCHEMA_DESCRIPTION

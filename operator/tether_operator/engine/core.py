@@ -28,7 +28,13 @@ from .deadlines import DeadlineKind, Deadlines
 from .demand import Demand, pool_demand
 from .dispatch import Dispatch
 from .effects import Effect, Outbox
-from .errors import InvalidCommand, RunAlreadyExists, UnknownWorker, WorkerRetired
+from .errors import (
+    InvalidCommand,
+    RunAlreadyExists,
+    UnknownWorker,
+    WorkerIdTaken,
+    WorkerRetired,
+)
 from .lifecycle import Lifecycle
 from .restore import Restore
 from .retry import Retries
@@ -126,6 +132,17 @@ class Engine:
         with self._batch(now) as out:
             new = WorkerState.from_registration(req, now)
             old = st.workers.get(new.worker_id)
+            held_by = self._held_elsewhere(new, old)
+            if held_by is not None:
+                raise WorkerIdTaken(
+                    f"worker id {new.worker_id!r} is held in namespace {held_by!r} (a live "
+                    "worker, or sessions and attempts waiting for it): a worker of namespace "
+                    f"{new.namespace!r} may not take it; worker ids (pod names) must be "
+                    "unique across the namespaces one scheduler serves",
+                    field="worker_id",
+                )
+            if old is not None and old.namespace != new.namespace:
+                old = None  # another namespace's worker, gone and holding nothing
             if old is not None and not old.usable and _gone_for_good(old):
                 # Its pod is being deleted: a re-registration would only take work the
                 # dying process drops (and burn an attempt each time).
@@ -162,6 +179,23 @@ class Engine:
                 f"{new.session_capacity} sessions)",
             )
         return out
+
+    def _held_elsewhere(self, new: WorkerState, old: WorkerState | None) -> str | None:
+        """The other namespace that still holds `new`'s worker id, if any: its live
+        worker, or sessions and attempts of its runs waiting for that worker."""
+        st = self.state
+        if old is not None and old.namespace != new.namespace and (old.alive or old.sessions):
+            return old.namespace
+        wid = new.worker_id
+        for sid in st.reserved.get(wid, ()):
+            run = st.run_of_session(sid)
+            if run is not None and run.namespace != new.namespace:
+                return run.namespace
+        for tid in st.restored.get(wid, ()):
+            task = st.tasks.get(tid)
+            if task is not None and st.runs[task.run_id].namespace != new.namespace:
+                return st.runs[task.run_id].namespace
+        return None
 
     def worker_seen(self, worker_id: str, now: float) -> list[Effect]:
         """Liveness: any request from the worker counts."""
@@ -258,17 +292,18 @@ class Engine:
     def start_run(self, req: dict[str, Any], now: float) -> tuple[str, list[Effect]]:
         """Start a run of a workflow; it stays Pending until a worker can take it."""
         with self._batch(now) as out:
-            self._lifecycle.check_registered(req["workflow"])
+            self._lifecycle.check_registered(req["workflow"], req.get("namespace") or "")
             run_id = req.get("run_id") or self._lifecycle.new_run_id(req["workflow"], now)
             if run_id in self.state.runs:
                 raise RunAlreadyExists(f"run {run_id!r} already exists", field="run_id")
             self._lifecycle.create_run(run_id, req, parent=None)
         return run_id, out
 
-    def require_registered(self, workflow: str) -> None:
-        """Raise WorkflowNotFound, naming the registered workflows, unless some worker
-        registered `workflow` (whatever `require_registered_workflows` says)."""
-        self._lifecycle.require_registered(workflow)
+    def require_registered(self, workflow: str, namespace: str) -> None:
+        """Raise WorkflowNotFound, naming the workflows registered in `namespace`, unless
+        a worker of `namespace` registered `workflow` (whatever
+        `require_registered_workflows` says)."""
+        self._lifecycle.require_registered(workflow, namespace)
 
     def cancel_run(self, run_id: str, now: float) -> list[Effect]:
         """Cancel a run that has not ended (a no-op for one that has)."""

@@ -50,7 +50,7 @@ class Dispatch:
             if w.usable
             and task.name in w.activities
             and w.free_slots > 0
-            and w.serves(run.worker_pool)
+            and w.serves(run.namespace, run.worker_pool)
         ]
         if not eligible:
             return False
@@ -121,7 +121,7 @@ class Dispatch:
         eligible = [
             w
             for w in st.workers.values()
-            if w.usable and run.workflow in w.workflows and w.serves(run.worker_pool)
+            if w.usable and run.workflow in w.workflows and w.serves(run.namespace, run.worker_pool)
         ]
         if not eligible:
             return False

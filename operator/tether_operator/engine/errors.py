@@ -41,6 +41,13 @@ class WorkerRetired(EngineError):
     reason = "WorkerRetired"
 
 
+class WorkerIdTaken(EngineError):
+    """Another namespace's worker holds the id (alive, or with sessions waiting for it):
+    a worker never takes over what another namespace's worker ran."""
+
+    reason = "WorkerIdTaken"
+
+
 class WorkflowNotFound(EngineError):
     """No worker has ever registered the workflow a run asks for."""
 

@@ -66,14 +66,15 @@ class Lifecycle:
             "parent_run_id": parent[0].run_id if parent else None,
             "parent_seq": parent[1] if parent else None,
             "placement_worker": placement_worker,
-            # A child runs in its parent's pool unless it names its own.
+            # A child runs in its parent's namespace, and in its pool unless it names its own.
+            "namespace": parent[0].namespace if parent else req.get("namespace") or "",
             "worker_pool": req.get("worker_pool") or (parent[0].worker_pool if parent else None),
         }
         ev = event("RunStarted", out.now, **data)
         run = Run.started(ev)
         self.state.runs[run_id] = run
         out.persist(run_id, ev)
-        sticky = req.get("sticky") or self.registered_sticky(run.workflow)
+        sticky = req.get("sticky") or self.registered_sticky(run.workflow, run.namespace)
         if sticky:
             out.record(
                 run, "SessionOpened", session_id=run.workflow_session_id, strategy=sticky, seq=0
@@ -82,26 +83,36 @@ class Lifecycle:
         self.tasks.enqueue_workflow_task(run)
         return run
 
-    def check_registered(self, workflow: str) -> None:
-        """WorkflowNotFound unless some worker registered `workflow` (when so configured)."""
+    def check_registered(self, workflow: str, namespace: str) -> None:
+        """WorkflowNotFound unless a worker of `namespace` registered `workflow` (when so
+        configured)."""
         if self.state.config.require_registered_workflows:
-            self.require_registered(workflow)
+            self.require_registered(workflow, namespace)
 
-    def require_registered(self, workflow: str) -> None:
-        """WorkflowNotFound, naming the registered workflows, unless some worker
-        registered `workflow`."""
-        known = sorted({name for w in self.state.workers.values() for name in w.workflows})
+    def require_registered(self, workflow: str, namespace: str) -> None:
+        """WorkflowNotFound, naming the workflows registered in `namespace` (and no
+        other's), unless a worker of `namespace` registered `workflow`."""
+        known = sorted(
+            {
+                name
+                for w in self.state.workers.values()
+                if w.namespace == namespace
+                for name in w.workflows
+            }
+        )
         if workflow not in known:
             listed = ", ".join(repr(k) for k in known) or "none yet: start a worker first"
+            where = f" in namespace {namespace!r}" if namespace else ""
             raise WorkflowNotFound(
-                f"no worker has registered workflow {workflow!r}; registered workflows: {listed}",
+                f"no worker{where} has registered workflow {workflow!r}; registered "
+                f"workflows{where}: {listed}",
                 field="workflow",
             )
 
-    def registered_sticky(self, workflow: str) -> str | None:
-        """The sticky strategy a worker registered `workflow` with, if any."""
+    def registered_sticky(self, workflow: str, namespace: str) -> str | None:
+        """The sticky strategy a worker of `namespace` registered `workflow` with, if any."""
         for w in self.state.workers.values():
-            if workflow in w.workflows:
+            if w.namespace == namespace and workflow in w.workflows:
                 return w.workflows[workflow]
         return None
 

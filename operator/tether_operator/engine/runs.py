@@ -110,8 +110,10 @@ class Run:
     parent_run_id: str | None = None
     parent_seq: int | None = None
     placement_worker: str | None = None
+    namespace: str = ""
+    """Only workers of this namespace run the run's tasks (children inherit it)."""
     worker_pool: str | None = None
-    """Only workers of this pool run the run's tasks; None: any worker."""
+    """Only workers of this pool run the run's tasks; None: any worker of the namespace."""
     sticky: str | None = None
     phase: str = "Pending"
     result: Any = None
@@ -160,6 +162,7 @@ class Run:
             parent_run_id=d.get("parent_run_id"),
             parent_seq=d.get("parent_seq"),
             placement_worker=d.get("placement_worker"),
+            namespace=d.get("namespace") or "",
             worker_pool=d.get("worker_pool"),
         )
         run.history.append(ev)

@@ -70,7 +70,12 @@ class Sessions:
     def rebind_hard(self, w: WorkerState) -> None:
         """The pod of broken HARD sessions is back: they continue here, cold."""
         for run, s in self.state.held_sessions(w):
-            if s.state == "Broken" and s.strategy == "HARD" and s.worker == w.worker_id:
+            if (
+                s.state == "Broken"
+                and s.strategy == "HARD"
+                and s.worker == w.worker_id
+                and run.namespace == w.namespace
+            ):
                 self.bind(run, s, w)
 
     def close(self, run: Run, s: SessionRecord) -> None:

@@ -22,6 +22,9 @@ class WorkerState:
     last_seen: float
     pool: str = ""
     """The worker pool it belongs to ("" for none): runs naming a pool use only its workers."""
+    namespace: str = ""
+    """The namespace it serves: it runs tasks of that namespace's runs only (a trust
+    boundary: a run's input never reaches another namespace's pods)."""
     alive: bool = True
     draining: bool = False
     """Its pod is terminating or its process got SIGTERM: it gets no new tasks, but the
@@ -48,11 +51,13 @@ class WorkerState:
             session_capacity=int(req.get("session_capacity", 4)),
             last_seen=now,
             pool=req.get("pool") or "",
+            namespace=req.get("namespace") or "",
         )
 
-    def serves(self, pool: str | None) -> bool:
-        """Whether the worker may run tasks of a run restricted to `pool` (None: any)."""
-        return not pool or self.pool == pool
+    def serves(self, namespace: str, pool: str | None) -> bool:
+        """Whether the worker may run tasks of a run of `namespace` restricted to `pool`
+        (None: any pool of that namespace)."""
+        return self.namespace == namespace and (not pool or self.pool == pool)
 
     @property
     def usable(self) -> bool:
@@ -73,6 +78,7 @@ class WorkerState:
             "pod": self.pod,
             "node": self.node,
             "pool": self.pool,
+            "namespace": self.namespace,
             "alive": self.alive,
             "draining": self.draining,
             "slots": self.slots,

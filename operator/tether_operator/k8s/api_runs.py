@@ -114,7 +114,7 @@ class ApiRunStarter:
                 f"{', '.join(self.watched)}): start the run in one of those",
                 field="run_id",
             )
-        self.runs.service.engine.require_registered(req.workflow)  # as dev mode answers
+        self.runs.service.engine.require_registered(req.workflow, namespace)  # as dev mode
         try:
             created = await self.client.create(
                 resource_path(API_VERSION, "workflowruns", namespace), body

@@ -152,10 +152,12 @@ class OperatorService(SchedulerService):
         self.registration_listeners: list[Callable[[RegisterWorkerRequest], None]] = []
         self.run_starter: ApiRunStarter | None = None
 
-    async def start_requested_run(self, req: StartRunRequest) -> dict[str, Any]:
+    async def start_requested_run(
+        self, req: StartRunRequest, namespace: str | None = None
+    ) -> dict[str, Any]:
         if self.run_starter is None:
-            return await super().start_requested_run(req)
-        return await self.run_starter.start(req)
+            return await super().start_requested_run(req, namespace)
+        return await self.run_starter.start(req)  # the run id names its namespace
 
     def register_worker(self, req: RegisterWorkerRequest) -> dict[str, Any]:
         response = super().register_worker(req)

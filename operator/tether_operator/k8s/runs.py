@@ -246,7 +246,7 @@ class RunController:
             if self.objects.get(run_id) is not obj or self._in_engine(run_id):
                 return  # deleted, replaced or started while binding
             try:
-                self.service.start_run(request)
+                self.service.start_run(request, namespace=obj.namespace)
             except WorkflowNotFound:
                 self._wait_for_worker(obj, request.workflow)
                 return

@@ -170,6 +170,8 @@ def create_app(
         principal = caller(request)
         if gate is not None and principal is not None:
             await gate.check_registration(principal, req)
+            if principal.pod is not None:  # it serves its own pod's namespace, always
+                req = req.model_copy(update={"namespace": principal.pod.namespace})
         return _json(service.register_worker(req))
 
     @app.post(
@@ -362,9 +364,11 @@ def create_app(
     )
     async def start_run(request: Request, req: StartRunRequest) -> dict[str, Any]:
         check_payload(request, [("input", req.input)])
-        if gate is not None:
-            await allow(request, "create", "workflowruns", gate.run_namespace(req.run_id or ""))
-        return await service.start_requested_run(req)
+        if gate is None:
+            return await service.start_requested_run(req)
+        namespace = gate.run_namespace(req.run_id or "")
+        await allow(request, "create", "workflowruns", namespace)
+        return await service.start_requested_run(req, namespace)
 
     @app.get(f"{API_PREFIX}/runs", response_model=RunList, tags=["runs"], summary="Every run")
     async def list_runs(request: Request) -> dict[str, Any]:

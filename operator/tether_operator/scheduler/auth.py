@@ -208,6 +208,13 @@ class Gate:
                 "across the namespaces one scheduler serves)",
                 field="worker_id",
             )
+        if req.namespace and req.namespace != pod.namespace:
+            raise Forbidden(
+                f"pod {pod} may not register for namespace {req.namespace!r}: a worker "
+                "serves its own pod's namespace only (leave `namespace` empty, or set "
+                "TETHER_POD_NAMESPACE from the pod's metadata.namespace)",
+                field="namespace",
+            )
         await self.authenticator.check_registration(principal, req)
         self._bound[req.worker_id] = pod
 

@@ -83,44 +83,54 @@ class _Entry:
         return entry
 
 
+Key = tuple[str, str]
+"""(namespace, name): a workflow or activity of one namespace; another namespace's of
+the same name is another one, with its own schema."""
+
+
 @dataclass
 class InputCatalog:
-    """The latest registered schema of every workflow and activity, by name."""
+    """The latest registered schema of every workflow and activity, by namespace and name.
 
-    workflows: dict[str, _Entry] = field(default_factory=dict)
-    activities: dict[str, _Entry] = field(default_factory=dict)
+    A registration's `namespace` is the one the scheduler serves it in (the service fills
+    an empty one before it gets here)."""
+
+    workflows: dict[Key, _Entry] = field(default_factory=dict)
+    activities: dict[Key, _Entry] = field(default_factory=dict)
 
     def check_registration(self, req: RegisterWorkerRequest) -> None:
         """Raise `InvalidSchema` naming the field if a registered schema is unusable.
         A schema the catalog already holds was checked when it came in."""
+        ns = req.namespace
         for index, wf in enumerate(req.workflows):
-            known = self.workflows.get(wf.name)
+            known = self.workflows.get((ns, wf.name))
             if wf.input_schema is not None and (known is None or known.schema != wf.input_schema):
                 _check_schema(wf.input_schema, f"workflows.{index}.input_schema", wf.name)
         for index, act in enumerate(req.activities):
-            known = self.activities.get(act.name)
+            known = self.activities.get((ns, act.name))
             if act.input_schema is not None and (known is None or known.schema != act.input_schema):
                 _check_schema(act.input_schema, f"activities.{index}.input_schema", act.name)
 
     def register(self, req: RegisterWorkerRequest) -> None:
         """Remember the schemas of a (checked) registration; the latest one wins."""
+        ns = req.namespace
         for wf in req.workflows:
-            old = self.workflows.get(wf.name)
+            old = self.workflows.get((ns, wf.name))
             if old is None or old.schema != wf.input_schema or old.sticky != wf.sticky:
-                self.workflows[wf.name] = _Entry.build(wf.input_schema, sticky=wf.sticky)
+                self.workflows[ns, wf.name] = _Entry.build(wf.input_schema, sticky=wf.sticky)
         for act in req.activities:
             options = act.options.model_dump()
-            old = self.activities.get(act.name)
+            old = self.activities.get((ns, act.name))
             if old is None or old.schema != act.input_schema or old.options != options:
-                self.activities[act.name] = _Entry.build(act.input_schema, options=options)
+                self.activities[ns, act.name] = _Entry.build(act.input_schema, options=options)
 
-    def check_input(self, workflow: str, value: Any) -> None:
-        """Raise `InvalidInput` if `value` cannot start `workflow`.
+    def check_input(self, workflow: str, value: Any, namespace: str) -> None:
+        """Raise `InvalidInput` if `value` cannot start `workflow` of `namespace`.
 
         A workflow the catalog does not know, or registered without a schema, is not
         checked (the engine refuses unknown workflows itself).
         """
-        entry = self.workflows.get(workflow)
+        entry = self.workflows.get((namespace, workflow))
         if entry is None or entry.schema is None:
             return
         what = f"workflow {workflow!r}"
@@ -138,40 +148,44 @@ class InputCatalog:
                 raise _positional_invalid(what, entry.schema, bound.target, value, error)
 
     def workflow_views(self, workers: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """`RegisteredWorkflow` dicts, by name; `workers` are the engine's worker views."""
+        """`RegisteredWorkflow` dicts, by namespace and name; `workers` are the engine's
+        worker views."""
         serving = _serving(workers, "workflows")
         return [
             {
                 "name": name,
+                "namespace": ns,
                 "sticky": entry.sticky,
                 "input_schema": entry.schema,
-                "workers": serving.get(name, []),
+                "workers": serving.get((ns, name), []),
             }
-            for name, entry in sorted(self.workflows.items())
+            for (ns, name), entry in sorted(self.workflows.items())
         ]
 
     def activity_views(self, workers: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """`RegisteredActivity` dicts, by name; `workers` are the engine's worker views."""
+        """`RegisteredActivity` dicts, by namespace and name; `workers` are the engine's
+        worker views."""
         serving = _serving(workers, "activities")
         return [
             {
                 "name": name,
+                "namespace": ns,
                 "options": entry.options or ActivityOptions().model_dump(),
                 "input_schema": entry.schema,
-                "workers": serving.get(name, []),
+                "workers": serving.get((ns, name), []),
             }
-            for name, entry in sorted(self.activities.items())
+            for (ns, name), entry in sorted(self.activities.items())
         ]
 
 
-def _serving(workers: Iterable[Mapping[str, Any]], key: str) -> dict[str, list[str]]:
-    """Name -> ids of the live workers that registered it, sorted."""
-    serving: dict[str, list[str]] = {}
+def _serving(workers: Iterable[Mapping[str, Any]], key: str) -> dict[Key, list[str]]:
+    """(namespace, name) -> ids of the live workers that registered it, sorted."""
+    serving: dict[Key, list[str]] = {}
     for view in workers:
         if view.get("alive"):
             for name in view.get(key, ()):
-                serving.setdefault(name, []).append(view["worker_id"])
-    return {name: sorted(ids) for name, ids in serving.items()}
+                serving.setdefault((view.get("namespace", ""), name), []).append(view["worker_id"])
+    return {key: sorted(ids) for key, ids in serving.items()}
 
 
 def _check_schema(schema: dict[str, Any], where: str, name: str) -> None:

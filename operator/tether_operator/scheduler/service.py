@@ -174,6 +174,10 @@ class SchedulerService:
             events = await self.store.load(run_id)
             if not events:
                 continue
+            started = events[0].get("data")
+            if isinstance(started, dict) and not started.get("namespace"):
+                # Recorded before runs carried their namespace: this scheduler's own.
+                events[0] = {**events[0], "data": {**started, "namespace": self.namespace}}
             try:
                 self._apply(self.engine.restore(run_id, events, self.clock()))
             except EngineError as exc:
@@ -343,8 +347,11 @@ class SchedulerService:
     def register_worker(self, req: RegisterWorkerRequest) -> dict[str, Any]:
         """Register (or re-register) a worker; returns a RegisterWorkerResponse dict.
 
+        The worker serves runs of its `namespace` only (empty: the scheduler's own).
         Raises `InvalidSchema` (nothing registered) if an input schema is unusable.
         """
+        if not req.namespace:
+            req = req.model_copy(update={"namespace": self.namespace})
         self.inputs.check_registration(req)
         wid = req.worker_id
         box = self._mailboxes.get(wid)
@@ -582,11 +589,15 @@ class SchedulerService:
 
     # ------------------------------------------------------------------ runs
 
-    def start_run(self, req: StartRunRequest) -> dict[str, Any]:
-        """Start a run; returns its RunView. Raises `RunAlreadyExists` for a taken id,
-        and `InvalidInput` (naming the field) for an input its workflow cannot take."""
-        self.inputs.check_input(req.workflow, req.input)
-        run_id, effects = self.engine.start_run(req.model_dump(), self.clock())
+    def start_run(self, req: StartRunRequest, namespace: str | None = None) -> dict[str, Any]:
+        """Start a run in `namespace` (None: the scheduler's own), whose workers alone
+        run it; returns its RunView. Raises `RunAlreadyExists` for a taken id, and
+        `InvalidInput` (naming the field) for an input its workflow cannot take."""
+        namespace = namespace or self.namespace
+        self.inputs.check_input(req.workflow, req.input, namespace)
+        fields = req.model_dump()
+        fields["namespace"] = namespace
+        run_id, effects = self.engine.start_run(fields, self.clock())
         self._apply(effects)
         return self.engine.run_view(run_id)
 
@@ -599,10 +610,13 @@ class SchedulerService:
     def history(self, run_id: str) -> list[dict[str, Any]]:
         return self.engine.history(run_id)
 
-    async def start_requested_run(self, req: StartRunRequest) -> dict[str, Any]:
-        """Start the run a client asked for (`POST /v1/runs`); its view once its first
-        history is stored. The operator overrides it (the run becomes a WorkflowRun)."""
-        view = self.start_run(req)
+    async def start_requested_run(
+        self, req: StartRunRequest, namespace: str | None = None
+    ) -> dict[str, Any]:
+        """Start the run a client asked for (`POST /v1/runs`) in `namespace` (None: the
+        scheduler's own); its view once its first history is stored. The operator
+        overrides it (the run becomes a WorkflowRun of the run id's namespace)."""
+        view = self.start_run(req, namespace)
         if (written := self.written([view["run_id"]])) is not None:
             await written
         return view

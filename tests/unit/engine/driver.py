@@ -57,6 +57,7 @@ class Driver:
         capacity: int = 2,
         incarnation: str = "1",
         pool: str = "",
+        namespace: str = "",
     ) -> None:
         wf = workflows if workflows is not None else {"wf": None}
         self.apply(
@@ -66,6 +67,7 @@ class Driver:
                     "pod": wid,
                     "node": node,
                     "pool": pool,
+                    "namespace": namespace,
                     "incarnation": incarnation,
                     "workflows": [{"name": n, "sticky": s} for n, s in wf.items()],
                     "activities": [{"name": a} for a in activities],

@@ -25,7 +25,9 @@ After every step it checks the invariants of DESIGN.md / docs/internals.md:
 9. a draining worker (its pod terminates, its process got SIGTERM) gets no new task,
    holds no open session and no workflow task;
 10. an attempt a draining worker still runs stays its (never dispatched again) until it
-    reports, is cancelled, or the worker is lost.
+    reports, is cancelled, or the worker is lost;
+11. no task crosses a namespace: a run's tasks and sessions go only to workers of its
+    namespace (two namespaces share worker pool names and workflow names here).
 
 `settle` adds a liveness property: a healthy worker, no more losses and enough time
 drive every run to a terminal phase — even though `message_lost` drops tasks on their way
@@ -87,6 +89,9 @@ PROPERTY_SETTINGS = settings(
 POOL = ("w0", "w1", "w2", "w3")
 WORKER_POOL = {"w0": "p", "w1": "p", "big-p": "p"}
 """Worker pools (the others have none); runs that name pool "p" run only on these."""
+WORKER_NAMESPACE = {"w3": "b", "big-b": "b"}
+"""Namespaces (the others are in "a"): a run of namespace "b" runs only on these, and
+a run of "a" never on them."""
 NODES = ("n0", "n1")
 WORKFLOWS = {"wf": None, "soft-wf": "SOFT", "hard-wf": "HARD"}
 ACTIVITIES = ("a", "b")
@@ -474,6 +479,19 @@ def check_engine(engine: Engine) -> None:
             assert s.state == "Open" or s.strategy == "HARD", (
                 f"{w.worker_id} still holds broken SOFT session {sid}"
             )
+            # 11: a session binds only to a worker of its run's namespace.
+            run = engine.state.run_of_session(sid)
+            assert run is not None, f"{w.worker_id} holds session {sid} of no run"
+            assert run.namespace == w.namespace, (
+                f"{w.worker_id} of namespace {w.namespace} holds session {sid} of another one"
+            )
+        for tid in (*w.running, *w.workflow_tasks):
+            task = engine.tasks.get(tid)
+            if task is not None:
+                owner = engine.runs[task.run_id]
+                assert owner.namespace == w.namespace, (
+                    f"{tid} of namespace {owner.namespace} is on {w.worker_id} of {w.namespace}"
+                )
         if w.draining:
             assert w.alive, f"{w.worker_id} is draining but lost"
             assert not open_here, f"{w.worker_id} is draining but sessions {open_here} are Open"
@@ -605,8 +623,16 @@ class EngineMachine(RuleBasedStateMachine):
                 assert w.alive, f"task dispatched to dead {fx.worker_id}"
                 # 9: a draining worker gets no new task.
                 assert not w.draining, f"task dispatched to draining {fx.worker_id}"
-                pool = eng.runs[rid].worker_pool
-                assert w.serves(pool), f"{rid} of pool {pool} dispatched to {fx.worker_id}"
+                run = eng.runs[rid]
+                # 11: no task crosses a namespace.
+                assert w.namespace == run.namespace, (
+                    f"{rid} of namespace {run.namespace} dispatched to {fx.worker_id} of "
+                    f"namespace {w.namespace}"
+                )
+                pool = run.worker_pool
+                assert w.serves(run.namespace, pool), (
+                    f"{rid} of pool {pool} dispatched to {fx.worker_id}"
+                )
         self.hand_out()
 
     def hand_out(self) -> None:
@@ -715,6 +741,7 @@ class EngineMachine(RuleBasedStateMachine):
                     "pod": proc.wid,
                     "node": cfg.node,
                     "pool": WORKER_POOL.get(proc.wid, ""),
+                    "namespace": WORKER_NAMESPACE.get(proc.wid, "a"),
                     "incarnation": str(proc.incarnation),
                     "workflows": [{"name": n, "sticky": s} for n, s in WORKFLOWS.items()]
                     if cfg.serves_workflows
@@ -799,6 +826,7 @@ class EngineMachine(RuleBasedStateMachine):
         schedule_timeout=st.sampled_from([None, 2.0, 10.0, 60.0]),
         script=scripts(),
         pool=st.sampled_from([None, None, "p"]),
+        namespace=st.sampled_from(["a", "a", "b"]),
     )
     def start_run(
         self,
@@ -807,10 +835,18 @@ class EngineMachine(RuleBasedStateMachine):
         schedule_timeout: float | None,
         script: Script,
         pool: str | None,
+        namespace: str,
     ) -> None:
         rid = f"r{self.started}"
         self.started += 1
-        req: dict[str, Any] = {"run_id": rid, "workflow": workflow, "input": {"n": rid}}
+        req: dict[str, Any] = {
+            "run_id": rid,
+            "workflow": workflow,
+            "input": {"n": rid},
+            "namespace": namespace,
+        }
+        if namespace == "b":
+            pool = None  # pool "p" is namespace a's
         if sticky is not None:
             req["sticky"] = sticky
         if schedule_timeout is not None:
@@ -1003,7 +1039,7 @@ class EngineMachine(RuleBasedStateMachine):
         """Liveness: a big healthy worker, no more losses, everything completes, time passes.
         With `drains`, the first worker found running attempts starts draining for that
         reason (its own SIGTERM for ProcessExited) and finishes them meanwhile."""
-        for wid in ("big", "big-p"):
+        for wid in ("big", "big-p", "big-b"):
             big = self.procs.setdefault(
                 wid, WorkerProcess(wid, WorkerConfig("n0", 50, 50, serves_workflows=True))
             )

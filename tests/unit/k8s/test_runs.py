@@ -97,7 +97,10 @@ def run_event(name: str = "r", type_: str = "ADDED", status: Any = None, **spec:
 def register(service: SchedulerService, workflow: str = "w") -> None:
     service.register_worker(
         RegisterWorkerRequest(
-            worker_id="pod-1", incarnation="i1", workflows=[WorkflowSpec(name=workflow)]
+            worker_id="pod-1",
+            incarnation="i1",
+            namespace="ns",
+            workflows=[WorkflowSpec(name=workflow)],
         )
     )
 
@@ -296,7 +299,7 @@ async def test_a_restart_keeps_children_of_live_roots_and_cancels_orphans(s: Set
     register(s.service)
     restored = ["ns.r", "ns.r-c1", "ns.gone", "ns.gone-c1"]
     for run_id in restored:
-        s.service.start_run(StartRunRequest(workflow="w", run_id=run_id))
+        s.service.start_run(StartRunRequest(workflow="w", run_id=run_id), namespace="ns")
     listed = [{"metadata": {"namespace": "ns", "name": "r"}}]  # WorkflowRun ns/gone was deleted
 
     def answer(request: httpx.Request) -> httpx.Response:

@@ -201,7 +201,8 @@ async def test_a_worker_cannot_report_another_workers_task(
         "/v1/runs", json={"workflow": "wf", "run_id": "home.r1"}, headers=auth("alice")
     )
     assert started.status_code == 403, "alice may not create runs"
-    run_id = service.start_run(StartRunRequest(workflow="wf", run_id="home.r1"))["run_id"]
+    run = StartRunRequest(workflow="wf", run_id="team.r1")
+    run_id = service.start_run(run, namespace="team")["run_id"]
     polled = await api.post(
         "/v1/workers/w1/poll", json={"max_tasks": 1, "wait": 0}, headers=auth("token-a")
     )
@@ -270,7 +271,8 @@ async def test_client_calls_need_the_verb_in_the_runs_namespace(
         ("alice", "list", "workflowruns", "team"),
     }
     assert (await api.post("/v1/runs", json=body, headers=auth("alice"))).status_code == 201
-    service.start_run(StartRunRequest(workflow="wf", run_id="other.r2"))
+    service.register_worker(RegisterWorkerRequest(**registration("o1", namespace="other")))
+    service.start_run(StartRunRequest(workflow="wf", run_id="other.r2"), namespace="other")
     assert (await api.get("/v1/runs/team.r1", headers=auth("alice"))).status_code == 200
     assert (await api.get("/v1/runs/team.r1/history", headers=auth("alice"))).status_code == 200
     wait = await api.get("/v1/runs/team.r1/wait", params={"timeout": 0}, headers=auth("alice"))

@@ -65,7 +65,7 @@ def catalog() -> InputCatalog:
 
 def refused(catalog: InputCatalog, workflow: str, value: Any) -> InvalidInput:
     with pytest.raises(InvalidInput) as caught:
-        catalog.check_input(workflow, value)
+        catalog.check_input(workflow, value, "")
     assert caught.value.reason == "InvalidInput"
     return caught.value
 
@@ -144,18 +144,18 @@ def test_long_values_are_shortened_in_messages(catalog: InputCatalog) -> None:
     ],
 )
 def test_valid_inputs_pass(catalog: InputCatalog, workflow: str, value: Any) -> None:
-    catalog.check_input(workflow, value)
+    catalog.check_input(workflow, value, "")
 
 
 def test_a_workflow_registered_without_a_schema_is_not_checked() -> None:
     cat = InputCatalog()
     cat.register(RegisterWorkerRequest(worker_id="w", incarnation="i", workflows=[{"name": "old"}]))
-    cat.check_input("old", {"anything": "goes"})
+    cat.check_input("old", {"anything": "goes"}, "")
 
 
 def test_the_latest_registration_wins(catalog: InputCatalog) -> None:
     catalog.register(registration("w2", {"one": parameters_schema(nothing)}))
-    catalog.check_input("one", None)
+    catalog.check_input("one", None, "")
     assert refused(catalog, "one", 5).field == "input"
 
 
@@ -202,6 +202,16 @@ def test_views_list_schemas_and_live_workers(catalog: InputCatalog) -> None:
     assert activity["name"] == "act"
     assert activity["workers"] == ["w2"]
     assert activity["options"]["retry"]["max_attempts"] == 3
+
+
+def test_a_namespace_has_its_own_schema_of_a_workflow_name(catalog: InputCatalog) -> None:
+    other = registration("w9", {"one": parameters_schema(nothing)})
+    catalog.register(other.model_copy(update={"namespace": "team-b"}))
+    catalog.check_input("one", None, "team-b")  # team-b's `one` takes no argument
+    assert refused(catalog, "one", None).field == "input.x", "the default namespace's `one` needs x"
+    views = [(v["namespace"], v["name"]) for v in catalog.workflow_views([])]
+    assert ("", "one") in views
+    assert ("team-b", "one") in views
 
 
 # --------------------------------------------------------------------------- through the service
