@@ -23,6 +23,7 @@ from tether_operator.k8s.store import (
     KubernetesRunStore,
     RunGone,
     StoreError,
+    _fill_namespace,
 )
 from tether_operator.scheduler.store import RunStore
 
@@ -69,6 +70,15 @@ def test_a_gap_in_history_is_corruption_naming_the_object() -> None:
     segments = [segment("r-h0", 0, {"00000000": [0, 1]}), segment("r-h1", 1, {"00000005": [5]})]
     with pytest.raises(HistoryCorrupt, match="ConfigMap r-h1 key 00000005 follows event 1"):
         KubernetesRunStore._decode("ns.r", segments)
+
+
+def test_a_history_from_before_namespaces_gets_its_workflow_runs_namespace() -> None:
+    old = [{"type": "RunStarted", "time": 1.0, "data": {"run_id": "team.r-c1", "workflow": "w"}}]
+    _fill_namespace("team.r-c1", old)
+    assert old[0]["data"]["namespace"] == "team"
+    recorded = [{"type": "RunStarted", "time": 1.0, "data": {"namespace": "kept"}}]
+    _fill_namespace("team.r", recorded)
+    assert recorded[0]["data"]["namespace"] == "kept"
 
 
 class FakeWrites:

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tether_operator.engine import WorkflowNotFound
 from tether_operator.scheduler import SchedulerService, create_app
 from tether_operator.scheduler.auth import (
     Forbidden,
@@ -180,6 +181,36 @@ async def test_the_registering_pod_owns_its_worker_id(
     other = await register(api, "token-other-ns", "w1")
     assert other.status_code == 403
     assert "still alive" in other.json()["message"]
+
+
+async def test_a_worker_serves_its_own_pods_namespace_only(
+    api: httpx.AsyncClient, service: SchedulerService
+) -> None:
+    # Pod elsewhere/w1 claims namespace team: refused, naming the field.
+    claimed = await register(api, "token-other-ns", "w1")
+    assert claimed.status_code == 403
+    assert claimed.json()["field"] == "namespace"
+    assert "may not register for namespace 'team'" in claimed.json()["message"]
+    assert service.workers() == [], "nothing registered"
+    # Without a claim it registers, for its own pod's namespace.
+    body = registration("w1", namespace="")
+    own = await api.post("/v1/workers", json=body, headers=auth("token-other-ns"))
+    assert own.status_code == 200
+    assert [w["namespace"] for w in service.workers()] == ["elsewhere"]
+    # Its registration of `wf` is no registration in namespace team...
+    with pytest.raises(WorkflowNotFound):
+        service.start_run(StartRunRequest(workflow="wf", run_id="team.r1"), namespace="team")
+    await register(api, "token-b", "w2")  # team/w2
+    # ...and a run of namespace team never reaches it.
+    service.start_run(StartRunRequest(workflow="wf", run_id="team.r1"), namespace="team")
+    polled = await api.post(
+        "/v1/workers/w1/poll", json={"max_tasks": 5, "wait": 0}, headers=auth("token-other-ns")
+    )
+    assert polled.json()["tasks"] == []
+    polled = await api.post(
+        "/v1/workers/w2/poll", json={"max_tasks": 5, "wait": 0}, headers=auth("token-b")
+    )
+    assert [t["run_id"] for t in polled.json()["tasks"]] == ["team.r1"]
 
 
 async def test_the_authenticator_checks_the_registration(

@@ -353,6 +353,24 @@ async def test_recover_rebuilds_runs_from_the_store(clock: FakeClock) -> None:
         await second.stop()
 
 
+async def test_a_history_from_before_namespaces_recovers_in_the_schedulers_own(
+    clock: FakeClock,
+) -> None:
+    store = InMemoryRunStore()
+    started = {"run_id": "old-run", "workflow": "wf", "input": {"n": 1}}
+    await store.append("old-run", [{"type": "RunStarted", "time": clock(), "data": started}])
+    svc = SchedulerService(store=store, clock=clock, namespace="team")
+    await svc.start()
+    try:
+        assert await svc.recover() == ["old-run"]
+        assert svc.engine.runs["old-run"].namespace == "team"
+        register(svc)  # a registration without a namespace serves the scheduler's own
+        (task,) = await svc.poll("w1", 8, 0)
+        assert task["run_id"] == "old-run"
+    finally:
+        await svc.stop()
+
+
 def _alive(svc: SchedulerService, worker_id: str) -> bool:
     return any(w["alive"] for w in svc.workers() if w["worker_id"] == worker_id)
 
