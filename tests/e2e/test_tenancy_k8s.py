@@ -72,12 +72,13 @@ WORKFLOW: Obj = {"apiVersion": API_VERSION, "kind": "Workflow", "metadata": {"na
 """`xns` with no pool of its own: any worker of the namespace that registered it."""
 
 
-def start(ns: Kube) -> str:
+def start(ns: Kube, seconds: float = 0.0) -> str:
+    tag = f"t{uuid.uuid4().hex[:8]}"
     run = {
         "apiVersion": API_VERSION,
         "kind": "WorkflowRun",
         "metadata": {"generateName": "xns-"},
-        "spec": {"workflowRef": {"name": "xns"}, "input": {"tag": uuid.uuid4().hex[:8]}},
+        "spec": {"workflowRef": {"name": "xns"}, "input": {"tag": tag, "seconds": seconds}},
     }
     return ns.create(yaml.safe_dump(run))
 
@@ -158,7 +159,15 @@ def test_a_pod_cannot_register_poll_or_report_for_another_namespace(tenants: Ten
         "namespace": b.namespace,
     }
     b_pool = {**claim_b, "namespace": "", "pool": f"{b.namespace}.{POOL}"}
-    task_id = f"{b.namespace}.some-run/1/1"
+    run = start(b, seconds=12)
+
+    def running() -> dict[str, Any] | None:
+        acts = b.get("wfr", run).get("status", {}).get("activities") or []
+        return next((x for x in acts if x["state"] == "Running" and x.get("pod")), None)
+
+    activity = eventually(running, timeout=90, what=f"{run}'s activity running on tenant-b's pod")
+    assert activity["pod"] == pod_b
+    task_id = f"{b.namespace}.{run}/{activity['seq']}/{activity['attempt']}"
     forged = {"task_id": task_id, "ok": True, "result": "forged"}
     answers = calls_from(
         a,
@@ -167,6 +176,7 @@ def test_a_pod_cannot_register_poll_or_report_for_another_namespace(tenants: Ten
         call("POST", "/v1/workers", body=b_pool),
         call("POST", f"/v1/workers/{pod_b}/poll", body={"max_tasks": 1, "wait": 0}),
         call("POST", f"/v1/tasks/{task_id}/complete", body=forged, worker=pod_b),
+        call("POST", f"/v1/tasks/{task_id}/complete", body=forged, worker=pod_a),
         call("POST", f"/v1/workers/{pod_a}/report", body={"completions": [forged]}),
     )
     for status, body in answers:
@@ -174,7 +184,8 @@ def test_a_pod_cannot_register_poll_or_report_for_another_namespace(tenants: Ten
         assert body["error"] == "Forbidden"
     assert answers[0][1]["field"] == "namespace"
     assert f"may not register for namespace {b.namespace!r}" in answers[0][1]["message"]
-    # tenant-b's worker is untouched: its runs still go there.
-    run = start(b)
+    # tenant-b's run is untouched: its real attempt's result, nothing retried.
     b.wait("wfr", run, "Succeeded", timeout=120)
     assert result(b, run)["activity"] == f"{b.namespace}/{pod_b}"
+    attempts = [x["attempt"] for x in b.get("wfr", run)["status"]["activities"]]
+    assert attempts == [1], "nothing was retried"

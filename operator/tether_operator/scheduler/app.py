@@ -10,7 +10,7 @@ against the protocol views, which keeps the engine honest about their shape.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -148,6 +148,21 @@ def create_app(
         if gate is not None and principal is not None:
             await gate.require(principal, verb, resource, namespace)
 
+    async def visible(
+        request: Request,
+        resource: str,
+        items: list[dict[str, Any]],
+        namespace_of: Callable[[dict[str, Any]], str],
+    ) -> list[dict[str, Any]]:
+        """The `items` of namespaces where the caller may list `resource` (all without a
+        gate): a caller with rights in one namespace sees nothing of another's."""
+        principal = caller(request)
+        if gate is None or principal is None:
+            return items
+        namespaces = {item_id: namespace_of(item) for item_id, item in enumerate(items)}
+        shown = await gate.allowed_namespaces(principal, "list", resource, namespaces.values())
+        return [item for item_id, item in enumerate(items) if namespaces[item_id] in shown]
+
     async def allow_run(request: Request, verb: str, run_id: str) -> None:
         if gate is not None:
             await allow(request, verb, "workflowruns", gate.run_namespace(run_id))
@@ -264,8 +279,8 @@ def create_app(
         summary="Every known worker",
     )
     async def list_workers(request: Request) -> dict[str, Any]:
-        await allow(request, "list", "workerpools", None)
-        return {"workers": service.workers()}
+        workers = service.workers()
+        return {"workers": await visible(request, "workerpools", workers, _namespace)}
 
     @app.get(
         f"{API_PREFIX}/workflows",
@@ -274,8 +289,11 @@ def create_app(
         summary="Registered workflows and activities, with their input schemas",
     )
     async def list_workflows(request: Request) -> dict[str, Any]:
-        await allow(request, "list", "workflows", None)
-        return service.registered()
+        registered = service.registered()
+        return {
+            kind: await visible(request, "workflows", items, _namespace)
+            for kind, items in registered.items()
+        }
 
     @app.get(
         f"{API_PREFIX}/workflows/workers/whoami",
@@ -373,13 +391,11 @@ def create_app(
     @app.get(f"{API_PREFIX}/runs", response_model=RunList, tags=["runs"], summary="Every run")
     async def list_runs(request: Request) -> dict[str, Any]:
         runs = service.list_runs()
-        principal = caller(request)
-        if gate is not None and principal is not None:
-            namespace = {run["run_id"]: gate.run_namespace(run["run_id"]) for run in runs}
-            shown = await gate.allowed_namespaces(
-                principal, "list", "workflowruns", namespace.values()
+        if gate is not None:
+            run_namespace = gate.run_namespace
+            runs = await visible(
+                request, "workflowruns", runs, lambda run: run_namespace(run["run_id"])
             )
-            runs = [run for run in runs if namespace[run["run_id"]] in shown]
         return {"runs": runs}
 
     @app.get(
@@ -445,3 +461,7 @@ def create_app(
         return {"ok": True}
 
     return app
+
+
+def _namespace(view: dict[str, Any]) -> str:
+    return str(view.get("namespace", ""))

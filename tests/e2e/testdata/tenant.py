@@ -2,6 +2,7 @@
 one name (`xns`): its result says which namespace and pod ran the workflow code and its
 activity, so a test sees at once a run that crossed a namespace."""
 
+import asyncio
 import os
 from typing import Any
 
@@ -13,12 +14,13 @@ def here() -> str:
 
 
 @workflows.activity(retry_policy_initial_interval=0.1)
-async def where(tag: str) -> str:
+async def where(tag: str, seconds: float) -> str:
+    await asyncio.sleep(seconds)
     return here()
 
 
 @workflows.workflow.define(name="xns")
 class CrossNamespace:
     @workflows.workflow.entrypoint
-    async def execute(self, tag: str) -> dict[str, Any]:
-        return {"tag": tag, "activity": await where(tag), "workflow": here()}
+    async def execute(self, tag: str, seconds: float = 0.0) -> dict[str, Any]:
+        return {"tag": tag, "activity": await where(tag, seconds), "workflow": here()}

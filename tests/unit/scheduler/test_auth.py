@@ -314,10 +314,30 @@ async def test_client_calls_need_the_verb_in_the_runs_namespace(
     cancel = await api.post("/v1/runs/team.r1/cancel", json={}, headers=auth("alice"))
     assert cancel.status_code == 403
     assert "may not delete workflowruns" in cancel.json()["message"]
-    assert (await api.get("/v1/workers", headers=auth("alice"))).status_code == 403
     fake.grants.add(("alice", "delete", "workflowruns", "team"))
     assert (await api.post("/v1/runs/team.r1/cancel", json={}, headers=auth("alice"))).is_success
     assert service.get_run("team.r1")["phase"] == "Cancelled"
+
+
+async def test_workers_and_workflows_are_listed_only_where_rbac_allows(
+    api: httpx.AsyncClient, fake: FakeAuthenticator, service: SchedulerService
+) -> None:
+    await register(api, "token-a", "w1")  # team/w1
+    service.register_worker(
+        RegisterWorkerRequest(**registration("o1", namespace="other", workflows=[{"name": "x"}]))
+    )
+
+    async def listed() -> tuple[list[str], list[tuple[str, str]]]:
+        workers = (await api.get("/v1/workers", headers=auth("alice"))).json()["workers"]
+        flows = (await api.get("/v1/workflows", headers=auth("alice"))).json()["workflows"]
+        return [w["worker_id"] for w in workers], [(f["namespace"], f["name"]) for f in flows]
+
+    assert await listed() == ([], [])
+    fake.grants |= {
+        ("alice", "list", "workerpools", "team"),
+        ("alice", "list", "workflows", "team"),
+    }
+    assert await listed() == (["w1"], [("team", "wf")]), "nothing of namespace other"
 
 
 async def test_without_a_gate_the_api_is_open(service: SchedulerService) -> None:
