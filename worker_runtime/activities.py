@@ -18,7 +18,7 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast, overload
 
 from .context import ActivityInfo, current_activity, current_workflow, local_activities
 from .errors import TetherError
-from .protocol import ActivityOptions, ActivitySpec, RetryPolicy
+from .protocol import ActivityOptions, ActivitySpec, RetryField, RetryPolicy
 from .schemas import parameters_schema
 from .wire import (
     DEFAULT_BACKOFF_COEFFICIENT,
@@ -123,6 +123,23 @@ def _make_options(
     )
 
 
+_RETRY_ARGUMENTS: dict[str, RetryField] = {
+    "retry_policy_max_attempts": "max_attempts",
+    "retry_policy_backoff_coefficient": "backoff_coefficient",
+    "retry_policy_initial_interval": "initial_interval",
+    "retry_policy_max_interval": "max_interval",
+    "non_retryable_errors": "non_retryable_errors",
+}
+"""Decorator argument -> the retry field it sets (the others come from the workflow)."""
+
+
+def _options(arguments: dict[str, Any]) -> tuple[str | None, ActivityOptions]:
+    """Name and options of ``@activity(**arguments)``, noting which retry fields it set."""
+    name, options = _make_options(**arguments)
+    options.retry_set = [field for arg, field in _RETRY_ARGUMENTS.items() if arg in arguments]
+    return name, options
+
+
 def _decorate(
     fn: Callable[..., Any], name: str | None, options: ActivityOptions
 ) -> ActivityDefinition[..., Any]:
@@ -173,8 +190,8 @@ class ActivityDecorator:
         if args:
             if len(args) != 1 or options or not callable(args[0]):
                 raise TypeError("use @activity, @activity() or @activity(name=..., ...)")
-            return _decorate(args[0], None, ActivityOptions())
-        name, activity_options = _make_options(**options)
+            return _decorate(args[0], None, ActivityOptions(retry_set=[]))
+        name, activity_options = _options(options)
         return functools.partial(_decorate, name=name, options=activity_options)
 
     @staticmethod

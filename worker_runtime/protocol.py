@@ -75,10 +75,35 @@ class RetryPolicy(Model):
     non_retryable_errors: list[str] = Field(default_factory=list)
 
 
+RetryField = Literal[
+    "max_attempts",
+    "initial_interval",
+    "backoff_coefficient",
+    "max_interval",
+    "non_retryable_errors",
+]
+
+
+class RetryDefaults(Model):
+    """Some fields of a retry policy: those a workflow sets for its activities."""
+
+    max_attempts: int | None = Field(default=None, ge=1)
+    initial_interval: float | None = Field(default=None, ge=0)
+    backoff_coefficient: float | None = Field(default=None, ge=1.0)
+    max_interval: float | None = Field(default=None, ge=0)
+    non_retryable_errors: list[str] | None = None
+
+
 class ActivityOptions(Model):
     start_to_close_timeout: float | None = Field(default=None, gt=0)
     heartbeat_timeout: float | None = Field(default=None, gt=0)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    retry_set: list[RetryField] | None = Field(
+        default=None,
+        description="The retry fields the activity's code set; the others take the "
+        "workflow's defaults (a Workflow's spec.retry) before the built-in ones. "
+        "null: every field is the code's.",
+    )
     sticky_to_worker: bool = False
 
 
@@ -182,6 +207,11 @@ class WorkflowTask(Model):
     history: list[HistoryEventModel] = Field(default_factory=list)
     session_id: str | None = None
     parent_run_id: str | None = None
+    retry_defaults: RetryDefaults | None = Field(
+        default=None,
+        description="Retry fields the workflow's activities take where their code sets "
+        "none (a Workflow's spec.retry): local activities apply them on the worker.",
+    )
 
 
 class Resolution(Model):

@@ -123,6 +123,7 @@ class WorkflowTaskMessage(TypedDict):
     history: list[dict[str, Any]]
     session_id: str | None
     parent_run_id: str | None
+    retry_defaults: dict[str, Any] | None
 
 
 class ResolutionMessage(TypedDict):

@@ -39,7 +39,14 @@ from .context import (
 from .errors import ActivityError, ChildWorkflowError, NonDeterminismError, TetherError
 from .failures import backoff, error_from_dict, error_info, is_retryable, timeout_error
 from .payloads import check_input, check_value, json_roundtrip
-from .protocol import ErrorInfo, HistoryEventModel, WorkflowTask
+from .protocol import (
+    ActivityOptions,
+    ErrorInfo,
+    HistoryEventModel,
+    RetryDefaults,
+    RetryPolicy,
+    WorkflowTask,
+)
 from .schemas import bind_input
 from .wire import nondeterminism, nondeterminism_error, recorded_step
 from .workflow import WorkflowDefinition, WorkflowInfo
@@ -510,7 +517,7 @@ class WorkflowInstance:
         kwargs: dict[str, Any],
         seq: int,
     ) -> Outcome:
-        policy = defn.options.retry
+        policy = local_retry_policy(defn.options, self.task.retry_defaults)
         attempt = 0
         while True:
             attempt += 1
@@ -674,3 +681,16 @@ def _activity_result(name: str, outcome: Outcome) -> Any:
 def _set_outcome(fut: asyncio.Future[Outcome], outcome: Outcome) -> None:
     if not fut.done():
         fut.set_result(outcome)
+
+
+def local_retry_policy(options: ActivityOptions, defaults: RetryDefaults | None) -> RetryPolicy:
+    """The retry policy of a local activity: the fields its code set, the workflow's
+    `defaults` for the others (as the scheduler does for remote activities)."""
+    if defaults is None or options.retry_set is None:
+        return options.retry
+    taken = {
+        name: value
+        for name, value in defaults.model_dump(exclude_none=True).items()
+        if name not in options.retry_set
+    }
+    return options.retry.model_copy(update=taken) if taken else options.retry

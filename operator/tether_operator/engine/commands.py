@@ -10,6 +10,7 @@ from .deadlines import DeadlineKind
 from .effects import Outbox
 from .errors import InvalidCommand
 from .lifecycle import Lifecycle
+from .retry import with_workflow_defaults
 from .runs import Run
 from .sessions import Sessions
 from .state import EngineState
@@ -100,7 +101,10 @@ class Commands:
             activity=cmd["activity"],
             args=cmd.get("args") or [],
             kwargs=cmd.get("kwargs") or {},
-            options=cmd.get("options") or {},
+            options=with_workflow_defaults(
+                cmd.get("options") or {},
+                self.state.retry_defaults.get((run.namespace, run.workflow)),
+            ),
             session_id=sid,
         )
         self.tasks.enqueue_activity(run, run.activities[cmd["seq"]])

@@ -305,6 +305,18 @@ class Engine:
         `require_registered_workflows` says)."""
         self._lifecycle.require_registered(workflow, namespace)
 
+    def set_retry_defaults(
+        self, namespace: str, workflow: str, policy: Mapping[str, Any] | None
+    ) -> None:
+        """The retry fields the activities of `workflow` in `namespace` take where their
+        code sets none, from now on (None: the built-in defaults). An activity already
+        scheduled keeps the policy its history recorded."""
+        key = (namespace, workflow)
+        if policy:
+            self.state.retry_defaults[key] = dict(policy)
+        else:
+            self.state.retry_defaults.pop(key, None)
+
     def cancel_run(self, run_id: str, now: float) -> list[Effect]:
         """Cancel a run that has not ended (a no-op for one that has)."""
         with self._batch(now) as out:

@@ -172,6 +172,7 @@ class Dispatch:
                 "history": list(run.history),
                 "session_id": task.session_id,
                 "parent_run_id": run.parent_run_id,
+                "retry_defaults": st.retry_defaults.get((run.namespace, run.workflow)),
             },
         )
         return True

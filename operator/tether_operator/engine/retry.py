@@ -22,6 +22,21 @@ def policy_of(options: dict[str, Any]) -> dict[str, Any]:
     return {**DEFAULT_RETRY, **(options.get("retry") or {})}
 
 
+def with_workflow_defaults(
+    options: dict[str, Any], defaults: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """Activity options whose retry fields the activity's code did not set (those not in
+    `retry_set`) take the workflow's `defaults`; options of a code that does not say
+    which it set (no `retry_set`) are all its own."""
+    chosen = options.get("retry_set")
+    if not defaults or chosen is None:
+        return options
+    taken = {key: value for key, value in defaults.items() if key not in chosen}
+    if not taken:
+        return options
+    return {**options, "retry": {**policy_of(options), **taken}}
+
+
 def backoff(policy: dict[str, Any], attempt: int) -> float:
     """Seconds to wait after failed attempt number `attempt` (1-based)."""
     interval = float(policy["initial_interval"]) * float(policy["backoff_coefficient"]) ** (

@@ -85,6 +85,9 @@ class EngineState:
     activity task ids they were running; each has `restart_grace` to come back."""
     run_counter: int = 0
     """Makes generated run ids unique."""
+    retry_defaults: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    """(namespace, workflow) -> retry fields its activities take where their code sets
+    none (on Kubernetes: the Workflow's spec.retry)."""
 
     def get_run(self, run_id: str) -> Run:
         """The run, or RunNotFound naming it."""

@@ -60,7 +60,7 @@ from tether_operator.k8s.naming import run_object
 from tether_operator.k8s.resources import API_VERSION, GROUP, VERSION
 from tether_operator.k8s.runs import RunController
 from tether_operator.k8s.store import KubernetesRunStore
-from tether_operator.k8s.workflows import WorkflowDirectory, WorkflowPublisher
+from tether_operator.k8s.workflows import WorkflowDirectory, WorkflowPublisher, retry_defaults
 from tether_operator.scheduler.app import create_app
 from tether_operator.scheduler.auth import Gate
 from tether_operator.scheduler.server import serve
@@ -343,6 +343,9 @@ async def run_operator(settings: OperatorSettings) -> None:
         store=store,
         namespace=namespace,
         scheduler_url=settings.scheduler_url,
+    )
+    directory.subscribe(
+        lambda ns, name, spec: service.engine.set_retry_defaults(ns, name, retry_defaults(spec))
     )
     runs = RunController(service, store, client, events, directory)
     service.run_starter = ApiRunStarter(client, runs, namespace, settings.namespaces)

@@ -32,11 +32,18 @@ from tether_operator.k8s.resources import (
     RetryPolicy,
     WorkflowSpec,
     format_duration,
+    parse_duration,
 )
 from tether_operator.k8s.status import merge_conditions
 from worker_runtime.protocol import ActivitySpec, RegisterWorkerRequest
 
-__all__ = ["MANAGED_BY", "WorkflowDirectory", "WorkflowPublisher", "activity_record"]
+__all__ = [
+    "MANAGED_BY",
+    "WorkflowDirectory",
+    "WorkflowPublisher",
+    "activity_record",
+    "retry_defaults",
+]
 
 logger = logging.getLogger("tether.operator")
 
@@ -46,6 +53,8 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "tether"}
 _OBJECT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
 Key = tuple[str, str]
+SpecListener = Callable[[str, str, WorkflowSpec | None], None]
+"""Told a Workflow's namespace, name and spec (None once it is gone)."""
 
 
 class WorkflowDirectory:
@@ -55,6 +64,14 @@ class WorkflowDirectory:
         self._specs: dict[Key, WorkflowSpec] = {}
         self._generations: dict[Key, int] = {}
         self._on_change = on_change
+        self._spec_listeners: list[SpecListener] = []
+
+    def subscribe(self, listener: SpecListener) -> None:
+        """Call `listener(namespace, name, spec)` for every Workflow known now and on every
+        later change of a spec (None: the Workflow was deleted or its spec is invalid)."""
+        self._spec_listeners.append(listener)
+        for key, spec in self._specs.items():
+            listener(*key, spec)
 
     def on_event(self, event: Mapping[str, Any]) -> None:
         """Take in one raw watch event of a Workflow."""
@@ -64,17 +81,24 @@ class WorkflowDirectory:
         if event.get("type") == "DELETED":
             self._specs.pop(key, None)
             self._generations.pop(key, None)
+            self._tell(key)
             return
         try:
             self._specs[key] = WorkflowSpec.model_validate(body.get("spec") or {})
         except ValidationError as exc:
             logger.warning("Workflow %s/%s has an invalid spec: %s", *key, exc)
             self._specs.pop(key, None)
+        self._tell(key)
         generation = meta.get("generation")
         if isinstance(generation, int) and self._generations.get(key) != generation:
             self._generations[key] = generation
             if self._on_change is not None:
                 self._on_change(*key)
+
+    def _tell(self, key: Key) -> None:
+        spec = self._specs.get(key)
+        for listener in self._spec_listeners:
+            listener(*key, spec)
 
     def generation(self, namespace: str, name: str) -> int | None:
         """The Workflow's `metadata.generation`, if the operator has seen it."""
@@ -83,6 +107,20 @@ class WorkflowDirectory:
     def spec(self, namespace: str, name: str) -> WorkflowSpec | None:
         """The Workflow's spec, or None if there is no such Workflow."""
         return self._specs.get((namespace, name))
+
+
+def retry_defaults(spec: WorkflowSpec | None) -> dict[str, Any] | None:
+    """The engine's retry fields (seconds for durations) that a Workflow's `spec.retry`
+    sets for its activities: only those the user wrote; None if it sets none."""
+    policy = spec.retry if spec is not None else None
+    if policy is None:
+        return None
+    values = policy.model_dump()
+    fields = {name: values[name] for name in policy.model_fields_set}
+    for name in ("initial_interval", "max_interval"):
+        if name in fields:
+            fields[name] = parse_duration(fields[name])
+    return fields or None
 
 
 def _retry(policy: Mapping[str, Any]) -> RetryPolicy:

@@ -18,7 +18,8 @@ from worker_runtime import (
 )
 from worker_runtime.context import ActivityContext, ActivityInfo, current_activity
 from worker_runtime.payloads import check_input, check_value
-from worker_runtime.protocol import MAX_PAYLOAD_BYTES
+from worker_runtime.protocol import MAX_PAYLOAD_BYTES, RetryDefaults
+from worker_runtime.workflow_instance import local_retry_policy
 
 
 @workflows.activity()
@@ -187,3 +188,30 @@ async def test_heartbeat_throttling_and_cancel() -> None:
     ctx.cancel()
     with pytest.raises(workflows.ActivityCancelledError):
         ctx.heartbeat(5)
+
+
+def test_options_say_which_retry_fields_the_code_set() -> None:
+    @activity
+    def bare() -> None: ...
+
+    @activity(start_to_close_timeout=5)
+    def timed() -> None: ...
+
+    @activity(retry_policy_max_attempts=2, non_retryable_errors=[KeyError])
+    def tuned() -> None: ...
+
+    assert bare.options.retry_set == []
+    assert timed.options.retry_set == []
+    assert tuned.options.retry_set == ["max_attempts", "non_retryable_errors"]
+
+
+def test_a_local_activity_takes_the_workflows_defaults_where_its_code_sets_none() -> None:
+    @activity(retry_policy_max_attempts=7)
+    def tuned() -> None: ...
+
+    defaults = RetryDefaults(max_attempts=2, initial_interval=0.25)
+    policy = local_retry_policy(tuned.options, defaults)
+    assert (policy.max_attempts, policy.initial_interval) == (7, 0.25)
+    assert local_retry_policy(tuned.options, None) == tuned.options.retry
+    unknown = tuned.options.model_copy(update={"retry_set": None})
+    assert local_retry_policy(unknown, defaults) == tuned.options.retry

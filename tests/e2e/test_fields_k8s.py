@@ -1,0 +1,103 @@
+"""Fields a user sets act as their descriptions say, on a Helm install driven with
+kubectl: a Workflow's spec.retry is the retry policy of its activities where their code
+sets none, a field the code sets wins, and editing the Workflow applies to later runs."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.e2e.conftest import IMAGE, Install
+from tests.e2e.kube import Kube, Obj, eventually, running_and_ready
+
+pytestmark = pytest.mark.timeout(600)
+
+API_VERSION = "tether.dev/v1alpha1"
+FLOW = (Path(__file__).parent / "testdata" / "flaky.py").read_text()
+POOL = "flaky"
+
+
+def objects(retry: dict[str, Any]) -> list[Obj]:
+    container = {
+        "name": "worker",
+        "image": IMAGE,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["python", "-m", "worker_runtime", "/workflows/flaky.py"],
+        "volumeMounts": [{"name": "workflows", "mountPath": "/workflows", "readOnly": True}],
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}},
+    }
+    template = {
+        "spec": {
+            "containers": [container],
+            "volumes": [{"name": "workflows", "configMap": {"name": "flaky-workflow"}}],
+        }
+    }
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "flaky-workflow"},
+            "data": {"flaky.py": FLOW},
+        },
+        {
+            "apiVersion": API_VERSION,
+            "kind": "WorkerPool",
+            "metadata": {"name": POOL},
+            "spec": {"replicas": 1, "template": template},
+        },
+        {
+            "apiVersion": API_VERSION,
+            "kind": "Workflow",
+            "metadata": {"name": "flaky"},
+            "spec": {"workerPool": POOL, "retry": retry},
+        },
+    ]
+
+
+def attempts(ns: Kube, own: bool = False) -> int:
+    """Start a run of `flaky`, wait for it to fail, and count its activity's attempts."""
+    run = {
+        "apiVersion": API_VERSION,
+        "kind": "WorkflowRun",
+        "metadata": {"generateName": "flaky-"},
+        "spec": {
+            "workflowRef": {"name": "flaky"},
+            "input": {"tag": f"t{uuid.uuid4().hex[:8]}", "own": own},
+        },
+    }
+    name = ns.create(yaml.safe_dump(run))
+    ns.wait("wfr", name, "Failed", timeout=120)
+    (activity,) = ns.get("wfr", name)["status"]["activities"]
+    assert activity["state"] == "Failed", activity
+    return int(activity["attempt"])
+
+
+@pytest.fixture(scope="module")
+def flaky(tether: Install) -> Kube:
+    ns = tether.workloads["runs"]
+    ns.apply(*objects({"maxAttempts": 2, "initialInterval": "100ms"}))
+    eventually(
+        lambda: [p for p in ns.pods(f"tether.dev/pool={POOL}") if running_and_ready(p)],
+        timeout=120,
+        what="the flaky pool's pod to be ready",
+    )
+    return ns
+
+
+def test_workflow_retry_is_the_default_policy_of_its_activities(flaky: Kube) -> None:
+    assert attempts(flaky) == 2, "spec.retry.maxAttempts, where the code sets none"
+    assert attempts(flaky, own=True) == 4, "the code's own retry_policy_max_attempts wins"
+
+
+def test_editing_workflow_retry_applies_to_later_runs(flaky: Kube) -> None:
+    flaky.run(
+        "patch", "workflow", "flaky", "--type=merge", "-p", '{"spec":{"retry":{"maxAttempts":1}}}'
+    )
+    eventually(lambda: attempts(flaky) == 1, timeout=60, what="maxAttempts 1 to apply")
+    removal = '[{"op": "remove", "path": "/spec/retry"}]'
+    flaky.run("patch", "workflow", "flaky", "--type=json", "-p", removal)
+    eventually(lambda: attempts(flaky) == 3, timeout=60, what="the built-in 3 attempts")
