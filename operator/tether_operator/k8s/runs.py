@@ -168,6 +168,13 @@ class RunController:
             await self._deleted(run_id, obj.uid)  # replaced by a new object of the same name
             obj = None
         status = body.get("status") or {}
+        if obj is None and status.get("phase") in TERMINAL_PHASES and run_id not in self._starting:
+            # Finished, its final status written: nothing of it is kept (after a restart,
+            # the engine drops what it recovered of it).
+            self._retire(run_id)
+            gone = RunObject(namespace, name, uid, meta.get("generation"), body.get("spec") or {})
+            self._schedule_expiry(gone, status)
+            return
         if obj is None:
             obj = self.objects[run_id] = RunObject(
                 namespace=namespace,
@@ -399,6 +406,7 @@ class RunController:
         handle = self._expiring.pop(uid, None)
         if handle is not None:
             handle.cancel()
+        self.service.discard_finished(run_id)
         if not self._in_engine(run_id):
             return
         family = self._descendants(run_id)
@@ -409,7 +417,9 @@ class RunController:
             if not self.service.is_terminal(child):
                 self.service.cancel_run(child)
             self.forget(child)
+            self.service.discard_finished(child)
         self.forget(run_id)
+        self.service.discard_finished(run_id)  # its object is gone: so is its final view
         with contextlib.suppress(Exception):
             await self.store.delete(run_id)
 
@@ -439,8 +449,9 @@ class RunController:
             return
         delay = max(0.0, due - self.clock())
         loop = asyncio.get_running_loop()
-        self._expiring[obj.uid] = loop.call_later(
-            delay, lambda: self._spawn(self._expire(obj.namespace, obj.name, obj.uid))
+        namespace, name, uid = obj.namespace, obj.name, obj.uid  # not the whole object
+        self._expiring[uid] = loop.call_later(
+            delay, lambda: self._spawn(self._expire(namespace, name, uid))
         )
 
     async def _expire(self, namespace: str, name: str, uid: str) -> None:
@@ -528,6 +539,23 @@ class RunController:
         obj.written = status
         obj.conditions = list(status.get("conditions") or [])
         self._schedule_expiry(obj, status)
+        if status.get("phase") in TERMINAL_PHASES:
+            self._retire(run_id)
+
+    def _retire(self, run_id: str) -> None:
+        """A finished run whose final status is written leaves the operator's memory: the
+        engine (with its child runs; `SchedulerService.forget_run` keeps its final view
+        answerable a while), the store's bookkeeping and this controller's object. Its
+        WorkflowRun and its stored history stay in the cluster."""
+        self.objects.pop(run_id, None)
+        self.pending.discard(run_id)
+        if self._lost_reported:
+            self._lost_reported = {key for key in self._lost_reported if key[0] != run_id}
+        if self._in_engine(run_id) and self.service.is_terminal(run_id):
+            for child in self._descendants(run_id):
+                self.forget(child)
+            self.forget(run_id)
+            self.store.forget(run_id)
 
     def _gone(self, run_id: str) -> None:
         obj = self.objects.get(run_id)

@@ -440,7 +440,7 @@ def create_app(
     )
     async def history(request: Request, run_id: RunId) -> dict[str, Any]:
         await allow_run(request, "get", run_id)
-        return {"run_id": run_id, "events": service.history(run_id)}
+        return {"run_id": run_id, "events": await service.stored_history(run_id)}
 
     @app.post(
         f"{API_PREFIX}/runs/{{run_id}}/cancel",

@@ -24,11 +24,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import Any, TypedDict, assert_never
 
-from tether_operator.engine import Engine, EngineConfig, EngineError, WorkerReplaced
+from tether_operator.engine import (
+    Engine,
+    EngineConfig,
+    EngineError,
+    RunNotFound,
+    WorkerReplaced,
+)
 from tether_operator.engine.effects import Deliver, Effect, Notice, Persist, RunEnded, WorkerGone
 from tether_operator.scheduler.auth import Forbidden
 from tether_operator.scheduler.history_writer import HistoryWriter
@@ -54,6 +60,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger("tether.scheduler")
+
+FINISHED_KEPT = 256
+"""How many forgotten runs' final views stay answerable: a client that waits for a run
+gets its outcome even if the run left memory first, and memory stays bounded."""
 
 NoticeSubscriber = Callable[[Notice], None]
 """Called with every engine `Notice` (dev mode prints them)."""
@@ -143,6 +153,8 @@ class SchedulerService:
         self._epochs: dict[str, int] = {}
         """How often each worker was declared gone: a held delivery to an older epoch is void."""
         self.inputs = InputCatalog()
+        self._finished: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        """Final views of the latest runs forgotten (`forget_run`), oldest first."""
         self._mailboxes: dict[str, Mailbox] = {}
         self._incarnations: dict[str, str] = {}
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
@@ -602,13 +614,33 @@ class SchedulerService:
         return self.engine.run_view(run_id)
 
     def get_run(self, run_id: str) -> dict[str, Any]:
-        return self.engine.run_view(run_id)
+        """The run's view: a live run's, or a forgotten run's final one (`forget_run`)."""
+        try:
+            return self.engine.run_view(run_id)
+        except RunNotFound:
+            view = self._finished.get(run_id)
+            if view is None:
+                raise
+            return view
 
     def list_runs(self) -> list[dict[str, Any]]:
         return self.engine.list_runs()
 
     def history(self, run_id: str) -> list[dict[str, Any]]:
         return self.engine.history(run_id)
+
+    async def stored_history(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's history: from memory, or from the store for a forgotten run."""
+        try:
+            return self.engine.history(run_id)
+        except RunNotFound:
+            if run_id not in self._finished:
+                raise
+        events = await self.store.load(run_id)
+        forget = getattr(self.store, "forget", None)
+        if forget is not None:
+            forget(run_id)  # a read keeps nothing of it in memory
+        return events
 
     async def start_requested_run(
         self, req: StartRunRequest, namespace: str | None = None
@@ -626,14 +658,26 @@ class SchedulerService:
         return self.engine.run_view(run_id)
 
     def forget_run(self, run_id: str) -> None:
-        """Drop a terminal run from memory (`Engine.forget`)."""
+        """Drop a terminal run from memory (`Engine.forget`). Its final view stays
+        answerable (get, wait) while it is among the latest `FINISHED_KEPT` forgotten."""
+        view = self.engine.run_view(run_id)
         self.engine.forget(run_id)
+        self._finished[run_id] = view
+        self._finished.move_to_end(run_id)
+        while len(self._finished) > FINISHED_KEPT:
+            self._finished.popitem(last=False)
+
+    def discard_finished(self, run_id: str) -> None:
+        """Forget the final view `forget_run` kept (the run's object was deleted)."""
+        self._finished.pop(run_id, None)
 
     def is_terminal(self, run_id: str) -> bool:
         return self.engine.is_terminal(run_id)
 
     async def wait_run(self, run_id: str, timeout: float) -> dict[str, Any]:  # noqa: ASYNC109
         """The run's view once it is terminal, or its current view after `timeout` s."""
+        if run_id in self._finished and run_id not in self.engine.runs:
+            return self._finished[run_id]
         if self.engine.is_terminal(run_id) or timeout <= 0 or self._stopping:
             return self.engine.run_view(run_id)
         loop = asyncio.get_running_loop()
@@ -650,4 +694,4 @@ class SchedulerService:
                 current.remove(fut)
                 if not current:
                     del self._waiters[run_id]
-        return self.engine.run_view(run_id)
+        return self.get_run(run_id)

@@ -57,6 +57,7 @@ class Setup:
     runs: RunController
     directory: WorkflowDirectory
     api: ApiServer
+    store: MarkingStore
 
 
 @pytest.fixture
@@ -66,7 +67,7 @@ async def s() -> AsyncIterator[Setup]:
     client = KubeClient(KubeConfig(server="http://api"), transport=httpx.MockTransport(api.handle))
     holder: list[RunController] = []
     store = MarkingStore(InMemoryRunStore(), lambda run_id: holder[0].mark(run_id))
-    service = SchedulerService(store=store)
+    service = SchedulerService(store=store, namespace="ns")
     directory = WorkflowDirectory()
     events = EventRecorder(client)
     runs = RunController(service, store, client, events, directory)
@@ -75,7 +76,7 @@ async def s() -> AsyncIterator[Setup]:
     await service.start()
     runs.status.start()
     events.start()
-    yield Setup(service, runs, directory, api)
+    yield Setup(service, runs, directory, api, store)
     await events.stop()
     await runs.status.stop()
     await service.stop()
@@ -219,6 +220,57 @@ async def test_deleting_a_run_cancels_and_forgets_its_child_runs(s: Setup) -> No
             s.service.get_run(run_id)
 
 
+async def finish_with_child(s: Setup) -> None:
+    """ns.r starts child ns.r-c1, then completes (which cancels the child)."""
+    (task,) = await s.service.poll("pod-1", 8, 1.0)
+    commands = [
+        {"type": "start_child", "seq": 1, "workflow": "w"},
+        {"type": "complete_workflow", "seq": 2, "result": "done"},
+    ]
+    batch = {"run_id": "ns.r", "workflow_task_id": task["task_id"], "commands": commands}
+    s.service.report("pod-1", ReportRequest.model_validate({"workflows": [batch]}))
+
+
+async def test_a_finished_run_leaves_memory_once_its_final_status_is_written(s: Setup) -> None:
+    register(s.service)
+    await s.runs.on_event(run_event())
+    await settle(s)
+    await finish_with_child(s)
+    await settle(s)
+    assert s.api.status_patches("r")[-1]["phase"] == "Succeeded"
+    assert s.service.engine.runs == {}, "the run and its child left the engine"
+    assert s.runs.objects == {}
+    assert s.store.durable_length("ns.r") == s.store.durable_length("ns.r-c1") == 0
+    # A client that asks (or waits) after it left still gets its outcome and history.
+    assert s.service.get_run("ns.r")["result"] == "done"
+    assert (await s.service.wait_run("ns.r", 5.0))["phase"] == "Succeeded"
+    history = await s.service.stored_history("ns.r")
+    assert history[-1]["type"] == "RunCompleted"
+    # Its own status write comes back as a watch event: nothing of it is kept again.
+    final = s.api.status_patches("r")[-1]
+    await s.runs.on_event(run_event(type_="MODIFIED", status=final))
+    assert s.runs.objects == {}
+    assert s.service.engine.runs == {}
+    # Deleting its WorkflowRun forgets the final view too.
+    await s.runs.on_event(run_event(type_="DELETED", status=final))
+    with pytest.raises(RunNotFound):
+        s.service.get_run("ns.r")
+
+
+async def test_a_recovered_run_whose_final_status_was_written_is_dropped_at_once(
+    s: Setup,
+) -> None:
+    register(s.service)
+    s.service.start_run(StartRunRequest(workflow="w", run_id="ns.r"), namespace="ns")
+    await s.service.flush()
+    s.service.cancel_run("ns.r")
+    await s.service.flush()  # as after a restart: the engine holds it, finished
+    await s.runs.on_event(run_event(status={"phase": "Cancelled"}))
+    assert "ns.r" not in s.service.engine.runs
+    assert s.runs.objects == {}
+    assert not s.api.status_patches("r"), "its status is not written again"
+
+
 async def test_status_is_written_only_for_stored_history(s: Setup) -> None:
     register(s.service)
     await s.runs.on_event(run_event())
@@ -272,7 +324,7 @@ async def test_a_terminal_phase_is_shown_only_once_it_is_stored() -> None:
     holder.append(runs)
     await service.start()
     runs.status.start()
-    s = Setup(service, runs, WorkflowDirectory(), api)
+    s = Setup(service, runs, WorkflowDirectory(), api, store)
     try:
         register(service)
         await runs.on_event(run_event())
