@@ -10,7 +10,7 @@ PY          := $(BIN)/python
 STAMP       := $(VENV)/.installed
 SOURCES     := operator/tether_operator worker_runtime tests bench examples scripts
 
-.PHONY: help venv demo test lint format typecheck contracts unit e2e bench bench-cluster openapi crds \
+.PHONY: help venv demo test lint format typecheck contracts unit e2e bench bench-memory bench-cluster openapi crds \
 	helm-lint clean cluster-up cluster-down image
 
 help: ## Show this help
@@ -68,6 +68,9 @@ contracts: venv ## Import-layer contracts (lint-imports)
 bench: venv ## Benchmarks; results land in bench/results/*.json
 	mkdir -p bench/results
 	$(PY) -m bench.run
+
+bench-memory: venv ## Operator memory over 100,000 finished runs (bench/results/finished-runs.*)
+	$(PY) -m bench.finished_runs --label current
 
 bench-cluster: venv ## Cluster benchmarks (KUBECONFIG's cluster, chart installed by Helm)
 	mkdir -p bench/results

@@ -156,3 +156,31 @@ def test_hard_session_survives_a_container_restart(ns: Kube) -> None:
     (session,) = status(ns, run)["sessions"]
     assert [b["pod"] for b in session["bindings"]] == [pod, pod]
     assert session["bindings"][0]["reason"] == "ProcessExited"
+
+
+def test_scaling_down_past_a_busy_pod_drains_it_and_its_step_runs_once(ns: Kube) -> None:
+    """Both pods hold a step; `kubectl scale` to one pod removes a busy one: its step
+    finishes there (the SIGTERM drain), is not retried, and its SOFT session moves on."""
+    runs = [start(ns, "SOFT"), start(ns, "SOFT")]
+    steps = {run: held_step(ns, run) for run in runs}
+    assert len({step["pod"] for step in steps.values()}) == 2, (
+        "a new session takes the pod with fewer"
+    )
+    try:
+        ns.run("scale", "wp", POOL, "--replicas=1")
+        for run in runs:
+            ns.wait("wfr", run, "Succeeded", timeout=120)
+    finally:
+        ns.run("scale", "wp", POOL, "--replicas=2")
+    moved = 0
+    for run in runs:
+        held = result(ns, run)[1]
+        assert (held["pod"], held["attempt"]) == (steps[run]["pod"], 1), "finished where it ran"
+        assert [a["attempt"] for a in status(ns, run)["activities"]] == [1, 1, 1]
+        (session,) = status(ns, run)["sessions"]
+        reasons = [b.get("reason") for b in session["bindings"]]
+        if "ScaledDown" in reasons:
+            moved += 1
+            assert result(ns, run)[2]["pod"] != held["pod"]
+            assert result(ns, run)[2]["cold_start"] is True
+    assert moved == 1, "exactly the scaled-away pod's session moved on"

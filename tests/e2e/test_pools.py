@@ -103,7 +103,9 @@ class PoolHarness:
             self._ready.set()
 
     async def _main(self) -> None:
-        service = SchedulerService(EngineConfig(require_registered_workflows=False))
+        service = SchedulerService(
+            EngineConfig(require_registered_workflows=False), namespace=self.namespace
+        )
         service.subscribe(self.notices.append)
         await service.start()
         ready = asyncio.Event()
