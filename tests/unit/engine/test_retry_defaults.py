@@ -87,3 +87,38 @@ def test_the_workflow_task_carries_the_defaults_for_local_activities() -> None:
     d.register("w2", namespace="other")
     d.start(namespace="other")
     assert d.workflow_task("w2")["retry_defaults"] is None
+
+
+def test_every_retry_field_of_the_workflow_acts() -> None:
+    d = Driver()
+    d.engine.set_retry_defaults(
+        "team",
+        "wf",
+        {
+            "max_attempts": 4,
+            "initial_interval": 1.0,
+            "backoff_coefficient": 3.0,
+            "max_interval": 2.0,
+        },
+    )
+    d.register("w1", namespace="team")
+    d.start(namespace="team")
+    d.commands("w1", d.workflow_task("w1"), act(1, **code_options([])))
+    d.fail("w1", d.take_one("w1", "activity"))
+    d.tick(1.0)  # initial_interval
+    d.fail("w1", d.take_one("w1", "activity"))
+    d.tick(1.9)  # 1 s x 3 = 3 s, capped at max_interval 2 s
+    assert d.take("w1", "activity") == []
+    d.tick(0.1)
+    d.fail("w1", d.take_one("w1", "activity"))
+    d.tick(2.0)
+    d.fail("w1", d.take_one("w1", "activity"))
+    assert d.take_one("w1", "resolution")["error"]["attempts"] == 4
+
+
+def test_the_workflows_non_retryable_errors_fail_at_once() -> None:
+    d, _, wft = started()
+    d.commands("w1", wft, act(1, **code_options([])))
+    d.fail("w1", d.take_one("w1", "activity"), "KeyError")
+    resolution = d.take_one("w1", "resolution")
+    assert (resolution["ok"], resolution["error"]["attempts"]) == (False, 1)

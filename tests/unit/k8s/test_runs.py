@@ -157,15 +157,21 @@ async def test_a_run_takes_its_workflow_defaults_and_its_own_overrides_win(s: Se
             "type": "ADDED",
             "object": {
                 "metadata": {"namespace": "ns", "name": "w"},
-                "spec": {"sticky": "HARD", "scheduleTimeout": "10m"},
+                "spec": {"sticky": "HARD", "scheduleTimeout": "10m", "workerPool": "gpu"},
             },
         }
     )
     obj = RunObject("ns", "r", "uid", 1, {"workflowRef": {"name": "w"}})
     request = s.runs._request(obj)
     assert (request.run_id, request.sticky, request.schedule_timeout) == ("ns.r", "HARD", 600.0)
+    assert request.worker_pool == "ns.gpu", "the Workflow's pool, of the run's namespace"
     obj.spec["scheduleTimeout"] = "30s"
     assert s.runs._request(obj).schedule_timeout == 30.0
+    obj.spec["sticky"] = "SOFT"
+    obj.spec["scheduleTimeout"] = None
+    assert s.runs._request(obj).sticky == "SOFT", "the run's own strategy wins"
+    obj.spec["workerPool"] = "cpu"
+    assert s.runs._request(obj).worker_pool == "ns.cpu", "the run's own pool wins"
     other = RunObject("other", "r", "uid", 1, {"workflowRef": {"name": "w"}})
     assert s.runs._request(other).sticky is None
 
