@@ -519,18 +519,24 @@ class RunController:
         run_id = run_id_for(obj.namespace, obj.name)
         put = getattr(self.store.inner, "put_payload", None)
         if put is None:
-            return  # a store without payloads: the status gives the size only
+            self._result_not_stored(obj)  # a store without payloads: the size only
+            return
         try:
             ref = await put(run_id, result)
         except Exception as exc:
             logger.warning("could not store the result of %s for its status: %s", run_id, exc)
-            obj.storing_result = False
+            self._result_not_stored(obj)
             return
         obj.result_ref = {
             "configMap": objects.object_name(obj.name, f"p{ref['id']}-0"),
             "chunks": ref["chunks"],
         }
         self.status.mark(run_id)
+
+    def _result_not_stored(self, obj: RunObject) -> None:
+        obj.storing_result = False
+        if (obj.written or {}).get("phase") in TERMINAL_PHASES:
+            self._retire(run_id_for(obj.namespace, obj.name))  # its final status is written
 
     def _written(self, run_id: str, status: dict[str, Any]) -> None:
         obj = self.objects.get(run_id)
@@ -539,7 +545,10 @@ class RunController:
         obj.written = status
         obj.conditions = list(status.get("conditions") or [])
         self._schedule_expiry(obj, status)
-        if status.get("phase") in TERMINAL_PHASES:
+        # A large result still on its way to its ConfigMap has one more write to come.
+        if status.get("phase") in TERMINAL_PHASES and (
+            not obj.storing_result or obj.result_ref is not None
+        ):
             self._retire(run_id)
 
     def _retire(self, run_id: str) -> None:

@@ -263,6 +263,37 @@ async def test_a_finished_run_leaves_memory_once_its_final_status_is_written(s: 
         s.service.get_run("ns.r")
 
 
+class PayloadStore(InMemoryRunStore):
+    """An in-memory store that also keeps large payloads (as the Kubernetes one does)."""
+
+    async def put_payload(self, run_id: str, value: Any) -> dict[str, Any]:
+        await asyncio.sleep(0.05)  # a round trip: the final status is written meanwhile
+        return {"id": "abc", "chunks": 1}
+
+
+@pytest.mark.parametrize("inner", [PayloadStore, InMemoryRunStore])
+async def test_a_large_result_is_stored_before_its_run_leaves_memory(
+    s: Setup, inner: type[InMemoryRunStore]
+) -> None:
+    s.store.inner = inner()
+    register(s.service)
+    await s.runs.on_event(run_event())
+    await settle(s)
+    (task,) = await s.service.poll("pod-1", 8, 1.0)
+    done = {"type": "complete_workflow", "seq": 1, "result": "x" * 40_000}
+    batch = {"run_id": "ns.r", "workflow_task_id": task["task_id"], "commands": [done]}
+    s.service.report("pod-1", ReportRequest.model_validate({"workflows": [batch]}))
+    await settle(s)
+    await asyncio.sleep(0.1)
+    await settle(s)
+    final = s.api.status_patches("r")[-1]
+    assert final["phase"] == "Succeeded"
+    stored = bool((final.get("resultRef") or {}).get("configMap"))
+    assert stored == (inner is PayloadStore), final["resultRef"]
+    assert s.service.engine.runs == {}
+    assert s.runs.objects == {}
+
+
 async def test_a_recovered_run_whose_final_status_was_written_is_dropped_at_once(
     s: Setup,
 ) -> None:
