@@ -5,57 +5,30 @@ sets none, a field the code sets wins, and editing the Workflow applies to later
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.e2e.conftest import IMAGE, Install
+from tests.e2e.conftest import Install
 from tests.e2e.kube import Kube, Obj, eventually, running_and_ready
+from tests.e2e.testdata_pools import script_pool
 
 pytestmark = pytest.mark.timeout(600)
 
 API_VERSION = "tether.dev/v1alpha1"
-FLOW = (Path(__file__).parent / "testdata" / "flaky.py").read_text()
 POOL = "flaky"
 
 
 def objects(retry: dict[str, Any]) -> list[Obj]:
-    container = {
-        "name": "worker",
-        "image": IMAGE,
-        "imagePullPolicy": "IfNotPresent",
-        "command": ["python", "-m", "worker_runtime", "/workflows/flaky.py"],
-        "volumeMounts": [{"name": "workflows", "mountPath": "/workflows", "readOnly": True}],
-        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}},
+    """The flaky pool and its Workflow, whose spec.retry is `retry`."""
+    workflow = {
+        "apiVersion": API_VERSION,
+        "kind": "Workflow",
+        "metadata": {"name": "flaky"},
+        "spec": {"workerPool": POOL, "retry": retry},
     }
-    template = {
-        "spec": {
-            "containers": [container],
-            "volumes": [{"name": "workflows", "configMap": {"name": "flaky-workflow"}}],
-        }
-    }
-    return [
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": "flaky-workflow"},
-            "data": {"flaky.py": FLOW},
-        },
-        {
-            "apiVersion": API_VERSION,
-            "kind": "WorkerPool",
-            "metadata": {"name": POOL},
-            "spec": {"replicas": 1, "template": template},
-        },
-        {
-            "apiVersion": API_VERSION,
-            "kind": "Workflow",
-            "metadata": {"name": "flaky"},
-            "spec": {"workerPool": POOL, "retry": retry},
-        },
-    ]
+    return [*script_pool(POOL, "flaky.py"), workflow]
 
 
 def attempts(ns: Kube, own: bool = False) -> int:

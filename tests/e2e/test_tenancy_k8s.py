@@ -17,55 +17,21 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.e2e.conftest import IMAGE, Install
+from tests.e2e.conftest import Install
 from tests.e2e.kube import Kube, Obj, eventually, running_and_ready
 from tests.e2e.test_auth_k8s import call, calls_from
+from tests.e2e.testdata_pools import script_pool
 
 pytestmark = pytest.mark.timeout(600)
 
 API_VERSION = "tether.dev/v1alpha1"
-FLOW = (Path(__file__).parent / "testdata" / "tenant.py").read_text()
 POOL = "xns"
 RUNS_EACH = 8
-
-
-def pool_objects() -> list[Obj]:
-    """The ConfigMap with the workflow and a one-pod WorkerPool serving it."""
-    container = {
-        "name": "worker",
-        "image": IMAGE,
-        "imagePullPolicy": "IfNotPresent",
-        "command": ["python", "-m", "worker_runtime", "/workflows/tenant.py"],
-        "env": [{"name": "TETHER_LOG_LEVEL", "value": "INFO"}],
-        "volumeMounts": [{"name": "workflows", "mountPath": "/workflows", "readOnly": True}],
-        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}},
-    }
-    template = {
-        "spec": {
-            "containers": [container],
-            "volumes": [{"name": "workflows", "configMap": {"name": "tenant-workflow"}}],
-        }
-    }
-    return [
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": "tenant-workflow"},
-            "data": {"tenant.py": FLOW},
-        },
-        {
-            "apiVersion": API_VERSION,
-            "kind": "WorkerPool",
-            "metadata": {"name": POOL},
-            "spec": {"replicas": 1, "template": template},
-        },
-    ]
 
 
 WORKFLOW: Obj = {"apiVersion": API_VERSION, "kind": "Workflow", "metadata": {"name": "xns"}}
@@ -108,7 +74,7 @@ class Tenants:
 @pytest.fixture(scope="module")
 def tenants(tether: Install) -> Tenants:
     a, b = tether.workloads["tenant-a"], tether.workloads["tenant-b"]
-    a.apply(*pool_objects(), WORKFLOW)
+    a.apply(*script_pool(POOL, "tenant.py"), WORKFLOW)
     b.apply(WORKFLOW)
     return Tenants(a=a, b=b, pod_a=ready_pod(a))
 
@@ -128,7 +94,7 @@ def test_a_run_waits_for_its_own_namespaces_worker_and_never_crosses(tenants: Te
     assert b.jsonpath("wfr", waiting, "{.status.phase}") == "Pending", status
     assert not b.jsonpath("wfr", waiting, "{.status.result}")
 
-    b.apply(*pool_objects())
+    b.apply(*script_pool(POOL, "tenant.py"))
     b.wait("wfr", waiting, "Succeeded", timeout=180)
     got = result(b, waiting)
     assert got["workflow"].startswith(f"{b.namespace}/"), got
