@@ -64,6 +64,7 @@ from tether_operator.k8s.store_errors import (
     RunGone,
     StoreError,
 )
+from tether_operator.scheduler.store import fill_namespace
 
 __all__ = [
     "INLINE_BYTES",
@@ -652,7 +653,7 @@ class KubernetesRunStore:
             events = self._decode(run_id, own)
             await self._resolve(run_id, state, events)
             self._set_position(state, own, len(events))
-            _fill_namespace(run_id, events)
+            fill_namespace(events, run_object(run_id)[0])  # its WorkflowRun's
             return events
 
     def _own_segments(
@@ -784,12 +785,3 @@ class KubernetesRunStore:
         """The value `put_payload` returned `ref` for."""
         state = self._state(run_id)
         return await self._payloads.get(run_id, state.namespace, state.name, ref)
-
-
-def _fill_namespace(run_id: str, events: list[dict[str, Any]]) -> None:
-    """A history recorded before runs carried their namespace gets its WorkflowRun's."""
-    if not events or events[0].get("type") != "RunStarted":
-        return
-    data = events[0].get("data")
-    if isinstance(data, dict) and not data.get("namespace"):
-        events[0] = {**events[0], "data": {**data, "namespace": run_object(run_id)[0]}}

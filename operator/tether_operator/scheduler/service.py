@@ -40,7 +40,7 @@ from tether_operator.scheduler.auth import Forbidden
 from tether_operator.scheduler.history_writer import HistoryWriter
 from tether_operator.scheduler.inputs import InputCatalog
 from tether_operator.scheduler.mailboxes import Mailbox
-from tether_operator.scheduler.store import InMemoryRunStore, RunStore
+from tether_operator.scheduler.store import InMemoryRunStore, RunStore, fill_namespace
 from tether_operator.scheduler.timers import DeadlineTimer
 from worker_runtime.protocol import (
     ActivityCompletion,
@@ -186,10 +186,7 @@ class SchedulerService:
             events = await self.store.load(run_id)
             if not events:
                 continue
-            started = events[0].get("data")
-            if isinstance(started, dict) and not started.get("namespace"):
-                # Recorded before runs carried their namespace: this scheduler's own.
-                events[0] = {**events[0], "data": {**started, "namespace": self.namespace}}
+            fill_namespace(events, self.namespace)  # recorded before runs carried one
             try:
                 self._apply(self.engine.restore(run_id, events, self.clock()))
             except EngineError as exc:

@@ -80,3 +80,13 @@ class DurableMemoryRunStore(InMemoryRunStore):
         if self.write_delay > 0:
             await asyncio.sleep(self.write_delay)
         await super().append(run_id, events)
+
+
+def fill_namespace(events: list[dict[str, Any]], namespace: str) -> None:
+    """Give a history recorded before runs carried their namespace (a `RunStarted`
+    without one) `namespace`, in place; any other history is left as it is."""
+    if not events or events[0].get("type") != "RunStarted":
+        return
+    data = events[0].get("data")
+    if isinstance(data, dict) and not data.get("namespace"):
+        events[0] = {**events[0], "data": {**data, "namespace": namespace}}

@@ -23,9 +23,8 @@ from tether_operator.k8s.store import (
     KubernetesRunStore,
     RunGone,
     StoreError,
-    _fill_namespace,
 )
-from tether_operator.scheduler.store import RunStore
+from tether_operator.scheduler.store import RunStore, fill_namespace
 
 DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -72,12 +71,12 @@ def test_a_gap_in_history_is_corruption_naming_the_object() -> None:
         KubernetesRunStore._decode("ns.r", segments)
 
 
-def test_a_history_from_before_namespaces_gets_its_workflow_runs_namespace() -> None:
+def test_a_history_from_before_namespaces_gets_the_namespace_given() -> None:
     old = [{"type": "RunStarted", "time": 1.0, "data": {"run_id": "team.r-c1", "workflow": "w"}}]
-    _fill_namespace("team.r-c1", old)
+    fill_namespace(old, "team")
     assert old[0]["data"]["namespace"] == "team"
     recorded = [{"type": "RunStarted", "time": 1.0, "data": {"namespace": "kept"}}]
-    _fill_namespace("team.r", recorded)
+    fill_namespace(recorded, "team")
     assert recorded[0]["data"]["namespace"] == "kept"
 
 
