@@ -44,8 +44,7 @@ class ClusterLikeStore(DurableMemoryRunStore):
     once told to forget it (the history lives on in the API server, not here)."""
 
     def forget(self, run_id: str) -> None:
-        for rid in [rid for rid in self._runs if rid == run_id or rid.startswith(run_id + "-c")]:
-            del self._runs[rid]
+        self._runs.pop(run_id, None)
 
 
 def rss_mib() -> float:

@@ -7,7 +7,7 @@ written once. It imports nothing but the standard library's typing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, Final, Literal, TypedDict, TypeGuard, assert_never, get_args
 
 # --------------------------------------------------------------------------- defaults
@@ -41,6 +41,18 @@ def default_retry_policy() -> RetryPolicyDict:
         "max_interval": DEFAULT_MAX_INTERVAL,
         "non_retryable_errors": [],
     }
+
+
+def workflow_retry_fields(
+    retry_set: Collection[str] | None, defaults: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """The workflow's default retry fields an activity takes: those of `defaults` its
+    code did not set (not in `retry_set`); none when its code does not say which it set
+    (`retry_set` None). The scheduler applies them to remote activities, the SDK to
+    local ones."""
+    if not defaults or retry_set is None:
+        return {}
+    return {key: value for key, value in defaults.items() if key not in retry_set}
 
 
 # --------------------------------------------------------------------------- worker loss

@@ -48,7 +48,7 @@ from .protocol import (
     WorkflowTask,
 )
 from .schemas import bind_input
-from .wire import nondeterminism, nondeterminism_error, recorded_step
+from .wire import nondeterminism, nondeterminism_error, recorded_step, workflow_retry_fields
 from .workflow import WorkflowDefinition, WorkflowInfo
 from .workflow_loop import WorkflowLoop
 
@@ -686,11 +686,6 @@ def _set_outcome(fut: asyncio.Future[Outcome], outcome: Outcome) -> None:
 def local_retry_policy(options: ActivityOptions, defaults: RetryDefaults | None) -> RetryPolicy:
     """The retry policy of a local activity: the fields its code set, the workflow's
     `defaults` for the others (as the scheduler does for remote activities)."""
-    if defaults is None or options.retry_set is None:
-        return options.retry
-    taken = {
-        name: value
-        for name, value in defaults.model_dump(exclude_none=True).items()
-        if name not in options.retry_set
-    }
+    given = defaults.model_dump(exclude_none=True) if defaults is not None else None
+    taken = workflow_retry_fields(options.retry_set, given)
     return options.retry.model_copy(update=taken) if taken else options.retry

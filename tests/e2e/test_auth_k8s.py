@@ -97,6 +97,13 @@ def calls_from(ns: Kube, pod: str, *calls: dict[str, Any], url: str = "") -> lis
     return list(json.loads(out))
 
 
+def assert_forbidden(answers: list[Any]) -> None:
+    """Every [status, body] of `calls_from` is a 403 Forbidden Problem."""
+    for status, body in answers:
+        assert status == 403, body
+        assert body["error"] == "Forbidden"
+
+
 def token_of(ns: Kube, account: str, *, audience: str | None = AUDIENCE) -> str:
     args = ["create", "token", account, "--duration=10m"]
     if audience:
@@ -267,9 +274,7 @@ def test_a_worker_cannot_complete_another_pods_task(pool: Pool) -> None:
         call("POST", f"/v1/tasks/{task_id}/complete", body=forged, worker=owner),
         call("POST", f"/v1/workers/{intruder}/report", body={"completions": [forged]}),
     )
-    for status, body in answers:
-        assert status == 403, body
-        assert body["error"] == "Forbidden"
+    assert_forbidden(answers)
     assert f"dispatched to worker {owner!r}" in answers[0][1]["message"]
     assert answers[0][1]["field"] == "task_id"
 

@@ -24,7 +24,7 @@ import yaml
 
 from tests.e2e.conftest import Install
 from tests.e2e.kube import Kube, Obj, eventually, running_and_ready
-from tests.e2e.test_auth_k8s import call, calls_from
+from tests.e2e.test_auth_k8s import assert_forbidden, call, calls_from
 from tests.e2e.testdata_pools import script_pool
 
 pytestmark = pytest.mark.timeout(600)
@@ -145,9 +145,7 @@ def test_a_pod_cannot_register_poll_or_report_for_another_namespace(tenants: Ten
         call("POST", f"/v1/tasks/{task_id}/complete", body=forged, worker=pod_a),
         call("POST", f"/v1/workers/{pod_a}/report", body={"completions": [forged]}),
     )
-    for status, body in answers:
-        assert status == 403, body
-        assert body["error"] == "Forbidden"
+    assert_forbidden(answers)
     assert answers[0][1]["field"] == "namespace"
     assert f"may not register for namespace {b.namespace!r}" in answers[0][1]["message"]
     # tenant-b's run is untouched: its real attempt's result, nothing retried.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from worker_runtime.wire import default_retry_policy
+from worker_runtime.wire import default_retry_policy, workflow_retry_fields
 
 from .deadlines import DeadlineKind
 from .effects import Outbox
@@ -28,10 +28,7 @@ def with_workflow_defaults(
     """Activity options whose retry fields the activity's code did not set (those not in
     `retry_set`) take the workflow's `defaults`; options of a code that does not say
     which it set (no `retry_set`) are all its own."""
-    chosen = options.get("retry_set")
-    if not defaults or chosen is None:
-        return options
-    taken = {key: value for key, value in defaults.items() if key not in chosen}
+    taken = workflow_retry_fields(options.get("retry_set"), defaults)
     if not taken:
         return options
     return {**options, "retry": {**policy_of(options), **taken}}

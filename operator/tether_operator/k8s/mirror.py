@@ -58,14 +58,12 @@ class MarkingStore:
         self._durable.pop(run_id, None)
 
     def forget(self, run_id: str) -> None:
-        """Drop what is kept in memory of a finished run (and of the wrapped store's
-        bookkeeping of it and its child runs, if it keeps any); its history stays stored."""
+        """Drop what is kept in memory of a finished run (and the wrapped store's
+        bookkeeping of it, if it keeps any); its history stays stored."""
         forget = getattr(self.inner, "forget", None)
         if forget is not None:
             forget(run_id)
-        prefix = run_id + "-c"  # child runs' ids (engine.commands)
-        for rid in [rid for rid in self._durable if rid == run_id or rid.startswith(prefix)]:
-            del self._durable[rid]
+        self._durable.pop(run_id, None)
 
     def root(self, run_id: str) -> str:
         """The run id of the WorkflowRun that owns the run's objects: a child run's root,

@@ -561,10 +561,9 @@ class RunController:
         if self._lost_reported:
             self._lost_reported = {key for key in self._lost_reported if key[0] != run_id}
         if self._in_engine(run_id) and self.service.is_terminal(run_id):
-            for child in self._descendants(run_id):
-                self.forget(child)
-            self.forget(run_id)
-            self.store.forget(run_id)
+            for finished in (*self._descendants(run_id), run_id):
+                self.forget(finished)
+                self.store.forget(finished)
 
     def _gone(self, run_id: str) -> None:
         obj = self.objects.get(run_id)

@@ -159,9 +159,9 @@ def create_app(
         principal = caller(request)
         if gate is None or principal is None:
             return items
-        namespaces = {item_id: namespace_of(item) for item_id, item in enumerate(items)}
-        shown = await gate.allowed_namespaces(principal, "list", resource, namespaces.values())
-        return [item for item_id, item in enumerate(items) if namespaces[item_id] in shown]
+        namespaces = [namespace_of(item) for item in items]
+        shown = await gate.allowed_namespaces(principal, "list", resource, namespaces)
+        return [item for item, ns in zip(items, namespaces, strict=True) if ns in shown]
 
     async def allow_run(request: Request, verb: str, run_id: str) -> None:
         if gate is not None:
