@@ -58,8 +58,9 @@ class Kube:
         return done.stdout
 
     def apply(self, *objects: Obj | str) -> None:
-        """Apply objects given as dicts or YAML text."""
-        docs = [o if isinstance(o, str) else yaml.safe_dump(o) for o in objects]
+        """Apply objects given as dicts or YAML text. Dicts go as JSON: kubectl's YAML
+        would read a key like `n` or `y` as a boolean."""
+        docs = [o if isinstance(o, str) else json.dumps(o) for o in objects]
         self.run("apply", "-f", "-", stdin="\n---\n".join(docs))
 
     def get(self, kind: str, name: str) -> Obj:

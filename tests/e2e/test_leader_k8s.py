@@ -17,7 +17,6 @@ import asyncio
 import json
 import os
 import re
-import signal
 import time
 import uuid
 from collections import Counter
@@ -31,7 +30,8 @@ import yaml
 
 from bench.store_bench import activity
 from tests.e2e.conftest import IMAGE, Install
-from tests.e2e.kube import Kube, KubectlError, Obj, eventually, running_and_ready
+from tests.e2e.kube import Kube, KubectlError, eventually, running_and_ready
+from tests.e2e.leadership import await_new_leader, crash, holder, leader
 from tether_operator.k8s.client import KubeClient, resource_path
 from tether_operator.k8s.fencing import EPOCH_ANNOTATION, SEALED_ANNOTATION, Fence, Fenced
 from tether_operator.k8s.leader import LeaderElector, LeaseSettings
@@ -223,18 +223,6 @@ async def test_a_deposed_leader_can_neither_seal_nor_start_the_next_segment(
 
 STICKY_STEPS = (Path(__file__).parent / "testdata" / "sticky_steps.py").read_text()
 POOL = "leader-steps"
-LEADER = "tether.dev/leader=true"
-
-
-def leader(tether: Install, not_: str = "") -> Obj | None:
-    """The Ready operator pod carrying the leader label (other than ``not_``)."""
-    selector = f"app.kubernetes.io/instance={tether.release},{LEADER}"
-    found = [
-        p
-        for p in tether.system.pods(selector)
-        if running_and_ready(p) and p["metadata"]["name"] != not_
-    ]
-    return found[0] if len(found) == 1 else None
 
 
 def readyz(tether: Install, pod: str) -> str:
@@ -375,29 +363,6 @@ this host), `crash`: SIGKILL to the operator process, found by its pod's cgroup;
 container restarts in the same pod without releasing the Lease."""
 
 
-def crash(pod: Obj) -> None:
-    """SIGKILL the operator process of ``pod`` (the local cluster's pods are processes
-    of this host; the one to kill is in the cgroup named after the pod's uid)."""
-    uid = pod["metadata"]["uid"]
-    marks = (uid, uid.replace("-", "_"))
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cgroup = (proc / "cgroup").read_text()
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if any(m in cgroup for m in marks) and b"operator" in argv and len(argv) > 2:
-            os.kill(int(proc.name), signal.SIGKILL)
-            return
-    raise AssertionError(f"no operator process in the cgroup of pod {pod['metadata']['name']}")
-
-
-def holder(tether: Install) -> str:
-    return str(tether.system.get("lease", tether.release)["spec"].get("holderIdentity") or "")
-
-
 def test_leader_killed_twice_mid_run_every_run_finishes_and_no_step_runs_twice(
     tether: Install, steps: Kube
 ) -> None:
@@ -431,16 +396,7 @@ def test_leader_killed_twice_mid_run_every_run_finishes_and_no_step_runs_twice(
             flags = ["--grace-period=0", "--force"] if how == "forced" else []
             tether.system.run("delete", "pod", old, "--wait=false", *flags)
 
-        def new_leader(was: str = was) -> Obj | None:
-            now = holder(tether)
-            pod = leader(tether)
-            return (
-                pod
-                if now != was and pod and now.startswith(f"{pod['metadata']['name']}_")
-                else None
-            )
-
-        eventually(new_leader, timeout=120, interval=0.2, what="a new leader")
+        await_new_leader(tether, was)
         kills.append({"kill": kill, "how": how, "at": killed, "ready": time.time() - killed})
         # The next kill waits for a step completed under this leader: each failover is
         # measured to its own progress, not to the next one's.
