@@ -112,7 +112,8 @@ SessionState = Literal["Open", "Broken", "Closed"]
 ActivityState = Literal["Scheduled", "Running", "Backoff", "Completed", "Failed", "Cancelled"]
 ConditionStatus = Literal["True", "False", "Unknown"]
 
-_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+_NAME_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_NAME_PATTERN = rf"^{_NAME_LABEL}(\.{_NAME_LABEL})*$"
 ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=_NAME_PATTERN)]
 """The name of a Kubernetes object in the same namespace (a DNS subdomain)."""
 
