@@ -157,6 +157,39 @@ def test_bad_input_fails_the_run_naming_the_field_and_the_operator_keeps_going(
     assert env.operator.process.poll() is None
 
 
+BAD_INPUTS = {
+    "missing": ({}, "batch"),
+    "unknown-parameter": ({"batch": [{"x": 1}], "bacth": []}, "bacth"),
+    "wrong-type": ({"batch": {"x": 1}}, "batch"),
+    "wrong-item": ({"batch": [1, 2]}, "batch"),
+    "single-argument": ("one item", "batch"),
+    "null-item": ({"batch": [None]}, "batch"),
+}
+"""Inputs the CRD's schema lets through (spec.input is any JSON) but the workflow's
+parameters refuse: only the operator can see them."""
+
+
+def test_inputs_only_the_operator_can_check_fail_at_once_naming_the_field(
+    env: OperatorEnv,
+) -> None:
+    env.workers.start(ML, "worker-a")
+    eventually(
+        lambda: env.ns.jsonpath("wf", "ml-inference", "{.status.inputSchema}"),
+        what="the Workflow's input schema",
+    )
+    env.ns.apply(
+        *(workflow_run(name, "ml-inference", bad) for name, (bad, _) in BAD_INPUTS.items())
+    )
+    for name, (_, parameter) in BAD_INPUTS.items():
+        run = wait_for(env.ns, name, "Failed", timeout=30)
+        failed = condition(run, "Failed")
+        assert failed is not None
+        assert failed["reason"] == "InvalidInput", (name, failed)
+        assert failed["message"].startswith("spec.input"), (name, failed["message"])
+        assert parameter in failed["message"], (name, failed["message"])
+        assert not run["status"].get("activities"), f"{name}: nothing may run on bad input"
+
+
 def test_deleting_a_run_cancels_it_and_stops_its_tasks(env: OperatorEnv) -> None:
     env.workers.start(STEPS, "worker-a")
     env.ns.apply(workflow_run("long", "steps", {"count": 3, "seconds": 30}))
