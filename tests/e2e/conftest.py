@@ -52,7 +52,7 @@ RELEASE_NAMESPACE = os.environ.get("TETHER_E2E_RELEASE_NAMESPACE", "tether-syste
 HELM_ARGS = os.environ.get("TETHER_E2E_HELM_ARGS", "").split()
 LEADER_LABEL = "tether.dev/leader"
 """On the operator pod that leads (the chart runs two replicas; the Service follows it)."""
-WORKLOADS = ("examples", "runs", "sessions", "tenant-a", "tenant-b")
+WORKLOADS = ("examples", "runs", "sessions", "tenant-a", "tenant-b", "chaos")
 """The namespaces the session's operator serves, one per test module that needs it."""
 
 

@@ -74,3 +74,63 @@ def test_editing_workflow_retry_applies_to_later_runs(flaky: Kube) -> None:
     removal = '[{"op": "remove", "path": "/spec/retry"}]'
     flaky.run("patch", "workflow", "flaky", "--type=json", "-p", removal)
     eventually(lambda: attempts(flaky) == 3, timeout=60, what="the built-in 3 attempts")
+
+
+def most_at_once(spans: list[tuple[float, float]]) -> int:
+    """The most spans open at one moment."""
+    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    open_, most = 0, 0
+    for _, step in edges:
+        open_ += step
+        most = max(most, open_)
+    return most
+
+
+def test_slots_and_session_capacity_limit_one_pod(tether: Install) -> None:
+    """A one-pod pool with slots 2 and sessionCapacity 1: five plain runs hold at most two
+    activities at a time, and three sticky runs hold their sessions one after another."""
+    ns = tether.workloads["runs"]
+    workflows = [
+        {
+            "apiVersion": API_VERSION,
+            "kind": "Workflow",
+            "metadata": {"name": name},
+            "spec": {"workerPool": "limits"},
+        }
+        for name in ("limits-plain", "limits-sticky")
+    ]
+    ns.apply(*script_pool("limits", "limits.py", slots=2, sessionCapacity=1), *workflows)
+    eventually(
+        lambda: any(running_and_ready(p) for p in ns.pods("tether.dev/pool=limits")),
+        timeout=180,
+        what="the limits pod ready",
+    )
+    tag = uuid.uuid4().hex[:6]
+    runs = {f"lp-{tag}-{i}": ("limits-plain", 1.5) for i in range(5)} | {
+        f"ls-{tag}-{i}": ("limits-sticky", 1.0) for i in range(3)
+    }
+    ns.apply(
+        *(
+            {
+                "apiVersion": API_VERSION,
+                "kind": "WorkflowRun",
+                "metadata": {"name": name},
+                "spec": {"workflowRef": {"name": wf}, "input": {"seconds": seconds}},
+            }
+            for name, (wf, seconds) in runs.items()
+        )
+    )
+    results = {}
+    for name in runs:
+        ns.wait("wfr", name, "Succeeded", timeout=180)
+        results[name] = ns.get("wfr", name)["status"]
+    assert len({s["workerPod"] for s in results.values()}) == 1, "one pod ran everything"
+    spans = [tuple(span) for s in results.values() for span in s["result"]]
+    assert most_at_once(spans) == 2, "slots: 2 activities at a time on the pod, never 3"
+    sessions = [
+        (s["result"][0][0], s["result"][-1][1])
+        for name, s in results.items()
+        if name.startswith("ls-")
+    ]
+    assert most_at_once(sessions) == 1, "sessionCapacity: one open session at a time"
+    ns.delete("wp", "limits")
