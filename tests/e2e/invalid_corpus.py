@@ -190,6 +190,7 @@ POOLS: list[Entry] = [
         [{"metadata": {"annotations": {"note": 2}}, **TEMPLATE}],
     ),
     ("wp-unknown", pool("wp-unknown", colour="red"), "spec.colour"),
+    ("wp-name-64", _obj("WorkerPool", "p" * 64, {"template": TEMPLATE}), "metadata.name"),
     (
         "wp-template-unknown",
         _obj("WorkerPool", "wp-template-unknown", {"template": {**TEMPLATE, "colour": "red"}}),

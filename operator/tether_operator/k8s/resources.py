@@ -125,7 +125,8 @@ class Rule:
     """A cross-field check, as CEL for the apiserver and as Python for the models.
 
     `cel` and `check` must agree; the apiserver reports `message` at `field_path`
-    (relative to the object the rule sits on), and the model raises it.
+    (relative to the object the rule sits on; "" for a field the CRD's schema does not
+    describe, such as metadata's, which the message then names), and the model raises it.
     """
 
     cel: str
@@ -135,7 +136,10 @@ class Rule:
 
     def validation(self) -> dict[str, str]:
         """The rule as one `x-kubernetes-validations` entry."""
-        return {"rule": self.cel, "message": self.message, "fieldPath": self.field_path}
+        entry = {"rule": self.cel, "message": self.message}
+        if self.field_path:
+            entry["fieldPath"] = self.field_path
+        return entry
 
 
 class Resource(BaseModel):
@@ -618,6 +622,16 @@ class WorkerPoolStatus(Resource):
 
 class WorkerPool(Object):
     """A pool of worker pods; it has a scale subresource, so HPAs and `kubectl scale` work."""
+
+    rules = (
+        Rule(
+            cel="self.metadata.name.size() <= 63",
+            message="metadata.name: a WorkerPool's name is the tether.dev/pool label of its "
+            "pods, so at most 63 characters",
+            field_path="",
+            check=lambda p: p.metadata.name is None or len(p.metadata.name) <= 63,
+        ),
+    )
 
     kind: Literal["WorkerPool"] = "WorkerPool"
     """The kind of object: WorkerPool."""
