@@ -10,7 +10,7 @@ PY          := $(BIN)/python
 STAMP       := $(VENV)/.installed
 SOURCES     := operator/tether_operator worker_runtime tests bench examples scripts
 
-.PHONY: help venv demo test lint format typecheck contracts unit e2e bench bench-memory bench-cluster openapi crds \
+.PHONY: help venv demo test lint format typecheck contracts unit e2e bench bench-memory bench-cluster chaos fuzz openapi crds \
 	helm-lint clean cluster-up cluster-down image
 
 help: ## Show this help
@@ -71,6 +71,14 @@ bench: venv ## Benchmarks; results land in bench/results/*.json
 
 bench-memory: venv ## Operator memory over 100,000 finished runs (bench/results/finished-runs.*)
 	$(PY) -m bench.finished_runs --label current
+
+chaos: venv ## Full chaos on the local cluster (200 runs; figures in bench/results/chaos.md)
+	TETHER_CHAOS=full TETHER_CHAOS_REPORT=bench/results/chaos.md \
+		$(BIN)/pytest -s -p no:cacheprovider tests/e2e/test_chaos_k8s.py
+
+fuzz: venv ## Long HTTP fuzz of the scheduler API (figures in bench/results/fuzz.md)
+	TETHER_FUZZ_EXAMPLES=3500 TETHER_FUZZ_REPORT=bench/results/fuzz.md \
+		$(BIN)/pytest -p no:cacheprovider tests/integration/test_api_fuzz.py
 
 bench-cluster: venv ## Cluster benchmarks (KUBECONFIG's cluster, chart installed by Helm)
 	mkdir -p bench/results

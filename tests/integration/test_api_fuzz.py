@@ -4,6 +4,10 @@ Hypothesis generates JSON values, shaped-but-wrong protocol messages and raw byt
 and sends them, interleaved with well-formed traffic from a registered worker, to
 each endpoint. Every answer must be < 500 with a Problem body for errors, and the
 scheduler must still run a workflow end to end afterwards.
+
+CI runs 150 examples (about 500 fuzzed requests). `make fuzz` runs the long form
+(`TETHER_FUZZ_EXAMPLES=3500`, over 10,000 requests) and writes the figures, every
+answer's status counted, to `TETHER_FUZZ_REPORT` (bench/results/fuzz.md).
 """
 
 from __future__ import annotations
@@ -11,14 +15,22 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tether_operator.scheduler import SchedulerService, create_app
 from worker_runtime.protocol import Problem
+
+EXAMPLES = int(os.environ.get("TETHER_FUZZ_EXAMPLES", "150"))
+pytestmark = pytest.mark.timeout(max(120, EXAMPLES // 4))
 
 ENDPOINTS = [
     ("POST", "/v1/workers"),
@@ -103,6 +115,48 @@ def _short_polls(path: str, body: bytes) -> bytes:
     return body
 
 
+STATUSES: Counter[tuple[str, int]] = Counter()
+"""(endpoint, status) of every fuzzed answer of this session."""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report() -> Iterator[None]:
+    began = time.monotonic()
+    yield
+    out = os.environ.get("TETHER_FUZZ_REPORT")
+    if out:
+        _write_report(Path(out), time.monotonic() - began)
+
+
+def _write_report(path: Path, seconds: float) -> None:
+    total = sum(STATUSES.values())
+    by_status = Counter[int]()
+    for (_, status), n in STATUSES.items():
+        by_status[status] += n
+    lines = [
+        "# HTTP fuzz of the scheduler API",
+        "",
+        "`make fuzz` (tests/integration/test_api_fuzz.py, long form): Hypothesis sends "
+        "random JSON, protocol-shaped messages with wrong fields and raw bytes to every "
+        "endpoint, between a registered worker's well-formed calls; after each example "
+        "the scheduler must still run a workflow end to end.",
+        "",
+        f"- examples: {EXAMPLES}",
+        f"- fuzzed requests: {total} in {seconds:.0f} s",
+        f"- answers of 500 or more: {sum(n for s, n in by_status.items() if s >= 500)}",
+        "",
+        "| status | answers |",
+        "|---|---|",
+        *(f"| {status} | {n} |" for status, n in sorted(by_status.items())),
+        "",
+        "| endpoint | status | answers |",
+        "|---|---|---|",
+        *(f"| `{e}` | {s} | {n} |" for (e, s), n in sorted(STATUSES.items())),
+        "",
+    ]
+    path.write_text("\n".join(lines))
+
+
 async def _send(client: httpx.AsyncClient, method: str, path: str, body: bytes) -> None:
     body = _short_polls(path, body)
     r = await client.request(
@@ -111,13 +165,14 @@ async def _send(client: httpx.AsyncClient, method: str, path: str, body: bytes) 
         content=body,
         headers={"content-type": "application/json", "x-tether-worker": "w1"},
     )
+    STATUSES[(f"{method} {path.split('?')[0]}", r.status_code)] += 1
     assert r.status_code < 500, (method, path, body, r.status_code, r.text)
     if r.status_code >= 400:
         Problem.model_validate(r.json())
 
 
 @settings(
-    max_examples=int(os.environ.get("TETHER_FUZZ_EXAMPLES", "150")),
+    max_examples=EXAMPLES,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
