@@ -127,6 +127,9 @@ def create_app(
         version="v1",
         description="Task dispatch for Tether workers and run control for clients.",
         lifespan=lifespan,
+        # FastAPI's OpenTelemetry hooks ask for the global providers on every request,
+        # workers' polls included; Tether exports no OTel spans or metrics.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.service = service
     install_error_handlers(app)

@@ -21,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 from tether_operator.engine import EngineError
 from tether_operator.scheduler.auth import AuthError, principal_of
+from tether_operator.scheduler.http_protocol import CONNECTED
 from tether_operator.scheduler.problems import (
     PayloadTooLarge,
     auth_error_problem,
@@ -68,9 +69,20 @@ async def _send_json(send: Send, payload: bytes, status: int = 200) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
-def _still_connected(receive: Receive) -> Any:
+def _still_connected(scope: Scope, receive: Receive) -> Any:
     """An async check, without waiting, that the client has not disconnected: what it
-    would take must stay queued for its next request, not go into a dead answer."""
+    would take must stay queued for its next request, not go into a dead answer.
+
+    Served by `http_protocol`, the scope carries the connection's own check (a look at
+    its transport); elsewhere a cancelled `receive` tells, at some 20x the cost.
+    """
+    own = scope.get("extensions", {}).get(CONNECTED)
+    if own is not None:
+
+        async def open_() -> bool:
+            return bool(own())
+
+        return open_
 
     async def connected() -> bool:
         while True:
@@ -109,7 +121,7 @@ class WorkerFastPath:
                     result = service.report(worker_id, report, piggyback=False)
                     if (written := service.written(runs_of_report(report))) is not None:
                         await written  # acknowledged only once its history is in the store
-                        if not await _still_connected(receive)():
+                        if not await _still_connected(scope, receive)():
                             return True  # gone while it waited: its tasks stay queued
                     # Taken after the wait, so no task hides in a held-back answer.
                     result["tasks"] = service.take_tasks(worker_id, report.max_tasks)
@@ -123,7 +135,7 @@ class WorkerFastPath:
                     poll.max_tasks,
                     poll.wait,
                     incarnation=poll.incarnation,
-                    still_wanted=_still_connected(receive),
+                    still_wanted=_still_connected(scope, receive),
                 )
                 await _send_json(send, _json_encode({"tasks": tasks}).encode())
             else:

@@ -48,6 +48,11 @@ class _CoalescingTransport:
         return getattr(self._transport, name)
 
 
+CONNECTED = "tether.connected"
+"""The scope extension holding a no-argument check: is the request's client still
+connected? (A look at the transport, where a cancelled `receive()` costs a task's.)"""
+
+
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     """Pass as uvicorn's `http=` to send each response in a single write."""
 
@@ -55,4 +60,13 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         # uvloop's transports are not asyncio.Transport subclasses, but quack the same.
         real: Any = transport
         proxy: Any = _CoalescingTransport(real, asyncio.get_running_loop())
+        self._real_transport = real
         super().connection_made(proxy)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        scope: Any = self.scope
+        scope["extensions"] = {CONNECTED: self._connected}
+
+    def _connected(self) -> bool:
+        return not self._real_transport.is_closing()
