@@ -21,7 +21,10 @@ started, a worker registered or was lost).
   anyone else is reported draining (`PodDeleted`, `Evicted` for an eviction) as soon
   as the watch shows its deletionTimestamp, and lost when it is gone (DELETED); a pod
   that ended (phase Failed or Succeeded) is reported lost, deleted and replaced, with
-  a backoff while new pods keep ending before their worker registers. Reports are
+  a backoff while new pods keep ending before their worker registers. A pod the API
+  server refuses is tried again after 1, 2, 4 ... 60 s (one Event per distinct
+  refusal; never in a namespace being deleted); editing the pool ends either backoff.
+  Reports are
   made in the watch handler itself, never deferred to a reconcile, and name the pod
   and its node.
 - `controller.kubernetes.io/pod-deletion-cost` on every pod follows its load; a pod
@@ -41,7 +44,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -98,7 +103,11 @@ Report = Literal["draining", "lost"]
 """What the controller told the scheduler about a pod's worker."""
 
 MAX_CREATE_BACKOFF = 60.0
-"""Longest wait before replacing pods again after pods of the pool kept ending."""
+"""Longest wait before creating pods again after pods of the pool kept ending, or the
+API server kept refusing them."""
+_NAMESPACE_ENDING = "because it is being terminated"
+"""In the API server's refusal of an object created in a namespace being deleted."""
+_POD_NAME = re.compile(r'\bPod "[^"]*"')
 
 
 @dataclass
@@ -113,6 +122,10 @@ class _Pool:
     reported: dict[str, Report] = field(default_factory=dict)
     """Pods whose worker the scheduler was told about: draining, then lost."""
     create_error: str = ""
+    refusals: int = 0
+    """Pod creations the API server refused in a row (backoff between tries)."""
+    generation: int | None = None
+    """The pool's `metadata.generation` last seen: an edit ends any backoff."""
     failures: int = 0
     """Pods of the pool that ended (phase Failed) since a worker of it last registered."""
     create_after: float = 0.0
@@ -266,7 +279,14 @@ class PoolController:
             if pool is not None and pool.task is not None:
                 pool.task.cancel()
             return  # its pods are garbage-collected; their pod events report the loss
-        self._pools.setdefault(key, _Pool()).body = body
+        pool = self._pools.setdefault(key, _Pool())
+        pool.body = body
+        generation = body["metadata"].get("generation")
+        if generation != pool.generation:
+            # The user edited the pool (a fixed template, say): try at once.
+            pool.generation = generation
+            pool.refusals = pool.failures = 0
+            pool.create_after = 0.0
         self.kick(key)
 
     async def on_pod_event(self, event_type: str | None, pod: dict[str, Any]) -> None:
@@ -373,8 +393,8 @@ class PoolController:
                     "TETHER_SCHEDULER_URL (or --scheduler-url) to the scheduler Service's URL"
                 )
             elif now >= pool.create_after:
-                await self._create(key, pool, target.replicas - len(live), demand)
-            else:
+                await self._create(key, pool, target.replicas - len(live), demand, now)
+            elif not pool.refusals:
                 pool.create_error = (
                     f"{pool.failures} pod(s) in a row ended before their worker registered "
                     f"(see the pods' logs); the next pod is created in "
@@ -437,7 +457,9 @@ class PoolController:
 
     # ------------------------------------------------------------------ writes
 
-    async def _create(self, key: PoolKey, pool: _Pool, count: int, demand: Demand | None) -> None:
+    async def _create(
+        self, key: PoolKey, pool: _Pool, count: int, demand: Demand | None, now: float
+    ) -> None:
         assert pool.body is not None
         path = resource_path("v1", "pods", key[0])
         for _ in range(count):
@@ -453,16 +475,34 @@ class PoolController:
             except ApiError as exc:
                 if exc.conflict:
                     continue  # a name clash: the next reconcile tries another name
-                pool.create_error = f"cannot create a pod from spec.template: {exc.message}"
-                logger.warning("WorkerPool %s/%s: %s", *key, pool.create_error)
-                self._event(key, pool.body, "Warning", "FailedCreate", pool.create_error)
+                self._refused(key, pool, exc, now)
                 return
             pool.create_error = ""
+            pool.refusals = 0
             pool.pods[_name(created)] = created
             logger.info("WorkerPool %s/%s: created pod %s", *key, _name(created))
             self._event(
                 key, pool.body, "Normal", "SuccessfulCreate", f"created pod {_name(created)}"
             )
+
+    def _refused(self, key: PoolKey, pool: _Pool, exc: ApiError, now: float) -> None:
+        """The API server refused a pod: wait 1, 2, 4 ... 60 s before the next try (none
+        in a namespace being deleted); one Event and log line per distinct refusal."""
+        assert pool.body is not None
+        pool.refusals += 1
+        if _NAMESPACE_ENDING in exc.message:
+            pool.create_after = math.inf
+            error = f"namespace {key[0]} is being deleted: no pod is created in it"
+        else:
+            pool.create_after = now + min(MAX_CREATE_BACKOFF, 2.0 ** (pool.refusals - 1))
+            # The refused pod's random name would make every refusal look new.
+            reason = _POD_NAME.sub("the pod", exc.message)
+            error = f"cannot create a pod from spec.template: {reason}"
+        if error != pool.create_error:
+            level = logging.INFO if pool.create_after == math.inf else logging.WARNING
+            logger.log(level, "WorkerPool %s/%s: %s", *key, error)
+            self._event(key, pool.body, "Warning", "FailedCreate", error)
+        pool.create_error = error
 
     async def _delete(self, key: PoolKey, pool: _Pool, pod: dict[str, Any]) -> None:
         name = pod["metadata"]["name"]

@@ -536,3 +536,59 @@ async def test_new_pods_fit_the_longest_activity_and_prefer_the_node_of_a_soft_s
         }
     ]
     assert "requiredDuringSchedulingIgnoredDuringExecution" not in spec["affinity"]["nodeAffinity"]
+
+
+async def test_a_refused_pod_is_tried_again_with_backoff_and_one_event_per_refusal(
+    service: SchedulerService, client: KubeClient, api: ApiServer
+) -> None:
+    clock = Clock()
+    events: list[tuple[str, str, str]] = []
+    ctl = controller(service, client, clock)
+    ctl._event = lambda key, body, kind, reason, message: events.append((kind, reason, message))  # type: ignore[method-assign]
+    api.refuse_pods = 'Pod "gpu-x1" is invalid: spec.containers[0].image: Required value'
+    await ctl.on_pool_event(None, pool_body(replicas=1))
+    tries = []
+    for _ in range(130):  # a reconcile every half second for 65 s, as pool events would
+        await settle(ctl, api)
+        tries.append(len([w for w in api.writes if w[0] == "POST"]))
+        api.refuse_pods = api.refuse_pods.replace("x1", "x2")  # another random pod name
+        clock.now += 0.5
+    # Tried at 0, 1, 3, 7, 15, 31 and 63 s: 7 tries in 65 s, not one per reconcile.
+    assert tries[-1] == 7, tries
+    assert events == [
+        (
+            "Warning",
+            "FailedCreate",
+            "cannot create a pod from spec.template: the pod is invalid: "
+            "spec.containers[0].image: Required value",
+        )
+    ]
+    failure = {c["type"]: c for c in api.statuses()[-1]["conditions"]}["ReplicaFailure"]
+    assert "spec.containers[0].image" in failure["message"]
+    # The user fixes the template: a new generation is tried at once.
+    api.refuse_pods = ""
+    await ctl.on_pool_event(
+        "MODIFIED",
+        {**pool_body(replicas=1), "metadata": {**pool_body()["metadata"], "generation": 3}},
+    )
+    await ctl.reconcile(KEY)
+    assert len(api.created()) == 8
+    assert len(api.pods) == 1
+
+
+async def test_no_pod_is_created_in_a_namespace_being_deleted(
+    service: SchedulerService, client: KubeClient, api: ApiServer
+) -> None:
+    clock = Clock()
+    ctl = controller(service, client, clock)
+    api.refuse_pods = (
+        'pods "gpu-x" is forbidden: unable to create new content in namespace ml because '
+        "it is being terminated"
+    )
+    await ctl.on_pool_event(None, pool_body(replicas=2))
+    for _ in range(20):
+        await settle(ctl, api)
+        clock.now += 5
+    assert len([w for w in api.writes if w[0] == "POST"]) == 1
+    failure = {c["type"]: c for c in api.statuses()[-1]["conditions"]}["ReplicaFailure"]
+    assert failure["message"] == "namespace ml is being deleted: no pod is created in it"
