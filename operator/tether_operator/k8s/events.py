@@ -1,10 +1,14 @@
 """Kubernetes Events on Tether's objects, written in the background, rate-bounded.
 
 `EventRecorder.record` never blocks and never raises: it queues the Event and one
-task posts them (`core/v1` Events, so `kubectl describe wfr NAME` lists them). The
-queue is bounded (the oldest Event is dropped when it is full) and posting is
-limited by a token bucket, so a storm of notices cannot flood the API server or
-delay the engine. Dropped and failed Events are counted and logged.
+task posts them (`core/v1` Events, so `kubectl describe wfr NAME` lists them). Each
+object has its own queue and the task takes from them in turn, so one object's storm
+never delays another's Events; an Event equal to one still queued for its object is
+folded into it (a series with a count). The queues are bounded (the oldest Event of
+the longest queue is dropped when they are full) and posting is limited by a token
+bucket, so a storm of notices cannot flood the API server or delay the engine.
+Dropped and failed Events are counted and logged. Events carry only a microsecond
+`eventTime` (no whole-second timestamps), so `kubectl describe` lists them in order.
 """
 
 from __future__ import annotations
@@ -15,11 +19,11 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 from tether_operator.k8s.client import KubeClient, resource_path
 from tether_operator.k8s.resources import API_VERSION
-from tether_operator.k8s.status import rfc3339
 
 __all__ = ["EventRecorder", "ObjectRef"]
 
@@ -40,13 +44,16 @@ class ObjectRef:
     api_version: str = API_VERSION
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Pending:
     ref: ObjectRef
     type: Literal["Normal", "Warning"]
     reason: str
     message: str
     time: float
+    count: int = 1
+    last: float = 0.0
+    """When the last Event folded into this one happened."""
 
 
 class EventRecorder:
@@ -63,7 +70,10 @@ class EventRecorder:
     ) -> None:
         self._client = client
         self._instance = instance or COMPONENT
-        self._queue: deque[_Pending] = deque(maxlen=max_queue)
+        self._queues: dict[ObjectRef, deque[_Pending]] = {}
+        """Per object, in the order the task takes them (round robin)."""
+        self._queued = 0
+        self._max_queue = max_queue
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -83,13 +93,37 @@ class EventRecorder:
         self, ref: ObjectRef, type_: Literal["Normal", "Warning"], reason: str, message: str
     ) -> None:
         """Queue an Event about `ref`. Never blocks, never raises."""
-        if len(self._queue) == self._queue.maxlen:
+        now = time.time()
+        queue = self._queues.setdefault(ref, deque())
+        for item in queue:
+            if (item.type, item.reason, item.message) == (type_, reason, message):
+                item.count += 1
+                item.last = now
+                return
+        if self._queued >= self._max_queue:
+            longest = max(self._queues.values(), key=len)
+            longest.popleft()
+            self._queued -= 1
             self.dropped += 1
             if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
                 logger.warning("event queue full: %d events dropped so far", self.dropped)
-        self._queue.append(_Pending(ref, type_, reason, message, time.time()))
+        queue.append(_Pending(ref, type_, reason, message, now, last=now))
+        self._queued += 1
         self._idle.clear()
         self._wake.set()
+
+    def _next(self) -> _Pending | None:
+        """The oldest Event of the object whose turn it is; that object goes last."""
+        while self._queues:
+            ref = next(iter(self._queues))
+            queue = self._queues.pop(ref)
+            if queue:
+                item = queue.popleft()
+                self._queued -= 1
+                if queue:
+                    self._queues[ref] = queue
+                return item
+        return None
 
     def start(self) -> None:
         if self._task is None:
@@ -118,19 +152,19 @@ class EventRecorder:
 
     async def _run(self) -> None:
         while True:
-            if not self._queue:
+            if not self._queued:
                 self._idle.set()
                 self._wake.clear()
                 await self._wake.wait()
                 continue
             await self._take_token()
-            await self._post(self._queue.popleft())
+            item = self._next()
+            if item is not None:
+                await self._post(item)
 
     async def _post(self, item: _Pending) -> None:
         ref = item.ref
-        stamp = rfc3339(item.time)
-        micro = rfc3339(item.time, millis=True)
-        body = {
+        body: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "Event",
             "metadata": {"generateName": f"{ref.name}.", "namespace": ref.namespace},
@@ -145,14 +179,13 @@ class EventRecorder:
             "reason": item.reason,
             "message": item.message[:1024],
             "source": {"component": COMPONENT},
-            "firstTimestamp": stamp,
-            "lastTimestamp": stamp,
-            "eventTime": micro and micro.replace("Z", "000Z"),
-            "count": 1,
+            "eventTime": _micro(item.time),
             "action": item.reason,
             "reportingComponent": COMPONENT,
             "reportingInstance": self._instance,
         }
+        if item.count > 1:
+            body["series"] = {"count": item.count, "lastObservedTime": _micro(item.last)}
         try:
             await self._client.create(resource_path("v1", "events", ref.namespace), body)
         except Exception as exc:  # ApiError, httpx errors: never kill the task
@@ -162,3 +195,8 @@ class EventRecorder:
             )
         else:
             self.posted += 1
+
+
+def _micro(at: float) -> str:
+    """RFC 3339 with microseconds (a MicroTime), e.g. 2026-01-01T00:00:00.123456Z."""
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

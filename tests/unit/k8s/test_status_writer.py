@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
 
 import httpx
@@ -155,3 +156,40 @@ async def test_events_beyond_the_burst_wait_for_the_rate() -> None:
     await client.aclose()
     assert len(api.requests) == 6
     assert loop.time() - started >= 4 / 20 * 0.9  # two at once, then 20 per second
+
+
+async def test_one_objects_storm_never_delays_anothers_events() -> None:
+    api = SlowApi()
+    client = client_for(api)
+    events = EventRecorder(client, rate=1000, burst=1000)
+    noisy, quiet = ObjectRef("ns", "noisy", "uid-1"), ObjectRef("ns", "quiet", "uid-2")
+    for i in range(100):
+        events.record(noisy, "Warning", "FailedCreate", f"refusal {i}")
+    events.record(quiet, "Normal", "RunStarted", "started")
+    events.start()
+    await events.stop(grace=5)
+    await client.aclose()
+    names = [body["involvedObject"]["name"] for _, _, body in api.requests]
+    assert names.index("quiet") == 1, "its turn comes right after the noisy one's first"
+    assert len(names) == 101
+
+
+async def test_an_event_equal_to_a_queued_one_is_folded_into_a_series() -> None:
+    api = SlowApi()
+    client = client_for(api)
+    events = EventRecorder(client)
+    ref = ObjectRef("ns", "wp", "uid-1", kind="WorkerPool")
+    for _ in range(5):
+        events.record(ref, "Warning", "FailedCreate", "the pod is invalid")
+    events.record(ref, "Normal", "SuccessfulCreate", "created pod wp-1")
+    events.start()
+    await events.stop(grace=5)
+    await client.aclose()
+    (folded, created) = [body for _, _, body in api.requests]
+    assert folded["series"]["count"] == 5
+    assert folded["series"]["lastObservedTime"] >= folded["eventTime"]
+    assert "series" not in created
+    # Microseconds, and no whole-second stamps that would tie and reorder in describe.
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", created["eventTime"])
+    assert "firstTimestamp" not in created
+    assert "lastTimestamp" not in created
