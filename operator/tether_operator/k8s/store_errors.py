@@ -2,7 +2,8 @@
 
 `permanent` says whether retrying the same call can ever succeed: the history writer
 (which cannot import this layer) reads the attribute to stop retrying a run whose
-WorkflowRun is gone instead of looping forever.
+WorkflowRun is gone instead of looping forever. `expected` says the failure follows
+from what a user did (deleting the run, or its namespace): nothing is wrong.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ class StoreError(Exception):
 
     permanent: bool = False
     """True when a retry of the same call cannot succeed."""
+    expected: bool = False
+    """True when a user's deletion caused it (logged as information, not as an error)."""
 
     def __init__(self, run_id: str, message: str) -> None:
         super().__init__(message)
@@ -26,6 +29,7 @@ class RunGone(StoreError):
     of the same name): its history cannot be written any more."""
 
     permanent = True
+    expected = True
 
 
 class HistoryCorrupt(StoreError):

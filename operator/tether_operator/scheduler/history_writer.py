@@ -202,7 +202,11 @@ class HistoryWriter:
                 # The store says no retry can succeed (e.g. the run's object is gone):
                 # drop the events, so the run's waiters go on and nothing loops forever.
                 self.dropped += len(events)
-                logger.error("dropped %d history events of run %s: %s", len(events), run_id, exc)
+                # A run deleted by its user (or with its namespace) is no error.
+                level = logging.INFO if getattr(exc, "expected", False) else logging.ERROR
+                logger.log(
+                    level, "dropped %d history events of run %s: %s", len(events), run_id, exc
+                )
                 return True
             logger.exception(
                 "could not persist %d history events of run %s; will retry", len(events), run_id

@@ -425,3 +425,32 @@ async def test_a_permanent_store_error_drops_the_batch_instead_of_retrying(
         assert "dropped" in caplog.text
     finally:
         await svc.stop()
+
+
+class _Deleted(_Gone):
+    expected = True
+
+
+class DeletedStore(GoneStore):
+    """A store whose run's WorkflowRun its user deleted (alone, or with its namespace)."""
+
+    async def append(self, run_id: str, events: list[dict[str, Any]]) -> None:
+        self.appends += 1
+        raise _Deleted(f"run {run_id}'s WorkflowRun was deleted")
+
+
+@pytest.mark.parametrize(("store_type", "level"), [(GoneStore, "ERROR"), (DeletedStore, "INFO")])
+async def test_history_dropped_for_a_run_its_user_deleted_is_no_error(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture, store_type: type[GoneStore], level: str
+) -> None:
+    caplog.set_level(logging.INFO, logger="tether.scheduler")
+    svc = SchedulerService(store=store_type(), clock=clock)
+    await svc.start()
+    try:
+        register(svc)
+        start(svc)
+        await asyncio.wait_for(svc.flush(), 2.0)
+        (dropped,) = [r for r in caplog.records if r.getMessage().startswith("dropped")]
+        assert dropped.levelname == level
+    finally:
+        await svc.stop()
