@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import sys
+import traceback
 
 from .client import DEFAULT_SCHEDULER_URL
 from .errors import SchedulerRequestError, SchedulerUnavailableError
@@ -40,6 +41,37 @@ async def _serve(worker: Worker) -> None:
     await worker.run()
 
 
+TERMINATION_LOG = "/dev/termination-log"
+"""Where Kubernetes reads why a container ended (`terminationMessagePath`'s default);
+`$TETHER_TERMINATION_LOG` names another. Written only if it exists."""
+
+
+def _fail(message: str, code: int) -> int:
+    """Say why the worker cannot run, on stderr and to Kubernetes (the pod's
+    `lastState.terminated.message`, which its WorkerPool shows); return `code`."""
+    print(f"worker_runtime: {message}", file=sys.stderr)
+    path = os.environ.get("TETHER_TERMINATION_LOG") or TERMINATION_LOG
+    if os.path.exists(path):
+        try:
+            with open(path, "w") as log:
+                log.write(message[:4000])
+        except OSError:
+            pass
+    return code
+
+
+def _load_error(path: str, exc: BaseException) -> str:
+    """One line naming the file, the line and the error of a module that cannot load."""
+    if isinstance(exc, SyntaxError):
+        where = f"{exc.filename or path}, line {exc.lineno}"
+        return f"cannot load {path}: {type(exc).__name__}: {exc.msg} ({where})"
+    frames = traceback.extract_tb(exc.__traceback__)
+    own = [f for f in frames if os.path.realpath(f.filename) == os.path.realpath(path)]
+    frame = (own or frames)[-1] if frames else None
+    where = f" ({frame.filename}, line {frame.lineno})" if frame else ""
+    return f"cannot load {path}: {type(exc).__name__}: {exc}{where}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = _parser().parse_args(argv)
@@ -49,12 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         module = load_module(args.path)
     except FileNotFoundError as exc:
-        print(f"worker_runtime: {exc}", file=sys.stderr)
-        return 2
+        return _fail(str(exc), 2)
+    except Exception as exc:  # the user's code: a syntax error, a failing import, ...
+        traceback.print_exc()
+        return _fail(_load_error(args.path, exc), 3)
     workflows, activities = discover_all(module)
     if not workflows and not activities:
-        print(f"worker_runtime: {args.path} defines no workflows or activities", file=sys.stderr)
-        return 2
+        return _fail(f"{args.path} defines no workflows or activities", 2)
     host = socket.gethostname()
     worker_id = args.worker_id or os.environ.get("TETHER_WORKER_ID") or f"{host}-{os.getpid()}"
     url = args.scheduler_url or os.environ.get("TETHER_SCHEDULER_URL") or DEFAULT_SCHEDULER_URL
@@ -75,11 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         asyncio.run(_serve(worker))
     except SchedulerUnavailableError as exc:
-        print(f"worker_runtime: scheduler unreachable: {exc}", file=sys.stderr)
-        return 1
+        return _fail(f"scheduler unreachable: {exc}", 1)
     except (SchedulerRequestError, ValueError, TypeError) as exc:
-        print(f"worker_runtime: {exc}", file=sys.stderr)
-        return 1
+        return _fail(str(exc), 1)
     except KeyboardInterrupt:
         return 130
     return 0

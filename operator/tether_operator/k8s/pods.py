@@ -161,7 +161,8 @@ def build_pod(
     The template is kept as written; Tether adds the pool label, an owner reference
     (the pod is garbage-collected with the pool), a deletion cost, the worker's
     environment in every container (replacing variables of the same name), the
-    scheduler token volume, a termination grace period if the template sets none (`default_grace` of
+    scheduler token volume, `terminationMessagePolicy: FallbackToLogsOnError` where a
+    container sets none, a termination grace period if the template sets none (`default_grace` of
     `longest_activity`, the longest `start_to_close_timeout` its workers registered)
     and, for SOFT sessions waiting to rebind, a preferred node affinity to
     `prefer_nodes` (their old nodes).
@@ -185,6 +186,8 @@ def build_pod(
     for container in spec["containers"]:
         theirs = [e for e in container.get("env") or [] if e.get("name") not in ours]
         container["env"] = [*theirs, *env]
+        # A crash without a message of its own shows its log's tail on the pool.
+        container.setdefault("terminationMessagePolicy", "FallbackToLogsOnError")
     _add_token_volume(spec)
     _prefer_nodes(spec, prefer_nodes)
     return {

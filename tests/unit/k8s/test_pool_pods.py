@@ -86,6 +86,7 @@ def test_a_pod_keeps_the_template_and_gets_labels_owner_and_env() -> None:
     assert pod["spec"]["terminationGracePeriodSeconds"] == DEFAULT_TERMINATION_GRACE_SECONDS == 60
     assert "affinity" not in pod["spec"]
     for container in pod["spec"]["containers"]:
+        assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
         env = env_of(container)
         assert env["TETHER_WORKER_ID"] == {
             "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}

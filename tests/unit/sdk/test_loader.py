@@ -61,3 +61,32 @@ def test_unreachable_scheduler_prints_one_line(
     assert len(err) == 1
     assert err[0].startswith("worker_runtime: scheduler unreachable")
     assert "Traceback" not in err[0]
+
+
+@pytest.mark.parametrize(
+    ("source", "said"),
+    [
+        ("import worker_runtime\ndef broken(:\n    pass\n", "SyntaxError: invalid syntax"),
+        ("import no_such_module_anywhere\n", "ModuleNotFoundError: No module named"),
+        ("x = 1\nraise RuntimeError('no model file')\n", "RuntimeError: no model file"),
+    ],
+    ids=["syntax", "import", "raises"],
+)
+def test_a_file_that_cannot_load_says_why_in_one_line_to_kubernetes(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    source: str,
+    said: str,
+) -> None:
+    flows = tmp_path / "flows_broken.py"
+    flows.write_text(source)
+    log = tmp_path / "termination-log"
+    log.write_text("")  # the kubelet mounts it; the worker writes only if it exists
+    monkeypatch.setenv("TETHER_TERMINATION_LOG", str(log))
+    assert main([str(flows)]) == 3
+    message = log.read_text()
+    assert message.startswith(f"cannot load {flows}: {said}"), message
+    assert f"({flows}, line " in message, "names the line of the user's file"
+    assert "\n" not in message
+    assert "Traceback" in capsys.readouterr().err, "the whole traceback goes to the log"
