@@ -57,6 +57,7 @@ from tether_operator.k8s.leader import (
 from tether_operator.k8s.login import register_login
 from tether_operator.k8s.mirror import MarkingStore
 from tether_operator.k8s.naming import run_object
+from tether_operator.k8s.pool_health import PoolHealth
 from tether_operator.k8s.resources import API_VERSION, GROUP, VERSION
 from tether_operator.k8s.runs import RunController
 from tether_operator.k8s.store import KubernetesRunStore
@@ -179,6 +180,8 @@ class OperatorContext:
     events: EventRecorder
     waiting: Callable[[], Mapping[str, int]] = dict
     """Runs not in the engine yet that wait for a worker, per pool id (autoscaling)."""
+    pool_health: PoolHealth = field(default_factory=PoolHealth)
+    """What the pool controller sees of each pool, for the runs waiting on one."""
     background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     """Coroutines run beside the HTTP server for the operator's lifetime."""
 
@@ -347,7 +350,8 @@ async def run_operator(settings: OperatorSettings) -> None:
     directory.subscribe(
         lambda ns, name, spec: service.engine.set_retry_defaults(ns, name, retry_defaults(spec))
     )
-    runs = RunController(service, store, client, events, directory)
+    pool_health = PoolHealth()
+    runs = RunController(service, store, client, events, directory, pools=pool_health)
     service.run_starter = ApiRunStarter(client, runs, namespace, settings.namespaces)
     publisher = WorkflowPublisher(
         client,
@@ -376,7 +380,9 @@ async def run_operator(settings: OperatorSettings) -> None:
     kopf.on.event(GROUP, VERSION, "workflows", registry=registry)(
         _handler(_async(directory.on_event))
     )
-    context = OperatorContext(settings, client, service, events, runs.waiting_by_pool)
+    context = OperatorContext(
+        settings, client, service, events, runs.waiting_by_pool, pool_health=pool_health
+    )
     for setup in CONTROLLERS:
         setup(registry, context)
 

@@ -38,6 +38,7 @@ __all__ = [
     "session_metadata",
     "shutdown_grace",
     "terminating",
+    "trouble",
     "worker_env",
 ]
 
@@ -284,3 +285,47 @@ def created_at(pod: dict[str, Any]) -> float:
     if not stamp:
         return 0.0
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+_STUCK_WAITING = frozenset(
+    {
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "RunContainerError",
+    }
+)
+"""Waiting reasons of a container that will not start without a change to the pod."""
+
+
+def trouble(pod: dict[str, Any]) -> tuple[str, str] | None:
+    """Why the pod's worker cannot start or keeps ending, in Kubernetes' words: (reason,
+    message), e.g. ("ErrImagePull", "container worker: ..."); None if nothing says so."""
+    status = pod.get("status") or {}
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("reason") == "Unschedulable":
+            return "Unschedulable", str(cond.get("message") or "no node can run the pod")
+    containers = [*(status.get("initContainerStatuses") or [])]
+    containers += status.get("containerStatuses") or []
+    for cs in containers:
+        name = cs.get("name", "?")
+        waiting = (cs.get("state") or {}).get("waiting") or {}
+        ended = (cs.get("lastState") or {}).get("terminated") or {}
+        if waiting.get("reason") in _STUCK_WAITING:
+            detail = waiting.get("message") or waiting["reason"]
+            return str(waiting["reason"]), f"container {name}: {detail}"
+        if ended.get("reason") == "OOMKilled":
+            return "OOMKilled", (
+                f"container {name} was killed for using more memory than its limit "
+                f"({cs.get('restartCount', 0)} restarts): raise resources.limits.memory"
+            )
+        if waiting.get("reason") == "CrashLoopBackOff":
+            said = str(ended.get("message") or "").strip().splitlines()
+            why = f": {said[-1]}" if said else ""
+            return "CrashLoopBackOff", (
+                f"container {name} keeps exiting (exit code {ended.get('exitCode', '?')}, "
+                f"{cs.get('restartCount', 0)} restarts){why}"
+            )
+    return None

@@ -48,7 +48,7 @@ import math
 import random
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -74,7 +74,9 @@ from tether_operator.k8s.pods import (
     node_of,
     session_metadata,
     terminating,
+    trouble,
 )
+from tether_operator.k8s.pool_health import PoolHealth, PoolKey
 from tether_operator.k8s.resources import API_VERSION, GROUP, VERSION, WorkerPool
 from tether_operator.k8s.scaling import PodState, Target, autoscale_target, clamp, scale_down_order
 from tether_operator.scheduler import SchedulerService
@@ -88,7 +90,6 @@ __all__ = ["PoolController", "register_handlers", "setup"]
 
 logger = logging.getLogger("tether.pools")
 
-PoolKey = tuple[str, str]
 """(namespace, name) of a WorkerPool."""
 
 _DEMAND_NOTICES = frozenset({"RunStarted", "WorkerRegistered", "WorkerLost", "SessionBroken"})
@@ -130,6 +131,8 @@ class _Pool:
     """Pods of the pool that ended (phase Failed) since a worker of it last registered."""
     create_after: float = 0.0
     """No new pods before this time (backoff after pods kept ending)."""
+    troubles_said: set[tuple[str, str]] = field(default_factory=set)
+    """(reason, message) of pod troubles already told in an Event."""
     written_status: dict[str, Any] | None = None
     task: asyncio.Task[None] | None = None
     again: bool = False
@@ -154,8 +157,11 @@ class PoolController:
         rng: random.Random | None = None,
         events: EventRecorder | None = None,
         waiting: Callable[[], Mapping[str, int]] = dict,
+        health: PoolHealth | None = None,
     ) -> None:
         self.service = service
+        self.health = health or PoolHealth()
+        """Which pools exist and why one cannot start a worker, for waiting runs."""
         self.client = client
         self.scheduler_url = scheduler_url
         """What worker pods are told to reach the scheduler at (TETHER_SCHEDULER_URL)."""
@@ -278,6 +284,7 @@ class PoolController:
             pool = self._pools.pop(key, None)
             if pool is not None and pool.task is not None:
                 pool.task.cancel()
+            self.health.gone(key)
             return  # its pods are garbage-collected; their pod events report the loss
         pool = self._pools.setdefault(key, _Pool())
         pool.body = body
@@ -416,7 +423,9 @@ class PoolController:
                     f"deleted pod {victim.name}: scaled down to {target.replicas}",
                 )
         await self._update_pods(pool, states)
-        await self._write_status(key, pool, body, target, states)
+        troubles = self._troubles(key, pool, live, states)
+        await self._write_status(key, pool, body, target, states, troubles)
+        self.health.seen(key, _trouble_text(pool, troubles))
 
     async def _listed_live(
         self, key: PoolKey, pool: _Pool, body: dict[str, Any]
@@ -551,6 +560,7 @@ class PoolController:
         body: dict[str, Any],
         target: Target,
         states: list[PodState],
+        troubles: Sequence[tuple[str, str, str]] = (),
     ) -> None:
         generation = body["metadata"].get("generation")
         ready = sum(1 for s in states if s.load is not None)
@@ -563,7 +573,7 @@ class PoolController:
             "selector": f"{POOL_LABEL}={key[1]}",
         }
         conditions = [
-            _ready_condition(target.replicas, len(states), ready),
+            _ready_condition(target.replicas, len(states), ready, troubles),
             (
                 ("True", "AtLimit", target.limited)
                 if target.limited
@@ -590,6 +600,26 @@ class PoolController:
                 return
             raise
         pool.written_status = comparable
+
+    def _troubles(
+        self, key: PoolKey, pool: _Pool, live: list[dict[str, Any]], states: list[PodState]
+    ) -> list[tuple[str, str, str]]:
+        """(pod, reason, message) of each live pod without a registered worker that
+        Kubernetes says is stuck; one Warning Event per distinct reason and message."""
+        assert pool.body is not None
+        registered = {s.name for s in states if s.load is not None}
+        found = []
+        for pod in live:
+            name = pod["metadata"]["name"]
+            said = trouble(pod) if name not in registered else None
+            if said is not None:
+                found.append((name, *said))
+                if said not in pool.troubles_said:
+                    pool.troubles_said.add(said)
+                    self._event(key, pool.body, "Warning", said[0], f"pod {name}: {said[1]}")
+        if not found:
+            pool.troubles_said.clear()  # a later failure is news again
+        return found
 
     def _event(
         self,
@@ -675,12 +705,28 @@ def _autoscale_message(target: Target, demand: Demand | None) -> str:
     return f"autoscaled to {target.replicas} pods: {waiting}{limited}"
 
 
-def _ready_condition(wanted: int, pods: int, ready: int) -> tuple[str, str, str]:
+def _ready_condition(
+    wanted: int, pods: int, ready: int, troubles: Sequence[tuple[str, str, str]] = ()
+) -> tuple[str, str, str]:
     if wanted == 0 and pods == 0:
         return ("True", "ScaledToZero", "no pods wanted")
     if ready >= wanted and pods == wanted:
         return ("True", "PodsReady", f"{ready} of {wanted} pods ready")
-    return ("False", "PodsNotReady", f"{ready} of {wanted} pods ready ({pods} exist)")
+    counted = f"{ready} of {wanted} pods ready ({pods} exist)"
+    if troubles:
+        pod, reason, message = troubles[0]
+        return ("False", reason, f"{counted}; pod {pod}: {reason}: {message}")
+    return ("False", "PodsNotReady", counted)
+
+
+def _trouble_text(pool: _Pool, troubles: Sequence[tuple[str, str, str]]) -> str:
+    """Why the pool cannot start a worker, for runs waiting on it ("" if nothing says)."""
+    if pool.create_error:
+        return pool.create_error
+    if troubles:
+        pod, reason, message = troubles[0]
+        return f"pod {pod}: {reason}: {message}"
+    return ""
 
 
 def _condition(
@@ -729,6 +775,7 @@ def setup(registry: kopf.OperatorRegistry, context: OperatorContext) -> PoolCont
         scheduler_url=context.settings.scheduler_url,
         events=context.events,
         waiting=context.waiting,
+        health=context.pool_health,
     )
     register_handlers(registry, controller)
     context.service.registration_listeners.append(controller.worker_registered)

@@ -39,6 +39,7 @@ from tether_operator.k8s.client import ApiError, KubeClient, resource_path
 from tether_operator.k8s.events import EventRecorder, ObjectRef
 from tether_operator.k8s.mirror import MarkingStore, StatusPatch, StatusWriter
 from tether_operator.k8s.naming import pool_id_for, run_id_for, run_object
+from tether_operator.k8s.pool_health import PoolHealth
 from tether_operator.k8s.resources import API_VERSION, WorkflowRunSpec, parse_duration
 from tether_operator.k8s.status import (
     TERMINAL_PHASES,
@@ -122,8 +123,12 @@ class RunController:
         workflows: WorkflowDirectory,
         *,
         clock: Callable[[], float] = time.time,
+        pools: PoolHealth | None = None,
     ) -> None:
         self.service = service
+        self.pools = pools or PoolHealth()
+        """Which WorkerPools exist and why one cannot start, for runs that wait."""
+        self.pools.subscribe(self._pools_changed)
         self.store = store
         self.client = client
         self.events = events
@@ -292,19 +297,78 @@ class RunController:
         if run_id in self.pending:
             return
         self.pending.add(run_id)
-        obj.outside = pending_status(
+        why = self._why_pending(obj)
+        obj.outside = self._pending_status(obj, workflow, why)
+        self.events.record(obj.ref, "Normal", why[0], why[1])
+        self.status.mark(run_id)
+
+    def _pending_status(
+        self, obj: RunObject, workflow: str, why: tuple[str, str]
+    ) -> dict[str, Any]:
+        return pending_status(
             workflow,
             generation=obj.generation,
             previous_conditions=obj.conditions,
             now=self.clock(),
+            why=why,
         )
-        self.events.record(
-            obj.ref,
-            "Normal",
+
+    def _why_pending(self, obj: RunObject) -> tuple[str, str]:
+        """(reason, message): what keeps a run that waits for its workflow from starting,
+        as far as the operator can see it."""
+        spec = obj.spec
+        workflow = str((spec.get("workflowRef") or {}).get("name", ""))
+        where = f"namespace {obj.namespace!r}"
+        defaults = self.workflows.spec(obj.namespace, workflow)
+        if defaults is None:
+            return (
+                "WorkflowNotFound",
+                f"spec.workflowRef.name: there is no Workflow {workflow!r} in {where}, and no "
+                "worker there has registered it: create the Workflow, or start a WorkerPool "
+                "whose workers define it",
+            )
+        pool, field_ = spec.get("workerPool"), "spec.workerPool"
+        if not pool:
+            pool, field_ = defaults.worker_pool, f"Workflow {workflow}'s spec.workerPool"
+        if pool:
+            key = (obj.namespace, str(pool))
+            if not self.pools.exists(key):
+                return (
+                    "WorkerPoolNotFound",
+                    f"{field_}: there is no WorkerPool {pool!r} in {where}: create it, or "
+                    "name one that exists",
+                )
+            if trouble := self.pools.trouble(key):
+                return (
+                    "WorkerPoolNotReady",
+                    f"WorkerPool {pool!r} ({field_}) cannot start a worker: {trouble}",
+                )
+            return (
+                "WorkflowNotRegistered",
+                f"no worker of WorkerPool {pool!r} has registered workflow {workflow!r} yet: "
+                "the run starts as soon as one does",
+            )
+        return (
             "WorkflowNotRegistered",
-            f"waiting for a worker to register workflow {workflow!r}",
+            f"no worker in {where} has registered workflow {workflow!r} yet: the run starts "
+            "as soon as one does",
         )
-        self.status.mark(run_id)
+
+    def _pools_changed(self) -> None:
+        """A pool appeared, went, or its trouble changed: tell waiting runs again."""
+        for run_id in self.pending:
+            obj = self.objects.get(run_id)
+            if obj is None or obj.outside is None:
+                continue
+            why = self._why_pending(obj)
+            accepted = {c["type"]: c for c in obj.outside.get("conditions", [])}.get("Accepted")
+            if accepted is not None and (accepted["reason"], accepted["message"]) == why:
+                continue
+            workflow = str((obj.spec.get("workflowRef") or {}).get("name", ""))
+            obj.outside = self._pending_status(obj, workflow, why)
+            if why[0] != "WorkflowNotRegistered":
+                self.events.record(obj.ref, "Warning", why[0], why[1])
+            self.status.mark(run_id)
 
     def waiting_by_pool(self) -> dict[str, int]:
         """Runs waiting for a worker to register their workflow, per pool id ("" for

@@ -296,16 +296,19 @@ def pending_status(
     generation: int | None,
     previous_conditions: Sequence[Mapping[str, Any]] = (),
     now: float,
+    why: tuple[str, str] | None = None,
 ) -> Status:
-    """A run waiting for a worker to register its workflow."""
-    message = (
-        f"no worker has registered workflow {workflow!r} yet: the run starts as soon as "
-        "one does (check the Workflow's workerPool and that its pods are running)"
+    """A run waiting for a worker to register its workflow; `why` (reason, message)
+    says what stands in the way when the operator knows (no such Workflow, a pool that
+    cannot start)."""
+    reason, message = why or (
+        "WorkflowNotRegistered",
+        f"no worker has registered workflow {workflow!r} yet: the run starts as soon as one does",
     )
     conds = [
-        _condition("Accepted", "False", "WorkflowNotRegistered", message, generation),
-        _condition("Succeeded", "Unknown", "WorkflowNotRegistered", message, generation),
-        _condition("Failed", "False", "WorkflowNotRegistered", "", generation),
+        _condition("Accepted", "False", reason, message, generation),
+        _condition("Succeeded", "Unknown", reason, message, generation),
+        _condition("Failed", "False", reason, "", generation),
     ]
     return _outside_engine(
         phase="Pending",

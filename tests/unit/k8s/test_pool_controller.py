@@ -592,3 +592,97 @@ async def test_no_pod_is_created_in_a_namespace_being_deleted(
     assert len([w for w in api.writes if w[0] == "POST"]) == 1
     failure = {c["type"]: c for c in api.statuses()[-1]["conditions"]}["ReplicaFailure"]
     assert failure["message"] == "namespace ml is being deleted: no pod is created in it"
+
+
+def stuck(pod: dict[str, Any], waiting: dict[str, Any], **last: Any) -> dict[str, Any]:
+    status = {
+        "phase": "Pending" if not last else "Running",
+        "containerStatuses": [
+            {
+                "name": "worker",
+                "ready": False,
+                "restartCount": 4 if last else 0,
+                "state": {"waiting": waiting},
+                "lastState": {"terminated": last} if last else {},
+            }
+        ],
+    }
+    return {**pod, "status": status}
+
+
+@pytest.mark.parametrize(
+    ("waiting", "last", "reason", "said"),
+    [
+        (
+            {"reason": "ErrImagePull", "message": 'failed to pull image "nope:1"'},
+            {},
+            "ErrImagePull",
+            'container worker: failed to pull image "nope:1"',
+        ),
+        (
+            {"reason": "CrashLoopBackOff", "message": "back-off 40s"},
+            {"exitCode": 3, "reason": "Error", "message": "cannot load flows.py: SyntaxError"},
+            "CrashLoopBackOff",
+            "keeps exiting (exit code 3, 4 restarts): cannot load flows.py: SyntaxError",
+        ),
+        (
+            {"reason": "CrashLoopBackOff"},
+            {"exitCode": 137, "reason": "OOMKilled"},
+            "OOMKilled",
+            "more memory than its limit",
+        ),
+        (
+            {"reason": "CreateContainerConfigError", "message": 'secret "db" not found'},
+            {},
+            "CreateContainerConfigError",
+            'secret "db" not found',
+        ),
+    ],
+    ids=["image", "crash-loop", "oom", "config"],
+)
+async def test_a_pod_that_cannot_start_shows_on_the_pool_once_and_to_waiting_runs(
+    service: SchedulerService,
+    client: KubeClient,
+    api: ApiServer,
+    waiting: dict[str, Any],
+    last: dict[str, Any],
+    reason: str,
+    said: str,
+) -> None:
+    events: list[tuple[str, str, str]] = []
+    ctl = controller(service, client, Clock())
+    ctl._event = lambda key, body, kind, why, message: events.append((kind, why, message))  # type: ignore[method-assign]
+    await ctl.on_pool_event(None, pool_body(replicas=1))
+    await ctl.reconcile(KEY)
+    (name,) = api.created()
+    api.pods[name] = stuck(api.pods[name], waiting, **last)
+    for _ in range(3):
+        await settle(ctl, api)
+    ready = {c["type"]: c for c in api.statuses()[-1]["conditions"]}["Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", reason)
+    assert f"pod {name}: {reason}" in ready["message"]
+    assert said in ready["message"]
+    assert [e for e in events if e[0] == "Warning"] == [("Warning", reason, events[-1][2])]
+    assert said in events[-1][2]
+    assert said in ctl.health.trouble(KEY)
+
+
+async def test_an_unschedulable_pod_shows_why_on_the_pool(
+    service: SchedulerService, client: KubeClient, api: ApiServer
+) -> None:
+    ctl = controller(service, client, Clock())
+    await ctl.on_pool_event(None, pool_body(replicas=1))
+    await ctl.reconcile(KEY)
+    (name,) = api.created()
+    message = "0/2 nodes are available: 2 Insufficient nvidia.com/gpu."
+    condition = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}
+    api.pods[name]["status"] = {
+        "phase": "Pending",
+        "conditions": [{**condition, "message": message}],
+    }
+    await settle(ctl, api)
+    ready = {c["type"]: c for c in api.statuses()[-1]["conditions"]}["Ready"]
+    assert ready["reason"] == "Unschedulable"
+    assert message in ready["message"]
+    await ctl.on_pool_event("DELETED", pool_body(replicas=1))
+    assert not ctl.health.exists(KEY)

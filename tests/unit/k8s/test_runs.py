@@ -112,7 +112,15 @@ async def settle(s: Setup) -> None:
     await s.runs.status.flush()
 
 
+def workflow_event(name: str = "w", **spec: Any) -> Any:
+    return {
+        "type": "ADDED",
+        "object": {"metadata": {"namespace": "ns", "name": name}, "spec": spec},
+    }
+
+
 async def test_a_run_without_a_registered_workflow_waits_pending_then_starts(s: Setup) -> None:
+    s.directory.on_event(workflow_event())
     await s.runs.on_event(run_event())
     await settle(s)
     assert "ns.r" in s.runs.pending
@@ -402,3 +410,51 @@ async def test_a_restart_keeps_children_of_live_roots_and_cancels_orphans(s: Set
     assert phases["ns.gone"] == phases["ns.gone-c1"] == "Cancelled"
     assert phases["ns.r"] != "Cancelled"
     assert phases["ns.r-c1"] != "Cancelled", "a child lives as long as its root's WorkflowRun"
+
+
+def accepted(s: Setup, run: str = "r") -> dict[str, Any]:
+    latest = s.api.status_patches(run)[-1]
+    assert latest["phase"] == "Pending"
+    found: dict[str, Any] = next(c for c in latest["conditions"] if c["type"] == "Accepted")
+    return found
+
+
+async def test_a_run_naming_no_workflow_says_so_and_names_the_namespace(s: Setup) -> None:
+    await s.runs.on_event(run_event(workflowRef={"name": "typo"}))
+    await settle(s)
+    why = accepted(s)
+    assert (why["status"], why["reason"]) == ("False", "WorkflowNotFound")
+    assert why["message"].startswith("spec.workflowRef.name: there is no Workflow 'typo'")
+    assert "namespace 'ns'" in why["message"]
+    assert "workerPool" not in why["message"]
+
+
+async def test_a_pending_run_says_why_its_pool_cannot_start_and_follows_it(s: Setup) -> None:
+    pools = s.runs.pools
+    s.directory.on_event(workflow_event(workerPool="gpu"))
+    await s.runs.on_event(run_event())
+    await settle(s)
+    why = accepted(s)
+    assert why["reason"] == "WorkerPoolNotFound"
+    assert why["message"].startswith("Workflow w's spec.workerPool: there is no WorkerPool 'gpu'")
+
+    pools.seen(("ns", "gpu"), "pod gpu-x1: ErrImagePull: container worker: pull nope:1 failed")
+    await settle(s)
+    why = accepted(s)
+    assert why["reason"] == "WorkerPoolNotReady"
+    assert "ErrImagePull: container worker: pull nope:1 failed" in why["message"]
+
+    pools.seen(("ns", "gpu"))  # fixed: its pods start
+    await settle(s)
+    why = accepted(s)
+    assert why["reason"] == "WorkflowNotRegistered"
+    assert "WorkerPool 'gpu'" in why["message"]
+    pools.seen(("ns", "other"), "a pool of no concern")
+    await settle(s)
+    assert accepted(s)["reason"] == "WorkflowNotRegistered"
+
+    # The run's own spec.workerPool wins and is the field named.
+    await s.runs.on_event(run_event("r2", workerPool="cpu"))
+    await settle(s)
+    why = accepted(s, "r2")
+    assert why["message"].startswith("spec.workerPool: there is no WorkerPool 'cpu'")
