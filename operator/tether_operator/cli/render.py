@@ -369,13 +369,21 @@ def run_summary(run: RunView, now: float) -> Table:
     return _field_grid(rows)
 
 
+def sticky_strategy(run: RunView) -> str | None:
+    """The run's sticky strategy: its own, else that of the sessions its code opened."""
+    if run.sticky:
+        return run.sticky
+    opened = sorted({s.strategy for s in run.sessions})
+    return f"{', '.join(opened)} (opened by the workflow code)" if opened else None
+
+
 def describe_run(run: RunView, now: float) -> RenderableType:
     """`tether describe run ID`: fields, then activities, sessions and children."""
     rows: list[tuple[str, str | Text]] = [
         ("Name:", run.run_id),
         ("Workflow:", run.workflow),
         ("Phase:", styled(run.phase)),
-        ("Sticky strategy:", cell(run.sticky)),
+        ("Sticky strategy:", cell(sticky_strategy(run))),
         ("Sticky worker:", cell(sticky_worker(run))),
         ("Workflow worker:", cell(run.worker)),
         ("Parent:", cell(run.parent_run_id)),

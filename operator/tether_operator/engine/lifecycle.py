@@ -18,7 +18,7 @@ from worker_runtime.wire import (
 from .deadlines import DeadlineKind
 from .effects import Outbox, RunEnded, WorkerGone
 from .errors import WorkflowNotFound
-from .notices import loss_phrase, pod_on_node, worker_loss_consequences
+from .notices import loss_detail, loss_phrase, pod_on_node, worker_loss_consequences
 from .retry import Retries
 from .runs import Run, SessionRecord, event
 from .sessions import Sessions
@@ -301,7 +301,7 @@ class Lifecycle:
         st, out = self.state, self.out
         permanent = is_permanent_loss(reason)
         where = pod_on_node(w.pod, w.node)
-        detail = f": {message}" if message and message != reason else ""
+        detail = loss_detail(w.pod, reason, message)
         broken = []
         for run, s in st.held_sessions(w):
             sid = s.id
@@ -341,7 +341,7 @@ class Lifecycle:
             return
         w.lost_reason = reason
         where = pod_on_node(w.pod, w.node)
-        detail = f": {message}" if message and message != reason else ""
+        detail = loss_detail(w.pod, reason, message)
         for run in st.runs.values():
             if run.terminal:
                 continue

@@ -71,3 +71,12 @@ def loss_phrase(reason: LossReason) -> str:
 def pod_on_node(pod: str | None, node: str | None) -> str:
     """`pod ml-abc12 on node worker-a` (the node left out when unknown)."""
     return f"pod {pod or '?'}" + (f" on node {node}" if node else "")
+
+
+def loss_detail(w_pod: str | None, reason: str, message: str) -> str:
+    """`: <message>` to add after a loss phrase, or "" when the message says nothing
+    more: empty, the bare reason, or the pool's own sentence about the same pod
+    ("pod X on node Y was deleted" after "pod X on node Y was deleted")."""
+    if not message or message == reason or message.startswith(f"pod {w_pod or '?'}"):
+        return ""
+    return f": {message}"

@@ -28,7 +28,7 @@ def run_view(run: Run, runs: dict[str, Run]) -> dict[str, Any]:
             {
                 "seq": a.seq,
                 "name": a.name,
-                "state": a.state,
+                "state": _final_state(run, a),
                 "attempt": a.attempt,
                 "local": a.local,
                 "worker": a.worker,
@@ -74,6 +74,17 @@ def run_view(run: Run, runs: dict[str, Run]) -> dict[str, Any]:
         ],
         "history_length": len(run.history),
     }
+
+
+_UNFINISHED = frozenset({"Scheduled", "Running", "Backoff"})
+
+
+def _final_state(run: Run, a: ActivityRecord) -> str:
+    """An activity's state; in an ended run one still unfinished was cancelled with it
+    (as its attempts are), so every activity of an ended run is in a final state."""
+    if run.terminal and a.state in _UNFINISHED:
+        return "Cancelled"
+    return a.state
 
 
 def activity_attempts(run: Run) -> dict[int, list[Attempt]]:

@@ -477,7 +477,8 @@ class WorkflowRunStatus(Resource):
     phase: RunPhase | None = None
     """Pending, Running, Succeeded, Failed or Cancelled."""
     worker_pod: str | None = None
-    """The pod the run's sticky session is bound to, else the pod running the workflow code."""
+    """The WORKER-POD column: the pod the run's open sticky session is bound to, else the
+    pod of its latest activity attempt, else the pod running its workflow code."""
     progress: str | None = Field(default=None, pattern=r"^[0-9]+/[0-9]+$")
     """done/total of the activities and child runs scheduled so far, e.g. 3/20 (failed ones
     count as done)."""

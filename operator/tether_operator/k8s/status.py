@@ -179,11 +179,39 @@ def _session(s: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _worker_pod(view: Mapping[str, Any]) -> str | None:
+    """The WORKER-POD column: the pod the run's open sticky session is bound to, else
+    the pod of its latest activity attempt, else the pod running its workflow code."""
     for session in reversed(view.get("sessions", ())):
         if session.get("state") == "Open" and session.get("pod"):
             return str(session["pod"])
+    latest: tuple[float, str] | None = None
+    for activity in view.get("activities", ()):
+        for attempt in activity.get("attempts") or ():
+            pod, started = attempt.get("pod"), attempt.get("started_at")
+            if pod and started is not None and (latest is None or started >= latest[0]):
+                latest = (started, str(pod))
+    if latest is not None:
+        return latest[1]
     worker = view.get("worker")
     return str(worker) if worker else None
+
+
+def _last_break(session: Mapping[str, Any]) -> str | None:
+    """Why the session's latest binding that ended in a loss ended."""
+    for binding in reversed(session.get("bindings") or ()):
+        if binding.get("reason"):
+            return str(binding["reason"])
+    reason = session.get("reason")
+    return str(reason) if reason else None
+
+
+def _rebound(session: Mapping[str, Any]) -> bool:
+    """Whether a session that broke was bound again afterwards: it is bound now, or
+    its latest binding did not itself end in a loss."""
+    if session.get("state") == "Open":
+        return True
+    bindings: Sequence[Mapping[str, Any]] = session.get("bindings") or []
+    return bool(bindings) and not bindings[-1].get("reason")
 
 
 def _run_conditions(view: Mapping[str, Any], generation: int | None) -> list[Condition]:
@@ -191,10 +219,9 @@ def _run_conditions(view: Mapping[str, Any], generation: int | None) -> list[Con
     run = f"run of workflow {view['workflow']!r}"
     conds = [_condition("Accepted", "True", "RunStarted", f"{run} started", generation)]
     if phase == "Succeeded":
-        conds.append(
-            _condition("Succeeded", "True", "RunSucceeded", f"{run} succeeded", generation)
-        )
-        conds.append(_condition("Failed", "False", "RunSucceeded", "", generation))
+        message = f"{run} succeeded"
+        conds.append(_condition("Succeeded", "True", "RunSucceeded", message, generation))
+        conds.append(_condition("Failed", "False", "RunSucceeded", message, generation))
     elif phase == "Failed":
         reason = _reason(error, "RunFailed")
         message = str((error or {}).get("message") or "the run failed")
@@ -205,19 +232,27 @@ def _run_conditions(view: Mapping[str, Any], generation: int | None) -> list[Con
         conds.append(_condition("Succeeded", "False", "RunCancelled", message, generation))
         conds.append(_condition("Failed", "False", "RunCancelled", message, generation))
         conds.append(_condition("Cancelled", "True", "RunCancelled", message, generation))
+    elif phase == "Pending":
+        message = f"{run} waits for a worker to take its workflow code"
+        conds.append(_condition("Succeeded", "Unknown", "Pending", message, generation))
+        conds.append(_condition("Failed", "False", "Pending", "", generation))
     else:
         conds.append(_condition("Succeeded", "Unknown", "Running", f"{run} is running", generation))
         conds.append(_condition("Failed", "False", "Running", "", generation))
-    broken = [s for s in view.get("sessions", ()) if s.get("state") == "Broken"]
     ever_broken = [s for s in view.get("sessions", ()) if s.get("breaks") or s.get("reason")]
+    broken = [s for s in ever_broken if s.get("state") == "Broken" or not _rebound(s)]
     if broken:
         s = broken[-1]
-        message = f"session {s['id']} lost its worker: {s.get('message') or s.get('reason')}"
-        reason = _reason({"reason": s.get("reason")}, "SessionBroken")
+        message = f"session {s['id']} lost its worker: {s.get('message') or _last_break(s)}"
+        reason = _reason({"reason": _last_break(s)}, "SessionBroken")
         conds.append(_condition("SessionBroken", "True", reason, message, generation))
     elif ever_broken:
         s = ever_broken[-1]
-        message = f"session {s['id']} is bound again (last break: {s.get('reason')})"
+        last = _last_break(s)
+        where = f" to pod {s['pod']}" if s.get("pod") else ""
+        message = f"session {s['id']} is bound again{where}" + (
+            f" (last break: {last})" if last else ""
+        )
         conds.append(_condition("SessionBroken", "False", "SessionRebound", message, generation))
     return conds
 

@@ -204,3 +204,13 @@ def test_progress_counts_failed_activities_and_child_runs_as_done() -> None:
     run = make_run("Running", activities=[failed], children=children)
     assert run_progress(run) == "2/3"
     assert progress_detail(run) == "2/3 scheduled steps done (1 failed, 1 completed, 1 running)"
+
+
+def test_describe_names_the_strategy_of_sessions_the_code_opened() -> None:
+    soft = [SessionView(id="a", strategy="SOFT", state="Closed", worker="w1")]
+    lines = _plain(describe_run(make_run("Succeeded", sessions=soft, sticky=None), 1000.0))
+    (line,) = [x for x in lines if x.startswith("Sticky strategy:")]
+    assert line.split(":", 1)[1].strip() == "SOFT (opened by the workflow code)"
+    lines = _plain(describe_run(make_run("Succeeded", sessions=[], sticky=None), 1000.0))
+    (line,) = [x for x in lines if x.startswith("Sticky strategy:")]
+    assert line.split(":", 1)[1].strip() == "<none>"

@@ -79,8 +79,23 @@ def test_an_attempt_running_when_the_run_ends_is_cancelled() -> None:
     d.take_one("w1", "activity")
     d.tick(1.0)
     d.apply(d.engine.cancel_run(rid, d.now))
-    attempt = RunView.model_validate(d.view(rid)).activities[0].attempts[0]
-    assert (attempt.state, attempt.finished_at) == ("Cancelled", d.now)
+    activity = RunView.model_validate(d.view(rid)).activities[0]
+    assert (activity.attempts[0].state, activity.attempts[0].finished_at) == ("Cancelled", d.now)
+    assert activity.state == "Cancelled", "every activity of an ended run is in a final state"
+
+
+def test_a_sessions_loss_message_does_not_repeat_the_pools_sentence() -> None:
+    d = Driver()
+    d.register("wf-host", activities=())
+    d.register("ml-abc12", workflows={}, node="worker-a")
+    rid = d.start()
+    sid = f"{rid}/s1"
+    d.commands("wf-host", d.workflow_task("wf-host"), open_session(1, sid), act(2, "load", sid))
+    d.take_one("ml-abc12", "activity")
+    said = "pod ml-abc12 on node worker-a was deleted"
+    d.apply(d.engine.worker_draining("ml-abc12", "PodDeleted", said, d.now))
+    (session,) = RunView.model_validate(d.view(rid)).sessions
+    assert session.message == said
 
 
 def test_attempts_are_the_same_after_a_replay_of_the_history() -> None:

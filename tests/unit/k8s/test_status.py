@@ -308,3 +308,84 @@ def test_rejected_status_fails_the_run_naming_the_field() -> None:
     assert conds["Accepted"]["lastTransitionTime"] == rfc3339(T0)  # False before and after
     assert status["error"]["reason"] == "InvalidInput"
     assert status["completionTime"] == rfc3339(T0 + 5)
+
+
+def binding(pod: str, start: float, reason: str | None = None) -> dict[str, Any]:
+    ended = start + 1 if reason else None
+    return {
+        "worker": pod,
+        "pod": pod,
+        "node": "n",
+        "bound_at": start,
+        "ended_at": ended,
+        "reason": reason,
+    }
+
+
+def test_a_failed_hard_run_says_its_session_broke_not_that_it_was_rebound() -> None:
+    session = {
+        "id": "ns.r/s1",
+        "strategy": "HARD",
+        "state": "Closed",  # closed when the run ended
+        "worker": "pod-a",
+        "pod": "pod-a",
+        "node": "n",
+        "reason": None,
+        "message": None,
+        "workers": ["pod-a"],
+        "breaks": [{"worker": "pod-a", "reason": "PodDeleted", "message": "", "time": T0}],
+        "bindings": [binding("pod-a", T0, "PodDeleted")],
+    }
+    error = {"type": "SessionBroken", "message": "pod pod-a was deleted", "reason": "SessionBroken"}
+    status = run_status(view("Failed", sessions=[session], error=error), generation=1, now=T0)
+    cond = conditions(status)["SessionBroken"]
+    assert (cond["status"], cond["reason"]) == ("True", "PodDeleted")
+    assert "None" not in cond["message"]
+    rebound = {
+        **session,
+        "state": "Open",
+        "pod": "pod-b",
+        "reason": None,
+        "bindings": [binding("pod-a", T0, "PodDeleted"), binding("pod-b", T0 + 5)],
+    }
+    cond = conditions(run_status(view(sessions=[rebound]), generation=1, now=T0))["SessionBroken"]
+    assert (cond["status"], cond["reason"]) == ("False", "SessionRebound")
+    assert cond["message"] == "session ns.r/s1 is bound again to pod pod-b (last break: PodDeleted)"
+
+
+def test_phase_and_conditions_tell_one_story() -> None:
+    pending = conditions(run_status(view("Pending", activities=[]), generation=1, now=T0))
+    assert (pending["Succeeded"]["status"], pending["Succeeded"]["reason"]) == (
+        "Unknown",
+        "Pending",
+    )
+    running = conditions(run_status(view("Running"), generation=1, now=T0))
+    assert running["Succeeded"]["reason"] == "Running"
+    done = conditions(run_status(view("Succeeded"), generation=1, now=T0))
+    assert (done["Failed"]["status"], done["Failed"]["reason"]) == ("False", "RunSucceeded")
+    assert done["Failed"]["message"] == "run of workflow 'ml-inference' succeeded"
+
+
+def test_the_worker_pod_is_the_sessions_pod_else_the_latest_attempts() -> None:
+    def attempt(pod: str, started: float) -> dict[str, Any]:
+        return {
+            "attempt": 1,
+            "state": "Completed",
+            "worker": pod,
+            "pod": pod,
+            "node": "n",
+            "cold_start": False,
+            "started_at": started,
+            "finished_at": started + 1,
+            "error": None,
+            "retry_at": None,
+        }
+
+    plain = [
+        activity(1, session=None, attempts=[attempt("pod-a", T0 + 1)]),
+        activity(2, session=None, attempts=[attempt("pod-c", T0 + 3)]),
+        activity(3, session=None, attempts=[attempt("pod-b", T0 + 2)]),
+    ]
+    status = run_status(view("Succeeded", activities=plain), generation=1, now=T0)
+    assert status["workerPod"] == "pod-c", "the pod of the latest attempt, not the workflow's"
+    assert run_status(view(activities=[]), generation=1, now=T0)["workerPod"] == "pod-w"
