@@ -278,6 +278,21 @@ def _dev(args: argparse.Namespace, output: Output) -> int:
         raise CliError(str(exc)) from None
 
 
+LIBRARY_LOGGERS = ("httpx", "httpcore", "kopf", "asyncio", "uvicorn.access", "hpack")
+"""Loggers of the libraries under the operator: a line per API call, per connection
+and per handled event would drown what matters, whatever `--log-level` says."""
+
+
+def quiet_libraries() -> None:
+    """Keep `LIBRARY_LOGGERS` at `$TETHER_LIBRARY_LOG_LEVEL` (default WARNING)."""
+    import logging
+    import os
+
+    level = os.environ.get("TETHER_LIBRARY_LOG_LEVEL", "WARNING").upper()
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+
+
 def _operator(args: argparse.Namespace) -> int:
     """`tether operator`: imported lazily, it pulls in kopf and the scheduler."""
     import asyncio
@@ -291,9 +306,7 @@ def _operator(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    # A request log line per API call and per handled event would drown what matters.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    quiet_libraries()
     try:
         settings = OperatorSettings(
             host=args.host,

@@ -65,6 +65,10 @@ async def label_pod(client: KubeClient, namespace: str, pod: str, leading: bool)
     return result
 
 
+HOLDER_POD_ANNOTATION = "tether.dev/holder-pod"
+"""On the Lease: the pod of its holder, in the Lease's namespace."""
+
+
 def new_identity(pod_name: str = "") -> str:
     """`<pod or host name>_<random>`: unique per process, readable in `kubectl get lease`."""
     return f"{pod_name or socket.gethostname()}_{secrets.token_hex(4)}"
@@ -109,6 +113,11 @@ class LeaseSettings:
         default_factory=lambda: _env_seconds("TETHER_LEASE_RETRY_PERIOD", 2.0)
     )
     """Seconds between two tries, to acquire or to renew (TETHER_LEASE_RETRY_PERIOD)."""
+    pod: str = field(default_factory=lambda: os.environ.get("TETHER_POD_NAME", ""))
+    """The pod this candidate runs in ("" outside Kubernetes). The holder writes it on
+    the Lease (`HOLDER_POD_ANNOTATION`), so a candidate that finds the Lease held by a
+    pod that no longer exists (the release was uninstalled, the pod force-deleted)
+    takes it at once instead of waiting out the lease duration."""
 
     def __post_init__(self) -> None:
         if not self.renew_deadline < self.lease_duration:
@@ -166,6 +175,8 @@ class LeaderElector:
         self._wall = wall
         self._on_change = on_change
         self._observed = _Observed()
+        self._asked_about: str | None = None
+        """The last holder whose pod was looked up."""
         self._renewed_at: float | None = None
         self.epoch: int | None = None
         """`leaseTransitions` when this process took the Lease; None while not leading."""
@@ -188,6 +199,18 @@ class LeaderElector:
             self.epoch is not None
             and self._renewed_at is not None
             and self._monotonic() - self._renewed_at < self.settings.renew_deadline
+        )
+
+    @property
+    def held_elsewhere(self) -> bool:
+        """Whether another candidate held the Lease at the last look, with a record
+        younger than the lease duration (a live leader, as far as this one can tell)."""
+        o = self._observed
+        return (
+            bool(o.holder)
+            and o.holder != self.identity
+            and o.at > 0.0
+            and self._monotonic() - o.at < self.settings.lease_duration
         )
 
     async def acquire(self) -> int:
@@ -289,7 +312,8 @@ class LeaderElector:
         if self.epoch is not None and (not mine or lease["metadata"].get("uid") != self.uid):
             self._lost(f"lease {s.namespace}/{s.name} is held by {holder or 'nobody'} now")
         duration = float(spec.get("leaseDurationSeconds") or s.lease_duration)
-        if not mine and holder and now - o.at < duration:
+        live = not mine and holder and now - o.at < duration
+        if live and not await self._holder_pod_gone(lease, holder):
             return False  # held by a live candidate
         wall = _micro_time(self._wall())
         new_spec = {
@@ -299,10 +323,12 @@ class LeaderElector:
             "acquireTime": spec.get("acquireTime") if mine else wall,
             "leaseTransitions": transitions if mine else transitions + 1,
         }
+        # The metadata carries resourceVersion: a conflict is a 409.
+        meta = {**lease["metadata"], "annotations": self._annotations(lease["metadata"])}
         body = {
             "apiVersion": LEASE_API_VERSION,
             "kind": "Lease",
-            "metadata": lease["metadata"],  # carries resourceVersion: a conflict is a 409
+            "metadata": meta,
             "spec": new_spec,
         }
         try:
@@ -320,7 +346,11 @@ class LeaderElector:
         body = {
             "apiVersion": LEASE_API_VERSION,
             "kind": "Lease",
-            "metadata": {"name": s.name, "namespace": s.namespace},
+            "metadata": {
+                "name": s.name,
+                "namespace": s.namespace,
+                "annotations": self._annotations({}),
+            },
             "spec": {
                 "holderIdentity": self.identity,
                 "leaseDurationSeconds": max(1, round(s.lease_duration)),
@@ -339,6 +369,38 @@ class LeaderElector:
             raise
         self._took(created)
         return True
+
+    def _annotations(self, meta: dict[str, Any]) -> dict[str, str]:
+        """The Lease's annotations with this candidate's pod as the holder's."""
+        annotations = {
+            k: v for k, v in (meta.get("annotations") or {}).items() if k != HOLDER_POD_ANNOTATION
+        }
+        if self.settings.pod:
+            annotations[HOLDER_POD_ANNOTATION] = self.settings.pod
+        return annotations
+
+    async def _holder_pod_gone(self, lease: dict[str, Any], holder: str) -> bool:
+        """Whether the holder's pod (from the Lease's annotation) no longer exists; asked
+        once per holder, since a pod that exists is left to the lease duration."""
+        pod = (lease["metadata"].get("annotations") or {}).get(HOLDER_POD_ANNOTATION)
+        if not pod or self._asked_about == holder:
+            return False
+        self._asked_about = holder
+        s = self.settings
+        try:
+            await self._client.get(resource_path("v1", "pods", s.namespace, pod))
+        except ApiError as exc:
+            if exc.not_found:
+                logger.info(
+                    "lease %s/%s is held by %s, whose pod %s is gone: taking it now",
+                    s.namespace,
+                    s.name,
+                    holder,
+                    pod,
+                )
+                return True
+            logger.warning("could not look up pod %s of lease holder %s: %s", pod, holder, exc)
+        return False
 
     def _took(self, lease: dict[str, Any]) -> None:
         spec = lease.get("spec") or {}

@@ -198,10 +198,17 @@ CONTROLLERS: list[Setup] = [pools.setup, nodes.setup]
 
 
 class Readiness:
-    """`/readyz`: this process leads, the store is recovered and kopf watches."""
+    """`/readyz`: this process leads, the store is recovered and kopf watches;
+    `/readyz?standby=true` (the pods' readiness probe) also while it stands by for a
+    leader that is alive, so `helm install --wait` returns once some replica leads."""
 
-    def __init__(self, leading: Callable[[], bool] = lambda: True) -> None:
+    def __init__(
+        self,
+        leading: Callable[[], bool] = lambda: True,
+        led_elsewhere: Callable[[], bool] = lambda: True,
+    ) -> None:
         self.leading = leading
+        self.led_elsewhere = led_elsewhere
         self.recovered = False
         self.watching = asyncio.Event()
 
@@ -211,8 +218,9 @@ class Readiness:
 
     @property
     def standing_by(self) -> bool:
-        """Waiting for the Lease (or deposed and about to exit): alive, not leading."""
-        return not self.leading() and not self.recovered
+        """Waiting for the Lease while another replica leads (or deposed and about to
+        exit): alive, not leading."""
+        return not self.leading() and not self.recovered and self.led_elsewhere()
 
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
@@ -319,10 +327,14 @@ async def run_operator(settings: OperatorSettings) -> None:
                 name=settings.lease_name,
                 namespace=namespace,
                 identity=new_identity(settings.pod_name),
+                pod=settings.pod_name,
             ),
         )
         fence.guard(lambda: elector is not None and elector.leading, elector.confirm)
-    readiness = Readiness(leading=lambda: elector is None or elector.leading)
+    readiness = Readiness(
+        leading=lambda: elector is None or elector.leading,
+        led_elsewhere=lambda: elector is not None and elector.held_elsewhere,
+    )
     events = EventRecorder(client, instance=settings.pod_name)
     publisher: WorkflowPublisher | None = None
 

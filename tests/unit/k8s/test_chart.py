@@ -375,3 +375,6 @@ def test_notes_tell_the_user_what_to_run_next() -> None:
     assert "kubectl create -f examples/k8s/ml-inference-run.yaml" in notes
     assert "kubectl wait --for=condition=Succeeded wfr/NAME" in notes
     assert "http://tether.tether-system.svc:7233" in notes
+    # Logs of the leader, not of whichever replica `deployment/` picks.
+    assert "logs -l app.kubernetes.io/instance=tether,tether.dev/leader=true" in notes
+    assert "logs deployment/" not in notes

@@ -26,11 +26,19 @@ class FakeLeases:
         self.version = 0
         self.fail = False
         self.writes: list[dict[str, Any]] = []
+        self.pods: set[str] = set()
+        """Pods that exist in the namespace (GET /api/v1/namespaces/ns/pods/NAME)."""
+        self.pod_gets = 0
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         if self.fail:
             return httpx.Response(503, json={"kind": "Status", "reason": "ServiceUnavailable"})
         name = request.url.path.rsplit("/", 1)[-1]
+        if "/pods/" in request.url.path:
+            self.pod_gets += 1
+            if name in self.pods:
+                return httpx.Response(200, json={"metadata": {"name": name}})
+            return httpx.Response(404, json={"kind": "Status", "reason": "NotFound"})
         if request.method == "GET":
             if name not in self.leases:
                 return httpx.Response(404, json={"kind": "Status", "reason": "NotFound"})
@@ -67,7 +75,11 @@ class Clock:
 
 
 def elector(
-    api: FakeLeases, clock: Clock, name: str, changes: list[tuple[bool, str]] | None = None
+    api: FakeLeases,
+    clock: Clock,
+    name: str,
+    changes: list[tuple[bool, str]] | None = None,
+    pod: str = "",
 ) -> LeaderElector:
     client = KubeClient(KubeConfig(server="http://k8s"), transport=httpx.MockTransport(api))
     settings = LeaseSettings(
@@ -77,6 +89,7 @@ def elector(
         lease_duration=15,
         renew_deadline=10,
         retry_period=0.001,
+        pod=pod,
     )
     return LeaderElector(
         client,
@@ -192,3 +205,45 @@ async def test_renewing_keeps_the_epoch_and_the_acquire_time() -> None:
     assert api.spec["acquireTime"] == acquired
     assert api.spec["leaseTransitions"] == 0
     assert a.epoch == 0
+
+
+async def test_a_lease_held_by_a_pod_that_is_gone_is_taken_at_once() -> None:
+    """After `helm uninstall`, the old leader's Lease stays (its RBAC went first, so it
+    could not release it): the next install's candidate takes it without waiting."""
+    api, clock = FakeLeases(), Clock()
+    old = elector(api, clock, "op-old_1", pod="op-old")
+    api.pods.add("op-old")
+    await old.acquire()
+    assert api.leases["tether"]["metadata"]["annotations"] == {"tether.dev/holder-pod": "op-old"}
+    standby = elector(api, clock, "op-new_2", pod="op-new")
+    assert not await asyncio.wait_for(standby._try(), 1), "its pod exists: a live holder"
+    assert not await standby._try()
+    assert api.pod_gets == 1, "asked once per holder, not every round"
+    api.pods.discard("op-old")  # uninstalled; the record is fresh, nobody renews it
+    fresh = elector(api, clock, "op-new_3", pod="op-new")
+    assert await asyncio.wait_for(fresh.acquire(), 1) == 1
+    assert api.spec["holderIdentity"] == "op-new_3"
+    assert api.leases["tether"]["metadata"]["annotations"] == {"tether.dev/holder-pod": "op-new"}
+
+
+async def test_a_holder_outside_kubernetes_is_never_looked_up() -> None:
+    api, clock = FakeLeases(), Clock()
+    await elector(api, clock, "laptop_1").acquire()
+    assert (
+        "annotations" not in api.leases["tether"]["metadata"]
+        or not api.leases["tether"]["metadata"]["annotations"]
+    )
+    assert not await elector(api, clock, "op_2", pod="op")._try()
+    assert api.pod_gets == 0
+
+
+async def test_a_standby_knows_whether_a_live_candidate_leads() -> None:
+    api, clock = FakeLeases(), Clock()
+    a, b = elector(api, clock, "a"), elector(api, clock, "b")
+    assert not b.held_elsewhere, "nothing seen yet"
+    await a.acquire()
+    assert not await b._try()
+    assert b.held_elsewhere
+    assert not a.held_elsewhere, "a leads itself"
+    clock.now += 16  # a stopped renewing: its record is older than the lease duration
+    assert not b.held_elsewhere

@@ -64,3 +64,15 @@ async def test_a_leader_is_ready_once_recovered_and_watching(
     assert (await http.get("/readyz")).json()["ready"] is True
     leading.value = False  # deposed: about to exit
     assert (await http.get("/readyz", params={"standby": "true"})).status_code == 503
+
+
+async def test_a_standby_is_ready_only_while_another_replica_leads(leading: Leading) -> None:
+    """So `helm install --wait` returns once some replica leads, not before."""
+    elsewhere = Leading()
+    readiness = Readiness(leading, led_elsewhere=elsewhere)
+    transport = httpx.ASGITransport(app=_app(SchedulerService(), readiness))
+    async with httpx.AsyncClient(transport=transport, base_url="http://operator") as http:
+        assert (await http.get("/readyz", params={"standby": "true"})).status_code == 503
+        elsewhere.value = True
+        assert (await http.get("/readyz", params={"standby": "true"})).status_code == 200
+        assert (await http.get("/readyz")).status_code == 503, "the Service reaches the leader"
