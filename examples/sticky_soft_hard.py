@@ -5,11 +5,12 @@ moves to another pod (same node preferred) and its first step there sees
 until scheduleTimeout, and fails with SessionBroken if the pod is deleted.
 
 tether dev examples/sticky_soft_hard.py --workers 2
-tether run sticky-soft-hard '{"strategies": ["SOFT", "HARD"], "steps": 3}' --wait
+tether run sticky-soft-hard --input '{"strategies": ["SOFT", "HARD"], "steps": 3}' --wait
 
 ``hold_at``/``hold_seconds`` keep one step running for a while, long enough to delete its
-pod (``kubectl delete pod``) or restart its container (``kubectl exec POD -- kill 1``) and
-watch the session in ``kubectl get wfr NAME -o yaml`` (status.sessions).
+pod (``kubectl delete pod``) or restart its container
+(``kubectl exec POD -- python -m worker_runtime --signal TERM``) and watch the session in
+``kubectl get wfr NAME -o yaml`` (status.sessions).
 """
 
 from __future__ import annotations

@@ -23,7 +23,16 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m worker_runtime",
         description="Run a Tether worker for the workflows and activities defined in PATH.",
     )
-    parser.add_argument("path", help="Python file with @workflow.define classes and activities")
+    parser.add_argument(
+        "path", nargs="?", help="Python file with @workflow.define classes and activities"
+    )
+    parser.add_argument(
+        "--signal",
+        metavar="NAME",
+        help="send signal NAME (TERM, INT, KILL) to the worker running as PID 1 in this "
+        "container and exit: `kubectl exec POD -- python -m worker_runtime --signal TERM` "
+        "restarts a pod's worker (the image has no `kill`)",
+    )
     parser.add_argument("--worker-id", help="worker identity (default: $TETHER_WORKER_ID)")
     parser.add_argument(
         "--scheduler-url", help=f"default: $TETHER_SCHEDULER_URL or {DEFAULT_SCHEDULER_URL}"
@@ -72,9 +81,29 @@ def _load_error(path: str, exc: BaseException) -> str:
     return f"cannot load {path}: {type(exc).__name__}: {exc}{where}"
 
 
+def _send_signal(name: str, pid: int = 1) -> int:
+    """Send signal `name` to `pid` (the container's worker); 0 if it was sent."""
+    try:
+        sig = signal.Signals[f"SIG{name.upper().removeprefix('SIG')}"]
+    except KeyError:
+        print(f"worker_runtime: --signal: no signal named {name!r}", file=sys.stderr)
+        return 2
+    try:
+        os.kill(int(os.environ.get("TETHER_SIGNAL_PID", pid)), sig)
+    except OSError as exc:
+        print(f"worker_runtime: --signal {sig.name}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.signal:
+        return _send_signal(args.signal)
+    if not args.path:
+        parser.error("the following arguments are required: path")
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

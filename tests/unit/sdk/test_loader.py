@@ -90,3 +90,38 @@ def test_a_file_that_cannot_load_says_why_in_one_line_to_kubernetes(
     assert f"({flows}, line " in message, "names the line of the user's file"
     assert "\n" not in message
     assert "Traceback" in capsys.readouterr().err, "the whole traceback goes to the log"
+
+
+def test_signal_restarts_the_containers_worker_without_a_kill_binary(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`kubectl exec POD -- python -m worker_runtime --signal TERM` (the image has no
+    `kill`): the worker, PID 1 there, gets SIGTERM."""
+    import subprocess
+    import sys
+
+    marker = tmp_path / "got"
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import signal, sys, time\n"
+            f"signal.signal(signal.SIGTERM, lambda *_: (open({str(marker)!r}, 'w').write('TERM'),"
+            " sys.exit(0)))\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(30)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready"
+        monkeypatch.setenv("TETHER_SIGNAL_PID", str(child.pid))
+        assert main(["--signal", "TERM"]) == 0
+        assert child.wait(10) == 0
+        assert marker.read_text() == "TERM"
+    finally:
+        child.kill()
+        child.communicate()
+    assert main(["--signal", "NOPE"]) == 2
