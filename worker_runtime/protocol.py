@@ -442,6 +442,13 @@ class StartRunRequest(Model):
         max_length=253,
         description="Run every task of the run only on workers of this pool; absent: any worker.",
     )
+    namespace: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+        description="On Kubernetes, the namespace to start the run in (the CLI's -n); "
+        "absent: that of a `<namespace>.<name>` run_id, else the operator's. Dev mode has "
+        "one namespace and ignores it.",
+    )
 
 
 class AttemptView(Model):

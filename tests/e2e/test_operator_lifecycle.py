@@ -129,7 +129,8 @@ def test_a_run_waits_pending_until_a_worker_registers_its_workflow(
     run = eventually_phase(env.ns, "early", "Pending")
     accepted = condition(run, "Accepted")
     assert accepted is not None
-    assert (accepted["status"], accepted["reason"]) == ("False", "WorkflowNotRegistered")
+    # No Workflow yet and no worker: the run says so (a worker's registration makes one).
+    assert (accepted["status"], accepted["reason"]) == ("False", "WorkflowNotFound")
     assert "ml-inference" in accepted["message"]
     assert condition(run, "Succeeded")["status"] == "Unknown"
     env.workers.start(ML, "late-worker")

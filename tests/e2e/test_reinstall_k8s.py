@@ -25,7 +25,9 @@ LEASE_DURATION = 15
 @pytest.fixture
 def release(kube: Kube, helm: Helm, crds: list[str]) -> Iterator[tuple[str, Kube]]:
     tag = uuid.uuid4().hex[:5]
-    name, namespace, served = f"re-{tag}", f"{PREFIX}-reinstall-{tag}", f"{PREFIX}-served-{tag}"
+    # A release name holding the chart's: its objects and Lease are named after it.
+    name = f"tether-re-{tag}"
+    namespace, served = f"{PREFIX}-reinstall-{tag}", f"{PREFIX}-served-{tag}"
     kube.run("create", "namespace", served)
     try:
         yield name, kube.in_namespace(namespace)

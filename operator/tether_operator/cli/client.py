@@ -32,6 +32,11 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 class CliError(Exception):
     """A failure the CLI reports as one `error: ...` line on stderr (exit code 1)."""
 
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        """The scheduler's HTTP status, when it answered with an error."""
+
 
 def format_problem(status: int, body: bytes) -> str:
     """Turn an error response into one readable line, using the `Problem` body when present."""
@@ -175,5 +180,7 @@ class SchedulerClient:
         except httpx.HTTPError as exc:
             raise CliError(f"cannot talk to the Tether scheduler at {self.server}: {exc}") from None
         if response.status_code >= 400:
-            raise CliError(format_problem(response.status_code, response.content))
+            raise CliError(
+                format_problem(response.status_code, response.content), response.status_code
+            )
         return response

@@ -10,8 +10,9 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 from rich.live import Live
@@ -31,6 +32,8 @@ from tether_operator.cli.render import (
     workflows_table,
 )
 from worker_runtime.protocol import RunView, StartRunRequest
+
+T = TypeVar("T")
 
 WAIT_POLL_SECONDS = 0.5
 """How long one long-poll of `/wait` lasts, i.e. how often the live view refreshes."""
@@ -61,9 +64,34 @@ def read_input(args: argparse.Namespace) -> Any:
     return None
 
 
+def by_id(args: argparse.Namespace, fetch: Callable[[str], T]) -> T:
+    """`fetch(args.name)`. On Kubernetes a run's id is `<namespace>.<name>`: an id without
+    a dot that is not found is looked for again in the namespace (-n, else the
+    kubeconfig's), as kubectl finds a WorkflowRun by its name."""
+    try:
+        return fetch(args.name)
+    except CliError as exc:
+        namespace = getattr(args, "namespace", None)
+        if exc.status != 404 or not namespace or "." in args.name:
+            raise
+        try:
+            return fetch(f"{namespace}.{args.name}")
+        except CliError as again:
+            if again.status == 404:
+                raise exc from None
+            raise
+
+
+def find_run(client: SchedulerClient, args: argparse.Namespace) -> RunView:
+    """The run `args.name` names (`by_id`)."""
+    return by_id(args, client.get_run)
+
+
 def build_start_request(args: argparse.Namespace) -> StartRunRequest:
     """Validate the `tether run` arguments into the wire request, with CLI-worded errors."""
     fields: dict[str, Any] = {"workflow": args.workflow, "input": read_input(args)}
+    if getattr(args, "namespace", None):
+        fields["namespace"] = args.namespace
     if args.id is not None:
         fields["run_id"] = args.id
     if args.sticky is not None:
@@ -75,7 +103,8 @@ def build_start_request(args: argparse.Namespace) -> StartRunRequest:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
-        flag = {"run_id": "--id", "schedule_timeout": "--schedule-timeout"}.get(where, where)
+        flags = {"run_id": "--id", "schedule_timeout": "--schedule-timeout", "namespace": "-n"}
+        flag = flags.get(where, where)
         raise CliError(f"invalid {flag}: {first['msg']}") from None
 
 
@@ -162,7 +191,7 @@ def wait_for_run(
 def cmd_wait(args: argparse.Namespace, client: SchedulerClient, output: Output) -> int:
     """`tether wait run ID`: follow an existing run to the end; exit 0 only if it succeeded."""
     run = wait_for_run(
-        client, client.get_run(args.name), args.timeout, output, live=args.output != "json"
+        client, find_run(client, args), args.timeout, output, live=args.output != "json"
     )
     if args.output == "json":
         output.json(to_json(run))
@@ -205,7 +234,7 @@ def cmd_get(args: argparse.Namespace, client: SchedulerClient, output: Output) -
             output.print(workers_table(workers.workers))
         return 0
     if args.name:
-        run = client.get_run(args.name)
+        run = find_run(client, args)
         if args.output == "json":
             output.json(to_json(run))
         else:
@@ -223,7 +252,7 @@ def cmd_get(args: argparse.Namespace, client: SchedulerClient, output: Output) -
 
 def cmd_describe(args: argparse.Namespace, client: SchedulerClient, output: Output) -> int:
     """`tether describe run ID`: everything about one run."""
-    run = client.get_run(args.name)
+    run = find_run(client, args)
     if args.output == "json":
         output.json(to_json(run))
     else:
@@ -233,10 +262,10 @@ def cmd_describe(args: argparse.Namespace, client: SchedulerClient, output: Outp
 
 def cmd_cancel(args: argparse.Namespace, client: SchedulerClient, output: Output) -> int:
     """`tether cancel run ID`; a run that already finished is left alone, and says so."""
-    run = client.get_run(args.name)
+    run = find_run(client, args)
     already = run.phase in TERMINAL_PHASES
     if not already:
-        run = client.cancel_run(args.name)
+        run = client.cancel_run(run.run_id)
         # It may have finished on its own between the two calls.
         already = run.phase in TERMINAL_PHASES - {"Cancelled"}
     if args.output == "json":
@@ -250,7 +279,7 @@ def cmd_cancel(args: argparse.Namespace, client: SchedulerClient, output: Output
 
 def cmd_history(args: argparse.Namespace, client: SchedulerClient, output: Output) -> int:
     """`tether history run ID`: the recorded events of a run."""
-    history = client.history(args.name)
+    history = by_id(args, client.history)
     if args.output == "json":
         output.json(to_json(history))
     elif not history.events:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -14,11 +15,14 @@ import httpx
 from tether_operator.cli import commands
 from tether_operator.cli.client import DEFAULT_SERVER, CliError, SchedulerClient
 from tether_operator.cli.output import Output
+from tether_operator.k8s.client import kubeconfig_namespace
 
 SERVER_ENV = "TETHER_SERVER"
 """Environment variable naming the scheduler URL (overridden by `--server`)."""
 TOKEN_ENV = "TETHER_TOKEN"
 """Environment variable holding the bearer token to send (overridden by `--token`)."""
+NAMESPACE_ENV = "TETHER_NAMESPACE"
+"""Environment variable naming the runs' namespace (overridden by `-n`)."""
 
 Command = Callable[[argparse.Namespace, SchedulerClient, Output], int]
 
@@ -40,11 +44,20 @@ examples:
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one `error:` line and exit code 1."""
+    """argparse, but a usage error is one `error:` line and exit code 1, and never
+    shows a token it was given."""
 
     def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"error: {message} (see `{self.prog} --help`)\n")
+        sys.stderr.write(f"error: {redact(message)} (see `{self.prog} --help`)\n")
         raise SystemExit(1)
+
+
+_TOKEN_ARG = re.compile(r"(--token(?:=|\s+))\S+")
+
+
+def redact(text: str) -> str:
+    """`text` with the value of any `--token` replaced (a usage error echoes argv)."""
+    return _TOKEN_ARG.sub(r"\1<redacted>", text)
 
 
 def _positive_float(text: str) -> float:
@@ -83,16 +96,31 @@ def tether_version() -> str:
 
 
 def _server_flag(parser: argparse.ArgumentParser, default: str | None) -> None:
-    """`--server URL`, accepted before and after the subcommand.
+    """`--server URL`, `--token TOKEN` and `-n NAMESPACE`, accepted before and after
+    the subcommand.
 
-    After the subcommand its default is SUPPRESS, so it only overrides the
-    top-level value when it is actually given.
+    After the subcommand their defaults are SUPPRESS, so they only override the
+    top-level values when they are actually given.
     """
+    top = default is not None
     parser.add_argument(
         "--server",
         metavar="URL",
-        default=argparse.SUPPRESS if default is None else default,
+        default=default if top else argparse.SUPPRESS,
         help=f"scheduler URL (env {SERVER_ENV}; default {DEFAULT_SERVER})",
+    )
+    parser.add_argument(
+        "--token",
+        default=(os.environ.get(TOKEN_ENV) or None) if top else argparse.SUPPRESS,
+        help=f"bearer token for a scheduler that checks one (env {TOKEN_ENV}), e.g. "
+        "$(kubectl create token SA --audience tether.dev/scheduler)",
+    )
+    parser.add_argument(
+        "-n",
+        "--namespace",
+        default=argparse.SUPPRESS,
+        help=f"on Kubernetes, the namespace of the runs (env {NAMESPACE_ENV}; default the "
+        "kubeconfig's current one, as kubectl; dev mode has one and ignores it)",
     )
 
 
@@ -116,12 +144,6 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"tether {tether_version()}")
     _server_flag(parser, os.environ.get(SERVER_ENV, DEFAULT_SERVER))
-    parser.add_argument(
-        "--token",
-        default=os.environ.get(TOKEN_ENV) or None,
-        help=f"bearer token for a scheduler that checks one (env {TOKEN_ENV}), e.g. "
-        "$(kubectl create token SA --audience tether.dev/scheduler)",
-    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
 
     dev = sub.add_parser(
@@ -358,6 +380,8 @@ def run_command(
         if args.command == "operator":
             return _operator(args)
         handler: Command = args.handler
+        if getattr(args, "namespace", None) is None:
+            args.namespace = os.environ.get(NAMESPACE_ENV) or kubeconfig_namespace()
         with SchedulerClient(args.server, transport=transport, token=args.token) as client:
             return handler(args, client, output)
     except CliError as exc:

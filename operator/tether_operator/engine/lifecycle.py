@@ -90,18 +90,13 @@ class Lifecycle:
             self.require_registered(workflow, namespace)
 
     def require_registered(self, workflow: str, namespace: str) -> None:
-        """WorkflowNotFound, naming the workflows registered in `namespace` (and no
-        other's), unless a worker of `namespace` registered `workflow`."""
-        known = sorted(
-            {
-                name
-                for w in self.state.workers.values()
-                if w.namespace == namespace
-                for name in w.workflows
-            }
-        )
-        if workflow not in known:
-            listed = ", ".join(repr(k) for k in known) or "none yet: start a worker first"
+        """WorkflowNotFound, naming the workflows live workers of `namespace` serve (and
+        no other namespace's, nor those of workers gone), unless a worker of `namespace`
+        registered `workflow` (one gone may come back, or its pool scale up again)."""
+        ours = [w for w in self.state.workers.values() if w.namespace == namespace]
+        if not any(workflow in w.workflows for w in ours):
+            live = sorted({name for w in ours if w.alive for name in w.workflows})
+            listed = ", ".join(repr(k) for k in live) or "none yet: start a worker first"
             where = f" in namespace {namespace!r}" if namespace else ""
             raise WorkflowNotFound(
                 f"no worker{where} has registered workflow {workflow!r}; registered "

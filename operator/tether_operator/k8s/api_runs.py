@@ -8,8 +8,8 @@ WorkflowRun controller has bound and started it and its first history is stored:
 the same `RunView` as in dev mode, with run id `<namespace>.<name>`.
 
 Where the run goes: `run_id` `<namespace>.<name>` names both; a `run_id` without a
-dot is a name in the operator's own namespace; no `run_id`: a generated name
-(`<workflow>-xxxxx`) in the operator's namespace.
+dot is a name in `namespace` (the request's field), else the operator's own; no
+`run_id`: a generated name (`<workflow>-xxxxx`) there.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from tether_operator.k8s.client import ApiError, KubeClient, resource_path
 from tether_operator.k8s.naming import pool_object, run_id_for, run_object
 from tether_operator.k8s.resources import API_VERSION, format_duration
 from tether_operator.k8s.runs import RunController
+from tether_operator.k8s.status import view_of_object
 from worker_runtime.protocol import StartRunRequest
 
 __all__ = ["START_TIMEOUT", "ApiRunStarter", "workflow_run_for"]
@@ -39,12 +40,20 @@ _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
 def _placement(req: StartRunRequest, default_namespace: str) -> tuple[str, str | None]:
     """`(namespace, name)` of the WorkflowRun for `req` (name None: generated)."""
+    default = req.namespace or default_namespace
     if req.run_id is None:
-        return default_namespace, None
+        return default, None
     try:
-        return run_object(req.run_id)
+        namespace, name = run_object(req.run_id)
     except ValueError:
-        return default_namespace, req.run_id
+        return default, req.run_id
+    if req.namespace and namespace != req.namespace:
+        raise InvalidCommand(
+            f"run_id {req.run_id!r} names namespace {namespace}, but namespace is "
+            f"{req.namespace}: give one of them",
+            field="namespace",
+        )
+    return namespace, name
 
 
 def workflow_run_for(req: StartRunRequest, default_namespace: str) -> dict[str, Any]:
@@ -102,6 +111,33 @@ class ApiRunStarter:
         self.default_namespace = default_namespace
         self.watched = tuple(watched)
         self.timeout = timeout
+
+    async def view(self, run_id: str) -> dict[str, Any] | None:
+        """The view of run `run_id` from its WorkflowRun object (`view_of_object`); None
+        if there is none, or the id names no WorkflowRun this operator serves."""
+        try:
+            namespace, name = run_object(run_id)
+        except ValueError:
+            return None
+        if self.watched and namespace not in self.watched:
+            return None
+        try:
+            body = await self.client.get(
+                resource_path(API_VERSION, "workflowruns", namespace, name)
+            )
+        except ApiError as exc:
+            if exc.not_found:
+                return None
+            raise
+        return view_of_object(body)
+
+    async def views(self) -> list[dict[str, Any]]:
+        """Every WorkflowRun this operator serves, as views from their objects."""
+        namespaces: Sequence[str | None] = self.watched or (None,)
+        items: list[dict[str, Any]] = []
+        for namespace in namespaces:
+            items += await self.client.list(resource_path(API_VERSION, "workflowruns", namespace))
+        return [view_of_object(body) for body in items]
 
     async def start(self, req: StartRunRequest) -> dict[str, Any]:
         """Create the WorkflowRun for `req`; the run's view once it started and its first

@@ -105,6 +105,25 @@ def _materialise(data_b64: str, suffix: str, folder: Path) -> str:
     return str(path)
 
 
+def kubeconfig_namespace() -> str | None:
+    """The namespace of the kubeconfig's current context (`default` if it names none),
+    as kubectl takes it; None without a readable kubeconfig ($KUBECONFIG's first file,
+    else ~/.kube/config)."""
+    listed = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0]
+    path = Path(listed) if listed else Path.home() / ".kube" / "config"
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    if not isinstance(doc, dict):
+        return None
+    contexts = {c.get("name"): c.get("context") or {} for c in doc.get("contexts") or []}
+    context = contexts.get(doc.get("current-context"))
+    if context is None:
+        return None
+    return str(context.get("namespace") or "default")
+
+
 def _from_kubeconfig(path: Path) -> KubeConfig:
     try:
         doc = yaml.safe_load(path.read_text()) or {}

@@ -39,7 +39,7 @@ from typing import Any, Literal
 import kopf
 from fastapi.responses import JSONResponse
 
-from tether_operator.engine import EngineConfig
+from tether_operator.engine import TERMINAL_PHASES, EngineConfig
 from tether_operator.engine.effects import Notice
 from tether_operator.k8s import nodes, pools
 from tether_operator.k8s.api_runs import ApiRunStarter
@@ -159,6 +159,43 @@ class OperatorService(SchedulerService):
         if self.run_starter is None:
             return await super().start_requested_run(req, namespace)
         return await self.run_starter.start(req)  # the run id names its namespace
+
+    def _holds(self, run_id: str) -> bool:
+        return run_id in self.engine.runs or run_id in self._finished
+
+    async def find_run(self, run_id: str) -> dict[str, Any]:
+        """Also a run the engine does not hold: one waiting for its workflow, refused,
+        or finished and forgotten, from its WorkflowRun (as kubectl shows it)."""
+        if self._holds(run_id) or self.run_starter is None:
+            return self.get_run(run_id)
+        view = await self.run_starter.view(run_id)
+        if view is None:
+            return self.get_run(run_id)  # RunNotFound
+        return view
+
+    async def find_runs(self) -> list[dict[str, Any]]:
+        held = self.list_runs()
+        if self.run_starter is None:
+            return held
+        known = {v["run_id"] for v in held} | set(self._finished)
+        finished = [v for r, v in self._finished.items() if r not in self.engine.runs]
+        others = [v for v in await self.run_starter.views() if v["run_id"] not in known]
+        return sorted([*held, *finished, *others], key=lambda v: v["created_at"])
+
+    async def wait_run(self, run_id: str, timeout: float) -> dict[str, Any]:  # noqa: ASYNC109
+        """A run the engine does not hold yet is looked at every half second until it
+        starts (then waited on as any other), ends, or `timeout` passes."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self._holds(run_id) and self.run_starter is not None:
+            view = await self.run_starter.view(run_id)
+            if view is None:
+                break  # RunNotFound below
+            remaining = deadline - loop.time()
+            if view["phase"] in TERMINAL_PHASES or remaining <= 0:
+                return view
+            await asyncio.sleep(min(0.5, remaining))
+        return await super().wait_run(run_id, max(0.0, deadline - loop.time()))
 
     def register_worker(self, req: RegisterWorkerRequest) -> dict[str, Any]:
         response = super().register_worker(req)

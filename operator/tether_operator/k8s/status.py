@@ -18,6 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from tether_operator.k8s.naming import run_id_for
+
 __all__ = [
     "INLINE_RESULT_BYTES",
     "MAX_ACTIVITY_RECORDS",
@@ -378,3 +380,55 @@ def rejected_status(
     )
     status["completionTime"] = rfc3339(now)
     return status
+
+
+def _seconds(text: Any) -> float | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
+
+
+def view_of_object(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A `RunView` dict of a WorkflowRun from what its object says: for runs the engine
+    does not hold (waiting for their workflow, refused, or finished and forgotten), so a
+    client sees every run kubectl shows. Activities come from its status records."""
+    meta, spec = body.get("metadata") or {}, body.get("spec") or {}
+    status = body.get("status") or {}
+    created = _seconds(meta.get("creationTimestamp")) or 0.0
+    error = status.get("error")
+    activities = [
+        {
+            "seq": a["seq"],
+            "name": a["name"],
+            "state": a["state"],
+            "attempt": a.get("attempt") or 1,
+            "pod": a.get("pod"),
+            "worker": a.get("pod"),
+            "node": a.get("node"),
+            "session": a.get("session"),
+            "scheduled_at": _seconds(a.get("scheduledTime")) or created,
+            "started_at": _seconds(a.get("startTime")),
+            "finished_at": _seconds(a.get("completionTime")),
+            "error": a.get("error"),
+        }
+        for a in status.get("activities") or ()
+    ]
+    return {
+        "run_id": run_id_for(meta.get("namespace", ""), meta.get("name", "")),
+        "workflow": (spec.get("workflowRef") or {}).get("name", ""),
+        "phase": status.get("phase") or "Pending",
+        "input": spec.get("input"),
+        "result": status.get("result"),
+        "error": {k: error[k] for k in ("type", "message", "reason") if k in error}
+        if error
+        else None,
+        "sticky": spec.get("sticky"),
+        "worker": status.get("workerPod"),
+        "parent_run_id": None,
+        "created_at": created,
+        "finished_at": _seconds(status.get("completionTime")),
+        "activities": activities,
+        "sessions": [],
+        "children": [],
+        "history_length": 0,
+    }

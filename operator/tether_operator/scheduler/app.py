@@ -387,13 +387,13 @@ def create_app(
         check_payload(request, [("input", req.input)])
         if gate is None:
             return await service.start_requested_run(req)
-        namespace = gate.run_namespace(req.run_id or "")
+        namespace = req.namespace or gate.run_namespace(req.run_id or "")
         await allow(request, "create", "workflowruns", namespace)
         return await service.start_requested_run(req, namespace)
 
     @app.get(f"{API_PREFIX}/runs", response_model=RunList, tags=["runs"], summary="Every run")
     async def list_runs(request: Request) -> dict[str, Any]:
-        runs = service.list_runs()
+        runs = await service.find_runs()
         if gate is not None:
             run_namespace = gate.run_namespace
             runs = await visible(
@@ -410,7 +410,7 @@ def create_app(
     )
     async def get_run(request: Request, run_id: RunId) -> dict[str, Any]:
         await allow_run(request, "get", run_id)
-        return service.get_run(run_id)
+        return await service.find_run(run_id)
 
     @app.get(
         f"{API_PREFIX}/runs/{{run_id}}/wait",

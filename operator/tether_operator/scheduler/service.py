@@ -623,6 +623,15 @@ class SchedulerService:
     def list_runs(self) -> list[dict[str, Any]]:
         return self.engine.list_runs()
 
+    async def find_run(self, run_id: str) -> dict[str, Any]:
+        """`get_run` for the HTTP API; on Kubernetes it also finds the runs the engine
+        does not hold (`OperatorService`)."""
+        return self.get_run(run_id)
+
+    async def find_runs(self) -> list[dict[str, Any]]:
+        """`list_runs` for the HTTP API; on Kubernetes every WorkflowRun's."""
+        return self.list_runs()
+
     def history(self, run_id: str) -> list[dict[str, Any]]:
         return self.engine.history(run_id)
 

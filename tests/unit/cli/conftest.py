@@ -176,6 +176,9 @@ def fake() -> FakeScheduler:
 def cli(fake: FakeScheduler, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Result]:
     """Run `tether ARGS...` against the fake scheduler; capture stdout and stderr."""
     monkeypatch.delenv("TETHER_SERVER", raising=False)
+    monkeypatch.delenv("TETHER_TOKEN", raising=False)
+    monkeypatch.delenv("TETHER_NAMESPACE", raising=False)
+    monkeypatch.setenv("KUBECONFIG", "/nonexistent/kubeconfig")  # no namespace by default
 
     def invoke(*argv: str) -> Result:
         out, err = io.StringIO(), io.StringIO()

@@ -143,3 +143,16 @@ def test_a_gone_workers_id_may_be_reused_by_another_namespace_without_its_past()
     d.register("pod-x", namespace="team-b", incarnation="2")
     w = d.engine.workers["pod-x"]
     assert (w.namespace, w.alive, w.sessions) == ("team-b", True, set())
+
+
+def test_an_unknown_workflow_lists_only_what_live_workers_serve() -> None:
+    d = Driver()
+    d.register("old", namespace="team-a", workflows={"retired": None})
+    d.register("new", namespace="team-a", workflows={"current": None})
+    d.apply(d.engine.worker_lost("old", "PodDeleted", "", d.now))
+    with pytest.raises(WorkflowNotFound) as caught:
+        d.start("typo", namespace="team-a")
+    listed = caught.value.message.partition("registered workflows")[2]
+    assert "'current'" in listed
+    assert "retired" not in listed, "a deleted pod's workflows are not offered"
+    d.start("retired", namespace="team-a")  # accepted: its pool may start a worker again
