@@ -69,7 +69,8 @@ def autoscale_target(
 
     Work waiting for a worker adds pods (one per `slots` queued tasks and one per
     `sessionCapacity` sessions waiting) on top of the busy ones, never fewer than
-    exist; with nothing waiting, a pod idle for `idleTimeout` is no longer wanted.
+    exist; with nothing waiting, a pod idle for `idleTimeout` is no longer wanted, one
+    pod at a time (the next one at the next decision, a tick later).
     """
     live = list(pods)
     busy = sum(1 for p in live if p.busy)
@@ -80,7 +81,7 @@ def autoscale_target(
         return clamp(spec, max(len(live), busy + extra))
     idle_timeout = parse_duration(spec.idle_timeout)
     kept = sum(1 for p in live if p.busy or p.idle_for < idle_timeout)
-    return clamp(spec, kept)
+    return clamp(spec, max(kept, len(live) - 1))
 
 
 def scale_down_order(pods: Iterable[PodState]) -> list[PodState]:

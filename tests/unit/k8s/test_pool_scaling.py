@@ -74,8 +74,10 @@ def test_idle_pods_go_after_the_idle_timeout() -> None:
         pod("stale", idle_for=31),
         pod("never-registered", load=None, idle_for=45),
     ]
-    assert autoscale_target(auto(), pods, Demand()).replicas == 2
-    assert autoscale_target(auto(), pods, None).replicas == 2
+    # Two pods are past the idle timeout: one goes now, the other at the next decision.
+    assert autoscale_target(auto(), pods, Demand()).replicas == 3
+    assert autoscale_target(auto(), pods, None).replicas == 3
+    assert autoscale_target(auto(), pods[:3], None).replicas == 2
     assert autoscale_target(auto(), [pod("x", idle_for=99)], None).replicas == 0
     held = autoscale_target(auto(min_replicas=1), [pod("x", idle_for=99)], None)
     assert held == Target(1, "held at minReplicas=1 (wanted 0)")
