@@ -48,6 +48,11 @@ async def _steps(key: str, n: int, seconds: float) -> list[str]:
     return [await chaos_step(key, i, seconds) for i in range(n)]
 
 
+async def _session_steps(strategy: StickyStrategy, key: str, n: int, seconds: float) -> list[str]:
+    async with run_sticky_worker_session(strategy=strategy):
+        return await _steps(key, n, seconds)
+
+
 @workflows.workflow.define(name="chaos-plain")
 class ChaosPlain:
     @entrypoint
@@ -59,13 +64,11 @@ class ChaosPlain:
 class ChaosSoft:
     @entrypoint
     async def run(self, key: str, n: int, seconds: float) -> list[str]:
-        async with run_sticky_worker_session(strategy=StickyStrategy.SOFT):
-            return await _steps(key, n, seconds)
+        return await _session_steps(StickyStrategy.SOFT, key, n, seconds)
 
 
 @workflows.workflow.define(name="chaos-hard")
 class ChaosHard:
     @entrypoint
     async def run(self, key: str, n: int, seconds: float) -> list[str]:
-        async with run_sticky_worker_session(strategy=StickyStrategy.HARD):
-            return await _steps(key, n, seconds)
+        return await _session_steps(StickyStrategy.HARD, key, n, seconds)
