@@ -15,6 +15,7 @@ dot is a name in `namespace` (the request's field), else the operator's own; no
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -30,6 +31,8 @@ from tether_operator.k8s.status import view_of_object
 from worker_runtime.protocol import StartRunRequest
 
 __all__ = ["START_TIMEOUT", "ApiRunStarter", "workflow_run_for"]
+
+logger = logging.getLogger("tether.operator")
 
 START_TIMEOUT = 30.0
 """How long `POST /v1/runs` waits for the controller to start the WorkflowRun it made."""
@@ -126,9 +129,9 @@ class ApiRunStarter:
                 resource_path(API_VERSION, "workflowruns", namespace, name)
             )
         except ApiError as exc:
-            if exc.not_found:
-                return None
-            raise
+            if not exc.not_found:
+                logger.warning("could not read WorkflowRun %s/%s: %s", namespace, name, exc)
+            return None
         return view_of_object(body)
 
     async def views(self) -> list[dict[str, Any]]:
@@ -136,7 +139,12 @@ class ApiRunStarter:
         namespaces: Sequence[str | None] = self.watched or (None,)
         items: list[dict[str, Any]] = []
         for namespace in namespaces:
-            items += await self.client.list(resource_path(API_VERSION, "workflowruns", namespace))
+            try:
+                items += await self.client.list(
+                    resource_path(API_VERSION, "workflowruns", namespace)
+                )
+            except ApiError as exc:  # the engine's runs are still listed
+                logger.warning("could not list WorkflowRuns in %s: %s", namespace or "all", exc)
         return [view_of_object(body) for body in items]
 
     async def start(self, req: StartRunRequest) -> dict[str, Any]:
