@@ -192,6 +192,26 @@ POOLS: list[Entry] = [
     ("wp-unknown", pool("wp-unknown", colour="red"), "spec.colour"),
     ("wp-name-64", _obj("WorkerPool", "p" * 64, {"template": TEMPLATE}), "metadata.name"),
     (
+        "wp-rollout-stuck",
+        pool("wp-rollout-stuck", rollout={"maxSurge": 0}),
+        "spec.rollout.maxSurge",
+    ),
+    (
+        "wp-rollout-surge",
+        pool("wp-rollout-surge", rollout={"maxSurge": -1}),
+        "spec.rollout.maxSurge",
+    ),
+    (
+        "wp-rollout-unavailable",
+        pool("wp-rollout-unavailable", rollout={"maxUnavailable": "1"}),
+        "spec.rollout.maxUnavailable",
+    ),
+    (
+        "wp-rollout-grace",
+        pool("wp-rollout-grace", rollout={"sessionGrace": "ten minutes"}),
+        "spec.rollout.sessionGrace",
+    ),
+    (
         "wp-template-unknown",
         _obj("WorkerPool", "wp-template-unknown", {"template": {**TEMPLATE, "colour": "red"}}),
         "spec.template.colour",

@@ -7,6 +7,8 @@ the controller in `pools.py` does the I/O.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import math
 import random
 from collections.abc import Collection, Iterable
@@ -26,6 +28,7 @@ __all__ = [
     "REPORT_MARGIN_SECONDS",
     "SESSIONS_ANNOTATION",
     "STICKY_LABEL",
+    "TEMPLATE_HASH",
     "build_pod",
     "created_at",
     "default_grace",
@@ -35,8 +38,10 @@ __all__ = [
     "metadata_patch",
     "new_pod_name",
     "node_of",
+    "pod_template_hash",
     "session_metadata",
     "shutdown_grace",
+    "template_hash",
     "terminating",
     "trouble",
     "worker_env",
@@ -44,6 +49,8 @@ __all__ = [
 
 POOL_LABEL = "tether.dev/pool"
 """Label on every pod of a pool: the pool's name."""
+TEMPLATE_HASH = "tether.dev/template-hash"
+"""Annotation on every pod of a pool: `template_hash` of the pool it was made from."""
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 """Annotation other controllers (ReplicaSets, autoscalers) read: lower goes first."""
 STICKY_LABEL = "tether.dev/sticky"
@@ -149,6 +156,25 @@ def _prefer_nodes(spec: dict[str, Any], nodes: Iterable[str]) -> None:
         preferred.append({"weight": 100, "preference": term})
 
 
+def template_hash(pool: dict[str, Any]) -> str:
+    """What a pod of `pool` is made from, hashed: its template and the worker limits
+    it is told (`slots`, `sessionCapacity`). A pod with another hash is outdated."""
+    spec = pool["spec"]
+    made_from = {
+        "template": spec["template"],
+        "slots": spec.get("slots", 8),
+        "sessionCapacity": spec.get("sessionCapacity", 4),
+    }
+    text = json.dumps(made_from, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def pod_template_hash(pod: dict[str, Any]) -> str | None:
+    """The `template_hash` a pod was made from; None for a pod made before pods carried
+    one (it counts as current: an operator upgrade does not roll every pool)."""
+    return (pod["metadata"].get("annotations") or {}).get(TEMPLATE_HASH)
+
+
 def build_pod(
     pool: dict[str, Any],
     *,
@@ -177,7 +203,11 @@ def build_pod(
         "app.kubernetes.io/managed-by": "tether",
         "app.kubernetes.io/component": "worker",
     }
-    annotations = {**(tmeta.get("annotations") or {}), DELETION_COST: "0"}
+    annotations = {
+        **(tmeta.get("annotations") or {}),
+        DELETION_COST: "0",
+        TEMPLATE_HASH: template_hash(pool),
+    }
     spec = template["spec"]
     grace = spec.get("terminationGracePeriodSeconds")
     if grace is None:

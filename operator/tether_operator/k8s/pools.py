@@ -48,7 +48,7 @@ import math
 import random
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -72,12 +72,21 @@ from tether_operator.k8s.pods import (
     metadata_patch,
     new_pod_name,
     node_of,
+    pod_template_hash,
     session_metadata,
+    template_hash,
     terminating,
     trouble,
 )
 from tether_operator.k8s.pool_health import PoolHealth, PoolKey
-from tether_operator.k8s.resources import API_VERSION, GROUP, VERSION, WorkerPool
+from tether_operator.k8s.resources import (
+    API_VERSION,
+    GROUP,
+    VERSION,
+    WorkerPool,
+    WorkerPoolSpec,
+    parse_duration,
+)
 from tether_operator.k8s.scaling import PodState, Target, autoscale_target, clamp, scale_down_order
 from tether_operator.scheduler import SchedulerService
 from worker_runtime.protocol import RegisterWorkerRequest
@@ -120,6 +129,12 @@ class _Pool:
     idle_since: dict[str, float] = field(default_factory=dict)
     scaled_down: set[str] = field(default_factory=set)
     """Pods this controller deleted to scale down (reported `ScaledDown`, not `PodDeleted`)."""
+    replaced: set[str] = field(default_factory=set)
+    """Pods this controller deleted in a rollout (reported `ScaledDown`, saying why)."""
+    rolling_since: float | None = None
+    """When the current rollout began (None: every pod is from the current template)."""
+    rollout_waits: str = ""
+    """What the current rollout waits for, for the status."""
     reported: dict[str, Report] = field(default_factory=dict)
     """Pods whose worker the scheduler was told about: draining, then lost."""
     create_error: str = ""
@@ -305,6 +320,7 @@ class PoolController:
             pool.pods.pop(meta["name"], None)
             self._report(key, pool, pod, "lost")
             pool.scaled_down.discard(meta["name"])
+            pool.replaced.discard(meta["name"])
             pool.reported.pop(meta["name"], None)
             if pool.body is None and not pool.pods:
                 del self._pools[key]  # the pool is gone too
@@ -389,42 +405,17 @@ class PoolController:
         else:
             target = clamp(spec, spec.replicas)
 
-        if len(live) < target.replicas:
-            # The watch may not have delivered every pod yet (an operator that just
-            # started sees the pool before its pods): count from the API server.
-            live = await self._listed_live(key, pool, body)
-        if len(live) < target.replicas:
-            if not self.scheduler_url:
-                pool.create_error = (
-                    "the operator has no scheduler URL to give worker pods: set "
-                    "TETHER_SCHEDULER_URL (or --scheduler-url) to the scheduler Service's URL"
-                )
-            elif now >= pool.create_after:
-                await self._create(key, pool, target.replicas - len(live), demand, now)
-            elif not pool.refusals:
-                pool.create_error = (
-                    f"{pool.failures} pod(s) in a row ended before their worker registered "
-                    f"(see the pods' logs); the next pod is created in "
-                    f"{pool.create_after - now:.0f}s"
-                )
-        elif len(live) > target.replicas and now - self._started_at >= self.startup_grace:
-            excess = len(live) - target.replicas
-            victims = scale_down_order(states)[:excess]
-            states = [s for s in states if s not in victims]
-            for victim in victims:
-                pool.scaled_down.add(victim.name)
-                self._report(key, pool, pool.pods[victim.name], "draining")
-                await self._delete(key, pool, pool.pods[victim.name])
-                self._event(
-                    key,
-                    body,
-                    "Normal",
-                    "SuccessfulDelete",
-                    f"deleted pod {victim.name}: scaled down to {target.replicas}",
-                )
+        current = template_hash(body)
+        outdated = {_name(p) for p in live if pod_template_hash(p) not in (None, current)}
+        if outdated:
+            states = await self._roll(key, pool, spec, live, states, outdated, target, demand, now)
+        else:
+            pool.rolling_since, pool.rollout_waits = None, ""
+            live, states = await self._keep_count(key, pool, live, states, target, demand, now)
         await self._update_pods(pool, states)
         troubles = self._troubles(key, pool, live, states)
-        await self._write_status(key, pool, body, target, states, troubles)
+        outdated &= {s.name for s in states}
+        await self._write_status(key, pool, body, target, states, troubles, outdated)
         self.health.seen(key, _trouble_text(pool, troubles))
 
     async def _listed_live(
@@ -494,6 +485,109 @@ class PoolController:
                 key, pool.body, "Normal", "SuccessfulCreate", f"created pod {_name(created)}"
             )
 
+    async def _keep_count(
+        self,
+        key: PoolKey,
+        pool: _Pool,
+        live: list[dict[str, Any]],
+        states: list[PodState],
+        target: Target,
+        demand: Demand | None,
+        now: float,
+    ) -> tuple[list[dict[str, Any]], list[PodState]]:
+        """Create or remove pods until `target.replicas` live; the pods and states left."""
+        body = pool.body
+        assert body is not None
+        if len(live) < target.replicas:
+            # The watch may not have delivered every pod yet (an operator that just
+            # started sees the pool before its pods): count from the API server.
+            live = await self._listed_live(key, pool, body)
+        if len(live) < target.replicas:
+            if not self.scheduler_url:
+                pool.create_error = (
+                    "the operator has no scheduler URL to give worker pods: set "
+                    "TETHER_SCHEDULER_URL (or --scheduler-url) to the scheduler Service's URL"
+                )
+            elif now >= pool.create_after:
+                await self._create(key, pool, target.replicas - len(live), demand, now)
+            elif not pool.refusals:
+                pool.create_error = (
+                    f"{pool.failures} pod(s) in a row ended before their worker registered "
+                    f"(see the pods' logs); the next pod is created in "
+                    f"{pool.create_after - now:.0f}s"
+                )
+        elif len(live) > target.replicas and now - self._started_at >= self.startup_grace:
+            excess = len(live) - target.replicas
+            victims = scale_down_order(states)[:excess]
+            states = [s for s in states if s not in victims]
+            for victim in victims:
+                pool.scaled_down.add(victim.name)
+                self._report(key, pool, pool.pods[victim.name], "draining")
+                await self._delete(key, pool, pool.pods[victim.name])
+                self._event(
+                    key,
+                    body,
+                    "Normal",
+                    "SuccessfulDelete",
+                    f"deleted pod {victim.name}: scaled down to {target.replicas}",
+                )
+        return live, states
+
+    async def _roll(
+        self,
+        key: PoolKey,
+        pool: _Pool,
+        spec: WorkerPoolSpec,
+        live: list[dict[str, Any]],
+        states: list[PodState],
+        outdated: set[str],
+        target: Target,
+        demand: Demand | None,
+        now: float,
+    ) -> list[PodState]:
+        """One step of a rollout, as a Deployment's rolling update: new pods up to
+        `maxSurge` above the wanted count; outdated pods go, idle ones first, while the
+        ready pods stay at least `maxUnavailable` below it; a pod holding sessions only
+        once they ended (or `sessionGrace` after the rollout began). Returns the states
+        of the pods left."""
+        assert pool.body is not None
+        policy = spec.rollout
+        if pool.rolling_since is None:
+            pool.rolling_since = now
+            self._event(
+                key, pool.body, "Normal", "RollingOut",
+                f"replacing {len(outdated)} pod(s) made from an older template",
+            )  # fmt: skip
+        fresh = len(live) - len(outdated)
+        create = min(target.replicas - fresh, target.replicas + policy.max_surge - len(live))
+        if create > 0 and self.scheduler_url and now >= pool.create_after:
+            await self._create(key, pool, create, demand, now)
+        grace = parse_duration(policy.session_grace) if policy.session_grace else None
+        held = now - pool.rolling_since
+        ready = sum(1 for s in states if s.load is not None)
+        least = target.replicas - policy.max_unavailable
+        gone, waits = set(), []
+        for state in scale_down_order(s for s in states if s.name in outdated):
+            if state.sessions and (grace is None or held < grace):
+                waits.append(f"pod {state.name} keeps its {state.sessions} session(s)")
+                continue
+            if state.load is not None:
+                if ready - 1 < least:
+                    waits.append("new pods to be ready")
+                    break
+                ready -= 1
+            gone.add(state.name)
+            pod = pool.pods[state.name]
+            pool.replaced.add(state.name)
+            self._report(key, pool, pod, "draining")
+            await self._delete(key, pool, pod)
+            self._event(
+                key, pool.body, "Normal", "SuccessfulDelete",
+                f"deleted pod {state.name}: replaced by one from the current template",
+            )  # fmt: skip
+        pool.rollout_waits = ", ".join(dict.fromkeys(waits))
+        return [s for s in states if s.name not in gone]
+
     def _refused(self, key: PoolKey, pool: _Pool, exc: ApiError, now: float) -> None:
         """The API server refused a pod: wait 1, 2, 4 ... 60 s before the next try (none
         in a namespace being deleted); one Event and log line per distinct refusal."""
@@ -561,6 +655,7 @@ class PoolController:
         target: Target,
         states: list[PodState],
         troubles: Sequence[tuple[str, str, str]] = (),
+        outdated: Collection[str] = (),
     ) -> None:
         generation = body["metadata"].get("generation")
         ready = sum(1 for s in states if s.load is not None)
@@ -568,6 +663,7 @@ class PoolController:
             "observedGeneration": generation,
             "replicas": len(states),
             "readyReplicas": ready,
+            "updatedReplicas": len(states) - len(outdated),
             "busy": sum(1 for s in states if s.busy),
             "openSessions": sum(s.load.sessions for s in states if s.load is not None),
             "selector": f"{POOL_LABEL}={key[1]}",
@@ -580,7 +676,14 @@ class PoolController:
                 else ("False", "WithinLimits", f"{target.replicas} pods wanted")
             ),
         ]
-        types = ["Ready", "ScalingLimited"]
+        if outdated:
+            updated = len(states) - len(outdated)
+            waits = f"; {pool.rollout_waits}" if pool.rollout_waits else ""
+            message = f"{updated} of {target.replicas} pods from the current template{waits}"
+            conditions.append(("True", "RollingOut", message))
+        else:
+            conditions.append(("True", "Updated", "every pod is from the current template"))
+        types = ["Ready", "ScalingLimited", "Progressing"]
         if pool.create_error:
             conditions.append(("True", "FailedCreate", pool.create_error))
             types.append("ReplicaFailure")
@@ -653,7 +756,7 @@ class PoolController:
             and is_permanent_loss(w.lost_reason)
         ):
             return  # it knows: lost for good before this controller saw the pod go
-        reason, message = _loss(key, pod, w.node, name in pool.scaled_down)
+        reason, message = _loss(key, pod, w.node, name in pool.scaled_down, name in pool.replaced)
         try:
             if what == "draining":
                 self.service.worker_draining(name, reason, message)
@@ -667,13 +770,19 @@ class PoolController:
 
 
 def _loss(
-    key: PoolKey, pod: dict[str, Any], worker_node: str, scaled_down: bool
+    key: PoolKey,
+    pod: dict[str, Any],
+    worker_node: str,
+    scaled_down: bool,
+    replaced: bool = False,
 ) -> tuple[str, str]:
     """(reason, message) of the loss of `pod`'s worker; the message names the pod and
     its node."""
     name = pod["metadata"]["name"]
     node = node_of(pod) or worker_node
     where = f"pod {name} on node {node}" if node else f"pod {name}"
+    if replaced:
+        return "ScaledDown", f"{where} was replaced: pool {key[1]}'s template changed"
     if scaled_down:
         return "ScaledDown", f"{where} was removed: pool {key[1]} scaled down"
     phase = (pod.get("status") or {}).get("phase")

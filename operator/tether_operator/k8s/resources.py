@@ -548,6 +548,30 @@ class PodTemplate(Resource):
     """The pod's spec."""
 
 
+class RolloutPolicy(Resource):
+    """How the pool replaces its pods after `spec.template` (or `slots`,
+    `sessionCapacity`) changes, as a Deployment's rolling update does."""
+
+    rules = (
+        Rule(
+            cel="self.maxSurge + self.maxUnavailable >= 1",
+            message="maxSurge and maxUnavailable cannot both be 0: a rollout could not start",
+            field_path=".maxSurge",
+            check=lambda r: r.max_surge + r.max_unavailable >= 1,
+        ),
+    )
+
+    max_surge: int = Field(default=1, ge=0, le=1000)
+    """Pods the rollout may create above the wanted count."""
+    max_unavailable: int = Field(default=0, ge=0, le=1000)
+    """Ready pods the rollout may take below the wanted count."""
+    session_grace: Duration | None = None
+    """How long an outdated pod holding sticky sessions is kept for them to end (then it
+    drains and its sessions break: SOFT ones move, HARD ones fail); absent: until they
+    end. A pod without sessions is replaced as soon as the counts allow (its running
+    activities finish first: it drains)."""
+
+
 class WorkerPoolSpec(Resource):
     """A set of identical worker pods that the operator creates, scales and deletes."""
 
@@ -598,6 +622,9 @@ class WorkerPoolSpec(Resource):
     maxReplicas."""
     template: PodTemplate
     """The pods to create: an ordinary PodTemplateSpec."""
+    rollout: RolloutPolicy = Field(default_factory=RolloutPolicy)
+    """How pods are replaced when the template changes: idle pods first, pods with sessions
+    once their sessions end (or after sessionGrace)."""
 
 
 class WorkerPoolStatus(Resource):
@@ -607,12 +634,15 @@ class WorkerPoolStatus(Resource):
     """The `metadata.generation` this status was computed from."""
     conditions: Conditions = Field(default_factory=list)
     """Conditions: `Ready` (every desired pod's worker registered), `ScalingLimited`
-    (minReplicas or maxReplicas holds the count back) and, while pods cannot be
-    created or keep ending, `ReplicaFailure`."""
+    (minReplicas or maxReplicas holds the count back), `Progressing` (a rollout is
+    replacing pods made from an older template, or is complete) and, while pods cannot
+    be created or keep ending, `ReplicaFailure`."""
     replicas: int = Field(default=0, ge=0)
     """Pods that exist and are not being deleted (the scale subresource's status.replicas)."""
     ready_replicas: int = Field(default=0, ge=0)
     """Pods whose worker is registered and ready for tasks."""
+    updated_replicas: int = Field(default=0, ge=0)
+    """Pods made from the current template (the others wait to be replaced)."""
     busy: int = Field(default=0, ge=0)
     """Pods running an activity or holding an open sticky session."""
     open_sessions: int = Field(default=0, ge=0)

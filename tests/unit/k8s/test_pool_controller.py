@@ -20,7 +20,13 @@ import pytest
 
 from tether_operator.engine import EngineConfig
 from tether_operator.k8s.client import KubeClient, KubeConfig
-from tether_operator.k8s.pods import DELETION_COST, POOL_LABEL, SESSIONS_ANNOTATION, STICKY_LABEL
+from tether_operator.k8s.pods import (
+    DELETION_COST,
+    POOL_LABEL,
+    SESSIONS_ANNOTATION,
+    STICKY_LABEL,
+    TEMPLATE_HASH,
+)
 from tether_operator.k8s.pools import PoolController
 from tether_operator.scheduler import SchedulerService
 from worker_runtime.protocol import RegisterWorkerRequest, StartRunRequest
@@ -686,3 +692,104 @@ async def test_an_unschedulable_pod_shows_why_on_the_pool(
     assert message in ready["message"]
     await ctl.on_pool_event("DELETED", pool_body(replicas=1))
     assert not ctl.health.exists(KEY)
+
+
+def with_image(body: dict[str, Any], image: str, **spec: Any) -> dict[str, Any]:
+    """The pool with its worker image changed (a new template), a new generation."""
+    changed = json.loads(json.dumps(body))
+    changed["spec"]["template"]["spec"]["containers"][0]["image"] = image
+    changed["spec"].update(spec)
+    changed["metadata"]["generation"] += 1
+    return changed
+
+
+async def test_a_changed_template_rolls_the_pods_one_at_a_time_idle_ones_first(
+    service: Service, client: KubeClient, api: ApiServer
+) -> None:
+    ctl = controller(service, client, Clock())
+    await ctl.on_pool_event(None, pool_body(replicas=2))
+    await ctl.reconcile(KEY)
+    old = api.created()
+    for name in old:
+        register(service, name)
+    await settle(ctl, api)
+    await ctl.on_pool_event("MODIFIED", with_image(pool_body(replicas=2), "tether:v2"))
+    await settle(ctl, api)
+    # maxSurge 1, maxUnavailable 0: one new pod first, no old pod goes before it is ready.
+    (surge,) = set(api.created()) - set(old)
+    assert api.pods[surge]["spec"]["containers"][0]["image"] == "tether:v2"
+    assert api.deleted() == []
+    status = api.statuses()[-1]
+    progressing = {c["type"]: c for c in status["conditions"]}["Progressing"]
+    assert progressing["reason"] == "RollingOut"
+    assert "new pods to be ready" in progressing["message"]
+    register(service, surge)
+    await settle(ctl, api)
+    (first_gone,) = api.deleted()
+    assert api.statuses()[-1]["updatedReplicas"] == 1
+    assert first_gone in old
+    assert api.reported_at_delete[first_gone][-1][:3] == ("draining", first_gone, "ScaledDown")
+    assert "template changed" in api.reported_at_delete[first_gone][-1][3]
+    await ctl.on_pod_event(
+        "DELETED",
+        api.pods.get(first_gone)
+        or {"metadata": {"name": first_gone, "namespace": NS, "labels": {POOL_LABEL: POOL}}},
+    )
+    await settle(ctl, api)
+    (second,) = set(api.created()) - set(old) - {surge}
+    register(service, second)
+    await settle(ctl, api)
+    assert sorted(api.deleted()) == sorted(old)
+    for name in old:
+        await ctl.on_pod_event(
+            "DELETED", {"metadata": {"name": name, "namespace": NS, "labels": {POOL_LABEL: POOL}}}
+        )
+    await settle(ctl, api)
+    status = api.statuses()[-1]
+    assert (status["replicas"], status["updatedReplicas"]) == (2, 2)
+    progressing = {c["type"]: c for c in status["conditions"]}["Progressing"]
+    assert progressing["reason"] == "Updated"
+
+
+async def test_a_rollout_waits_for_sessions_to_end_or_for_the_session_grace(
+    service: Service, client: KubeClient, api: ApiServer
+) -> None:
+    clock = Clock()
+    ctl = controller(service, client, clock)
+    await ctl.on_pool_event(None, pool_body(replicas=1))
+    await ctl.reconcile(KEY)
+    (old,) = api.created()
+    register(service, old, sticky="HARD")
+    await settle(ctl, api)
+    run = service.start_run(StartRunRequest(workflow="wf", worker_pool=POOL_ID))
+    assert run["sessions"][0]["worker"] == old
+    new_body = with_image(pool_body(replicas=1), "tether:v2", rollout={"sessionGrace": "10m"})
+    await ctl.on_pool_event("MODIFIED", new_body)
+    await settle(ctl, api)
+    (new,) = set(api.created()) - {old}
+    register(service, new)
+    for _ in range(3):
+        clock.now += 60
+        await settle(ctl, api)
+    assert api.deleted() == [], "a pod with a session stays while the grace runs"
+    progressing = {c["type"]: c for c in api.statuses()[-1]["conditions"]}["Progressing"]
+    assert f"pod {old} keeps its 1 session(s)" in progressing["message"]
+    clock.now += 10 * 60
+    await settle(ctl, api)
+    assert api.deleted() == [old], "sessionGrace is over: it drains"
+    assert service.get_run(run["run_id"])["sessions"][0]["reason"] == "ScaledDown"
+
+
+async def test_pods_made_before_pods_carried_a_template_hash_are_not_rolled(
+    service: Service, client: KubeClient, api: ApiServer
+) -> None:
+    ctl = controller(service, client, Clock())
+    await ctl.on_pool_event(None, pool_body(replicas=1))
+    await ctl.reconcile(KEY)
+    (name,) = api.created()
+    del api.pods[name]["metadata"]["annotations"][TEMPLATE_HASH]  # an older operator's pod
+    register(service, name)
+    await settle(ctl, api)
+    await settle(ctl, api)
+    assert api.created() == [name]
+    assert api.deleted() == []

@@ -14,6 +14,7 @@ from tether_operator.k8s.pods import (
     POOL_LABEL,
     SESSIONS_ANNOTATION,
     STICKY_LABEL,
+    TEMPLATE_HASH,
     build_pod,
     created_at,
     default_grace,
@@ -25,6 +26,7 @@ from tether_operator.k8s.pods import (
     node_of,
     session_metadata,
     shutdown_grace,
+    template_hash,
     terminating,
 )
 from tether_operator.k8s.resources import WorkerPool
@@ -71,7 +73,11 @@ def test_a_pod_keeps_the_template_and_gets_labels_owner_and_env() -> None:
         "app.kubernetes.io/managed-by": "tether",
         "app.kubernetes.io/component": "worker",
     }
-    assert meta["annotations"] == {"note": "x", DELETION_COST: "0"}
+    assert meta["annotations"] == {
+        "note": "x",
+        DELETION_COST: "0",
+        TEMPLATE_HASH: template_hash(body),
+    }
     assert meta["ownerReferences"] == [
         {
             "apiVersion": "tether.dev/v1alpha1",
@@ -284,3 +290,13 @@ def test_reading_pods_back() -> None:
         "reason": "EvictionByEvictionAPI",
     }
     assert evicted({"metadata": {}, "status": {"phase": "Running", "conditions": [by_api]}})
+
+
+def test_the_template_hash_follows_what_a_pod_is_made_from() -> None:
+    base = template_hash(pool())
+    assert template_hash(pool()) == base
+    assert template_hash(pool(replicas=5, autoscale=True)) == base, "the count is no template"
+    assert template_hash(pool(slots=4)) != base, "a worker limit is in the pod's env"
+    changed = pool()
+    changed["spec"]["template"]["spec"]["containers"][0]["image"] = "tether:v2"
+    assert template_hash(changed) != base
