@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from bench.store_bench import activity
 from tests.e2e.conftest import IMAGE, Install
 from tests.e2e.kube import Kube, KubectlError, eventually, running_and_ready
 from tests.e2e.leadership import await_new_leader, crash, holder, leader
+from tests.e2e.testdata_pools import start_steps
 from tether_operator.k8s.client import KubeClient, resource_path
 from tether_operator.k8s.fencing import EPOCH_ANNOTATION, SEALED_ANNOTATION, Fence, Fenced
 from tether_operator.k8s.leader import LeaderElector, LeaseSettings
@@ -246,17 +246,7 @@ def service_endpoints(tether: Install) -> set[str]:
 
 
 def start(ns: Kube, count: int, seconds: float, sticky: bool) -> tuple[str, str]:
-    tag = f"t{uuid.uuid4().hex[:8]}"  # never a number to YAML (e.g. 899145e0)
-    run = {
-        "apiVersion": API_VERSION,
-        "kind": "WorkflowRun",
-        "metadata": {"generateName": f"{POOL}-"},
-        "spec": {
-            "workflowRef": {"name": POOL},
-            "input": {"tag": tag, "count": count, "seconds": seconds, "sticky": sticky},
-        },
-    }
-    return ns.create(yaml.safe_dump(run)), tag
+    return start_steps(ns, POOL, count, seconds, sticky)
 
 
 def progress(ns: Kube, run: str) -> int:

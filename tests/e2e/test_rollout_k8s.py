@@ -6,14 +6,12 @@ of the new template, never fewer than two ready, and both runs end right.
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 import yaml
 
 from tests.e2e.conftest import Install
 from tests.e2e.kube import Kube, eventually, running_and_ready
-from tests.e2e.testdata_pools import API_VERSION, script_pool
+from tests.e2e.testdata_pools import API_VERSION, script_pool, start_steps
 from tether_operator.k8s.pods import TEMPLATE_HASH
 
 pytestmark = pytest.mark.timeout(600)
@@ -28,21 +26,7 @@ def pods(ns: Kube) -> list[dict[str, object]]:
 
 
 def start(ns: Kube, sticky: bool) -> str:
-    run = {
-        "apiVersion": API_VERSION,
-        "kind": "WorkflowRun",
-        "metadata": {"generateName": f"{POOL}-"},
-        "spec": {
-            "workflowRef": {"name": POOL},
-            "input": {
-                "tag": f"t{uuid.uuid4().hex[:6]}",
-                "count": 30,
-                "seconds": 0.5,
-                "sticky": sticky,
-            },
-        },
-    }
-    return ns.create(yaml.safe_dump(run))
+    return start_steps(ns, POOL, count=30, seconds=0.5, sticky=sticky)[0]
 
 
 def test_editing_the_template_rolls_the_pods_and_runs_go_on(tether: Install) -> None:

@@ -3,11 +3,14 @@ into the stock image (no image of its own to build)."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from tests.e2e.conftest import IMAGE
-from tests.e2e.kube import Obj
+from tests.e2e.kube import Kube, Obj
 
 TESTDATA = Path(__file__).parent / "testdata"
 API_VERSION = "tether.dev/v1alpha1"
@@ -46,3 +49,21 @@ def script_pool(pool: str, script: str, **spec: Any) -> list[Obj]:
             "spec": {"replicas": 1, "template": template, **spec},
         },
     ]
+
+
+def start_steps(
+    ns: Kube, workflow: str, count: int, seconds: float, sticky: bool
+) -> tuple[str, str]:
+    """Create a WorkflowRun of `testdata/sticky_steps.py`'s workflow: (its name, its tag,
+    which the steps print so their executions can be counted)."""
+    tag = f"t{uuid.uuid4().hex[:8]}"  # never a number to YAML (e.g. 899145e0)
+    run = {
+        "apiVersion": API_VERSION,
+        "kind": "WorkflowRun",
+        "metadata": {"generateName": f"{workflow}-"},
+        "spec": {
+            "workflowRef": {"name": workflow},
+            "input": {"tag": tag, "count": count, "seconds": seconds, "sticky": sticky},
+        },
+    }
+    return ns.create(yaml.safe_dump(run)), tag
