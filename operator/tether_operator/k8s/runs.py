@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
@@ -40,7 +40,7 @@ from tether_operator.k8s.events import EventRecorder, ObjectRef
 from tether_operator.k8s.mirror import MarkingStore, StatusPatch, StatusWriter
 from tether_operator.k8s.naming import pool_id_for, run_id_for, run_object
 from tether_operator.k8s.pool_health import PoolHealth
-from tether_operator.k8s.resources import API_VERSION, WorkflowRunSpec, parse_duration
+from tether_operator.k8s.resources import API_VERSION, WorkflowRunSpec, WorkflowSpec, parse_duration
 from tether_operator.k8s.status import (
     TERMINAL_PHASES,
     pending_status,
@@ -260,7 +260,7 @@ class RunController:
             try:
                 self.service.start_run(request, namespace=obj.namespace)
             except WorkflowNotFound:
-                self._wait_for_worker(obj, request.workflow)
+                await self._wait_for_worker(obj, request.workflow)
                 return
             except EngineError as exc:
                 message = f"spec.{exc.field}: {exc.message}" if exc.field else exc.message
@@ -292,15 +292,37 @@ class RunController:
         self.events.record(obj.ref, "Warning", reason, message)
         self.status.mark(run_id)
 
-    def _wait_for_worker(self, obj: RunObject, workflow: str) -> None:
+    async def _wait_for_worker(self, obj: RunObject, workflow: str) -> None:
         run_id = run_id_for(obj.namespace, obj.name)
         if run_id in self.pending:
             return
         self.pending.add(run_id)
-        why = self._why_pending(obj)
+        why = await self._why(obj)
         obj.outside = self._pending_status(obj, workflow, why)
-        self.events.record(obj.ref, "Normal", why[0], why[1])
+        kind: Literal["Normal", "Warning"] = (
+            "Normal" if why[0] == "WorkflowNotRegistered" else "Warning"
+        )
+        self.events.record(obj.ref, kind, why[0], why[1])
         self.status.mark(run_id)
+
+    async def _why(self, obj: RunObject) -> tuple[str, str]:
+        """`_why_pending`, with the Workflow read from the API server when the watch has
+        not delivered it (yet: an operator that just started sees runs before them)."""
+        workflow = str((obj.spec.get("workflowRef") or {}).get("name", ""))
+        spec = self.workflows.spec(obj.namespace, workflow)
+        if spec is None:
+            path = resource_path(API_VERSION, "workflows", obj.namespace, workflow)
+            try:
+                body = await self.client.get(path)
+                spec = WorkflowSpec.model_validate(body.get("spec") or {})
+            except ApiError as exc:
+                if not exc.not_found:
+                    logger.warning(
+                        "could not read Workflow %s/%s: %s", obj.namespace, workflow, exc
+                    )
+            except ValidationError:
+                pass  # an invalid spec: as good as none
+        return self._why_pending(obj, spec)
 
     def _pending_status(
         self, obj: RunObject, workflow: str, why: tuple[str, str]
@@ -313,13 +335,12 @@ class RunController:
             why=why,
         )
 
-    def _why_pending(self, obj: RunObject) -> tuple[str, str]:
+    def _why_pending(self, obj: RunObject, defaults: WorkflowSpec | None) -> tuple[str, str]:
         """(reason, message): what keeps a run that waits for its workflow from starting,
-        as far as the operator can see it."""
+        as far as the operator can see it (`defaults`: its Workflow's spec, if any)."""
         spec = obj.spec
         workflow = str((spec.get("workflowRef") or {}).get("name", ""))
         where = f"namespace {obj.namespace!r}"
-        defaults = self.workflows.spec(obj.namespace, workflow)
         if defaults is None:
             return (
                 "WorkflowNotFound",
@@ -354,15 +375,25 @@ class RunController:
             "as soon as one does",
         )
 
+    @staticmethod
+    def _said(obj: RunObject) -> tuple[str, str]:
+        """(reason, message) of the Accepted condition of a run kept outside the engine."""
+        conditions = (obj.outside or {}).get("conditions", [])
+        accepted = {c["type"]: c for c in conditions}.get("Accepted") or {}
+        return str(accepted.get("reason", "")), str(accepted.get("message", ""))
+
     def _pools_changed(self) -> None:
         """A pool appeared, went, or its trouble changed: tell waiting runs again."""
         for run_id in self.pending:
             obj = self.objects.get(run_id)
             if obj is None or obj.outside is None:
                 continue
-            why = self._why_pending(obj)
-            accepted = {c["type"]: c for c in obj.outside.get("conditions", [])}.get("Accepted")
-            if accepted is not None and (accepted["reason"], accepted["message"]) == why:
+            workflow = str((obj.spec.get("workflowRef") or {}).get("name", ""))
+            spec = self.workflows.spec(obj.namespace, workflow)
+            if spec is None and self._said(obj)[0] != "WorkflowNotFound":
+                continue  # the Workflow was read from the API server: no news about it
+            why = self._why_pending(obj, spec)
+            if self._said(obj) == why:
                 continue
             workflow = str((obj.spec.get("workflowRef") or {}).get("name", ""))
             obj.outside = self._pending_status(obj, workflow, why)

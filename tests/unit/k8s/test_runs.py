@@ -34,13 +34,20 @@ from worker_runtime.protocol import (
 
 @dataclass
 class ApiServer:
-    """Records requests; answers each with 200 and its body."""
+    """Records requests; answers each with 200 and its body, but a GET of a Workflow:
+    the one in `workflows`, else 404."""
 
     requests: list[tuple[str, str, Any]] = field(default_factory=list)
+    workflows: dict[str, Any] = field(default_factory=dict)
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content) if request.content else None
         self.requests.append((request.method, request.url.path, body))
+        if request.method == "GET" and "/workflows/" in request.url.path:
+            found = self.workflows.get(request.url.path.rsplit("/", 1)[1])
+            if found is None:
+                return httpx.Response(404, json={"kind": "Status", "reason": "NotFound"})
+            return httpx.Response(200, json=found)
         return httpx.Response(200, json=body or {})
 
     def status_patches(self, name: str) -> list[dict[str, Any]]:
@@ -458,3 +465,12 @@ async def test_a_pending_run_says_why_its_pool_cannot_start_and_follows_it(s: Se
     await settle(s)
     why = accepted(s, "r2")
     assert why["message"].startswith("spec.workerPool: there is no WorkerPool 'cpu'")
+
+
+async def test_a_workflow_the_watch_has_not_delivered_yet_is_read_not_denied(s: Setup) -> None:
+    """An operator that just started sees runs before their Workflows: it asks."""
+    s.api.workflows["w"] = {"metadata": {"name": "w", "namespace": "ns"}, "spec": {}}
+    await s.runs.on_event(run_event())
+    await settle(s)
+    why = accepted(s)
+    assert why["reason"] == "WorkflowNotRegistered", why
