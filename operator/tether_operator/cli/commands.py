@@ -66,13 +66,14 @@ def read_input(args: argparse.Namespace) -> Any:
 
 def by_id(args: argparse.Namespace, fetch: Callable[[str], T]) -> T:
     """`fetch(args.name)`. On Kubernetes a run's id is `<namespace>.<name>`: an id without
-    a dot that is not found is looked for again in the namespace (-n, else the
-    kubeconfig's), as kubectl finds a WorkflowRun by its name."""
+    a dot that is not found (or is refused: it names a run of the operator's namespace)
+    is looked for again in the namespace (-n, else the kubeconfig's), as kubectl finds a
+    WorkflowRun by its name; the first error is reported if that fails too."""
     try:
         return fetch(args.name)
     except CliError as exc:
         namespace = getattr(args, "namespace", None)
-        if exc.status != 404 or not namespace or "." in args.name:
+        if exc.status not in (403, 404) or not namespace or "." in args.name:
             raise
         try:
             return fetch(f"{namespace}.{args.name}")

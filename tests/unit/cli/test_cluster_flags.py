@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.cli.conftest import FakeScheduler, Result, make_run, ok
+from tests.unit.cli.conftest import FakeScheduler, Result, make_run, ok, problem
 from tether_operator.cli import run_command
 
 Cli = Callable[..., Result]
@@ -63,6 +63,11 @@ def test_a_run_is_found_by_its_name_in_the_namespace(cli: Cli, fake: FakeSchedul
     result = cli("describe", "run", "nightly", "-n", "team-a")
     assert result.code == 0, result.err
     assert [r.url.path for r in fake.requests] == ["/v1/runs/nightly", "/v1/runs/team-a.nightly"]
+    # A name alone is a run of the operator's namespace to the server: 403 there.
+    fake.routes["GET", "/v1/runs/other"] = problem(403, "Forbidden", "may not get workflowruns")
+    other = make_run("Running").model_copy(update={"run_id": "team-a.other"})
+    fake.routes["GET", "/v1/runs/team-a.other"] = ok(other)
+    assert cli("get", "run", "other", "-n", "team-a").code == 0
     missing = cli("get", "run", "nope", "-n", "team-a")
     assert missing.code == 1
     assert "no route GET /v1/runs/nope" in missing.err, "the error names what was asked"
