@@ -7,6 +7,7 @@ that is not what the protocol promises. Tests pass an `httpx.MockTransport`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import httpx
@@ -27,6 +28,8 @@ DEFAULT_SERVER = "http://127.0.0.1:7233"
 """Where `tether dev` listens unless told otherwise."""
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+FOLLOW_TRIES = 5
+"""How many servers a call with `follow` tries before it gives up."""
 
 
 class CliError(Exception):
@@ -58,6 +61,9 @@ class SchedulerClient:
 
     `server` is the base URL (no `/v1`); `token`, if given, is sent as a bearer token
     (a scheduler on Kubernetes checks it); `transport` replaces the network in tests.
+    `follow`, if given, returns a new base URL when the server cannot be reached or a
+    standby answers (503: the leader changed); the call is then sent again there (a
+    request that may have reached the old server is not).
     """
 
     def __init__(
@@ -67,14 +73,21 @@ class SchedulerClient:
         timeout: float = 10.0,
         transport: httpx.BaseTransport | None = None,
         token: str | None = None,
+        follow: Callable[[], str] | None = None,
     ) -> None:
-        self.server = server.rstrip("/")
         self._timeout = timeout
+        self._transport = transport
+        self._headers = {"Authorization": f"Bearer {token}"} if token else None
+        self._follow = follow
+        self._connect(server)
+
+    def _connect(self, server: str) -> None:
+        self.server = server.rstrip("/")
         self._http = httpx.Client(
             base_url=self.server + API_PREFIX,
-            timeout=timeout,
-            transport=transport,
-            headers={"Authorization": f"Bearer {token}"} if token else None,
+            timeout=self._timeout,
+            transport=self._transport,
+            headers=self._headers,
         )
 
     def close(self) -> None:
@@ -166,21 +179,40 @@ class SchedulerClient:
         read_timeout: float | None = None,
     ) -> httpx.Response:
         timeout = httpx.Timeout(self._timeout, read=read_timeout or self._timeout)
-        try:
-            response = self._http.request(method, path, json=json, params=params, timeout=timeout)
-        except httpx.ConnectError:
-            raise CliError(
+        for _ in range(FOLLOW_TRIES if self._follow is not None else 1):
+            try:
+                response = self._http.request(
+                    method, path, json=json, params=params, timeout=timeout
+                )
+            except httpx.HTTPError as exc:
+                # A connection never made carried nothing: safe to send again, POST too.
+                again = isinstance(exc, httpx.ConnectError) or method == "GET"
+                if self._follow is None or not again:
+                    raise self._unreachable(exc) from None
+                self._move()
+                continue
+            if response.status_code == 503 and self._follow is not None:
+                self._move()  # a standby answered: the leader changed
+                continue
+            if response.status_code >= 400:
+                raise CliError(
+                    format_problem(response.status_code, response.content), response.status_code
+                )
+            return response
+        raise CliError(f"no leading Tether scheduler answered in {FOLLOW_TRIES} tries")
+
+    def _move(self) -> None:
+        """Reach the server `follow` names now (the new leader)."""
+        assert self._follow is not None
+        self._http.close()
+        self._connect(self._follow())
+
+    def _unreachable(self, exc: httpx.HTTPError) -> CliError:
+        if isinstance(exc, httpx.ConnectError):
+            return CliError(
                 f"cannot reach the Tether scheduler at {self.server}"
                 " — is `tether dev FILE` running?"
-            ) from None
-        except httpx.TimeoutException:
-            raise CliError(
-                f"the Tether scheduler at {self.server} did not answer in time"
-            ) from None
-        except httpx.HTTPError as exc:
-            raise CliError(f"cannot talk to the Tether scheduler at {self.server}: {exc}") from None
-        if response.status_code >= 400:
-            raise CliError(
-                format_problem(response.status_code, response.content), response.status_code
             )
-        return response
+        if isinstance(exc, httpx.TimeoutException):
+            return CliError(f"the Tether scheduler at {self.server} did not answer in time")
+        return CliError(f"cannot talk to the Tether scheduler at {self.server}: {exc}")

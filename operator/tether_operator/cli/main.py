@@ -14,6 +14,7 @@ import httpx
 
 from tether_operator.cli import commands
 from tether_operator.cli.client import DEFAULT_SERVER, CliError, SchedulerClient
+from tether_operator.cli.forward import KUBE_SERVER, LeaderForward
 from tether_operator.cli.output import Output
 from tether_operator.k8s.client import kubeconfig_namespace
 
@@ -21,6 +22,8 @@ SERVER_ENV = "TETHER_SERVER"
 """Environment variable naming the scheduler URL (overridden by `--server`)."""
 TOKEN_ENV = "TETHER_TOKEN"
 """Environment variable holding the bearer token to send (overridden by `--token`)."""
+OPERATOR_NS_ENV = "TETHER_OPERATOR_NAMESPACE"
+"""Environment variable naming the operator's namespace for `--server kube`."""
 NAMESPACE_ENV = "TETHER_NAMESPACE"
 """Environment variable naming the runs' namespace (overridden by `-n`)."""
 
@@ -107,7 +110,15 @@ def _server_flag(parser: argparse.ArgumentParser, default: str | None) -> None:
         "--server",
         metavar="URL",
         default=default if top else argparse.SUPPRESS,
-        help=f"scheduler URL (env {SERVER_ENV}; default {DEFAULT_SERVER})",
+        help=f"scheduler URL (env {SERVER_ENV}; default {DEFAULT_SERVER}), or `kube`: the "
+        "leading operator through the kubeconfig (a kubectl port-forward that follows it)",
+    )
+    parser.add_argument(
+        "--operator-namespace",
+        metavar="NS",
+        default=(os.environ.get(OPERATOR_NS_ENV) or "tether-system") if top else argparse.SUPPRESS,
+        help=f"with --server kube: the operator's namespace (env {OPERATOR_NS_ENV}; "
+        "default tether-system)",
     )
     parser.add_argument(
         "--token",
@@ -382,6 +393,14 @@ def run_command(
         handler: Command = args.handler
         if getattr(args, "namespace", None) is None:
             args.namespace = os.environ.get(NAMESPACE_ENV) or kubeconfig_namespace()
+        if args.server == KUBE_SERVER and transport is None:
+            forward = LeaderForward(namespace=args.operator_namespace)
+            try:
+                server = forward.url()
+                with SchedulerClient(server, token=args.token, follow=forward.url) as client:
+                    return handler(args, client, output)
+            finally:
+                forward.close()
         with SchedulerClient(args.server, transport=transport, token=args.token) as client:
             return handler(args, client, output)
     except CliError as exc:

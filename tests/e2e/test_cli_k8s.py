@@ -1,0 +1,72 @@
+"""The CLI against the chart's operator with `--server kube` (issue 15): it reaches the
+leader through the kubeconfig (a kubectl port-forward it manages) and follows it when
+the leader pod is deleted mid-call."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.e2e.conftest import Install
+from tests.e2e.kube import Kube, eventually, running_and_ready
+from tests.e2e.leadership import leader
+from tests.e2e.testdata_pools import API_VERSION, script_pool, start_steps
+
+pytestmark = pytest.mark.timeout(600)
+
+POOL = "cli-steps"
+
+
+def cli(kube: Kube, ns: Kube, token: str, *args: str) -> subprocess.Popen[str]:
+    """`tether --server kube -n NS ARGS` as a user runs it, with a ServiceAccount token."""
+    env = {**os.environ, "KUBECONFIG": kube.kubeconfig, "TETHER_TOKEN": token}
+    env.pop("TETHER_SERVER", None)
+    command = [sys.executable, "-m", "tether_operator.cli", "--server", "kube",
+               "-n", str(ns.namespace), *args]  # fmt: skip
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+
+
+def progress(ns: Kube, run: str) -> int:
+    return int((ns.jsonpath("wfr", run, "{.status.progress}") or "0/0").split("/")[0])
+
+
+def test_the_cli_reaches_the_leader_through_the_kubeconfig_and_follows_it(
+    tether: Install, kube: Kube
+) -> None:
+    ns = tether.workloads["runs"]
+    objects = script_pool(POOL, "sticky_steps.py")
+    objects[1]["spec"]["template"]["spec"]["containers"][0]["env"].append(
+        {"name": "TETHER_E2E_WORKFLOW", "value": POOL}
+    )
+    workflow = {"apiVersion": API_VERSION, "kind": "Workflow", "metadata": {"name": POOL},
+                "spec": {"workerPool": POOL}}  # fmt: skip
+    ns.apply(*objects, workflow)
+    eventually(
+        lambda: any(running_and_ready(p) for p in ns.pods(f"tether.dev/pool={POOL}")),
+        timeout=120,
+        what="the pool's pod",
+    )
+    ns.run("create", "serviceaccount", "cli")
+    ns.run("create", "role", "cli", "--verb=create,get,list,delete",
+           "--resource=workflowruns.tether.dev")  # fmt: skip
+    ns.run("create", "rolebinding", "cli", "--role=cli", f"--serviceaccount={ns.namespace}:cli")
+    token = ns.run("create", "token", "cli", "--audience", "tether.dev/scheduler").strip()
+
+    listed = cli(kube, ns, token, "get", "runs")
+    out, err = listed.communicate(timeout=60)
+    assert listed.returncode == 0, err
+
+    run, _ = start_steps(ns, POOL, count=40, seconds=0.5, sticky=False)
+    waiting = cli(kube, ns, token, "wait", "run", run, "--timeout", "240")
+    eventually(lambda: progress(ns, run) >= 3, timeout=60, what="the run under way")
+    pod = eventually(lambda: leader(tether), timeout=60, what="the leader")
+    tether.system.run("delete", "pod", pod["metadata"]["name"], "--wait=false")
+    out, err = waiting.communicate(timeout=300)
+    assert waiting.returncode == 0, f"{out}\n{err}"
+    assert ns.jsonpath("wfr", run, "{.status.phase}") == "Succeeded"
+    ns.delete("wp", POOL)
+    ns.delete("wf", POOL)
