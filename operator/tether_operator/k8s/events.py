@@ -7,8 +7,9 @@ never delays another's Events; an Event equal to one still queued for its object
 folded into it (a series with a count). The queues are bounded (the oldest Event of
 the longest queue is dropped when they are full) and posting is limited by a token
 bucket, so a storm of notices cannot flood the API server or delay the engine.
-Dropped and failed Events are counted and logged. Events carry only a microsecond
-`eventTime` (no whole-second timestamps), so `kubectl describe` lists them in order.
+Dropped and failed Events are counted and logged. Events carry a microsecond
+`eventTime` and are named `<object>.<hex nanoseconds>`, so `kubectl describe` (which
+sorts by the whole-second `lastTimestamp`, then keeps name order) lists them in order.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from tether_operator.k8s.client import KubeClient, resource_path
+from tether_operator.k8s.client import ApiError, KubeClient, resource_path
 from tether_operator.k8s.resources import API_VERSION
+from tether_operator.k8s.status import rfc3339
 
 __all__ = ["EventRecorder", "ObjectRef"]
 
@@ -167,7 +169,14 @@ class EventRecorder:
         body: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"generateName": f"{ref.name}.", "namespace": ref.namespace},
+            # Named `<object>.<hex nanoseconds>` as Kubernetes' own recorder names them:
+            # `kubectl describe` sorts by the whole-second lastTimestamp and keeps the
+            # API's name order among equals, so names in time order keep a second's
+            # Events in order too.
+            "metadata": {
+                "name": f"{ref.name[:200]}.{round(item.time * 1e9):x}",
+                "namespace": ref.namespace,
+            },
             "involvedObject": {
                 "apiVersion": ref.api_version,
                 "kind": ref.kind,
@@ -180,14 +189,24 @@ class EventRecorder:
             "message": item.message[:1024],
             "source": {"component": COMPONENT},
             "eventTime": _micro(item.time),
+            "firstTimestamp": rfc3339(item.time),
+            "lastTimestamp": rfc3339(item.last),
             "action": item.reason,
             "reportingComponent": COMPONENT,
             "reportingInstance": self._instance,
         }
         if item.count > 1:
             body["series"] = {"count": item.count, "lastObservedTime": _micro(item.last)}
+        path = resource_path("v1", "events", ref.namespace)
         try:
-            await self._client.create(resource_path("v1", "events", ref.namespace), body)
+            try:
+                await self._client.create(path, body)
+            except ApiError as exc:
+                if not exc.conflict:
+                    raise
+                # Another Event of the object in the same nanosecond: the server names it.
+                body["metadata"] = {"generateName": f"{ref.name}.", "namespace": ref.namespace}
+                await self._client.create(path, body)
         except Exception as exc:  # ApiError, httpx errors: never kill the task
             self.failed += 1
             logger.warning(
