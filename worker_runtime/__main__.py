@@ -65,7 +65,7 @@ def _fail(message: str, code: int) -> int:
             with open(path, "w") as log:
                 log.write(message[:4000])
         except OSError:
-            pass
+            pass  # stderr has it already; the termination message is a courtesy
     return code
 
 

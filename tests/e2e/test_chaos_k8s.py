@@ -111,7 +111,7 @@ class _LedgerHandler(BaseHTTPRequestHandler):
         self.end_headers()
 
     def log_message(self, format: str, *args: Any) -> None:
-        pass
+        """Quiet: a line per attempt on stderr would drown the test's output."""
 
 
 def host_address(kube: Kube) -> str:

@@ -13,16 +13,15 @@ from __future__ import annotations
 import json
 import re
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.e2e.conftest import IMAGE, Install
 from tests.e2e.kube import Kube, Obj, eventually, running_and_ready
+from tests.e2e.testdata_pools import start_steps
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -70,17 +69,7 @@ def served(name: str, **spec: Any) -> list[Obj]:
 def start(ns: Kube, workflow: str, count: int, seconds: float = 0.0) -> tuple[str, str]:
     """Create a run of ``workflow`` with ``count`` steps; its name and its tag (which
     marks its steps' lines in the logs)."""
-    tag = f"t{uuid.uuid4().hex[:8]}"  # never a number to YAML (e.g. 899145e0)
-    run = {
-        "apiVersion": API_VERSION,
-        "kind": "WorkflowRun",
-        "metadata": {"generateName": f"{workflow}-"},
-        "spec": {
-            "workflowRef": {"name": workflow},
-            "input": {"tag": tag, "count": count, "seconds": seconds},
-        },
-    }
-    return ns.create(yaml.safe_dump(run)), tag
+    return start_steps(ns, workflow, count, seconds)
 
 
 def done(ns: Kube, run: str) -> int:

@@ -52,18 +52,19 @@ def script_pool(pool: str, script: str, **spec: Any) -> list[Obj]:
 
 
 def start_steps(
-    ns: Kube, workflow: str, count: int, seconds: float, sticky: bool
+    ns: Kube, workflow: str, count: int, seconds: float = 0.0, sticky: bool | None = None
 ) -> tuple[str, str]:
-    """Create a WorkflowRun of `testdata/sticky_steps.py`'s workflow: (its name, its tag,
-    which the steps print so their executions can be counted)."""
+    """Create a WorkflowRun of a `testdata/steps.py` or `sticky_steps.py` workflow (the
+    latter takes `sticky`): its name and its tag, which the steps print so their
+    executions can be counted."""
     tag = f"t{uuid.uuid4().hex[:8]}"  # never a number to YAML (e.g. 899145e0)
+    given: dict[str, Any] = {"tag": tag, "count": count, "seconds": seconds}
+    if sticky is not None:
+        given["sticky"] = sticky
     run = {
         "apiVersion": API_VERSION,
         "kind": "WorkflowRun",
         "metadata": {"generateName": f"{workflow}-"},
-        "spec": {
-            "workflowRef": {"name": workflow},
-            "input": {"tag": tag, "count": count, "seconds": seconds, "sticky": sticky},
-        },
+        "spec": {"workflowRef": {"name": workflow}, "input": given},
     }
     return ns.create(yaml.safe_dump(run)), tag
