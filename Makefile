@@ -8,7 +8,7 @@ VENV        := .venv
 BIN         := $(VENV)/bin
 PY          := $(BIN)/python
 STAMP       := $(VENV)/.installed
-SOURCES     := operator/tether_operator worker_runtime tests bench examples scripts
+SOURCES     := operator/tether_operator worker_runtime tether_types tests bench examples scripts
 
 .PHONY: help venv demo test lint format typecheck contracts unit e2e bench bench-memory bench-cluster chaos fuzz openapi crds \
 	helm-lint clean cluster-up cluster-down image

@@ -16,16 +16,17 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from datetime import timedelta
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast, overload
 
-from .context import ActivityInfo, current_activity, current_workflow, local_activities
-from .errors import TetherError
-from .protocol import ActivityOptions, ActivitySpec, RetryField, RetryPolicy
-from .schemas import parameters_schema
-from .wire import (
+from tether_types.wire import (
     DEFAULT_BACKOFF_COEFFICIENT,
     DEFAULT_INITIAL_INTERVAL,
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_MAX_INTERVAL,
 )
+
+from .context import ActivityInfo, current_activity, current_workflow, local_activities
+from .errors import TetherError
+from .protocol import ActivityOptions, ActivitySpec, RetryField, RetryPolicy
+from .schemas import parameters_schema
 
 P = ParamSpec("P")
 R = TypeVar("R")

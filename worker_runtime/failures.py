@@ -5,6 +5,8 @@ from __future__ import annotations
 import traceback as tb
 from typing import Any
 
+from tether_types import retry
+
 from .errors import ApplicationError, PayloadError, PayloadTooLargeError
 from .protocol import ErrorInfo, RetryPolicy
 
@@ -71,13 +73,14 @@ def bad_output(exc: PayloadError | PayloadTooLargeError) -> ErrorInfo:
 
 def is_retryable(error: ErrorInfo, policy: RetryPolicy) -> bool:
     """Whether a failed attempt with ``error`` may be retried under ``policy``."""
-    return not error.non_retryable and error.type not in policy.non_retryable_errors
+    return retry.is_retryable(error.type, error.non_retryable, policy.non_retryable_errors)
 
 
 def backoff(policy: RetryPolicy, attempt: int) -> float:
     """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-    delay = policy.initial_interval * policy.backoff_coefficient ** (attempt - 1)
-    return float(min(delay, policy.max_interval))
+    return retry.backoff_seconds(
+        policy.initial_interval, policy.backoff_coefficient, policy.max_interval, attempt
+    )
 
 
 def error_from_dict(data: Any) -> ErrorInfo:

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .wire import (
+from tether_types.wire import (
     DEFAULT_BACKOFF_COEFFICIENT,
     DEFAULT_INITIAL_INTERVAL,
     DEFAULT_MAX_ATTEMPTS,

@@ -28,6 +28,13 @@ from datetime import UTC, datetime
 from random import Random
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from tether_types.wire import (
+    nondeterminism,
+    nondeterminism_error,
+    recorded_step,
+    workflow_retry_fields,
+)
+
 from . import workflow_guard
 from .context import (
     ActivityContext,
@@ -48,7 +55,6 @@ from .protocol import (
     WorkflowTask,
 )
 from .schemas import bind_input
-from .wire import nondeterminism, nondeterminism_error, recorded_step, workflow_retry_fields
 from .workflow import WorkflowDefinition, WorkflowInfo
 from .workflow_loop import WorkflowLoop
 

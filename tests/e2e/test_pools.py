@@ -29,13 +29,14 @@ import pytest
 
 from tests.e2e.kube import Kube, Obj, condition, eventually
 from tests.e2e.operator_env import REPO, Operator, wait_for, workflow_run
-from tether_operator.engine import EngineConfig, Notice
+from tether_operator.engine import EngineConfig
 from tether_operator.k8s import pools
 from tether_operator.k8s.client import KubeClient, load_config, resource_path
 from tether_operator.k8s.events import EventRecorder
 from tether_operator.k8s.naming import pool_id_for
 from tether_operator.k8s.pods import DELETION_COST, POOL_LABEL
 from tether_operator.scheduler import SchedulerService, serve
+from tether_types.notices import Notice
 
 HOST_FROM_PODS = os.environ.get("TETHER_E2E_HOST_IP", "172.30.0.1")
 """Where pods reach this machine: the local cluster's node bridge (hack/cluster)."""

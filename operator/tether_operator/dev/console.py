@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tether_operator.dev.workers import WorkerSpec
-from tether_operator.engine.effects import Notice
+from tether_types.notices import Notice
 
 WORKER_COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "bright_red")
 

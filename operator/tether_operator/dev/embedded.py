@@ -18,9 +18,9 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from tether_operator.engine import EngineError
-from tether_operator.engine.effects import Notice
 from tether_operator.scheduler import SchedulerService
 from tether_operator.scheduler.server import ServeError, serve
+from tether_types.notices import Notice
 
 READY_TIMEOUT_SECONDS = 15.0
 """How long the scheduler may take to answer `/healthz` after start."""

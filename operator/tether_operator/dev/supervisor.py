@@ -30,7 +30,7 @@ from tether_operator.dev.workers import (
     stop,
     worker_specs,
 )
-from tether_operator.engine.effects import Notice
+from tether_types.notices import Notice
 
 RESTART_DELAY_SECONDS = 1.0
 """Delay before restarting a worker that exited."""

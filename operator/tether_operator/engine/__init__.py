@@ -5,7 +5,7 @@ No I/O and no clock reads: every call takes `now` and returns effects.
 
 from .core import Engine, EngineConfig
 from .demand import NO_POOL, Demand, WorkerLoad
-from .effects import Deliver, Effect, Notice, Persist, RunEnded, WorkerGone
+from .effects import Deliver, Effect, Persist, RunEnded, WorkerGone
 from .errors import (
     EngineError,
     InvalidCommand,
@@ -30,7 +30,6 @@ __all__ = [
     "EngineConfig",
     "EngineError",
     "InvalidCommand",
-    "Notice",
     "Persist",
     "Run",
     "RunAlreadyExists",

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import assert_never
 
-from worker_runtime.wire import issued_step, nondeterminism, nondeterminism_error
+from tether_types.commands import (
+    CloseSession,
+    CompleteWorkflow,
+    FailWorkflow,
+    OpenSession,
+    RecordLocalActivity,
+    ScheduleActivity,
+    StartChild,
+    StartTimer,
+    WorkflowCommand,
+)
+from tether_types.wire import nondeterminism, nondeterminism_error
 
 from .deadlines import DeadlineKind
 from .effects import Outbox
@@ -35,87 +46,90 @@ class Commands:
         self.sessions = sessions
         self.lifecycle = lifecycle
 
-    def apply(self, run: Run, worker_id: str, cmd: dict[str, Any]) -> None:
+    def apply(self, run: Run, worker_id: str, cmd: WorkflowCommand) -> None:
         """Apply one command of `run`'s workflow task on `worker_id`.
 
         Raises InvalidCommand (or KeyError/TypeError/ValueError) for a malformed command.
         """
-        out = self.out
-        kind = cmd.get("type")
-        seq = cmd.get("seq")
+        out, seq = self.out, cmd.seq
         if not isinstance(seq, int) or seq < 0:
-            raise InvalidCommand(f"command {kind!r} needs a non-negative integer seq", field="seq")
-        issued = issued_step(cmd) if seq in run.steps else None
+            raise InvalidCommand(
+                f"command {type(cmd).__name__} needs a non-negative integer seq", field="seq"
+            )
+        issued = cmd.step if seq in run.steps else None
         if issued is not None:
             message = nondeterminism(run.workflow, seq, run.steps[seq], issued)
             if message is not None:
                 self.lifecycle.fail_run(run, nondeterminism_error(message))
             return  # a replayed command for a step already recorded: idempotent
-        if kind == "schedule_activity":
-            self._schedule_activity(run, cmd)
-        elif kind == "record_local_activity":
-            out.record(
-                run,
-                "LocalActivityRecorded",
-                seq=seq,
-                activity=cmd["activity"],
-                attempts=int(cmd.get("attempts", 1)),
-                ok=bool(cmd["ok"]),
-                result=cmd.get("result"),
-                error=cmd.get("error"),
-            )
-        elif kind == "open_session":
-            sid = cmd["session_id"]
-            if sid not in run.sessions:
-                strategy = cmd.get("strategy") or "SOFT"
-                out.record(run, "SessionOpened", seq=seq, session_id=sid, strategy=strategy)
-        elif kind == "close_session":
-            s = run.sessions.get(cmd["session_id"])
-            if s is not None and s.state != "Closed":
-                self.sessions.close(run, s)
-        elif kind == "start_child":
-            self._start_child(run, worker_id, cmd)
-        elif kind == "start_timer":
-            fire_at = out.now + float(cmd.get("seconds", 0))
-            out.record(run, "TimerStarted", seq=seq, fire_at=fire_at)
-            self.state.deadlines.add(fire_at, DeadlineKind.TIMER, run.run_id, str(seq))
-        elif kind == "complete_workflow":
-            self.lifecycle.finish_run(run, "RunCompleted", result=cmd.get("result"))
-        elif kind == "fail_workflow":
-            error = cmd.get("error") or {"type": "Error"}
-            self.lifecycle.finish_run(run, "RunFailed", error=error)
-        else:
-            raise InvalidCommand(f"unknown workflow command type {kind!r}", field="type")
+        match cmd:
+            case ScheduleActivity():
+                self._schedule_activity(run, cmd)
+            case RecordLocalActivity():
+                out.record(
+                    run,
+                    "LocalActivityRecorded",
+                    seq=seq,
+                    activity=cmd.activity,
+                    attempts=cmd.attempts,
+                    ok=cmd.ok,
+                    result=cmd.result,
+                    error=cmd.error,
+                )
+            case OpenSession():
+                if cmd.session_id not in run.sessions:
+                    out.record(
+                        run,
+                        "SessionOpened",
+                        seq=seq,
+                        session_id=cmd.session_id,
+                        strategy=cmd.strategy,
+                    )
+            case CloseSession():
+                s = run.sessions.get(cmd.session_id)
+                if s is not None and s.state != "Closed":
+                    self.sessions.close(run, s)
+            case StartChild():
+                self._start_child(run, worker_id, cmd)
+            case StartTimer():
+                fire_at = out.now + float(cmd.seconds)
+                out.record(run, "TimerStarted", seq=seq, fire_at=fire_at)
+                self.state.deadlines.add(fire_at, DeadlineKind.TIMER, run.run_id, str(seq))
+            case CompleteWorkflow():
+                self.lifecycle.finish_run(run, "RunCompleted", result=cmd.result)
+            case FailWorkflow():
+                self.lifecycle.finish_run(run, "RunFailed", error=cmd.error)
+            case _:
+                assert_never(cmd)
 
-    def _schedule_activity(self, run: Run, cmd: dict[str, Any]) -> None:
-        sid = cmd.get("session_id")
+    def _schedule_activity(self, run: Run, cmd: ScheduleActivity) -> None:
+        sid = cmd.session_id
         if sid is not None and sid not in run.sessions:
             raise InvalidCommand(
-                f"activity {cmd['activity']!r} names session {sid!r}, which this run never opened",
+                f"activity {cmd.activity!r} names session {sid!r}, which this run never opened",
                 field="session_id",
             )
         self.out.record(
             run,
             "ActivityScheduled",
-            seq=cmd["seq"],
-            activity=cmd["activity"],
-            args=cmd.get("args") or [],
-            kwargs=cmd.get("kwargs") or {},
+            seq=cmd.seq,
+            activity=cmd.activity,
+            args=cmd.args,
+            kwargs=cmd.kwargs,
             options=with_workflow_defaults(
-                cmd.get("options") or {},
-                self.state.retry_defaults.get((run.namespace, run.workflow)),
+                cmd.options, self.state.retry_defaults.get((run.namespace, run.workflow))
             ),
             session_id=sid,
         )
-        self.tasks.enqueue_activity(run, run.activities[cmd["seq"]])
+        self.tasks.enqueue_activity(run, run.activities[cmd.seq])
 
-    def _start_child(self, run: Run, worker_id: str, cmd: dict[str, Any]) -> None:
-        seq, name, sticky = cmd["seq"], cmd["workflow"], bool(cmd.get("sticky"))
+    def _start_child(self, run: Run, worker_id: str, cmd: StartChild) -> None:
+        seq, name, sticky = cmd.seq, cmd.workflow, cmd.sticky
         child_id = f"{run.run_id}-c{seq}"
         placement_worker = None
         if sticky:
             target = worker_id
-            sid = cmd.get("session_id")
+            sid = cmd.session_id
             if sid and sid in run.sessions and run.sessions[sid].worker:
                 target = run.sessions[sid].worker or worker_id
             refusal = self._sticky_child_refusal(name, target)
@@ -145,7 +159,7 @@ class Commands:
             return
         self.lifecycle.create_run(
             child_id,
-            {"workflow": name, "input": cmd.get("input"), "schedule_timeout": run.schedule_timeout},
+            {"workflow": name, "input": cmd.input, "schedule_timeout": run.schedule_timeout},
             parent=(run, seq),
             placement_worker=placement_worker,
         )

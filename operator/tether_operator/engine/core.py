@@ -17,11 +17,13 @@ and returns the effects for the host to carry out, in order.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from worker_runtime.wire import LOSS_REASONS, LossReason, is_loss_reason, is_permanent_loss
+from tether_types.commands import WorkflowCommand
+from tether_types.views import WorkerFacts
+from tether_types.wire import LOSS_REASONS, LossReason, is_loss_reason, is_permanent_loss
 
 from .commands import Commands
 from .deadlines import DeadlineKind, Deadlines
@@ -330,7 +332,7 @@ class Engine:
         worker_id: str,
         run_id: str,
         workflow_task_id: str,
-        commands: list[dict[str, Any]],
+        commands: Sequence[WorkflowCommand],
         now: float,
     ) -> list[Effect]:
         """Commands emitted by workflow code running on `worker_id`."""
@@ -356,8 +358,7 @@ class Engine:
                             "type": "InvalidCommand",
                             "reason": "InvalidCommand",
                             "non_retryable": True,
-                            "message": f"worker {worker_id} sent a bad "
-                            f"{cmd.get('type')!r} command: {msg}",
+                            "message": f"worker {worker_id} sent a bad {cmd.type!r} command: {msg}",
                         },
                     )
         return out
@@ -450,6 +451,16 @@ class Engine:
     def worker_views(self) -> list[dict[str, Any]]:
         """Every worker's view (`WorkerView` dicts), lost ones included."""
         return [w.view() for w in self.state.workers.values()]
+
+    def worker_facts(self, worker_id: str) -> WorkerFacts | None:
+        """What a host may know of worker `worker_id` (None if never registered)."""
+        w = self.state.workers.get(worker_id)
+        return None if w is None else w.facts()
+
+    def task_worker(self, task_id: str) -> str | None:
+        """The worker a live task is dispatched to (None: unknown, ended or queued)."""
+        task = self.state.tasks.get(task_id)
+        return None if task is None else task.worker_id
 
     def demand(self) -> dict[str, Demand]:
         """Per worker pool ("" for none): work waiting for a worker, and each live

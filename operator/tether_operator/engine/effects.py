@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-from worker_runtime.wire import EventType, LossReason, TaskMessage
+from tether_types.notices import Notice, NoticeReason, RunLoss, WorkerLost
+from tether_types.wire import EventType, LossReason, TaskMessage
 
 from .runs import Event, Run, event
 
@@ -43,16 +44,6 @@ class WorkerGone:
 
     worker_id: str
     reason: LossReason
-
-
-@dataclass(frozen=True, slots=True)
-class Notice:
-    """Something a person should see: the scheduler logs it and hands it to its subscribers."""
-
-    run_id: str | None
-    level: Literal["Normal", "Warning"]
-    reason: str
-    message: str
 
 
 Effect = Deliver | Persist | RunEnded | Notice | WorkerGone
@@ -93,10 +84,30 @@ class Outbox:
         # A TypedDict is a plain dict at runtime: no copy.
         self._fx.append(Deliver(worker_id, cast("dict[str, Any]", message), run_id))
 
-    def notice(self, run_id: str | None, level: str, reason: str, message: str) -> None:
+    def notice(self, run_id: str | None, level: str, reason: NoticeReason, message: str) -> None:
         """Tell a person: `level` is "Warning" or anything else for "Normal"."""
         self._fx.append(
             Notice(run_id, "Warning" if level == "Warning" else "Normal", reason, message)
+        )
+
+    def worker_lost(
+        self,
+        worker_id: str,
+        loss: LossReason | Literal["SchedulerRestarted"],
+        message: str,
+        runs: dict[str, RunLoss],
+    ) -> None:
+        """Tell a person a worker is lost, with what that did to each run."""
+        self._fx.append(
+            WorkerLost(
+                None,
+                "Warning",
+                "WorkerLost",
+                message,
+                worker_id=worker_id,
+                loss=loss,
+                runs=tuple(runs[rid] for rid in sorted(runs)),
+            )
         )
 
     def emit(self, effect: RunEnded | WorkerGone) -> None:

@@ -6,7 +6,8 @@ import re
 from collections.abc import Collection
 from typing import Any
 
-from worker_runtime.wire import (
+from tether_types.notices import NoticeReason
+from tether_types.wire import (
     DEFAULT_SCHEDULE_TIMEOUT,
     LossReason,
     RunEndType,
@@ -18,7 +19,13 @@ from worker_runtime.wire import (
 from .deadlines import DeadlineKind
 from .effects import Outbox, RunEnded, WorkerGone
 from .errors import WorkflowNotFound
-from .notices import loss_detail, loss_phrase, pod_on_node, worker_loss_consequences
+from .notices import (
+    loss_detail,
+    loss_phrase,
+    pod_on_node,
+    run_losses,
+    worker_loss_consequences,
+)
 from .retry import Retries
 from .runs import Run, SessionRecord, event
 from .sessions import Sessions
@@ -141,7 +148,13 @@ class Lifecycle:
             if crun is not None and not crun.terminal:
                 self.finish_run(crun, "RunCancelled", reason=f"parent run {rid} ended")
         level = "Normal" if run.phase == "Succeeded" else "Warning"
-        reason = {"Succeeded": "RunSucceeded", "Failed": "RunFailed"}.get(run.phase, "RunCancelled")
+        reason: NoticeReason = (
+            "RunSucceeded"
+            if run.phase == "Succeeded"
+            else "RunFailed"
+            if run.phase == "Failed"
+            else "RunCancelled"
+        )
         msg = f"run {rid} {run.phase.lower()}"
         if run.error:
             msg += f": {run.error.get('message') or run.error.get('type')}"
@@ -205,7 +218,7 @@ class Lifecycle:
             w.draining = True
             w.lost_reason = reason
             out.emit(WorkerGone(w.worker_id, reason))  # what waits in its mailbox is void
-            broken = self._break_sessions(w, reason, message)
+            broken = [sid for _, sid in self._break_sessions(w, reason, message)]
             running = sum(1 for tid in w.running if tid in st.tasks and tid not in unstarted)
             detail = f" ({message})" if message and message != reason else ""
             out.notice(
@@ -259,21 +272,24 @@ class Lifecycle:
         w.draining = False
         out.emit(WorkerGone(w.worker_id, reason))
         detail = message or reason
-        open_here = [
-            s.id for _, s in st.held_sessions(w) if s.state == "Open" and s.worker == w.worker_id
+        live = [st.tasks[tid] for tid in sorted(w.running) if tid in st.tasks]
+        replaying = [st.tasks[tid] for tid in sorted(w.workflow_tasks) if tid in st.tasks]
+        broken = [
+            (run.run_id, s.id)
+            for run, s in st.held_sessions(w)
+            if s.state == "Open" and s.worker == w.worker_id
         ]
-        consequences = worker_loss_consequences(
-            open_here,
-            sum(1 for tid in w.running if tid in st.tasks),
-            sum(1 for tid in w.workflow_tasks if tid in st.tasks),
-        )
-        out.notice(
-            None,
-            "Warning",
-            "WorkerLost",
+        out.worker_lost(
+            w.worker_id,
+            reason,
             f"worker {w.worker_id} lost: {reason}"
             + (f" ({message})" if message and message != reason else "")
-            + consequences,
+            + worker_loss_consequences([sid for _, sid in broken], len(live), len(replaying)),
+            run_losses(
+                broken,
+                [(t.run_id, t.seq, t.attempt) for t in live if t.kind == "activity"],
+                [t.run_id for t in replaying],
+            ),
         )
         # Sessions first, so the retried activities below see them Broken.
         if not draining:
@@ -290,9 +306,12 @@ class Lifecycle:
                 self._dispatch_again(task, "WorkerLost", reason, lost)
         w.workflow_tasks.clear()
 
-    def _break_sessions(self, w: WorkerState, reason: LossReason, message: str) -> list[str]:
+    def _break_sessions(
+        self, w: WorkerState, reason: LossReason, message: str
+    ) -> list[tuple[str, str]]:
         """Break the sessions open on `w`; HARD ones wait for it (or fail at once when
-        its pod is gone for good), SOFT ones let go of it. Returns the broken ids."""
+        its pod is gone for good), SOFT ones let go of it. Returns (run, session) of each
+        broken one."""
         st, out = self.state, self.out
         permanent = is_permanent_loss(reason)
         where = pod_on_node(w.pod, w.node)
@@ -301,7 +320,7 @@ class Lifecycle:
         for run, s in st.held_sessions(w):
             sid = s.id
             if s.state == "Open" and s.worker == w.worker_id:
-                broken.append(sid)
+                broken.append((run.run_id, sid))
                 out.record(
                     run,
                     "SessionBroken",
@@ -380,7 +399,7 @@ class Lifecycle:
             s = run.sessions[sid]
             if s.state != "Open" or s.worker != worker_id:
                 continue
-            broken.append(sid)
+            broken.append((run.run_id, sid))
             out.record(
                 run, "SessionBroken", session_id=sid, reason="SchedulerRestarted", message=detail
             )
@@ -400,11 +419,11 @@ class Lifecycle:
         tasks = [st.tasks[t] for t in sorted(tids) if t in st.tasks]
         tasks = [t for t in tasks if t.worker_id == worker_id]
         if broken or tasks:
-            out.notice(
-                None,
-                "Warning",
-                "WorkerLost",
-                detail + worker_loss_consequences(broken, len(tasks), 0),
+            out.worker_lost(
+                worker_id,
+                "SchedulerRestarted",
+                detail + worker_loss_consequences([sid for _, sid in broken], len(tasks), 0),
+                run_losses(broken, [(t.run_id, t.seq, t.attempt) for t in tasks], []),
             )
         err = {
             "type": "SchedulerRestarted",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, assert_never
 
-from worker_runtime.wire import LossReason
+from tether_types.notices import NoticeReason, RunLoss
+from tether_types.wire import LossReason
 
 TIMEOUT_ERRORS = frozenset({"StartToCloseTimeout", "HeartbeatTimeout"})
 """Error types of an attempt the engine timed out."""
@@ -17,7 +19,7 @@ def attempt_notice(
     error: dict[str, Any],
     retry_at: float | None,
     now: float,
-) -> tuple[str, str]:
+) -> tuple[NoticeReason, str]:
     """(reason, message) of the notice for one failed attempt: retried, timed out or final."""
     message = error.get("message")
     what = f"{error.get('type')}: {message}" if message else str(error.get("type"))
@@ -47,6 +49,31 @@ def worker_loss_consequences(sessions: list[str], attempts: int, workflows: int)
     if workflows:
         parts.append(f"{workflows} workflow{'s' if workflows != 1 else ''} re-queued for replay")
     return "".join(f"; {part}" for part in parts)
+
+
+def run_losses(
+    sessions: Iterable[tuple[str, str]],
+    attempts: Iterable[tuple[str, int, int]],
+    workflows: Iterable[str],
+) -> dict[str, RunLoss]:
+    """What a worker loss did, per run: broken sessions as (run, session), attempts cut
+    short as (run, seq, attempt), and the runs whose workflow task it held."""
+    broken: dict[str, list[str]] = {}
+    cut: dict[str, list[tuple[int, int]]] = {}
+    for run_id, sid in sessions:
+        broken.setdefault(run_id, []).append(sid)
+    for run_id, seq, attempt in attempts:
+        cut.setdefault(run_id, []).append((seq, attempt))
+    replayed = set(workflows)
+    return {
+        run_id: RunLoss(
+            run_id,
+            sessions=tuple(broken.get(run_id, ())),
+            attempts=tuple(cut.get(run_id, ())),
+            workflow_replayed=run_id in replayed,
+        )
+        for run_id in {*broken, *cut, *replayed}
+    }
 
 
 def loss_phrase(reason: LossReason) -> str:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from worker_runtime.wire import default_retry_policy, workflow_retry_fields
+from tether_types.retry import backoff_seconds, is_retryable
+from tether_types.wire import default_retry_policy, workflow_retry_fields
 
 from .deadlines import DeadlineKind
 from .effects import Outbox
@@ -36,19 +37,19 @@ def with_workflow_defaults(
 
 def backoff(policy: dict[str, Any], attempt: int) -> float:
     """Seconds to wait after failed attempt number `attempt` (1-based)."""
-    interval = float(policy["initial_interval"]) * float(policy["backoff_coefficient"]) ** (
-        attempt - 1
+    return backoff_seconds(
+        float(policy["initial_interval"]),
+        float(policy["backoff_coefficient"]),
+        float(policy["max_interval"]),
+        attempt,
     )
-    return min(interval, float(policy["max_interval"]))
 
 
 def should_retry(policy: dict[str, Any], error: dict[str, Any], attempt: int) -> bool:
     """True if another attempt is allowed after `attempt` failed with `error`."""
-    if error.get("non_retryable"):
-        return False
-    if error.get("type") in policy["non_retryable_errors"]:
-        return False
-    return attempt < int(policy["max_attempts"])
+    return attempt < int(policy["max_attempts"]) and is_retryable(
+        error.get("type"), bool(error.get("non_retryable")), policy["non_retryable_errors"]
+    )
 
 
 class Retries:

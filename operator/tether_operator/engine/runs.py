@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from worker_runtime.wire import (
+from tether_types.wire import (
     DEFAULT_SCHEDULE_TIMEOUT,
     STEP_OF_EVENT,
     EventType,

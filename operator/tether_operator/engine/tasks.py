@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from worker_runtime.wire import CancelMessage
+from tether_types.wire import CancelMessage
 
 from .effects import Outbox
 from .runs import ActivityRecord, Run

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from worker_runtime.wire import LossReason
+from tether_types.views import WorkerFacts
+from tether_types.wire import LossReason
 
 
 @dataclass(slots=True)
@@ -71,6 +72,12 @@ class WorkerState:
     @property
     def free_sessions(self) -> int:
         return self.session_capacity - len(self.sessions) if self.usable else 0
+
+    def facts(self) -> WorkerFacts:
+        """Where it runs and whether it is alive, for a host to act on."""
+        return WorkerFacts(
+            self.worker_id, self.pod, self.node, self.pool, self.alive, self.lost_reason
+        )
 
     def view(self) -> dict[str, Any]:
         return {

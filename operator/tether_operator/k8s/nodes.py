@@ -23,7 +23,7 @@ import kopf
 from tether_operator.engine import EngineError
 from tether_operator.engine.workers import WorkerState
 from tether_operator.scheduler import SchedulerService
-from worker_runtime.wire import is_permanent_loss
+from tether_types.wire import is_permanent_loss
 
 if TYPE_CHECKING:  # operator.py imports this module to plug the watch in
     from tether_operator.k8s.operator import OperatorContext

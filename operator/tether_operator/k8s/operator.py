@@ -40,7 +40,6 @@ import kopf
 from fastapi.responses import JSONResponse
 
 from tether_operator.engine import TERMINAL_PHASES, EngineConfig
-from tether_operator.engine.effects import Notice
 from tether_operator.k8s import nodes, pools
 from tether_operator.k8s.api_runs import ApiRunStarter
 from tether_operator.k8s.auth import KubernetesAuthenticator, run_namespace
@@ -67,6 +66,7 @@ from tether_operator.scheduler.auth import Gate
 from tether_operator.scheduler.server import serve
 from tether_operator.scheduler.service import SchedulerService
 from tether_operator.scheduler.store import InMemoryRunStore, RunStore
+from tether_types.notices import Notice
 from worker_runtime.protocol import RegisterWorkerRequest, StartRunRequest
 
 RESTART_GRACE_SECONDS = 30.0

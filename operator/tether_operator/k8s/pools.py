@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import kopf
 from pydantic import ValidationError
 
-from tether_operator.engine import Demand, EngineError, Notice
+from tether_operator.engine import Demand, EngineError
 from tether_operator.k8s.client import ApiError, KubeClient, resource_path
 from tether_operator.k8s.events import EventRecorder, ObjectRef
 from tether_operator.k8s.naming import pool_id_for
@@ -89,8 +89,9 @@ from tether_operator.k8s.resources import (
 )
 from tether_operator.k8s.scaling import PodState, Target, autoscale_target, clamp, scale_down_order
 from tether_operator.scheduler import SchedulerService
+from tether_types.notices import Notice
+from tether_types.wire import is_permanent_loss
 from worker_runtime.protocol import RegisterWorkerRequest
-from worker_runtime.wire import is_permanent_loss
 
 if TYPE_CHECKING:  # operator.py imports this module to plug the controller in
     from tether_operator.k8s.operator import OperatorContext

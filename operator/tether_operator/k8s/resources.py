@@ -28,7 +28,7 @@ from pydantic.config import JsonDict
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
-from worker_runtime.wire import (
+from tether_types.wire import (
     DEFAULT_BACKOFF_COEFFICIENT,
     DEFAULT_INITIAL_INTERVAL,
     DEFAULT_MAX_ATTEMPTS,

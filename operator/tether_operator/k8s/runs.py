@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -33,7 +32,6 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from tether_operator.engine import EngineError, RunNotFound, WorkflowNotFound
-from tether_operator.engine.effects import Notice
 from tether_operator.k8s import objects
 from tether_operator.k8s.client import ApiError, KubeClient, resource_path
 from tether_operator.k8s.events import EventRecorder, ObjectRef
@@ -50,8 +48,9 @@ from tether_operator.k8s.status import (
 )
 from tether_operator.k8s.workflows import WorkflowDirectory
 from tether_operator.scheduler.service import SchedulerService
+from tether_types.notices import Notice, WorkerLost
+from tether_types.wire import DEFAULT_SCHEDULE_TIMEOUT
 from worker_runtime.protocol import StartRunRequest
-from worker_runtime.wire import DEFAULT_SCHEDULE_TIMEOUT
 
 __all__ = ["MAX_INPUT_BYTES", "RunController"]
 
@@ -59,11 +58,6 @@ logger = logging.getLogger("tether.operator")
 
 MAX_INPUT_BYTES = 2 * 1024 * 1024
 """Largest `spec.input` (as JSON) a run may have, like any activity payload."""
-
-_LOST = re.compile(r"^worker (\S+) lost: (\w+)")
-"""The engine's WorkerLost notice: `worker <id> lost: <reason>...`."""
-_LOST_SCAN = 200
-"""How many of a run's latest history events are read for what a worker loss did."""
 
 
 class InputRefused(Exception):
@@ -139,7 +133,6 @@ class RunController:
         self._starting: set[str] = set()
         self._expiring: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._lost_reported: set[tuple[str, Any, Any]] = set()
         self.status = StatusWriter(client, self._compute, self._written, self._gone)
 
     # ------------------------------------------------------------------ watch events
@@ -436,57 +429,34 @@ class RunController:
     def on_notice(self, notice: Notice) -> None:
         """Engine notices about a run become Events on its WorkflowRun; a lost worker
         becomes a `WorkerLost` Event on each run whose work it held."""
+        if isinstance(notice, WorkerLost):
+            self._worker_lost(notice)
         if notice.run_id is None:
-            if notice.reason == "WorkerLost":
-                self._worker_lost(notice.message)
             return
         obj = self.objects.get(notice.run_id)
         if obj is not None:
             self.events.record(obj.ref, notice.level, notice.reason, notice.message)
 
-    def _worker_lost(self, message: str) -> None:
-        """Tell each run what the loss did to it (the engine's notice names only the worker).
-
-        The loss's history events are the latest of each run it touched: attempts failed
-        with `WorkerLost` by that worker, and a workflow task lost after it started there.
-        """
-        found = _LOST.match(message)
-        if found is None:
-            return
-        worker, reason = found.groups()
-        for run_id, obj in list(self.objects.items()):
-            if not self._in_engine(run_id) or self.service.is_terminal(run_id):
+    def _worker_lost(self, notice: WorkerLost) -> None:
+        """Tell each run whose attempts or workflow task the worker held what happens to
+        them (its broken sessions have their own Events)."""
+        for loss in notice.runs:
+            obj = self.objects.get(loss.run_id)
+            if (
+                obj is None
+                or not self._in_engine(loss.run_id)
+                or self.service.is_terminal(loss.run_id)
+            ):
                 continue
-            lost: list[str] = []
-            started_on: str | None = None
-            for ev in self.service.history(run_id)[-_LOST_SCAN:]:
-                kind, data = ev["type"], ev["data"]
-                if kind == "WorkflowTaskStarted":
-                    started_on = data.get("worker")
-                elif kind == "WorkflowTaskLost" and started_on == worker:
-                    started_on = None
-                    key = (run_id, "workflow", data.get("task_id"))
-                    if key not in self._lost_reported:
-                        self._lost_reported.add(key)
-                        lost.append("its workflow code is replayed on another worker")
-                elif kind == "ActivityFailed":
-                    error = data.get("error") or {}
-                    key = (run_id, data.get("seq"), data.get("attempt"))
-                    if (
-                        error.get("type") == "WorkerLost"
-                        and f"worker {worker} lost" in str(error.get("message"))
-                        and key not in self._lost_reported
-                    ):
-                        self._lost_reported.add(key)
-                        lost.append(
-                            f"attempt {data.get('attempt')} of step {data.get('seq')} is retried"
-                        )
+            lost = [f"attempt {attempt} of step {seq} is retried" for seq, attempt in loss.attempts]
+            if loss.workflow_replayed:
+                lost.insert(0, "its workflow code is replayed on another worker")
             if lost:
                 self.events.record(
                     obj.ref,
                     "Warning",
                     "WorkerLost",
-                    f"worker {worker} lost ({reason}): {'; '.join(lost)}",
+                    f"worker {notice.worker_id} lost ({notice.loss}): {'; '.join(lost)}",
                 )
 
     # ------------------------------------------------------------------ deletion, expiry
@@ -497,7 +467,6 @@ class RunController:
             return  # an event of an older object of the same name
         self.objects.pop(run_id, None)
         self.pending.discard(run_id)
-        self._lost_reported = {key for key in self._lost_reported if key[0] != run_id}
         handle = self._expiring.pop(uid, None)
         if handle is not None:
             handle.cancel()
@@ -653,8 +622,6 @@ class RunController:
         WorkflowRun and its stored history stay in the cluster."""
         self.objects.pop(run_id, None)
         self.pending.discard(run_id)
-        if self._lost_reported:
-            self._lost_reported = {key for key in self._lost_reported if key[0] != run_id}
         if self._in_engine(run_id) and self.service.is_terminal(run_id):
             for finished in (*self._descendants(run_id), run_id):
                 self.forget(finished)

@@ -35,13 +35,15 @@ from tether_operator.engine import (
     RunNotFound,
     WorkerReplaced,
 )
-from tether_operator.engine.effects import Deliver, Effect, Notice, Persist, RunEnded, WorkerGone
+from tether_operator.engine.effects import Deliver, Effect, Persist, RunEnded, WorkerGone
 from tether_operator.scheduler.auth import Forbidden
 from tether_operator.scheduler.history_writer import HistoryWriter
 from tether_operator.scheduler.inputs import InputCatalog
 from tether_operator.scheduler.mailboxes import Mailbox
 from tether_operator.scheduler.store import InMemoryRunStore, RunStore, fill_namespace
 from tether_operator.scheduler.timers import DeadlineTimer
+from tether_types.commands import command_from_wire
+from tether_types.notices import Notice
 from worker_runtime.protocol import (
     ActivityCompletion,
     ActivityHeartbeat,
@@ -537,7 +539,7 @@ class SchedulerService:
                         worker_id,
                         batch.run_id,
                         batch.workflow_task_id,
-                        [command.model_dump() for command in batch.commands],
+                        [command_from_wire(command.model_dump()) for command in batch.commands],
                         now,
                     )
                 )

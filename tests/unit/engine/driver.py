@@ -10,12 +10,13 @@ from tether_operator.engine import (
     Effect,
     Engine,
     EngineConfig,
-    Notice,
     Persist,
     Run,
     RunEnded,
     WorkerGone,
 )
+from tether_types.commands import command_from_wire
+from tether_types.notices import Notice
 
 
 @dataclass
@@ -100,7 +101,9 @@ class Driver:
 
     def commands(self, wid: str, wft: dict[str, Any], *cmds: dict[str, Any]) -> None:
         self.apply(
-            self.engine.workflow_commands(wid, wft["run_id"], wft["task_id"], list(cmds), self.now)
+            self.engine.workflow_commands(
+                wid, wft["run_id"], wft["task_id"], [command_from_wire(c) for c in cmds], self.now
+            )
         )
 
     def complete(self, wid: str, task: dict[str, Any], result: Any = None) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tether_operator.engine import Run
 from tether_operator.engine.views import run_view
+from tether_types.notices import RunLoss, WorkerLost
 from worker_runtime.protocol import RunView
 
 from .driver import Driver, act, open_session
@@ -180,3 +181,31 @@ def test_a_lost_worker_is_one_notice_that_says_what_it_broke() -> None:
     ]
     # No retry notice per attempt: the WorkerLost line already counts them.
     assert not [n for n in d.notices if n.reason.startswith("Activity")]
+
+
+def test_a_lost_worker_notice_says_what_it_did_to_each_run() -> None:
+    """The WorkerLost notice carries its consequences per run, so a host tells each run
+    without reading the message or the run's history."""
+    d = Driver()
+    d.register("w1")
+    sticky = d.start()
+    sid = f"{sticky}/s1"
+    d.commands("w1", d.workflow_task("w1"), open_session(1, sid), act(2, "a", sid))
+    d.take_one("w1", "activity")
+    replayed = d.start()
+    d.workflow_task("w1")
+    d.lose("w1")
+
+    (lost,) = [n for n in d.notices if isinstance(n, WorkerLost)]
+    assert (lost.worker_id, lost.loss, lost.run_id, lost.level) == (
+        "w1",
+        "ProcessExited",
+        None,
+        "Warning",
+    )
+    assert lost.message.startswith("worker w1 lost: ProcessExited; sessions broken: ")
+    by_run = {loss.run_id: loss for loss in lost.runs}
+    assert by_run[sticky] == RunLoss(
+        sticky, sessions=(sid,), attempts=((2, 1),), workflow_replayed=True
+    )
+    assert by_run[replayed] == RunLoss(replayed, workflow_replayed=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import weakref
 
-from tether_operator.engine import Engine, Notice, Persist
+from tether_operator.engine import Engine, Persist
 from tether_operator.engine.deadlines import DeadlineKind
 from tether_operator.engine.effects import Outbox
 from tether_operator.engine.retry import Retries
@@ -13,6 +13,7 @@ from tether_operator.engine.runs import Run, event
 from tether_operator.engine.state import EngineState
 from tether_operator.engine.tasks import Tasks
 from tether_operator.engine.timeouts import _HANDLERS
+from tether_types.notices import Notice
 
 from .driver import Driver, act
 

@@ -61,7 +61,6 @@ from tether_operator.engine import (
     Effect,
     Engine,
     EngineConfig,
-    Notice,
     Persist,
     Run,
     RunEnded,
@@ -71,6 +70,8 @@ from tether_operator.engine import (
 )
 from tether_operator.engine.demand import Demand
 from tether_operator.engine.runs import SessionRecord
+from tether_types.commands import command_from_wire
+from tether_types.notices import Notice
 
 from .driver import Driver, act, done, open_session
 
@@ -793,7 +794,9 @@ class EngineMachine(RuleBasedStateMachine):
         if not new:
             return
         try:
-            fx = self.engine.workflow_commands(proc.wid, wft.run_id, wft.task_id, new, self.d.now)
+            fx = self.engine.workflow_commands(
+                proc.wid, wft.run_id, wft.task_id, [command_from_wire(c) for c in new], self.d.now
+            )
         except UnknownWorker:
             assert not self.registered(proc.wid)
             proc.wfts.clear()  # the scheduler forgot us: the workflow tasks are gone
@@ -1164,7 +1167,7 @@ def test_ending_a_run_after_its_workflow_worker_was_lost() -> None:
     d.lose("w1")
     wft2 = d.workflow_task("w2")
     d.take("w2")
-    fx = d.engine.workflow_commands("w2", "r", wft2["task_id"], [done(4)], d.now)
+    fx = d.engine.workflow_commands("w2", "r", wft2["task_id"], [command_from_wire(done(4))], d.now)
     d.apply(fx)
     assert d.engine.run_view("r")["phase"] == "Succeeded"
     assert RunEnded("r") in fx

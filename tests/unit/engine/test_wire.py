@@ -1,7 +1,7 @@
 """The engine speaks the protocol: every message it delivers validates against the wire models.
 
 The engine builds plain dicts (no pydantic on its hot path); these tests hold those
-dicts to `worker_runtime.protocol`, and the shared vocabulary (`worker_runtime.wire`)
+dicts to `worker_runtime.protocol`, and the shared vocabulary (`tether_types.wire`)
 to both sides: defaults, loss reasons, history event types and replay steps.
 """
 
@@ -16,7 +16,8 @@ from pydantic import BaseModel, TypeAdapter
 
 from tether_operator.engine import Deliver, Effect, InvalidCommand, Run
 from tether_operator.engine.runs import _HANDLERS
-from worker_runtime import protocol, wire
+from tether_types import wire
+from worker_runtime import protocol
 from worker_runtime.workflow_instance import fold_history
 
 from .driver import Driver, act, done, open_session
@@ -146,3 +147,33 @@ def test_a_loss_report_refines_only_a_less_specific_non_final_one() -> None:
     for reason in wire.LOSS_REASONS:
         assert not wire.refines(reason, reason)
         assert wire.loss_specificity(reason) == 3 or not wire.is_permanent_loss(reason)
+
+
+def test_every_wire_command_is_a_typed_command_with_the_same_fields_and_defaults() -> None:
+    """The pydantic command models validate the wire; the engine takes `tether_types`'
+    commands. One shape: same `type`s, same field names, same defaults."""
+    import dataclasses
+    import typing
+
+    from tether_types.commands import COMMAND_TYPES, command_from_wire
+
+    union = typing.get_args(typing.get_args(protocol.WorkflowCommand)[0])
+    models = {m.model_fields["type"].default: m for m in union}
+    assert set(models) == set(COMMAND_TYPES)
+    for kind, model in models.items():
+        typed = COMMAND_TYPES[kind]
+        fields = {f.name: f for f in dataclasses.fields(typed)}
+        assert set(fields) == set(model.model_fields) - {"type"}, kind
+        for name, f in fields.items():
+            wire_field = model.model_fields[name]
+            if wire_field.is_required() or (kind, name) == ("schedule_activity", "options"):
+                continue  # options: the engine fills in what the wire's model would
+            default = wire_field.get_default(call_default_factory=True)
+            if f.default_factory is not dataclasses.MISSING:
+                assert default == f.default_factory(), (kind, name)
+            else:
+                assert default == f.default, (kind, name)
+    wire = protocol.ScheduleActivity(seq=1, activity="a")
+    assert command_from_wire(wire.model_dump()) == COMMAND_TYPES["schedule_activity"](
+        seq=1, activity="a", options=protocol.ActivityOptions().model_dump()
+    )

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from tether_operator.engine import EngineConfig, Notice
+from tether_operator.engine import EngineConfig
 from tether_operator.k8s.nodes import NodeWatch, node_trouble
 from tether_operator.scheduler import SchedulerService
+from tether_types.notices import Notice
 from worker_runtime.protocol import RegisterWorkerRequest, StartRunRequest
 
 

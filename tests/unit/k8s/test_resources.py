@@ -19,7 +19,7 @@ from tether_operator.k8s.resources import (
     format_duration,
     parse_duration,
 )
-from worker_runtime import wire
+from tether_types import wire
 
 TEMPLATE = {"spec": {"containers": [{"name": "worker", "image": "tether:dev"}]}}
 

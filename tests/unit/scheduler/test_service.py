@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from tether_operator.engine import EngineConfig, Notice, RunNotFound, UnknownWorker
+from tether_operator.engine import EngineConfig, RunNotFound, UnknownWorker
 from tether_operator.scheduler import InMemoryRunStore, SchedulerService
+from tether_types.notices import Notice
 from worker_runtime.protocol import ReportRequest
 
 from .conftest import FakeClock, commands, complete, register, schedule, start

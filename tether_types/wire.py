@@ -211,11 +211,6 @@ STEP_OF_EVENT: Mapping[str, tuple[StepKind, str | None]] = {
 """History event type -> (the command kind it records, the field that names the step).
 The same field names the step in the event's data and in the command."""
 
-STEP_OF_COMMAND: Mapping[str, tuple[StepKind, str | None]] = {
-    kind: (kind, name_field) for kind, name_field in STEP_OF_EVENT.values()
-}
-"""Command type -> (the same kind, the command field that names the step)."""
-
 
 def _name(value: Any) -> str | None:
     return None if value is None else str(value)
@@ -233,15 +228,6 @@ def recorded_step(event_type: str, data: Mapping[str, Any]) -> Step | None:
     if kind == "open_session" and not data.get("seq"):
         return None
     return kind, None if name_field is None else _name(data.get(name_field))
-
-
-def issued_step(command: Mapping[str, Any]) -> Step | None:
-    """The step a workflow command takes, or None for a command not recorded per seq."""
-    entry = STEP_OF_COMMAND.get(str(command.get("type")))
-    if entry is None:
-        return None
-    kind, name_field = entry
-    return kind, None if name_field is None else _name(command.get(name_field))
 
 
 def describe_step(kind: str, name: str | None) -> str:
