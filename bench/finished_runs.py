@@ -73,12 +73,10 @@ def run_event(index: int, type_: str = "ADDED", status: Any = None) -> dict[str,
 
 async def measure(runs: int, every: int) -> list[tuple[int, float]]:
     client = KubeClient(KubeConfig(server="http://api"), transport=httpx.MockTransport(answer))
-    holder: list[RunController] = []
-    store = MarkingStore(ClusterLikeStore(), lambda run_id: holder[0].mark(run_id))
+    store = MarkingStore(ClusterLikeStore())
     service = SchedulerService(store=store, namespace=NAMESPACE)
     events = EventRecorder(client)
     controller = RunController(service, store, client, events, WorkflowDirectory())
-    holder.append(controller)
     service.subscribe(controller.on_notice)
     await service.start()
     controller.status.start()

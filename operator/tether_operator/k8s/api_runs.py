@@ -20,14 +20,13 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from starlette.exceptions import HTTPException
-
 from tether_operator.engine import InvalidCommand, RunAlreadyExists, RunNotFound
 from tether_operator.k8s.client import ApiError, KubeClient, resource_path
 from tether_operator.k8s.naming import pool_object, run_id_for, run_object
 from tether_operator.k8s.resources import API_VERSION, format_duration
 from tether_operator.k8s.runs import RunController
 from tether_operator.k8s.status import view_of_object
+from tether_operator.scheduler.run_starter import RunNotStarted
 from worker_runtime.protocol import StartRunRequest
 
 __all__ = ["START_TIMEOUT", "ApiRunStarter", "workflow_run_for"]
@@ -36,7 +35,6 @@ logger = logging.getLogger("tether.operator")
 
 START_TIMEOUT = 30.0
 """How long `POST /v1/runs` waits for the controller to start the WorkflowRun it made."""
-_POLL = 0.02
 _SLUG = re.compile(r"[^a-z0-9-]+")
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
@@ -158,7 +156,7 @@ class ApiRunStarter:
                 f"{', '.join(self.watched)}): start the run in one of those",
                 field="run_id",
             )
-        self.runs.service.engine.require_registered(req.workflow, namespace)  # as dev mode
+        self.runs.service.require_registered(req.workflow, namespace)  # as dev mode
         try:
             created = await self.client.create(
                 resource_path(API_VERSION, "workflowruns", namespace), body
@@ -181,31 +179,35 @@ class ApiRunStarter:
 
     async def _started(self, run_id: str, uid: str) -> dict[str, Any]:
         """Wait until the controller started WorkflowRun `run_id` (or refused it)."""
-        service = self.runs.service
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
-        while loop.time() < deadline:
-            obj = self.runs.objects.get(run_id)
-            if obj is not None and obj.uid == uid:
-                if obj.outside is not None and obj.outside.get("phase") == "Failed":
-                    error = obj.outside.get("error") or {}
-                    raise InvalidCommand(
-                        f"WorkflowRun {run_id} was refused ({error.get('reason')}): "
-                        f"{error.get('message')}"
-                    )
-                try:
-                    view = service.get_run(run_id)
-                except RunNotFound:
-                    view = None
-                if view is not None:
-                    if (written := service.written([run_id])) is not None:
-                        await written
-                    return view
-            await asyncio.sleep(_POLL)
-        namespace, name = run_object(run_id)
-        raise HTTPException(
-            504,
-            f"WorkflowRun {namespace}/{name} was created but has not started within "
-            f"{self.timeout:.0f}s (see `kubectl describe wfr -n {namespace} {name}`); "
-            f"its run id is {run_id}",
-        )
+        while (view := self._outcome(run_id, uid)) is None:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                namespace, name = run_object(run_id)
+                raise RunNotStarted(
+                    f"WorkflowRun {namespace}/{name} was created but has not started within "
+                    f"{self.timeout:.0f}s (see `kubectl describe wfr -n {namespace} {name}`); "
+                    f"its run id is {run_id}"
+                )
+            refusal = await self.runs.settled(run_id, remaining)
+            if refusal is not None:
+                raise InvalidCommand(f"WorkflowRun {run_id} was refused ({refusal})")
+        if (written := self.runs.service.written([run_id])) is not None:
+            await written
+        return view
+
+    def _outcome(self, run_id: str, uid: str) -> dict[str, Any] | None:
+        """The run's view once it started; InvalidCommand if it was refused; None before."""
+        obj = self.runs.objects.get(run_id)
+        if obj is None or obj.uid != uid:
+            return None
+        if obj.outside is not None and obj.outside.get("phase") == "Failed":
+            error = obj.outside.get("error") or {}
+            raise InvalidCommand(
+                f"WorkflowRun {run_id} was refused ({error.get('reason')}): {error.get('message')}"
+            )
+        try:
+            return self.runs.service.get_run(run_id)
+        except RunNotFound:
+            return None

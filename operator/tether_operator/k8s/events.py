@@ -24,8 +24,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from tether_operator.k8s.client import ApiError, KubeClient, resource_path
+from tether_operator.k8s.conditions import rfc3339
 from tether_operator.k8s.resources import API_VERSION
-from tether_operator.k8s.status import rfc3339
 
 __all__ = ["EventRecorder", "ObjectRef"]
 

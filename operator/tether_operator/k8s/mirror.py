@@ -29,12 +29,16 @@ logger = logging.getLogger("tether.operator")
 class MarkingStore:
     """A `RunStore` that reports every durable append (and passes the rest through)."""
 
-    def __init__(self, inner: RunStore, on_durable: Callable[[str], None]) -> None:
+    def __init__(self, inner: RunStore) -> None:
         self.inner = inner
-        self._on_durable = on_durable
+        self._listeners: list[Callable[[str], None]] = []
         self._durable: dict[str, int] = {}
         self.durable: bool = bool(getattr(inner, "durable", False))
         """Whether the wrapped store keeps history across restarts (`RunStore.durable`)."""
+
+    def on_durable(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(run_id)` after every durable append of the run's history."""
+        self._listeners.append(listener)
 
     def durable_length(self, run_id: str) -> int:
         """How many of the run's events are known to be stored."""
@@ -43,7 +47,8 @@ class MarkingStore:
     async def append(self, run_id: str, events: list[dict[str, Any]]) -> None:
         await self.inner.append(run_id, events)
         self._durable[run_id] = self._durable.get(run_id, 0) + len(events)
-        self._on_durable(run_id)
+        for listener in self._listeners:
+            listener(run_id)
 
     async def load(self, run_id: str) -> list[dict[str, Any]]:
         events = await self.inner.load(run_id)

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 import kopf
 
 from tether_operator.engine import EngineError
-from tether_operator.engine.workers import WorkerState
 from tether_operator.scheduler import SchedulerService
+from tether_types.views import WorkerFacts
 from tether_types.wire import is_permanent_loss
 
 if TYPE_CHECKING:  # operator.py imports this module to plug the watch in
@@ -66,7 +66,7 @@ class NodeWatch:
             self.reported.pop(name, None)
             return
         done = self.reported.setdefault(name, set())
-        for w in list(self.service.engine.workers.values()):
+        for w in self.service.worker_facts():
             if w.node != name or w.worker_id in done:
                 continue
             if _known(w):
@@ -84,7 +84,7 @@ class NodeWatch:
             self.reported.pop(name, None)
 
 
-def _known(w: WorkerState) -> bool:
+def _known(w: WorkerFacts) -> bool:
     """The scheduler already has the worker lost with its node, or for good."""
     reason = w.lost_reason
     return (

@@ -39,7 +39,7 @@ from typing import Any, Literal
 import kopf
 from fastapi.responses import JSONResponse
 
-from tether_operator.engine import TERMINAL_PHASES, EngineConfig
+from tether_operator.engine import EngineConfig
 from tether_operator.k8s import nodes, pools
 from tether_operator.k8s.api_runs import ApiRunStarter
 from tether_operator.k8s.auth import KubernetesAuthenticator, run_namespace
@@ -67,7 +67,6 @@ from tether_operator.scheduler.server import serve
 from tether_operator.scheduler.service import SchedulerService
 from tether_operator.scheduler.store import InMemoryRunStore, RunStore
 from tether_types.notices import Notice
-from worker_runtime.protocol import RegisterWorkerRequest, StartRunRequest
 
 RESTART_GRACE_SECONDS = 30.0
 """How long attempts and sessions of recovered runs wait for their worker to register
@@ -82,7 +81,6 @@ is seen at once by the pod watch, not by this timeout."""
 __all__ = [
     "CONTROLLERS",
     "OperatorContext",
-    "OperatorService",
     "OperatorSettings",
     "run_operator",
 ]
@@ -143,77 +141,13 @@ class OperatorSettings:
     """The Lease of leader election (TETHER_LEASE_NAME), in the operator's namespace."""
 
 
-class OperatorService(SchedulerService):
-    """The scheduler service, telling the operator about every worker registration;
-    a run asked for over HTTP becomes a WorkflowRun (`api_runs.py`) once `run_starter`
-    is set."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.registration_listeners: list[Callable[[RegisterWorkerRequest], None]] = []
-        self.run_starter: ApiRunStarter | None = None
-
-    async def start_requested_run(
-        self, req: StartRunRequest, namespace: str | None = None
-    ) -> dict[str, Any]:
-        if self.run_starter is None:
-            return await super().start_requested_run(req, namespace)
-        return await self.run_starter.start(req)  # the run id names its namespace
-
-    def _holds(self, run_id: str) -> bool:
-        return run_id in self.engine.runs or run_id in self._finished
-
-    async def find_run(self, run_id: str) -> dict[str, Any]:
-        """Also a run the engine does not hold: one waiting for its workflow, refused,
-        or finished and forgotten, from its WorkflowRun (as kubectl shows it)."""
-        if self._holds(run_id) or self.run_starter is None:
-            return self.get_run(run_id)
-        view = await self.run_starter.view(run_id)
-        if view is None:
-            return self.get_run(run_id)  # RunNotFound
-        return view
-
-    async def find_runs(self) -> list[dict[str, Any]]:
-        held = self.list_runs()
-        if self.run_starter is None:
-            return held
-        known = {v["run_id"] for v in held} | set(self._finished)
-        finished = [v for r, v in self._finished.items() if r not in self.engine.runs]
-        others = [v for v in await self.run_starter.views() if v["run_id"] not in known]
-        return sorted([*held, *finished, *others], key=lambda v: v["created_at"])
-
-    async def wait_run(self, run_id: str, timeout: float) -> dict[str, Any]:  # noqa: ASYNC109
-        """A run the engine does not hold yet is looked at every half second until it
-        starts (then waited on as any other), ends, or `timeout` passes."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not self._holds(run_id) and self.run_starter is not None:
-            view = await self.run_starter.view(run_id)
-            if view is None:
-                break  # RunNotFound below
-            remaining = deadline - loop.time()
-            if view["phase"] in TERMINAL_PHASES or remaining <= 0:
-                return view
-            await asyncio.sleep(min(0.5, remaining))
-        return await super().wait_run(run_id, max(0.0, deadline - loop.time()))
-
-    def register_worker(self, req: RegisterWorkerRequest) -> dict[str, Any]:
-        response = super().register_worker(req)
-        for listener in tuple(self.registration_listeners):
-            try:
-                listener(req)
-            except Exception:
-                logger.exception("registration listener %r failed", listener)
-        return response
-
-
 @dataclass
 class OperatorContext:
     """What a controller's `setup(registry, context)` is handed."""
 
     settings: OperatorSettings
     client: KubeClient
-    service: OperatorService
+    service: SchedulerService
     events: EventRecorder
     waiting: Callable[[], Mapping[str, int]] = dict
     """Runs not in the engine yet that wait for a worker, per pool id (autoscaling)."""
@@ -373,21 +307,8 @@ async def run_operator(settings: OperatorSettings) -> None:
         led_elsewhere=lambda: elector is not None and elector.held_elsewhere,
     )
     events = EventRecorder(client, instance=settings.pod_name)
-    publisher: WorkflowPublisher | None = None
-
-    def spec_changed(namespace: str, name: str) -> None:
-        if publisher is not None:
-            publisher.spec_changed(namespace, name)
-
-    directory = WorkflowDirectory(spec_changed)
-    runs: RunController | None = None
-
-    def durable(run_id: str) -> None:
-        if runs is not None:
-            runs.mark(run_id)
-
-    store = MarkingStore(_make_store(settings, client, fence), durable)
-    service = OperatorService(
+    store = MarkingStore(_make_store(settings, client, fence))
+    service = SchedulerService(
         engine_config=EngineConfig(
             worker_heartbeat_timeout=WORKER_HEARTBEAT_TIMEOUT_SECONDS,
             restart_grace=RESTART_GRACE_SECONDS,
@@ -396,31 +317,27 @@ async def run_operator(settings: OperatorSettings) -> None:
         namespace=namespace,
         scheduler_url=settings.scheduler_url,
     )
+    directory = WorkflowDirectory()
     directory.subscribe(
-        lambda ns, name, spec: service.engine.set_retry_defaults(ns, name, retry_defaults(spec))
+        lambda ns, name, spec: service.set_retry_defaults(ns, name, retry_defaults(spec))
     )
     pool_health = PoolHealth()
     runs = RunController(service, store, client, events, directory, pools=pool_health)
-    service.run_starter = ApiRunStarter(client, runs, namespace, settings.namespaces)
+    service.use_run_starter(ApiRunStarter(client, runs, namespace, settings.namespaces))
     publisher = WorkflowPublisher(
         client,
         lambda: {w["worker_id"] for w in service.workers() if w.get("alive")},
         directory,
         default_namespace=namespace,
     )
-
-    def on_registration(req: RegisterWorkerRequest) -> None:
-        publisher.registered(req)
-        assert runs is not None
-        runs.retry_pending()
+    service.on_registration(publisher.registered)
+    service.on_registration(lambda _: runs.retry_pending())
 
     def on_notice(notice: Notice) -> None:
-        assert runs is not None
         runs.on_notice(notice)
         if notice.reason in ("WorkerRegistered", "WorkerLost"):
             publisher.workers_changed()
 
-    service.registration_listeners.append(on_registration)
     service.subscribe(on_notice)
 
     registry = kopf.OperatorRegistry()

@@ -50,7 +50,6 @@ import re
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 import kopf
@@ -58,6 +57,7 @@ from pydantic import ValidationError
 
 from tether_operator.engine import Demand, EngineError
 from tether_operator.k8s.client import ApiError, KubeClient, resource_path
+from tether_operator.k8s.conditions import condition, merge_conditions, rfc3339
 from tether_operator.k8s.events import EventRecorder, ObjectRef
 from tether_operator.k8s.naming import pool_id_for
 from tether_operator.k8s.pods import (
@@ -152,10 +152,6 @@ class _Pool:
     written_status: dict[str, Any] | None = None
     task: asyncio.Task[None] | None = None
     again: bool = False
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 class PoolController:
@@ -277,7 +273,7 @@ class PoolController:
     def _sessions_moved(self) -> set[PoolKey]:
         """Pools with a live pod whose `tether.dev/sessions` annotation is not what its
         worker holds now."""
-        demand = self.service.engine.demand()
+        demand = self.service.demand()
         moved = set()
         for key, pool in self._pools.items():
             pinned = demand.get(pool_id_for(*key), Demand()).pinned
@@ -389,7 +385,7 @@ class PoolController:
                     key, body, "Normal", "SuccessfulDelete", f"deleted ended pod {_name(pod)}"
                 )
         live = [p for p in owned if not terminating(p) and not failed(p)]
-        demand = self.service.engine.demand().get(pool_id)
+        demand = self.service.demand().get(pool_id)
         if not_started := self.waiting().get(pool_id, 0):
             demand = demand or Demand()
             demand = replace(demand, queued=demand.queued + not_started)
@@ -615,7 +611,7 @@ class PoolController:
             preconditions={"uid": pod["metadata"]["uid"]},
         )
         # Until the watch says so, count it as terminating, not as a live pod.
-        gone = {**pod, "metadata": {**pod["metadata"], "deletionTimestamp": _now_iso()}}
+        gone = {**pod, "metadata": {**pod["metadata"], "deletionTimestamp": rfc3339(self.clock())}}
         pool.pods[name] = gone
         logger.info("WorkerPool %s/%s: deleted pod %s", *key, name)
 
@@ -688,11 +684,12 @@ class PoolController:
         if pool.create_error:
             conditions.append(("True", "FailedCreate", pool.create_error))
             types.append("ReplicaFailure")
-        previous = {c["type"]: c for c in (body.get("status") or {}).get("conditions") or []}
-        status["conditions"] = [
-            _condition(type_, *c, generation, previous.get(type_))
-            for type_, c in zip(types, conditions, strict=True)
-        ]
+        status["conditions"] = merge_conditions(
+            [condition(type_, *c, generation) for type_, c in zip(types, conditions, strict=True)],
+            (body.get("status") or {}).get("conditions") or [],
+            self.clock(),
+            keep_absent=False,
+        )
         comparable = {**status, "conditions": [_no_time(c) for c in status["conditions"]]}
         if comparable == pool.written_status:
             return
@@ -747,7 +744,7 @@ class PoolController:
         before = pool.reported.get(name)
         if before == "lost" or before == what:
             return
-        w = self.service.engine.workers.get(name)
+        w = self.service.worker(name)
         if w is None or w.pool != pool_id_for(*key):
             return
         if (
@@ -839,27 +836,6 @@ def _trouble_text(pool: _Pool, troubles: Sequence[tuple[str, str, str]]) -> str:
     return ""
 
 
-def _condition(
-    type_: str,
-    status: str,
-    reason: str,
-    message: str,
-    generation: int | None,
-    previous: dict[str, Any] | None,
-) -> dict[str, Any]:
-    same = previous is not None and previous.get("status") == status
-    return {
-        "type": type_,
-        "status": status,
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": previous["lastTransitionTime"]
-        if same and previous is not None
-        else _now_iso(),
-        "observedGeneration": generation,
-    }
-
-
 def _no_time(condition: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in condition.items() if k != "lastTransitionTime"}
 
@@ -888,6 +864,6 @@ def setup(registry: kopf.OperatorRegistry, context: OperatorContext) -> PoolCont
         health=context.pool_health,
     )
     register_handlers(registry, controller)
-    context.service.registration_listeners.append(controller.worker_registered)
+    context.service.on_registration(controller.worker_registered)
     context.spawn(controller.run)
     return controller

@@ -124,6 +124,7 @@ class RunController:
         """Which WorkerPools exist and why one cannot start, for runs that wait."""
         self.pools.subscribe(self._pools_changed)
         self.store = store
+        store.on_durable(self.mark)
         self.client = client
         self.events = events
         self.workflows = workflows
@@ -132,6 +133,8 @@ class RunController:
         self.pending: set[str] = set()
         self._starting: set[str] = set()
         self._expiring: dict[str, asyncio.TimerHandle] = {}
+        self._settling: dict[str, list[asyncio.Future[str | None]]] = {}
+        """Who waits for a run to start or be refused (`settled`)."""
         self._tasks: set[asyncio.Task[Any]] = set()
         self.status = StatusWriter(client, self._compute, self._written, self._gone)
 
@@ -264,6 +267,7 @@ class RunController:
             was_pending = run_id in self.pending or obj.outside is not None
             self.pending.discard(run_id)
             obj.outside = None
+            self._settle(run_id, None)
             # The engine holds the input now; up to 2 MiB need not be kept twice.
             obj.spec = {key: value for key, value in obj.spec.items() if key != "input"}
             if was_pending:
@@ -284,6 +288,28 @@ class RunController:
         )
         self.events.record(obj.ref, "Warning", reason, message)
         self.status.mark(run_id)
+        self._settle(run_id, f"{reason}: {message}")
+
+    async def settled(self, run_id: str, timeout: float) -> str | None:  # noqa: ASYNC109
+        """Wait until run `run_id` next starts in the engine (None) or is refused (the
+        reason and message), at most `timeout` seconds (None too)."""
+        fut: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        waiting = self._settling.setdefault(run_id, [])
+        waiting.append(fut)
+        try:
+            with contextlib.suppress(TimeoutError):
+                return await asyncio.wait_for(fut, timeout)
+            return None
+        finally:
+            if fut in waiting:
+                waiting.remove(fut)
+            if not waiting:
+                self._settling.pop(run_id, None)
+
+    def _settle(self, run_id: str, refusal: str | None) -> None:
+        for fut in self._settling.pop(run_id, ()):
+            if not fut.done():
+                fut.set_result(refusal)
 
     async def _wait_for_worker(self, obj: RunObject, workflow: str) -> None:
         run_id = run_id_for(obj.namespace, obj.name)

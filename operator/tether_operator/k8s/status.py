@@ -14,22 +14,25 @@ a result over `INLINE_RESULT_BYTES` of JSON is not copied: `resultRef` says wher
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
+from tether_operator.k8s.conditions import (
+    Condition,
+    condition,
+    merge_conditions,
+    rfc3339,
+)
 from tether_operator.k8s.naming import run_id_for
 
 __all__ = [
     "INLINE_RESULT_BYTES",
     "MAX_ACTIVITY_RECORDS",
     "TERMINAL_PHASES",
-    "Condition",
-    "conditions_changed",
     "pending_status",
     "rejected_status",
     "result_too_large",
-    "rfc3339",
     "run_status",
 ]
 
@@ -41,57 +44,7 @@ MAX_SESSION_BINDINGS = 20
 """Most bindings a session's status lists: the latest (the status stays small)."""
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed", "Cancelled"})
 
-Condition = dict[str, Any]
 Status = dict[str, Any]
-
-
-def rfc3339(t: float | None, *, millis: bool = False) -> str | None:
-    """Unix seconds as a Kubernetes timestamp (`2026-01-02T03:04:05Z`)."""
-    if t is None:
-        return None
-    when = datetime.fromtimestamp(t, UTC)
-    text = when.isoformat(timespec="milliseconds" if millis else "seconds")
-    return text.replace("+00:00", "Z")
-
-
-def _condition(
-    type_: str, status: str, reason: str, message: str, generation: int | None
-) -> Condition:
-    return {
-        "type": type_,
-        "status": status,
-        "reason": reason,
-        "message": message[:32768],
-        "observedGeneration": generation,
-    }
-
-
-def merge_conditions(
-    wanted: Iterable[Condition], previous: Sequence[Mapping[str, Any]], now: float
-) -> list[Condition]:
-    """`wanted` with `lastTransitionTime` kept from `previous` where `status` is unchanged.
-
-    A condition of `previous` that `wanted` does not name is kept as it was (conditions
-    are not dropped, so `kubectl wait` never sees one vanish).
-    """
-    before = {c.get("type"): c for c in previous}
-    merged: list[Condition] = []
-    for cond in wanted:
-        old = before.pop(cond["type"], None)
-        keep = old is not None and old.get("status") == cond["status"]
-        stamp = old.get("lastTransitionTime") if keep and old is not None else None
-        merged.append({**cond, "lastTransitionTime": stamp or rfc3339(now)})
-    merged.extend(dict(c) for c in before.values())
-    return merged
-
-
-def conditions_changed(a: Sequence[Mapping[str, Any]], b: Sequence[Mapping[str, Any]]) -> bool:
-    """Whether two condition lists differ in anything but order."""
-    return sorted(map(_key, a)) != sorted(map(_key, b))
-
-
-def _key(c: Mapping[str, Any]) -> str:
-    return json.dumps(c, sort_keys=True, default=str)
 
 
 def _error(error: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -219,35 +172,35 @@ def _rebound(session: Mapping[str, Any]) -> bool:
 def _run_conditions(view: Mapping[str, Any], generation: int | None) -> list[Condition]:
     phase, error = view["phase"], view.get("error")
     run = f"run of workflow {view['workflow']!r}"
-    conds = [_condition("Accepted", "True", "RunStarted", f"{run} started", generation)]
+    conds = [condition("Accepted", "True", "RunStarted", f"{run} started", generation)]
     if phase == "Succeeded":
         message = f"{run} succeeded"
-        conds.append(_condition("Succeeded", "True", "RunSucceeded", message, generation))
-        conds.append(_condition("Failed", "False", "RunSucceeded", message, generation))
+        conds.append(condition("Succeeded", "True", "RunSucceeded", message, generation))
+        conds.append(condition("Failed", "False", "RunSucceeded", message, generation))
     elif phase == "Failed":
         reason = _reason(error, "RunFailed")
         message = str((error or {}).get("message") or "the run failed")
-        conds.append(_condition("Succeeded", "False", reason, message, generation))
-        conds.append(_condition("Failed", "True", reason, message, generation))
+        conds.append(condition("Succeeded", "False", reason, message, generation))
+        conds.append(condition("Failed", "True", reason, message, generation))
     elif phase == "Cancelled":
         message = f"{run} was cancelled"
-        conds.append(_condition("Succeeded", "False", "RunCancelled", message, generation))
-        conds.append(_condition("Failed", "False", "RunCancelled", message, generation))
-        conds.append(_condition("Cancelled", "True", "RunCancelled", message, generation))
+        conds.append(condition("Succeeded", "False", "RunCancelled", message, generation))
+        conds.append(condition("Failed", "False", "RunCancelled", message, generation))
+        conds.append(condition("Cancelled", "True", "RunCancelled", message, generation))
     elif phase == "Pending":
         message = f"{run} waits for a worker to take its workflow code"
-        conds.append(_condition("Succeeded", "Unknown", "Pending", message, generation))
-        conds.append(_condition("Failed", "False", "Pending", "", generation))
+        conds.append(condition("Succeeded", "Unknown", "Pending", message, generation))
+        conds.append(condition("Failed", "False", "Pending", "", generation))
     else:
-        conds.append(_condition("Succeeded", "Unknown", "Running", f"{run} is running", generation))
-        conds.append(_condition("Failed", "False", "Running", "", generation))
+        conds.append(condition("Succeeded", "Unknown", "Running", f"{run} is running", generation))
+        conds.append(condition("Failed", "False", "Running", "", generation))
     ever_broken = [s for s in view.get("sessions", ()) if s.get("breaks") or s.get("reason")]
     broken = [s for s in ever_broken if s.get("state") == "Broken" or not _rebound(s)]
     if broken:
         s = broken[-1]
         message = f"session {s['id']} lost its worker: {s.get('message') or _last_break(s)}"
         reason = _reason({"reason": _last_break(s)}, "SessionBroken")
-        conds.append(_condition("SessionBroken", "True", reason, message, generation))
+        conds.append(condition("SessionBroken", "True", reason, message, generation))
     elif ever_broken:
         s = ever_broken[-1]
         last = _last_break(s)
@@ -255,7 +208,7 @@ def _run_conditions(view: Mapping[str, Any], generation: int | None) -> list[Con
         message = f"session {s['id']} is bound again{where}" + (
             f" (last break: {last})" if last else ""
         )
-        conds.append(_condition("SessionBroken", "False", "SessionRebound", message, generation))
+        conds.append(condition("SessionBroken", "False", "SessionRebound", message, generation))
     return conds
 
 
@@ -343,9 +296,9 @@ def pending_status(
         f"no worker has registered workflow {workflow!r} yet: the run starts as soon as one does",
     )
     conds = [
-        _condition("Accepted", "False", reason, message, generation),
-        _condition("Succeeded", "Unknown", reason, message, generation),
-        _condition("Failed", "False", reason, "", generation),
+        condition("Accepted", "False", reason, message, generation),
+        condition("Succeeded", "Unknown", reason, message, generation),
+        condition("Failed", "False", reason, "", generation),
     ]
     return _outside_engine(
         phase="Pending",
@@ -366,9 +319,9 @@ def rejected_status(
 ) -> Status:
     """A run refused before it started (bad input, bad spec): Failed, saying why."""
     conds = [
-        _condition("Accepted", "False", reason, message, generation),
-        _condition("Succeeded", "False", reason, message, generation),
-        _condition("Failed", "True", reason, message, generation),
+        condition("Accepted", "False", reason, message, generation),
+        condition("Succeeded", "False", reason, message, generation),
+        condition("Failed", "True", reason, message, generation),
     ]
     status = _outside_engine(
         phase="Failed",

@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from tether_operator.k8s.client import ApiError, KubeClient, resource_path
+from tether_operator.k8s.conditions import merge_conditions
 from tether_operator.k8s.mirror import StatusPatch, StatusWriter
 from tether_operator.k8s.naming import pool_name
 from tether_operator.k8s.resources import (
@@ -34,7 +35,6 @@ from tether_operator.k8s.resources import (
     format_duration,
     parse_duration,
 )
-from tether_operator.k8s.status import merge_conditions
 from worker_runtime.protocol import ActivitySpec, RegisterWorkerRequest
 
 __all__ = [
@@ -60,11 +60,15 @@ SpecListener = Callable[[str, str, WorkflowSpec | None], None]
 class WorkflowDirectory:
     """The specs of the Workflows the operator watches, by (namespace, name)."""
 
-    def __init__(self, on_change: Callable[[str, str], None] | None = None) -> None:
+    def __init__(self) -> None:
         self._specs: dict[Key, WorkflowSpec] = {}
         self._generations: dict[Key, int] = {}
-        self._on_change = on_change
+        self._generation_listeners: list[Callable[[str, str], None]] = []
         self._spec_listeners: list[SpecListener] = []
+
+    def on_generation(self, listener: Callable[[str, str], None]) -> None:
+        """Call `listener(namespace, name)` whenever a Workflow's generation changes."""
+        self._generation_listeners.append(listener)
 
     def subscribe(self, listener: SpecListener) -> None:
         """Call `listener(namespace, name, spec)` for every Workflow known now and on every
@@ -92,8 +96,8 @@ class WorkflowDirectory:
         generation = meta.get("generation")
         if isinstance(generation, int) and self._generations.get(key) != generation:
             self._generations[key] = generation
-            if self._on_change is not None:
-                self._on_change(*key)
+            for listener in self._generation_listeners:
+                listener(*key)
 
     def _tell(self, key: Key) -> None:
         spec = self._specs.get(key)
@@ -189,6 +193,7 @@ class WorkflowPublisher:
         self._published: dict[Key, _Published] = {}
         self._creating: dict[Key, asyncio.Task[None]] = {}
         self.writer = StatusWriter(client, self._compute, self._written, self._gone)
+        directory.on_generation(self.spec_changed)
 
     @staticmethod
     def _key(key: str) -> Key:

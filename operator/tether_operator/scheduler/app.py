@@ -18,6 +18,7 @@ from fastapi import Body, FastAPI, Header, Path, Query, Request
 from starlette.responses import Response
 
 from tether_operator.engine import TERMINAL_PHASES, InvalidCommand
+from tether_operator.scheduler import worker_calls
 from tether_operator.scheduler.auth import (
     AuthMiddleware,
     Gate,
@@ -34,8 +35,6 @@ from tether_operator.scheduler.problems import (
 from tether_operator.scheduler.service import (
     SchedulerService,
     run_of_task,
-    runs_of_report,
-    tasks_of_report,
 )
 from worker_runtime.protocol import (
     API_PREFIX,
@@ -95,6 +94,13 @@ def _empty() -> Response:
 
 WorkerId = Annotated[str, Path(min_length=1, max_length=253, description="The worker's id.")]
 RunId = Annotated[str, Path(min_length=1, description="The run's id.")]
+
+
+def _connected(request: Request) -> worker_calls.StillConnected:
+    async def connected() -> bool:
+        return not await request.is_disconnected()
+
+    return connected
 
 
 def create_app(
@@ -200,17 +206,7 @@ def create_app(
         summary="Long-poll for tasks",
     )
     async def poll(request: Request, worker_id: WorkerId, req: PollRequest) -> Response:
-        async def connected() -> bool:
-            return not await request.is_disconnected()
-
-        tasks = await service.poll(
-            worker_id,
-            req.max_tasks,
-            req.wait,
-            incarnation=req.incarnation,
-            still_wanted=connected,
-        )
-        return _json({"tasks": tasks})
+        return _json(await worker_calls.poll(service, worker_id, req, _connected(request)))
 
     @app.post(
         f"{API_PREFIX}/workers/{{worker_id}}/heartbeat",
@@ -234,16 +230,16 @@ def create_app(
     )
     async def report(request: Request, worker_id: WorkerId, req: ReportRequest) -> Response:
         check_payload(request, report_payloads(req))
-        assigned(request, worker_id, tasks_of_report(req))
-        if not service.durable:
-            return _json(service.report(worker_id, req))
-        result = service.report(worker_id, req, piggyback=False)
-        if (written := service.written(runs_of_report(req))) is not None:
-            await written
-        # Taken only now: a task in an answer held back by the write would be neither in
-        # the mailbox nor in the worker's heartbeats, and count as lost.
-        result["tasks"] = service.take_tasks(worker_id, req.max_tasks)
-        return _json(result)
+        answer = await worker_calls.report(
+            service,
+            worker_id,
+            req,
+            check_owner=caller(request) is not None,
+            still_connected=_connected(request),
+        )
+        if answer is None:  # gone while its report was stored: its tasks stay queued
+            return Response(status_code=499)
+        return _json(answer)
 
     @app.post(
         f"{API_PREFIX}/workers/{{worker_id}}/lost",

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from starlette.types import Receive, Scope, Send
 
 from tether_operator.engine import EngineError
+from tether_operator.scheduler import worker_calls
 from tether_operator.scheduler.auth import AuthError, principal_of
 from tether_operator.scheduler.http_protocol import CONNECTED
 from tether_operator.scheduler.problems import (
@@ -30,7 +31,7 @@ from tether_operator.scheduler.problems import (
     payload_problem,
     validation_problem,
 )
-from tether_operator.scheduler.service import SchedulerService, runs_of_report, tasks_of_report
+from tether_operator.scheduler.service import SchedulerService
 from worker_runtime.protocol import API_PREFIX, PollRequest, ReportRequest, WorkerHeartbeat
 
 __all__ = ["WorkerFastPath", "report_payloads"]
@@ -113,31 +114,26 @@ class WorkerFastPath:
         service = self.service
         try:
             if action == "report":
-                report = ReportRequest.model_validate_json(body)
-                check_payload(scope, report_payloads(report))
-                if principal_of(scope) is not None:
-                    service.check_assigned(worker_id, tasks_of_report(report))
-                if service.durable:
-                    result = service.report(worker_id, report, piggyback=False)
-                    if (written := service.written(runs_of_report(report))) is not None:
-                        await written  # acknowledged only once its history is in the store
-                        if not await _still_connected(scope, receive)():
-                            return True  # gone while it waited: its tasks stay queued
-                    # Taken after the wait, so no task hides in a held-back answer.
-                    result["tasks"] = service.take_tasks(worker_id, report.max_tasks)
-                else:
-                    result = service.report(worker_id, report)
-                await _send_json(send, _json_encode(result).encode())
-            elif action == "poll":
-                poll = PollRequest.model_validate_json(body)
-                tasks = await service.poll(
+                req = ReportRequest.model_validate_json(body)
+                check_payload(scope, report_payloads(req))
+                answer = await worker_calls.report(
+                    service,
                     worker_id,
-                    poll.max_tasks,
-                    poll.wait,
-                    incarnation=poll.incarnation,
-                    still_wanted=_still_connected(scope, receive),
+                    req,
+                    check_owner=principal_of(scope) is not None,
+                    still_connected=_still_connected(scope, receive),
                 )
-                await _send_json(send, _json_encode({"tasks": tasks}).encode())
+                if answer is None:
+                    return True  # gone while it waited: its tasks stay queued
+                await _send_json(send, _json_encode(answer).encode())
+            elif action == "poll":
+                polled = await worker_calls.poll(
+                    service,
+                    worker_id,
+                    PollRequest.model_validate_json(body),
+                    _still_connected(scope, receive),
+                )
+                await _send_json(send, _json_encode(polled).encode())
             else:
                 beat = WorkerHeartbeat.model_validate_json(body) if body.strip() else None
                 service.heartbeat(worker_id, beat)

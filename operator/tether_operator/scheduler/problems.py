@@ -31,6 +31,7 @@ from tether_operator.engine import (
     WorkflowNotFound,
 )
 from tether_operator.scheduler.auth import AuthError
+from tether_operator.scheduler.run_starter import RunNotStarted
 from worker_runtime.protocol import MAX_BODY_BYTES, MAX_PAYLOAD_BYTES
 
 __all__ = [
@@ -170,6 +171,10 @@ async def _on_payload_too_large(request: Request, exc: Exception) -> Response:
     return payload_problem(exc)
 
 
+async def _on_run_not_started(request: Request, exc: Exception) -> Response:
+    return problem(504, "RunNotStarted", str(exc))
+
+
 async def _on_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     try:
@@ -188,6 +193,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(EngineError, _on_engine_error)
     app.add_exception_handler(PayloadTooLarge, _on_payload_too_large)
     app.add_exception_handler(AuthError, _on_auth_error)
+    app.add_exception_handler(RunNotStarted, _on_run_not_started)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
 
 

@@ -25,10 +25,12 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from typing import Any, TypedDict, assert_never
 
 from tether_operator.engine import (
+    TERMINAL_PHASES,
+    Demand,
     Engine,
     EngineConfig,
     EngineError,
@@ -40,10 +42,12 @@ from tether_operator.scheduler.auth import Forbidden
 from tether_operator.scheduler.history_writer import HistoryWriter
 from tether_operator.scheduler.inputs import InputCatalog
 from tether_operator.scheduler.mailboxes import Mailbox
+from tether_operator.scheduler.run_starter import RunStarter
 from tether_operator.scheduler.store import InMemoryRunStore, RunStore, fill_namespace
 from tether_operator.scheduler.timers import DeadlineTimer
 from tether_types.commands import command_from_wire
 from tether_types.notices import Notice
+from tether_types.views import WorkerFacts
 from worker_runtime.protocol import (
     ActivityCompletion,
     ActivityHeartbeat,
@@ -161,6 +165,8 @@ class SchedulerService:
         self._incarnations: dict[str, str] = {}
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._subscribers: list[NoticeSubscriber] = []
+        self._registration_listeners: list[Callable[[RegisterWorkerRequest], None]] = []
+        self._starter: RunStarter | None = None
         self._timer = DeadlineTimer(self._on_deadline, clock)
         self._started = False
         self._stopping = False
@@ -228,6 +234,15 @@ class SchedulerService:
                 self._subscribers.remove(callback)
 
         return unsubscribe
+
+    def on_registration(self, listener: Callable[[RegisterWorkerRequest], None]) -> None:
+        """Call `listener` with every worker registration the engine accepted."""
+        self._registration_listeners.append(listener)
+
+    def use_run_starter(self, starter: RunStarter) -> None:
+        """Start the runs clients ask for with `starter`, and find the runs the engine
+        does not hold through it (the operator's WorkflowRuns)."""
+        self._starter = starter
 
     # ------------------------------------------------------------------ effects
 
@@ -376,6 +391,11 @@ class SchedulerService:
         self.inputs.register(req)
         self._incarnations[wid] = req.incarnation
         self._mailboxes.setdefault(wid, Mailbox())
+        for listener in tuple(self._registration_listeners):
+            try:
+                listener(req)
+            except Exception:
+                logger.exception("registration listener %r failed", listener)
         return {
             "worker_id": wid,
             "heartbeat_interval": self.engine_config.worker_heartbeat_interval,
@@ -559,12 +579,11 @@ class SchedulerService:
         Called before anything of the request is applied, so a refused report changes
         nothing. A task that is unknown or ended is left to the engine (it ignores it).
         """
-        tasks = self.engine.state.tasks
         for task_id in task_ids:
-            task = tasks.get(task_id)
-            if task is not None and task.worker_id is not None and task.worker_id != worker_id:
+            holder = self.engine.task_worker(task_id)
+            if holder is not None and holder != worker_id:
                 raise Forbidden(
-                    f"task {task_id!r} was dispatched to worker {task.worker_id!r}, not to "
+                    f"task {task_id!r} was dispatched to worker {holder!r}, not to "
                     f"{worker_id!r}: a worker may only report the tasks it was sent",
                     field="task_id",
                 )
@@ -625,14 +644,29 @@ class SchedulerService:
     def list_runs(self) -> list[dict[str, Any]]:
         return self.engine.list_runs()
 
+    def _holds(self, run_id: str) -> bool:
+        return run_id in self.engine.runs or run_id in self._finished
+
     async def find_run(self, run_id: str) -> dict[str, Any]:
-        """`get_run` for the HTTP API; on Kubernetes it also finds the runs the engine
-        does not hold (`OperatorService`)."""
-        return self.get_run(run_id)
+        """`get_run` for the HTTP API, and a run the engine does not hold from the run
+        starter (on Kubernetes: one waiting for its workflow, refused, or forgotten,
+        from its WorkflowRun, as kubectl shows it)."""
+        if self._holds(run_id) or self._starter is None:
+            return self.get_run(run_id)
+        view = await self._starter.view(run_id)
+        if view is None:
+            return self.get_run(run_id)  # RunNotFound
+        return view
 
     async def find_runs(self) -> list[dict[str, Any]]:
-        """`list_runs` for the HTTP API; on Kubernetes every WorkflowRun's."""
-        return self.list_runs()
+        """`list_runs` for the HTTP API, with the forgotten runs and the run starter's."""
+        held = self.list_runs()
+        if self._starter is None:
+            return held
+        known = {v["run_id"] for v in held} | set(self._finished)
+        finished = [v for r, v in self._finished.items() if r not in self.engine.runs]
+        others = [v for v in await self._starter.views() if v["run_id"] not in known]
+        return sorted([*held, *finished, *others], key=lambda v: v["created_at"])
 
     def history(self, run_id: str) -> list[dict[str, Any]]:
         return self.engine.history(run_id)
@@ -654,8 +688,10 @@ class SchedulerService:
         self, req: StartRunRequest, namespace: str | None = None
     ) -> dict[str, Any]:
         """Start the run a client asked for (`POST /v1/runs`) in `namespace` (None: the
-        scheduler's own); its view once its first history is stored. The operator
-        overrides it (the run becomes a WorkflowRun of the run id's namespace)."""
+        scheduler's own); its view once its first history is stored. With a run
+        starter, the starter starts it (on Kubernetes the run id names its namespace)."""
+        if self._starter is not None:
+            return await self._starter.start(req)
         view = self.start_run(req, namespace)
         if (written := self.written([view["run_id"]])) is not None:
             await written
@@ -679,16 +715,56 @@ class SchedulerService:
         """Forget the final view `forget_run` kept (the run's object was deleted)."""
         self._finished.pop(run_id, None)
 
+    def holds_run(self, run_id: str) -> bool:
+        """True if the engine holds run `run_id` (running, or ended and not forgotten)."""
+        return run_id in self.engine.runs
+
+    def worker(self, worker_id: str) -> WorkerFacts | None:
+        """What the engine knows of worker `worker_id` (None: never registered)."""
+        return self.engine.worker_facts(worker_id)
+
+    def worker_facts(self) -> list[WorkerFacts]:
+        """Every worker the engine knows, lost ones included."""
+        return [w.facts() for w in self.engine.workers.values()]
+
+    def demand(self) -> dict[str, Demand]:
+        """Per worker pool: work waiting for a worker, and each live worker's load."""
+        return self.engine.demand()
+
+    def require_registered(self, workflow: str, namespace: str) -> None:
+        """Raise WorkflowNotFound unless a worker of `namespace` registered `workflow`."""
+        self.engine.require_registered(workflow, namespace)
+
+    def set_retry_defaults(
+        self, namespace: str, workflow: str, policy: Mapping[str, Any] | None
+    ) -> None:
+        """The retry fields `workflow`'s activities take where their code sets none."""
+        self.engine.set_retry_defaults(namespace, workflow, policy)
+
     def is_terminal(self, run_id: str) -> bool:
         return self.engine.is_terminal(run_id)
 
     async def wait_run(self, run_id: str, timeout: float) -> dict[str, Any]:  # noqa: ASYNC109
-        """The run's view once it is terminal, or its current view after `timeout` s."""
+        """The run's view once it is terminal, or its current view after `timeout` s.
+
+        A run only the run starter knows (waiting for its workflow) is looked at every
+        half second until it starts (then waited on as any other), ends, or `timeout`
+        passes."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self._holds(run_id) and self._starter is not None:
+            view = await self._starter.view(run_id)
+            if view is None:
+                break  # RunNotFound below
+            remaining = deadline - loop.time()
+            if view["phase"] in TERMINAL_PHASES or remaining <= 0:
+                return view
+            await asyncio.sleep(min(0.5, remaining))
+        timeout = max(0.0, deadline - loop.time())
         if run_id in self._finished and run_id not in self.engine.runs:
             return self._finished[run_id]
         if self.engine.is_terminal(run_id) or timeout <= 0 or self._stopping:
             return self.engine.run_view(run_id)
-        loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         waiters = self._waiters.setdefault(run_id, [])
         waiters.append(fut)

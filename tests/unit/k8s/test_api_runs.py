@@ -11,8 +11,8 @@ import pytest
 from tether_operator.engine import InvalidCommand, RunNotFound
 from tether_operator.k8s.api_runs import ApiRunStarter, workflow_run_for
 from tether_operator.k8s.client import KubeClient, KubeConfig
-from tether_operator.k8s.operator import OperatorService
 from tether_operator.k8s.status import view_of_object
+from tether_operator.scheduler import SchedulerService
 from worker_runtime.protocol import RunView, StartRunRequest
 
 
@@ -125,8 +125,8 @@ async def test_the_operator_api_finds_waiting_and_refused_runs() -> None:
         return httpx.Response(404, json={"kind": "Status", "reason": "NotFound"})
 
     client = KubeClient(KubeConfig(server="http://api"), transport=httpx.MockTransport(api))
-    service = OperatorService(namespace="tether-system")
-    service.run_starter = ApiRunStarter(client, None, "tether-system", ["team"])  # type: ignore[arg-type]
+    service = SchedulerService(namespace="tether-system")
+    service.use_run_starter(ApiRunStarter(client, None, "tether-system", ["team"]))  # type: ignore[arg-type]
     try:
         assert (await service.find_run("team.typo"))["phase"] == "Failed"
         assert (await service.wait_run("team.typo", 5))["error"]["reason"] == "InvalidInput"

@@ -15,13 +15,15 @@ from typing import Any
 import httpx
 import pytest
 
-from tether_operator.engine import RunNotFound
+from tether_operator.engine import InvalidCommand, RunNotFound
+from tether_operator.k8s.api_runs import ApiRunStarter
 from tether_operator.k8s.client import KubeClient, KubeConfig
 from tether_operator.k8s.events import EventRecorder
 from tether_operator.k8s.mirror import MarkingStore
 from tether_operator.k8s.operator import _prune_orphans
 from tether_operator.k8s.runs import MAX_INPUT_BYTES, RunController, RunObject
 from tether_operator.k8s.workflows import WorkflowDirectory
+from tether_operator.scheduler.run_starter import RunNotStarted
 from tether_operator.scheduler.service import SchedulerService
 from tether_operator.scheduler.store import InMemoryRunStore
 from worker_runtime.protocol import (
@@ -48,6 +50,8 @@ class ApiServer:
             if found is None:
                 return httpx.Response(404, json={"kind": "Status", "reason": "NotFound"})
             return httpx.Response(200, json=found)
+        if request.method == "POST" and request.url.path.endswith("/workflowruns"):
+            body["metadata"]["uid"] = f"uid-{body['metadata']['name']}"  # as created
         return httpx.Response(200, json=body or {})
 
     def status_patches(self, name: str) -> list[dict[str, Any]]:
@@ -72,13 +76,11 @@ async def s() -> AsyncIterator[Setup]:
     """A controller over a real service; `s.api` records what reached the API server."""
     api = ApiServer()
     client = KubeClient(KubeConfig(server="http://api"), transport=httpx.MockTransport(api.handle))
-    holder: list[RunController] = []
-    store = MarkingStore(InMemoryRunStore(), lambda run_id: holder[0].mark(run_id))
+    store = MarkingStore(InMemoryRunStore())
     service = SchedulerService(store=store, namespace="ns")
     directory = WorkflowDirectory()
     events = EventRecorder(client)
     runs = RunController(service, store, client, events, directory)
-    holder.append(runs)
     service.subscribe(runs.on_notice)
     await service.start()
     runs.status.start()
@@ -368,12 +370,10 @@ class GatedStore(InMemoryRunStore):
 async def test_a_terminal_phase_is_shown_only_once_it_is_stored() -> None:
     api = ApiServer()
     client = KubeClient(KubeConfig(server="http://api"), transport=httpx.MockTransport(api.handle))
-    holder: list[RunController] = []
     inner = GatedStore()
-    store = MarkingStore(inner, lambda run_id: holder[0].mark(run_id))
+    store = MarkingStore(inner)
     service = SchedulerService(store=store)
     runs = RunController(service, store, client, EventRecorder(client), WorkflowDirectory())
-    holder.append(runs)
     await service.start()
     runs.status.start()
     s = Setup(service, runs, WorkflowDirectory(), api, store)
@@ -474,3 +474,34 @@ async def test_a_workflow_the_watch_has_not_delivered_yet_is_read_not_denied(s: 
     await settle(s)
     why = accepted(s)
     assert why["reason"] == "WorkflowNotRegistered", why
+
+
+async def test_a_run_started_over_http_answers_once_its_workflow_run_started(s: Setup) -> None:
+    """`POST /v1/runs` on Kubernetes creates the WorkflowRun and answers when the
+    controller started it: woken by the start, not by polling."""
+    register(s.service)
+    starter = ApiRunStarter(s.runs.client, s.runs, "ns", timeout=5)
+    start = asyncio.create_task(starter.start(StartRunRequest(workflow="w", run_id="ns.r")))
+    await asyncio.sleep(0.05)
+    assert not start.done(), "no answer before the watch delivers the WorkflowRun"
+    await s.runs.on_event(run_event())
+    view = await asyncio.wait_for(start, 1)
+    assert (view["run_id"], view["phase"]) == ("ns.r", "Running")
+
+
+async def test_a_run_refused_by_the_controller_is_refused_over_http(s: Setup) -> None:
+    register(s.service)
+    starter = ApiRunStarter(s.runs.client, s.runs, "ns", timeout=5)
+    start = asyncio.create_task(starter.start(StartRunRequest(workflow="w", run_id="ns.r")))
+    await asyncio.sleep(0.05)
+    await s.runs.on_event(run_event(sticky="SOFT", scheduleTimeout="5m"))
+    with pytest.raises(InvalidCommand, match="was refused"):
+        await asyncio.wait_for(start, 1)
+
+
+async def test_a_workflow_run_that_never_starts_is_a_timeout_naming_it(s: Setup) -> None:
+    register(s.service)
+    starter = ApiRunStarter(s.runs.client, s.runs, "ns", timeout=0.2)
+    with pytest.raises(RunNotStarted, match=r"kubectl describe wfr -n ns r.*run id is ns\.r"):
+        await starter.start(StartRunRequest(workflow="w", run_id="ns.r"))
+    assert s.runs._settling == {}

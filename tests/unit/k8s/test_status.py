@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from tether_operator.k8s.conditions import merge_conditions, rfc3339
 from tether_operator.k8s.resources import WorkflowRunStatus
 from tether_operator.k8s.status import (
     INLINE_RESULT_BYTES,
-    merge_conditions,
     pending_status,
     rejected_status,
     result_too_large,
-    rfc3339,
     run_status,
     select_activities,
 )
