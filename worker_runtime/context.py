@@ -12,12 +12,12 @@ import time
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from random import Random
+from typing import Any, Protocol
+from uuid import UUID
 
 from .errors import ActivityCancelledError, TetherError
-
-if TYPE_CHECKING:
-    from .workflow_instance import WorkflowInstance
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,61 @@ class ActivityInfo:
     cold_start: bool
     heartbeat_details: Any = None
     local: bool = False
+
+
+@dataclass(frozen=True)
+class WorkflowInfo:
+    """What workflow code knows about its run (``workflow.info()``)."""
+
+    run_id: str
+    workflow: str
+    attempt: int
+    worker_id: str
+    pod: str
+    node: str
+    session: str | None
+    is_replaying: bool
+    parent_run_id: str | None
+    cold_start: bool = True
+    """First workflow task of this run on this worker (a first run, or a replay that
+    moved here): nothing this run cached in the worker's memory is there."""
+
+
+class WorkflowHandle(Protocol):
+    """What the SDK's functions ask of the workflow instance the current code runs in
+    (`workflow_instance.WorkflowInstance`)."""
+
+    @property
+    def session_id(self) -> str | None:
+        """The innermost session scope's id, else the run's own session's."""
+        ...
+
+    @property
+    def random(self) -> Random: ...
+
+    def info(self) -> WorkflowInfo: ...
+
+    def now(self) -> datetime: ...
+
+    def uuid4(self) -> UUID: ...
+
+    async def schedule_activity(
+        self, defn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any: ...
+
+    async def run_local_activity(
+        self, defn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any: ...
+
+    def open_session(self, strategy: Any) -> str: ...
+
+    def close_session(self, session_id: str) -> None: ...
+
+    async def start_child(
+        self, workflow: str, input: Any, *, sticky: bool, session_id: str | None
+    ) -> Any: ...
+
+    async def start_timer(self, seconds: float) -> None: ...
 
 
 class ActivityContext:
@@ -120,7 +175,7 @@ class ActivityContext:
 current_activity: ContextVar[ActivityContext | None] = ContextVar("tether_activity", default=None)
 """The activity attempt the current code runs in, if any."""
 
-current_workflow: ContextVar[WorkflowInstance | None] = ContextVar("tether_workflow", default=None)
+current_workflow: ContextVar[WorkflowHandle | None] = ContextVar("tether_workflow", default=None)
 """The workflow instance the current code runs in, if any."""
 
 current_session: ContextVar[str | None] = ContextVar("tether_session", default=None)
@@ -130,7 +185,7 @@ local_activities: ContextVar[bool] = ContextVar("tether_local_activities", defau
 """True inside ``with run_activities_locally():``."""
 
 
-def require_workflow(what: str) -> WorkflowInstance:
+def require_workflow(what: str) -> WorkflowHandle:
     """The current workflow instance, or a clear error naming ``what`` was called outside one."""
     instance = current_workflow.get()
     if instance is None:

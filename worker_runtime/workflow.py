@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from random import Random
 from typing import Any, TypeVar, overload
 
-from .context import current_session, require_workflow
+from .context import WorkflowInfo, require_workflow
 from .errors import StickyChildError
 from .protocol import WorkflowSpec
 from .schemas import parameters_schema
@@ -64,24 +64,6 @@ class WorkflowDefinition:
             sticky=self.sticky.value if self.sticky else None,
             input_schema=self.input_schema(),
         )
-
-
-@dataclass(frozen=True)
-class WorkflowInfo:
-    """What workflow code knows about its run (``workflow.info()``)."""
-
-    run_id: str
-    workflow: str
-    attempt: int
-    worker_id: str
-    pod: str
-    node: str
-    session: str | None
-    is_replaying: bool
-    parent_run_id: str | None
-    cold_start: bool = True
-    """First workflow task of this run on this worker (a first run, or a replay that
-    moved here): nothing this run cached in the worker's memory is there."""
 
 
 def entrypoint(fn: F) -> F:
@@ -168,7 +150,7 @@ async def execute_child(workflow: type[Any] | str, input: Any = None, sticky: bo
                 f"declare it with @workflow.define(name={name!r}, sticky=StickyStrategy.SOFT) "
                 f"(or HARD)"
             )
-    session_id = current_session.get() or instance.task.session_id
+    session_id = instance.session_id
     return await instance.start_child(name, input, sticky=sticky, session_id=session_id)
 
 

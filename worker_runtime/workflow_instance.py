@@ -39,6 +39,7 @@ from . import workflow_guard
 from .context import (
     ActivityContext,
     ActivityInfo,
+    WorkflowInfo,
     current_activity,
     current_session,
     current_workflow,
@@ -55,7 +56,7 @@ from .protocol import (
     WorkflowTask,
 )
 from .schemas import bind_input
-from .workflow import WorkflowDefinition, WorkflowInfo
+from .workflow import WorkflowDefinition
 from .workflow_loop import WorkflowLoop
 
 if TYPE_CHECKING:
@@ -337,6 +338,11 @@ class WorkflowInstance:
 
     # ------------------------------------------------------------------ queries
 
+    @property
+    def session_id(self) -> str | None:
+        """The innermost session scope's id, else the run's own session's."""
+        return current_session.get() or self.task.session_id
+
     def info(self) -> WorkflowInfo:
         """``workflow.info()`` for this run."""
         return WorkflowInfo(
@@ -346,7 +352,7 @@ class WorkflowInstance:
             worker_id=self.worker_id,
             pod=self.pod,
             node=self.node,
-            session=current_session.get() or self.task.session_id,
+            session=self.session_id,
             is_replaying=self._seq < self._max_recorded,
             parent_run_id=self.task.parent_run_id,
             cold_start=not any(
@@ -454,7 +460,7 @@ class WorkflowInstance:
     ) -> Any:
         """Run ``defn`` as a remote activity and return its result (ActivityError on failure)."""
         check_input(defn.name, args, kwargs)
-        session_id = current_session.get() or self.task.session_id
+        session_id = self.session_id
         if session_id is None and defn.options.sticky_to_worker:
             session_id = self._open_default_session()
         seq = self._next_seq()

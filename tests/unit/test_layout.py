@@ -5,6 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import grimp
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 REACH = re.compile(r"\.engine\.(?!\w+\()|\bengine\.state\b")
 """An attribute of `<service>.engine` read without a call (its state), or its `state`."""
@@ -24,3 +27,19 @@ def test_only_the_scheduler_holds_the_engine() -> None:
                 ):
                     offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert not offenders, "\n".join(offenders)
+
+
+@pytest.mark.parametrize("package", ["tether_types", "tether_operator", "worker_runtime"])
+def test_no_module_imports_itself_back(package: str) -> None:
+    """No import circles, type-checking imports included: each module can be read
+    knowing only what it imports."""
+    graph = grimp.build_graph(package)
+    circles = sorted(
+        {
+            tuple(sorted((a, b)))
+            for a in graph.modules
+            for b in graph.find_modules_directly_imported_by(a)
+            if graph.chain_exists(importer=b, imported=a)
+        }
+    )
+    assert not circles, circles

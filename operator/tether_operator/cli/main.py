@@ -332,9 +332,10 @@ def _operator(args: argparse.Namespace) -> int:
     import logging
 
     from tether_operator.k8s.client import KubeConfigError
+    from tether_operator.k8s.context import OperatorSettings
     from tether_operator.k8s.fencing import Fenced
     from tether_operator.k8s.leader import LeadershipLost
-    from tether_operator.k8s.operator import OperatorSettings, run_operator
+    from tether_operator.k8s.operator import run_operator
 
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"

@@ -16,17 +16,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import kopf
 
 from tether_operator.engine import EngineError
+from tether_operator.k8s.context import OperatorContext
 from tether_operator.scheduler import SchedulerService
 from tether_types.views import WorkerFacts
 from tether_types.wire import is_permanent_loss
-
-if TYPE_CHECKING:  # operator.py imports this module to plug the watch in
-    from tether_operator.k8s.operator import OperatorContext
 
 __all__ = ["NodeWatch", "node_trouble", "register_handlers", "setup"]
 

@@ -29,12 +29,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any
 
 import kopf
 from fastapi.responses import JSONResponse
@@ -44,6 +42,7 @@ from tether_operator.k8s import nodes, pools
 from tether_operator.k8s.api_runs import ApiRunStarter
 from tether_operator.k8s.auth import KubernetesAuthenticator, run_namespace
 from tether_operator.k8s.client import KubeClient, load_config, resource_path
+from tether_operator.k8s.context import OperatorContext, OperatorSettings, Setup
 from tether_operator.k8s.events import EventRecorder, ObjectRef
 from tether_operator.k8s.fencing import Fence, Fenced
 from tether_operator.k8s.leader import (
@@ -78,91 +77,9 @@ WORKER_HEARTBEAT_TIMEOUT_SECONDS = 3.0
 through a Service on busy nodes, and a pod that is deleted, evicted or loses its node
 is seen at once by the pod watch, not by this timeout."""
 
-__all__ = [
-    "CONTROLLERS",
-    "OperatorContext",
-    "OperatorSettings",
-    "run_operator",
-]
+__all__ = ["CONTROLLERS", "run_operator"]
 
 logger = logging.getLogger("tether.operator")
-
-StoreKind = Literal["kubernetes", "memory"]
-AuthKind = Literal["tokenreview", "none"]
-AUTH_KINDS: tuple[AuthKind, ...] = ("tokenreview", "none")
-
-
-def _env_auth() -> AuthKind:
-    value = os.environ.get("TETHER_AUTH", "") or "tokenreview"
-    for kind in AUTH_KINDS:
-        if value == kind:
-            return kind
-    raise ValueError(f"TETHER_AUTH={value!r}: use one of {', '.join(AUTH_KINDS)}")
-
-
-def _env_list(name: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in os.environ.get(name, "").split(",") if part.strip())
-
-
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-@dataclass
-class OperatorSettings:
-    """How the operator runs (flags of `tether operator`, else the environment)."""
-
-    host: str = "0.0.0.0"
-    """Address the scheduler's HTTP API listens on."""
-    port: int = 7233
-    """Port of the scheduler's HTTP API (the Service port)."""
-    namespaces: tuple[str, ...] = field(
-        default_factory=lambda: _env_list("TETHER_WATCH_NAMESPACES")
-    )
-    """Namespaces to watch (TETHER_WATCH_NAMESPACES); empty: every namespace."""
-    scheduler_url: str = field(default_factory=lambda: os.environ.get("TETHER_SCHEDULER_URL", ""))
-    """The URL workers reach the scheduler at (TETHER_SCHEDULER_URL)."""
-    operator_namespace: str = field(
-        default_factory=lambda: os.environ.get("TETHER_OPERATOR_NAMESPACE", "")
-    )
-    """The operator's own namespace (TETHER_OPERATOR_NAMESPACE); empty: the config's."""
-    pod_name: str = field(default_factory=lambda: os.environ.get("TETHER_POD_NAME", ""))
-    """The operator's pod (TETHER_POD_NAME), named in the Events it writes."""
-    store: StoreKind = "kubernetes"
-    """Where run history lives: `kubernetes` (durable) or `memory` (lost on exit)."""
-    auth: AuthKind = field(default_factory=_env_auth)
-    """Who may call the scheduler (TETHER_AUTH): `tokenreview` checks every request's
-    bearer token with the API server (TokenReview, SubjectAccessReview); `none` serves
-    anyone who reaches the port (host-process tests)."""
-    leader_elect: bool = field(default_factory=lambda: _env_flag("TETHER_LEADER_ELECT"))
-    """Wait for the Lease before doing anything (TETHER_LEADER_ELECT); off: this
-    process assumes it is the only operator (host-process tests, one replica)."""
-    lease_name: str = field(default_factory=lambda: os.environ.get("TETHER_LEASE_NAME", "tether"))
-    """The Lease of leader election (TETHER_LEASE_NAME), in the operator's namespace."""
-
-
-@dataclass
-class OperatorContext:
-    """What a controller's `setup(registry, context)` is handed."""
-
-    settings: OperatorSettings
-    client: KubeClient
-    service: SchedulerService
-    events: EventRecorder
-    waiting: Callable[[], Mapping[str, int]] = dict
-    """Runs not in the engine yet that wait for a worker, per pool id (autoscaling)."""
-    pool_health: PoolHealth = field(default_factory=PoolHealth)
-    """What the pool controller sees of each pool, for the runs waiting on one."""
-    background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-    """Coroutines run beside the HTTP server for the operator's lifetime."""
-
-    def spawn(self, work: Callable[[], Awaitable[None]]) -> None:
-        """Run `work()` for as long as the operator runs (it stops the operator if it ends)."""
-        self.background.append(work)
-
-
-Setup = Callable[[kopf.OperatorRegistry, OperatorContext], object]
-
 
 CONTROLLERS: list[Setup] = [pools.setup, nodes.setup]
 """Controllers set up beside the WorkflowRun and Workflow handlers."""

@@ -50,7 +50,7 @@ import re
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import kopf
 from pydantic import ValidationError
@@ -58,6 +58,7 @@ from pydantic import ValidationError
 from tether_operator.engine import Demand, EngineError
 from tether_operator.k8s.client import ApiError, KubeClient, resource_path
 from tether_operator.k8s.conditions import condition, merge_conditions, rfc3339
+from tether_operator.k8s.context import OperatorContext
 from tether_operator.k8s.events import EventRecorder, ObjectRef
 from tether_operator.k8s.naming import pool_id_for
 from tether_operator.k8s.pods import (
@@ -92,9 +93,6 @@ from tether_operator.scheduler import SchedulerService
 from tether_types.notices import Notice
 from tether_types.wire import is_permanent_loss
 from worker_runtime.protocol import RegisterWorkerRequest
-
-if TYPE_CHECKING:  # operator.py imports this module to plug the controller in
-    from tether_operator.k8s.operator import OperatorContext
 
 __all__ = ["PoolController", "register_handlers", "setup"]
 
