@@ -39,14 +39,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.kube import Helm, HelmError, Kube, Obj, install_crds
+from tests.e2e.kube import PREFIX, Helm, HelmError, Kube, Obj, install_crds
 from tether_operator.k8s.client import KubeClient, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 HACK_CLUSTER = REPO / "hack" / "cluster"
 CHART = REPO / "charts" / "tether"
 IMAGE = os.environ.get("TETHER_IMAGE", "tether:dev")
-PREFIX = os.environ.get("TETHER_E2E_PREFIX", "e2e")
 RELEASE = os.environ.get("TETHER_E2E_RELEASE", "tether")
 RELEASE_NAMESPACE = os.environ.get("TETHER_E2E_RELEASE_NAMESPACE", "tether-system")
 HELM_ARGS = os.environ.get("TETHER_E2E_HELM_ARGS", "").split()
@@ -120,6 +119,15 @@ async def client(kube: Kube, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[K
     api = KubeClient(load_config())
     yield api
     await api.aclose()
+
+
+@pytest.fixture
+def scratch(kube: Kube, crds: list[str], request: pytest.FixtureRequest) -> Iterator[Kube]:
+    """A namespace of one test's own, named after it, with the CRDs installed; deleted
+    (without waiting) after the test."""
+    stem = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:24].strip("-")
+    with kube.scratch_namespace(f"{PREFIX}-{stem}-{uuid.uuid4().hex[:5]}") as scoped:
+        yield scoped
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-API_VERSION = "tether.dev/v1alpha1"
+from tests.e2e.kube import API_VERSION
+
 CONTAINER = {"name": "worker", "image": "tether:dev"}
 TEMPLATE = {"spec": {"containers": [CONTAINER]}}
 

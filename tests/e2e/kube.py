@@ -8,6 +8,7 @@ client library's model of it.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -19,6 +20,12 @@ from typing import Any
 import yaml
 
 Obj = dict[str, Any]
+
+API_VERSION = "tether.dev/v1alpha1"
+"""The group and version of Tether's resources, as DESIGN.md names them."""
+
+PREFIX = os.environ.get("TETHER_E2E_PREFIX", "e2e")
+"""The first word of every namespace the e2e tests make (`TETHER_E2E_PREFIX`)."""
 
 
 class KubectlError(RuntimeError):

@@ -23,12 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.kube import Kube, Obj, eventually
+from tests.e2e.kube import API_VERSION, PREFIX, Kube, Obj, eventually
 
 REPO = Path(__file__).resolve().parents[2]
 TESTDATA = Path(__file__).parent / "testdata"
-API_VERSION = "tether.dev/v1alpha1"
-NAMESPACE_PREFIX = os.environ.get("TETHER_E2E_NAMESPACE_PREFIX", "e2e")
 """Namespaces the operator tests create start with this (a shared cluster: pick yours)."""
 
 
@@ -209,7 +207,7 @@ class OperatorEnv:
 @contextmanager
 def operator_env(kube: Kube, tmp_path: Path) -> Iterator[OperatorEnv]:
     """A fresh namespace with an operator watching it; everything stopped on exit."""
-    name = f"{NAMESPACE_PREFIX}-op-{uuid.uuid4().hex[:8]}"
+    name = f"{PREFIX}-op-{uuid.uuid4().hex[:8]}"
     with kube.scratch_namespace(name) as ns:
         operator = Operator(kube, name, tmp_path)
         workers = Workers(operator, tmp_path)

@@ -22,6 +22,7 @@ import pytest
 from tests.e2e.conftest import IMAGE, PREFIX, Install
 from tests.e2e.kube import Kube, Obj, eventually, running_and_ready
 from tests.e2e.operator_env import workflow_run
+from tests.e2e.testdata_pools import script_pool
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -111,43 +112,10 @@ def token_of(ns: Kube, account: str, *, audience: str | None = AUDIENCE) -> str:
     return ns.run(*args).strip()
 
 
-def pool_objects() -> list[Obj | str]:
-    worker = {
-        "name": "worker",
-        "image": IMAGE,
-        "imagePullPolicy": "IfNotPresent",
-        "command": ["python", "-m", "worker_runtime", "/workflows/flows.py"],
-        "resources": {"requests": {"cpu": "20m", "memory": "64Mi"}},
-        "volumeMounts": [{"name": "flows", "mountPath": "/workflows"}],
-    }
-    return [
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": "auth-flows"},
-            "data": {"flows.py": FLOWS},
-        },
-        {
-            "apiVersion": "tether.dev/v1alpha1",
-            "kind": "WorkerPool",
-            "metadata": {"name": POOL},
-            "spec": {
-                "replicas": 2,
-                "template": {
-                    "spec": {
-                        "containers": [worker],
-                        "volumes": [{"name": "flows", "configMap": {"name": "auth-flows"}}],
-                    }
-                },
-            },
-        },
-        {
-            "apiVersion": "tether.dev/v1alpha1",
-            "kind": "Workflow",
-            "metadata": {"name": "auth-hold"},
-            "spec": {"workerPool": POOL},
-        },
-    ]
+def pool_objects() -> list[Obj]:
+    return script_pool(
+        POOL, "flows.py", source=FLOWS, workflow="auth-hold", configmap="auth-flows", replicas=2
+    )
 
 
 @dataclass(frozen=True)

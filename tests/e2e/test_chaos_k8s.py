@@ -35,10 +35,10 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import Install
-from tests.e2e.kube import Kube, KubectlError, Obj, eventually, running_and_ready
+from tests.e2e.kube import API_VERSION, Kube, KubectlError, Obj, eventually, running_and_ready
 from tests.e2e.leadership import await_new_leader, crash, holder, leader
 from tests.e2e.nodes import NodePower
-from tests.e2e.testdata_pools import API_VERSION, script_pool
+from tests.e2e.testdata_pools import script_pool
 from tether_operator.k8s.client import KubeClient, load_config
 from tether_operator.k8s.naming import run_id_for
 from tether_operator.k8s.store import KubernetesRunStore

@@ -13,7 +13,7 @@ import pytest
 from tests.e2e.conftest import Install
 from tests.e2e.kube import Kube, eventually, running_and_ready
 from tests.e2e.leadership import leader
-from tests.e2e.testdata_pools import API_VERSION, script_pool, start_steps
+from tests.e2e.testdata_pools import script_pool, start_steps
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -38,13 +38,7 @@ def test_the_cli_reaches_the_leader_through_the_kubeconfig_and_follows_it(
     tether: Install, kube: Kube
 ) -> None:
     ns = tether.workloads["runs"]
-    objects = script_pool(POOL, "sticky_steps.py")
-    objects[1]["spec"]["template"]["spec"]["containers"][0]["env"].append(
-        {"name": "TETHER_E2E_WORKFLOW", "value": POOL}
-    )
-    workflow = {"apiVersion": API_VERSION, "kind": "Workflow", "metadata": {"name": POOL},
-                "spec": {"workerPool": POOL}}  # fmt: skip
-    ns.apply(*objects, workflow)
+    ns.apply(*script_pool(POOL, "sticky_steps.py", workflow=POOL))
     eventually(
         lambda: any(running_and_ready(p) for p in ns.pods(f"tether.dev/pool={POOL}")),
         timeout=120,

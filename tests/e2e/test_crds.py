@@ -15,9 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.kube import Kube, KubectlError, Obj, eventually
+from tests.e2e.kube import API_VERSION, Kube, KubectlError, Obj, eventually
 
-API_VERSION = "tether.dev/v1alpha1"
 TEMPLATE = {"spec": {"containers": [{"name": "worker", "image": "tether:dev"}]}}
 
 

@@ -11,12 +11,11 @@ import pytest
 import yaml
 
 from tests.e2e.conftest import Install
-from tests.e2e.kube import Kube, Obj, eventually, running_and_ready
+from tests.e2e.kube import API_VERSION, Kube, Obj, eventually, running_and_ready
 from tests.e2e.testdata_pools import script_pool
 
 pytestmark = pytest.mark.timeout(600)
 
-API_VERSION = "tether.dev/v1alpha1"
 POOL = "flaky"
 
 

@@ -18,20 +18,17 @@ import json
 import os
 import re
 import time
-import uuid
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bench.store_bench import activity
-from tests.e2e.conftest import IMAGE, Install
-from tests.e2e.kube import Kube, KubectlError, eventually, running_and_ready
+from tests.e2e.conftest import Install
+from tests.e2e.kube import API_VERSION, Kube, KubectlError, eventually, running_and_ready
 from tests.e2e.leadership import await_new_leader, crash, holder, leader
-from tests.e2e.testdata_pools import start_steps
+from tests.e2e.testdata_pools import script_pool, start_steps
 from tether_operator.k8s.client import KubeClient, resource_path
 from tether_operator.k8s.fencing import EPOCH_ANNOTATION, SEALED_ANNOTATION, Fence, Fenced
 from tether_operator.k8s.leader import LeaderElector, LeaseSettings
@@ -40,17 +37,15 @@ from tether_operator.k8s.store import KubernetesRunStore
 
 pytestmark = pytest.mark.timeout(600)
 
-API_VERSION = "tether.dev/v1alpha1"
-PREFIX = os.environ.get("TETHER_E2E_NAMESPACE_PREFIX", "e2e")
 
 Event = dict[str, Any]
 
 
 @pytest.fixture
-def ns(kube: Kube, crds: list[str]) -> Iterator[str]:
-    name = f"{PREFIX}-leader-{uuid.uuid4().hex[:6]}"
-    with kube.scratch_namespace(name):
-        yield name
+def ns(scratch: Kube) -> str:
+    """The name of the test's own namespace."""
+    assert scratch.namespace is not None
+    return scratch.namespace
 
 
 def candidate(client: KubeClient, ns: str, name: str) -> LeaderElector:
@@ -221,7 +216,6 @@ async def test_a_deposed_leader_can_neither_seal_nor_start_the_next_segment(
 
 # ---------------------------------------------------------------------- with the chart
 
-STICKY_STEPS = (Path(__file__).parent / "testdata" / "sticky_steps.py").read_text()
 POOL = "leader-steps"
 
 
@@ -273,48 +267,7 @@ def timed_lines(ns: Kube) -> list[tuple[float, str, str, int]]:
 def steps(tether: Install) -> Kube:
     """The `leader-steps` pool (two pods) and Workflow in the `runs` namespace."""
     ns = tether.workloads["runs"]
-    container = {
-        "name": "worker",
-        "image": IMAGE,
-        "imagePullPolicy": "IfNotPresent",
-        "command": ["python", "-m", "worker_runtime", "/workflows/sticky_steps.py"],
-        "env": [
-            {"name": "TETHER_E2E_WORKFLOW", "value": POOL},
-            {"name": "TETHER_LOG_LEVEL", "value": "INFO"},
-        ],
-        "volumeMounts": [{"name": "workflows", "mountPath": "/workflows", "readOnly": True}],
-        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}},
-    }
-    ns.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": f"{POOL}-workflow"},
-            "data": {"sticky_steps.py": STICKY_STEPS},
-        },
-        {
-            "apiVersion": API_VERSION,
-            "kind": "WorkerPool",
-            "metadata": {"name": POOL},
-            "spec": {
-                "replicas": 2,
-                "template": {
-                    "spec": {
-                        "containers": [container],
-                        "volumes": [
-                            {"name": "workflows", "configMap": {"name": f"{POOL}-workflow"}}
-                        ],
-                    }
-                },
-            },
-        },
-        {
-            "apiVersion": API_VERSION,
-            "kind": "Workflow",
-            "metadata": {"name": POOL},
-            "spec": {"workerPool": POOL},
-        },
-    )
+    ns.apply(*script_pool(POOL, "sticky_steps.py", workflow=POOL, replicas=2))
     eventually(
         lambda: len([p for p in ns.pods(f"tether.dev/pool={POOL}") if running_and_ready(p)]) == 2,
         timeout=120,

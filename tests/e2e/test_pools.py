@@ -18,7 +18,6 @@ import socket
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import pytest
 
 from tests.e2e.kube import Kube, Obj, condition, eventually
 from tests.e2e.operator_env import REPO, Operator, wait_for, workflow_run
+from tests.e2e.testdata_pools import script_pool
 from tether_operator.engine import EngineConfig
 from tether_operator.k8s import pools
 from tether_operator.k8s.client import KubeClient, load_config, resource_path
@@ -40,7 +40,6 @@ from tether_types.notices import Notice
 
 HOST_FROM_PODS = os.environ.get("TETHER_E2E_HOST_IP", "172.30.0.1")
 """Where pods reach this machine: the local cluster's node bridge (hack/cluster)."""
-NS_PREFIX = os.environ.get("TETHER_E2E_NS_PREFIX", "e2e")
 
 FLOWS = """
 import asyncio
@@ -200,10 +199,8 @@ class PoolHarness:
 
 
 @pytest.fixture
-def ns(kube: Kube, crds: list[str], request: pytest.FixtureRequest) -> Iterator[Kube]:
-    stem = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:24].strip("-")
-    with kube.scratch_namespace(f"{NS_PREFIX}-{stem}-{uuid.uuid4().hex[:5]}") as scoped:
-        yield scoped
+def ns(scratch: Kube) -> Kube:
+    return scratch
 
 
 @pytest.fixture
@@ -215,37 +212,19 @@ def harness(ns: Kube) -> Iterator[PoolHarness]:
 
 def worker_pool(name: str, image: str, **spec: Any) -> list[Obj]:
     """A ConfigMap with the test's workflow file and a WorkerPool that runs it."""
-    template = {
-        "metadata": {"labels": {"team": "e2e"}},
-        "spec": {
-            "containers": [
-                {
-                    "name": "worker",
-                    "image": image,
-                    "imagePullPolicy": "IfNotPresent",
-                    "command": ["python", "-m", "worker_runtime", "/flows/flows.py"],
-                    "env": [{"name": "TETHER_LOG_LEVEL", "value": "INFO"}],
-                    "volumeMounts": [{"name": "flows", "mountPath": "/flows"}],
-                }
-            ],
-            "volumes": [{"name": "flows", "configMap": {"name": f"{name}-flows"}}],
-            "terminationGracePeriodSeconds": 10,  # a 3 s activity finishes while its pod drains
+    return script_pool(
+        name,
+        "flows.py",
+        source=FLOWS,
+        image=image,
+        configmap=f"{name}-flows",
+        template={
+            "metadata": {"labels": {"team": "e2e"}},
+            # a 3 s activity finishes while its pod drains
+            "spec": {"terminationGracePeriodSeconds": 10},
         },
-    }
-    return [
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": f"{name}-flows"},
-            "data": {"flows.py": FLOWS},
-        },
-        {
-            "apiVersion": "tether.dev/v1alpha1",
-            "kind": "WorkerPool",
-            "metadata": {"name": name},
-            "spec": {"template": template, **spec},
-        },
-    ]
+        **spec,
+    )
 
 
 def registered(h: PoolHarness, ns: Kube, pool: str, count: int) -> list[str]:

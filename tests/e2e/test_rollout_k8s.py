@@ -11,7 +11,7 @@ import yaml
 
 from tests.e2e.conftest import Install
 from tests.e2e.kube import Kube, eventually, running_and_ready
-from tests.e2e.testdata_pools import API_VERSION, script_pool, start_steps
+from tests.e2e.testdata_pools import script_pool, start_steps
 from tether_operator.k8s.pods import TEMPLATE_HASH
 
 pytestmark = pytest.mark.timeout(600)
@@ -31,17 +31,7 @@ def start(ns: Kube, sticky: bool) -> str:
 
 def test_editing_the_template_rolls_the_pods_and_runs_go_on(tether: Install) -> None:
     ns = tether.workloads["runs"]
-    objects = script_pool(POOL, "sticky_steps.py", replicas=2)
-    objects[1]["spec"]["template"]["spec"]["containers"][0]["env"].append(
-        {"name": "TETHER_E2E_WORKFLOW", "value": POOL}
-    )
-    workflow = {
-        "apiVersion": API_VERSION,
-        "kind": "Workflow",
-        "metadata": {"name": POOL},
-        "spec": {"workerPool": POOL},
-    }
-    ns.apply(*objects, workflow)
+    ns.apply(*script_pool(POOL, "sticky_steps.py", workflow=POOL, replicas=2))
     eventually(
         lambda: sum(running_and_ready(p) for p in pods(ns)) == 2, timeout=120, what="two pods"
     )

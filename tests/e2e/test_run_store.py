@@ -11,15 +11,13 @@ import asyncio
 import base64
 import json
 import os
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 import worker_runtime as workflows
 from bench.store_bench import activity
-from tests.e2e.kube import Kube, eventually
+from tests.e2e.kube import API_VERSION, Kube, eventually
 from tether_operator.k8s.client import ApiError, KubeClient, resource_path
 from tether_operator.k8s.naming import run_id_for
 from tether_operator.k8s.store import HistoryCorrupt, KubernetesRunStore, RunGone
@@ -27,18 +25,16 @@ from tether_operator.scheduler import SchedulerService
 from worker_runtime.testing import WorkflowEnvironment
 from worker_runtime.workflow import entrypoint
 
-API_VERSION = "tether.dev/v1alpha1"
-PREFIX = os.environ.get("TETHER_E2E_NAMESPACE_PREFIX", "e2e")
 """Namespaces are `<prefix>-store-<random>` (a shared cluster may want a prefix)."""
 
 Event = dict[str, Any]
 
 
 @pytest.fixture
-def ns(kube: Kube, crds: list[str]) -> Iterator[str]:
-    name = f"{PREFIX}-store-{uuid.uuid4().hex[:6]}"
-    with kube.scratch_namespace(name):
-        yield name
+def ns(scratch: Kube) -> str:
+    """The name of the test's own namespace."""
+    assert scratch.namespace is not None
+    return scratch.namespace
 
 
 async def new_run(client: KubeClient, ns: str, name: str = "run") -> tuple[str, str]:

@@ -14,56 +14,21 @@ import json
 import re
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import IMAGE, Install
+from tests.e2e.conftest import Install
 from tests.e2e.kube import Kube, Obj, eventually, running_and_ready
-from tests.e2e.testdata_pools import start_steps
+from tests.e2e.testdata_pools import script_pool, start_steps
 
 pytestmark = pytest.mark.timeout(600)
 
-STEPS = (Path(__file__).parent / "testdata" / "steps.py").read_text()
-API_VERSION = "tether.dev/v1alpha1"
-
 
 def served(name: str, **spec: Any) -> list[Obj]:
-    """A WorkerPool ``name`` serving testdata/steps.py as workflow ``name``, and its
-    Workflow."""
-    container = {
-        "name": "worker",
-        "image": IMAGE,
-        "imagePullPolicy": "IfNotPresent",
-        "command": ["python", "-m", "worker_runtime", "/workflows/steps.py"],
-        "env": [
-            {"name": "TETHER_E2E_WORKFLOW", "value": name},
-            {"name": "TETHER_LOG_LEVEL", "value": "INFO"},
-        ],
-        "volumeMounts": [{"name": "workflows", "mountPath": "/workflows", "readOnly": True}],
-        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}},
-    }
-    template = {
-        "spec": {
-            "containers": [container],
-            "volumes": [{"name": "workflows", "configMap": {"name": "steps-workflow"}}],
-        }
-    }
-    return [
-        {
-            "apiVersion": API_VERSION,
-            "kind": "WorkerPool",
-            "metadata": {"name": name},
-            "spec": {"template": template, **spec},
-        },
-        {
-            "apiVersion": API_VERSION,
-            "kind": "Workflow",
-            "metadata": {"name": name},
-            "spec": {"workerPool": name},
-        },
-    ]
+    """A WorkerPool ``name`` serving testdata/steps.py as workflow ``name``, its
+    Workflow, and the file's ConfigMap (shared by these pools)."""
+    return script_pool(name, "steps.py", workflow=name, configmap="steps-workflow", **spec)
 
 
 def start(ns: Kube, workflow: str, count: int, seconds: float = 0.0) -> tuple[str, str]:
@@ -100,13 +65,7 @@ def result(ns: Kube, run: str) -> Any:
 def runs(tether: Install) -> Kube:
     """The namespace of these tests, with the `steps` pool (one pod) ready."""
     ns = tether.workloads["runs"]
-    configmap = {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": "steps-workflow"},
-        "data": {"steps.py": STEPS},
-    }
-    ns.apply(configmap, *served("steps", replicas=1))
+    ns.apply(*served("steps", replicas=1))
     eventually(
         lambda: [p for p in pool_pods(ns, "steps") if running_and_ready(p)],
         timeout=120,

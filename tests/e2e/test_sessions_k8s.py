@@ -18,20 +18,18 @@ import statistics
 import subprocess
 import time
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.e2e.conftest import IMAGE, Install
-from tests.e2e.kube import Kube, Obj, eventually, running_and_ready
+from tests.e2e.conftest import Install
+from tests.e2e.kube import API_VERSION, Kube, Obj, eventually, running_and_ready
 from tests.e2e.nodes import NodePower
+from tests.e2e.testdata_pools import script_pool
 
 pytestmark = pytest.mark.timeout(600)
 
-SESSIONS = (Path(__file__).parent / "testdata" / "sessions.py").read_text()
-API_VERSION = "tether.dev/v1alpha1"
 STICKY_LABEL = "tether.dev/sticky"
 SESSIONS_ANNOTATION = "tether.dev/sessions"
 LATENCY_LIMIT = 1.0
@@ -42,35 +40,18 @@ LATENCY_LIMIT = 1.0
 
 
 def serve(ns: Kube, name: str, *, template: Obj | None = None, **spec: Any) -> None:
-    """Apply WorkerPool ``name`` serving testdata/sessions.py as workflow ``name``, and
-    its Workflow."""
-    container = {
-        "name": "worker",
-        "image": IMAGE,
-        "imagePullPolicy": "IfNotPresent",
-        "command": ["python", "-m", "worker_runtime", "/workflows/sessions.py"],
-        "env": [{"name": "TETHER_E2E_WORKFLOW", "value": name}],
-        "volumeMounts": [{"name": "workflows", "mountPath": "/workflows", "readOnly": True}],
-        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}},
-    }
-    pod_spec = {
-        "containers": [container],
-        "volumes": [{"name": "workflows", "configMap": {"name": "sessions-workflow"}}],
-        **(template or {}),
-    }
-    pool = {
-        "apiVersion": API_VERSION,
-        "kind": "WorkerPool",
-        "metadata": {"name": name},
-        "spec": {"template": {"spec": pod_spec}, **spec},
-    }
-    workflow = {
-        "apiVersion": API_VERSION,
-        "kind": "Workflow",
-        "metadata": {"name": name},
-        "spec": {"workerPool": name},
-    }
-    ns.apply(pool, workflow)
+    """Apply WorkerPool ``name`` serving testdata/sessions.py as workflow ``name`` (its
+    pod spec with the fields of ``template``), and its Workflow."""
+    ns.apply(
+        *script_pool(
+            name,
+            "sessions.py",
+            workflow=name,
+            configmap="sessions-workflow",
+            template={"spec": template} if template else None,
+            **spec,
+        )
+    )
 
 
 def start(ns: Kube, workflow: str, **spec: Any) -> str:
@@ -207,16 +188,8 @@ def tether_logs(tether: Install) -> list[str]:
 
 @pytest.fixture(scope="module")
 def ns(tether: Install) -> Kube:
-    """The namespace of these tests, with the workflow file in a ConfigMap."""
-    scoped = tether.workloads["sessions"]
-    configmap = {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": "sessions-workflow"},
-        "data": {"sessions.py": SESSIONS},
-    }
-    scoped.apply(configmap)
-    return scoped
+    """The namespace of these tests."""
+    return tether.workloads["sessions"]
 
 
 # ------------------------------------------------------------------ the stories

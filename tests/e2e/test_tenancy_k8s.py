@@ -23,13 +23,12 @@ import pytest
 import yaml
 
 from tests.e2e.conftest import Install
-from tests.e2e.kube import Kube, Obj, eventually, running_and_ready
+from tests.e2e.kube import API_VERSION, Kube, Obj, eventually, running_and_ready
 from tests.e2e.test_auth_k8s import assert_forbidden, call, calls_from
 from tests.e2e.testdata_pools import script_pool
 
 pytestmark = pytest.mark.timeout(600)
 
-API_VERSION = "tether.dev/v1alpha1"
 POOL = "xns"
 RUNS_EACH = 8
 

@@ -10,45 +10,79 @@ from typing import Any
 import yaml
 
 from tests.e2e.conftest import IMAGE
-from tests.e2e.kube import Kube, Obj
+from tests.e2e.kube import API_VERSION, Kube, Obj
 
 TESTDATA = Path(__file__).parent / "testdata"
-API_VERSION = "tether.dev/v1alpha1"
 
 
-def script_pool(pool: str, script: str, **spec: Any) -> list[Obj]:
-    """The ConfigMap `<pool>-workflow` holding `testdata/<script>` and WorkerPool `pool`
-    (one pod unless `spec` says otherwise) running it."""
-    configmap = f"{pool}-workflow"
-    container = {
+def worker_container(script: str, *, workflow: str | None = None, image: str = IMAGE) -> Obj:
+    """The worker container: `image` running the workflow file `script`, mounted from a
+    ConfigMap at /workflows. With `workflow`, a `testdata/` file that reads
+    TETHER_E2E_WORKFLOW registers its workflow under that name."""
+    env = [{"name": "TETHER_LOG_LEVEL", "value": "INFO"}]
+    if workflow is not None:
+        env.insert(0, {"name": "TETHER_E2E_WORKFLOW", "value": workflow})
+    return {
         "name": "worker",
-        "image": IMAGE,
+        "image": image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["python", "-m", "worker_runtime", f"/workflows/{script}"],
-        "env": [{"name": "TETHER_LOG_LEVEL", "value": "INFO"}],
+        "env": env,
         "volumeMounts": [{"name": "workflows", "mountPath": "/workflows", "readOnly": True}],
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}},
     }
-    template = {
+
+
+def script_pool(
+    pool: str,
+    script: str,
+    *,
+    source: str | None = None,
+    workflow: str | None = None,
+    configmap: str | None = None,
+    image: str = IMAGE,
+    template: Obj | None = None,
+    **spec: Any,
+) -> list[Obj]:
+    """ConfigMap `configmap` (default `<pool>-workflow`) holding the workflow file
+    `script` (`source`, else `testdata/<script>`), and WorkerPool `pool` (one pod unless
+    `spec` says otherwise) running it; `template` adds to the pod template (metadata, pod
+    spec fields). With `workflow`, also Workflow `workflow` naming the pool, whose name
+    the workers register the file's workflow under (see `worker_container`)."""
+    configmap = configmap or f"{pool}-workflow"
+    pod = dict((template or {}).get("spec") or {})
+    pod_template = {
+        **(template or {}),
         "spec": {
-            "containers": [container],
+            "containers": [worker_container(script, workflow=workflow, image=image)],
             "volumes": [{"name": "workflows", "configMap": {"name": configmap}}],
-        }
+            **pod,
+        },
     }
-    return [
+    objects: list[Obj] = [
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {"name": configmap},
-            "data": {script: (TESTDATA / script).read_text()},
+            "data": {script: source if source is not None else (TESTDATA / script).read_text()},
         },
         {
             "apiVersion": API_VERSION,
             "kind": "WorkerPool",
             "metadata": {"name": pool},
-            "spec": {"replicas": 1, "template": template, **spec},
+            "spec": {"replicas": 1, "template": pod_template, **spec},
         },
     ]
+    if workflow is not None:
+        objects.append(
+            {
+                "apiVersion": API_VERSION,
+                "kind": "Workflow",
+                "metadata": {"name": workflow},
+                "spec": {"workerPool": pool},
+            }
+        )
+    return objects
 
 
 def start_steps(
