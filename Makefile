@@ -91,7 +91,7 @@ openapi: venv ## Regenerate docs/openapi.json from the scheduler app
 CHART       := charts/tether
 
 crds: venv ## Generate crds/*.yaml from the pydantic models, and the Helm chart's copy
-	$(PY) -m tether_operator.k8s.crdgen crds
+	$(PY) -m tether_operator.k8s.resources.crdgen crds
 	rm -f $(CHART)/files/crds/*.yaml
 	cp crds/*.yaml $(CHART)/files/crds/
 

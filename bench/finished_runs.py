@@ -26,11 +26,11 @@ from typing import Any
 
 import httpx
 
-from tether_operator.k8s.client import KubeClient, KubeConfig
-from tether_operator.k8s.events import EventRecorder
-from tether_operator.k8s.mirror import MarkingStore
-from tether_operator.k8s.runs import RunController
-from tether_operator.k8s.workflows import WorkflowDirectory
+from tether_operator.k8s.api.client import KubeClient, KubeConfig
+from tether_operator.k8s.api.events import EventRecorder
+from tether_operator.k8s.runs.controller import RunController
+from tether_operator.k8s.runs.mirror import MarkingStore
+from tether_operator.k8s.runs.workflows import WorkflowDirectory
 from tether_operator.scheduler.service import SchedulerService
 from tether_operator.scheduler.store import DurableMemoryRunStore
 from worker_runtime.protocol import RegisterWorkerRequest, ReportRequest, WorkflowSpec

@@ -40,7 +40,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.kube import PREFIX, Helm, HelmError, Kube, Obj, install_crds
-from tether_operator.k8s.client import KubeClient, load_config
+from tether_operator.k8s.api.client import KubeClient, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 HACK_CLUSTER = REPO / "hack" / "cluster"

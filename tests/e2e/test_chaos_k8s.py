@@ -39,9 +39,9 @@ from tests.e2e.kube import API_VERSION, Kube, KubectlError, Obj, eventually, run
 from tests.e2e.leadership import await_new_leader, crash, holder, leader
 from tests.e2e.nodes import NodePower
 from tests.e2e.testdata_pools import script_pool
-from tether_operator.k8s.client import KubeClient, load_config
-from tether_operator.k8s.naming import run_id_for
-from tether_operator.k8s.store import KubernetesRunStore
+from tether_operator.k8s.api.client import KubeClient, load_config
+from tether_operator.k8s.resources.naming import run_id_for
+from tether_operator.k8s.store.history import KubernetesRunStore
 
 KINDS = ("plain", "soft", "hard")
 POOL = "chaos"

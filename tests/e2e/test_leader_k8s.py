@@ -29,11 +29,11 @@ from tests.e2e.conftest import Install
 from tests.e2e.kube import API_VERSION, Kube, KubectlError, eventually, running_and_ready
 from tests.e2e.leadership import await_new_leader, crash, holder, leader
 from tests.e2e.testdata_pools import script_pool, start_steps
-from tether_operator.k8s.client import KubeClient, resource_path
-from tether_operator.k8s.fencing import EPOCH_ANNOTATION, SEALED_ANNOTATION, Fence, Fenced
-from tether_operator.k8s.leader import LeaderElector, LeaseSettings
-from tether_operator.k8s.naming import run_id_for
-from tether_operator.k8s.store import KubernetesRunStore
+from tether_operator.k8s.access.fencing import EPOCH_ANNOTATION, SEALED_ANNOTATION, Fence, Fenced
+from tether_operator.k8s.access.leader import LeaderElector, LeaseSettings
+from tether_operator.k8s.api.client import KubeClient, resource_path
+from tether_operator.k8s.resources.naming import run_id_for
+from tether_operator.k8s.store.history import KubernetesRunStore
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -30,11 +30,11 @@ from tests.e2e.kube import Kube, Obj, condition, eventually
 from tests.e2e.operator_env import REPO, Operator, wait_for, workflow_run
 from tests.e2e.testdata_pools import script_pool
 from tether_operator.engine import EngineConfig
-from tether_operator.k8s import pools
-from tether_operator.k8s.client import KubeClient, load_config, resource_path
-from tether_operator.k8s.events import EventRecorder
-from tether_operator.k8s.naming import pool_id_for
-from tether_operator.k8s.pods import DELETION_COST, POOL_LABEL
+from tether_operator.k8s.api.client import KubeClient, load_config, resource_path
+from tether_operator.k8s.api.events import EventRecorder
+from tether_operator.k8s.pools import controller as pools
+from tether_operator.k8s.pools.pods import DELETION_COST
+from tether_operator.k8s.resources.naming import POOL_LABEL, pool_id_for
 from tether_operator.scheduler import SchedulerService, serve
 from tether_types.notices import Notice
 

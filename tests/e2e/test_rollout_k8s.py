@@ -12,7 +12,7 @@ import yaml
 from tests.e2e.conftest import Install
 from tests.e2e.kube import Kube, eventually, running_and_ready
 from tests.e2e.testdata_pools import script_pool, start_steps
-from tether_operator.k8s.pods import TEMPLATE_HASH
+from tether_operator.k8s.pools.pods import TEMPLATE_HASH
 
 pytestmark = pytest.mark.timeout(600)
 

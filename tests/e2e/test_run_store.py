@@ -18,9 +18,9 @@ import pytest
 import worker_runtime as workflows
 from bench.store_bench import activity
 from tests.e2e.kube import API_VERSION, Kube, eventually
-from tether_operator.k8s.client import ApiError, KubeClient, resource_path
-from tether_operator.k8s.naming import run_id_for
-from tether_operator.k8s.store import HistoryCorrupt, KubernetesRunStore, RunGone
+from tether_operator.k8s.api.client import ApiError, KubeClient, resource_path
+from tether_operator.k8s.resources.naming import run_id_for
+from tether_operator.k8s.store.history import HistoryCorrupt, KubernetesRunStore, RunGone
 from tether_operator.scheduler import SchedulerService
 from worker_runtime.testing import WorkflowEnvironment
 from worker_runtime.workflow import entrypoint

@@ -16,7 +16,7 @@ from tether_operator.cli import commands
 from tether_operator.cli.client import DEFAULT_SERVER, CliError, SchedulerClient
 from tether_operator.cli.forward import KUBE_SERVER, LeaderForward
 from tether_operator.cli.output import Output
-from tether_operator.k8s.client import kubeconfig_namespace
+from tether_operator.k8s.api.client import kubeconfig_namespace
 
 SERVER_ENV = "TETHER_SERVER"
 """Environment variable naming the scheduler URL (overridden by `--server`)."""
@@ -331,10 +331,10 @@ def _operator(args: argparse.Namespace) -> int:
     import asyncio
     import logging
 
-    from tether_operator.k8s.client import KubeConfigError
+    from tether_operator.k8s.access.fencing import Fenced
+    from tether_operator.k8s.access.leader import LeadershipLost
+    from tether_operator.k8s.api.client import KubeConfigError
     from tether_operator.k8s.context import OperatorSettings
-    from tether_operator.k8s.fencing import Fenced
-    from tether_operator.k8s.leader import LeadershipLost
     from tether_operator.k8s.operator import run_operator
 
     logging.basicConfig(

@@ -10,8 +10,8 @@ from typing import Literal
 
 import kopf
 
-from tether_operator.k8s.client import KubeClient
-from tether_operator.k8s.events import EventRecorder
+from tether_operator.k8s.api.client import KubeClient
+from tether_operator.k8s.api.events import EventRecorder
 from tether_operator.k8s.pool_health import PoolHealth
 from tether_operator.scheduler.service import SchedulerService
 

@@ -4,7 +4,7 @@ Start-up, in this order: load the cluster config; build the `KubeClient` and the
 store (`KubernetesRunStore`, or memory for tests); serve the HTTP API through the
 scheduler's one `serve()` (only `/healthz` and `/readyz` answer until the store is
 recovered; the rest is 503); with leader election on (`--leader-elect`), wait until
-this process holds the Lease (`leader.py`); recover the store (every run with
+this process holds the Lease (`access/leader.py`); recover the store (every run with
 history is rebuilt in the engine); start kopf (its own registry, standalone, no
 peering, cluster-wide or the given namespaces, logged in with the same config) and
 the controllers' background work. `GET /healthz` answers 200 from the start (a
@@ -20,7 +20,7 @@ adds its kopf handlers to `registry` (a `kopf.OperatorRegistry`) and may start
 background work with `context.spawn(...)`; `context` (`OperatorContext`) hands it
 the settings, the `KubeClient`, the `SchedulerService` and the Event recorder.
 WorkflowRuns and Workflows are set up here; the WorkerPool controller
-(`tether_operator.k8s.pools.setup`) and the node watch (`k8s.nodes.setup`) plug in
+(`tether_operator.k8s.pools.controller.setup`) and the node watch (`k8s.nodes.setup`) plug in
 the same way, through `CONTROLLERS`.
 """
 
@@ -38,28 +38,30 @@ import kopf
 from fastapi.responses import JSONResponse
 
 from tether_operator.engine import EngineConfig
-from tether_operator.k8s import nodes, pools
-from tether_operator.k8s.api_runs import ApiRunStarter
-from tether_operator.k8s.auth import KubernetesAuthenticator, run_namespace
-from tether_operator.k8s.client import KubeClient, load_config, resource_path
-from tether_operator.k8s.context import OperatorContext, OperatorSettings, Setup
-from tether_operator.k8s.events import EventRecorder, ObjectRef
-from tether_operator.k8s.fencing import Fence, Fenced
-from tether_operator.k8s.leader import (
+from tether_operator.k8s.access.auth import KubernetesAuthenticator, run_namespace
+from tether_operator.k8s.access.fencing import Fence, Fenced
+from tether_operator.k8s.access.leader import (
     LeaderElector,
     LeadershipLost,
     LeaseSettings,
     label_pod,
     new_identity,
 )
-from tether_operator.k8s.login import register_login
-from tether_operator.k8s.mirror import MarkingStore
-from tether_operator.k8s.naming import run_object
+from tether_operator.k8s.api import paths
+from tether_operator.k8s.api.client import KubeClient, load_config
+from tether_operator.k8s.api.events import EventRecorder, ObjectRef
+from tether_operator.k8s.api.login import register_login
+from tether_operator.k8s.context import OperatorContext, OperatorSettings, Setup
 from tether_operator.k8s.pool_health import PoolHealth
-from tether_operator.k8s.resources import API_VERSION, GROUP, VERSION
-from tether_operator.k8s.runs import RunController
-from tether_operator.k8s.store import KubernetesRunStore
-from tether_operator.k8s.workflows import WorkflowDirectory, WorkflowPublisher, retry_defaults
+from tether_operator.k8s.pools import controller as pools
+from tether_operator.k8s.pools import nodes
+from tether_operator.k8s.resources.naming import run_object
+from tether_operator.k8s.resources.specs import GROUP, VERSION
+from tether_operator.k8s.runs.api_starter import ApiRunStarter
+from tether_operator.k8s.runs.controller import RunController
+from tether_operator.k8s.runs.mirror import MarkingStore
+from tether_operator.k8s.runs.workflows import WorkflowDirectory, WorkflowPublisher, retry_defaults
+from tether_operator.k8s.store.history import KubernetesRunStore
 from tether_operator.scheduler.app import create_app
 from tether_operator.scheduler.auth import Gate
 from tether_operator.scheduler.server import serve
@@ -192,7 +194,7 @@ async def _prune_orphans(
     present: set[tuple[str, str]] = set()
     scopes: Sequence[str | None] = list(namespaces) or [None]
     for ns in scopes:
-        for item in await client.list(resource_path(API_VERSION, "workflowruns", ns)):
+        for item in await client.list(paths.workflow_runs(ns)):
             meta = item.get("metadata") or {}
             present.add((meta.get("namespace", ""), meta.get("name", "")))
     for run_id in restored:

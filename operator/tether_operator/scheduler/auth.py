@@ -14,7 +14,7 @@ scheduler. With one, `AuthMiddleware` asks it who sends each request's bearer to
 
 A refused request changes nothing: the checks run before the service is called.
 The Kubernetes implementation (TokenReview, SubjectAccessReview) is
-`tether_operator.k8s.auth.KubernetesAuthenticator`.
+`tether_operator.k8s.access.auth.KubernetesAuthenticator`.
 """
 
 from __future__ import annotations

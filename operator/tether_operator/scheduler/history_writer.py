@@ -8,8 +8,8 @@ and different runs are written concurrently, so a slow run holds up no other.
 `wait_written(run_id, mark)` returns once the run's events up to `mark` are in the
 store (the scheduler's durability barrier), and `on_written` is told each time a
 run's written mark moves. A failing store is retried with backoff; every failure is
-logged, and events still unwritten at shutdown are logged with their count. An error
-with a true `permanent` attribute (the store knows no retry can succeed) drops the
+logged, and events still unwritten at shutdown are logged with their count. A
+`StoreError` that is `permanent` (the store knows no retry can succeed) drops the
 batch instead of retrying it.
 """
 
@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from tether_operator.scheduler.store import RunStore
+from tether_operator.scheduler.store import RunStore, StoreError
 
 __all__ = ["HistoryWriter"]
 
@@ -198,12 +198,12 @@ class HistoryWriter:
             await self._store.append(run_id, events)
         except Exception as exc:
             self.failures += 1
-            if getattr(exc, "permanent", False):
+            if isinstance(exc, StoreError) and exc.permanent:
                 # The store says no retry can succeed (e.g. the run's object is gone):
                 # drop the events, so the run's waiters go on and nothing loops forever.
                 self.dropped += len(events)
                 # A run deleted by its user (or with its namespace) is no error.
-                level = logging.INFO if getattr(exc, "expected", False) else logging.ERROR
+                level = logging.INFO if exc.expected else logging.ERROR
                 logger.log(
                     level, "dropped %d history events of run %s: %s", len(events), run_id, exc
                 )

@@ -16,7 +16,25 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["DurableMemoryRunStore", "InMemoryRunStore", "RunStore"]
+__all__ = ["DurableMemoryRunStore", "InMemoryRunStore", "RunStore", "StoreError"]
+
+
+class StoreError(Exception):
+    """A store cannot do what was asked; the message names what to look at.
+
+    The history writer retries a failed append unless the error is `permanent`, and
+    logs it as information rather than an error when it is `expected` (a user's
+    deletion caused it).
+    """
+
+    permanent: bool = False
+    """True when a retry of the same call cannot succeed."""
+    expected: bool = False
+    """True when a user's deletion caused it (logged as information, not as an error)."""
+
+    def __init__(self, run_id: str, message: str) -> None:
+        super().__init__(message)
+        self.run_id = run_id
 
 
 @runtime_checkable

@@ -1,4 +1,4 @@
-"""The WorkflowRun a `POST /v1/runs` body becomes (`k8s/api_runs.py`); the operator
+"""The WorkflowRun a `POST /v1/runs` body becomes (`k8s/runs/api_starter.py`); the operator
 e2e test tests/e2e/test_api_runs_k8s.py starts such runs on a real apiserver."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import httpx
 import pytest
 
 from tether_operator.engine import InvalidCommand, RunNotFound
-from tether_operator.k8s.api_runs import ApiRunStarter, workflow_run_for
-from tether_operator.k8s.client import KubeClient, KubeConfig
-from tether_operator.k8s.status import view_of_object
+from tether_operator.k8s.api.client import KubeClient, KubeConfig
+from tether_operator.k8s.runs.api_starter import ApiRunStarter, workflow_run_for
+from tether_operator.k8s.runs.status import view_of_object
 from tether_operator.scheduler import SchedulerService
 from worker_runtime.protocol import RunView, StartRunRequest
 

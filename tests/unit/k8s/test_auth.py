@@ -1,4 +1,4 @@
-"""`k8s/auth.py` over an httpx MockTransport (the seam we own): TokenReview for worker and
+"""`k8s/access/auth.py` over an httpx MockTransport (the seam we own): TokenReview for worker and
 client tokens, SubjectAccessReview, the registration check, and the brief, bounded cache."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tether_operator.k8s.auth import KubernetesAuthenticator, run_namespace, token_expiry
-from tether_operator.k8s.client import KubeClient, KubeConfig
+from tether_operator.k8s.access.auth import KubernetesAuthenticator, run_namespace, token_expiry
+from tether_operator.k8s.api.client import KubeClient, KubeConfig
 from tether_operator.scheduler.auth import (
     AuthUnavailable,
     Forbidden,

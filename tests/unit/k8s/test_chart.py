@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tether_operator.k8s.resources import WorkerPool
+from tether_operator.k8s.resources.specs import WorkerPool
 
 REPO = Path(__file__).resolve().parents[3]
 CHART = REPO / "charts" / "tether"

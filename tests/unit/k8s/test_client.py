@@ -1,4 +1,5 @@
-"""`tether_operator.k8s.client`: credentials, requests and errors, over an httpx MockTransport."""
+"""`tether_operator.k8s.api.client`: credentials, requests and errors, over an httpx
+MockTransport."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import httpx
 import pytest
 import yaml
 
-from tether_operator.k8s.client import (
+from tether_operator.k8s.api.client import (
     ApiError,
     KubeClient,
     KubeConfig,

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tether_operator.k8s import crdgen
-from tether_operator.k8s.crdgen import KINDS, Kind, crd, filename, render, structural
+from tether_operator.k8s.resources import crdgen
+from tether_operator.k8s.resources.crdgen import KINDS, Kind, crd, filename, render, structural
 
 REPO = Path(__file__).resolve().parents[3]
 CRDS = REPO / "crds"
@@ -191,4 +191,4 @@ def test_main_writes_every_crd(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 def test_main_without_outdir_prints_usage(capsys: pytest.CaptureFixture[str]) -> None:
     assert crdgen.main([]) == 2
-    assert "usage: python -m tether_operator.k8s.crdgen OUTDIR" in capsys.readouterr().err
+    assert "usage: python -m tether_operator.k8s.resources.crdgen OUTDIR" in capsys.readouterr().err

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from tests.e2e.test_examples_k8s import EXPECTED
-from tether_operator.k8s.resources import WorkerPool, Workflow, WorkflowRun
+from tether_operator.k8s.resources.specs import WorkerPool, Workflow, WorkflowRun
 from worker_runtime.loader import discover_all
 from worker_runtime.testing import WorkflowEnvironment
 from worker_runtime.workflow import get_definition

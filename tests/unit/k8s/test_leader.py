@@ -12,8 +12,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tether_operator.k8s.client import KubeClient, KubeConfig
-from tether_operator.k8s.leader import LeaderElector, LeadershipLost, LeaseSettings, new_identity
+from tether_operator.k8s.access.leader import (
+    LeaderElector,
+    LeadershipLost,
+    LeaseSettings,
+    new_identity,
+)
+from tether_operator.k8s.api.client import KubeClient, KubeConfig
 
 PATH = "/apis/coordination.k8s.io/v1/namespaces/ns/leases/tether"
 

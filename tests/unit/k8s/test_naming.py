@@ -1,6 +1,6 @@
 import pytest
 
-from tether_operator.k8s.naming import pool_id_for, pool_object, run_id_for, run_object
+from tether_operator.k8s.resources.naming import pool_id_for, pool_object, run_id_for, run_object
 
 
 def test_run_ids_round_trip_names_with_dots() -> None:

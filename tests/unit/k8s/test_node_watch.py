@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tether_operator.engine import EngineConfig
-from tether_operator.k8s.nodes import NodeWatch, node_trouble
+from tether_operator.k8s.pools.nodes import NodeWatch, node_trouble
 from tether_operator.scheduler import SchedulerService
 from tether_types.notices import Notice
 from worker_runtime.protocol import RegisterWorkerRequest, StartRunRequest

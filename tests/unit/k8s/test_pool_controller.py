@@ -19,15 +19,15 @@ import httpx
 import pytest
 
 from tether_operator.engine import EngineConfig
-from tether_operator.k8s.client import KubeClient, KubeConfig
-from tether_operator.k8s.pods import (
+from tether_operator.k8s.api.client import KubeClient, KubeConfig
+from tether_operator.k8s.pools.controller import PoolController
+from tether_operator.k8s.pools.pods import (
     DELETION_COST,
-    POOL_LABEL,
     SESSIONS_ANNOTATION,
     STICKY_LABEL,
     TEMPLATE_HASH,
 )
-from tether_operator.k8s.pools import PoolController
+from tether_operator.k8s.resources.naming import POOL_LABEL
 from tether_operator.scheduler import SchedulerService
 from worker_runtime.protocol import RegisterWorkerRequest, StartRunRequest
 

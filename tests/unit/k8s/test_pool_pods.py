@@ -8,10 +8,9 @@ from typing import Any
 import pytest
 
 from tether_operator.engine import WorkerLoad
-from tether_operator.k8s.pods import (
+from tether_operator.k8s.pools.pods import (
     DEFAULT_TERMINATION_GRACE_SECONDS,
     DELETION_COST,
-    POOL_LABEL,
     SESSIONS_ANNOTATION,
     STICKY_LABEL,
     TEMPLATE_HASH,
@@ -29,7 +28,8 @@ from tether_operator.k8s.pods import (
     template_hash,
     terminating,
 )
-from tether_operator.k8s.resources import WorkerPool
+from tether_operator.k8s.resources.naming import POOL_LABEL
+from tether_operator.k8s.resources.specs import WorkerPool
 
 
 def pool(**spec: Any) -> dict[str, Any]:

@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from tether_operator.engine import Demand, WorkerLoad
-from tether_operator.k8s.resources import WorkerPoolSpec
-from tether_operator.k8s.scaling import (
+from tether_operator.k8s.pools.scaling import (
     PodState,
     Target,
     autoscale_target,
     clamp,
     scale_down_order,
 )
+from tether_operator.k8s.resources.specs import WorkerPoolSpec
 
 TEMPLATE = {"spec": {"containers": [{"name": "worker", "image": "tether:dev"}]}}
 IDLE = WorkerLoad(tasks=0, sessions=0)

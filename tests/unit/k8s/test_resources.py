@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from tether_operator.k8s.resources import (
+from tether_operator.k8s.resources.specs import (
     API_VERSION,
     RetryPolicy,
     WorkerPool,

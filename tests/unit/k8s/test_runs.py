@@ -16,13 +16,13 @@ import httpx
 import pytest
 
 from tether_operator.engine import InvalidCommand, RunNotFound
-from tether_operator.k8s.api_runs import ApiRunStarter
-from tether_operator.k8s.client import KubeClient, KubeConfig
-from tether_operator.k8s.events import EventRecorder
-from tether_operator.k8s.mirror import MarkingStore
+from tether_operator.k8s.api.client import KubeClient, KubeConfig
+from tether_operator.k8s.api.events import EventRecorder
 from tether_operator.k8s.operator import _prune_orphans
-from tether_operator.k8s.runs import MAX_INPUT_BYTES, RunController, RunObject
-from tether_operator.k8s.workflows import WorkflowDirectory
+from tether_operator.k8s.runs.api_starter import ApiRunStarter
+from tether_operator.k8s.runs.controller import MAX_INPUT_BYTES, RunController, RunObject
+from tether_operator.k8s.runs.mirror import MarkingStore
+from tether_operator.k8s.runs.workflows import WorkflowDirectory
 from tether_operator.scheduler.run_starter import RunNotStarted
 from tether_operator.scheduler.service import SchedulerService
 from tether_operator.scheduler.store import InMemoryRunStore

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tether_operator.k8s.conditions import merge_conditions, rfc3339
-from tether_operator.k8s.resources import WorkflowRunStatus
-from tether_operator.k8s.status import (
+from tether_operator.k8s.resources.conditions import merge_conditions, rfc3339
+from tether_operator.k8s.resources.specs import WorkflowRunStatus
+from tether_operator.k8s.runs.status import (
     INLINE_RESULT_BYTES,
     pending_status,
     rejected_status,

@@ -12,9 +12,9 @@ from typing import Any
 
 import httpx
 
-from tether_operator.k8s.client import KubeClient, KubeConfig
-from tether_operator.k8s.events import EventRecorder, ObjectRef
-from tether_operator.k8s.mirror import StatusPatch, StatusWriter
+from tether_operator.k8s.api.client import KubeClient, KubeConfig
+from tether_operator.k8s.api.events import EventRecorder, ObjectRef
+from tether_operator.k8s.runs.mirror import StatusPatch, StatusWriter
 
 
 class SlowApi:

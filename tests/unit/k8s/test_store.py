@@ -14,16 +14,16 @@ from typing import Any
 import httpx
 import pytest
 
-from tether_operator.k8s.client import KubeClient, KubeConfig
-from tether_operator.k8s.fencing import Fence, Fenced
-from tether_operator.k8s.objects import object_name, run_label, selector
-from tether_operator.k8s.store import (
+from tether_operator.k8s.access.fencing import Fence, Fenced
+from tether_operator.k8s.api.client import KubeClient, KubeConfig
+from tether_operator.k8s.store.history import (
     PAYLOADS_KEY,
     HistoryCorrupt,
     KubernetesRunStore,
     RunGone,
     StoreError,
 )
+from tether_operator.k8s.store.objects import object_name, run_label, selector
 from tether_operator.scheduler.store import RunStore, fill_namespace
 
 DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tether_operator.k8s.resources import WorkflowSpec
-from tether_operator.k8s.workflows import WorkflowDirectory, retry_defaults
+from tether_operator.k8s.resources.specs import WorkflowSpec
+from tether_operator.k8s.runs.workflows import WorkflowDirectory, retry_defaults
 
 
 def event(type_: str, spec: dict[str, Any], namespace: str = "team") -> dict[str, Any]:

@@ -10,6 +10,7 @@ import pytest
 
 from tether_operator.engine import EngineConfig, RunNotFound, UnknownWorker
 from tether_operator.scheduler import InMemoryRunStore, SchedulerService
+from tether_operator.scheduler.store import StoreError
 from tether_types.notices import Notice
 from worker_runtime.protocol import ReportRequest
 
@@ -393,7 +394,7 @@ async def test_log_level_of_notices(
     )
 
 
-class _Gone(Exception):
+class _Gone(StoreError):
     permanent = True
 
 
@@ -406,7 +407,7 @@ class GoneStore(InMemoryRunStore):
 
     async def append(self, run_id: str, events: list[dict[str, Any]]) -> None:
         self.appends += 1
-        raise _Gone(f"run {run_id} is gone")
+        raise _Gone(run_id, f"run {run_id} is gone")
 
 
 async def test_a_permanent_store_error_drops_the_batch_instead_of_retrying(
@@ -437,7 +438,7 @@ class DeletedStore(GoneStore):
 
     async def append(self, run_id: str, events: list[dict[str, Any]]) -> None:
         self.appends += 1
-        raise _Deleted(f"run {run_id}'s WorkflowRun was deleted")
+        raise _Deleted(run_id, f"run {run_id}'s WorkflowRun was deleted")
 
 
 @pytest.mark.parametrize(("store_type", "level"), [(GoneStore, "ERROR"), (DeletedStore, "INFO")])

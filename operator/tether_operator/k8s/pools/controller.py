@@ -56,14 +56,13 @@ import kopf
 from pydantic import ValidationError
 
 from tether_operator.engine import Demand, EngineError
-from tether_operator.k8s.client import ApiError, KubeClient, resource_path
-from tether_operator.k8s.conditions import condition, merge_conditions, rfc3339
+from tether_operator.k8s.api import paths
+from tether_operator.k8s.api.client import ApiError, KubeClient
+from tether_operator.k8s.api.events import EventRecorder, ObjectRef
 from tether_operator.k8s.context import OperatorContext
-from tether_operator.k8s.events import EventRecorder, ObjectRef
-from tether_operator.k8s.naming import pool_id_for
-from tether_operator.k8s.pods import (
+from tether_operator.k8s.pool_health import PoolHealth, PoolKey
+from tether_operator.k8s.pools.pods import (
     DELETION_COST,
-    POOL_LABEL,
     SESSIONS_ANNOTATION,
     build_pod,
     created_at,
@@ -79,16 +78,22 @@ from tether_operator.k8s.pods import (
     terminating,
     trouble,
 )
-from tether_operator.k8s.pool_health import PoolHealth, PoolKey
-from tether_operator.k8s.resources import (
-    API_VERSION,
+from tether_operator.k8s.pools.scaling import (
+    PodState,
+    Target,
+    autoscale_target,
+    clamp,
+    scale_down_order,
+)
+from tether_operator.k8s.resources.conditions import condition, merge_conditions, rfc3339
+from tether_operator.k8s.resources.naming import POOL_LABEL, pool_id_for
+from tether_operator.k8s.resources.specs import (
     GROUP,
     VERSION,
     WorkerPool,
     WorkerPoolSpec,
     parse_duration,
 )
-from tether_operator.k8s.scaling import PodState, Target, autoscale_target, clamp, scale_down_order
 from tether_operator.scheduler import SchedulerService
 from tether_types.notices import Notice
 from tether_types.wire import is_permanent_loss
@@ -417,9 +422,7 @@ class PoolController:
         self, key: PoolKey, pool: _Pool, body: dict[str, Any]
     ) -> list[dict[str, Any]]:
         """The pool's live pods as the API server lists them now (the cache is updated)."""
-        listed = await self.client.list(
-            resource_path("v1", "pods", key[0]), label_selector=f"{POOL_LABEL}={key[1]}"
-        )
+        listed = await self.client.list(paths.pods(key[0]), label_selector=f"{POOL_LABEL}={key[1]}")
         for pod in listed:
             pool.pods.setdefault(pod["metadata"]["name"], pod)
         uid = body["metadata"]["uid"]
@@ -456,7 +459,7 @@ class PoolController:
         self, key: PoolKey, pool: _Pool, count: int, demand: Demand | None, now: float
     ) -> None:
         assert pool.body is not None
-        path = resource_path("v1", "pods", key[0])
+        path = paths.pods(key[0])
         for _ in range(count):
             manifest = build_pod(
                 pool.body,
@@ -605,7 +608,7 @@ class PoolController:
     async def _delete(self, key: PoolKey, pool: _Pool, pod: dict[str, Any]) -> None:
         name = pod["metadata"]["name"]
         await self.client.delete(
-            resource_path("v1", "pods", key[0], name),
+            paths.pods(key[0], name),
             preconditions={"uid": pod["metadata"]["uid"]},
         )
         # Until the watch says so, count it as terminating, not as a live pod.
@@ -614,7 +617,7 @@ class PoolController:
         logger.info("WorkerPool %s/%s: deleted pod %s", *key, name)
 
     async def _write_replicas(self, key: PoolKey, replicas: int) -> None:
-        path = resource_path(API_VERSION, "workerpools", *key)
+        path = paths.worker_pools(*key)
         updated = await self.client.patch(path, {"spec": {"replicas": replicas}})
         pool = self._pools.get(key)
         if pool is not None:
@@ -636,7 +639,7 @@ class PoolController:
             meta = pod["metadata"]
             try:
                 pool.pods[state.name] = await self.client.patch(
-                    resource_path("v1", "pods", meta["namespace"], state.name), patch
+                    paths.pods(meta["namespace"], state.name), patch
                 )
             except ApiError as exc:
                 if not exc.not_found:
@@ -691,7 +694,7 @@ class PoolController:
         comparable = {**status, "conditions": [_no_time(c) for c in status["conditions"]]}
         if comparable == pool.written_status:
             return
-        path = resource_path(API_VERSION, "workerpools", *key, subresource="status")
+        path = paths.worker_pools(*key, "status")
         try:
             await self.client.patch(path, {"status": status})
         except ApiError as exc:

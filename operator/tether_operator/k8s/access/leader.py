@@ -11,7 +11,7 @@ leads, the way client-go's `leaderelection` does it:
   machines are never compared). Every write is a PUT with the `resourceVersion`
   read, so of two candidates only one wins; taking it from another holder (or after
   a release) increments `leaseTransitions`, which is the leader's **epoch** (the
-  fencing token the run store stamps on history, `store.py`).
+  fencing token the run store stamps on history, `store/history.py`).
 - The leader renews every `retry_period`; when no renewal succeeded for
   `renew_deadline` seconds, or it sees another holder, it has lost the Lease
   (`LeadershipLost`) and must stop at once. `renew_deadline` < `lease_duration`
@@ -38,11 +38,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from tether_operator.k8s.client import ApiError, KubeClient, resource_path
+from tether_operator.k8s.api import paths
+from tether_operator.k8s.api.client import ApiError, KubeClient
+from tether_operator.k8s.api.paths import LEASE_API_VERSION
 
 __all__ = [
     "LEADER_LABEL",
-    "LEASE_API_VERSION",
     "LeaderElector",
     "LeadershipLost",
     "LeaseSettings",
@@ -52,7 +53,6 @@ __all__ = [
 
 logger = logging.getLogger("tether.operator.leader")
 
-LEASE_API_VERSION = "coordination.k8s.io/v1"
 LEADER_LABEL = "tether.dev/leader"
 """`"true"` on the leader's pod once it serves: the chart's Service selects it."""
 
@@ -61,7 +61,7 @@ async def label_pod(client: KubeClient, namespace: str, pod: str, leading: bool)
     """Set (`leading`) or remove `tether.dev/leader=true` on the operator's own pod;
     the pod as patched."""
     patch = {"metadata": {"labels": {LEADER_LABEL: "true" if leading else None}}}
-    result: dict[str, Any] = await client.patch(resource_path("v1", "pods", namespace, pod), patch)
+    result: dict[str, Any] = await client.patch(paths.pods(namespace, pod), patch)
     return result
 
 
@@ -190,7 +190,7 @@ class LeaderElector:
     @property
     def path(self) -> str:
         s = self.settings
-        return resource_path(LEASE_API_VERSION, "leases", s.namespace, s.name)
+        return paths.leases(s.namespace, s.name)
 
     @property
     def leading(self) -> bool:
@@ -360,9 +360,7 @@ class LeaderElector:
             },
         }
         try:
-            created = await self._client.create(
-                resource_path(LEASE_API_VERSION, "leases", s.namespace), body
-            )
+            created = await self._client.create(paths.leases(s.namespace), body)
         except ApiError as exc:
             if exc.conflict:
                 return False
@@ -388,7 +386,7 @@ class LeaderElector:
         self._asked_about = holder
         s = self.settings
         try:
-            await self._client.get(resource_path("v1", "pods", s.namespace, pod))
+            await self._client.get(paths.pods(s.namespace, pod))
         except ApiError as exc:
             if exc.not_found:
                 logger.info(

@@ -22,11 +22,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tether_operator.k8s.client import ApiError, KubeClient, resource_path
-from tether_operator.k8s.conditions import merge_conditions
-from tether_operator.k8s.mirror import StatusPatch, StatusWriter
-from tether_operator.k8s.naming import pool_name
-from tether_operator.k8s.resources import (
+from tether_operator.k8s.api import paths
+from tether_operator.k8s.api.client import ApiError, KubeClient
+from tether_operator.k8s.resources.conditions import merge_conditions
+from tether_operator.k8s.resources.naming import pool_name
+from tether_operator.k8s.resources.specs import (
     API_VERSION,
     ActivityOptions,
     RegisteredActivity,
@@ -35,6 +35,7 @@ from tether_operator.k8s.resources import (
     format_duration,
     parse_duration,
 )
+from tether_operator.k8s.runs.mirror import StatusPatch, StatusWriter
 from worker_runtime.protocol import ActivitySpec, RegisterWorkerRequest
 
 __all__ = [
@@ -237,7 +238,7 @@ class WorkflowPublisher:
     async def _ensure(self, key: Key) -> None:
         """Create the Workflow if it does not exist, then publish its status."""
         namespace, name = key
-        path = resource_path(API_VERSION, "workflows", namespace)
+        path = paths.workflows(namespace)
         try:
             await self._client.get(f"{path}/{name}")
         except ApiError as exc:
@@ -332,7 +333,7 @@ class WorkflowPublisher:
         }
         if status == state.status:
             return None
-        path = resource_path(API_VERSION, "workflows", namespace, name, "status")
+        path = paths.workflows(namespace, name, "status")
         return StatusPatch(path, status)
 
     def _written(self, key_text: str, status: dict[str, Any]) -> None:

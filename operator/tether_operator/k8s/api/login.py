@@ -6,7 +6,7 @@ from typing import Any
 
 import kopf
 
-from tether_operator.k8s.client import KubeConfig, load_config
+from tether_operator.k8s.api.client import KubeConfig, load_config
 
 __all__ = ["connection_info", "register_login"]
 

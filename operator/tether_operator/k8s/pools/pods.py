@@ -1,7 +1,7 @@
 """Worker pods of a WorkerPool: the pod the pool's template becomes, and reading pods back.
 
 Pure functions over plain Kubernetes objects (dicts, as the API server sends them);
-the controller in `pools.py` does the I/O.
+the controller in `controller.py` does the I/O.
 """
 
 from __future__ import annotations
@@ -16,15 +16,14 @@ from datetime import datetime
 from typing import Any
 
 from tether_operator.engine import WorkerLoad
-from tether_operator.k8s.naming import pool_id_for
-from tether_operator.k8s.resources import API_VERSION
+from tether_operator.k8s.resources.naming import POOL_LABEL, pool_id_for
+from tether_operator.k8s.resources.specs import API_VERSION
 from tether_operator.scheduler.auth import SCHEDULER_AUDIENCE
 
 __all__ = [
     "DEFAULT_TERMINATION_GRACE_SECONDS",
     "DELETION_COST",
     "MAX_TERMINATION_GRACE_SECONDS",
-    "POOL_LABEL",
     "REPORT_MARGIN_SECONDS",
     "SESSIONS_ANNOTATION",
     "STICKY_LABEL",
@@ -47,8 +46,6 @@ __all__ = [
     "worker_env",
 ]
 
-POOL_LABEL = "tether.dev/pool"
-"""Label on every pod of a pool: the pool's name."""
 TEMPLATE_HASH = "tether.dev/template-hash"
 """Annotation on every pod of a pool: `template_hash` of the pool it was made from."""
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"

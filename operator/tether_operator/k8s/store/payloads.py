@@ -17,9 +17,10 @@ import hashlib
 import json
 from typing import Any
 
-from tether_operator.k8s.client import ApiError, KubeClient, resource_path
-from tether_operator.k8s.objects import config_map, object_name, owner_uid
-from tether_operator.k8s.store_errors import PayloadMissing
+from tether_operator.k8s.api import paths
+from tether_operator.k8s.api.client import ApiError, KubeClient
+from tether_operator.k8s.store.errors import PayloadMissing
+from tether_operator.k8s.store.objects import config_map, object_name, owner_uid
 
 __all__ = ["CHUNK_BYTES", "PayloadStore"]
 
@@ -69,7 +70,7 @@ class PayloadStore:
         else:
             digest, chunks = _pack(text)
         payload_id = digest[:ID_LENGTH]
-        path = resource_path("v1", "configmaps", namespace)
+        path = paths.configmaps(namespace)
         await asyncio.gather(
             *(
                 self._create(
@@ -112,7 +113,7 @@ class PayloadStore:
 
     async def get(self, run_id: str, namespace: str, run_name: str, ref: dict[str, Any]) -> Any:
         """The value `ref` refers to; `PayloadMissing` if a chunk is gone or damaged."""
-        path = resource_path("v1", "configmaps", namespace)
+        path = paths.configmaps(namespace)
         names = [_chunk_name(run_name, ref["id"], i) for i in range(int(ref["chunks"]))]
         try:
             objects = await asyncio.gather(*(self._client.get(f"{path}/{n}") for n in names))

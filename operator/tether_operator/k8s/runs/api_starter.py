@@ -1,7 +1,7 @@
 """`POST /v1/runs` on Kubernetes: the run becomes a WorkflowRun, then starts as any other.
 
 A run started over HTTP must have a WorkflowRun: its history ConfigMaps are owned by
-one (`store.py`), and a run without one would lose its history. So the operator
+one (`store/history.py`), and a run without one would lose its history. So the operator
 creates the WorkflowRun (through its own `KubeClient`; the caller's right to create
 workflowruns in that namespace was checked by the auth gate) and answers once the
 WorkflowRun controller has bound and started it and its first history is stored:
@@ -21,11 +21,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from tether_operator.engine import InvalidCommand, RunAlreadyExists, RunNotFound
-from tether_operator.k8s.client import ApiError, KubeClient, resource_path
-from tether_operator.k8s.naming import pool_object, run_id_for, run_object
-from tether_operator.k8s.resources import API_VERSION, format_duration
-from tether_operator.k8s.runs import RunController
-from tether_operator.k8s.status import view_of_object
+from tether_operator.k8s.api import paths
+from tether_operator.k8s.api.client import ApiError, KubeClient
+from tether_operator.k8s.resources.naming import pool_object, run_id_for, run_object
+from tether_operator.k8s.resources.specs import API_VERSION, format_duration
+from tether_operator.k8s.runs.controller import RunController
+from tether_operator.k8s.runs.status import view_of_object
 from tether_operator.scheduler.run_starter import RunNotStarted
 from worker_runtime.protocol import StartRunRequest
 
@@ -123,9 +124,7 @@ class ApiRunStarter:
         if self.watched and namespace not in self.watched:
             return None
         try:
-            body = await self.client.get(
-                resource_path(API_VERSION, "workflowruns", namespace, name)
-            )
+            body = await self.client.get(paths.workflow_runs(namespace, name))
         except ApiError as exc:
             if not exc.not_found:
                 logger.warning("could not read WorkflowRun %s/%s: %s", namespace, name, exc)
@@ -138,9 +137,7 @@ class ApiRunStarter:
         items: list[dict[str, Any]] = []
         for namespace in namespaces:
             try:
-                items += await self.client.list(
-                    resource_path(API_VERSION, "workflowruns", namespace)
-                )
+                items += await self.client.list(paths.workflow_runs(namespace))
             except ApiError as exc:  # the engine's runs are still listed
                 logger.warning("could not list WorkflowRuns in %s: %s", namespace or "all", exc)
         return [view_of_object(body) for body in items]
@@ -158,9 +155,7 @@ class ApiRunStarter:
             )
         self.runs.service.require_registered(req.workflow, namespace)  # as dev mode
         try:
-            created = await self.client.create(
-                resource_path(API_VERSION, "workflowruns", namespace), body
-            )
+            created = await self.client.create(paths.workflow_runs(namespace), body)
         except ApiError as exc:
             if exc.conflict:
                 raise RunAlreadyExists(

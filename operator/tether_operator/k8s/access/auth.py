@@ -35,10 +35,10 @@ from typing import Any
 
 import httpx
 
-from tether_operator.k8s.client import ApiError, KubeClient, resource_path
-from tether_operator.k8s.naming import pool_id_for, run_object
-from tether_operator.k8s.pods import POOL_LABEL
-from tether_operator.k8s.resources import GROUP
+from tether_operator.k8s.api import paths
+from tether_operator.k8s.api.client import ApiError, KubeClient
+from tether_operator.k8s.resources.naming import POOL_LABEL, pool_id_for, run_object
+from tether_operator.k8s.resources.specs import GROUP
 from tether_operator.scheduler.auth import (
     SCHEDULER_AUDIENCE,
     AuthError,
@@ -310,7 +310,7 @@ class KubernetesAuthenticator:
             )
 
     async def _pod(self, pod: PodIdentity) -> dict[str, Any]:
-        path = resource_path("v1", "pods", pod.namespace, pod.name)
+        path = paths.pods(pod.namespace, pod.name)
         try:
             found = await self.client.get(path)
         except ApiError as exc:

@@ -32,21 +32,26 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from tether_operator.engine import EngineError, RunNotFound, WorkflowNotFound
-from tether_operator.k8s import objects
-from tether_operator.k8s.client import ApiError, KubeClient, resource_path
-from tether_operator.k8s.events import EventRecorder, ObjectRef
-from tether_operator.k8s.mirror import MarkingStore, StatusPatch, StatusWriter
-from tether_operator.k8s.naming import pool_id_for, run_id_for, run_object
+from tether_operator.k8s.api import paths
+from tether_operator.k8s.api.client import ApiError, KubeClient
+from tether_operator.k8s.api.events import EventRecorder, ObjectRef
 from tether_operator.k8s.pool_health import PoolHealth
-from tether_operator.k8s.resources import API_VERSION, WorkflowRunSpec, WorkflowSpec, parse_duration
-from tether_operator.k8s.status import (
+from tether_operator.k8s.resources.naming import pool_id_for, run_id_for, run_object
+from tether_operator.k8s.resources.specs import (
+    WorkflowRunSpec,
+    WorkflowSpec,
+    parse_duration,
+)
+from tether_operator.k8s.runs.mirror import MarkingStore, StatusPatch, StatusWriter
+from tether_operator.k8s.runs.status import (
     TERMINAL_PHASES,
     pending_status,
     rejected_status,
     result_too_large,
     run_status,
 )
-from tether_operator.k8s.workflows import WorkflowDirectory
+from tether_operator.k8s.runs.workflows import WorkflowDirectory
+from tether_operator.k8s.store import objects
 from tether_operator.scheduler.service import SchedulerService
 from tether_types.notices import Notice, WorkerLost
 from tether_types.wire import DEFAULT_SCHEDULE_TIMEOUT
@@ -330,7 +335,7 @@ class RunController:
         workflow = str((obj.spec.get("workflowRef") or {}).get("name", ""))
         spec = self.workflows.spec(obj.namespace, workflow)
         if spec is None:
-            path = resource_path(API_VERSION, "workflows", obj.namespace, workflow)
+            path = paths.workflows(obj.namespace, workflow)
             try:
                 body = await self.client.get(path)
                 spec = WorkflowSpec.model_validate(body.get("spec") or {})
@@ -545,7 +550,7 @@ class RunController:
         )
 
     async def _expire(self, namespace: str, name: str, uid: str) -> None:
-        path = resource_path(API_VERSION, "workflowruns", namespace, name)
+        path = paths.workflow_runs(namespace, name)
         try:
             await self.client.delete(path, propagation="Background", preconditions={"uid": uid})
             logger.info(
@@ -597,7 +602,7 @@ class RunController:
         if status == obj.written:
             return None
         namespace, name = run_object(run_id)
-        path = resource_path(API_VERSION, "workflowruns", namespace, name, "status")
+        path = paths.workflow_runs(namespace, name, "status")
         return StatusPatch(path, status)
 
     async def _store_result(self, obj: RunObject, result: Any) -> None:

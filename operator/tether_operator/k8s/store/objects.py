@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Literal
 
-from tether_operator.k8s.resources import API_VERSION
+from tether_operator.k8s.resources.specs import API_VERSION
 
 __all__ = [
     "LABEL_MANAGED_BY",

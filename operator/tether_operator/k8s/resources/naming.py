@@ -9,7 +9,10 @@ a run uses the pool of its own namespace.
 
 from __future__ import annotations
 
-__all__ = ["pool_id_for", "pool_name", "pool_object", "run_id_for", "run_object"]
+__all__ = ["POOL_LABEL", "pool_id_for", "pool_name", "pool_object", "run_id_for", "run_object"]
+
+POOL_LABEL = "tether.dev/pool"
+"""Label on every pod of a pool: the pool's name."""
 
 
 def run_id_for(namespace: str, name: str) -> str:

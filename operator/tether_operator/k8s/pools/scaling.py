@@ -1,6 +1,6 @@
 """How many pods a WorkerPool wants, and which pods go first: pure decisions.
 
-The controller (`pools.py`) feeds these with the pool's spec, its live pods and the
+The controller (`controller.py`) feeds these with the pool's spec, its live pods and the
 engine's demand; nothing here does I/O or reads a clock.
 """
 
@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from tether_operator.engine import Demand, WorkerLoad
-from tether_operator.k8s.resources import WorkerPoolSpec, parse_duration
+from tether_operator.k8s.resources.specs import WorkerPoolSpec, parse_duration
 
 __all__ = ["PodState", "Target", "autoscale_target", "clamp", "scale_down_order"]
 

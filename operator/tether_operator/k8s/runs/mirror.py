@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tether_operator.k8s.client import ApiError, KubeClient
+from tether_operator.k8s.api.client import ApiError, KubeClient
 from tether_operator.scheduler.store import RunStore
 
 __all__ = ["MarkingStore", "StatusPatch", "StatusWriter"]

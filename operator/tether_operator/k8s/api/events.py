@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from tether_operator.k8s.client import ApiError, KubeClient, resource_path
-from tether_operator.k8s.conditions import rfc3339
-from tether_operator.k8s.resources import API_VERSION
+from tether_operator.k8s.api import paths
+from tether_operator.k8s.api.client import ApiError, KubeClient
+from tether_operator.k8s.resources.conditions import rfc3339
+from tether_operator.k8s.resources.specs import API_VERSION
 
 __all__ = ["EventRecorder", "ObjectRef"]
 
@@ -197,7 +198,7 @@ class EventRecorder:
         }
         if item.count > 1:
             body["series"] = {"count": item.count, "lastObservedTime": _micro(item.last)}
-        path = resource_path("v1", "events", ref.namespace)
+        path = paths.events(ref.namespace)
         try:
             try:
                 await self._client.create(path, body)

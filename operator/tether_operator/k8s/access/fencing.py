@@ -10,7 +10,7 @@ things before and during every history write:
   `tether.dev/epoch=<leaseTransitions>` of the leader that last claimed it, and an
   append is a JSON patch whose first op `test`s that annotation, so the apiserver
   refuses the whole patch (422) once a newer leader stamped its epoch there
-  (`store.py` says how segments are sealed and claimed).
+  (`store/history.py` says how segments are sealed and claimed).
 
 The first refused write trips the fence: `Fenced` is raised to the writer (it is not
 `permanent`, so nothing waiting on that history is acknowledged) and `fenced()`
@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from tether_operator.k8s.store_errors import StoreError
+from tether_operator.scheduler.store import StoreError
 
 __all__ = ["EPOCH_ANNOTATION", "SEALED_ANNOTATION", "Fence", "Fenced"]
 

@@ -18,13 +18,13 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from tether_operator.k8s.conditions import (
+from tether_operator.k8s.resources.conditions import (
     Condition,
     condition,
     merge_conditions,
     rfc3339,
 )
-from tether_operator.k8s.naming import run_id_for
+from tether_operator.k8s.resources.naming import run_id_for
 
 __all__ = [
     "INLINE_RESULT_BYTES",

@@ -14,7 +14,7 @@ exactly the events appended.
 Keys are event indexes, so an append retried after an unknown outcome rewrites the
 same positions instead of duplicating events.
 
-Fencing (`fencing.py`), when the store is given a `Fence` with an epoch (leader
+Fencing (`access/fencing.py`), when the store is given a `Fence` with an epoch (leader
 election on): every segment carries `tether.dev/epoch`; an append is a JSON patch
 that first `test`s it; rolling over first seals the full segment (a tested patch
 adding `tether.dev/sealed`), then creates the next, so a deposed leader can neither
@@ -43,10 +43,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from tether_operator.k8s.client import ApiError, KubeClient, resource_path
-from tether_operator.k8s.fencing import EPOCH_ANNOTATION, SEALED_ANNOTATION, Fence, Fenced
-from tether_operator.k8s.naming import run_id_for, run_object
-from tether_operator.k8s.objects import (
+from tether_operator.k8s.access.fencing import EPOCH_ANNOTATION, SEALED_ANNOTATION, Fence, Fenced
+from tether_operator.k8s.api import paths
+from tether_operator.k8s.api.client import ApiError, KubeClient
+from tether_operator.k8s.resources.naming import run_id_for, run_object
+from tether_operator.k8s.store.errors import (
+    HistoryCorrupt,
+    PayloadMissing,
+    RunGone,
+    StoreError,
+)
+from tether_operator.k8s.store.objects import (
     LABEL_ROOT,
     config_map,
     object_name,
@@ -56,14 +63,7 @@ from tether_operator.k8s.objects import (
     selector,
     stored_run,
 )
-from tether_operator.k8s.payloads import PayloadStore
-from tether_operator.k8s.resources import API_VERSION
-from tether_operator.k8s.store_errors import (
-    HistoryCorrupt,
-    PayloadMissing,
-    RunGone,
-    StoreError,
-)
+from tether_operator.k8s.store.payloads import PayloadStore
 from tether_operator.scheduler.store import fill_namespace
 
 __all__ = [
@@ -284,11 +284,11 @@ class KubernetesRunStore:
         return state
 
     def _cm_path(self, state: _RunState, name: str | None = None) -> str:
-        return resource_path("v1", "configmaps", state.namespace, name)
+        return paths.configmaps(state.namespace, name)
 
     async def _check_run(self, run_id: str, state: _RunState) -> None:
         """Raise `RunGone` if the WorkflowRun bound to `run_id` no longer exists."""
-        path = resource_path(API_VERSION, "workflowruns", state.namespace, state.owner_name)
+        path = paths.workflow_runs(state.namespace, state.owner_name)
         try:
             obj = await self._client.get(path)
         except ApiError as exc:
@@ -733,11 +733,11 @@ class KubernetesRunStore:
     async def run_ids(self) -> list[str]:
         """Every run with stored history in the watched namespaces, bound to its owner."""
         if self._namespaces is None:
-            paths = [resource_path("v1", "configmaps")]
+            where = [paths.configmaps()]
         else:
-            paths = [resource_path("v1", "configmaps", ns) for ns in self._namespaces]
+            where = [paths.configmaps(ns) for ns in self._namespaces]
         pages = await asyncio.gather(
-            *(self._client.list(p, label_selector=selector(part="history")) for p in paths)
+            *(self._client.list(p, label_selector=selector(part="history")) for p in where)
         )
         listing: dict[str, list[dict[str, Any]]] = {}
         for item in (i for page in pages for i in page):

@@ -1,0 +1,1 @@
+"""WorkerPools: their pods, scaling, rollouts, health, and the nodes they run on."""
