@@ -11,9 +11,9 @@ import sys
 import pytest
 
 from tests.e2e.conftest import Install
-from tests.e2e.kube import Kube, eventually, running_and_ready
+from tests.e2e.kube import Kube, eventually
 from tests.e2e.leadership import leader
-from tests.e2e.testdata_pools import script_pool, start_steps
+from tests.e2e.scenario import serve, steps
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -30,20 +30,11 @@ def cli(kube: Kube, ns: Kube, token: str, *args: str) -> subprocess.Popen[str]:
                             text=True)  # fmt: skip
 
 
-def progress(ns: Kube, run: str) -> int:
-    return int((ns.jsonpath("wfr", run, "{.status.progress}") or "0/0").split("/")[0])
-
-
 def test_the_cli_reaches_the_leader_through_the_kubeconfig_and_follows_it(
     tether: Install, kube: Kube
 ) -> None:
     ns = tether.workloads["runs"]
-    ns.apply(*script_pool(POOL, "sticky_steps.py", workflow=POOL))
-    eventually(
-        lambda: any(running_and_ready(p) for p in ns.pods(f"tether.dev/pool={POOL}")),
-        timeout=120,
-        what="the pool's pod",
-    )
+    pool = serve(ns, POOL, "sticky_steps.py").ready(1)
     ns.run("create", "serviceaccount", "cli")
     ns.run("create", "role", "cli", "--verb=create,get,list,delete",
            "--resource=workflowruns.tether.dev")  # fmt: skip
@@ -54,9 +45,9 @@ def test_the_cli_reaches_the_leader_through_the_kubeconfig_and_follows_it(
     out, err = listed.communicate(timeout=60)
     assert listed.returncode == 0, err
 
-    run, _ = start_steps(ns, POOL, count=40, seconds=0.5, sticky=False)
-    waiting = cli(kube, ns, token, "wait", "run", run, "--timeout", "240")
-    eventually(lambda: progress(ns, run) >= 3, timeout=60, what="the run under way")
+    run = steps(ns, POOL, count=40, seconds=0.5, sticky=False)
+    waiting = cli(kube, ns, token, "wait", "run", run.name, "--timeout", "240")
+    eventually(lambda: run.done >= 3, timeout=60, what="the run under way")
     pod = eventually(lambda: leader(tether), timeout=60, what="the leader")
     tether.system.run("delete", "pod", pod["metadata"]["name"], "--wait=false")
     out, err = waiting.communicate(timeout=300)
@@ -64,10 +55,5 @@ def test_the_cli_reaches_the_leader_through_the_kubeconfig_and_follows_it(
     assert "Succeeded" in out, out
     # The WorkflowRun's status is written after the run ends, and a new leader first
     # rebuilds its runs: kubectl catches up with what `wait` said, shortly after.
-    eventually(
-        lambda: ns.jsonpath("wfr", run, "{.status.phase}") == "Succeeded",
-        timeout=30,
-        what=f"WorkflowRun {run} to show Succeeded",
-    )
-    ns.delete("wp", POOL)
-    ns.delete("wf", POOL)
+    run.reaches("Succeeded", timeout=30)
+    pool.remove()

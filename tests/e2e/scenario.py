@@ -1,0 +1,106 @@
+"""The words e2e scenarios are written in: a pool serving a workflow file, a run that
+is waited on, a pod killed. A test reads as its story; what kubectl does is here.
+
+    pool = serve(ns, "rolling", "sticky_steps.py", replicas=2).ready(2)
+    run = steps(ns, "rolling", count=30, seconds=0.5)
+    pool.kill()
+    assert run.wait().phase == "Succeeded"
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from tests.e2e.kube import Kube, KubectlError, Obj, eventually, running_and_ready
+from tests.e2e.testdata_pools import script_pool, start_steps
+
+TERMINAL = frozenset({"Succeeded", "Failed", "Cancelled"})
+
+
+@dataclass(frozen=True)
+class Run:
+    """A WorkflowRun of one scenario."""
+
+    ns: Kube
+    name: str
+
+    @property
+    def phase(self) -> str:
+        return self.ns.jsonpath("wfr", self.name, "{.status.phase}")
+
+    @property
+    def result(self) -> Any:
+        return json.loads(self.ns.jsonpath("wfr", self.name, "{.status.result}"))
+
+    @property
+    def done(self) -> int:
+        """How many of its activities are done (`status.progress`)."""
+        progress = self.ns.jsonpath("wfr", self.name, "{.status.progress}") or "0/0"
+        return int(progress.split("/")[0])
+
+    def reaches(self, phase: str, timeout: float = 60) -> Run:
+        """Wait until the run is in `phase` (not necessarily its last)."""
+        eventually(lambda: self.phase == phase, timeout=timeout, what=f"{self.name} {phase}")
+        return self
+
+    def wait(self, timeout: float = 240) -> Run:
+        """Wait until the run ended; fail with its post-mortem if it does not."""
+        try:
+            eventually(lambda: self.phase in TERMINAL, timeout=timeout, what=f"{self.name} ends")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.ns.run_post_mortem(self.name)}") from None
+        return self
+
+
+@dataclass(frozen=True)
+class Pool:
+    """A WorkerPool of one scenario, serving the workflow of its own name."""
+
+    ns: Kube
+    name: str
+
+    def pods(self) -> list[Obj]:
+        """Its pods, those being deleted left out."""
+        found = self.ns.pods(f"tether.dev/pool={self.name}")
+        return [p for p in found if not p["metadata"].get("deletionTimestamp")]
+
+    def ready(self, count: int, timeout: float = 120) -> Pool:
+        """Wait until exactly `count` of its pods run and are ready."""
+        eventually(
+            lambda: sum(running_and_ready(p) for p in self.pods()) == count == len(self.pods()),
+            timeout=timeout,
+            what=f"{count} ready pods of {self.name}",
+        )
+        return self
+
+    def kill(self, pod: str | None = None) -> str:
+        """Delete `pod` (else its first pod) without waiting; the pod's name."""
+        name = pod or self.pods()[0]["metadata"]["name"]
+        try:
+            self.ns.run("delete", "pod", name, "--wait=false")
+        except KubectlError as exc:
+            if "NotFound" not in str(exc):
+                raise
+        return name
+
+    def remove(self) -> None:
+        """Delete the pool and its Workflow."""
+        self.ns.delete("wp", self.name)
+        self.ns.delete("wf", self.name)
+
+
+def serve(ns: Kube, name: str, script: str, **spec: Any) -> Pool:
+    """Apply WorkerPool `name` running `testdata/<script>`, whose workflow it registers
+    as `name`, and Workflow `name` naming the pool."""
+    ns.apply(*script_pool(name, script, workflow=name, **spec))
+    return Pool(ns, name)
+
+
+def steps(
+    ns: Kube, workflow: str, count: int, seconds: float = 0.0, sticky: bool | None = None
+) -> Run:
+    """Start a run of a `steps.py` or `sticky_steps.py` workflow: `count` steps of
+    `seconds` each (in one session when `sticky`)."""
+    return Run(ns, start_steps(ns, workflow, count, seconds, sticky)[0])
