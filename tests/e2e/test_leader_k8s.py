@@ -375,7 +375,13 @@ def test_leader_killed_twice_mid_run_every_run_finishes_and_no_step_runs_twice(
         executed = Counter(step for _, what, t, step in lines if t == tag and what == "executed")
         assert sorted(executed) == list(range(count)), f"{run}: steps seen {sorted(executed)}"
         twice = {step: n for step, n in executed.items() if n > 1}
-        assert not twice, f"{run}: completed steps ran again after a leader kill: {twice}"
+        if twice:  # say when each ran, against the kills, and what history recorded
+            seen = [line for line in lines if line[2] == tag and line[3] in twice]
+            raise AssertionError(
+                f"{run}: completed steps ran again after a leader kill: {twice}\n"
+                f"their lines (time, what, tag, step): {seen}\nkills: {kills}\n"
+                f"{steps.run_post_mortem(run, events=60)}"
+            )
     lease = tether.system.get("lease", tether.release)
     assert int(lease["spec"]["leaseTransitions"]) >= transitions + len(KILLS)
 
