@@ -640,9 +640,11 @@ class RunController:
         obj.written = status
         obj.conditions = list(status.get("conditions") or [])
         self._schedule_expiry(obj, status)
-        # A large result still on its way to its ConfigMap has one more write to come.
+        # A large result on its way to its ConfigMap has one more write to come: the
+        # run leaves memory once a written status points at it (not when the reference
+        # is known: it may have come while a status without it was being written).
         if status.get("phase") in TERMINAL_PHASES and (
-            not obj.storing_result or obj.result_ref is not None
+            not obj.storing_result or (status.get("resultRef") or {}).get("configMap")
         ):
             self._retire(run_id)
 
