@@ -311,6 +311,42 @@ async def test_a_large_result_is_stored_before_its_run_leaves_memory(
     assert s.runs.objects == {}
 
 
+class QuickPayloadStore(InMemoryRunStore):
+    async def put_payload(self, run_id: str, value: Any) -> dict[str, Any]:
+        return {"id": "abc", "chunks": 1}
+
+
+async def test_a_result_stored_while_the_final_status_is_being_written_is_written_too(
+    s: Setup,
+) -> None:
+    """The result's ConfigMap is ready before the status without it is written (a slow
+    API server): that write must not retire the run, or its resultRef is never written
+    (seen in CI)."""
+    s.store.inner = QuickPayloadStore()
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        if request.method == "PATCH" and request.url.path.endswith("/status"):
+            await asyncio.sleep(0.05)
+        return s.api.handle(request)
+
+    s.runs.status._client = KubeClient(
+        KubeConfig(server="http://api"), transport=httpx.MockTransport(slow)
+    )
+    register(s.service)
+    await s.runs.on_event(run_event())
+    await settle(s)
+    (task,) = await s.service.poll("pod-1", 8, 1.0)
+    done = {"type": "complete_workflow", "seq": 1, "result": "x" * 40_000}
+    batch = {"run_id": "ns.r", "workflow_task_id": task["task_id"], "commands": [done]}
+    s.service.report("pod-1", ReportRequest.model_validate({"workflows": [batch]}))
+    for _ in range(4):
+        await settle(s)
+        await asyncio.sleep(0.1)
+    final = s.api.status_patches("r")[-1]
+    assert (final["phase"], final["resultRef"]["configMap"]) == ("Succeeded", "r-pabc-0")
+    assert s.runs.objects == {}
+
+
 async def test_a_recovered_run_whose_final_status_was_written_is_dropped_at_once(
     s: Setup,
 ) -> None:
