@@ -63,3 +63,10 @@ class WorkerLost(Notice):
     worker_id: str = ""
     loss: LossReason | Literal["SchedulerRestarted"] = "ProcessExited"
     runs: tuple[RunLoss, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RunStarted(Notice):
+    """A run started; a child run names its parent (its history belongs with it)."""
+
+    parent_run_id: str | None = None

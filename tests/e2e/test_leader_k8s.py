@@ -148,6 +148,7 @@ async def test_a_child_runs_history_is_recovered_and_fenced_like_its_roots(
     started = {"type": "RunStarted", "time": 0.0, "data": {"parent_run_id": run[0]}}
     old = fenced_store(client, ns, run, epoch=1)
     await old.append(run[0], activity(1))
+    old.child_started(child, run[0])  # the engine's RunStarted notice, as the operator binds it
     await old.append(child, [started, *activity(1)])
     new = KubernetesRunStore(client, [ns], fence=Fence(epoch=2))
     assert await new.run_ids() == [run[0], child]

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from tether_types.commands import WorkflowCommand
-from tether_types.views import WorkerFacts
+from tether_types.views import RunViewData, WorkerFacts
 from tether_types.wire import LOSS_REASONS, LossReason, is_loss_reason, is_permanent_loss
 
 from .commands import Commands
@@ -440,11 +440,11 @@ class Engine:
             )
         del self.state.runs[run_id]
 
-    def run_view(self, run_id: str) -> dict[str, Any]:
-        """The run as clients see it (a `RunView` dict)."""
+    def run_view(self, run_id: str) -> RunViewData:
+        """The run as clients see it."""
         return run_view(self.state.get_run(run_id), self.state.runs)
 
-    def list_runs(self) -> list[dict[str, Any]]:
+    def list_runs(self) -> list[RunViewData]:
         """Every run's view."""
         return [run_view(r, self.state.runs) for r in self.state.runs.values()]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-from tether_types.notices import Notice, NoticeReason, RunLoss, WorkerLost
+from tether_types.notices import Notice, NoticeReason, RunLoss, RunStarted, WorkerLost
 from tether_types.wire import EventType, LossReason, TaskMessage
 
 from .runs import Event, Run, event
@@ -88,6 +88,18 @@ class Outbox:
         """Tell a person: `level` is "Warning" or anything else for "Normal"."""
         self._fx.append(
             Notice(run_id, "Warning" if level == "Warning" else "Normal", reason, message)
+        )
+
+    def run_started(self, run_id: str, workflow: str, parent_run_id: str | None) -> None:
+        """Tell a person (and the host's store) that a run started, naming its parent."""
+        self._fx.append(
+            RunStarted(
+                run_id,
+                "Normal",
+                "RunStarted",
+                f"run {run_id} of {workflow} started",
+                parent_run_id=parent_run_id,
+            )
         )
 
     def worker_lost(

@@ -86,7 +86,7 @@ class Lifecycle:
             out.record(
                 run, "SessionOpened", session_id=run.workflow_session_id, strategy=sticky, seq=0
             )
-        out.notice(run_id, "Normal", "RunStarted", f"run {run_id} of {run.workflow} started")
+        out.run_started(run_id, run.workflow, run.parent_run_id)
         self.tasks.enqueue_workflow_task(run)
         return run
 

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import cast
+
+from tether_types.views import (
+    AttemptViewData,
+    RunViewData,
+    SessionBindingData,
+    SessionBreakData,
+)
 
 from .runs import ActivityRecord, Run
 
-Attempt = dict[str, Any]
+Attempt = AttemptViewData
 
 
-def run_view(run: Run, runs: dict[str, Run]) -> dict[str, Any]:
+def run_view(run: Run, runs: dict[str, Run]) -> RunViewData:
     """A run as clients see it: phase, result or error, activities, sessions, children."""
     attempts = activity_attempts(run)
     return {
@@ -56,8 +63,8 @@ def run_view(run: Run, runs: dict[str, Run]) -> dict[str, Any]:
                 "message": s.message,
                 "broken_at": s.broken_at if s.state == "Broken" else None,
                 "workers": list(s.workers),
-                "breaks": [dict(b) for b in s.breaks],
-                "bindings": [dict(b) for b in s.bindings],
+                "breaks": [cast(SessionBreakData, dict(b)) for b in s.breaks],
+                "bindings": [cast(SessionBindingData, dict(b)) for b in s.bindings],
             }
             for s in run.sessions.values()
         ],
@@ -98,13 +105,11 @@ def activity_attempts(run: Run) -> dict[int, list[Attempt]]:
         kind, d = ev["type"], ev["data"]
         if kind == "ActivityStarted":
             started = _new_attempt(d["attempt"])
-            started.update(
-                worker=d.get("worker"),
-                pod=d.get("pod"),
-                node=d.get("node"),
-                cold_start=bool(d.get("cold_start")),
-                started_at=ev["time"],
-            )
+            started["worker"] = d.get("worker")
+            started["pod"] = d.get("pod")
+            started["node"] = d.get("node")
+            started["cold_start"] = bool(d.get("cold_start"))
+            started["started_at"] = ev["time"]
             attempts.setdefault(d["seq"], []).append(started)
         elif kind in ("ActivityCompleted", "ActivityFailed"):
             attempt = _attempt(attempts.setdefault(d["seq"], []), d.get("attempt"))

@@ -67,7 +67,7 @@ from tether_operator.scheduler.auth import Gate
 from tether_operator.scheduler.server import serve
 from tether_operator.scheduler.service import SchedulerService
 from tether_operator.scheduler.store import InMemoryRunStore, RunStore
-from tether_types.notices import Notice
+from tether_types.notices import Notice, RunStarted
 
 RESTART_GRACE_SECONDS = 30.0
 """How long attempts and sessions of recovered runs wait for their worker to register
@@ -226,7 +226,8 @@ async def run_operator(settings: OperatorSettings) -> None:
         led_elsewhere=lambda: elector is not None and elector.held_elsewhere,
     )
     events = EventRecorder(client, instance=settings.pod_name)
-    store = MarkingStore(_make_store(settings, client, fence))
+    history = _make_store(settings, client, fence)
+    store = MarkingStore(history)
     service = SchedulerService(
         engine_config=EngineConfig(
             worker_heartbeat_timeout=WORKER_HEARTBEAT_TIMEOUT_SECONDS,
@@ -253,6 +254,13 @@ async def run_operator(settings: OperatorSettings) -> None:
     service.on_registration(lambda _: runs.retry_pending())
 
     def on_notice(notice: Notice) -> None:
+        # Notices are handed over before the history writer runs: a child is bound to
+        # its root's objects before its first events are written.
+        match notice:
+            case RunStarted(run_id=str(child), parent_run_id=str(parent)) if isinstance(
+                history, KubernetesRunStore
+            ):
+                history.child_started(child, parent)
         runs.on_notice(notice)
         if notice.reason in ("WorkerRegistered", "WorkerLost"):
             publisher.workers_changed()

@@ -10,9 +10,9 @@ against the protocol views, which keeps the engine honest about their shape.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Body, FastAPI, Header, Path, Query, Request
 from starlette.responses import Response
@@ -36,6 +36,7 @@ from tether_operator.scheduler.service import (
     SchedulerService,
     run_of_task,
 )
+from tether_types.views import RunViewData
 from worker_runtime.protocol import (
     API_PREFIX,
     ActivityCompletion,
@@ -94,6 +95,9 @@ def _empty() -> Response:
 
 WorkerId = Annotated[str, Path(min_length=1, max_length=253, description="The worker's id.")]
 RunId = Annotated[str, Path(min_length=1, description="The run's id.")]
+
+
+Item = TypeVar("Item", bound=Mapping[str, Any])
 
 
 def _connected(request: Request) -> worker_calls.StillConnected:
@@ -160,9 +164,9 @@ def create_app(
     async def visible(
         request: Request,
         resource: str,
-        items: list[dict[str, Any]],
-        namespace_of: Callable[[dict[str, Any]], str],
-    ) -> list[dict[str, Any]]:
+        items: list[Item],
+        namespace_of: Callable[[Item], str],
+    ) -> list[Item]:
         """The `items` of namespaces where the caller may list `resource` (all without a
         gate): a caller with rights in one namespace sees nothing of another's."""
         principal = caller(request)
@@ -379,7 +383,7 @@ def create_app(
         "run ids; docs/operator.md); the answer comes once it started and its first history "
         "is stored.",
     )
-    async def start_run(request: Request, req: StartRunRequest) -> dict[str, Any]:
+    async def start_run(request: Request, req: StartRunRequest) -> RunViewData:
         check_payload(request, [("input", req.input)])
         if gate is None:
             return await service.start_requested_run(req)
@@ -404,7 +408,7 @@ def create_app(
         tags=["runs"],
         summary="One run",
     )
-    async def get_run(request: Request, run_id: RunId) -> dict[str, Any]:
+    async def get_run(request: Request, run_id: RunId) -> RunViewData:
         await allow_run(request, "get", run_id)
         return await service.find_run(run_id)
 
@@ -421,7 +425,7 @@ def create_app(
         timeout: Annotated[  # noqa: ASYNC109 - the documented query parameter
             float, Query(ge=0, le=3600, description="Seconds to wait.")
         ] = 30.0,
-    ) -> dict[str, Any]:
+    ) -> RunViewData:
         await allow_run(request, "get", run_id)
         view = await service.wait_run(run_id, timeout)
         finished = view["phase"] in TERMINAL_PHASES
@@ -448,7 +452,7 @@ def create_app(
         tags=["runs"],
         summary="Cancel a run",
     )
-    async def cancel_run(request: Request, run_id: RunId) -> dict[str, Any]:
+    async def cancel_run(request: Request, run_id: RunId) -> RunViewData:
         await allow_run(request, "delete", run_id)
         view = service.cancel_run(run_id)
         if (written := service.written([run_id])) is not None:

@@ -47,7 +47,7 @@ from tether_operator.scheduler.store import InMemoryRunStore, RunStore, fill_nam
 from tether_operator.scheduler.timers import DeadlineTimer
 from tether_types.commands import command_from_wire
 from tether_types.notices import Notice
-from tether_types.views import WorkerFacts
+from tether_types.views import RunViewData, WorkerFacts
 from worker_runtime.protocol import (
     ActivityCompletion,
     ActivityHeartbeat,
@@ -159,7 +159,7 @@ class SchedulerService:
         self._epochs: dict[str, int] = {}
         """How often each worker was declared gone: a held delivery to an older epoch is void."""
         self.inputs = InputCatalog()
-        self._finished: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._finished: OrderedDict[str, RunViewData] = OrderedDict()
         """Final views of the latest runs forgotten (`forget_run`), oldest first."""
         self._mailboxes: dict[str, Mailbox] = {}
         self._incarnations: dict[str, str] = {}
@@ -619,7 +619,7 @@ class SchedulerService:
 
     # ------------------------------------------------------------------ runs
 
-    def start_run(self, req: StartRunRequest, namespace: str | None = None) -> dict[str, Any]:
+    def start_run(self, req: StartRunRequest, namespace: str | None = None) -> RunViewData:
         """Start a run in `namespace` (None: the scheduler's own), whose workers alone
         run it; returns its RunView. Raises `RunAlreadyExists` for a taken id, and
         `InvalidInput` (naming the field) for an input its workflow cannot take."""
@@ -631,7 +631,7 @@ class SchedulerService:
         self._apply(effects)
         return self.engine.run_view(run_id)
 
-    def get_run(self, run_id: str) -> dict[str, Any]:
+    def get_run(self, run_id: str) -> RunViewData:
         """The run's view: a live run's, or a forgotten run's final one (`forget_run`)."""
         try:
             return self.engine.run_view(run_id)
@@ -641,13 +641,13 @@ class SchedulerService:
                 raise
             return view
 
-    def list_runs(self) -> list[dict[str, Any]]:
+    def list_runs(self) -> list[RunViewData]:
         return self.engine.list_runs()
 
     def _holds(self, run_id: str) -> bool:
         return run_id in self.engine.runs or run_id in self._finished
 
-    async def find_run(self, run_id: str) -> dict[str, Any]:
+    async def find_run(self, run_id: str) -> RunViewData:
         """`get_run` for the HTTP API, and a run the engine does not hold from the run
         starter (on Kubernetes: one waiting for its workflow, refused, or forgotten,
         from its WorkflowRun, as kubectl shows it)."""
@@ -658,7 +658,7 @@ class SchedulerService:
             return self.get_run(run_id)  # RunNotFound
         return view
 
-    async def find_runs(self) -> list[dict[str, Any]]:
+    async def find_runs(self) -> list[RunViewData]:
         """`list_runs` for the HTTP API, with the forgotten runs and the run starter's."""
         held = self.list_runs()
         if self._starter is None:
@@ -686,7 +686,7 @@ class SchedulerService:
 
     async def start_requested_run(
         self, req: StartRunRequest, namespace: str | None = None
-    ) -> dict[str, Any]:
+    ) -> RunViewData:
         """Start the run a client asked for (`POST /v1/runs`) in `namespace` (None: the
         scheduler's own); its view once its first history is stored. With a run
         starter, the starter starts it (on Kubernetes the run id names its namespace)."""
@@ -697,7 +697,7 @@ class SchedulerService:
             await written
         return view
 
-    def cancel_run(self, run_id: str) -> dict[str, Any]:
+    def cancel_run(self, run_id: str) -> RunViewData:
         self._apply(self.engine.cancel_run(run_id, self.clock()))
         return self.engine.run_view(run_id)
 
@@ -744,7 +744,7 @@ class SchedulerService:
     def is_terminal(self, run_id: str) -> bool:
         return self.engine.is_terminal(run_id)
 
-    async def wait_run(self, run_id: str, timeout: float) -> dict[str, Any]:  # noqa: ASYNC109
+    async def wait_run(self, run_id: str, timeout: float) -> RunViewData:  # noqa: ASYNC109
         """The run's view once it is terminal, or its current view after `timeout` s.
 
         A run only the run starter knows (waiting for its workflow) is looked at every

@@ -177,3 +177,21 @@ def test_every_wire_command_is_a_typed_command_with_the_same_fields_and_defaults
     assert command_from_wire(wire.model_dump()) == COMMAND_TYPES["schedule_activity"](
         seq=1, activity="a", options=protocol.ActivityOptions().model_dump()
     )
+
+
+def test_the_run_view_data_has_the_wire_views_keys_at_every_level() -> None:
+    """The engine's run view (`tether_types.views`, typed dicts) and the wire's
+    (`protocol.RunView`, pydantic) are one shape: the same keys, all the way down."""
+    from tether_types import views
+
+    pairs = [
+        (views.RunViewData, protocol.RunView),
+        (views.ActivityViewData, protocol.ActivityView),
+        (views.AttemptViewData, protocol.AttemptView),
+        (views.SessionViewData, protocol.SessionView),
+        (views.SessionBreakData, protocol.SessionBreak),
+        (views.SessionBindingData, protocol.SessionBinding),
+        (views.ChildViewData, protocol.ChildView),
+    ]
+    for typed, model in pairs:
+        assert set(typed.__annotations__) == set(model.model_fields), typed.__name__

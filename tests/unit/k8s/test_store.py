@@ -286,12 +286,21 @@ def started(run_id: str, parent: str | None) -> dict[str, Any]:
     return {"type": "RunStarted", "time": 0.0, "data": data}
 
 
+async def start_child(
+    store: KubernetesRunStore, child: str, parent: str, *events: dict[str, Any]
+) -> None:
+    """What the operator does for a child: bind it on the engine's RunStarted notice,
+    then append its first events."""
+    store.child_started(child, parent)
+    await store.append(child, [started(child, parent), *events])
+
+
 async def test_a_child_run_is_stored_under_its_own_name_and_owned_by_its_root() -> None:
     fake = FakeWrites()
     store = store_with(fake)
     await store.append("ns.run", [event(1)])
-    await store.append("ns.run-c3", [started("ns.run-c3", "ns.run"), event(2)])
-    await store.append("ns.run-c3-c1", [started("ns.run-c3-c1", "ns.run-c3")])
+    await start_child(store, "ns.run-c3", "ns.run", event(2))
+    await start_child(store, "ns.run-c3-c1", "ns.run-c3")
     creates = [b for m, _, b in fake.requests if m == "POST"]
     child, grandchild = creates[1]["metadata"], creates[2]["metadata"]
     assert child["name"] == "run-c3-h0"
@@ -310,14 +319,14 @@ async def test_a_child_run_is_stored_under_its_own_name_and_owned_by_its_root() 
 async def test_a_child_without_a_bound_parent_is_refused_naming_both() -> None:
     store = store_with(FakeWrites())
     with pytest.raises(RunGone, match=r"parent run ns\.other has no WorkflowRun bound"):
-        await store.append("ns.other-c1", [started("ns.other-c1", "ns.other")])
+        store.bind_child("ns.other-c1", "ns.other")
 
 
 async def test_large_child_payloads_belong_to_the_root_too() -> None:
     fake = FakeWrites()
     store = store_with(fake)
     big = {"rows": [f"row {i}" for i in range(20_000)]}
-    await store.append("ns.run-c1", [started("ns.run-c1", "ns.run"), event(1, result=big)])
+    await start_child(store, "ns.run-c1", "ns.run", event(1, result=big))
     (chunk,) = [b for m, _, b in fake.requests if m == "POST" and "binaryData" in b]
     assert chunk["metadata"]["name"].startswith("run-c1-p")
     assert chunk["metadata"]["ownerReferences"][0]["name"] == "run"
@@ -327,11 +336,11 @@ async def test_large_child_payloads_belong_to_the_root_too() -> None:
 async def test_forgetting_or_deleting_a_root_drops_its_children() -> None:
     fake = FakeWrites()
     store = store_with(fake)
-    await store.append("ns.run-c1", [started("ns.run-c1", "ns.run")])
+    await start_child(store, "ns.run-c1", "ns.run")
     store.forget("ns.run")
     assert store.binding("ns.run-c1") is None
     store.bind("ns.run", "uid-2")
-    await store.append("ns.run-c1", [started("ns.run-c1", "ns.run")])
+    await start_child(store, "ns.run-c1", "ns.run")
     assert store.binding("ns.run-c1") == "uid-2", "a new root of the same name rebinds the child"
     await store.delete("ns.run")
     assert store.binding("ns.run-c1") is None
@@ -344,7 +353,7 @@ async def test_forgetting_or_deleting_a_root_drops_its_children() -> None:
 async def test_a_fenced_child_segment_carries_the_epoch() -> None:
     fake = FakeWrites()
     store = fenced_store_with(fake, Fence(epoch=5))
-    await store.append("ns.run-c1", [started("ns.run-c1", "ns.run")])
+    await start_child(store, "ns.run-c1", "ns.run")
     (create,) = fake.requests
     assert create[2]["metadata"]["annotations"]["tether.dev/epoch"] == "5"
     assert create[2]["metadata"]["ownerReferences"][0]["uid"] == "uid-1"

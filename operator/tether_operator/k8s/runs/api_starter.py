@@ -28,6 +28,7 @@ from tether_operator.k8s.resources.specs import API_VERSION, format_duration
 from tether_operator.k8s.runs.controller import RunController
 from tether_operator.k8s.runs.status import view_of_object
 from tether_operator.scheduler.run_starter import RunNotStarted
+from tether_types.views import RunViewData
 from worker_runtime.protocol import StartRunRequest
 
 __all__ = ["START_TIMEOUT", "ApiRunStarter", "workflow_run_for"]
@@ -114,7 +115,7 @@ class ApiRunStarter:
         self.watched = tuple(watched)
         self.timeout = timeout
 
-    async def view(self, run_id: str) -> dict[str, Any] | None:
+    async def view(self, run_id: str) -> RunViewData | None:
         """The view of run `run_id` from its WorkflowRun object (`view_of_object`); None
         if there is none, or the id names no WorkflowRun this operator serves."""
         try:
@@ -131,7 +132,7 @@ class ApiRunStarter:
             return None
         return view_of_object(body)
 
-    async def views(self) -> list[dict[str, Any]]:
+    async def views(self) -> list[RunViewData]:
         """Every WorkflowRun this operator serves, as views from their objects."""
         namespaces: Sequence[str | None] = self.watched or (None,)
         items: list[dict[str, Any]] = []
@@ -142,7 +143,7 @@ class ApiRunStarter:
                 logger.warning("could not list WorkflowRuns in %s: %s", namespace or "all", exc)
         return [view_of_object(body) for body in items]
 
-    async def start(self, req: StartRunRequest) -> dict[str, Any]:
+    async def start(self, req: StartRunRequest) -> RunViewData:
         """Create the WorkflowRun for `req`; the run's view once it started and its first
         history is stored."""
         body = workflow_run_for(req, self.default_namespace)
@@ -172,7 +173,7 @@ class ApiRunStarter:
         run_id = run_id_for(namespace, created["metadata"]["name"])
         return await self._started(run_id, created["metadata"]["uid"])
 
-    async def _started(self, run_id: str, uid: str) -> dict[str, Any]:
+    async def _started(self, run_id: str, uid: str) -> RunViewData:
         """Wait until the controller started WorkflowRun `run_id` (or refused it)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
@@ -192,7 +193,7 @@ class ApiRunStarter:
             await written
         return view
 
-    def _outcome(self, run_id: str, uid: str) -> dict[str, Any] | None:
+    def _outcome(self, run_id: str, uid: str) -> RunViewData | None:
         """The run's view once it started; InvalidCommand if it was refused; None before."""
         obj = self.runs.objects.get(run_id)
         if obj is None or obj.uid != uid:

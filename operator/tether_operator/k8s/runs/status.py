@@ -25,6 +25,7 @@ from tether_operator.k8s.resources.conditions import (
     rfc3339,
 )
 from tether_operator.k8s.resources.naming import run_id_for
+from tether_types.views import ActivityViewData, RunViewData, SessionViewData
 
 __all__ = [
     "INLINE_RESULT_BYTES",
@@ -66,7 +67,7 @@ def _reason(error: Mapping[str, Any] | None, default: str) -> str:
     return default
 
 
-def _activity(a: Mapping[str, Any]) -> dict[str, Any]:
+def _activity(a: ActivityViewData) -> dict[str, Any]:
     return {
         "seq": a["seq"],
         "name": a["name"],
@@ -83,8 +84,8 @@ def _activity(a: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def select_activities(
-    activities: Sequence[Mapping[str, Any]], limit: int = MAX_ACTIVITY_RECORDS
-) -> tuple[list[Mapping[str, Any]], int]:
+    activities: Sequence[ActivityViewData], limit: int = MAX_ACTIVITY_RECORDS
+) -> tuple[list[ActivityViewData], int]:
     """Which activity records a status lists, in seq order, and how many it leaves out.
 
     Failed ones first (they explain a failure), then the most recent.
@@ -101,14 +102,14 @@ def select_activities(
     return kept, len(activities) - len(kept)
 
 
-def _progress(view: Mapping[str, Any]) -> str:
+def _progress(view: RunViewData) -> str:
     done_states = {"Completed", "Failed", "Cancelled"}
     steps = [a["state"] in done_states for a in view.get("activities", ())]
     steps += [c.get("phase") in TERMINAL_PHASES for c in view.get("children", ())]
     return f"{sum(steps)}/{len(steps)}"
 
 
-def _session(s: Mapping[str, Any]) -> dict[str, Any]:
+def _session(s: SessionViewData) -> dict[str, Any]:
     """A session's status entry: where it is bound, whether it broke, its bindings."""
     bindings = list(s.get("bindings") or ())[-MAX_SESSION_BINDINGS:]
     return {
@@ -133,7 +134,7 @@ def _session(s: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _worker_pod(view: Mapping[str, Any]) -> str | None:
+def _worker_pod(view: RunViewData) -> str | None:
     """The WORKER-POD column: the pod the run's open sticky session is bound to, else
     the pod of its latest activity attempt, else the pod running its workflow code."""
     for session in reversed(view.get("sessions", ())):
@@ -151,7 +152,7 @@ def _worker_pod(view: Mapping[str, Any]) -> str | None:
     return str(worker) if worker else None
 
 
-def _last_break(session: Mapping[str, Any]) -> str | None:
+def _last_break(session: SessionViewData) -> str | None:
     """Why the session's latest binding that ended in a loss ended."""
     for binding in reversed(session.get("bindings") or ()):
         if binding.get("reason"):
@@ -160,7 +161,7 @@ def _last_break(session: Mapping[str, Any]) -> str | None:
     return str(reason) if reason else None
 
 
-def _rebound(session: Mapping[str, Any]) -> bool:
+def _rebound(session: SessionViewData) -> bool:
     """Whether a session that broke was bound again afterwards: it is bound now, or
     its latest binding did not itself end in a loss."""
     if session.get("state") == "Open":
@@ -169,7 +170,7 @@ def _rebound(session: Mapping[str, Any]) -> bool:
     return bool(bindings) and not bindings[-1].get("reason")
 
 
-def _run_conditions(view: Mapping[str, Any], generation: int | None) -> list[Condition]:
+def _run_conditions(view: RunViewData, generation: int | None) -> list[Condition]:
     phase, error = view["phase"], view.get("error")
     run = f"run of workflow {view['workflow']!r}"
     conds = [condition("Accepted", "True", "RunStarted", f"{run} started", generation)]
@@ -213,7 +214,7 @@ def _run_conditions(view: Mapping[str, Any], generation: int | None) -> list[Con
 
 
 def run_status(
-    view: Mapping[str, Any],
+    view: RunViewData,
     *,
     generation: int | None,
     previous_conditions: Sequence[Mapping[str, Any]] = (),
@@ -222,7 +223,7 @@ def run_status(
     inline_result_bytes: int = INLINE_RESULT_BYTES,
     max_activities: int = MAX_ACTIVITY_RECORDS,
 ) -> Status:
-    """The status of a run the engine holds, from its `RunView` dict.
+    """The status of a run the engine holds, from its view.
 
     `result_ref` (`configMap`, `chunks`) says where a result over `inline_result_bytes`
     is stored; without it such a result is left out and only its size is reported.
@@ -252,9 +253,7 @@ def run_status(
     return status
 
 
-def result_too_large(
-    view: Mapping[str, Any], inline_result_bytes: int = INLINE_RESULT_BYTES
-) -> bool:
+def result_too_large(view: RunViewData, inline_result_bytes: int = INLINE_RESULT_BYTES) -> bool:
     """Whether the run succeeded with a result that stays out of its status."""
     if view.get("phase") != "Succeeded":
         return False
@@ -341,20 +340,23 @@ def _seconds(text: Any) -> float | None:
     return datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
 
 
-def view_of_object(body: Mapping[str, Any]) -> dict[str, Any]:
-    """A `RunView` dict of a WorkflowRun from what its object says: for runs the engine
+def view_of_object(body: Mapping[str, Any]) -> RunViewData:
+    """The view of a WorkflowRun from what its object says: for runs the engine
     does not hold (waiting for their workflow, refused, or finished and forgotten), so a
     client sees every run kubectl shows. Activities come from its status records."""
     meta, spec = body.get("metadata") or {}, body.get("spec") or {}
     status = body.get("status") or {}
     created = _seconds(meta.get("creationTimestamp")) or 0.0
     error = status.get("error")
-    activities = [
+    activities: list[ActivityViewData] = [
         {
             "seq": a["seq"],
             "name": a["name"],
             "state": a["state"],
             "attempt": a.get("attempt") or 1,
+            "local": False,
+            "cold_start": False,
+            "attempts": [],
             "pod": a.get("pod"),
             "worker": a.get("pod"),
             "node": a.get("node"),

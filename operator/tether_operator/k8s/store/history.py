@@ -28,8 +28,8 @@ the WorkflowRun (`bind` gives its uid) and is garbage-collected with it; when th
 is gone the store raises `RunGone` (permanent) rather than retrying.
 
 Child runs (started by a workflow) have no WorkflowRun: the store learns a child's
-parent from its first event (`RunStarted` names `parent_run_id`, the engine's own
-record) and stores the child under the child's name, owned by the ROOT run's
+parent from the engine's `RunStarted` notice (`bind_child`, told before the child's
+first append is written) and stores the child under the child's name, owned by the ROOT run's
 WorkflowRun (`objects.py`): the child is recovered with its root, garbage-collected
 with it, and fenced like any run.
 """
@@ -159,15 +159,6 @@ def _sealed(obj: dict[str, Any]) -> bool:
     return (obj["metadata"].get("annotations") or {}).get(SEALED_ANNOTATION) == "true"
 
 
-def _parent_in(events: list[dict[str, Any]]) -> str | None:
-    """The parent run id a run's first event (`RunStarted`) names, if it is a child."""
-    first = events[0]
-    if first.get("type") != "RunStarted":
-        return None
-    parent = (first.get("data") or {}).get("parent_run_id")
-    return parent if isinstance(parent, str) and parent else None
-
-
 def _pointer(key: str) -> str:
     """`key` as a JSON pointer token (RFC 6901)."""
     return key.replace("~", "~0").replace("/", "~1")
@@ -213,6 +204,15 @@ class KubernetesRunStore:
         forgets what it knew of the old one (its objects are garbage-collected).
         """
         self._own(run_id, self._state(run_id), "", uid)
+
+    def child_started(self, run_id: str, parent_run_id: str) -> None:
+        """The engine started child run `run_id` of `parent_run_id` (its `RunStarted`
+        notice, handled before the child's first append is written): bind it. A child
+        whose root is gone is only logged; its appends then fail with `RunGone`."""
+        try:
+            self.bind_child(run_id, parent_run_id)
+        except StoreError as exc:
+            logger.info("child run %s has nowhere to store its history: %s", run_id, exc)
 
     def bind_child(self, run_id: str, parent_run_id: str) -> None:
         """Store child run `run_id` with its root's objects: owned by the WorkflowRun
@@ -320,8 +320,6 @@ class KubernetesRunStore:
                     run_id,
                     f"WorkflowRun {state.namespace}/{state.owner_name} (uid {state.uid}) is gone",
                 )
-            if state.uid is None and (parent := _parent_in(events)) is not None:
-                self.bind_child(run_id, parent)
             if state.uid is None:
                 await self._check_run(run_id, state)
             self._fence.check(run_id)
