@@ -10,10 +10,14 @@ is waited on, a pod killed. A test reads as its story; what kubectl does is here
 from __future__ import annotations
 
 import json
+import re
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from tests.e2e.kube import Kube, KubectlError, Obj, eventually, running_and_ready
+import yaml
+
+from tests.e2e.kube import API_VERSION, Kube, KubectlError, Obj, eventually, running_and_ready
 from tests.e2e.testdata_pools import script_pool, start_steps
 
 TERMINAL = frozenset({"Succeeded", "Failed", "Cancelled"})
@@ -25,6 +29,8 @@ class Run:
 
     ns: Kube
     name: str
+    tag: str = ""
+    """What its steps print in their log lines (runs of `testdata/steps.py` and kin)."""
 
     @property
     def phase(self) -> str:
@@ -61,10 +67,19 @@ class Pool:
     ns: Kube
     name: str
 
-    def pods(self) -> list[Obj]:
-        """Its pods, those being deleted left out."""
+    def pods(self, *, terminating: bool = False) -> list[Obj]:
+        """Its pods, those being deleted left out unless `terminating`."""
         found = self.ns.pods(f"tether.dev/pool={self.name}")
-        return [p for p in found if not p["metadata"].get("deletionTimestamp")]
+        return [p for p in found if terminating or not p["metadata"].get("deletionTimestamp")]
+
+    def executions(self, run: Run, what: str = "executed") -> Counter[int]:
+        """How many times each step of `run` was `what` (started, or executed to its
+        end), by the logs of the pool's pods (a deleted pod takes its log with it)."""
+        pattern = re.compile(rf"tether-e2e {what} tag={run.tag} step=(\d+)")
+        counts: Counter[int] = Counter()
+        for pod in self.pods(terminating=True):
+            counts.update(int(m) for m in pattern.findall(self.ns.logs(pod["metadata"]["name"])))
+        return counts
 
     def ready(self, count: int, timeout: float = 120) -> Pool:
         """Wait until exactly `count` of its pods run and are ready."""
@@ -98,9 +113,21 @@ def serve(ns: Kube, name: str, script: str, **spec: Any) -> Pool:
     return Pool(ns, name)
 
 
+def run(ns: Kube, workflow: str, **spec: Any) -> Run:
+    """Create a WorkflowRun of `workflow` (`input` and the rest of `spec` as given)."""
+    body = {
+        "apiVersion": API_VERSION,
+        "kind": "WorkflowRun",
+        "metadata": {"generateName": f"{workflow}-"},
+        "spec": {"workflowRef": {"name": workflow}, **spec},
+    }
+    return Run(ns, ns.create(yaml.safe_dump(body)))
+
+
 def steps(
     ns: Kube, workflow: str, count: int, seconds: float = 0.0, sticky: bool | None = None
 ) -> Run:
     """Start a run of a `steps.py` or `sticky_steps.py` workflow: `count` steps of
     `seconds` each (in one session when `sticky`)."""
-    return Run(ns, start_steps(ns, workflow, count, seconds, sticky)[0])
+    name, tag = start_steps(ns, workflow, count, seconds, sticky)
+    return Run(ns, name, tag)

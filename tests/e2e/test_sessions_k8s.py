@@ -21,11 +21,11 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.e2e.conftest import Install
-from tests.e2e.kube import API_VERSION, Kube, Obj, eventually, running_and_ready
+from tests.e2e.kube import Kube, Obj, eventually, running_and_ready
 from tests.e2e.nodes import NodePower
+from tests.e2e.scenario import run
 from tests.e2e.testdata_pools import script_pool
 
 pytestmark = pytest.mark.timeout(600)
@@ -55,14 +55,8 @@ def serve(ns: Kube, name: str, *, template: Obj | None = None, **spec: Any) -> N
 
 
 def start(ns: Kube, workflow: str, **spec: Any) -> str:
-    """Create a run of ``workflow``; ``input`` and the rest of ``spec`` as given."""
-    run = {
-        "apiVersion": API_VERSION,
-        "kind": "WorkflowRun",
-        "metadata": {"generateName": f"{workflow}-"},
-        "spec": {"workflowRef": {"name": workflow}, **spec},
-    }
-    return ns.create(yaml.safe_dump(run))
+    """Create a run of ``workflow``; its name."""
+    return run(ns, workflow, **spec).name
 
 
 def ready_pods(ns: Kube, pool: str, count: int) -> list[Obj]:
