@@ -15,10 +15,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
-from tests.e2e.kube import API_VERSION, Kube, KubectlError, Obj, eventually, running_and_ready
-from tests.e2e.testdata_pools import script_pool, start_steps
+from tests.e2e.kube import Kube, KubectlError, Obj, eventually, running_and_ready
+from tests.e2e.testdata_pools import create_run, script_pool, start_steps
 
 TERMINAL = frozenset({"Succeeded", "Failed", "Cancelled"})
 
@@ -115,13 +113,7 @@ def serve(ns: Kube, name: str, script: str, **spec: Any) -> Pool:
 
 def run(ns: Kube, workflow: str, **spec: Any) -> Run:
     """Create a WorkflowRun of `workflow` (`input` and the rest of `spec` as given)."""
-    body = {
-        "apiVersion": API_VERSION,
-        "kind": "WorkflowRun",
-        "metadata": {"generateName": f"{workflow}-"},
-        "spec": {"workflowRef": {"name": workflow}, **spec},
-    }
-    return Run(ns, ns.create(yaml.safe_dump(body)))
+    return Run(ns, create_run(ns, workflow, **spec))
 
 
 def steps(

@@ -85,6 +85,18 @@ def script_pool(
     return objects
 
 
+def create_run(ns: Kube, workflow: str, **spec: Any) -> str:
+    """Create a WorkflowRun of `workflow` (`input` and the rest of `spec` as given);
+    its generated name."""
+    body = {
+        "apiVersion": API_VERSION,
+        "kind": "WorkflowRun",
+        "metadata": {"generateName": f"{workflow}-"},
+        "spec": {"workflowRef": {"name": workflow}, **spec},
+    }
+    return ns.create(yaml.safe_dump(body))
+
+
 def start_steps(
     ns: Kube, workflow: str, count: int, seconds: float = 0.0, sticky: bool | None = None
 ) -> tuple[str, str]:
@@ -95,10 +107,4 @@ def start_steps(
     given: dict[str, Any] = {"tag": tag, "count": count, "seconds": seconds}
     if sticky is not None:
         given["sticky"] = sticky
-    run = {
-        "apiVersion": API_VERSION,
-        "kind": "WorkflowRun",
-        "metadata": {"generateName": f"{workflow}-"},
-        "spec": {"workflowRef": {"name": workflow}, "input": given},
-    }
-    return ns.create(yaml.safe_dump(run)), tag
+    return create_run(ns, workflow, input=given), tag

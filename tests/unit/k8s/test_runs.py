@@ -288,11 +288,8 @@ class PayloadStore(InMemoryRunStore):
         return {"id": "abc", "chunks": 1}
 
 
-@pytest.mark.parametrize("inner", [PayloadStore, InMemoryRunStore])
-async def test_a_large_result_is_stored_before_its_run_leaves_memory(
-    s: Setup, inner: type[InMemoryRunStore]
-) -> None:
-    s.store.inner = inner()
+async def finish_with_a_large_result(s: Setup) -> None:
+    """Start run `r` and end it with a result too large for its status."""
     register(s.service)
     await s.runs.on_event(run_event())
     await settle(s)
@@ -300,6 +297,14 @@ async def test_a_large_result_is_stored_before_its_run_leaves_memory(
     done = {"type": "complete_workflow", "seq": 1, "result": "x" * 40_000}
     batch = {"run_id": "ns.r", "workflow_task_id": task["task_id"], "commands": [done]}
     s.service.report("pod-1", ReportRequest.model_validate({"workflows": [batch]}))
+
+
+@pytest.mark.parametrize("inner", [PayloadStore, InMemoryRunStore])
+async def test_a_large_result_is_stored_before_its_run_leaves_memory(
+    s: Setup, inner: type[InMemoryRunStore]
+) -> None:
+    s.store.inner = inner()
+    await finish_with_a_large_result(s)
     await settle(s)
     await asyncio.sleep(0.1)
     await settle(s)
@@ -332,13 +337,7 @@ async def test_a_result_stored_while_the_final_status_is_being_written_is_writte
     s.runs.status._client = KubeClient(
         KubeConfig(server="http://api"), transport=httpx.MockTransport(slow)
     )
-    register(s.service)
-    await s.runs.on_event(run_event())
-    await settle(s)
-    (task,) = await s.service.poll("pod-1", 8, 1.0)
-    done = {"type": "complete_workflow", "seq": 1, "result": "x" * 40_000}
-    batch = {"run_id": "ns.r", "workflow_task_id": task["task_id"], "commands": [done]}
-    s.service.report("pod-1", ReportRequest.model_validate({"workflows": [batch]}))
+    await finish_with_a_large_result(s)
     for _ in range(4):
         await settle(s)
         await asyncio.sleep(0.1)
