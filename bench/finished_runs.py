@@ -32,19 +32,19 @@ from tether_operator.k8s.runs.controller import RunController
 from tether_operator.k8s.runs.mirror import MarkingStore
 from tether_operator.k8s.runs.workflows import WorkflowDirectory
 from tether_operator.scheduler.service import SchedulerService
-from tether_operator.scheduler.store import DurableMemoryRunStore
+from tether_operator.store.memory import DurableMemoryStore
 from worker_runtime.protocol import RegisterWorkerRequest, ReportRequest, WorkflowSpec
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NAMESPACE = "bench"
 
 
-class ClusterLikeStore(DurableMemoryRunStore):
+class ClusterLikeStore(DurableMemoryStore):
     """Durable, and like the Kubernetes store it keeps nothing of a finished run in memory
     once told to forget it (the history lives on in the API server, not here)."""
 
     def forget(self, run_id: str) -> None:
-        self._runs.pop(run_id, None)
+        self.backing.runs.pop(run_id, None)
 
 
 def rss_mib() -> float:

@@ -28,10 +28,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tether_operator.k8s.access.fencing import Fence
 from tether_operator.k8s.api.client import ApiError, KubeClient, load_config, resource_path
 from tether_operator.k8s.resources.naming import run_id_for
 from tether_operator.k8s.store.history import SEGMENT_BYTES, KubernetesRunStore
+from tether_operator.store.fencing import Fence
 
 RESULTS = Path(__file__).resolve().parent / "results"
 API_VERSION = "tether.dev/v1alpha1"

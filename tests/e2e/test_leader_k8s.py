@@ -29,11 +29,15 @@ from tests.e2e.conftest import Install
 from tests.e2e.kube import API_VERSION, Kube, KubectlError, eventually, running_and_ready
 from tests.e2e.leadership import await_new_leader, crash, holder, leader
 from tests.e2e.testdata_pools import script_pool, start_steps
-from tether_operator.k8s.access.fencing import EPOCH_ANNOTATION, SEALED_ANNOTATION, Fence, Fenced
 from tether_operator.k8s.access.leader import LeaderElector, LeaseSettings
 from tether_operator.k8s.api.client import KubeClient, resource_path
 from tether_operator.k8s.resources.naming import run_id_for
-from tether_operator.k8s.store.history import KubernetesRunStore
+from tether_operator.k8s.store.history import (
+    EPOCH_ANNOTATION,
+    SEALED_ANNOTATION,
+    KubernetesRunStore,
+)
+from tether_operator.store.fencing import Fence, Fenced
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -331,11 +331,11 @@ def _operator(args: argparse.Namespace) -> int:
     import asyncio
     import logging
 
-    from tether_operator.k8s.access.fencing import Fenced
     from tether_operator.k8s.access.leader import LeadershipLost
     from tether_operator.k8s.api.client import KubeConfigError
     from tether_operator.k8s.context import OperatorSettings
     from tether_operator.k8s.operator import run_operator
+    from tether_operator.store.fencing import Fenced
 
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"

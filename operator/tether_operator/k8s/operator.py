@@ -39,7 +39,6 @@ from fastapi.responses import JSONResponse
 
 from tether_operator.engine import EngineConfig
 from tether_operator.k8s.access.auth import KubernetesAuthenticator, run_namespace
-from tether_operator.k8s.access.fencing import Fence, Fenced
 from tether_operator.k8s.access.leader import (
     LeaderElector,
     LeadershipLost,
@@ -66,7 +65,9 @@ from tether_operator.scheduler.app import create_app
 from tether_operator.scheduler.auth import Gate
 from tether_operator.scheduler.server import serve
 from tether_operator.scheduler.service import SchedulerService
-from tether_operator.scheduler.store import InMemoryRunStore, RunStore
+from tether_operator.store import HistoryStore
+from tether_operator.store.fencing import Fence, Fenced
+from tether_operator.store.memory import MemoryStore
 from tether_types.notices import Notice, RunStarted
 
 RESTART_GRACE_SECONDS = 30.0
@@ -140,9 +141,9 @@ class StandbyGate:
         await send({"type": "http.response.body", "body": body})
 
 
-def _make_store(settings: OperatorSettings, client: KubeClient, fence: Fence) -> RunStore:
+def _make_store(settings: OperatorSettings, client: KubeClient, fence: Fence) -> HistoryStore:
     if settings.store == "memory":
-        return InMemoryRunStore()
+        return MemoryStore()
     return KubernetesRunStore(client, list(settings.namespaces) or None, fence=fence)
 
 
@@ -257,10 +258,8 @@ async def run_operator(settings: OperatorSettings) -> None:
         # Notices are handed over before the history writer runs: a child is bound to
         # its root's objects before its first events are written.
         match notice:
-            case RunStarted(run_id=str(child), parent_run_id=str(parent)) if isinstance(
-                history, KubernetesRunStore
-            ):
-                history.child_started(child, parent)
+            case RunStarted(run_id=str(child), parent_run_id=str(parent)):
+                store.child_started(child, parent)
         runs.on_notice(notice)
         if notice.reason in ("WorkerRegistered", "WorkerLost"):
             publisher.workers_changed()

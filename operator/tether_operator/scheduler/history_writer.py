@@ -1,4 +1,4 @@
-"""Writes history to the `RunStore` behind the engine's back, in order, never blocking it.
+"""Writes history to the `HistoryStore` behind the engine's back, in order, never blocking it.
 
 `submit` only appends to an in-memory buffer and returns the run's *mark*: how many
 of the run's events have been submitted so far. Each run with unwritten events has
@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from tether_operator.scheduler.store import RunStore, StoreError
+from tether_operator.store import HistoryStore, StoreError
 
 __all__ = ["HistoryWriter"]
 
@@ -45,11 +45,11 @@ class _RunLog:
 
 
 class HistoryWriter:
-    """Ordered, coalescing, non-blocking appends to a `RunStore`, with per-run marks."""
+    """Ordered, coalescing, non-blocking appends to a `HistoryStore`, with per-run marks."""
 
     def __init__(
         self,
-        store: RunStore,
+        store: HistoryStore,
         *,
         retry_initial: float = 0.05,
         retry_max: float = 5.0,

@@ -7,7 +7,7 @@ order: `Deliver` puts a task in the worker's mailbox (waking its long-poll),
 subscribers. After each call the deadline timer is re-armed if the engine's next
 deadline moved earlier.
 
-With a durable store (`RunStore.durable`), nothing leaves before the history behind
+With a durable store (`HistoryStore.durable`), nothing leaves before the history behind
 it is in the store: a `Deliver` waits in its run's queue until the run's history
 recorded before it is written (deliveries of one run keep their order; one for a
 run with nothing unwritten goes out at once), and the HTTP layer awaits
@@ -43,8 +43,9 @@ from tether_operator.scheduler.history_writer import HistoryWriter
 from tether_operator.scheduler.inputs import InputCatalog
 from tether_operator.scheduler.mailboxes import Mailbox
 from tether_operator.scheduler.run_starter import RunStarter
-from tether_operator.scheduler.store import InMemoryRunStore, RunStore, fill_namespace
 from tether_operator.scheduler.timers import DeadlineTimer
+from tether_operator.store import HistoryStore, fill_namespace
+from tether_operator.store.memory import MemoryStore
 from tether_types.commands import command_from_wire
 from tether_types.notices import Notice
 from tether_types.views import RunViewData, WorkerFacts
@@ -134,19 +135,20 @@ class SchedulerService:
     def __init__(
         self,
         engine_config: EngineConfig | None = None,
-        store: RunStore | None = None,
+        store: HistoryStore | None = None,
         clock: Callable[[], float] = time.time,
         namespace: str = "default",
         scheduler_url: str = "",
     ) -> None:
         self.engine_config = engine_config or EngineConfig()
         self.engine = Engine(self.engine_config)
-        self.store: RunStore = store if store is not None else InMemoryRunStore()
+        self.store: HistoryStore = store if store is not None else MemoryStore()
         self.clock = clock
         self.namespace = namespace
         self.scheduler_url = scheduler_url
         self.durable = bool(self.store.durable)
         """Hold deliveries and acknowledgements until their history is written."""
+        self._store_open = False
         self.history_writer = HistoryWriter(
             self.store, on_written=self._history_written if self.durable else None
         )
@@ -181,6 +183,7 @@ class SchedulerService:
         """Start the history writer and the deadline timer (idempotent)."""
         if self._started:
             return
+        await self._open_store()
         self._started = True
         self._stopping = False
         self.history_writer.start()
@@ -189,6 +192,7 @@ class SchedulerService:
 
     async def recover(self) -> list[str]:
         """Rebuild every run the store holds (after a scheduler restart); returns their ids."""
+        await self._open_store()
         restored: list[str] = []
         for run_id in await self.store.run_ids():
             events = await self.store.load(run_id)
@@ -220,6 +224,14 @@ class SchedulerService:
         self._timer.stop()
         await self.history_writer.stop(grace=flush_timeout)
         self._started = False
+        if self._store_open:
+            self._store_open = False
+            await self.store.close()
+
+    async def _open_store(self) -> None:
+        if not self._store_open:
+            await self.store.open()
+            self._store_open = True
 
     async def flush(self) -> None:
         """Wait until every history event emitted so far is in the store."""
@@ -679,9 +691,7 @@ class SchedulerService:
             if run_id not in self._finished:
                 raise
         events = await self.store.load(run_id)
-        forget = getattr(self.store, "forget", None)
-        if forget is not None:
-            forget(run_id)  # a read keeps nothing of it in memory
+        self.store.forget(run_id)  # a read keeps nothing of it in memory
         return events
 
     async def start_requested_run(

@@ -1,5 +1,6 @@
 """`python -m tests.integration.restart.scheduler --port N --store DIR`: the real scheduler
-service and HTTP server over a `FileRunStore`, recovering every stored run at start-up."""
+service and HTTP server over the SQLite tier (`DIR/history.db`, as `tether dev --db`
+keeps it), recovering every stored run at start-up."""
 
 from __future__ import annotations
 
@@ -9,8 +10,7 @@ import logging
 from pathlib import Path
 
 from tether_operator.scheduler import SchedulerService, serve
-
-from .file_store import FileRunStore
+from tether_operator.store.sqlite import SqliteStore
 
 
 def main() -> None:
@@ -20,7 +20,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     url = f"http://127.0.0.1:{args.port}"
-    service = SchedulerService(store=FileRunStore(args.store), scheduler_url=url)
+    service = SchedulerService(store=SqliteStore(args.store / "history.db"), scheduler_url=url)
     asyncio.run(serve("127.0.0.1", args.port, service))
 
 

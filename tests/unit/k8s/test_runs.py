@@ -25,7 +25,7 @@ from tether_operator.k8s.runs.mirror import MarkingStore
 from tether_operator.k8s.runs.workflows import WorkflowDirectory
 from tether_operator.scheduler.run_starter import RunNotStarted
 from tether_operator.scheduler.service import SchedulerService
-from tether_operator.scheduler.store import InMemoryRunStore
+from tether_operator.store.memory import MemoryStore
 from worker_runtime.protocol import (
     RegisterWorkerRequest,
     ReportRequest,
@@ -76,7 +76,7 @@ async def s() -> AsyncIterator[Setup]:
     """A controller over a real service; `s.api` records what reached the API server."""
     api = ApiServer()
     client = KubeClient(KubeConfig(server="http://api"), transport=httpx.MockTransport(api.handle))
-    store = MarkingStore(InMemoryRunStore())
+    store = MarkingStore(MemoryStore())
     service = SchedulerService(store=store, namespace="ns")
     directory = WorkflowDirectory()
     events = EventRecorder(client)
@@ -280,12 +280,12 @@ async def test_a_finished_run_leaves_memory_once_its_final_status_is_written(s: 
         s.service.get_run("ns.r")
 
 
-class PayloadStore(InMemoryRunStore):
-    """An in-memory store that also keeps large payloads (as the Kubernetes one does)."""
+class PayloadStore(MemoryStore):
+    """An in-memory store that also publishes large results (as the Kubernetes one does)."""
 
-    async def put_payload(self, run_id: str, value: Any) -> dict[str, Any]:
+    async def publish_result(self, run_id: str, value: Any) -> dict[str, Any] | None:
         await asyncio.sleep(0.05)  # a round trip: the final status is written meanwhile
-        return {"id": "abc", "chunks": 1}
+        return {"configMap": "r-pabc-0", "chunks": 1}
 
 
 async def finish_with_a_large_result(s: Setup) -> None:
@@ -299,9 +299,9 @@ async def finish_with_a_large_result(s: Setup) -> None:
     s.service.report("pod-1", ReportRequest.model_validate({"workflows": [batch]}))
 
 
-@pytest.mark.parametrize("inner", [PayloadStore, InMemoryRunStore])
+@pytest.mark.parametrize("inner", [PayloadStore, MemoryStore])
 async def test_a_large_result_is_stored_before_its_run_leaves_memory(
-    s: Setup, inner: type[InMemoryRunStore]
+    s: Setup, inner: type[MemoryStore]
 ) -> None:
     s.store.inner = inner()
     await finish_with_a_large_result(s)
@@ -316,9 +316,9 @@ async def test_a_large_result_is_stored_before_its_run_leaves_memory(
     assert s.runs.objects == {}
 
 
-class QuickPayloadStore(InMemoryRunStore):
-    async def put_payload(self, run_id: str, value: Any) -> dict[str, Any]:
-        return {"id": "abc", "chunks": 1}
+class QuickPayloadStore(MemoryStore):
+    async def publish_result(self, run_id: str, value: Any) -> dict[str, Any] | None:
+        return {"configMap": "r-pabc-0", "chunks": 1}
 
 
 async def test_a_result_stored_while_the_final_status_is_being_written_is_written_too(
@@ -389,7 +389,7 @@ async def test_notices_become_events_and_a_lost_worker_is_told_to_each_run(s: Se
     ]
 
 
-class GatedStore(InMemoryRunStore):
+class GatedStore(MemoryStore):
     """Appends wait for `gate`: a slow API server."""
 
     def __init__(self) -> None:

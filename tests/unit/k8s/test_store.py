@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 import pytest
 
-from tether_operator.k8s.access.fencing import Fence, Fenced
 from tether_operator.k8s.api.client import KubeClient, KubeConfig
 from tether_operator.k8s.store.history import (
     PAYLOADS_KEY,
@@ -24,7 +23,8 @@ from tether_operator.k8s.store.history import (
     StoreError,
 )
 from tether_operator.k8s.store.objects import object_name, run_label, selector
-from tether_operator.scheduler.store import RunStore, fill_namespace
+from tether_operator.store import HistoryStore, fill_namespace
+from tether_operator.store.fencing import Fence, Fenced
 
 DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -188,7 +188,7 @@ async def test_concurrent_appends_of_one_run_keep_call_order() -> None:
 
 def test_it_is_a_durable_run_store() -> None:
     store = store_with(FakeWrites())
-    assert isinstance(store, RunStore)
+    assert isinstance(store, HistoryStore)
     assert store.durable is True
     assert store.binding("ns.run") == "uid-1"
     assert store.binding("ns.other") is None

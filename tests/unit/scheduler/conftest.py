@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from tether_operator.engine import EngineConfig
-from tether_operator.scheduler import InMemoryRunStore, SchedulerService
+from tether_operator.scheduler import SchedulerService
+from tether_operator.store.memory import MemoryStore
 from worker_runtime.protocol import RegisterWorkerRequest, ReportRequest, StartRunRequest
 
 
@@ -33,7 +34,7 @@ def clock() -> FakeClock:
 @pytest.fixture
 async def service(clock: FakeClock) -> AsyncIterator[SchedulerService]:
     svc = SchedulerService(
-        EngineConfig(worker_heartbeat_timeout=10.0), store=InMemoryRunStore(), clock=clock
+        EngineConfig(worker_heartbeat_timeout=10.0), store=MemoryStore(), clock=clock
     )
     await svc.start()
     yield svc

@@ -12,23 +12,24 @@ import httpx
 import pytest
 
 from tether_operator.engine import EngineConfig
-from tether_operator.scheduler import DurableMemoryRunStore, SchedulerService, create_app
+from tether_operator.scheduler import SchedulerService, create_app
+from tether_operator.store.memory import DurableMemoryStore
 from worker_runtime.protocol import ReportRequest, WorkerHeartbeat
 
 from .conftest import FakeClock, commands, register, schedule, start
 
 
-class GatedStore(DurableMemoryRunStore):
+class GatedStore(DurableMemoryStore):
     """A durable store whose appends of a run wait while that run's gate is closed."""
 
     def __init__(self) -> None:
         super().__init__()
         self.closed: dict[str, asyncio.Event] = {}
 
-    def close(self, run_id: str) -> None:
+    def hold(self, run_id: str) -> None:
         self.closed[run_id] = asyncio.Event()
 
-    def open(self, run_id: str) -> None:
+    def release(self, run_id: str) -> None:
         self.closed.pop(run_id).set()
 
     async def append(self, run_id: str, events: list[dict[str, Any]]) -> None:
@@ -49,7 +50,7 @@ async def durable(store: GatedStore, clock: FakeClock) -> AsyncIterator[Schedule
     await svc.start()
     yield svc
     for run_id in list(store.closed):
-        store.open(run_id)
+        store.release(run_id)
     await svc.stop()
 
 
@@ -68,12 +69,12 @@ async def test_a_task_reaches_its_worker_only_once_its_history_is_written(
     durable: SchedulerService, store: GatedStore
 ) -> None:
     register(durable)
-    store.close("r1")
+    store.hold("r1")
     start(durable, "r1")
     await settle()
     assert await durable.poll("w1", 8, 0) == []  # WorkflowTaskStarted is not written yet
     assert durable.held_deliveries == 1
-    store.open("r1")
+    store.release("r1")
     (task,) = await asyncio.wait_for(durable.poll("w1", 8, 5.0), 2.0)
     assert task["kind"] == "workflow"
     stored = [e["type"] for e in await store.load("r1")]
@@ -87,13 +88,13 @@ async def test_a_task_waiting_for_its_write_is_not_lost(
     """Found by the durable throughput bench: a task held back for its write is on its
     way to the worker, so heartbeats that do not list it yet do not make it lost."""
     register(durable)
-    store.close("r1")
+    store.hold("r1")
     start(durable, "r1")
     await settle()
     for _ in range(4):
         clock.tick(durable.engine_config.worker_heartbeat_interval)
         durable.heartbeat("w1", WorkerHeartbeat(incarnation="i1", tasks=[]))
-    store.open("r1")
+    store.release("r1")
     await durable.flush()
     (task,) = await durable.poll("w1", 8, 0)
     assert (task["kind"], task["attempt"]) == ("workflow", 1)
@@ -107,7 +108,7 @@ async def test_an_acknowledgement_waits_for_the_history_of_its_runs_only(
     start(durable, "fast")
     await durable.flush()
     tasks = {t["run_id"]: t for t in await durable.poll("w1", 8, 0)}
-    store.close("slow")
+    store.hold("slow")
     durable.report("w1", commands("slow", tasks["slow"]["task_id"], schedule(1)))
     durable.report("w1", commands("fast", tasks["fast"]["task_id"], schedule(1)))
     slow, fast = durable.written(["slow"]), durable.written(["fast"])
@@ -119,7 +120,7 @@ async def test_an_acknowledgement_waits_for_the_history_of_its_runs_only(
     waiting = asyncio.ensure_future(slow)
     await settle()
     assert not waiting.done()
-    store.open("slow")
+    store.release("slow")
     await asyncio.wait_for(waiting, 1.0)
     assert [t["run_id"] for t in await durable.poll("w1", 8, 0)] == ["slow"]
 
@@ -131,12 +132,12 @@ async def test_writes_pile_up_into_one_append_per_run(
     start(durable, "r1")
     await durable.flush()
     (wf,) = await durable.poll("w1", 8, 0)
-    store.close("r1")
+    store.hold("r1")
     for seq in range(1, 21):
         durable.report("w1", commands("r1", wf["task_id"], schedule(seq), max_tasks=0))
     await settle()
     before = store.appends
-    store.open("r1")
+    store.release("r1")
     await durable.flush()
     # One append was in flight when the gate closed; the 19 reports after it are one more.
     assert store.appends - before <= 2
@@ -147,12 +148,12 @@ async def test_a_held_task_for_a_worker_lost_meanwhile_is_not_delivered(
     durable: SchedulerService, store: GatedStore
 ) -> None:
     register(durable, "w1")
-    store.close("r1")
+    store.hold("r1")
     start(durable, "r1")
     await settle()
     durable.worker_lost("w1", "ProcessExited")
     register(durable, "w1", incarnation="i2")
-    store.open("r1")
+    store.release("r1")
     await durable.flush()
     tasks = await durable.poll("w1", 8, 0)
     # Only the re-queued workflow task (attempt 2), not the one sent to the lost process.
@@ -185,7 +186,7 @@ async def test_http_acknowledges_a_completion_once_it_is_written(
     durable.report("w1", commands("r1", wf["task_id"], schedule(1)))
     await durable.flush()
     (activity,) = await durable.poll("w1", 8, 0)
-    store.close("r1")
+    store.hold("r1")
     completion = {"task_id": activity["task_id"], "ok": True, "result": 42}
     if path == "report":
         body = {"completions": [completion], "max_tasks": 8}
@@ -200,7 +201,7 @@ async def test_http_acknowledges_a_completion_once_it_is_written(
     await asyncio.sleep(0.05)
     assert not answer.done()
     assert "ActivityCompleted" not in [e["type"] for e in await store.load("r1")]
-    store.open("r1")
+    store.release("r1")
     response = await asyncio.wait_for(answer, 2.0)
     assert response.status_code == 200
     assert "ActivityCompleted" in [e["type"] for e in await store.load("r1")]
@@ -213,25 +214,25 @@ async def test_http_answers_a_run_start_once_it_is_written(
     durable: SchedulerService, store: GatedStore, http: httpx.AsyncClient
 ) -> None:
     register(durable)
-    store.close("r1")
+    store.hold("r1")
     answer = asyncio.ensure_future(http.post("/v1/runs", json={"workflow": "wf", "run_id": "r1"}))
     await asyncio.sleep(0.05)
     assert not answer.done()
-    store.open("r1")
+    store.release("r1")
     response = await asyncio.wait_for(answer, 2.0)
     assert response.status_code == 201
     assert (await store.load("r1"))[0]["type"] == "RunStarted"
-    store.close("r1")
+    store.hold("r1")
     cancel = asyncio.ensure_future(http.post("/v1/runs/r1/cancel"))
     await asyncio.sleep(0.05)
     assert not cancel.done()
-    store.open("r1")
+    store.release("r1")
     assert (await asyncio.wait_for(cancel, 2.0)).json()["phase"] == "Cancelled"
     assert "RunCancelled" in [e["type"] for e in await store.load("r1")]
 
 
 async def test_a_restarted_scheduler_accepts_a_completion_sent_again(clock: FakeClock) -> None:
-    store = DurableMemoryRunStore()
+    store = DurableMemoryStore()
     first = SchedulerService(store=store, clock=clock)
     await first.start()
     register(first)

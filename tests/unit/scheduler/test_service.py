@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from tether_operator.engine import EngineConfig, RunNotFound, UnknownWorker
-from tether_operator.scheduler import InMemoryRunStore, SchedulerService
-from tether_operator.scheduler.store import StoreError
+from tether_operator.scheduler import SchedulerService
+from tether_operator.store import StoreError
+from tether_operator.store.memory import MemoryStore
 from tether_types.notices import Notice
 from worker_runtime.protocol import ReportRequest
 
@@ -297,7 +298,7 @@ async def test_stop_releases_long_polls_and_waits(clock: FakeClock) -> None:
     assert (await asyncio.wait_for(wait, 1.0))["phase"] == "Running"
 
 
-class FlakyStore(InMemoryRunStore):
+class FlakyStore(MemoryStore):
     def __init__(self, failures: int) -> None:
         super().__init__()
         self.failures = failures
@@ -331,7 +332,7 @@ async def test_a_failing_store_is_retried_in_order_and_logged(
 
 
 async def test_recover_rebuilds_runs_from_the_store(clock: FakeClock) -> None:
-    store = InMemoryRunStore()
+    store = MemoryStore()
     first = SchedulerService(store=store, clock=clock)
     await first.start()
     register(first)
@@ -358,7 +359,7 @@ async def test_recover_rebuilds_runs_from_the_store(clock: FakeClock) -> None:
 async def test_a_history_from_before_namespaces_recovers_in_the_schedulers_own(
     clock: FakeClock,
 ) -> None:
-    store = InMemoryRunStore()
+    store = MemoryStore()
     started = {"run_id": "old-run", "workflow": "wf", "input": {"n": 1}}
     await store.append("old-run", [{"type": "RunStarted", "time": clock(), "data": started}])
     svc = SchedulerService(store=store, clock=clock, namespace="team")
@@ -398,7 +399,7 @@ class _Gone(StoreError):
     permanent = True
 
 
-class GoneStore(InMemoryRunStore):
+class GoneStore(MemoryStore):
     """A store whose run's object was deleted: every append fails for good."""
 
     def __init__(self) -> None:

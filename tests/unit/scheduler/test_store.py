@@ -1,9 +1,10 @@
-from tether_operator.scheduler import InMemoryRunStore, RunStore
+from tether_operator.store import HistoryStore
+from tether_operator.store.memory import MemoryStore
 
 
 async def test_in_memory_store_appends_in_order_and_forgets() -> None:
-    store = InMemoryRunStore()
-    assert isinstance(store, RunStore)
+    store = MemoryStore()
+    assert isinstance(store, HistoryStore)
     await store.append("r1", [{"type": "A", "time": 1.0, "data": {}}])
     await store.append("r1", [{"type": "B", "time": 2.0, "data": {}}])
     await store.append("r2", [{"type": "C", "time": 3.0, "data": {}}])
@@ -16,7 +17,7 @@ async def test_in_memory_store_appends_in_order_and_forgets() -> None:
 
 
 async def test_load_returns_a_copy() -> None:
-    store = InMemoryRunStore()
+    store = MemoryStore()
     await store.append("r", [{"type": "A", "time": 1.0, "data": {}}])
     (await store.load("r")).clear()
     assert len(await store.load("r")) == 1

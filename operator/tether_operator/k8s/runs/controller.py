@@ -51,7 +51,6 @@ from tether_operator.k8s.runs.status import (
     run_status,
 )
 from tether_operator.k8s.runs.workflows import WorkflowDirectory
-from tether_operator.k8s.store import objects
 from tether_operator.scheduler.service import SchedulerService
 from tether_types.notices import Notice, WorkerLost
 from tether_types.wire import DEFAULT_SCHEDULE_TIMEOUT
@@ -255,9 +254,9 @@ class RunController:
             except InputRefused as exc:
                 self._refuse(obj, exc.reason, exc.message)
                 return
-            await self.store.bind(run_id, obj.uid)
-            if self.objects.get(run_id) is not obj or self._in_engine(run_id):
-                return  # deleted, replaced or started while binding
+            self.store.bind(run_id, obj.uid)
+            if self._in_engine(run_id):
+                return  # started while its input was read
             try:
                 self.service.start_run(request, namespace=obj.namespace)
             except WorkflowNotFound:
@@ -606,26 +605,19 @@ class RunController:
         return StatusPatch(path, status)
 
     async def _store_result(self, obj: RunObject, result: Any) -> None:
-        """Put a large result in ConfigMaps owned by the run, for its status to point at.
-
-        The store keeps payloads content-addressed, so this finds the copy its history
-        wrote rather than adding one.
-        """
+        """Publish a large result where the store's tier keeps it for readers (payload
+        ConfigMaps owned by the run on the API-server tier), for its status to point at."""
         run_id = run_id_for(obj.namespace, obj.name)
-        put = getattr(self.store.inner, "put_payload", None)
-        if put is None:
-            self._result_not_stored(obj)  # a store without payloads: the size only
-            return
         try:
-            ref = await put(run_id, result)
+            ref = await self.store.publish_result(run_id, result)
         except Exception as exc:
             logger.warning("could not store the result of %s for its status: %s", run_id, exc)
             self._result_not_stored(obj)
             return
-        obj.result_ref = {
-            "configMap": objects.object_name(obj.name, f"p{ref['id']}-0"),
-            "chunks": ref["chunks"],
-        }
+        if ref is None:
+            self._result_not_stored(obj)  # a tier that keeps none: the size only
+            return
+        obj.result_ref = ref
         self.status.mark(run_id)
 
     def _result_not_stored(self, obj: RunObject) -> None:

@@ -1,6 +1,6 @@
 """Status mirroring: which runs changed durably, and coalesced writes of their status.
 
-`MarkingStore` wraps the `RunStore`: an `append` that succeeded marks its run dirty
+`MarkingStore` wraps the `HistoryStore`: an `append` that succeeded marks its run dirty
 and counts the run's durable events, so a status is only written for history that is
 in the API server (`durable_length`). `StatusWriter` drains the dirty set: at most one
 status write per object in flight, the latest view wins (several marks between two
@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from tether_operator.k8s.api.client import ApiError, KubeClient
-from tether_operator.scheduler.store import RunStore
+from tether_operator.store import Event, HistoryStore
 
 __all__ = ["MarkingStore", "StatusPatch", "StatusWriter"]
 
@@ -27,14 +26,13 @@ logger = logging.getLogger("tether.operator")
 
 
 class MarkingStore:
-    """A `RunStore` that reports every durable append (and passes the rest through)."""
+    """A `HistoryStore` that reports every durable append (and passes the rest through)."""
 
-    def __init__(self, inner: RunStore) -> None:
+    def __init__(self, inner: HistoryStore) -> None:
         self.inner = inner
         self._listeners: list[Callable[[str], None]] = []
         self._durable: dict[str, int] = {}
-        self.durable: bool = bool(getattr(inner, "durable", False))
-        """Whether the wrapped store keeps history across restarts (`RunStore.durable`)."""
+        self.durable: bool = inner.durable
 
     def on_durable(self, listener: Callable[[str], None]) -> None:
         """Call `listener(run_id)` after every durable append of the run's history."""
@@ -44,13 +42,19 @@ class MarkingStore:
         """How many of the run's events are known to be stored."""
         return self._durable.get(run_id, 0)
 
-    async def append(self, run_id: str, events: list[dict[str, Any]]) -> None:
+    async def open(self) -> None:
+        await self.inner.open()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def append(self, run_id: str, events: list[Event]) -> None:
         await self.inner.append(run_id, events)
         self._durable[run_id] = self._durable.get(run_id, 0) + len(events)
         for listener in self._listeners:
             listener(run_id)
 
-    async def load(self, run_id: str) -> list[dict[str, Any]]:
+    async def load(self, run_id: str) -> list[Event]:
         events = await self.inner.load(run_id)
         self._durable[run_id] = len(events)
         return events
@@ -63,28 +67,26 @@ class MarkingStore:
         self._durable.pop(run_id, None)
 
     def forget(self, run_id: str) -> None:
-        """Drop what is kept in memory of a finished run (and the wrapped store's
-        bookkeeping of it, if it keeps any); its history stays stored."""
-        forget = getattr(self.inner, "forget", None)
-        if forget is not None:
-            forget(run_id)
+        self.inner.forget(run_id)
         self._durable.pop(run_id, None)
 
     def root(self, run_id: str) -> str:
-        """The run id of the WorkflowRun that owns the run's objects: a child run's root,
-        else the run itself (a store without owners knows no roots)."""
-        finder = getattr(self.inner, "root", None)
-        found = finder(run_id) if finder is not None else None
-        return found if isinstance(found, str) else run_id
+        return self.inner.root(run_id)
 
-    async def bind(self, run_id: str, uid: str) -> None:
-        """Owner of the run's stored objects (a store without owners ignores it)."""
-        binder = getattr(self.inner, "bind", None)
-        if binder is None:
-            return
-        result = binder(run_id, uid)
-        if inspect.isawaitable(result):
-            await result
+    def bind(self, run_id: str, uid: str) -> None:
+        self.inner.bind(run_id, uid)
+
+    def child_started(self, run_id: str, parent_run_id: str) -> None:
+        self.inner.child_started(run_id, parent_run_id)
+
+    async def put_payload(self, run_id: str, value: Any) -> dict[str, Any]:
+        return await self.inner.put_payload(run_id, value)
+
+    async def get_payload(self, run_id: str, ref: dict[str, Any]) -> Any:
+        return await self.inner.get_payload(run_id, ref)
+
+    async def publish_result(self, run_id: str, value: Any) -> dict[str, Any] | None:
+        return await self.inner.publish_result(run_id, value)
 
 
 @dataclass(frozen=True)

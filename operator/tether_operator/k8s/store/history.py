@@ -14,7 +14,7 @@ exactly the events appended.
 Keys are event indexes, so an append retried after an unknown outcome rewrites the
 same positions instead of duplicating events.
 
-Fencing (`access/fencing.py`), when the store is given a `Fence` with an epoch (leader
+Fencing (`store/fencing.py`), when the store is given a `Fence` with an epoch (leader
 election on): every segment carries `tether.dev/epoch`; an append is a JSON patch
 that first `test`s it; rolling over first seals the full segment (a tested patch
 adding `tether.dev/sealed`), then creates the next, so a deposed leader can neither
@@ -43,16 +43,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from tether_operator.k8s.access.fencing import EPOCH_ANNOTATION, SEALED_ANNOTATION, Fence, Fenced
 from tether_operator.k8s.api import paths
 from tether_operator.k8s.api.client import ApiError, KubeClient
 from tether_operator.k8s.resources.naming import run_id_for, run_object
-from tether_operator.k8s.store.errors import (
-    HistoryCorrupt,
-    PayloadMissing,
-    RunGone,
-    StoreError,
-)
 from tether_operator.k8s.store.objects import (
     LABEL_ROOT,
     config_map,
@@ -64,7 +57,14 @@ from tether_operator.k8s.store.objects import (
     stored_run,
 )
 from tether_operator.k8s.store.payloads import PayloadStore
-from tether_operator.scheduler.store import fill_namespace
+from tether_operator.store import fill_namespace
+from tether_operator.store.errors import (
+    HistoryCorrupt,
+    PayloadMissing,
+    RunGone,
+    StoreError,
+)
+from tether_operator.store.fencing import Fence, Fenced
 
 __all__ = [
     "INLINE_BYTES",
@@ -89,6 +89,10 @@ segments keep an append's cost flat; a ConfigMap could hold 1 MiB."""
 PAYLOADS_KEY = "tether.dev/payloads"
 """Envelope key of a stored event: `{field: payload ref}` for the fields moved out."""
 SEGMENT_ANNOTATION = "tether.dev/segment"
+EPOCH_ANNOTATION = "tether.dev/epoch"
+"""On a history segment: the epoch (Lease `leaseTransitions`) of its writer."""
+SEALED_ANNOTATION = "tether.dev/sealed"
+"""On a history segment: full; the run's history goes on in the next segment."""
 CLAIM_TRIES = 5
 """A claim re-reads the segments after a conflict at most this often."""
 
@@ -165,7 +169,7 @@ def _pointer(key: str) -> str:
 
 
 class KubernetesRunStore:
-    """A `RunStore` in the API server: history segments and payloads as ConfigMaps.
+    """A `HistoryStore` in the API server: history segments and payloads as ConfigMaps.
 
     `namespaces` limits `run_ids` to those namespaces (None: cluster-wide). Appends of
     one run are serialised by a lock; appends of different runs run concurrently.
@@ -194,6 +198,12 @@ class KubernetesRunStore:
         self._listing: dict[str, list[dict[str, Any]]] = {}
         """History segments `run_ids` read, kept for the `load` that usually follows."""
         self._listed_at = 0.0
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
 
     # ------------------------------------------------------------------ bindings
 
@@ -265,12 +275,12 @@ class KubernetesRunStore:
         state = self._runs.get(run_id)
         return state.uid if state else None
 
-    def root(self, run_id: str) -> str | None:
-        """The run id of the WorkflowRun that owns `run_id`'s objects (the run itself,
-        or a child run's root), if known."""
+    def root(self, run_id: str) -> str:
+        """The run id of the WorkflowRun that owns `run_id`'s objects: a child run's
+        root, else (or while unknown) the run itself."""
         state = self._runs.get(run_id)
         if state is None or state.uid is None:
-            return None
+            return run_id
         return run_id_for(state.namespace, state.owner_name)
 
     def _state(self, run_id: str) -> _RunState:
@@ -783,3 +793,14 @@ class KubernetesRunStore:
         """The value `put_payload` returned `ref` for."""
         state = self._state(run_id)
         return await self._payloads.get(run_id, state.namespace, state.name, ref)
+
+    async def publish_result(self, run_id: str, value: Any) -> dict[str, Any] | None:
+        """Put a large result in payload ConfigMaps owned by the run's WorkflowRun
+        (content-addressed: the copy its history wrote is found, not added again); the
+        `status.resultRef` fields naming the first one."""
+        ref = await self.put_payload(run_id, value)
+        state = self._state(run_id)
+        return {
+            "configMap": object_name(state.name, f"p{ref['id']}-0"),
+            "chunks": ref["chunks"],
+        }

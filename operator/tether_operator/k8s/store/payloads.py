@@ -19,8 +19,8 @@ from typing import Any
 
 from tether_operator.k8s.api import paths
 from tether_operator.k8s.api.client import ApiError, KubeClient
-from tether_operator.k8s.store.errors import PayloadMissing
 from tether_operator.k8s.store.objects import config_map, object_name, owner_uid
+from tether_operator.store.errors import PayloadMissing
 
 __all__ = ["CHUNK_BYTES", "PayloadStore"]
 

@@ -1,16 +1,16 @@
 """Fencing: a deposed leader's writes cannot reach a run's history.
 
 Leader election alone does not stop an old leader that was paused (GC, a frozen
-node, a partition) from writing after a standby took over. The run store checks two
+node, a partition) from writing after a standby took over. Every store checks two
 things before and during every history write:
 
 - locally, `Fence.check`: this process still leads (its last Lease renewal is
   younger than the renew deadline) and nothing was fenced yet;
-- at the apiserver, the epoch: every history segment carries the annotation
-  `tether.dev/epoch=<leaseTransitions>` of the leader that last claimed it, and an
-  append is a JSON patch whose first op `test`s that annotation, so the apiserver
-  refuses the whole patch (422) once a newer leader stamped its epoch there
-  (`store/history.py` says how segments are sealed and claimed).
+- in the store, the epoch (the Lease's `leaseTransitions`): `load` claims a run for
+  this process's epoch, and an append is conditional on no newer epoch having claimed
+  it. The API-server tier tests an annotation on the run's newest history segment in
+  the same patch (`k8s/store/history.py`); the SQL tiers update the run's row
+  `WHERE epoch <= $epoch` in the append's transaction.
 
 The first refused write trips the fence: `Fenced` is raised to the writer (it is not
 `permanent`, so nothing waiting on that history is acknowledged) and `fenced()`
@@ -22,22 +22,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from tether_operator.scheduler.store import StoreError
+from tether_operator.store.errors import Fenced
 
-__all__ = ["EPOCH_ANNOTATION", "SEALED_ANNOTATION", "Fence", "Fenced"]
-
-EPOCH_ANNOTATION = "tether.dev/epoch"
-"""On a history segment: the epoch (Lease `leaseTransitions`) of its writer."""
-SEALED_ANNOTATION = "tether.dev/sealed"
-"""On a history segment: full; the run's history goes on in the next segment."""
-
-
-class Fenced(StoreError):
-    """A newer leader owns this run's history: this process must stop writing.
-
-    Not `permanent`: the history writer keeps the events (and holds everything that
-    waits for them) instead of dropping them; the operator exits.
-    """
+__all__ = ["Fence", "Fenced"]
 
 
 class Fence:
