@@ -177,6 +177,12 @@ def build_parser() -> ArgumentParser:
         "--session-capacity", type=_positive_int, default=4, help="sessions per worker (4)"
     )
     dev.add_argument("--no-restart", action="store_true", help="do not restart workers that exit")
+    dev.add_argument(
+        "--db",
+        metavar="PATH",
+        help="keep run history in this SQLite file: runs survive a restart of dev mode "
+        "and go on where they were (default: in memory, gone when dev mode stops)",
+    )
 
     op = sub.add_parser(
         "operator",
@@ -304,6 +310,7 @@ def _dev(args: argparse.Namespace, output: Output) -> int:
         slots=args.slots,
         session_capacity=args.session_capacity,
         restart=not args.no_restart,
+        db=args.db,
     )
     try:
         return run_dev(options, console=output.out)

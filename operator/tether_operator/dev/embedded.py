@@ -20,6 +20,9 @@ from rich.logging import RichHandler
 from tether_operator.engine import EngineError
 from tether_operator.scheduler import SchedulerService
 from tether_operator.scheduler.server import ServeError, serve
+from tether_operator.store import StoreError
+from tether_operator.store.memory import MemoryStore
+from tether_operator.store.sqlite import SqliteStore
 from tether_types.notices import Notice
 
 READY_TIMEOUT_SECONDS = 15.0
@@ -62,12 +65,16 @@ class EmbeddedScheduler:
     stopped through its `stop` event.
     """
 
-    def __init__(self, host: str, port: int, console: Console) -> None:
+    def __init__(self, host: str, port: int, console: Console, db: str | None = None) -> None:
         self.host = host
         self.port = port
         self.console = console
+        self.db = db
         self._log_handler: logging.Handler | None = None
-        self.service = SchedulerService(scheduler_url=self.url, namespace="dev")
+        store = SqliteStore(db) if db else MemoryStore()
+        self.service = SchedulerService(store=store, scheduler_url=self.url, namespace="dev")
+        self.recovered: list[str] = []
+        """The runs `start` found in `db` and took up again."""
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -95,7 +102,12 @@ class EmbeddedScheduler:
         """Serve the scheduler and return once `/healthz` answers."""
         check_port_free(self.host, self.port)
         self._log_handler = _route_scheduler_logs(self.console)
-        await self.service.start()
+        try:
+            await self.service.start()
+            if self.db:
+                self.recovered = await self.service.recover()
+        except StoreError as exc:
+            raise DevError(f"--db {self.db}: {exc}") from None
         self._task = asyncio.create_task(
             serve(
                 self.host,

@@ -23,3 +23,5 @@ class DevOptions:
     """Concurrent sticky sessions per worker."""
     restart: bool = True
     """Restart a worker that exits (with the same worker id)."""
+    db: str | None = None
+    """A SQLite file keeping run history across restarts of dev mode (None: memory)."""

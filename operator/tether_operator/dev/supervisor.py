@@ -54,7 +54,7 @@ class DevSupervisor:
         self.console = console
         self.contents: FileContents | None = None
         """What the file defines, once `check_file` has imported it (shown in the header)."""
-        self.scheduler = EmbeddedScheduler(options.host, options.port, console)
+        self.scheduler = EmbeddedScheduler(options.host, options.port, console, db=options.db)
         self.specs = worker_specs(
             Path(options.file).resolve(),
             options.workers,
@@ -80,6 +80,14 @@ class DevSupervisor:
             self.scheduler.on_notice(self._print_notice)
             try:
                 await self.scheduler.start()
+                if self.options.db:
+                    self.console.print(
+                        event_line(
+                            f"history in {self.options.db}: "
+                            f"{len(self.scheduler.recovered)} runs taken up again",
+                            reason="Recovered",
+                        )
+                    )
                 for spec in self.specs:
                     self.processes[spec.worker_id] = await spawn(spec)
                 self.console.print(
