@@ -7,6 +7,10 @@ PYTHON_BASE_TAG=python:3.11-slim-bookworm      # what the repo's Dockerfile star
 PAUSE_TAG=registry.k8s.io/pause:3.10
 COREDNS_TAG=registry.k8s.io/coredns/coredns:$COREDNS_VERSION
 PROJECT_TAG=${TETHER_IMAGE:-tether:dev}
+POSTGRES_TAG=${TETHER_POSTGRES_IMAGE:-tether-postgres:dev}
+POSTGRES_MAJOR=15   # bookworm's postgresql-15
+POSTGRES_ID=999     # uid and gid of postgres in the image, as in the official postgres image
+POSTGRES_ROOTFS_TAG=tether-postgres-rootfs:bookworm-$POSTGRES_MAJOR
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
 docker_ready() { docker info >/dev/null 2>&1; }
@@ -46,6 +50,71 @@ build_python_base() {
   fi
   docker import --change 'CMD ["python3"]' --change 'ENV LANG=C.UTF-8' \
     "$tarball" "$PYTHON_BASE_TAG" >/dev/null
+}
+
+# PostgreSQL 15 from bookworm for the chart's embedded history tier: a
+# debootstrapped rootfs (cached as a tarball like the Python base), imported as
+# $POSTGRES_ROOTFS_TAG, plus a thin layer with images/postgres-entrypoint.sh.
+# The image is labelled with the script's hash, so editing the script rebuilds
+# only that layer.
+build_postgres_image() {
+  local script="$HACK_DIR/images/postgres-entrypoint.sh" sum
+  sum=$(sha256sum <"$script") && sum=${sum%% *}
+  [[ $(docker image inspect --format '{{index .Config.Labels "dev.tether.entrypoint"}}' \
+    "$POSTGRES_TAG" 2>/dev/null) == "$sum" ]] && return 0
+  if ! image_present "$POSTGRES_ROOTFS_TAG"; then
+    local tarball="$IMAGE_CACHE/postgres-$POSTGRES_MAJOR-bookworm.tar"
+    if [[ ! -s $tarball ]]; then
+      log "debootstrapping a bookworm rootfs with postgresql-$POSTGRES_MAJOR (~2 min)"
+      local root; root=$(mktemp -d "$TETHER_CACHE/rootfs.XXXX")
+      debootstrap --variant=minbase --include="postgresql-$POSTGRES_MAJOR" \
+        bookworm "$root" "$DEBIAN_MIRROR" >"$TETHER_CACHE/logs/debootstrap-postgres.log" 2>&1 \
+        || die "debootstrap failed: see $TETHER_CACHE/logs/debootstrap-postgres.log"
+      _postgres_rootfs "$root"
+      mkdir -p "$IMAGE_CACHE"
+      tar -C "$root" -cf "$tarball.tmp" . && mv "$tarball.tmp" "$tarball"
+      rm -rf "$root"
+    fi
+    docker import "$tarball" "$POSTGRES_ROOTFS_TAG" >/dev/null
+  fi
+  log "building $POSTGRES_TAG"
+  local ctx; ctx=$(mktemp -d)
+  install -m 0755 "$script" "$ctx/tether-postgres"
+  DOCKER_BUILDKIT=0 docker build --quiet --tag "$POSTGRES_TAG" -f - "$ctx" >/dev/null <<EOF
+FROM $POSTGRES_ROOTFS_TAG
+COPY tether-postgres /usr/local/bin/tether-postgres
+ENV PATH=/usr/lib/postgresql/$POSTGRES_MAJOR/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \\
+    LANG=C.UTF-8 \\
+    PGDATA=/var/lib/postgresql/data/pgdata
+LABEL dev.tether.entrypoint=$sum
+USER $POSTGRES_ID:$POSTGRES_ID
+WORKDIR /var/lib/postgresql
+EXPOSE 5432
+STOPSIGNAL SIGINT
+ENTRYPOINT ["/usr/local/bin/tether-postgres"]
+EOF
+  rm -rf "$ctx"
+}
+
+# Turn the debootstrapped ROOT into the image's filesystem: without the cluster
+# postgresql-common's postinst made (the entrypoint makes one in $PGDATA), with
+# postgres at fixed ids, and with directories the postgres user owns.
+_postgres_rootfs() {
+  local root=$1 uid gid
+  rm -rf "$root/etc/postgresql/$POSTGRES_MAJOR" "$root/var/lib/postgresql/$POSTGRES_MAJOR" \
+    "$root"/var/log/postgresql/* "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+  uid=$(awk -F: '$1 == "postgres" { print $3 }' "$root/etc/passwd")
+  gid=$(awk -F: '$1 == "postgres" { print $3 }' "$root/etc/group")
+  [[ -n $uid && -n $gid ]] || die "no postgres user in the rootfs"
+  if [[ $uid != "$POSTGRES_ID" || $gid != "$POSTGRES_ID" ]]; then
+    chroot "$root" groupmod -g "$POSTGRES_ID" postgres
+    chroot "$root" usermod -u "$POSTGRES_ID" -g "$POSTGRES_ID" postgres
+    find "$root" -xdev -uid "$uid" -exec chown -h "$POSTGRES_ID" {} +
+    find "$root" -xdev -gid "$gid" -exec chgrp -h "$POSTGRES_ID" {} +
+  fi
+  install -d -o "$POSTGRES_ID" -g "$POSTGRES_ID" -m 0700 "$root/var/lib/postgresql/data"
+  install -d -o "$POSTGRES_ID" -g "$POSTGRES_ID" -m 2775 "$root/run/postgresql"
+  chmod 0755 "$root"
 }
 
 # A single static binary as the whole image.

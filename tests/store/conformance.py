@@ -13,7 +13,14 @@ from typing import Any, Protocol
 
 import pytest
 
-from tether_operator.store import Fence, Fenced, HistoryCorrupt, HistoryStore, PayloadMissing
+from tether_operator.store import (
+    Fence,
+    Fenced,
+    HistoryCorrupt,
+    HistoryStore,
+    PayloadMissing,
+    RunGone,
+)
 
 
 class Tier(Protocol):
@@ -188,14 +195,21 @@ async def children_belong_to_their_root(tier: Tier) -> None:
 
 
 @case
-async def a_deleted_run_starts_again_empty(tier: Tier) -> None:
+async def a_deleted_run_is_not_written_again(tier: Tier) -> None:
     store = await tier.store()
-    run_id = await tier.run("again")
+    run_id = await tier.run("deleted")
+    child = f"{run_id}-c1"
     await store.append(run_id, [ev("Old", 0), ev("Old", 1)])
+    store.child_started(child, run_id)
+    await store.append(child, [ev("Child", 0)])
     await store.delete(run_id)
     assert await store.load(run_id) == []
-    await store.append(run_id, [ev("New", 0)])
-    assert await (await reopened(tier, store)).load(run_id) == [ev("New", 0)]
+    with pytest.raises(RunGone):
+        await store.append(run_id, [ev("Late", 2)])
+    with pytest.raises(RunGone):
+        await store.append(child, [ev("Late", 1)])
+    again = await reopened(tier, store)
+    assert not {run_id, child} & set(await again.run_ids())
 
 
 @case

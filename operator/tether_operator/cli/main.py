@@ -208,9 +208,10 @@ def build_parser() -> ArgumentParser:
     )
     op.add_argument(
         "--store",
-        choices=["kubernetes", "memory"],
-        default="kubernetes",
-        help="where run history lives: kubernetes (durable, default) or memory",
+        choices=["kubernetes", "postgres", "memory"],
+        default=os.environ.get("TETHER_STORE", "kubernetes"),
+        help="where run history lives: kubernetes (ConfigMaps, default, or $TETHER_STORE), "
+        "postgres (the database $TETHER_STORE_DSN names) or memory (lost on exit)",
     )
     op.add_argument(
         "--auth",
@@ -357,6 +358,12 @@ def _operator(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:  # TETHER_AUTH names no mode
         raise CliError(str(exc)) from None
+    if settings.store == "postgres" and not settings.store_dsn:
+        raise CliError(
+            "--store postgres needs the database's DSN in TETHER_STORE_DSN "
+            "(postgresql://USER:PASSWORD@HOST:5432/DB; the chart sets it from "
+            "store.postgres.existingSecret)"
+        )
     if args.namespaces:
         settings.namespaces = tuple(args.namespaces)
     if args.scheduler_url:

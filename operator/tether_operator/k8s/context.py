@@ -17,7 +17,7 @@ from tether_operator.scheduler.service import SchedulerService
 
 __all__ = ["AUTH_KINDS", "AuthKind", "OperatorContext", "OperatorSettings", "Setup", "StoreKind"]
 
-StoreKind = Literal["kubernetes", "memory"]
+StoreKind = Literal["kubernetes", "memory", "postgres"]
 AuthKind = Literal["tokenreview", "none"]
 AUTH_KINDS: tuple[AuthKind, ...] = ("tokenreview", "none")
 
@@ -59,7 +59,10 @@ class OperatorSettings:
     pod_name: str = field(default_factory=lambda: os.environ.get("TETHER_POD_NAME", ""))
     """The operator's pod (TETHER_POD_NAME), named in the Events it writes."""
     store: StoreKind = "kubernetes"
-    """Where run history lives: `kubernetes` (durable) or `memory` (lost on exit)."""
+    """Where run history lives: `kubernetes` (ConfigMaps in the API server), `postgres`
+    (the database `store_dsn` names) or `memory` (lost on exit)."""
+    store_dsn: str = field(default_factory=lambda: os.environ.get("TETHER_STORE_DSN", ""))
+    """The Postgres DSN of the `postgres` store (TETHER_STORE_DSN; never logged)."""
     auth: AuthKind = field(default_factory=_env_auth)
     """Who may call the scheduler (TETHER_AUTH): `tokenreview` checks every request's
     bearer token with the API server (TokenReview, SubjectAccessReview); `none` serves

@@ -65,9 +65,10 @@ from tether_operator.scheduler.app import create_app
 from tether_operator.scheduler.auth import Gate
 from tether_operator.scheduler.server import serve
 from tether_operator.scheduler.service import SchedulerService
-from tether_operator.store import HistoryStore
+from tether_operator.store import HistoryStore, StoreError
 from tether_operator.store.fencing import Fence, Fenced
 from tether_operator.store.memory import MemoryStore
+from tether_operator.store.postgres import PostgresStore
 from tether_types.notices import Notice, RunStarted
 
 RESTART_GRACE_SECONDS = 30.0
@@ -102,6 +103,8 @@ class Readiness:
         self.led_elsewhere = led_elsewhere
         self.recovered = False
         self.watching = asyncio.Event()
+        self.store_error = ""
+        """Why the history store cannot be opened, while it cannot."""
 
     @property
     def ready(self) -> bool:
@@ -144,7 +147,31 @@ class StandbyGate:
 def _make_store(settings: OperatorSettings, client: KubeClient, fence: Fence) -> HistoryStore:
     if settings.store == "memory":
         return MemoryStore()
+    if settings.store == "postgres":
+        return PostgresStore(settings.store_dsn, fence)
     return KubernetesRunStore(client, list(settings.namespaces) or None, fence=fence)
+
+
+STORE_RETRY_MAX = 30.0
+"""Seconds at most between two tries to reach the history store at start-up."""
+
+
+async def _open_store(service: SchedulerService, readiness: Readiness) -> None:
+    """Start the service (which opens its store), retrying with backoff while the store
+    cannot be reached; `/readyz` and the log say why meanwhile, and the process keeps
+    running (a wrong password is fixed in the Secret, not by a crash loop)."""
+    delay = 1.0
+    while True:
+        try:
+            await service.start()
+        except StoreError as exc:
+            readiness.store_error = str(exc)
+            logger.error("history store not ready (retrying in %.0fs): %s", delay, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, STORE_RETRY_MAX)
+            continue
+        readiness.store_error = ""
+        return
 
 
 def _gate(settings: OperatorSettings, client: KubeClient, service: SchedulerService) -> Gate | None:
@@ -172,6 +199,7 @@ def _app(service: SchedulerService, readiness: Readiness, gate: Gate | None = No
             "leader": readiness.leading(),
             "recovered": readiness.recovered,
             "watching": readiness.watching.is_set(),
+            **({"store": readiness.store_error} if readiness.store_error else {}),
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 
@@ -184,11 +212,13 @@ async def _prune_orphans(
     service: SchedulerService,
     restored: list[str],
     namespaces: Sequence[str],
-    root: Callable[[str], str],
+    store: HistoryStore,
 ) -> None:
-    """Cancel restored runs whose WorkflowRun was deleted while the operator was down.
+    """Cancel restored runs whose WorkflowRun was deleted while the operator was down,
+    then delete their history (the API server's garbage collector already did on its
+    tier; a SQL tier keeps it until told).
 
-    A child run has no WorkflowRun: it lives as long as its root's (`root(run_id)`).
+    A child run has no WorkflowRun: it lives as long as its root's (`store.root`).
     """
     if not restored:
         return
@@ -198,10 +228,16 @@ async def _prune_orphans(
         for item in await client.list(paths.workflow_runs(ns)):
             meta = item.get("metadata") or {}
             present.add((meta.get("namespace", ""), meta.get("name", "")))
-    for run_id in restored:
-        if run_object(root(run_id)) not in present and not service.is_terminal(run_id):
+    orphans = [run_id for run_id in restored if run_object(store.root(run_id)) not in present]
+    for run_id in orphans:
+        if not service.is_terminal(run_id):
             logger.info("run %s has no WorkflowRun any more: cancelling it", run_id)
             service.cancel_run(run_id)
+    if written := service.written(orphans):
+        await written
+    for root in {store.root(run_id) for run_id in orphans}:
+        service.forget_run(root)
+        await store.delete(root)
 
 
 async def run_operator(settings: OperatorSettings) -> None:
@@ -317,9 +353,9 @@ async def run_operator(settings: OperatorSettings) -> None:
             fence.epoch = elector.epoch
             acquired.set()
         started = time.monotonic()
-        await service.start()
+        await _open_store(service, readiness)
         restored = await service.recover()
-        await _prune_orphans(client, service, restored, settings.namespaces, store.root)
+        await _prune_orphans(client, service, restored, settings.namespaces, store)
         readiness.recovered = True
         logger.info(
             "recovered %d runs from the %s store in %.2fs",

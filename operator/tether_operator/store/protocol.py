@@ -53,7 +53,8 @@ class HistoryStore(Protocol):
 
     async def delete(self, run_id: str) -> None:
         """Delete the run's history, and its child runs' for a root run (no error if
-        it is unknown)."""
+        it is unknown). Appends to them then raise `RunGone` until the run is bound
+        anew (`bind`): a cancellation written late cannot bring a deleted run back."""
 
     def forget(self, run_id: str) -> None:
         """Drop what this process keeps in memory of the run and its child runs; their

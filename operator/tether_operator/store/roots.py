@@ -1,15 +1,22 @@
-"""Which root run owns each child run, for the tiers that keep no owner objects."""
+"""Which root run owns each child run, and which runs were deleted, for the tiers that
+keep no owner objects."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+
+from tether_operator.store.errors import RunGone
 
 __all__ = ["Roots"]
 
 
 class Roots:
-    """Child run → root run, learned from `child_started` and from stored rows."""
+    """Child run → root run, learned from `child_started` and from stored rows; and the
+    runs deleted in this process, whose history is not written again until bound anew."""
 
     def __init__(self) -> None:
         self._root: dict[str, str] = {}
+        self._deleted: set[str] = set()
 
     def child_started(self, run_id: str, parent_run_id: str) -> None:
         self._root[run_id] = self.root(parent_run_id)
@@ -31,3 +38,16 @@ class Roots:
         for rid in gone:
             self._root.pop(rid, None)
         return gone
+
+    def deleted(self, run_ids: Iterable[str]) -> None:
+        """These runs' history was deleted: appends to them raise `RunGone`."""
+        self._deleted.update(run_ids)
+
+    def bound(self, run_id: str) -> None:
+        """A new run of this name is bound: its history may be written again."""
+        self._deleted.discard(run_id)
+
+    def check(self, run_id: str) -> None:
+        """Raise `RunGone` if the run (or its root) was deleted."""
+        if self._deleted and (run_id in self._deleted or self.root(run_id) in self._deleted):
+            raise RunGone(run_id, f"run {run_id} was deleted: its history is not written again")

@@ -45,6 +45,20 @@ def bindings_subjects(objects: list[Obj]) -> list[Obj]:
     return [s for o in objects if o["kind"].endswith("Binding") for s in o["subjects"]]
 
 
+POSTGRES = ["store.type=postgres", "store.postgres.existingSecret=db"]
+EMBEDDED = ["store.type=postgres", "store.postgres.embedded.enabled=true"]
+
+
+def postgres(objects: list[Obj]) -> Obj:
+    spec: Obj = one(objects, "StatefulSet")["spec"]["template"]["spec"]
+    return spec
+
+
+def claim(objects: list[Obj]) -> Obj:
+    spec: Obj = one(objects, "StatefulSet")["spec"]["volumeClaimTemplates"][0]["spec"]
+    return spec
+
+
 VALUES: dict[str, tuple[list[str], Check]] = {
     "nameOverride": (
         ["nameOverride=engine"],
@@ -203,6 +217,57 @@ VALUES: dict[str, tuple[list[str], Check]] = {
             one(o, "Service")["spec"]["ports"][0]["port"] == 8080
             and env(o)["TETHER_SCHEDULER_URL"] == "http://tether.tether-system.svc:8080"
         ),
+    ),
+    "store.type": (
+        ["store.type=postgres", "store.postgres.existingSecret=db"],
+        lambda o: env(o)["TETHER_STORE"] == "postgres",
+    ),
+    "store.postgres.existingSecret": (
+        ["store.type=postgres", "store.postgres.existingSecret=db"],
+        lambda o: env(o)["TETHER_STORE_DSN"] == {"secretKeyRef": {"name": "db", "key": "dsn"}},
+    ),
+    "store.postgres.dsnKey": (
+        [
+            "store.type=postgres",
+            "store.postgres.existingSecret=pg-app",
+            "store.postgres.dsnKey=uri",
+        ],
+        lambda o: env(o)["TETHER_STORE_DSN"]["secretKeyRef"]["key"] == "uri",
+    ),
+    "store.postgres.caSecret": (
+        [*POSTGRES, "store.postgres.caSecret=db-ca"],
+        lambda o: (
+            {
+                "name": "postgres-ca",
+                "secret": {"secretName": "db-ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]},
+            }
+            in pod(o)["volumes"]
+            and {"name": "postgres-ca", "mountPath": "/etc/tether/postgres-ca", "readOnly": True}
+            in container(o)["volumeMounts"]
+        ),
+    ),
+    "store.postgres.embedded.enabled": (
+        ["store.type=postgres", "store.postgres.embedded.enabled=true"],
+        lambda o: (
+            one(o, "StatefulSet")["metadata"]["name"] == "tether-postgres"
+            and env(o)["TETHER_STORE_DSN"]["secretKeyRef"]
+            == {"name": "tether-postgres", "key": "dsn"}
+            and one(o, "Secret")["stringData"]["dsn"].endswith(
+                "@tether-postgres.tether-system.svc:5432/tether"
+            )
+        ),
+    ),
+    "store.postgres.embedded.image": (
+        [*EMBEDDED, "store.postgres.embedded.image=pg:17"],
+        lambda o: postgres(o)["containers"][0]["image"] == "pg:17",
+    ),
+    "store.postgres.embedded.storage": (
+        [*EMBEDDED, "store.postgres.embedded.storage=20Gi"],
+        lambda o: claim(o)["resources"]["requests"]["storage"] == "20Gi",
+    ),
+    "store.postgres.embedded.storageClassName": (
+        [*EMBEDDED, "store.postgres.embedded.storageClassName=fast"],
+        lambda o: claim(o)["storageClassName"] == "fast",
     ),
     "auth.enabled": (["auth.enabled=false"], lambda o: env(o)["TETHER_AUTH"] == "none"),
     "networkPolicy.enabled": (

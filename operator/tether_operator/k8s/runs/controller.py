@@ -510,11 +510,17 @@ class RunController:
         for child in family:
             if not self.service.is_terminal(child):
                 self.service.cancel_run(child)
+        # The cancellations are history too: delete only after they are written, or a
+        # tier without owner objects (SQL) would keep what they wrote after the delete.
+        written = self.service.written([run_id, *family])
+        for child in family:
             self.forget(child)
             self.service.discard_finished(child)
         self.forget(run_id)
         self.service.discard_finished(run_id)  # its object is gone: so is its final view
         with contextlib.suppress(Exception):
+            if written is not None:
+                await asyncio.wait_for(written, 30)
             await self.store.delete(run_id)
 
     def _descendants(self, run_id: str) -> list[str]:

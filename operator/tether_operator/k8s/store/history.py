@@ -198,6 +198,8 @@ class KubernetesRunStore:
         self._listing: dict[str, list[dict[str, Any]]] = {}
         """History segments `run_ids` read, kept for the `load` that usually follows."""
         self._listed_at = 0.0
+        self._deleted: set[str] = set()
+        """Runs deleted in this process: not written again until bound anew."""
 
     async def open(self) -> None:
         return None
@@ -213,6 +215,7 @@ class KubernetesRunStore:
         A different uid than before means a new run of the same name: the store
         forgets what it knew of the old one (its objects are garbage-collected).
         """
+        self._deleted.discard(run_id)
         self._own(run_id, self._state(run_id), "", uid)
 
     def child_started(self, run_id: str, parent_run_id: str) -> None:
@@ -323,6 +326,8 @@ class KubernetesRunStore:
         """Add `events` after the run's stored events: one API write in the common case."""
         if not events:
             return
+        if run_id in self._deleted:
+            raise RunGone(run_id, f"run {run_id} was deleted: its history is not written again")
         state = self._state(run_id)
         async with state.lock:
             if state.gone:
@@ -765,6 +770,7 @@ class KubernetesRunStore:
         """Delete every object stored for the run and, for a root run, for its child
         runs (no error if there are none)."""
         state = self._state(run_id)
+        self._deleted.add(run_id)
         self.forget(run_id)
         selectors = [selector(state.name)]
         if not state.owner:

@@ -68,6 +68,7 @@ class MemoryStore:
         if not events:
             return
         self._fence.check(run_id)
+        self._roots.check(run_id)
         row = self.backing.runs.get(run_id)
         uid = self._uids.get(run_id)
         if row is None or (uid is not None and row.uid != uid):
@@ -96,6 +97,7 @@ class MemoryStore:
             self._uids.pop(rid, None)
         for key in [k for k in self.backing.payloads if k[0] in gone]:
             del self.backing.payloads[key]
+        self._roots.deleted(gone | set(self._roots.children(run_id)))
         self._roots.forget(run_id)
 
     def forget(self, run_id: str) -> None:
@@ -104,6 +106,7 @@ class MemoryStore:
 
     def bind(self, run_id: str, uid: str) -> None:
         self._uids[run_id] = uid
+        self._roots.bound(run_id)
 
     def child_started(self, run_id: str, parent_run_id: str) -> None:
         self._roots.child_started(run_id, parent_run_id)

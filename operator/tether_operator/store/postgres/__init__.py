@@ -196,6 +196,7 @@ class PostgresStore:
         if not events:
             return
         self._fence.check(run_id)
+        self._roots.check(run_id)
         if self._committer is None:
             raise StoreError(run_id, f"the history database {redact(self.dsn)} is not open")
         item = _Append(run_id, events)
@@ -342,9 +343,11 @@ class PostgresStore:
         try:
             async with self._pool.acquire() as conn, conn.transaction():
                 children = await conn.fetch("SELECT run_id FROM runs WHERE root = $1", run_id)
-                await _drop(conn, list({run_id, *(r["run_id"] for r in children)}))
+                gone = {run_id, *(r["run_id"] for r in children), *self._roots.children(run_id)}
+                await _drop(conn, list(gone))
         except _CONNECTION_ERRORS as exc:
             raise self._unavailable(run_id, exc) from exc
+        self._roots.deleted(gone)
         self.forget(run_id)
 
     def forget(self, run_id: str) -> None:
@@ -354,6 +357,7 @@ class PostgresStore:
             self._length.pop(rid, None)
 
     def bind(self, run_id: str, uid: str) -> None:
+        self._roots.bound(run_id)
         if self._uids.get(run_id) != uid:
             self._uids[run_id] = uid
             self._checked.discard(run_id)

@@ -96,6 +96,7 @@ class SqliteStore:
         if not events:
             return
         self._fence.check(run_id)
+        self._roots.check(run_id)
         epoch = self._fence.epoch
         uid = self._uids.get(run_id)
         with self._transaction() as tx:
@@ -159,7 +160,9 @@ class SqliteStore:
             children = [
                 r for (r,) in tx.execute("SELECT run_id FROM runs WHERE root = ?", (run_id,))
             ]
-            self._drop(tx, list({run_id, *children}))
+            gone = {run_id, *children, *self._roots.children(run_id)}
+            self._drop(tx, list(gone))
+        self._roots.deleted(gone)
         self.forget(run_id)
 
     @staticmethod
@@ -173,6 +176,7 @@ class SqliteStore:
 
     def bind(self, run_id: str, uid: str) -> None:
         self._uids[run_id] = uid
+        self._roots.bound(run_id)
 
     def child_started(self, run_id: str, parent_run_id: str) -> None:
         self._roots.child_started(run_id, parent_run_id)
