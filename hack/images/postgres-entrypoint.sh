@@ -66,7 +66,7 @@ init_cluster() {
   log "initialising $PGDATA (user $user, database $db)"
   local rc=0
   initdb -D "$target" -U "$user" --pwfile="$pwfile" --auth-host=scram-sha-256 --auth-local=trust \
-    -E UTF8 --locale=C.UTF-8 >&2 || rc=$?
+    -E UTF8 --locale=C.UTF-8 --no-instructions >&2 || rc=$?
   [[ -z $tmp ]] || rm -f "$tmp"
   ((rc == 0)) || die "initdb failed (exit $rc)"
 

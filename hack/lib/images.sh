@@ -80,7 +80,7 @@ build_postgres_image() {
   log "building $POSTGRES_TAG"
   local ctx; ctx=$(mktemp -d)
   install -m 0755 "$script" "$ctx/tether-postgres"
-  DOCKER_BUILDKIT=0 docker build --quiet --tag "$POSTGRES_TAG" -f - "$ctx" >/dev/null <<EOF
+  cat >"$ctx/Dockerfile" <<EOF
 FROM $POSTGRES_ROOTFS_TAG
 COPY tether-postgres /usr/local/bin/tether-postgres
 ENV PATH=/usr/lib/postgresql/$POSTGRES_MAJOR/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \\
@@ -93,6 +93,9 @@ EXPOSE 5432
 STOPSIGNAL SIGINT
 ENTRYPOINT ["/usr/local/bin/tether-postgres"]
 EOF
+  DOCKER_BUILDKIT=0 docker build --tag "$POSTGRES_TAG" "$ctx" \
+    >"$TETHER_CACHE/logs/postgres-image-build.log" 2>&1 \
+    || die "building $POSTGRES_TAG failed: see $TETHER_CACHE/logs/postgres-image-build.log"
   rm -rf "$ctx"
 }
 
@@ -103,6 +106,13 @@ _postgres_rootfs() {
   local root=$1 uid gid
   rm -rf "$root/etc/postgresql/$POSTGRES_MAJOR" "$root/var/lib/postgresql/$POSTGRES_MAJOR" \
     "$root"/var/log/postgresql/* "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+  # JIT (LLVM and its z3, ~150 MB) buys nothing for Tether's small queries: with no
+  # llvmjit.so, postgres runs with JIT unavailable. Message catalogues and docs go too
+  # (the server speaks C.UTF-8); copyright files stay.
+  local lib="$root/usr/lib/postgresql/$POSTGRES_MAJOR/lib"
+  rm -rf "$lib/bitcode" "$lib"/llvmjit* "$root"/usr/lib/*-linux-gnu/libLLVM-* \
+    "$root"/usr/lib/*-linux-gnu/libz3.so* "$root"/usr/share/man/* "$root"/usr/share/locale/*
+  find "$root/usr/share/doc" -type f ! -name copyright -delete
   uid=$(awk -F: '$1 == "postgres" { print $3 }' "$root/etc/passwd")
   gid=$(awk -F: '$1 == "postgres" { print $3 }' "$root/etc/group")
   [[ -n $uid && -n $gid ]] || die "no postgres user in the rootfs"

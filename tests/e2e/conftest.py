@@ -23,6 +23,10 @@ every namespace), it is re-scoped before any test runs. Environment:
   (default ``tether`` in ``tether-system``).
 - ``TETHER_E2E_HELM_ARGS``: extra ``helm upgrade`` arguments, split on spaces (a second
   release on a shared cluster passes ``--set=crds.install=false``).
+- ``TETHER_E2E_STORE``: the history store of the release, ``apiserver`` (default) or
+  ``postgres`` (the chart's embedded Postgres, on a hostPath PersistentVolume the
+  session makes; ``make e2e-postgres`` runs the store, operator-kill, session and
+  example modules so).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.kube import PREFIX, Helm, HelmError, Kube, Obj, install_crds
+from tests.store.conftest import postgres_dsn, postgres_server  # noqa: F401 (fixtures)
 from tether_operator.k8s.api.client import KubeClient, load_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,6 +54,9 @@ IMAGE = os.environ.get("TETHER_IMAGE", "tether:dev")
 RELEASE = os.environ.get("TETHER_E2E_RELEASE", "tether")
 RELEASE_NAMESPACE = os.environ.get("TETHER_E2E_RELEASE_NAMESPACE", "tether-system")
 HELM_ARGS = os.environ.get("TETHER_E2E_HELM_ARGS", "").split()
+STORE = os.environ.get("TETHER_E2E_STORE", "apiserver")
+POSTGRES_UID, POSTGRES_GID = 101, 104
+"""The postgres user of the tether-postgres image (the chart runs it so)."""
 LEADER_LABEL = "tether.dev/leader"
 """On the operator pod that leads (the chart runs two replicas; the Service follows it)."""
 WORKLOADS = ("examples", "runs", "sessions", "tenant-a", "tenant-b", "chaos")
@@ -206,6 +214,7 @@ def tether(kube: Kube, helm: Helm, crds: list[str]) -> Iterator[Install]:
             "wait", "--for=delete", f"namespace/{RELEASE_NAMESPACE}", "--timeout=120s", timeout=130
         )
     repository, _, tag = IMAGE.rpartition(":")
+    store_args = _postgres_volume(kube) if STORE == "postgres" else []
     args = [
         "upgrade",
         "--install",
@@ -220,6 +229,7 @@ def tether(kube: Kube, helm: Helm, crds: list[str]) -> Iterator[Install]:
         f"--set=image.tag={tag}",
         "--set=operator.logLevel=DEBUG",
         f"--set=watchNamespaces={{{','.join(workloads.values())}}}",
+        *store_args,
         *HELM_ARGS,
     ]
     install = Install(
@@ -236,8 +246,51 @@ def tether(kube: Kube, helm: Helm, crds: list[str]) -> Iterator[Install]:
         for name in workloads.values():
             kube.run("delete", "namespace", name, "--wait=false")
         helm.run("uninstall", RELEASE, "--namespace", RELEASE_NAMESPACE, "--wait")
+        if STORE == "postgres":
+            _remove_postgres_volume(kube)
     assert_only_crds_left(kube, RELEASE, RELEASE_NAMESPACE, crds)
     kube.run("delete", "namespace", RELEASE_NAMESPACE, "--wait=false")
+
+
+POSTGRES_PV = f"{RELEASE}-e2e-postgres"
+POSTGRES_DIR = Path("/var/lib/tether-e2e") / POSTGRES_PV
+
+
+def _postgres_volume(kube: Kube) -> list[str]:
+    """A hostPath PersistentVolume for the embedded Postgres's claim (the local cluster
+    has no provisioner; its nodes share this machine's disk), and the Helm arguments
+    that use it."""
+    shutil.rmtree(POSTGRES_DIR, ignore_errors=True)
+    POSTGRES_DIR.mkdir(parents=True)
+    os.chown(POSTGRES_DIR, POSTGRES_UID, POSTGRES_GID)
+    pv = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": POSTGRES_PV},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "tether-e2e",
+            "persistentVolumeReclaimPolicy": "Retain",
+            "hostPath": {"path": str(POSTGRES_DIR), "type": "Directory"},
+        },
+    }
+    kube.run("delete", "pv", POSTGRES_PV, "--ignore-not-found", "--wait=true")
+    kube.apply(pv)
+    return [
+        "--set=store.type=postgres",
+        "--set=store.postgres.embedded.enabled=true",
+        "--set=store.postgres.embedded.storageClassName=tether-e2e",
+    ]
+
+
+def _remove_postgres_volume(kube: Kube) -> None:
+    """The StatefulSet's claim outlives `helm uninstall` (as claims do): delete it, the
+    volume and its directory."""
+    claim = f"data-{RELEASE}-postgres-0"
+    kube.in_namespace(RELEASE_NAMESPACE).run("delete", "pvc", claim, "--ignore-not-found")
+    kube.run("delete", "pv", POSTGRES_PV, "--ignore-not-found", "--wait=false")
+    shutil.rmtree(POSTGRES_DIR, ignore_errors=True)
 
 
 def assert_only_crds_left(kube: Kube, release: str, namespace: str, crds: list[str]) -> None:

@@ -54,17 +54,23 @@ class Operator:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    args: list[str] = field(default_factory=list)
+    """More `tether operator` arguments (e.g. `--store postgres`)."""
+    env: dict[str, str] = field(default_factory=dict)
+    """More environment (e.g. TETHER_STORE_DSN)."""
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> None:
+    def start(self, ready: bool = True) -> None:
+        """Start the process; wait for its /readyz unless not `ready`."""
         self.starts += 1
-        env = {**os.environ, "KUBECONFIG": self.kube.kubeconfig}
+        env = {**os.environ, "KUBECONFIG": self.kube.kubeconfig, **self.env}
         with (self.logs / f"operator-{self.starts}.log").open("wb") as out:
             self.process = self._spawn(out, env)
-        eventually(self._ready, timeout=60, interval=0.2, what="the operator's /readyz")
+        if ready:
+            eventually(self._ready, timeout=60, interval=0.2, what="the operator's /readyz")
 
     def _spawn(self, out: Any, env: dict[str, str]) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
@@ -84,6 +90,7 @@ class Operator:
                 # Host workers have no pod tokens; the Helm e2e tests run with auth on.
                 "--auth",
                 "none",
+                *self.args,
             ],
             env=env,
             stdout=out,
@@ -205,11 +212,14 @@ class OperatorEnv:
 
 
 @contextmanager
-def operator_env(kube: Kube, tmp_path: Path) -> Iterator[OperatorEnv]:
-    """A fresh namespace with an operator watching it; everything stopped on exit."""
+def operator_env(
+    kube: Kube, tmp_path: Path, args: list[str] | None = None, env: dict[str, str] | None = None
+) -> Iterator[OperatorEnv]:
+    """A fresh namespace with an operator watching it (started with `args` and `env`
+    added); everything stopped on exit."""
     name = f"{PREFIX}-op-{uuid.uuid4().hex[:8]}"
     with kube.scratch_namespace(name) as ns:
-        operator = Operator(kube, name, tmp_path)
+        operator = Operator(kube, name, tmp_path, args=args or [], env=env or {})
         workers = Workers(operator, tmp_path)
         operator.start()
         try:
@@ -223,20 +233,24 @@ def operator_env(kube: Kube, tmp_path: Path) -> Iterator[OperatorEnv]:
 
 
 def run_across_an_operator_kill(
-    env: OperatorEnv, ledger: Path, name: str, workflow: str, input_: Any
+    env: OperatorEnv, ledger: Path, name: str, workflow: str, input_: Any, kills: int = 1
 ) -> tuple[Obj, list[int]]:
     """Run WorkflowRun `name` on a worker of `operator_workflows.py` that writes each step
-    it executes to `ledger`; SIGKILL the operator once three steps ran, start it again.
-    The run once Succeeded, and the steps executed, in order."""
+    it executes to `ledger`; SIGKILL the operator every three steps, `kills` times,
+    starting it again each time. The run once Succeeded, and the steps executed, in order."""
     ledger.touch()
     env.workers.start(
         TESTDATA / "operator_workflows.py", "worker-a", TETHER_TEST_LEDGER=str(ledger)
     )
     env.ns.apply(workflow_run(name, workflow, input_))
-    eventually(lambda: len(ledger.read_text().split()) >= 3, what="three steps done")
-    assert env.operator.stop(signal.SIGKILL) == -signal.SIGKILL
-    time.sleep(1)
-    env.operator.start()
+    for kill in range(1, kills + 1):
+        eventually(
+            lambda k=kill: len(ledger.read_text().split()) >= 3 * k,  # type: ignore[misc]
+            what=f"{3 * kill} steps done",
+        )
+        assert env.operator.stop(signal.SIGKILL) == -signal.SIGKILL
+        time.sleep(1)
+        env.operator.start()
     run = wait_for(env.ns, name, timeout=120)
     return run, [int(line) for line in ledger.read_text().split()]
 

@@ -1,5 +1,6 @@
 """A throwaway Postgres server for tests: Debian's `postgresql` binaries, a data
-directory under /tmp, TCP on 127.0.0.1 with trust auth for user `tether`.
+directory under /tmp, TCP on 127.0.0.1 for user `tether` with password `PASSWORD`
+(scram-sha-256, so a wrong one is refused as by a real server).
 
 `hack/install-deps` installs the package; without it the tests that need a server
 are skipped locally and fail under CI (`CI` set), so a missing install is noticed.
@@ -17,6 +18,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+PASSWORD = "tether-test-password"
 
 
 def binaries() -> Path | None:
@@ -38,9 +41,8 @@ class PostgresServer:
     data: Path
     port: int
 
-    def dsn(self, database: str = "postgres", password: str | None = None) -> str:
-        auth = f"tether:{password}" if password else "tether"
-        return f"postgresql://{auth}@127.0.0.1:{self.port}/{database}"
+    def dsn(self, database: str = "postgres", password: str = "") -> str:
+        return f"postgresql://tether:{password or PASSWORD}@127.0.0.1:{self.port}/{database}"
 
     def _as_owner(self, *cmd: str) -> list[str]:
         # Postgres refuses to run as root: run its tools as the package's user.
@@ -84,13 +86,19 @@ def start_server() -> PostgresServer:
     if os.geteuid() == 0:
         shutil.chown(data, "postgres", "postgres")
     server = PostgresServer(bin_dir, data, _free_port())
+    pwfile = data / "pwfile"
+    pwfile.write_text(PASSWORD)
+    if os.geteuid() == 0:
+        shutil.chown(pwfile, "postgres", "postgres")
     subprocess.run(
         server._as_owner(
-            str(bin_dir / "initdb"), "-D", str(data), "-U", "tether", "-A", "trust", "-E", "UTF8"
+            *(str(bin_dir / "initdb"), "-D", str(data / "db"), "-U", "tether", "-E", "UTF8"),
+            *("--pwfile", str(pwfile), "--auth-host=scram-sha-256", "--auth-local=trust"),
         ),
         check=True,
         capture_output=True,
     )
+    server.data = data / "db"
     server.start()
     deadline = time.monotonic() + 30
     while True:
@@ -106,4 +114,4 @@ def start_server() -> PostgresServer:
 def remove(server: PostgresServer) -> None:
     with contextlib.suppress(subprocess.CalledProcessError):
         server.stop("immediate")
-    shutil.rmtree(server.data, ignore_errors=True)
+    shutil.rmtree(server.data.parent, ignore_errors=True)

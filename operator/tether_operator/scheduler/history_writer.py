@@ -11,6 +11,12 @@ run's written mark moves. A failing store is retried with backoff; every failure
 logged, and events still unwritten at shutdown are logged with their count. A
 `StoreError` that is `permanent` (the store knows no retry can succeed) drops the
 batch instead of retrying it.
+
+With `linger` > 0 a run's events wait up to `linger` seconds before their write starts,
+unless something waits for them (`wait_written`, or `urge` from a held delivery): the
+events of an activity's schedule then go in one append with its completion, so a step
+costs one commit, not two (the attempt was dispatched speculatively; see
+docs/semantics.md, *One commit per step*).
 """
 
 from __future__ import annotations
@@ -34,13 +40,14 @@ MAX_CONCURRENT_WRITES = 64
 class _RunLog:
     """One run's buffer and marks while it has events not yet written."""
 
-    __slots__ = ("buffer", "submitted", "task", "waiters", "written")
+    __slots__ = ("buffer", "submitted", "task", "timer", "waiters", "written")
 
     def __init__(self) -> None:
         self.buffer: list[dict[str, Any]] = []
         self.submitted = 0
         self.written = 0
         self.task: asyncio.Task[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
         self.waiters: list[tuple[int, asyncio.Future[None]]] = []
 
 
@@ -54,8 +61,10 @@ class HistoryWriter:
         retry_initial: float = 0.05,
         retry_max: float = 5.0,
         on_written: Callable[[str, int], None] | None = None,
+        linger: float = 0.0,
     ) -> None:
         self._store = store
+        self._linger = linger
         self._retry_initial = retry_initial
         self._retry_max = retry_max
         self._on_written = on_written
@@ -86,8 +95,24 @@ class HistoryWriter:
         if events:
             self._idle.clear()
             if log.task is None and self._started:
-                log.task = self._spawn(run_id)
+                if self._linger <= 0 or log.waiters:
+                    log.task = self._spawn(run_id)
+                elif log.timer is None:
+                    log.timer = asyncio.get_running_loop().call_later(
+                        self._linger, self.urge, run_id
+                    )
         return log.submitted
+
+    def urge(self, run_id: str) -> None:
+        """Start writing the run's buffered events now (something waits for them)."""
+        log = self._runs.get(run_id)
+        if log is None:
+            return
+        if log.timer is not None:
+            log.timer.cancel()
+            log.timer = None
+        if log.task is None and log.buffer and self._started:
+            log.task = self._spawn(run_id)
 
     def mark(self, run_id: str) -> int:
         """The run's mark: 0 if everything submitted for it is written."""
@@ -106,20 +131,22 @@ class HistoryWriter:
             return None
         fut = asyncio.get_running_loop().create_future()
         log.waiters.append((mark, fut))
+        self.urge(run_id)
         return fut
 
     def start(self) -> None:
         if self._started:
             return
         self._started = True
-        for run_id, log in self._runs.items():
-            if log.task is None and log.buffer:
-                log.task = self._spawn(run_id)
+        for run_id in list(self._runs):
+            self.urge(run_id)
 
     async def flush(self) -> None:
         """Return once everything submitted so far is written."""
         if not self._started:
             self.start()
+        for run_id in list(self._runs):
+            self.urge(run_id)
         await self._idle.wait()
 
     async def stop(self, grace: float = 5.0) -> None:

@@ -68,6 +68,9 @@ __all__ = [
 
 logger = logging.getLogger("tether.scheduler")
 
+HISTORY_LINGER = 0.025
+"""Seconds a durable run's history waits for more before its write starts, when nothing
+waits for it: an activity's schedule then joins its completion in one commit."""
 FINISHED_KEPT = 256
 """How many forgotten runs' final views stay answerable: a client that waits for a run
 gets its outcome even if the run left memory first, and memory stays bounded."""
@@ -119,6 +122,13 @@ def runs_of_report(req: ReportRequest) -> set[str]:
     return runs
 
 
+def runs_of_completions(req: ReportRequest) -> set[str]:
+    """The runs whose activity completions a report carries: acknowledging those must
+    wait for their history (a completion acknowledged is never run again), while a
+    workflow task's commands are replayed the same after a crash and need no wait."""
+    return {run_of_task(c.task_id) for c in req.completions}
+
+
 def tasks_of_report(req: ReportRequest) -> list[str]:
     """Every task a report speaks for: completed, heartbeated, or whose workflow commands
     it carries."""
@@ -150,7 +160,9 @@ class SchedulerService:
         """Hold deliveries and acknowledgements until their history is written."""
         self._store_open = False
         self.history_writer = HistoryWriter(
-            self.store, on_written=self._history_written if self.durable else None
+            self.store,
+            on_written=self._history_written if self.durable else None,
+            linger=HISTORY_LINGER if self.durable else 0.0,
         )
         self._held: dict[str, deque[tuple[int, int, Deliver]]] = {}
         """Deliveries waiting for their run's history: (mark, worker epoch, delivery)."""
@@ -263,9 +275,12 @@ class SchedulerService:
         for effect in effects:
             match effect:
                 case Deliver():
-                    if self.durable:
+                    if self.durable and effect.message["kind"] != "activity":
                         self._deliver_when_written(effect)
                     else:
+                        # An activity attempt goes out before its schedule is written
+                        # (speculatively): its completion is acknowledged only once the
+                        # schedule, the start and the completion are written together.
                         self._deliver(effect.worker_id, effect.message)
                 case Persist():
                     self.history_writer.submit(effect.run_id, effect.events)
@@ -301,6 +316,7 @@ class SchedulerService:
             return
         if held is None:
             held = self._held[run_id] = deque()
+        writer.urge(run_id)
         held.append((mark, self._epochs.get(effect.worker_id, 0), effect))
         if (task_id := _task_of(effect)) is not None:
             _tally(self._held_tasks, effect.worker_id, task_id, 1)

@@ -9,7 +9,7 @@ from typing import Any
 from tether_operator.scheduler.service import (
     ReportResult,
     SchedulerService,
-    runs_of_report,
+    runs_of_completions,
     tasks_of_report,
 )
 from worker_runtime.protocol import PollRequest, ReportRequest
@@ -29,16 +29,18 @@ async def report(
     """Apply a worker's report; its answer (None: the worker left while its report was
     being stored, so the tasks it would take stay queued for its next request).
 
-    With a durable store the report is acknowledged only once its history is stored,
-    and the answer's tasks are taken after that wait: a task in an answer held back by
-    the write would be neither in the mailbox nor in the worker's heartbeats.
+    With a durable store a report of activity completions is acknowledged only once
+    their history is stored, and the answer's tasks are taken after that wait: the
+    workflow task that follows a completion, released by that write, goes back in the
+    same answer when the same worker runs it. A report of workflow commands alone is
+    acknowledged at once (a replay after a crash issues the same commands).
     """
     if check_owner:  # an authenticated worker reports only tasks dispatched to it
         service.check_assigned(worker_id, tasks_of_report(req))
     if not service.durable:
         return service.report(worker_id, req)
     result = service.report(worker_id, req, piggyback=False)
-    if (written := service.written(runs_of_report(req))) is not None:
+    if (written := service.written(runs_of_completions(req))) is not None:
         await written
         if not await still_connected():
             return None

@@ -100,29 +100,66 @@ async def test_a_task_waiting_for_its_write_is_not_lost(
     assert (task["kind"], task["attempt"]) == ("workflow", 1)
 
 
+async def activities(durable: SchedulerService, *runs: str) -> dict[str, dict[str, Any]]:
+    """Start `runs`, schedule one activity in each; their activity tasks, by run."""
+    for run_id in runs:
+        start(durable, run_id)
+    await durable.flush()
+    for wf in await durable.poll("w1", 8, 0):
+        durable.report("w1", commands(wf["run_id"], wf["task_id"], schedule(1), max_tasks=0))
+    await durable.flush()
+    return {t["run_id"]: t for t in await durable.poll("w1", 8, 0)}
+
+
 async def test_an_acknowledgement_waits_for_the_history_of_its_runs_only(
     durable: SchedulerService, store: GatedStore
 ) -> None:
     register(durable)
-    start(durable, "slow")
-    start(durable, "fast")
-    await durable.flush()
-    tasks = {t["run_id"]: t for t in await durable.poll("w1", 8, 0)}
+    tasks = await activities(durable, "slow", "fast")
     store.hold("slow")
-    durable.report("w1", commands("slow", tasks["slow"]["task_id"], schedule(1)))
-    durable.report("w1", commands("fast", tasks["fast"]["task_id"], schedule(1)))
+    for run_id in ("slow", "fast"):
+        durable.report("w1", complete_activity(tasks[run_id]["task_id"], run_id))
     slow, fast = durable.written(["slow"]), durable.written(["fast"])
     assert slow is not None
     assert fast is not None
     await asyncio.wait_for(asyncio.ensure_future(fast), 1.0)  # not held up by "slow"
-    (activity,) = await durable.poll("w1", 8, 0)
-    assert activity["run_id"] == "fast"
+    (workflow,) = await durable.poll("w1", 8, 0)
+    assert workflow["run_id"] == "fast"
     waiting = asyncio.ensure_future(slow)
     await settle()
     assert not waiting.done()
     store.release("slow")
     await asyncio.wait_for(waiting, 1.0)
     assert [t["run_id"] for t in await durable.poll("w1", 8, 0)] == ["slow"]
+
+
+async def test_an_attempt_goes_out_before_its_schedule_is_written_and_commits_with_it(
+    durable: SchedulerService, store: GatedStore
+) -> None:
+    """One commit per step: the activity task leaves at once; its schedule, start and
+    completion are written in one append, and the completion is acknowledged (and the
+    workflow hears of it) only after that append."""
+    register(durable)
+    start(durable, "r1")
+    await durable.flush()
+    (wf,) = await durable.poll("w1", 8, 0)
+    store.hold("r1")
+    durable.report("w1", commands("r1", wf["task_id"], schedule(1), max_tasks=0))
+    (activity,) = await durable.poll("w1", 8, 0)
+    assert activity["kind"] == "activity", "dispatched before its schedule is written"
+    durable.report("w1", complete_activity(activity["task_id"], 7))
+    acknowledged = asyncio.ensure_future(durable.written(["r1"]))  # type: ignore[arg-type]
+    await settle()
+    assert not acknowledged.done()
+    assert await durable.poll("w1", 8, 0) == [], "the workflow hears after the write"
+    before = store.appends
+    store.release("r1")
+    await asyncio.wait_for(acknowledged, 1.0)
+    assert store.appends - before == 1, "schedule and completion in one append"
+    types = [e["type"] for e in await store.load("r1")]
+    assert types[-3:] == ["ActivityScheduled", "ActivityStarted", "ActivityCompleted"]
+    (resolution,) = await durable.poll("w1", 8, 0)
+    assert (resolution["kind"], resolution["run_id"]) == ("resolution", "r1")
 
 
 async def test_writes_pile_up_into_one_append_per_run(
@@ -183,7 +220,7 @@ async def test_http_acknowledges_a_completion_once_it_is_written(
     start(durable, "r1")
     await durable.flush()
     (wf,) = await durable.poll("w1", 8, 0)
-    durable.report("w1", commands("r1", wf["task_id"], schedule(1)))
+    durable.report("w1", commands("r1", wf["task_id"], schedule(1), max_tasks=0))
     await durable.flush()
     (activity,) = await durable.poll("w1", 8, 0)
     store.hold("r1")
@@ -239,7 +276,7 @@ async def test_a_restarted_scheduler_accepts_a_completion_sent_again(clock: Fake
     run_id = start(first, "r1")
     await first.flush()
     (wf,) = await first.poll("w1", 8, 0)
-    first.report("w1", commands(run_id, wf["task_id"], schedule(1)))
+    first.report("w1", commands(run_id, wf["task_id"], schedule(1), max_tasks=0))
     await first.flush()
     (activity,) = await first.poll("w1", 8, 0)
     await first.stop()  # the scheduler goes away with the attempt running on w1
