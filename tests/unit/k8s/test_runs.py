@@ -437,21 +437,25 @@ async def test_a_terminal_phase_is_shown_only_once_it_is_stored() -> None:
 async def test_a_restart_keeps_children_of_live_roots_and_cancels_orphans(s: Setup) -> None:
     register(s.service)
     restored = ["ns.r", "ns.r-c1", "ns.gone", "ns.gone-c1"]
+    s.store.child_started("ns.r-c1", "ns.r")
+    s.store.child_started("ns.gone-c1", "ns.gone")
     for run_id in restored:
         s.service.start_run(StartRunRequest(workflow="w", run_id=run_id), namespace="ns")
+    await s.service.flush()
     listed = [{"metadata": {"namespace": "ns", "name": "r"}}]  # WorkflowRun ns/gone was deleted
 
     def answer(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, json={"items": listed, "metadata": {}})
 
     client = KubeClient(KubeConfig(server="http://api"), transport=httpx.MockTransport(answer))
-    roots = {"ns.r-c1": "ns.r", "ns.gone-c1": "ns.gone"}
-    await _prune_orphans(client, s.service, restored, ["ns"], lambda rid: roots.get(rid, rid))
+    await _prune_orphans(client, s.service, restored, ["ns"], s.store)
     await client.aclose()
     phases = {rid: s.service.get_run(rid)["phase"] for rid in restored}
     assert phases["ns.gone"] == phases["ns.gone-c1"] == "Cancelled"
     assert phases["ns.r"] != "Cancelled"
     assert phases["ns.r-c1"] != "Cancelled", "a child lives as long as its root's WorkflowRun"
+    await s.service.flush()
+    assert sorted(await s.store.run_ids()) == ["ns.r", "ns.r-c1"], "orphans' history is deleted"
 
 
 def accepted(s: Setup, run: str = "r") -> dict[str, Any]:
