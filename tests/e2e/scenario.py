@@ -9,7 +9,6 @@ is waited on, a pod killed. A test reads as its story; what kubectl does is here
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -46,7 +45,8 @@ class Run:
 
     @property
     def result(self) -> Any:
-        return json.loads(self.ns.jsonpath("wfr", self.name, "{.status.result}"))
+        """Its result (`status.result`: any JSON, a string too)."""
+        return self.status.get("result")
 
     @property
     def done(self) -> int:
@@ -145,9 +145,10 @@ def workflow(name: str, pool: str | None = None, **spec: Any) -> Obj:
     return {**obj, "spec": spec} if spec else obj
 
 
-def run(ns: Kube, workflow: str, **spec: Any) -> Run:
-    """Create a WorkflowRun of `workflow` (`input` and the rest of `spec` as given)."""
-    return Run(ns, create_run(ns, workflow, **spec))
+def run(ns: Kube, workflow: str, *, name: str | None = None, **spec: Any) -> Run:
+    """Create a WorkflowRun of `workflow` (`input` and the rest of `spec` as given),
+    named `name` when other calls name it (else a generated name)."""
+    return Run(ns, create_run(ns, workflow, name=name, **spec))
 
 
 def steps(
