@@ -38,7 +38,8 @@ def ready_pods(pool: Pool) -> list[Obj]:
 
 @pytest.fixture(scope="module")
 def pool(tether: Install) -> Pool:
-    """The example's WorkerPool (two pods) and Workflow, ready."""
+    """The example's WorkerPool (two pods) and Workflow, applied; each run waits for
+    both pods ready."""
     ns = tether.workloads["runs"]
     ns.apply(MANIFEST.read_text().replace("image: tether:dev", f"image: {IMAGE}"))
     return Pool(ns, POOL)
