@@ -9,13 +9,12 @@ is waited on, a pod killed. A test reads as its story; what kubectl does is here
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from tests.e2e.kube import Kube, KubectlError, Obj, eventually, running_and_ready
+from tests.e2e.kube import API_VERSION, Kube, KubectlError, Obj, eventually, running_and_ready
 from tests.e2e.testdata_pools import create_run, script_pool, start_steps
 
 TERMINAL = frozenset({"Succeeded", "Failed", "Cancelled"})
@@ -35,8 +34,19 @@ class Run:
         return self.ns.jsonpath("wfr", self.name, "{.status.phase}")
 
     @property
+    def status(self) -> Obj:
+        """Its status (empty before the operator writes one)."""
+        return dict(self.ns.get("wfr", self.name).get("status") or {})
+
+    @property
+    def activities(self) -> list[Obj]:
+        """Its activities as its status lists them (`status.activities`)."""
+        return list(self.status.get("activities") or [])
+
+    @property
     def result(self) -> Any:
-        return json.loads(self.ns.jsonpath("wfr", self.name, "{.status.result}"))
+        """Its result (`status.result`: any JSON, a string too)."""
+        return self.status.get("result")
 
     @property
     def done(self) -> int:
@@ -60,7 +70,8 @@ class Run:
 
 @dataclass(frozen=True)
 class Pool:
-    """A WorkerPool of one scenario, serving the workflow of its own name."""
+    """A WorkerPool of one scenario, serving the workflow of its own name (unless `serve`
+    was given the Workflows)."""
 
     ns: Kube
     name: str
@@ -88,6 +99,16 @@ class Pool:
         )
         return self
 
+    def ready_pod(self, timeout: float = 120) -> str:
+        """Wait until it has one pod, running and ready; the pod's name."""
+
+        def one() -> str | None:
+            pods = self.pods()
+            ready = len(pods) == 1 and running_and_ready(pods[0])
+            return str(pods[0]["metadata"]["name"]) if ready else None
+
+        return str(eventually(one, timeout=timeout, what=f"the ready pod of {self.name}"))
+
     def kill(self, pod: str | None = None) -> str:
         """Delete `pod` (else its first pod) without waiting; the pod's name."""
         name = pod or self.pods()[0]["metadata"]["name"]
@@ -104,16 +125,30 @@ class Pool:
         self.ns.delete("wf", self.name)
 
 
-def serve(ns: Kube, name: str, script: str, **spec: Any) -> Pool:
+def serve(ns: Kube, name: str, script: str, *workflows: Obj, **spec: Any) -> Pool:
     """Apply WorkerPool `name` running `testdata/<script>`, whose workflow it registers
-    as `name`, and Workflow `name` naming the pool."""
-    ns.apply(*script_pool(name, script, workflow=name, **spec))
+    as `name`, and Workflow `name` naming the pool; or, given `workflows`, those
+    Workflows instead (see `workflow`), and the file registers its own names."""
+    if workflows:
+        ns.apply(*script_pool(name, script, **spec), *workflows)
+    else:
+        ns.apply(*script_pool(name, script, workflow=name, **spec))
     return Pool(ns, name)
 
 
-def run(ns: Kube, workflow: str, **spec: Any) -> Run:
-    """Create a WorkflowRun of `workflow` (`input` and the rest of `spec` as given)."""
-    return Run(ns, create_run(ns, workflow, **spec))
+def workflow(name: str, pool: str | None = None, **spec: Any) -> Obj:
+    """Workflow `name` naming WorkerPool `pool` (none: any worker of the namespace that
+    registered it), with the rest of `spec` (e.g. `retry`)."""
+    if pool is not None:
+        spec = {"workerPool": pool, **spec}
+    obj: Obj = {"apiVersion": API_VERSION, "kind": "Workflow", "metadata": {"name": name}}
+    return {**obj, "spec": spec} if spec else obj
+
+
+def run(ns: Kube, workflow: str, *, name: str | None = None, **spec: Any) -> Run:
+    """Create a WorkflowRun of `workflow` (`input` and the rest of `spec` as given),
+    named `name` when other calls name it (else a generated name)."""
+    return Run(ns, create_run(ns, workflow, name=name, **spec))
 
 
 def steps(

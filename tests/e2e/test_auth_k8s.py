@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
+from tests.e2e import scenario
 from tests.e2e.conftest import IMAGE, PREFIX, Install
 from tests.e2e.kube import Kube, Obj, eventually, running_and_ready
-from tests.e2e.operator_env import workflow_run
 from tests.e2e.testdata_pools import script_pool
 
 pytestmark = pytest.mark.timeout(300)
@@ -134,12 +134,8 @@ def pool(tether: Install) -> Iterator[Pool]:
     """Two worker pods of a pool in a served namespace, registered with auth on."""
     ns = tether.workloads["runs"]
     ns.apply(*pool_objects())
-
-    def ready() -> list[str]:
-        pods = [p for p in ns.pods(f"tether.dev/pool={POOL}") if running_and_ready(p)]
-        return sorted(p["metadata"]["name"] for p in pods) if len(pods) == 2 else []
-
-    first, second = eventually(ready, timeout=180, what="two ready worker pods")
+    workers = scenario.Pool(ns, POOL).ready(2, timeout=180).pods()
+    first, second = sorted(p["metadata"]["name"] for p in workers)
     # Registered: the Workflow lists its serving pods once workers registered it.
     eventually(
         lambda: (
@@ -172,9 +168,9 @@ def test_worker_pods_carry_their_token_and_run_runs_to_success(pool: Pool) -> No
     env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
     assert env["TETHER_TOKEN_FILE"] == TOKEN_FILE
 
-    pool.ns.apply(workflow_run("auth-quick", "auth-hold", {"seconds": 0.1}))
-    pool.ns.wait("wfr", "auth-quick", "Succeeded", timeout=120)
-    assert pool.ns.get("wfr", "auth-quick")["status"]["result"] in pool.pods
+    quick = scenario.run(pool.ns, "auth-hold", name="auth-quick", input={"seconds": 0.1})
+    assert quick.wait(timeout=120).phase == "Succeeded"
+    assert quick.result in pool.pods
 
 
 def test_missing_and_forged_tokens_are_refused_with_401(pool: Pool) -> None:
@@ -224,16 +220,15 @@ def test_a_pod_may_act_only_as_its_own_worker(pool: Pool) -> None:
 
 def test_a_worker_cannot_complete_another_pods_task(pool: Pool) -> None:
     ns = pool.ns
-    ns.apply(workflow_run("auth-long", "auth-hold", {"seconds": 12}))
+    held = scenario.run(ns, "auth-hold", name="auth-long", input={"seconds": 12})
 
     def running() -> dict[str, Any] | None:
-        acts = ns.get("wfr", "auth-long").get("status", {}).get("activities") or []
-        return next((a for a in acts if a["state"] == "Running" and a.get("pod")), None)
+        return next((a for a in held.activities if a["state"] == "Running" and a.get("pod")), None)
 
     activity = eventually(running, timeout=90, what="the activity running on a pod")
     owner = activity["pod"]
     (intruder,) = [p for p in pool.pods if p != owner]
-    task_id = f"{pool.namespace}.auth-long/{activity['seq']}/{activity['attempt']}"
+    task_id = f"{pool.namespace}.{held.name}/{activity['seq']}/{activity['attempt']}"
     forged = {"task_id": task_id, "ok": True, "result": "forged"}
     answers = calls_from(
         ns,
@@ -246,10 +241,9 @@ def test_a_worker_cannot_complete_another_pods_task(pool: Pool) -> None:
     assert f"dispatched to worker {owner!r}" in answers[0][1]["message"]
     assert answers[0][1]["field"] == "task_id"
 
-    ns.wait("wfr", "auth-long", "Succeeded", timeout=120)
-    run = ns.get("wfr", "auth-long")
-    assert run["status"]["result"] == owner, "the real attempt's result"
-    assert [a["attempt"] for a in run["status"]["activities"]] == [1], "nothing was retried"
+    assert held.wait(timeout=120).phase == "Succeeded"
+    assert held.result == owner, "the real attempt's result"
+    assert [a["attempt"] for a in held.activities] == [1], "nothing was retried"
 
 
 def test_clients_need_rbac_on_workflowruns(pool: Pool) -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from tests.e2e.conftest import Install
 from tests.e2e.kube import Kube, eventually
+from tests.e2e.scenario import Pool, Run, run, serve
 from tests.e2e.testdata_pools import script_pool
 
 pytestmark = pytest.mark.timeout(300)
@@ -59,15 +60,15 @@ def test_a_pool_whose_pods_are_refused_backs_off_and_says_why_once(
     ns.delete("wp", "no-image")
 
 
-def ready_condition(ns: Kube, pool: str) -> dict[str, str] | None:
-    for c in ns.get("wp", pool).get("status", {}).get("conditions", []):
+def ready_condition(pool: Pool) -> dict[str, str] | None:
+    for c in pool.ns.get("wp", pool.name).get("status", {}).get("conditions", []):
         if c["type"] == "Ready":
             return dict(c)
     return None
 
 
-def accepted(ns: Kube, run: str) -> dict[str, str]:
-    conditions = ns.get("wfr", run).get("status", {}).get("conditions", [])
+def accepted(run: Run) -> dict[str, str]:
+    conditions = run.status.get("conditions", [])
     return next((c for c in conditions if c["type"] == "Accepted"), {"reason": ""})
 
 
@@ -75,25 +76,11 @@ def test_an_image_that_cannot_be_pulled_shows_on_the_pool_and_its_waiting_run(
     tether: Install,
 ) -> None:
     ns = tether.workloads["runs"]
-    objects = script_pool("bad-image", "steps.py")
-    container = objects[1]["spec"]["template"]["spec"]["containers"][0]
-    container["image"] = "nope.invalid/tether:1"
-    workflow = {
-        "apiVersion": "tether.dev/v1alpha1",
-        "kind": "Workflow",
-        "metadata": {"name": "bad-image-steps"},
-        "spec": {"workerPool": "bad-image"},
-    }
-    run = {
-        "apiVersion": "tether.dev/v1alpha1",
-        "kind": "WorkflowRun",
-        "metadata": {"name": "waits-on-bad-image"},
-        "spec": {"workflowRef": {"name": "bad-image-steps"}},
-    }
-    ns.apply(*objects, workflow, run)
+    pool = serve(ns, "bad-image", "steps.py", image="nope.invalid/tether:1")
+    waiting = run(ns, "bad-image")
     ready = eventually(
         lambda: (
-            (c := ready_condition(ns, "bad-image"))
+            (c := ready_condition(pool))
             and c["reason"] in ("ErrImagePull", "ImagePullBackOff")
             and c
         ),
@@ -102,51 +89,41 @@ def test_an_image_that_cannot_be_pulled_shows_on_the_pool_and_its_waiting_run(
     )
     assert "nope.invalid/tether:1" in ready["message"], ready
     why = eventually(
-        lambda: (c := accepted(ns, "waits-on-bad-image"))["reason"] == "WorkerPoolNotReady" and c,
+        lambda: (c := accepted(waiting))["reason"] == "WorkerPoolNotReady" and c,
         timeout=60,
         what="the run to say its pool cannot start",
     )
     assert "nope.invalid/tether:1" in why["message"]
-    assert ns.jsonpath("wfr", "waits-on-bad-image", "{.status.phase}") == "Pending"
-    ns.delete("wfr", "waits-on-bad-image")
-    ns.delete("wf", "bad-image-steps")
-    ns.delete("wp", "bad-image")
+    assert waiting.phase == "Pending"
+    ns.delete("wfr", waiting.name)
+    pool.remove()
 
 
 def test_a_worker_file_with_a_syntax_error_shows_its_line_on_the_pool(
     tether: Install,
 ) -> None:
     ns = tether.workloads["runs"]
-    objects = script_pool("syntax-error", "steps.py")
-    objects[0]["data"]["steps.py"] = "import worker_runtime\n\ndef broken(:\n    pass\n"
-    ns.apply(*objects)
+    broken = "import worker_runtime\n\ndef broken(:\n    pass\n"
+    ns.apply(*script_pool("syntax-error", "steps.py", source=broken))
+    pool = Pool(ns, "syntax-error")
     ready = eventually(
-        lambda: (
-            (c := ready_condition(ns, "syntax-error")) and c["reason"] == "CrashLoopBackOff" and c
-        ),
+        lambda: (c := ready_condition(pool)) and c["reason"] == "CrashLoopBackOff" and c,
         timeout=180,
         what="the pool's Ready condition to say its pod crash-loops",
     )
     assert "SyntaxError: invalid syntax" in ready["message"], ready
     assert "steps.py, line 3" in ready["message"], ready
-    ns.delete("wp", "syntax-error")
+    ns.delete("wp", pool.name)
 
 
 def test_a_run_naming_no_workflow_says_so(tether: Install) -> None:
     ns = tether.workloads["runs"]
-    ns.apply(
-        {
-            "apiVersion": "tether.dev/v1alpha1",
-            "kind": "WorkflowRun",
-            "metadata": {"name": "names-no-workflow"},
-            "spec": {"workflowRef": {"name": "no-such-workflow"}},
-        }
-    )
+    lost = run(ns, "no-such-workflow")
     why = eventually(
-        lambda: (c := accepted(ns, "names-no-workflow"))["reason"] == "WorkflowNotFound" and c,
+        lambda: (c := accepted(lost))["reason"] == "WorkflowNotFound" and c,
         timeout=60,
         what="the run to say its Workflow does not exist",
     )
     assert f"namespace {ns.namespace!r}" in why["message"]
     assert "no-such-workflow" in why["message"]
-    ns.delete("wfr", "names-no-workflow")
+    ns.delete("wfr", lost.name)

@@ -38,6 +38,7 @@ from tests.e2e.conftest import Install
 from tests.e2e.kube import API_VERSION, Kube, KubectlError, Obj, eventually, running_and_ready
 from tests.e2e.leadership import await_new_leader, crash, holder, leader
 from tests.e2e.nodes import NodePower
+from tests.e2e.scenario import Pool, workflow
 from tests.e2e.testdata_pools import script_pool
 from tether_operator.k8s.api.client import KubeClient, load_config
 from tether_operator.k8s.resources.naming import run_id_for
@@ -154,6 +155,10 @@ class Chaos:
     def __post_init__(self) -> None:
         self.next_delete = self.started + self.plan.delete_every
 
+    @property
+    def pool(self) -> Pool:
+        return Pool(self.ns, POOL)
+
     def tick(self, done: float) -> None:
         """One round: ``done`` is the fraction of all steps finished so far."""
         now = time.monotonic()
@@ -181,12 +186,10 @@ class Chaos:
 
     def delete_a_pod(self) -> None:
         pods = [
-            p["metadata"]["name"]
-            for p in self.ns.pods(f"tether.dev/pool={POOL}")
-            if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
+            p["metadata"]["name"] for p in self.pool.pods() if p["status"].get("phase") == "Running"
         ]
         if pods:
-            self.ns.run("delete", "pod", self.rng.choice(pods), "--wait=false")
+            self.pool.kill(self.rng.choice(pods))
             self.pod_deletes += 1
 
     def kill_the_leader(self) -> None:
@@ -199,11 +202,7 @@ class Chaos:
 
     def stop_a_node(self) -> None:
         """Power off the node running the most of the pool's pods."""
-        nodes = Counter(
-            p["spec"].get("nodeName")
-            for p in self.ns.pods(f"tether.dev/pool={POOL}")
-            if running_and_ready(p)
-        )
+        nodes = Counter(p["spec"].get("nodeName") for p in self.pool.pods() if running_and_ready(p))
         name = nodes.most_common(1)[0][0] if nodes else "worker-b"
         self.power.stop(name)
         self.node = {"name": name, "back_at": time.monotonic() + self.plan.node_down}
@@ -219,23 +218,8 @@ def chaos_ns(tether: Install, ledger: tuple[Ledger, str]) -> Kube:
     objects = script_pool(POOL, "chaos.py", replicas=PLAN.replicas, slots=8, sessionCapacity=4)
     container = objects[1]["spec"]["template"]["spec"]["containers"][0]
     container["env"].append({"name": "TETHER_CHAOS_LEDGER", "value": ledger[1]})
-    workflows = [
-        {
-            "apiVersion": API_VERSION,
-            "kind": "Workflow",
-            "metadata": {"name": f"chaos-{kind}"},
-            "spec": {"workerPool": POOL},
-        }
-        for kind in KINDS
-    ]
-    ns.apply(*objects, *workflows)
-    eventually(
-        lambda: (
-            sum(running_and_ready(p) for p in ns.pods(f"tether.dev/pool={POOL}")) == PLAN.replicas
-        ),
-        timeout=180,
-        what=f"{PLAN.replicas} ready {POOL} pods",
-    )
+    ns.apply(*objects, *(workflow(f"chaos-{kind}", POOL) for kind in KINDS))
+    Pool(ns, POOL).ready(PLAN.replicas, timeout=180)
     return ns
 
 

@@ -4,7 +4,6 @@ read the result."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import pytest
 
 from tests.e2e.conftest import IMAGE, Install
 from tests.e2e.kube import Kube
+from tests.e2e.scenario import Run
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -69,11 +69,11 @@ def manifest(name: str) -> str:
     return (EXAMPLES_K8S / name).read_text().replace(STOCK_IMAGE, f"image: {IMAGE}")
 
 
-def run_to_success(ns: Kube, name: str, timeout: float = 120) -> tuple[str, Any]:
-    """Create examples/k8s/NAME-run.yaml, wait for Succeeded; the run's name and result."""
-    run = ns.create(manifest(f"{name}-run.yaml"))
-    ns.wait("wfr", run, "Succeeded", timeout=timeout)
-    return run, json.loads(ns.jsonpath("wfr", run, "{.status.result}"))
+def run_to_success(ns: Kube, name: str, timeout: float = 120) -> Run:
+    """Create examples/k8s/NAME-run.yaml and wait for it to succeed."""
+    run = Run(ns, ns.create(manifest(f"{name}-run.yaml")))
+    assert run.wait(timeout=timeout).phase == "Succeeded", ns.run_post_mortem(run.name)
+    return run
 
 
 @pytest.fixture(scope="module")
@@ -87,12 +87,13 @@ def examples(tether: Install) -> Kube:
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_example_run_succeeds_with_its_result(examples: Kube, name: str) -> None:
-    run, result = run_to_success(examples, name)
-    assert EXPECTED[name](result), f"{name} run {run} returned {result!r}"
+    run = run_to_success(examples, name)
+    result = run.result
+    assert EXPECTED[name](result), f"{name} run {run.name} returned {result!r}"
 
 
 def test_kubectl_get_shows_the_columns(examples: Kube) -> None:
-    run, _ = run_to_success(examples, "ml-inference")
+    run = run_to_success(examples, "ml-inference").name
     header, *rows = (line.split() for line in examples.run("get", "wfr").splitlines())
     assert header == ["NAME", "WORKFLOW", "PHASE", "WORKER-POD", "PROGRESS", "AGE"]
     row = next(r for r in rows if r[0] == run)

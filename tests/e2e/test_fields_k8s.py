@@ -1,62 +1,38 @@
 """Fields a user sets act as their descriptions say, on a Helm install driven with
 kubectl: a Workflow's spec.retry is the retry policy of its activities where their code
-sets none, a field the code sets wins, and editing the Workflow applies to later runs."""
+sets none, a field the code sets wins, and editing the Workflow applies to later runs; a
+WorkerPool's slots and sessionCapacity limit what its one pod holds at a time."""
 
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 import pytest
-import yaml
 
 from tests.e2e.conftest import Install
-from tests.e2e.kube import API_VERSION, Kube, Obj, eventually, running_and_ready
-from tests.e2e.testdata_pools import script_pool
+from tests.e2e.kube import API_VERSION, Kube, eventually
+from tests.e2e.scenario import Run, run, serve, workflow
 
 pytestmark = pytest.mark.timeout(600)
 
 POOL = "flaky"
 
 
-def objects(retry: dict[str, Any]) -> list[Obj]:
-    """The flaky pool and its Workflow, whose spec.retry is `retry`."""
-    workflow = {
-        "apiVersion": API_VERSION,
-        "kind": "Workflow",
-        "metadata": {"name": "flaky"},
-        "spec": {"workerPool": POOL, "retry": retry},
-    }
-    return [*script_pool(POOL, "flaky.py"), workflow]
-
-
 def attempts(ns: Kube, own: bool = False) -> int:
     """Start a run of `flaky`, wait for it to fail, and count its activity's attempts."""
-    run = {
-        "apiVersion": API_VERSION,
-        "kind": "WorkflowRun",
-        "metadata": {"generateName": "flaky-"},
-        "spec": {
-            "workflowRef": {"name": "flaky"},
-            "input": {"tag": f"t{uuid.uuid4().hex[:8]}", "own": own},
-        },
-    }
-    name = ns.create(yaml.safe_dump(run))
-    ns.wait("wfr", name, "Failed", timeout=120)
-    (activity,) = ns.get("wfr", name)["status"]["activities"]
+    failing = run(ns, "flaky", input={"tag": f"t{uuid.uuid4().hex[:8]}", "own": own})
+    assert failing.wait(timeout=120).phase == "Failed"
+    (activity,) = failing.activities
     assert activity["state"] == "Failed", activity
     return int(activity["attempt"])
 
 
 @pytest.fixture(scope="module")
 def flaky(tether: Install) -> Kube:
+    """The flaky pool, ready, and its Workflow, whose spec.retry is 2 attempts."""
     ns = tether.workloads["runs"]
-    ns.apply(*objects({"maxAttempts": 2, "initialInterval": "100ms"}))
-    eventually(
-        lambda: [p for p in ns.pods(f"tether.dev/pool={POOL}") if running_and_ready(p)],
-        timeout=120,
-        what="the flaky pool's pod to be ready",
-    )
+    retry = {"maxAttempts": 2, "initialInterval": "100ms"}
+    serve(ns, POOL, "flaky.py", workflow("flaky", POOL, retry=retry)).ready(1)
     return ns
 
 
@@ -89,25 +65,20 @@ def test_slots_and_session_capacity_limit_one_pod(tether: Install) -> None:
     """A one-pod pool with slots 2 and sessionCapacity 1: five plain runs hold at most two
     activities at a time, and three sticky runs hold their sessions one after another."""
     ns = tether.workloads["runs"]
-    workflows = [
-        {
-            "apiVersion": API_VERSION,
-            "kind": "Workflow",
-            "metadata": {"name": name},
-            "spec": {"workerPool": "limits"},
-        }
-        for name in ("limits-plain", "limits-sticky")
-    ]
-    ns.apply(*script_pool("limits", "limits.py", slots=2, sessionCapacity=1), *workflows)
-    eventually(
-        lambda: any(running_and_ready(p) for p in ns.pods("tether.dev/pool=limits")),
-        timeout=180,
-        what="the limits pod ready",
-    )
+    limits = serve(
+        ns,
+        "limits",
+        "limits.py",
+        workflow("limits-plain", "limits"),
+        workflow("limits-sticky", "limits"),
+        slots=2,
+        sessionCapacity=1,
+    ).ready(1, timeout=180)
     tag = uuid.uuid4().hex[:6]
     runs = {f"lp-{tag}-{i}": ("limits-plain", 1.5) for i in range(5)} | {
         f"ls-{tag}-{i}": ("limits-sticky", 1.0) for i in range(3)
     }
+    # In one request, not a `run` each: all eight contend for the pod at once.
     ns.apply(
         *(
             {
@@ -121,8 +92,9 @@ def test_slots_and_session_capacity_limit_one_pod(tether: Install) -> None:
     )
     results = {}
     for name in runs:
-        ns.wait("wfr", name, "Succeeded", timeout=180)
-        results[name] = ns.get("wfr", name)["status"]
+        limited = Run(ns, name)
+        assert limited.wait(timeout=180).phase == "Succeeded"
+        results[name] = limited.status
     assert len({s["workerPod"] for s in results.values()}) == 1, "one pod ran everything"
     spans = [tuple(span) for s in results.values() for span in s["result"]]
     assert most_at_once(spans) == 2, "slots: 2 activities at a time on the pod, never 3"
@@ -132,4 +104,4 @@ def test_slots_and_session_capacity_limit_one_pod(tether: Install) -> None:
         if name.startswith("ls-")
     ]
     assert most_at_once(sessions) == 1, "sessionCapacity: one open session at a time"
-    ns.delete("wp", "limits")
+    ns.delete("wp", limits.name)

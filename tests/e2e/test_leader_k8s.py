@@ -26,9 +26,9 @@ import pytest
 
 from bench.store_bench import activity
 from tests.e2e.conftest import Install
-from tests.e2e.kube import API_VERSION, Kube, KubectlError, eventually, running_and_ready
+from tests.e2e.kube import API_VERSION, Kube, KubectlError, eventually
 from tests.e2e.leadership import await_new_leader, crash, holder, leader
-from tests.e2e.testdata_pools import script_pool, start_steps
+from tests.e2e.scenario import Pool, serve, steps
 from tether_operator.k8s.access.leader import LeaderElector, LeaseSettings
 from tether_operator.k8s.api.client import KubeClient, resource_path
 from tether_operator.k8s.resources.naming import run_id_for
@@ -244,23 +244,14 @@ def service_endpoints(tether: Install) -> set[str]:
     }
 
 
-def start(ns: Kube, count: int, seconds: float, sticky: bool) -> tuple[str, str]:
-    return start_steps(ns, POOL, count, seconds, sticky)
-
-
-def progress(ns: Kube, run: str) -> int:
-    text = ns.jsonpath("wfr", run, "{.status.progress}") or "0/0"
-    return int(text.split("/")[0])
-
-
 LINE = re.compile(r"^(\S+) tether-e2e (started|executed) tag=(\w+) step=(\d+)$", re.M)
 
 
-def timed_lines(ns: Kube) -> list[tuple[float, str, str, int]]:
+def timed_lines(pool: Pool) -> list[tuple[float, str, str, int]]:
     """Every step line of the pool's pods: (time, started|executed, tag, step)."""
     lines = []
-    for pod in ns.list("pods", f"tether.dev/pool={POOL}"):
-        text = ns.run("logs", pod["metadata"]["name"], "--timestamps")
+    for pod in pool.pods(terminating=True):
+        text = pool.ns.run("logs", pod["metadata"]["name"], "--timestamps")
         for stamp, what, tag, step in LINE.findall(text):
             whole, _, frac = stamp.rstrip("Z").partition(".")
             when = datetime.fromisoformat(whole).replace(tzinfo=UTC).timestamp()
@@ -269,16 +260,9 @@ def timed_lines(ns: Kube) -> list[tuple[float, str, str, int]]:
 
 
 @pytest.fixture(scope="module")
-def steps(tether: Install) -> Kube:
-    """The `leader-steps` pool (two pods) and Workflow in the `runs` namespace."""
-    ns = tether.workloads["runs"]
-    ns.apply(*script_pool(POOL, "sticky_steps.py", workflow=POOL, replicas=2))
-    eventually(
-        lambda: len([p for p in ns.pods(f"tether.dev/pool={POOL}") if running_and_ready(p)]) == 2,
-        timeout=120,
-        what=f"two ready {POOL} pods",
-    )
-    return ns
+def pool(tether: Install) -> Pool:
+    """The `leader-steps` pool (two pods, ready) and Workflow in the `runs` namespace."""
+    return serve(tether.workloads["runs"], POOL, "sticky_steps.py", replicas=2).ready(2)
 
 
 def test_one_operator_leads_and_the_service_routes_to_it_alone(tether: Install) -> None:
@@ -316,27 +300,27 @@ container restarts in the same pod without releasing the Lease."""
 
 
 def test_leader_killed_twice_mid_run_every_run_finishes_and_no_step_runs_twice(
-    tether: Install, steps: Kube
+    tether: Install, pool: Pool
 ) -> None:
     # Runs move at different paces across failovers: enough steps that none ends early.
     count, seconds = 12 + 8 * len(KILLS), 0.4
-    runs = [start(steps, count, seconds, sticky=i % 2 == 1) for i in range(4)]
+    runs = [steps(pool.ns, POOL, count, seconds, sticky=i % 2 == 1) for i in range(4)]
     transitions = int(tether.system.get("lease", tether.release)["spec"]["leaseTransitions"])
     kills: list[dict[str, Any]] = []
     for kill, how in enumerate(KILLS, 1):
         threshold = 4 * kill
         try:
             eventually(
-                lambda t=threshold: all(progress(steps, run) >= t for run, _ in runs),
+                lambda t=threshold: all(run.done >= t for run in runs),
                 timeout=180,
                 what=f"every run to complete {threshold} steps",
             )
         except AssertionError as exc:
-            behind = [run for run, _ in runs if progress(steps, run) < threshold]
+            behind = [run for run in runs if run.done < threshold]
             raise AssertionError(
-                "\n".join([str(exc), *(steps.run_post_mortem(run) for run in behind)])
+                "\n".join([str(exc), *(pool.ns.run_post_mortem(run.name) for run in behind)])
             ) from None
-        phases = {run: steps.jsonpath("wfr", run, "{.status.phase}") for run, _ in runs}
+        phases = {run.name: run.phase for run in runs}
         assert "Running" in phases.values(), f"every run ended before kill {kill}: {phases}"
         pod = eventually(lambda: leader(tether), what="the leader")
         old, was = pod["metadata"]["name"], holder(tether)
@@ -352,40 +336,30 @@ def test_leader_killed_twice_mid_run_every_run_finishes_and_no_step_runs_twice(
         kills.append({"kill": kill, "how": how, "at": killed, "ready": time.time() - killed})
         # The next kill waits for a step completed under this leader: each failover is
         # measured to its own progress, not to the next one's.
-        moved = sum(progress(steps, run) for run, _ in runs)
+        moved = sum(run.done for run in runs)
         eventually(
-            lambda m=moved: sum(progress(steps, run) for run, _ in runs) > m,
+            lambda m=moved: sum(run.done for run in runs) > m,
             timeout=120,
             what=f"a step to complete under the leader after kill {kill}",
         )
 
-    for run, _ in runs:
-        try:
-            eventually(
-                lambda r=run: (
-                    steps.jsonpath("wfr", r, "{.status.phase}") in ("Succeeded", "Failed")
-                ),
-                timeout=300,
-                what=f"{run} to finish",
-            )
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{steps.run_post_mortem(run)}") from None
-        steps.wait("wfr", run, "Succeeded", timeout=5)  # on failure: its status and Events
-        assert json.loads(steps.jsonpath("wfr", run, "{.status.result}")) == {
-            "steps": count,
-            "total": sum(range(count)),
-        }
-    lines = timed_lines(steps)
-    for run, tag in runs:
-        executed = Counter(step for _, what, t, step in lines if t == tag and what == "executed")
-        assert sorted(executed) == list(range(count)), f"{run}: steps seen {sorted(executed)}"
+    for run in runs:
+        run.wait(timeout=300)
+        pool.ns.wait("wfr", run.name, "Succeeded", timeout=5)  # on failure: status, Events
+        assert run.result == {"steps": count, "total": sum(range(count))}
+    lines = timed_lines(pool)
+    for run in runs:
+        executed = Counter(
+            step for _, what, t, step in lines if t == run.tag and what == "executed"
+        )
+        assert sorted(executed) == list(range(count)), f"{run.name}: steps seen {sorted(executed)}"
         twice = {step: n for step, n in executed.items() if n > 1}
         if twice:  # say when each ran, against the kills, and what history recorded
-            seen = [line for line in lines if line[2] == tag and line[3] in twice]
+            seen = [line for line in lines if line[2] == run.tag and line[3] in twice]
             raise AssertionError(
-                f"{run}: completed steps ran again after a leader kill: {twice}\n"
+                f"{run.name}: completed steps ran again after a leader kill: {twice}\n"
                 f"their lines (time, what, tag, step): {seen}\nkills: {kills}\n"
-                f"{steps.run_post_mortem(run, events=60)}"
+                f"{pool.ns.run_post_mortem(run.name, events=60)}"
             )
     lease = tether.system.get("lease", tether.release)
     assert int(lease["spec"]["leaseTransitions"]) >= transitions + len(KILLS)

@@ -28,6 +28,7 @@ import pytest
 
 from tests.e2e.kube import Kube, Obj, condition, eventually
 from tests.e2e.operator_env import REPO, Operator, wait_for, workflow_run
+from tests.e2e.scenario import Pool, workflow
 from tests.e2e.testdata_pools import script_pool
 from tether_operator.engine import EngineConfig
 from tether_operator.k8s.api.client import KubeClient, load_config, resource_path
@@ -344,7 +345,7 @@ def test_a_deleted_pod_is_reported_lost_and_replaced(
         ),
         what="the activity running",
     )
-    ns.delete("pod", first, "--wait=false")
+    Pool(ns, "cpu").kill(first)
     eventually(lambda: harness.losses() == {first: "PodDeleted"}, what="the loss reported")
     (second,) = registered(harness, ns, "cpu", 1)
     assert second != first
@@ -394,12 +395,7 @@ def test_the_operator_scales_a_pool_from_zero_for_a_run_applied_with_kubectl(
             *worker_pool(
                 "lazy", image, replicas=0, autoscale=True, maxReplicas=1, idleTimeout="2s"
             ),
-            {
-                "apiVersion": "tether.dev/v1alpha1",
-                "kind": "Workflow",
-                "metadata": {"name": "hold"},
-                "spec": {"workerPool": "lazy"},
-            },
+            workflow("hold", "lazy"),
             workflow_run("r1", "hold", {"seconds": 0.1}),
         )
         run = wait_for(ns, "r1", timeout=120)

@@ -14,18 +14,16 @@ namespace and pod that ran its workflow code and its activity):
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.e2e.conftest import Install
-from tests.e2e.kube import API_VERSION, Kube, Obj, eventually, running_and_ready
+from tests.e2e.kube import Kube, Obj, eventually
+from tests.e2e.scenario import Pool, Run, run, serve, workflow
 from tests.e2e.test_auth_k8s import assert_forbidden, call, calls_from
-from tests.e2e.testdata_pools import script_pool
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -33,34 +31,19 @@ POOL = "xns"
 RUNS_EACH = 8
 
 
-WORKFLOW: Obj = {"apiVersion": API_VERSION, "kind": "Workflow", "metadata": {"name": "xns"}}
+WORKFLOW: Obj = workflow("xns")
 """`xns` with no pool of its own: any worker of the namespace that registered it."""
 
 
-def start(ns: Kube, seconds: float = 0.0) -> str:
-    tag = f"t{uuid.uuid4().hex[:8]}"
-    run = {
-        "apiVersion": API_VERSION,
-        "kind": "WorkflowRun",
-        "metadata": {"generateName": "xns-"},
-        "spec": {"workflowRef": {"name": "xns"}, "input": {"tag": tag, "seconds": seconds}},
-    }
-    return ns.create(yaml.safe_dump(run))
+def start(ns: Kube, seconds: float = 0.0) -> Run:
+    return run(ns, "xns", input={"tag": f"t{uuid.uuid4().hex[:8]}", "seconds": seconds})
 
 
-def result(ns: Kube, run: str) -> dict[str, Any]:
-    value = json.loads(ns.jsonpath("wfr", run, "{.status.result}"))
+def where(run: Run) -> dict[str, Any]:
+    """Where the run's workflow code and its activity ran (`namespace/pod`), by its result."""
+    value = run.result
     assert isinstance(value, dict), value
     return value
-
-
-def ready_pod(ns: Kube) -> str:
-    def ready() -> list[str]:
-        pods = ns.pods(f"tether.dev/pool={POOL}")
-        return [str(p["metadata"]["name"]) for p in pods if running_and_ready(p)]
-
-    (pod,) = eventually(ready, timeout=120, what=f"the {POOL} pod in {ns.namespace} to be ready")
-    return str(pod)
 
 
 @dataclass
@@ -73,9 +56,9 @@ class Tenants:
 @pytest.fixture(scope="module")
 def tenants(tether: Install) -> Tenants:
     a, b = tether.workloads["tenant-a"], tether.workloads["tenant-b"]
-    a.apply(*script_pool(POOL, "tenant.py"), WORKFLOW)
+    pool_a = serve(a, POOL, "tenant.py", WORKFLOW)
     b.apply(WORKFLOW)
-    return Tenants(a=a, b=b, pod_a=ready_pod(a))
+    return Tenants(a=a, b=b, pod_a=pool_a.ready_pod())
 
 
 def test_a_run_waits_for_its_own_namespaces_worker_and_never_crosses(tenants: Tenants) -> None:
@@ -83,19 +66,21 @@ def test_a_run_waits_for_its_own_namespaces_worker_and_never_crosses(tenants: Te
     waiting = start(b)
 
     def pending_with_reason() -> Obj | None:
-        status = b.get("wfr", waiting).get("status", {})
+        status = waiting.status
         said = [c.get("message", "") for c in status.get("conditions", [])]
         return status if status.get("phase") == "Pending" and any(said) else None
 
-    status = eventually(pending_with_reason, timeout=60, what=f"{waiting} Pending with a reason")
+    status = eventually(
+        pending_with_reason, timeout=60, what=f"{waiting.name} Pending with a reason"
+    )
     # Long enough for a crossing run to have finished on tenant-a's ready pod (~1 s).
-    a.wait("wfr", start(a), "Succeeded", timeout=60)
-    assert b.jsonpath("wfr", waiting, "{.status.phase}") == "Pending", status
-    assert not b.jsonpath("wfr", waiting, "{.status.result}")
+    assert start(a).wait(timeout=60).phase == "Succeeded"
+    assert waiting.phase == "Pending", status
+    assert not b.jsonpath("wfr", waiting.name, "{.status.result}")
 
-    b.apply(*script_pool(POOL, "tenant.py"))
-    b.wait("wfr", waiting, "Succeeded", timeout=180)
-    got = result(b, waiting)
+    serve(b, POOL, "tenant.py", WORKFLOW)
+    assert waiting.wait(timeout=180).phase == "Succeeded"
+    got = where(waiting)
     assert got["workflow"].startswith(f"{b.namespace}/"), got
     assert got["activity"].startswith(f"{b.namespace}/"), got
 
@@ -103,19 +88,21 @@ def test_a_run_waits_for_its_own_namespaces_worker_and_never_crosses(tenants: Te
 def test_many_runs_of_one_workflow_name_each_run_in_their_own_namespace(
     tenants: Tenants,
 ) -> None:
-    ready_pod(tenants.b)
-    runs = [(ns, start(ns)) for _ in range(RUNS_EACH) for ns in (tenants.a, tenants.b)]
-    for ns, run in runs:
-        ns.wait("wfr", run, "Succeeded", timeout=180)
-    for ns, run in runs:
-        got = result(ns, run)
+    Pool(tenants.b, POOL).ready_pod()
+    runs = [start(ns) for _ in range(RUNS_EACH) for ns in (tenants.a, tenants.b)]
+    for each in runs:
+        assert each.wait(timeout=180).phase == "Succeeded"
+    for each in runs:
+        got = where(each)
         for part in ("workflow", "activity"):
-            assert got[part].startswith(f"{ns.namespace}/"), f"{ns.namespace}/{run}: {got}"
+            assert got[part].startswith(f"{each.ns.namespace}/"), (
+                f"{each.ns.namespace}/{each.name}: {got}"
+            )
 
 
 def test_a_pod_cannot_register_poll_or_report_for_another_namespace(tenants: Tenants) -> None:
     a, b, pod_a = tenants.a, tenants.b, tenants.pod_a
-    pod_b = ready_pod(b)
+    pod_b = Pool(b, POOL).ready_pod()
     claim_b = {
         "worker_id": pod_a,
         "pod": pod_a,
@@ -124,15 +111,16 @@ def test_a_pod_cannot_register_poll_or_report_for_another_namespace(tenants: Ten
         "namespace": b.namespace,
     }
     b_pool = {**claim_b, "namespace": "", "pool": f"{b.namespace}.{POOL}"}
-    run = start(b, seconds=12)
+    held = start(b, seconds=12)
 
     def running() -> dict[str, Any] | None:
-        acts = b.get("wfr", run).get("status", {}).get("activities") or []
-        return next((x for x in acts if x["state"] == "Running" and x.get("pod")), None)
+        return next((x for x in held.activities if x["state"] == "Running" and x.get("pod")), None)
 
-    activity = eventually(running, timeout=90, what=f"{run}'s activity running on tenant-b's pod")
+    activity = eventually(
+        running, timeout=90, what=f"{held.name}'s activity running on tenant-b's pod"
+    )
     assert activity["pod"] == pod_b
-    task_id = f"{b.namespace}.{run}/{activity['seq']}/{activity['attempt']}"
+    task_id = f"{b.namespace}.{held.name}/{activity['seq']}/{activity['attempt']}"
     forged = {"task_id": task_id, "ok": True, "result": "forged"}
     answers = calls_from(
         a,
@@ -148,7 +136,7 @@ def test_a_pod_cannot_register_poll_or_report_for_another_namespace(tenants: Ten
     assert answers[0][1]["field"] == "namespace"
     assert f"may not register for namespace {b.namespace!r}" in answers[0][1]["message"]
     # tenant-b's run is untouched: its real attempt's result, nothing retried.
-    b.wait("wfr", run, "Succeeded", timeout=120)
-    assert result(b, run)["activity"] == f"{b.namespace}/{pod_b}"
-    attempts = [x["attempt"] for x in b.get("wfr", run)["status"]["activities"]]
+    assert held.wait(timeout=120).phase == "Succeeded"
+    assert where(held)["activity"] == f"{b.namespace}/{pod_b}"
+    attempts = [x["attempt"] for x in held.activities]
     assert attempts == [1], "nothing was retried"

@@ -85,13 +85,13 @@ def script_pool(
     return objects
 
 
-def create_run(ns: Kube, workflow: str, **spec: Any) -> str:
-    """Create a WorkflowRun of `workflow` (`input` and the rest of `spec` as given);
-    its generated name."""
+def create_run(ns: Kube, workflow: str, *, name: str | None = None, **spec: Any) -> str:
+    """Create a WorkflowRun of `workflow` (`input` and the rest of `spec` as given),
+    named `name` (else a generated name); its name."""
     body = {
         "apiVersion": API_VERSION,
         "kind": "WorkflowRun",
-        "metadata": {"generateName": f"{workflow}-"},
+        "metadata": {"name": name} if name else {"generateName": f"{workflow}-"},
         "spec": {"workflowRef": {"name": workflow}, **spec},
     }
     return ns.create(yaml.safe_dump(body))
