@@ -46,8 +46,8 @@ cluster-down: ## Stop the local cluster, leaving no process, mount or rule behin
 image: ## Build the tether:dev image from the Dockerfile (offline)
 	hack/build-image
 
-SHELL_SCRIPTS := hack/cluster hack/lib/*.sh hack/build-image hack/install-deps hack/kind-up \
-	.ci/run scripts/*.sh
+SHELL_SCRIPTS := hack/cluster hack/lib/*.sh hack/build-image hack/install-deps hack/kind-up hack/local-pv \
+	hack/images/*.sh .ci/run scripts/*.sh
 
 lint: venv helm-lint ## ruff check + ruff format --check + shellcheck + helm lint
 	$(BIN)/ruff check .

@@ -1,6 +1,10 @@
 """Cluster benchmarks: the operator installed with Helm, worker pods, the Kubernetes store.
 
-    python -m bench.cluster [--quick] [--only NAME ...]      (make bench-cluster)
+    python -m bench.cluster [--quick] [--only NAME ...] [--store apiserver|postgres]
+                                                                (make bench-cluster)
+
+`--store postgres` installs the chart with its embedded Postgres (on a volume from
+`hack/local-pv`) as the history store; the default is the API server.
 
 Needs KUBECONFIG (the local cluster: `eval "$(hack/cluster env)"`) and the `tether:dev`
 image in the nodes. The benchmark code (bench/workloads.py) reaches the stock image as a
@@ -48,9 +52,27 @@ def apply(*objects: dict[str, Any]) -> None:
     )
 
 
-def install() -> bool:
-    """The chart (as a user installs it) and a namespace holding the benchmark code;
-    True if the release was not there before (so `uninstall` removes it again)."""
+POSTGRES_PV = "tether-bench-postgres"
+POSTGRES_OWNER = "999:999"
+"""The postgres user of the tether-postgres image."""
+
+
+def install(store: str = "apiserver") -> bool:
+    """The chart (as a user installs it, with history in `store`) and a namespace
+    holding the benchmark code; True if the release was not there before (so
+    `uninstall` removes it again)."""
+    values: list[str] = []
+    if store == "postgres":
+        subprocess.run(
+            [str(ROOT / "hack" / "local-pv"), "create", POSTGRES_PV, "2Gi", POSTGRES_OWNER],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        values = [
+            "--set=store.type=postgres",
+            "--set=store.postgres.embedded.enabled=true",
+            "--set=store.postgres.embedded.storageClassName=tether-local",
+        ]
     fresh = (
         subprocess.run(
             ["helm", "status", RELEASE, "-n", RELEASE_NS], capture_output=True, check=False
@@ -59,7 +81,7 @@ def install() -> bool:
     )
     subprocess.run(
         ["helm", "upgrade", "--install", RELEASE, str(ROOT / "charts" / "tether"),
-         "-n", RELEASE_NS, "--create-namespace", "--wait", "--timeout", "180s"],
+         "-n", RELEASE_NS, "--create-namespace", "--wait", "--timeout", "180s", *values],
         check=True, stdout=subprocess.DEVNULL,
     )  # fmt: skip
     if not _exists("namespace", NAMESPACE):
@@ -75,7 +97,7 @@ def install() -> bool:
     return fresh
 
 
-def uninstall(release_too: bool) -> None:
+def uninstall(release_too: bool, store: str = "apiserver") -> None:
     """Remove the benchmark namespace, and the release if this run installed it."""
     kubectl("delete", "namespace", NAMESPACE, "--wait=true", "--timeout=180s", namespace=None)
     if release_too:
@@ -84,6 +106,10 @@ def uninstall(release_too: bool) -> None:
             check=True,
             stdout=subprocess.DEVNULL,
         )
+        if store == "postgres":
+            kubectl("delete", "pvc", f"data-{RELEASE}-postgres-0", "--ignore-not-found",
+                    namespace=RELEASE_NS)  # fmt: skip
+            subprocess.run([str(ROOT / "hack" / "local-pv"), "delete", POSTGRES_PV], check=True)
 
 
 def _exists(kind: str, name: str) -> bool:
@@ -398,21 +424,23 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer samples (smoke run)")
     parser.add_argument("--only", nargs="*", choices=sorted(BENCHES), default=None)
     parser.add_argument("--out", default=str(RESULTS / "cluster"))
+    parser.add_argument("--store", choices=["apiserver", "postgres"], default="apiserver")
     args = parser.parse_args()
     results: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%d %H:%M:%S"),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         "local cluster (hack/cluster): etcd, control plane and 2 kubelets on this host",
+        "store": args.store,
         "benches": {},
     }
-    installed = install()
+    installed = install(args.store)
     try:
         for name in args.only or list(BENCHES):
             print(f"running {name} ...", flush=True)
             results["benches"][name] = BENCHES[name](args.quick)
             print(json.dumps(results["benches"][name], indent=2), flush=True)
     finally:
-        uninstall(release_too=installed)
+        uninstall(release_too=installed, store=args.store)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")

@@ -49,13 +49,14 @@ from tether_operator.k8s.api.client import KubeClient, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 HACK_CLUSTER = REPO / "hack" / "cluster"
+LOCAL_PV = REPO / "hack" / "local-pv"
 CHART = REPO / "charts" / "tether"
 IMAGE = os.environ.get("TETHER_IMAGE", "tether:dev")
 RELEASE = os.environ.get("TETHER_E2E_RELEASE", "tether")
 RELEASE_NAMESPACE = os.environ.get("TETHER_E2E_RELEASE_NAMESPACE", "tether-system")
 HELM_ARGS = os.environ.get("TETHER_E2E_HELM_ARGS", "").split()
 STORE = os.environ.get("TETHER_E2E_STORE", "apiserver")
-POSTGRES_UID, POSTGRES_GID = 101, 104
+POSTGRES_UID, POSTGRES_GID = 999, 999
 """The postgres user of the tether-postgres image (the chart runs it so)."""
 LEADER_LABEL = "tether.dev/leader"
 """On the operator pod that leads (the chart runs two replicas; the Service follows it)."""
@@ -253,44 +254,26 @@ def tether(kube: Kube, helm: Helm, crds: list[str]) -> Iterator[Install]:
 
 
 POSTGRES_PV = f"{RELEASE}-e2e-postgres"
-POSTGRES_DIR = Path("/var/lib/tether-e2e") / POSTGRES_PV
 
 
 def _postgres_volume(kube: Kube) -> list[str]:
-    """A hostPath PersistentVolume for the embedded Postgres's claim (the local cluster
-    has no provisioner; its nodes share this machine's disk), and the Helm arguments
-    that use it."""
-    shutil.rmtree(POSTGRES_DIR, ignore_errors=True)
-    POSTGRES_DIR.mkdir(parents=True)
-    os.chown(POSTGRES_DIR, POSTGRES_UID, POSTGRES_GID)
-    pv = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolume",
-        "metadata": {"name": POSTGRES_PV},
-        "spec": {
-            "capacity": {"storage": "1Gi"},
-            "accessModes": ["ReadWriteOnce"],
-            "storageClassName": "tether-e2e",
-            "persistentVolumeReclaimPolicy": "Retain",
-            "hostPath": {"path": str(POSTGRES_DIR), "type": "Directory"},
-        },
-    }
-    kube.run("delete", "pv", POSTGRES_PV, "--ignore-not-found", "--wait=true")
-    kube.apply(pv)
+    """A hostPath PersistentVolume for the embedded Postgres's claim (`hack/local-pv`:
+    the local cluster has no provisioner), and the Helm arguments that use it."""
+    owner = f"{POSTGRES_UID}:{POSTGRES_GID}"
+    subprocess.run([str(LOCAL_PV), "create", POSTGRES_PV, "1Gi", owner], check=True)
     return [
         "--set=store.type=postgres",
         "--set=store.postgres.embedded.enabled=true",
-        "--set=store.postgres.embedded.storageClassName=tether-e2e",
+        "--set=store.postgres.embedded.storageClassName=tether-local",
     ]
 
 
 def _remove_postgres_volume(kube: Kube) -> None:
-    """The StatefulSet's claim outlives `helm uninstall` (as claims do): delete it, the
-    volume and its directory."""
+    """The StatefulSet's claim outlives `helm uninstall` (as claims do): delete it and
+    the volume."""
     claim = f"data-{RELEASE}-postgres-0"
     kube.in_namespace(RELEASE_NAMESPACE).run("delete", "pvc", claim, "--ignore-not-found")
-    kube.run("delete", "pv", POSTGRES_PV, "--ignore-not-found", "--wait=false")
-    shutil.rmtree(POSTGRES_DIR, ignore_errors=True)
+    subprocess.run([str(LOCAL_PV), "delete", POSTGRES_PV], check=True)
 
 
 def assert_only_crds_left(kube: Kube, release: str, namespace: str, crds: list[str]) -> None:

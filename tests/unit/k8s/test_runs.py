@@ -25,6 +25,7 @@ from tether_operator.k8s.runs.mirror import MarkingStore
 from tether_operator.k8s.runs.workflows import WorkflowDirectory
 from tether_operator.scheduler.run_starter import RunNotStarted
 from tether_operator.scheduler.service import SchedulerService
+from tether_operator.store import StoreUnavailable
 from tether_operator.store.memory import MemoryStore
 from worker_runtime.protocol import (
     RegisterWorkerRequest,
@@ -544,3 +545,54 @@ async def test_a_workflow_run_that_never_starts_is_a_timeout_naming_it(s: Setup)
     with pytest.raises(RunNotStarted, match=r"kubectl describe wfr -n ns r.*run id is ns\.r"):
         await starter.start(StartRunRequest(workflow="w", run_id="ns.r"))
     assert s.runs._settling == {}
+
+
+from tests.unit.scheduler.conftest import commands, schedule  # noqa: E402
+
+
+class FlakyStore(MemoryStore):
+    """Appends fail while `down` (the database is unreachable), then succeed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+
+    async def append(self, run_id: str, events: list[dict[str, Any]]) -> None:
+        if self.down:
+            raise StoreUnavailable(run_id, "the history database postgresql://t:***@db is down")
+        await super().append(run_id, events)
+
+
+async def test_a_store_outage_is_said_in_an_event_and_a_condition_until_it_ends(
+    s: Setup,
+) -> None:
+    flaky = s.store.inner = FlakyStore()
+    register(s.service)
+    await s.runs.on_event(run_event())
+    await settle(s)
+    assert "HistoryStored" not in {c["type"] for c in s.api.status_patches("r")[-1]["conditions"]}
+    flaky.down = True
+    (task,) = await s.service.poll("pod-1", 8, 1.0)
+    s.service.report("pod-1", commands("ns.r", task["task_id"], schedule(1), max_tasks=0))
+    await asyncio.sleep(0.2)
+    await s.runs.status.flush()
+    stored = next(
+        c for c in s.api.status_patches("r")[-1]["conditions"] if c["type"] == "HistoryStored"
+    )
+    assert (stored["status"], stored["reason"]) == ("False", "HistoryStoreUnavailable")
+    assert "postgresql://t:***@db is down" in stored["message"]
+    flaky.down = False
+    await settle(s)
+    await asyncio.sleep(0.2)
+    await settle(s)
+    final = s.api.status_patches("r")[-1]
+    assert final["progress"] == "0/1", "nothing was lost meanwhile"
+    stored = next(c for c in final["conditions"] if c["type"] == "HistoryStored")
+    assert (stored["status"], stored["reason"]) == ("True", "HistoryStored")
+    reasons = [
+        body["reason"]
+        for method, path, body in s.api.requests
+        if method == "POST" and path == "/api/v1/namespaces/ns/events"
+    ]
+    assert reasons.count("HistoryNotStored") == 1, "once per outage, not per retry"
+    assert "HistoryStored" in reasons

@@ -36,6 +36,7 @@ from tether_operator.k8s.api import paths
 from tether_operator.k8s.api.client import ApiError, KubeClient
 from tether_operator.k8s.api.events import EventRecorder, ObjectRef
 from tether_operator.k8s.pool_health import PoolHealth
+from tether_operator.k8s.resources.conditions import Condition, condition
 from tether_operator.k8s.resources.naming import pool_id_for, run_id_for, run_object
 from tether_operator.k8s.resources.specs import (
     WorkflowRunSpec,
@@ -52,6 +53,7 @@ from tether_operator.k8s.runs.status import (
 )
 from tether_operator.k8s.runs.workflows import WorkflowDirectory
 from tether_operator.scheduler.service import SchedulerService
+from tether_operator.store import StoreError
 from tether_types.notices import Notice, WorkerLost
 from tether_types.wire import DEFAULT_SCHEDULE_TIMEOUT
 from worker_runtime.protocol import StartRunRequest
@@ -90,6 +92,10 @@ class RunObject:
     result_ref: dict[str, Any] | None = None
     """Where a result too large for the status is stored (once written)."""
     storing_result: bool = False
+    history_error: str | None = None
+    """Why the run's last history append failed, until one succeeds."""
+    history_failed: bool = False
+    """An append of its history failed once: its status says whether history is stored."""
 
     @property
     def ref(self) -> ObjectRef:
@@ -99,6 +105,23 @@ class RunObject:
     def ttl(self) -> int | None:
         value = self.spec.get("ttlSecondsAfterFinished")
         return value if isinstance(value, int) else None
+
+
+def _history_condition(obj: RunObject) -> Condition | None:
+    """`HistoryStored`, once an append of the run's history failed (absent before)."""
+    if not obj.history_failed:
+        return None
+    if obj.history_error is not None:
+        return condition(
+            "HistoryStored",
+            "False",
+            "HistoryStoreUnavailable",
+            f"retrying (nothing is lost): {obj.history_error}",
+            obj.generation,
+        )
+    return condition(
+        "HistoryStored", "True", "HistoryStored", "its history is written", obj.generation
+    )
 
 
 def _json_size(value: Any) -> int:
@@ -129,6 +152,7 @@ class RunController:
         self.pools.subscribe(self._pools_changed)
         self.store = store
         store.on_durable(self.mark)
+        store.on_failure(self._history_failed)
         self.client = client
         self.events = events
         self.workflows = workflows
@@ -573,8 +597,26 @@ class RunController:
 
     def mark(self, run_id: str) -> None:
         """The run's durable history grew: write its status soon."""
-        if run_id in self.objects:
+        obj = self.objects.get(run_id)
+        if obj is not None:
+            if obj.history_error is not None:
+                obj.history_error = None
+                self.events.record(
+                    obj.ref, "Normal", "HistoryStored", "its history is written again"
+                )
             self.status.mark(run_id)
+
+    def _history_failed(self, run_id: str, error: StoreError) -> None:
+        """An append of the run's history failed and is retried: say why, once per
+        outage, in an Event and the `HistoryStored` condition."""
+        obj = self.objects.get(self.store.root(run_id))
+        if obj is None or obj.history_error is not None:
+            return
+        obj.history_error = str(error)
+        obj.history_failed = True
+        message = f"its history cannot be written, retrying (nothing is lost): {error}"
+        self.events.record(obj.ref, "Warning", "HistoryNotStored", message)
+        self.status.mark(run_id_for(obj.namespace, obj.name))
 
     def _compute(self, run_id: str) -> StatusPatch | None:
         obj = self.objects.get(run_id)
@@ -603,6 +645,7 @@ class RunController:
                 previous_conditions=obj.conditions,
                 now=self.clock(),
                 result_ref=obj.result_ref,
+                history=_history_condition(obj),
             )
         if status == obj.written:
             return None

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tether_operator.k8s.api.client import ApiError, KubeClient
-from tether_operator.store import Event, HistoryStore
+from tether_operator.store import Event, HistoryStore, StoreError
 
 __all__ = ["MarkingStore", "StatusPatch", "StatusWriter"]
 
@@ -31,12 +31,18 @@ class MarkingStore:
     def __init__(self, inner: HistoryStore) -> None:
         self.inner = inner
         self._listeners: list[Callable[[str], None]] = []
+        self._failure_listeners: list[Callable[[str, StoreError], None]] = []
         self._durable: dict[str, int] = {}
         self.durable: bool = inner.durable
 
     def on_durable(self, listener: Callable[[str], None]) -> None:
         """Call `listener(run_id)` after every durable append of the run's history."""
         self._listeners.append(listener)
+
+    def on_failure(self, listener: Callable[[str, StoreError], None]) -> None:
+        """Call `listener(run_id, error)` when an append of the run's history fails and
+        will be retried (the store is unavailable); `on_durable` follows once it is in."""
+        self._failure_listeners.append(listener)
 
     def durable_length(self, run_id: str) -> int:
         """How many of the run's events are known to be stored."""
@@ -49,7 +55,13 @@ class MarkingStore:
         await self.inner.close()
 
     async def append(self, run_id: str, events: list[Event]) -> None:
-        await self.inner.append(run_id, events)
+        try:
+            await self.inner.append(run_id, events)
+        except StoreError as exc:
+            if not exc.permanent:
+                for failed in self._failure_listeners:
+                    failed(run_id, exc)
+            raise
         self._durable[run_id] = self._durable.get(run_id, 0) + len(events)
         for listener in self._listeners:
             listener(run_id)

@@ -222,17 +222,24 @@ def run_status(
     result_ref: Mapping[str, Any] | None = None,
     inline_result_bytes: int = INLINE_RESULT_BYTES,
     max_activities: int = MAX_ACTIVITY_RECORDS,
+    history: Condition | None = None,
 ) -> Status:
     """The status of a run the engine holds, from its view.
 
     `result_ref` (`configMap`, `chunks`) says where a result over `inline_result_bytes`
     is stored; without it such a result is left out and only its size is reported.
+    `history` is the `HistoryStored` condition, once the run's history failed to be
+    written.
     """
     activities, omitted = select_activities(view.get("activities", ()), max_activities)
     status: Status = {
         "observedGeneration": generation,
         "phase": view["phase"],
-        "conditions": merge_conditions(_run_conditions(view, generation), previous_conditions, now),
+        "conditions": merge_conditions(
+            [*_run_conditions(view, generation), *([history] if history else [])],
+            previous_conditions,
+            now,
+        ),
         "workerPod": _worker_pod(view),
         "progress": _progress(view),
         "startTime": rfc3339(view.get("created_at")),
