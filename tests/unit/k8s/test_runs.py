@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.unit.scheduler.conftest import commands, schedule
 from tether_operator.engine import InvalidCommand, RunNotFound
 from tether_operator.k8s.api.client import KubeClient, KubeConfig
 from tether_operator.k8s.api.events import EventRecorder
@@ -545,9 +546,6 @@ async def test_a_workflow_run_that_never_starts_is_a_timeout_naming_it(s: Setup)
     with pytest.raises(RunNotStarted, match=r"kubectl describe wfr -n ns r.*run id is ns\.r"):
         await starter.start(StartRunRequest(workflow="w", run_id="ns.r"))
     assert s.runs._settling == {}
-
-
-from tests.unit.scheduler.conftest import commands, schedule  # noqa: E402
 
 
 class FlakyStore(MemoryStore):
