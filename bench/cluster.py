@@ -61,14 +61,15 @@ def install(store: str = "apiserver") -> bool:
     """The chart (as a user installs it, with history in `store`) and a namespace
     holding the benchmark code; True if the release was not there before (so
     `uninstall` removes it again)."""
-    values: list[str] = []
+    repository, _, tag = IMAGE.rpartition(":")
+    values = [f"--set=image.repository={repository}", f"--set=image.tag={tag}"]
     if store == "postgres":
         subprocess.run(
             [str(ROOT / "hack" / "local-pv"), "create", POSTGRES_PV, "2Gi", POSTGRES_OWNER],
             check=True,
             stdout=subprocess.DEVNULL,
         )
-        values = [
+        values += [
             "--set=store.type=postgres",
             "--set=store.postgres.embedded.enabled=true",
             "--set=store.postgres.embedded.storageClassName=tether-local",

@@ -352,7 +352,8 @@ class DurableHostDriver(HostDriver):
     """A host with a durable store, as `SchedulerService` with one: `stored` is what the
     engine recorded, `written` how much of it the store holds; a delivery waits until
     its run's history before it is written, and a task (not a cancel) is void if its
-    worker was lost or began draining since."""
+    worker was lost or began draining since. An activity attempt goes out at once
+    (speculatively, before its schedule is written), as the service sends it."""
 
     written: dict[str, int] = field(default_factory=dict)
     held: dict[str, list[tuple[int, int, Deliver]]] = field(default_factory=dict)
@@ -363,7 +364,9 @@ class DurableHostDriver(HostDriver):
             if isinstance(fx, Deliver):
                 rid = fx.run_id
                 mark = len(self.stored.get(rid, ()))
-                if rid not in self.held and self.written.get(rid, 0) >= mark:
+                if fx.message["kind"] == "activity":
+                    self.inbox.setdefault(fx.worker_id, []).append(fx.message)
+                elif rid not in self.held and self.written.get(rid, 0) >= mark:
                     self.inbox.setdefault(fx.worker_id, []).append(fx.message)
                 else:
                     entry = (mark, self.epochs.get(fx.worker_id, 0), fx)
