@@ -10,7 +10,7 @@ PY          := $(BIN)/python
 STAMP       := $(VENV)/.installed
 SOURCES     := operator/tether_operator worker_runtime tether_types tests bench examples scripts
 
-.PHONY: help venv demo test lint format typecheck contracts unit e2e bench bench-memory bench-cluster chaos fuzz openapi crds \
+.PHONY: help venv demo test lint format typecheck contracts unit e2e e2e-postgres bench bench-memory bench-cluster chaos fuzz openapi crds \
 	helm-lint clean cluster-up cluster-down image
 
 help: ## Show this help
@@ -28,14 +28,22 @@ $(STAMP): pyproject.toml
 demo: venv ## Start dev mode, run the ML example, then crash a session's worker mid-run
 	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/demo.sh
 
-test: venv lint typecheck contracts ## Lint, typecheck, import contracts and the test suite
+# The e2e modules run again with the chart's embedded Postgres as the history store.
+POSTGRES_TIER_E2E := tests/e2e/test_sessions_k8s.py tests/e2e/test_examples_k8s.py \
+	tests/e2e/test_leader_k8s.py tests/e2e/test_runs_k8s.py
+
+test: venv lint typecheck contracts ## Lint, typecheck, import contracts and the test suite (both store tiers)
 	$(BIN)/pytest
+	TETHER_E2E_STORE=postgres $(BIN)/pytest -m e2e $(POSTGRES_TIER_E2E)
 
 unit: venv ## Only the fast tests (no real worker processes)
 	$(BIN)/pytest -m 'not slow and not e2e'
 
 e2e: venv ## Only the end-to-end tests (KUBECONFIG's cluster, else the local one)
 	$(BIN)/pytest -m e2e
+
+e2e-postgres: venv ## The e2e modules of sessions, examples, runs and operator kills on the Postgres tier
+	TETHER_E2E_STORE=postgres $(BIN)/pytest -m e2e $(POSTGRES_TIER_E2E)
 
 cluster-up: ## Start the local offline Kubernetes cluster (hack/cluster up; root)
 	hack/cluster up

@@ -261,10 +261,16 @@ def _postgres_volume(kube: Kube) -> list[str]:
     the local cluster has no provisioner), and the Helm arguments that use it."""
     owner = f"{POSTGRES_UID}:{POSTGRES_GID}"
     subprocess.run([str(LOCAL_PV), "create", POSTGRES_PV, "1Gi", owner], check=True)
+    # The database is one pod, like the leader: both go on the first node, so the
+    # node-loss test (which spares the leader's node) spares the database too.
+    first = sorted(n["metadata"]["name"] for n in kube.list("nodes"))[0]
+    pin = f"kubernetes\\.io/hostname={first}"
     return [
         "--set=store.type=postgres",
         "--set=store.postgres.embedded.enabled=true",
         "--set=store.postgres.embedded.storageClassName=tether-local",
+        f"--set=store.postgres.embedded.nodeSelector.{pin}",
+        f"--set=operator.nodeSelector.{pin}",
     ]
 
 

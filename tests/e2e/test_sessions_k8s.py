@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Install
+from tests.e2e.conftest import STORE, Install
 from tests.e2e.kube import Kube, Obj, eventually, running_and_ready
 from tests.e2e.nodes import NodePower
 from tests.e2e.scenario import run
@@ -371,6 +371,9 @@ def test_a_node_lost_breaks_its_sessions_soft_runs_move_hard_runs_fail(
     (operator,) = tether.leader_pods()
     nodes = sorted(n["metadata"]["name"] for n in kube.list("nodes"))
     spared = operator["spec"]["nodeName"]
+    if STORE == "postgres":  # one database pod: spared like the leader (conftest pins both)
+        (database,) = tether.system.pods("app.kubernetes.io/component=postgres")
+        assert database["spec"]["nodeName"] == spared, "the database is on the spared node"
     (victim,) = [n for n in nodes if n != spared][:1]  # not the operator's node
     spread = {
         "affinity": {

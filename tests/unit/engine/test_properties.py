@@ -364,9 +364,8 @@ class DurableHostDriver(HostDriver):
             if isinstance(fx, Deliver):
                 rid = fx.run_id
                 mark = len(self.stored.get(rid, ()))
-                if fx.message["kind"] == "activity":
-                    self.inbox.setdefault(fx.worker_id, []).append(fx.message)
-                elif rid not in self.held and self.written.get(rid, 0) >= mark:
+                speculative = fx.message["kind"] == "activity"
+                if speculative or (rid not in self.held and self.written.get(rid, 0) >= mark):
                     self.inbox.setdefault(fx.worker_id, []).append(fx.message)
                 else:
                     entry = (mark, self.epochs.get(fx.worker_id, 0), fx)

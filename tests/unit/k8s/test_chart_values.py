@@ -265,6 +265,10 @@ VALUES: dict[str, tuple[list[str], Check]] = {
         [*EMBEDDED, "store.postgres.embedded.storage=20Gi"],
         lambda o: claim(o)["resources"]["requests"]["storage"] == "20Gi",
     ),
+    "store.postgres.embedded.nodeSelector": (
+        [*EMBEDDED, "store.postgres.embedded.nodeSelector.disk=ssd"],
+        lambda o: postgres(o)["nodeSelector"] == {"disk": "ssd"},
+    ),
     "store.postgres.embedded.storageClassName": (
         [*EMBEDDED, "store.postgres.embedded.storageClassName=fast"],
         lambda o: claim(o)["storageClassName"] == "fast",
