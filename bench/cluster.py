@@ -8,7 +8,7 @@
 
 Needs KUBECONFIG (the local cluster: `eval "$(hack/cluster env)"`) and the `tether:dev`
 image in the nodes. The benchmark code (bench/workloads.py) reaches the stock image as a
-ConfigMap mounted into the worker pods. Writes bench/results/cluster.{json,md}; every
+ConfigMap mounted into the worker pods. Writes bench/results/cluster-STORE.{json,md}; every
 figure is a median or percentile of samples from this one run, and the dev-mode figures
 it is compared with are measured in the same run.
 """
@@ -475,7 +475,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer samples (smoke run)")
     parser.add_argument("--only", nargs="*", choices=sorted(BENCHES), default=None)
-    parser.add_argument("--out", default=str(RESULTS / "cluster"))
+    parser.add_argument("--out", help="results path without suffix (bench/results/cluster-STORE)")
     parser.add_argument("--store", choices=["apiserver", "postgres"], default="apiserver")
     args = parser.parse_args()
     results: dict[str, Any] = {
@@ -493,7 +493,7 @@ def main() -> None:
             print(json.dumps(results["benches"][name], indent=2), flush=True)
     finally:
         uninstall(release_too=installed, store=args.store)
-    out = Path(args.out)
+    out = Path(args.out or RESULTS / f"cluster-{args.store}")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     out.with_suffix(".md").write_text(devbench.render(results) + "\n")
