@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
 from tether_operator.store.errors import HistoryCorrupt
 from tether_operator.store.protocol import Event
 
-__all__ = ["JSON", "decode_batches", "fill_namespace"]
+__all__ = ["JSON", "decode_batches", "fill_namespace", "payload_id"]
 
 JSON = json.JSONEncoder(separators=(",", ":"))
 """Compact and ASCII-only: a string's length is its size in bytes, and lone surrogates
@@ -44,3 +45,8 @@ def decode_batches(run_id: str, batches: list[tuple[int, str]]) -> list[Event]:
             ) from exc
         events.extend(batch)
     return events
+
+
+def payload_id(text: str) -> str:
+    """A payload's id: its content's hash, so the same value is stored once."""
+    return hashlib.sha256(text.encode()).hexdigest()[:20]

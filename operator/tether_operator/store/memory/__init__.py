@@ -7,16 +7,15 @@ is how the conformance suite tests fencing on this tier.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from tether_operator.store.errors import Fenced, PayloadMissing
-from tether_operator.store.events import JSON
+from tether_operator.store.events import JSON, payload_id
 from tether_operator.store.fencing import Fence
 from tether_operator.store.protocol import Event
-from tether_operator.store.roots import Roots
+from tether_operator.store.roots import Owned, Roots
 
 __all__ = ["DurableMemoryStore", "MemoryBacking", "MemoryStore"]
 
@@ -37,7 +36,7 @@ class MemoryBacking:
     payloads: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
-class MemoryStore:
+class MemoryStore(Owned):
     """History in memory (`HistoryStore`); not durable."""
 
     durable = False
@@ -46,7 +45,6 @@ class MemoryStore:
         self.backing = backing if backing is not None else MemoryBacking()
         self._fence = fence if fence is not None else Fence()
         self._roots = Roots()
-        self._uids: dict[str, str] = {}
 
     async def open(self) -> None:
         return None
@@ -70,7 +68,7 @@ class MemoryStore:
         self._fence.check(run_id)
         self._roots.check(run_id)
         row = self.backing.runs.get(run_id)
-        uid = self._uids.get(run_id)
+        uid = self._roots.uids.get(run_id)
         if row is None or (uid is not None and row.uid != uid):
             row = self.backing.runs[run_id] = _Row(uid=uid, root=self._roots.root(run_id))
         self._claim(run_id, row)
@@ -78,7 +76,7 @@ class MemoryStore:
 
     async def load(self, run_id: str) -> list[Event]:
         row = self.backing.runs.get(run_id)
-        uid = self._uids.get(run_id)
+        uid = self._roots.uids.get(run_id)
         if row is None or (uid is not None and row.uid != uid):
             return []
         self._claim(run_id, row)
@@ -94,31 +92,16 @@ class MemoryStore:
         gone = {run_id, *(r for r, row in self.backing.runs.items() if row.root == run_id)}
         for rid in gone:
             self.backing.runs.pop(rid, None)
-            self._uids.pop(rid, None)
         for key in [k for k in self.backing.payloads if k[0] in gone]:
             del self.backing.payloads[key]
         self._roots.deleted(gone | set(self._roots.children(run_id)))
         self._roots.forget(run_id)
 
-    def forget(self, run_id: str) -> None:
-        for rid in self._roots.forget(run_id):
-            self._uids.pop(rid, None)
-
-    def bind(self, run_id: str, uid: str) -> None:
-        self._uids[run_id] = uid
-        self._roots.bound(run_id)
-
-    def child_started(self, run_id: str, parent_run_id: str) -> None:
-        self._roots.child_started(run_id, parent_run_id)
-
-    def root(self, run_id: str) -> str:
-        return self._roots.root(run_id)
-
     async def put_payload(self, run_id: str, value: Any) -> dict[str, Any]:
         text = JSON.encode(value)
-        payload_id = hashlib.sha256(text.encode()).hexdigest()[:20]
-        self.backing.payloads[(run_id, payload_id)] = text
-        return {"id": payload_id, "bytes": len(text)}
+        key = payload_id(text)
+        self.backing.payloads[(run_id, key)] = text
+        return {"id": key, "bytes": len(text)}
 
     async def get_payload(self, run_id: str, ref: dict[str, Any]) -> Any:
         text = self.backing.payloads.get((run_id, str(ref.get("id"))))

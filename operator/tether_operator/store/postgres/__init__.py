@@ -17,7 +17,6 @@ backoff); `open` checks the DSN, then migrates the schema under an advisory lock
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import ssl as ssl_module
@@ -33,10 +32,10 @@ from tether_operator.store.errors import (
     StoreError,
     StoreUnavailable,
 )
-from tether_operator.store.events import JSON, decode_batches
+from tether_operator.store.events import JSON, decode_batches, payload_id
 from tether_operator.store.fencing import Fence
 from tether_operator.store.protocol import Event
-from tether_operator.store.roots import Roots
+from tether_operator.store.roots import Owned, Roots
 from tether_operator.store.schema import MIGRATIONS, too_new
 
 __all__ = ["PostgresStore", "redact"]
@@ -97,7 +96,7 @@ class _Append:
     )
 
 
-class PostgresStore:
+class PostgresStore(Owned):
     """History in the Postgres database `dsn` names (`HistoryStore`); durable."""
 
     durable = True
@@ -118,7 +117,6 @@ class PostgresStore:
         self._connect_timeout = connect_timeout
         self._pool: asyncpg.Pool | None = None
         self._roots = Roots()
-        self._uids: dict[str, str] = {}
         self._checked: set[str] = set()
         """Runs whose stored uid this process compared with the bound one."""
         self._length: dict[str, int] = {}
@@ -266,7 +264,9 @@ class PostgresStore:
         assert self._pool is not None
         async with self._pool.acquire() as conn:
             unchecked = [
-                i.run_id for i in group if i.run_id in self._uids and i.run_id not in self._checked
+                i.run_id
+                for i in group
+                if i.run_id in self._roots.uids and i.run_id not in self._checked
             ]
             if unchecked:
                 await self._replace_old_runs(conn, unchecked)
@@ -274,7 +274,7 @@ class PostgresStore:
                 GROUP_APPEND,
                 [i.run_id for i in group],
                 [self._roots.root(i.run_id) for i in group],
-                [self._uids.get(i.run_id) for i in group],
+                [self._roots.uids.get(i.run_id) for i in group],
                 [self._length.get(i.run_id, 0) for i in group],
                 [len(i.events) for i in group],
                 [JSON.encode(i.events) for i in group],
@@ -286,7 +286,7 @@ class PostgresStore:
         """Delete the stored history of runs whose row belongs to an older owner of the
         same name (a WorkflowRun deleted and created again)."""
         rows = await conn.fetch("SELECT run_id, uid FROM runs WHERE run_id = ANY($1)", run_ids)
-        old = [r["run_id"] for r in rows if r["uid"] != self._uids[r["run_id"]]]
+        old = [r["run_id"] for r in rows if r["uid"] != self._roots.uids[r["run_id"]]]
         if old:
             async with conn.transaction():
                 await _drop(conn, old)
@@ -304,7 +304,7 @@ class PostgresStore:
                 row = await conn.fetchrow(
                     "SELECT uid, epoch, root FROM runs WHERE run_id = $1", run_id
                 )
-                uid = self._uids.get(run_id)
+                uid = self._roots.uids.get(run_id)
                 if row is None or (uid is not None and row["uid"] != uid):
                     self._length[run_id] = 0
                     return []
@@ -352,39 +352,31 @@ class PostgresStore:
 
     def forget(self, run_id: str) -> None:
         for rid in self._roots.forget(run_id):
-            self._uids.pop(rid, None)
             self._checked.discard(rid)
             self._length.pop(rid, None)
 
     def bind(self, run_id: str, uid: str) -> None:
-        self._roots.bound(run_id)
-        if self._uids.get(run_id) != uid:
-            self._uids[run_id] = uid
+        if self._roots.uids.get(run_id) != uid:
             self._checked.discard(run_id)
-
-    def child_started(self, run_id: str, parent_run_id: str) -> None:
-        self._roots.child_started(run_id, parent_run_id)
-
-    def root(self, run_id: str) -> str:
-        return self._roots.root(run_id)
+        super().bind(run_id, uid)
 
     # ------------------------------------------------------------------ payloads
 
     async def put_payload(self, run_id: str, value: Any) -> dict[str, Any]:
         assert self._pool is not None, "open() first"
         text = JSON.encode(value)
-        payload_id = hashlib.sha256(text.encode()).hexdigest()[:20]
+        key = payload_id(text)
         try:
             await self._pool.execute(
                 "INSERT INTO payloads (run_id, id, body) VALUES ($1, $2, $3) "
                 "ON CONFLICT DO NOTHING",
                 run_id,
-                payload_id,
+                key,
                 text,
             )
         except _CONNECTION_ERRORS as exc:
             raise self._unavailable(run_id, exc) from exc
-        return {"id": payload_id, "bytes": len(text)}
+        return {"id": key, "bytes": len(text)}
 
     async def get_payload(self, run_id: str, ref: dict[str, Any]) -> Any:
         assert self._pool is not None, "open() first"

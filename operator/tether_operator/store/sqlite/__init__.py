@@ -10,7 +10,6 @@ Every append is one transaction, so a crash leaves whole batches.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -18,16 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from tether_operator.store.errors import Fenced, PayloadMissing, StoreError
-from tether_operator.store.events import JSON, decode_batches
+from tether_operator.store.events import JSON, decode_batches, payload_id
 from tether_operator.store.fencing import Fence
 from tether_operator.store.protocol import Event
-from tether_operator.store.roots import Roots
+from tether_operator.store.roots import Owned, Roots
 from tether_operator.store.schema import MIGRATIONS, too_new
 
 __all__ = ["SqliteStore"]
 
 
-class SqliteStore:
+class SqliteStore(Owned):
     """History in the SQLite database at `path` (`HistoryStore`); durable."""
 
     durable = True
@@ -37,7 +36,6 @@ class SqliteStore:
         self._fence = fence if fence is not None else Fence()
         self._db: sqlite3.Connection | None = None
         self._roots = Roots()
-        self._uids: dict[str, str] = {}
 
     async def open(self) -> None:
         if self._db is not None:
@@ -98,7 +96,7 @@ class SqliteStore:
         self._fence.check(run_id)
         self._roots.check(run_id)
         epoch = self._fence.epoch
-        uid = self._uids.get(run_id)
+        uid = self._roots.uids.get(run_id)
         with self._transaction() as tx:
             row = tx.execute(
                 "SELECT uid, epoch, length FROM runs WHERE run_id = ?", (run_id,)
@@ -135,7 +133,7 @@ class SqliteStore:
             row = tx.execute(
                 "SELECT uid, epoch, root FROM runs WHERE run_id = ?", (run_id,)
             ).fetchone()
-            uid = self._uids.get(run_id)
+            uid = self._roots.uids.get(run_id)
             if row is None or (uid is not None and row[0] != uid):
                 return []
             if epoch is not None:
@@ -170,29 +168,15 @@ class SqliteStore:
         for table in ("batches", "payloads", "runs"):
             tx.executemany(f"DELETE FROM {table} WHERE run_id = ?", [(r,) for r in run_ids])
 
-    def forget(self, run_id: str) -> None:
-        for rid in self._roots.forget(run_id):
-            self._uids.pop(rid, None)
-
-    def bind(self, run_id: str, uid: str) -> None:
-        self._uids[run_id] = uid
-        self._roots.bound(run_id)
-
-    def child_started(self, run_id: str, parent_run_id: str) -> None:
-        self._roots.child_started(run_id, parent_run_id)
-
-    def root(self, run_id: str) -> str:
-        return self._roots.root(run_id)
-
     async def put_payload(self, run_id: str, value: Any) -> dict[str, Any]:
         text = JSON.encode(value)
-        payload_id = hashlib.sha256(text.encode()).hexdigest()[:20]
+        key = payload_id(text)
         with self._transaction() as tx:
             tx.execute(
                 "INSERT OR IGNORE INTO payloads (run_id, id, body) VALUES (?, ?, ?)",
-                (run_id, payload_id, text),
+                (run_id, key, text),
             )
-        return {"id": payload_id, "bytes": len(text)}
+        return {"id": key, "bytes": len(text)}
 
     async def get_payload(self, run_id: str, ref: dict[str, Any]) -> Any:
         db = self._db
