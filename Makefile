@@ -30,7 +30,7 @@ demo: venv ## Start dev mode, run the ML example, then crash a session's worker 
 
 # The e2e modules run again with the chart's embedded Postgres as the history store.
 POSTGRES_TIER_E2E := tests/e2e/test_sessions_k8s.py tests/e2e/test_examples_k8s.py \
-	tests/e2e/test_leader_k8s.py tests/e2e/test_runs_k8s.py
+	tests/e2e/test_leader_k8s.py tests/e2e/test_runs_k8s.py tests/e2e/test_postgres_chart_k8s.py
 
 test: venv lint typecheck contracts ## Lint, typecheck, import contracts and the test suite (both store tiers)
 	$(BIN)/pytest
