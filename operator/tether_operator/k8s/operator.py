@@ -65,7 +65,7 @@ from tether_operator.scheduler.app import create_app
 from tether_operator.scheduler.auth import Gate
 from tether_operator.scheduler.server import serve
 from tether_operator.scheduler.service import SchedulerService
-from tether_operator.store import HistoryStore, StoreError
+from tether_operator.store import HistoryStore, StoreError, StoreUnavailable
 from tether_operator.store.fencing import Fence, Fenced
 from tether_operator.store.memory import MemoryStore
 from tether_operator.store.postgres import PostgresStore
@@ -166,7 +166,10 @@ async def _open_store(service: SchedulerService, readiness: Readiness) -> None:
             await service.start()
         except StoreError as exc:
             readiness.store_error = str(exc)
-            logger.error("history store not ready (retrying in %.0fs): %s", delay, exc)
+            # A database still starting (installed with the release) is no error yet;
+            # one that refuses the login or is too new is.
+            level = logging.WARNING if isinstance(exc, StoreUnavailable) else logging.ERROR
+            logger.log(level, "history store not ready (retrying in %.0fs): %s", delay, exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, STORE_RETRY_MAX)
             continue

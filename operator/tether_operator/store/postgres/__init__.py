@@ -146,8 +146,10 @@ class PostgresStore(Owned):
                 timeout=self._connect_timeout,
             )
         except asyncpg.InvalidPasswordError as exc:
-            raise StoreUnavailable(
-                "", f"the history database {redact(self.dsn)} refused the login: {exc}"
+            raise StoreError(
+                "",
+                f"the history database {redact(self.dsn)} refused the login: {exc} (check "
+                "the DSN in TETHER_STORE_DSN, or the chart's store.postgres.existingSecret)",
             ) from exc
         except (*_CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
             raise self._unavailable("", exc) from exc
