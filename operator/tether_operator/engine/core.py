@@ -231,6 +231,7 @@ class Engine:
         st = self.state
         with self._batch(now) as out:
             w = self._seen(worker_id, now)
+            w.strays = frozenset(tid for tid in held if tid not in st.tasks)
             grace = st.config.worker_heartbeat_interval
             lost: list[tuple[LiveTask, int | None]] = []
             for tid in (*w.running, *w.workflow_tasks):

@@ -54,6 +54,10 @@ class Dispatch:
         ]
         if not eligible:
             return False
+        # A worker still running this very attempt (its start was lost with a scheduler
+        # crash) gets it back: it ignores the duplicate and its completion counts, so
+        # the attempt does not run twice.
+        holder = next((w for w in eligible if task.task_id in w.strays), None)
         binds = False
         s = run.sessions.get(task.session_id) if task.session_id else None
         if s is not None:
@@ -62,10 +66,15 @@ class Dispatch:
                 # or its next workflow task would have nowhere to go.
                 eligible = [w for w in eligible if run.workflow in w.workflows]
             target, binds = self.sessions.target(run, s, eligible)
+            if binds and holder is not None and any(w is holder for w in eligible):
+                target = holder if holder.free_sessions > 0 else target
+                target = holder
         else:
-            target = placement.pick_least_loaded(eligible)
+            target = holder or placement.pick_least_loaded(eligible)
         if target is None:
             return False
+        if holder is not None:
+            holder.strays = holder.strays - {task.task_id}
         rec = run.activities[task.seq]
         if s is not None and binds:
             self.sessions.bind(run, s, target)

@@ -37,6 +37,10 @@ class WorkerState:
     workflow_tasks: set[str] = field(default_factory=set)
     sessions: set[str] = field(default_factory=set)
     """Sessions bound here (plus broken HARD sessions waiting for this worker)."""
+    strays: frozenset[str] = frozenset()
+    """Task ids its last heartbeat listed that the engine does not know: attempts it
+    still runs whose start a scheduler crash lost (dispatched before it was written).
+    The replay schedules them again with the same ids; they go back here."""
 
     @classmethod
     def from_registration(cls, req: dict[str, Any], now: float) -> WorkerState:

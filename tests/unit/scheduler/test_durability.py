@@ -299,3 +299,41 @@ async def test_a_restarted_scheduler_accepts_a_completion_sent_again(clock: Fake
         assert "ActivityCompleted" in [e["type"] for e in await store.load(run_id)]
     finally:
         await second.stop()
+
+
+async def test_an_attempt_whose_start_a_crash_lost_goes_back_to_the_worker_running_it(
+    clock: FakeClock,
+) -> None:
+    """The attempt left before its schedule was written and the scheduler died: the
+    replay schedules it again with the same task id, and it goes to the worker whose
+    heartbeat still lists that id (which ignores the duplicate), not to the least
+    loaded one, so it does not run twice."""
+    store = DurableMemoryStore()
+    first = SchedulerService(store=store, clock=clock)
+    await first.start()
+    register(first, "w2")
+    run_id = start(first, "r1")
+    await first.flush()
+    (wf,) = await first.poll("w2", 8, 0)
+    first.report("w2", commands(run_id, wf["task_id"], schedule(1), max_tasks=0))
+    (activity,) = await first.poll("w2", 8, 0)  # out before its schedule is written
+    types = [e["type"] for e in await store.load(run_id)]
+    assert "ActivityScheduled" not in types, "the crash comes before the linger ends"
+    first.begin_shutdown()  # the process dies: nothing more is written
+
+    second = SchedulerService(store=store, clock=clock)
+    await second.start()
+    try:
+        assert await second.recover() == [run_id]
+        register(second, "w1")  # least loaded, and first by id
+        register(second, "w2")
+        second.heartbeat("w2", WorkerHeartbeat(incarnation="i1", tasks=[activity["task_id"]]))
+        await second.flush()
+        polled = {w: await second.poll(w, 8, 0) for w in ("w1", "w2")}
+        ((holder, (replay,)),) = [(w, tasks) for w, tasks in polled.items() if tasks]
+        assert replay["kind"] == "workflow"
+        second.report(holder, commands(run_id, replay["task_id"], schedule(1), max_tasks=0))
+        assert [t["task_id"] for t in await second.poll("w2", 8, 0)] == [activity["task_id"]]
+        assert await second.poll("w1", 8, 0) == [], "not to the least loaded worker"
+    finally:
+        await second.stop()
