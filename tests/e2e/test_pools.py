@@ -190,12 +190,17 @@ class PoolHarness:
 
     def losses(self) -> dict[str, str]:
         """Workers lost or draining (their pod terminates) and the reason the scheduler
-        was given, from its notices: the first report of each."""
+        was given, from its notices: the first report of each, unless that was the
+        worker's own `ProcessExited` (its SIGTERM), which the pod watch's reason (an
+        eviction, a deletion) refines, as the engine refines it. The worker's report
+        and the watch race: either may come first."""
         lost: dict[str, str] = {}
         for n in list(self.notices):
             m = re.match(r"worker (\S+) (?:lost|\(.*\) is draining): (\w+)", n.message)
             if n.reason in ("WorkerLost", "WorkerDraining") and m:
-                lost.setdefault(m.group(1), m.group(2))
+                worker, reason = m.group(1), m.group(2)
+                if lost.get(worker, "ProcessExited") == "ProcessExited":
+                    lost[worker] = reason
         return lost
 
 
