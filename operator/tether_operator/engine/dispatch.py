@@ -66,15 +66,15 @@ class Dispatch:
                 # or its next workflow task would have nowhere to go.
                 eligible = [w for w in eligible if run.workflow in w.workflows]
             target, binds = self.sessions.target(run, s, eligible)
-            if binds and holder is not None and any(w is holder for w in eligible):
-                target = holder if holder.free_sessions > 0 else target
+            rebind_to_holder = binds and holder is not None and holder.free_sessions > 0
+            if rebind_to_holder and any(w is holder for w in eligible):
                 target = holder
         else:
             target = holder or placement.pick_least_loaded(eligible)
         if target is None:
             return False
-        if holder is not None:
-            holder.strays = holder.strays - {task.task_id}
+        if target is holder:
+            target.strays = target.strays - {task.task_id}
         rec = run.activities[task.seq]
         if s is not None and binds:
             self.sessions.bind(run, s, target)
