@@ -62,7 +62,6 @@ __all__ = [
     "NoticeSubscriber",
     "ReportResult",
     "SchedulerService",
-    "runs_of_report",
     "tasks_of_report",
 ]
 
@@ -113,13 +112,6 @@ def _tally(table: dict[str, dict[str, int]], worker_id: str, key: str, delta: in
 def run_of_task(task_id: str) -> str:
     """The run an activity task id (`{run_id}/{seq}/{attempt}`) belongs to."""
     return task_id.rsplit("/", 2)[0]
-
-
-def runs_of_report(req: ReportRequest) -> set[str]:
-    """The runs whose history a report's completions and commands touch."""
-    runs = {run_of_task(c.task_id) for c in req.completions}
-    runs.update(batch.run_id for batch in req.workflows)
-    return runs
 
 
 def runs_of_completions(req: ReportRequest) -> set[str]:

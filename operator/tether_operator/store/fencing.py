@@ -72,6 +72,18 @@ class Fence:
                 )
             )
 
+    def claimed_by_newer(self, run_id: str, stored: int | None = None) -> Fenced:
+        """Trip on a run whose stored claim (epoch `stored`, if known) is newer than this
+        process's epoch; the error to raise."""
+        by = f"epoch {stored}" if stored is not None else "an epoch"
+        return self.trip(
+            Fenced(
+                run_id,
+                f"run {run_id} is claimed by {by} newer than this operator's {self.epoch}: "
+                "history is not written any more",
+            )
+        )
+
     async def confirm(self) -> bool:
         """True if the Lease says this process still leads with `epoch` (a fresh read);
         False without a Lease to ask: a higher epoch then always wins."""

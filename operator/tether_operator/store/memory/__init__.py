@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from tether_operator.store.errors import Fenced, PayloadMissing
+from tether_operator.store.errors import PayloadMissing
 from tether_operator.store.events import JSON, payload_id
 from tether_operator.store.fencing import Fence
 from tether_operator.store.protocol import Event
@@ -57,9 +57,7 @@ class MemoryStore(Owned):
         if epoch is None:
             return
         if row.epoch > epoch:
-            raise self._fence.trip(
-                Fenced(run_id, f"run {run_id} is claimed by epoch {row.epoch}, newer than {epoch}")
-            )
+            raise self._fence.claimed_by_newer(run_id, row.epoch)
         row.epoch = epoch
 
     async def append(self, run_id: str, events: list[Event]) -> None:

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from tether_operator.store.errors import (
-    Fenced,
     HistoryCorrupt,
     PayloadMissing,
     StoreError,
@@ -129,9 +128,9 @@ class PostgresStore(Owned):
     # ------------------------------------------------------------------ lifecycle
 
     def _unavailable(self, run_id: str, exc: BaseException) -> StoreUnavailable:
+        reason = str(exc) or type(exc).__name__
         return StoreUnavailable(
-            run_id,
-            f"the history database {redact(self.dsn)} is unavailable: {exc or type(exc).__name__}",
+            run_id, f"the history database {redact(self.dsn)} is unavailable: {reason}"
         )
 
     async def open(self) -> None:
@@ -234,7 +233,7 @@ class PostgresStore(Owned):
             start = self._length.get(item.run_id, 0)
             length = stored.get(item.run_id)
             if length is None:
-                item.done.set_exception(self._fenced(item.run_id))
+                item.done.set_exception(self._fence.claimed_by_newer(item.run_id))
             elif length != start + len(item.events):
                 item.done.set_exception(
                     HistoryCorrupt(
@@ -252,15 +251,6 @@ class PostgresStore(Owned):
         if isinstance(exc, _CONNECTION_ERRORS):
             return self._unavailable(run_id, exc)
         return StoreError(run_id, f"history database {redact(self.dsn)}: {exc}")
-
-    def _fenced(self, run_id: str) -> Fenced:
-        return self._fence.trip(
-            Fenced(
-                run_id,
-                f"run {run_id} is claimed by an epoch newer than this operator's "
-                f"{self._fence.epoch}: history is not written any more",
-            )
-        )
 
     async def _write(self, group: list[_Append]) -> dict[str, int]:
         assert self._pool is not None
@@ -318,7 +308,7 @@ class PostgresStore(Owned):
                         epoch,
                     )
                     if claimed is None:
-                        raise self._fenced(run_id)
+                        raise self._fence.claimed_by_newer(run_id)
                 batches = await conn.fetch(
                     "SELECT start, body FROM batches WHERE run_id = $1 ORDER BY start", run_id
                 )

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tether_operator.store.errors import Fenced, PayloadMissing, StoreError
+from tether_operator.store.errors import PayloadMissing, StoreError
 from tether_operator.store.events import JSON, decode_batches, payload_id
 from tether_operator.store.fencing import Fence
 from tether_operator.store.protocol import Event
@@ -81,15 +81,6 @@ class SqliteStore(Owned):
             raise
         db.execute("COMMIT")
 
-    def _fenced(self, run_id: str, stored: int) -> Fenced:
-        return self._fence.trip(
-            Fenced(
-                run_id,
-                f"run {run_id} is claimed by epoch {stored}, newer than this "
-                f"operator's {self._fence.epoch}: history is not written any more",
-            )
-        )
-
     async def append(self, run_id: str, events: list[Event]) -> None:
         if not events:
             return
@@ -117,7 +108,7 @@ class SqliteStore(Owned):
                     )
                     length = 0
             if epoch is not None and stored_epoch > epoch:
-                raise self._fenced(run_id, stored_epoch)
+                raise self._fence.claimed_by_newer(run_id, stored_epoch)
             tx.execute(
                 "INSERT INTO batches (run_id, start, body) VALUES (?, ?, ?)",
                 (run_id, length, JSON.encode(events)),
@@ -138,7 +129,7 @@ class SqliteStore(Owned):
                 return []
             if epoch is not None:
                 if row[1] > epoch:
-                    raise self._fenced(run_id, row[1])
+                    raise self._fence.claimed_by_newer(run_id, row[1])
                 tx.execute("UPDATE runs SET epoch = ? WHERE run_id = ?", (epoch, run_id))
             batches = tx.execute(
                 "SELECT start, body FROM batches WHERE run_id = ? ORDER BY start", (run_id,)
