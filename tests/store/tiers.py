@@ -12,6 +12,12 @@ from tether_operator.store.memory import MemoryBacking, MemoryStore
 from tether_operator.store.postgres import PostgresStore
 from tether_operator.store.sqlite import SqliteStore
 
+SECOND_BATCH = (
+    "DELETE FROM batches WHERE run_id = {p} AND start = "
+    "(SELECT start FROM batches WHERE run_id = {p} ORDER BY start LIMIT 1 OFFSET 1)"
+)
+"""Removes a run's second batch (`{p}`: the dialect's placeholder for the run id)."""
+
 
 class _Opened:
     """Keeps every store a tier opened, to close them after the test."""
@@ -58,11 +64,7 @@ class SqliteTier(_Opened):
 
     async def gap(self, store: HistoryStore, run_id: str) -> bool:
         with sqlite3.connect(self.path) as db:
-            db.execute(
-                "DELETE FROM batches WHERE run_id = ? AND start = "
-                "(SELECT start FROM batches WHERE run_id = ? ORDER BY start LIMIT 1 OFFSET 1)",
-                (run_id, run_id),
-            )
+            db.execute(SECOND_BATCH.format(p="?"), (run_id, run_id))
         return True
 
 
@@ -79,11 +81,7 @@ class PostgresTier(_Opened):
     async def gap(self, store: HistoryStore, run_id: str) -> bool:
         conn = await asyncpg.connect(self.dsn)
         try:
-            await conn.execute(
-                "DELETE FROM batches WHERE run_id = $1 AND start = "
-                "(SELECT start FROM batches WHERE run_id = $1 ORDER BY start LIMIT 1 OFFSET 1)",
-                run_id,
-            )
+            await conn.execute(SECOND_BATCH.format(p="$1"), run_id)
         finally:
             await conn.close()
         return True

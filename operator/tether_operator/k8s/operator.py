@@ -239,7 +239,8 @@ async def _prune_orphans(
     if written := service.written(orphans):
         await written
     for root in {store.root(run_id) for run_id in orphans}:
-        service.forget_run(root)
+        if service.holds_run(root) and service.is_terminal(root):
+            service.forget_run(root)  # its object is gone: so is its place in memory
         await store.delete(root)
 
 

@@ -609,14 +609,15 @@ class RunController:
     def _history_failed(self, run_id: str, error: StoreError) -> None:
         """An append of the run's history failed and is retried: say why, once per
         outage, in an Event and the `HistoryStored` condition."""
-        obj = self.objects.get(self.store.root(run_id))
+        root = self.store.root(run_id)
+        obj = self.objects.get(root)
         if obj is None or obj.history_error is not None:
             return
         obj.history_error = str(error)
         obj.history_failed = True
         message = f"its history cannot be written, retrying (nothing is lost): {error}"
         self.events.record(obj.ref, "Warning", "HistoryNotStored", message)
-        self.status.mark(run_id_for(obj.namespace, obj.name))
+        self.status.mark(root)
 
     def _compute(self, run_id: str) -> StatusPatch | None:
         obj = self.objects.get(run_id)
