@@ -19,7 +19,9 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import socket
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import httpx
@@ -158,14 +160,32 @@ class _Conn:
             await self.writer.wait_closed()
 
 
-class FastTransport(SchedulerTransport):
-    """HTTP/1.1 over asyncio streams with keep-alive; https goes to httpx's transport."""
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+"""Host name and port to the addresses to try, in order."""
 
-    def __init__(self, max_idle_per_host: int = 8) -> None:
+
+async def system_resolver(host: str, port: int) -> list[str]:
+    """The addresses the system's resolver (getaddrinfo) gives for `host`."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+class FastTransport(SchedulerTransport):
+    """HTTP/1.1 over asyncio streams with keep-alive; https goes to httpx's transport.
+
+    The address a host name resolved to is kept while connecting to it works, and the
+    resolver is asked again only once it fails. A new connection then needs no DNS: when
+    a node is lost, a Service's DNS answers hang for seconds (the cluster DNS replica on
+    that node still receives queries until its endpoints are removed) while the
+    scheduler's ClusterIP still answers at once, and a worker must keep heartbeating."""
+
+    def __init__(self, max_idle_per_host: int = 8, resolver: Resolver = system_resolver) -> None:
         self._idle: dict[tuple[str, int], list[_Conn]] = defaultdict(list)
         self._busy: dict[tuple[str, int], set[_Conn]] = defaultdict(set)
         self._max_idle = max_idle_per_host
         self._fallback: httpx.AsyncHTTPTransport | None = None
+        self._resolve = resolver
+        self._addresses: dict[tuple[str, int], str] = {}
 
     def _https(self) -> httpx.AsyncHTTPTransport:
         if self._fallback is None:
@@ -242,7 +262,7 @@ class FastTransport(SchedulerTransport):
             reused = conn is not None
             if conn is None:
                 try:
-                    conn = await _connect(host, port, connect_timeout, request)
+                    conn = await self._connect(host, port, connect_timeout, request)
                 except httpx.TransportError:
                     self._forget(key)
                     raise
@@ -275,6 +295,39 @@ class FastTransport(SchedulerTransport):
             else:
                 await conn.aclose()
             return status, headers, content
+
+    async def _connect(
+        self, host: str, port: int, limit_s: float | None, request: httpx.Request | None
+    ) -> _Conn:
+        key = (host, port)
+        known = self._addresses.get(key)
+        try:
+            async with asyncio.timeout(limit_s):
+                if known is not None:
+                    try:
+                        return await _open(known, port)
+                    except OSError:
+                        del self._addresses[key]  # moved: resolve again
+                failure: OSError = OSError(f"{host} resolved to no address")
+                for address in await self._resolve(host, port):
+                    try:
+                        conn = await _open(address, port)
+                    except OSError as exc:
+                        failure = exc
+                        continue
+                    self._addresses[key] = address
+                    return conn
+                raise failure
+        except TimeoutError:
+            if known is not None:
+                self._addresses.pop(key, None)
+            raise httpx.ConnectTimeout(
+                f"connecting to {host}:{port} timed out", request=request
+            ) from None
+        except OSError as exc:
+            raise httpx.ConnectError(
+                f"cannot connect to {host}:{port}: {exc}", request=request
+            ) from exc
 
     def _forget(self, key: tuple[str, int]) -> None:
         """A request to `key` hung, failed or could not connect: the server there is most
@@ -339,20 +392,8 @@ def _request_head(
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-async def _connect(
-    host: str, port: int, limit_s: float | None, request: httpx.Request | None
-) -> _Conn:
-    try:
-        async with asyncio.timeout(limit_s):
-            reader, writer = await asyncio.open_connection(host, port, limit=_MAX_HEADER_BYTES)
-    except TimeoutError:
-        raise httpx.ConnectTimeout(
-            f"connecting to {host}:{port} timed out", request=request
-        ) from None
-    except OSError as exc:
-        raise httpx.ConnectError(
-            f"cannot connect to {host}:{port}: {exc}", request=request
-        ) from exc
+async def _open(address: str, port: int) -> _Conn:
+    reader, writer = await asyncio.open_connection(address, port, limit=_MAX_HEADER_BYTES)
     return _Conn(reader, writer)
 
 

@@ -36,13 +36,16 @@ def fixed(body: bytes, extra: bytes = b"") -> Responder:
 
 
 class Server:
-    def __init__(self, respond: Responder, close_after: int = 0) -> None:
+    def __init__(
+        self, respond: Responder, close_after: int = 0, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         self.respond = respond
+        self.host = host
         self.close_after = close_after
         self.connections = 0
         self.requests: list[bytes] = []
         self.writers: list[asyncio.StreamWriter] = []
-        self.port = 0
+        self.port = port
         self._server: asyncio.Server | None = None
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -68,7 +71,7 @@ class Server:
             await writer.wait_closed()
 
     async def __aenter__(self) -> Server:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._handle, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -115,6 +118,60 @@ async def test_reconnects_when_the_server_dropped_an_idle_connection(
         await asyncio.sleep(0.05)
         assert (await client.get(url)).status_code == 200
         assert srv.connections == 2
+
+
+class Resolver:
+    """Resolves every name to `addresses`; `hang` makes it wait as a dead DNS server does."""
+
+    def __init__(self, *addresses: str) -> None:
+        self.addresses = list(addresses)
+        self.asked = 0
+        self.hang = False
+
+    async def __call__(self, host: str, port: int) -> list[str]:
+        self.asked += 1
+        if self.hang:
+            await asyncio.sleep(30)
+        return self.addresses
+
+
+async def test_a_new_connection_goes_to_the_known_address_without_dns() -> None:
+    resolver = Resolver("127.0.0.1")
+    transport = FastTransport(resolver=resolver)
+    async with (
+        httpx.AsyncClient(transport=transport, timeout=1) as c,
+        Server(fixed(b"{}"), close_after=1) as srv,
+    ):
+        url = f"http://scheduler.example:{srv.port}/"
+        assert (await c.get(url)).status_code == 200
+        resolver.hang = True  # a node with a DNS replica was lost
+        for _ in range(3):
+            await asyncio.sleep(0.02)
+            assert (await c.get(url)).status_code == 200
+        assert (srv.connections, resolver.asked) == (4, 1)
+        assert srv.requests[0].startswith(b"GET / HTTP/1.1\r\nHost: scheduler.example:")
+
+
+async def test_the_resolver_is_asked_again_once_the_known_address_refuses() -> None:
+    resolver = Resolver("127.0.0.1")
+    async with httpx.AsyncClient(transport=FastTransport(resolver=resolver), timeout=1) as c:
+        async with Server(fixed(b'"old"'), close_after=1) as old:
+            port = old.port
+            assert (await c.get(f"http://scheduler.example:{port}/")).json() == "old"
+        resolver.addresses = ["127.0.0.3", "127.0.0.2"]  # the name moved
+        async with Server(fixed(b'"new"'), host="127.0.0.2", port=port):
+            assert (await c.get(f"http://scheduler.example:{port}/")).json() == "new"
+            assert (await c.get(f"http://scheduler.example:{port}/")).json() == "new"
+        assert resolver.asked == 2
+
+
+async def test_a_name_that_does_not_resolve_is_a_connect_error_naming_it() -> None:
+    async def nothing(host: str, port: int) -> list[str]:
+        raise socket.gaierror(-2, "Name or service not known")
+
+    async with httpx.AsyncClient(transport=FastTransport(resolver=nothing), timeout=1) as c:
+        with pytest.raises(httpx.ConnectError, match="nowhere.example:80: .*not known"):
+            await c.get("http://nowhere.example/")
 
 
 async def test_connection_refused_is_an_httpx_connect_error(client: httpx.AsyncClient) -> None:
