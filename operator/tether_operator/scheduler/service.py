@@ -67,9 +67,12 @@ __all__ = [
 
 logger = logging.getLogger("tether.scheduler")
 
-HISTORY_LINGER = 0.025
+HISTORY_LINGER = 0.5
 """Seconds a durable run's history waits for more before its write starts, when nothing
-waits for it: an activity's schedule then joins its completion in one commit."""
+waits for it: an activity's schedule then joins its completion in one commit. Nothing
+acknowledged waits on a lingering event (what does, urges it), so a crash in this window
+only runs an unacknowledged attempt again; an activity shorter than this costs one
+write, a longer one two."""
 FINISHED_KEPT = 256
 """How many forgotten runs' final views stay answerable: a client that waits for a run
 gets its outcome even if the run left memory first, and memory stays bounded."""

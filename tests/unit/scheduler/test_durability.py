@@ -16,7 +16,7 @@ from tether_operator.scheduler import SchedulerService, create_app
 from tether_operator.store.memory import DurableMemoryStore
 from worker_runtime.protocol import ReportRequest, WorkerHeartbeat
 
-from .conftest import FakeClock, commands, register, schedule, start
+from .conftest import FakeClock, commands, complete, register, schedule, start
 
 
 class GatedStore(DurableMemoryStore):
@@ -160,6 +160,38 @@ async def test_an_attempt_goes_out_before_its_schedule_is_written_and_commits_wi
     assert types[-3:] == ["ActivityScheduled", "ActivityStarted", "ActivityCompleted"]
     (resolution,) = await durable.poll("w1", 8, 0)
     assert (resolution["kind"], resolution["run_id"]) == ("resolution", "r1")
+
+
+async def test_an_activity_longer_than_a_commit_still_costs_one_append(
+    durable: SchedulerService, store: GatedStore
+) -> None:
+    """The schedule lingers while the attempt runs (an ML prediction takes ~50 ms, a
+    commit a few), so a sequential step is one write, not two."""
+    register(durable)
+    start(durable, "r1")
+    await durable.flush()
+    (wf,) = await durable.poll("w1", 8, 0)
+    before = store.appends
+    durable.report("w1", commands("r1", wf["task_id"], schedule(1), max_tasks=0))
+    (activity,) = await durable.poll("w1", 8, 0)
+    await asyncio.sleep(0.1)  # the activity runs
+    durable.report("w1", complete_activity(activity["task_id"], 7))
+    await asyncio.wait_for(asyncio.ensure_future(durable.written(["r1"])), 1.0)  # type: ignore[arg-type]
+    assert store.appends - before == 1
+
+
+async def test_the_end_of_a_run_is_written_without_lingering(
+    durable: SchedulerService, store: GatedStore
+) -> None:
+    """Its status (Succeeded) waits for the write, and users wait for that."""
+    register(durable)
+    start(durable, "r1")
+    await durable.flush()
+    (wf,) = await durable.poll("w1", 8, 0)
+    durable.report("w1", commands("r1", wf["task_id"], complete(1, "done"), max_tasks=0))
+    await settle()
+    assert durable.history_writer.mark("r1") == 0, "written at once"
+    assert (await store.load("r1"))[-1]["type"] == "RunCompleted"
 
 
 async def test_writes_pile_up_into_one_append_per_run(

@@ -62,6 +62,9 @@ __all__ = ["MAX_INPUT_BYTES", "RunController"]
 
 logger = logging.getLogger("tether.operator")
 
+STATUS_INTERVAL = 0.25
+"""Seconds between two status writes of one WorkflowRun, at least: a run stepping every
+few tens of ms costs the API server four writes a second, not one per step."""
 MAX_INPUT_BYTES = 2 * 1024 * 1024
 """Largest `spec.input` (as JSON) a run may have, like any activity payload."""
 
@@ -164,7 +167,9 @@ class RunController:
         self._settling: dict[str, list[asyncio.Future[str | None]]] = {}
         """Who waits for a run to start or be refused (`settled`)."""
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.status = StatusWriter(client, self._compute, self._written, self._gone)
+        self.status = StatusWriter(
+            client, self._compute, self._written, self._gone, min_interval=STATUS_INTERVAL
+        )
 
     # ------------------------------------------------------------------ watch events
 
