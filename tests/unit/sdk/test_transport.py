@@ -170,7 +170,7 @@ async def test_a_name_that_does_not_resolve_is_a_connect_error_naming_it() -> No
         raise socket.gaierror(-2, "Name or service not known")
 
     async with httpx.AsyncClient(transport=FastTransport(resolver=nothing), timeout=1) as c:
-        with pytest.raises(httpx.ConnectError, match="nowhere.example:80: .*not known"):
+        with pytest.raises(httpx.ConnectError, match=r"nowhere\.example:80: .*not known"):
             await c.get("http://nowhere.example/")
 
 
