@@ -87,6 +87,11 @@ def _mean_ms(before: Metrics, after: Metrics, name: str, **labels: str) -> float
     return round(1000 * spent / count, 3)
 
 
+def _cpu_ms(before: Metrics, after: Metrics, writes: int) -> float:
+    cpu = "process_cpu_seconds_total"
+    return round(1000 * (_sum(after, cpu) - _sum(before, cpu)) / writes, 2)
+
+
 async def _drive(write: Write, count: int, in_flight: int, first: int = 0) -> list[float]:
     """Send writes `first`.. `first + count - 1`, `in_flight` at a time; each one's
     latency in seconds."""
@@ -106,6 +111,7 @@ async def _drive(write: Write, count: int, in_flight: int, first: int = 0) -> li
 async def phase(
     name: str, write: Write, count: int, *, in_flight: int, verb: str, operation: str
 ) -> dict[str, Any]:
+    """`count` writes of one shape, `in_flight` at a time, and how their time splits."""
     await _drive(write, SEGMENT_KEYS, 1, first=10**6)  # warm the connection and caches
     (api0, etcd0) = snapshot()
     cpu0 = time.process_time()
@@ -125,22 +131,15 @@ async def phase(
         "client_p50_ms": round(1000 * statistics.median(latencies), 2),
         "client_p99_ms": round(1000 * latencies[int(0.99 * (len(latencies) - 1))], 2),
         "apiserver_handling_mean_ms": _mean_ms(
-            api0, api1, "apiserver_request_duration_seconds",
-            verb=verb, resource="configmaps",
-        ),  # fmt: skip
+            api0, api1, "apiserver_request_duration_seconds", verb=verb, resource="configmaps"
+        ),
         "apiserver_waiting_on_etcd_mean_ms": _mean_ms(
             api0, api1, "etcd_request_duration_seconds", operation=operation, resource="configmaps"
         ),
         "etcd_wal_fsync_mean_ms": wal,
         "etcd_backend_commit_mean_ms": commit,
-        "apiserver_cpu_ms_per_write": round(
-            1000 * (_sum(api1, "process_cpu_seconds_total") - _sum(api0, "process_cpu_seconds_total"))
-            / count, 2,
-        ),  # fmt: skip
-        "etcd_cpu_ms_per_write": round(
-            1000 * (_sum(etcd1, "process_cpu_seconds_total") - _sum(etcd0, "process_cpu_seconds_total"))
-            / count, 2,
-        ),  # fmt: skip
+        "apiserver_cpu_ms_per_write": _cpu_ms(api0, api1, count),
+        "etcd_cpu_ms_per_write": _cpu_ms(etcd0, etcd1, count),
         "client_cpu_ms_per_write": round(1000 * (cpu1 - cpu0) / count, 2),
     }
 
@@ -153,7 +152,6 @@ async def run(quick: bool) -> list[dict[str, Any]]:
     client = KubeClient(load_config())
     n = 100 if quick else 400
     kib = "x" * 1024
-    subprocess.run(["kubectl", "create", "namespace", NAMESPACE], capture_output=True, check=False)
     stamp = str(int(time.time()))
     try:
         results = []
@@ -182,24 +180,25 @@ async def run(quick: bool) -> list[dict[str, Any]]:
             body = {"data": {"status": json.dumps({"i": i, "pad": kib * 2})}}
             await client.patch(paths.configmaps(NAMESPACE, f"status-{stamp}"), body)
 
-        results.append(await phase("create a 1 KiB ConfigMap", creator("one"), n,
-                                   in_flight=1, verb="POST", operation="create"))  # fmt: skip
-        results.append(await phase("patch: one more 1 KiB key in a segment (up to 32 KiB)",
-                                   append, n, in_flight=1, verb="PATCH", operation="update"))  # fmt: skip
-        results.append(await phase("patch: a 2 KiB status-sized field replaced", status, n,
-                                   in_flight=1, verb="PATCH", operation="update"))  # fmt: skip
-        for lanes in (8, 32):
-            results.append(await phase(f"create a 1 KiB ConfigMap, {lanes} in flight",
-                                       creator(f"c{lanes}"), 4 * n, in_flight=lanes,
-                                       verb="POST", operation="create"))  # fmt: skip
+        create, patch = (
+            {"verb": "POST", "operation": "create"},
+            {
+                "verb": "PATCH",
+                "operation": "update",
+            },
+        )
+        shapes: list[tuple[str, Write, int, int, dict[str, str]]] = [
+            ("create a 1 KiB ConfigMap", creator("one"), n, 1, create),
+            ("patch: one more 1 KiB key in a segment (up to 32 KiB)", append, n, 1, patch),
+            ("patch: a 2 KiB status-sized field replaced", status, n, 1, patch),
+            ("create a 1 KiB ConfigMap, 8 in flight", creator("c8"), 4 * n, 8, create),
+            ("create a 1 KiB ConfigMap, 32 in flight", creator("c32"), 4 * n, 32, create),
+        ]
+        for name, write, count, lanes, kind in shapes:
+            results.append(await phase(name, write, count, in_flight=lanes, **kind))
         return results
     finally:
         await client.aclose()
-        subprocess.run(
-            ["kubectl", "delete", "namespace", NAMESPACE, "--wait=false"],
-            capture_output=True,
-            check=False,
-        )
 
 
 def render(results: list[dict[str, Any]], when: str) -> str:
@@ -224,7 +223,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer writes (smoke run)")
     parser.add_argument("--out", default=str(RESULTS / "apiserver-writes"))
     args = parser.parse_args()
-    results = asyncio.run(run(args.quick))
+    subprocess.run(["kubectl", "create", "namespace", NAMESPACE], check=True)
+    try:
+        results = asyncio.run(run(args.quick))
+    finally:
+        subprocess.run(["kubectl", "delete", "namespace", NAMESPACE, "--wait=false"], check=False)
     when = time.strftime("%Y-%m-%d %H:%M:%S")
     out = Path(args.out)
     out.with_suffix(".json").write_text(json.dumps({"when": when, "phases": results}, indent=2))
