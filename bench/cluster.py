@@ -16,6 +16,7 @@ it is compared with are measured in the same run.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
@@ -27,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import run as devbench
+from tether_operator.k8s.api import paths
+from tether_operator.k8s.api.client import KubeClient, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -249,7 +252,11 @@ def api_writes() -> int:
 
 
 def operator_rss_mib() -> float:
-    status = kubectl("exec", "deploy/tether", "--", "cat", "/proc/1/status", namespace=RELEASE_NS)
+    """The leading operator pod's resident memory (the chart runs a standby beside it)."""
+    leader = kubectl(
+        "get", "pods", "-l", "tether.dev/leader=true", "-o", "name", namespace=RELEASE_NS
+    ).split()[0]
+    status = kubectl("exec", leader, "--", "cat", "/proc/1/status", namespace=RELEASE_NS)
     kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
     return round(kib / 1024, 1)
 
@@ -462,12 +469,86 @@ def bench_scale(quick: bool) -> dict[str, Any]:
     }
 
 
+OPEN_RUNS_LANES = 16
+"""Creates in flight at once while opening runs (a client applying runs in parallel)."""
+
+
+async def _create_runs(workflow: str, count: int, input_: Any) -> list[str]:
+    """Create `count` runs of `workflow` through the API, `OPEN_RUNS_LANES` at a time."""
+    client = KubeClient(load_config())
+    names: list[str] = []
+    todo = iter(range(count))
+
+    async def lane() -> None:
+        for _ in todo:
+            body = {
+                "apiVersion": "tether.dev/v1alpha1",
+                "kind": "WorkflowRun",
+                "metadata": {"generateName": f"{workflow}-"},
+                "spec": {"workflowRef": {"name": workflow}, "input": input_},
+            }
+            made = await client.create(paths.workflow_runs(NAMESPACE), body)
+            names.append(made["metadata"]["name"])
+
+    try:
+        await asyncio.gather(*(lane() for _ in range(OPEN_RUNS_LANES)))
+    finally:
+        await client.aclose()
+    return names
+
+
+def _phases() -> dict[str, int]:
+    """How many runs of the benchmark namespace are in each phase."""
+    out = kubectl("get", "wfr", "-o", "jsonpath={range .items[*]}{.status.phase}{'\\n'}{end}")
+    counts: dict[str, int] = {}
+    for phase in out.split("\n"):
+        counts[phase or "-"] = counts.get(phase or "-", 0) + 1
+    return counts
+
+
+def bench_open_runs(quick: bool) -> dict[str, Any]:
+    """Many runs open at once, each waiting on an hour's durable timer: how fast the
+    operator starts them (created through the API, 16 at a time, until every one is
+    Running) and its memory once they all wait."""
+    count = 1000 if quick else 10_000
+    apply(pool("bench-open", "workflows", 2, slots=256))
+    try:
+        wait_pool("bench-open", 2)
+        rss_before = operator_rss_mib()
+        t0 = time.time()
+        names = asyncio.run(_create_runs("bench-timer", count, {"seconds": 3600}))
+        created_s = time.time() - t0
+        deadline = time.monotonic() + 1800
+        while (phases := _phases()).get("Running", 0) < count:
+            if time.monotonic() > deadline or phases.get("Failed"):
+                raise RuntimeError(f"{count} runs not all Running: {phases}")
+            time.sleep(2)
+        running_s = time.time() - t0
+        time.sleep(10)  # settled: what the operator keeps for runs that wait
+        rss_after = operator_rss_mib()
+        objects = len(kubectl("get", "configmaps", "-o", "name").split())
+    finally:
+        kubectl("delete", "wfr", "--all", "--wait=false")
+        delete_pools("bench-open")
+    return {
+        "open_runs": len(names),
+        "create_s": round(created_s, 1),
+        "all_running_s": round(running_s, 1),
+        "start_rate_runs_per_s": round(count / running_s),
+        "operator_rss_mib_before": rss_before,
+        "operator_rss_mib_open": rss_after,
+        "configmaps_in_namespace": objects,
+        "target": "PG: start >= 200 runs/s, RSS <= 1 GiB (API server tier: recorded)",
+    }
+
+
 BENCHES = {
     "roundtrip": bench_roundtrip,
     "throughput": bench_throughput,
     "ml": bench_ml,
     "ml_concurrent": bench_ml_concurrent,
     "scale": bench_scale,
+    "open_runs": bench_open_runs,
 }
 
 

@@ -63,6 +63,15 @@ class FanOut:
         return done
 
 
+@workflows.workflow.define(name="bench-timer")
+class Timer:
+    """Waits `seconds` on a durable timer: an open run that does nothing meanwhile."""
+
+    @workflows.workflow.entrypoint
+    async def execute(self, seconds: float = 3600.0) -> None:
+        await workflows.workflow.sleep(seconds)
+
+
 # ----------------------------------------------------------------- sticky vs non-sticky
 
 LOAD_SECONDS = 1.0
@@ -114,5 +123,12 @@ class PlainInference:
         return await _inference(key, n)
 
 
-ALL_WORKFLOWS: list[type[Any]] = [RoundTrip, LocalOverhead, FanOut, StickyInference, PlainInference]
+ALL_WORKFLOWS: list[type[Any]] = [
+    RoundTrip,
+    LocalOverhead,
+    FanOut,
+    Timer,
+    StickyInference,
+    PlainInference,
+]
 ALL_ACTIVITIES: list[ActivityDefinition[..., Any]] = [noop, load_model, predict]
