@@ -8,7 +8,10 @@ keeps running (no crash loop) until the database answers."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -108,6 +111,28 @@ def test_the_database_stopped_mid_run_pauses_runs_and_loses_nothing(
     # Two runs of 16 steps; a step whose completion waited on the database may run
     # again, one per run at most.
     assert len(executions) <= 2 * count + 2, executions
+
+
+def test_a_large_result_is_read_back_from_the_database_after_a_restart(
+    env: OperatorEnv,
+) -> None:
+    """Only the size is in the status (etcd holds one small object per run): `tether
+    get run -o json` reads the result from the run's history, also once a new operator
+    process no longer holds the run."""
+    env.workers.start(STEPS, "worker-a")
+    env.ns.apply(workflow_run("big", "large-result", {"size": 100_000}))
+    run = wait_for(env.ns, "big")
+    ref = eventually(lambda: env.ns.get("wfr", "big")["status"].get("resultRef"), what="resultRef")
+    assert ref == {"bytes": 100_002}, ref
+    assert "result" not in run["status"]
+    env.operator.stop()
+    env.operator.start()
+    got = subprocess.run(
+        [sys.executable, "-m", "tether_operator.cli", "--server", env.operator.url,
+         "get", "run", f"{env.ns.namespace}.big", "-o", "json"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert json.loads(got.stdout)["result"] == "x" * 100_000
 
 
 @pytest.mark.parametrize(

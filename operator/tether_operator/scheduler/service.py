@@ -705,6 +705,19 @@ class SchedulerService:
         self.store.forget(run_id)  # a read keeps nothing of it in memory
         return events
 
+    async def stored_result(self, run_id: str) -> Any:
+        """The result of succeeded run `run_id`: from memory, or from its history in the
+        store (a result too large for its status, of a run the engine no longer holds)."""
+        if self._holds(run_id):
+            return self.get_run(run_id).get("result")
+        events = await self.store.load(run_id)
+        if not self._holds(run_id):
+            self.store.forget(run_id)  # a read keeps nothing of it in memory
+        for ev in reversed(events):
+            if ev["type"] == "RunCompleted":
+                return ev["data"].get("result")
+        raise RunNotFound(f"run {run_id} has no stored result", field="run_id")
+
     async def start_requested_run(
         self, req: StartRunRequest, namespace: str | None = None
     ) -> RunViewData:

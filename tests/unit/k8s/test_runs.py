@@ -43,12 +43,19 @@ class ApiServer:
 
     requests: list[tuple[str, str, Any]] = field(default_factory=list)
     workflows: dict[str, Any] = field(default_factory=dict)
+    runs: dict[str, Any] = field(default_factory=dict)
+    """WorkflowRuns a GET finds, by name."""
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content) if request.content else None
         self.requests.append((request.method, request.url.path, body))
         if request.method == "GET" and "/workflows/" in request.url.path:
             found = self.workflows.get(request.url.path.rsplit("/", 1)[1])
+            if found is None:
+                return httpx.Response(404, json={"kind": "Status", "reason": "NotFound"})
+            return httpx.Response(200, json=found)
+        if request.method == "GET" and "/workflowruns/" in request.url.path:
+            found = self.runs.get(request.url.path.rsplit("/", 1)[1])
             if found is None:
                 return httpx.Response(404, json={"kind": "Status", "reason": "NotFound"})
             return httpx.Response(200, json=found)
@@ -316,6 +323,29 @@ async def test_a_large_result_is_stored_before_its_run_leaves_memory(
     assert stored == (inner is PayloadStore), final["resultRef"]
     assert s.service.engine.runs == {}
     assert s.runs.objects == {}
+
+
+@pytest.mark.parametrize("inner", [PayloadStore, MemoryStore])
+async def test_a_large_result_is_read_from_the_store_once_the_run_left_memory(
+    s: Setup, inner: type[MemoryStore]
+) -> None:
+    """`tether get run -o json` after a restart: the status has only `resultRef`, and
+    the result comes from the run's history (on the Postgres tier nothing else has it)."""
+    s.store.inner = inner()
+    await finish_with_a_large_result(s)
+    for _ in range(3):
+        await settle(s)
+        await asyncio.sleep(0.1)
+    final = s.api.status_patches("r")[-1]
+    assert final["result"] is None
+    assert final["resultRef"]["bytes"] > 40_000
+    s.api.runs["r"] = run_event(status=final)["object"]
+    s.service._finished.clear()  # as in a new operator process
+    starter = ApiRunStarter(s.runs.client, s.runs, "ns", timeout=5)
+    view = await starter.view("ns.r")
+    assert view is not None
+    assert (view["phase"], view["result"]) == ("Succeeded", "x" * 40_000)
+    assert not s.service.holds_run("ns.r"), "the read keeps nothing in memory"
 
 
 class QuickPayloadStore(MemoryStore):

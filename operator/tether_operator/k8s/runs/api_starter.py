@@ -116,8 +116,9 @@ class ApiRunStarter:
         self.timeout = timeout
 
     async def view(self, run_id: str) -> RunViewData | None:
-        """The view of run `run_id` from its WorkflowRun object (`view_of_object`); None
-        if there is none, or the id names no WorkflowRun this operator serves."""
+        """The view of run `run_id` from its WorkflowRun object (`view_of_object`), with
+        a result too large for the status read from the store; None if there is none,
+        or the id names no WorkflowRun this operator serves."""
         try:
             namespace, name = run_object(run_id)
         except ValueError:
@@ -130,7 +131,11 @@ class ApiRunStarter:
             if not exc.not_found:
                 logger.warning("could not read WorkflowRun %s/%s: %s", namespace, name, exc)
             return None
-        return view_of_object(body)
+        view = view_of_object(body)
+        if (body.get("status") or {}).get("resultRef") and view["phase"] == "Succeeded":
+            # Too large for the status: the result is read from the run's history.
+            view["result"] = await self.runs.service.stored_result(run_id)
+        return view
 
     async def views(self) -> list[RunViewData]:
         """Every WorkflowRun this operator serves, as views from their objects."""
