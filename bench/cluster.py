@@ -251,12 +251,37 @@ def api_writes() -> int:
     return total
 
 
-def operator_rss_mib() -> float:
-    """The leading operator pod's resident memory (the chart runs a standby beside it)."""
-    leader = kubectl(
+def _leader() -> str:
+    """The leading operator pod (the chart runs a standby beside it)."""
+    return kubectl(
         "get", "pods", "-l", "tether.dev/leader=true", "-o", "name", namespace=RELEASE_NS
     ).split()[0]
-    status = kubectl("exec", leader, "--", "cat", "/proc/1/status", namespace=RELEASE_NS)
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds used so far by the API server, etcd and the leading operator."""
+    api = kubectl("get", "--raw", "/metrics", namespace=None)
+    etcd = subprocess.run(
+        ["curl", "-sf", "http://127.0.0.1:23790/metrics"], capture_output=True, text=True
+    ).stdout
+    stat = kubectl("exec", _leader(), "--", "cat", "/proc/1/stat", namespace=RELEASE_NS)
+    fields = stat.rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+
+    def counter(text: str) -> float:
+        line = next(x for x in text.splitlines() if x.startswith("process_cpu_seconds_total "))
+        return float(line.split()[1])
+
+    return {
+        "apiserver": counter(api),
+        "etcd": counter(etcd),
+        "operator": (int(fields[11]) + int(fields[12])) / ticks,  # utime + stime
+    }
+
+
+def operator_rss_mib() -> float:
+    """The leading operator pod's resident memory."""
+    status = kubectl("exec", _leader(), "--", "cat", "/proc/1/status", namespace=RELEASE_NS)
     kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
     return round(kib / 1024, 1)
 
@@ -515,15 +540,24 @@ def bench_open_runs(quick: bool) -> dict[str, Any]:
     try:
         wait_pool("bench-open", 2)
         rss_before = operator_rss_mib()
+        cpu_before = cpu_seconds()
         t0 = time.time()
         names = asyncio.run(_create_runs("bench-timer", count, {"seconds": 3600}))
         created_s = time.time() - t0
         deadline = time.monotonic() + 1800
-        while (phases := _phases()).get("Running", 0) < count:
-            if time.monotonic() > deadline or phases.get("Failed"):
-                raise RuntimeError(f"{count} runs not all Running: {phases}")
-            time.sleep(2)
+        last = names[-50:]  # runs start about in order: watch the last ones, cheaply
+        while True:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{count} runs not all Running: {_phases()}")
+            phases = kubectl("get", "wfr", *last, "-o", "jsonpath={.items[*].status.phase}")
+            if phases.split() == ["Running"] * len(last):
+                if (every := _phases()).get("Running", 0) == count:
+                    break
+                if every.get("Failed"):
+                    raise RuntimeError(f"runs failed: {every}")
+            time.sleep(1)
         running_s = time.time() - t0
+        cpu = {k: v - cpu_before[k] for k, v in cpu_seconds().items()}
         time.sleep(10)  # settled: what the operator keeps for runs that wait
         rss_after = operator_rss_mib()
         objects = len(kubectl("get", "configmaps", "-o", "name").split())
@@ -538,6 +572,7 @@ def bench_open_runs(quick: bool) -> dict[str, Any]:
         "operator_rss_mib_before": rss_before,
         "operator_rss_mib_open": rss_after,
         "configmaps_in_namespace": objects,
+        **{f"{k}_cpu_ms_per_start": round(1000 * v / count, 2) for k, v in cpu.items()},
         "target": "PG: start >= 200 runs/s, RSS <= 1 GiB (API server tier: recorded)",
     }
 
