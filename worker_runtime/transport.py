@@ -7,7 +7,9 @@ implement it:
 - `FastTransport`, the production one: HTTP/1.1 over asyncio streams with a small
   keep-alive pool. httpx's default transport (httpcore over anyio) costs about 1 ms
   of CPU per request on this class of machine; a task round trip is three requests,
-  so that alone would miss the 2 ms target. https goes to httpx's own transport.
+  so that alone would miss the 2 ms target. https goes to httpx's own transport,
+  unless the transport is given an SSL context: the operator's API-server client
+  (`KubeClient`) speaks TLS through it for the same reason.
 - `HttpxTransport`, any httpx transport (an in-process ASGI app, a
   `httpx.MockTransport`) behind the same method, for tests and embedded schedulers.
 
@@ -20,6 +22,7 @@ import abc
 import asyncio
 import contextlib
 import socket
+import ssl
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -179,7 +182,15 @@ class FastTransport(SchedulerTransport):
     that node still receives queries until its endpoints are removed) while the
     scheduler's ClusterIP still answers at once, and a worker must keep heartbeating."""
 
-    def __init__(self, max_idle_per_host: int = 8, resolver: Resolver = system_resolver) -> None:
+    def __init__(
+        self,
+        max_idle_per_host: int = 8,
+        resolver: Resolver = system_resolver,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self._ssl = ssl_context
+        """With it, https is spoken here too (the operator to the API server); without,
+        https goes to httpx's transport."""
         self._idle: dict[tuple[str, int], list[_Conn]] = defaultdict(list)
         self._busy: dict[tuple[str, int], set[_Conn]] = defaultdict(set)
         self._max_idle = max_idle_per_host
@@ -194,7 +205,7 @@ class FastTransport(SchedulerTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
-        if url.scheme != "http":
+        if not self._native(url.scheme):
             return await self._https().handle_async_request(request)
         host = url.host
         port = url.port or 80
@@ -209,7 +220,11 @@ class FastTransport(SchedulerTransport):
         )
         timeout = request.extensions.get("timeout", {})
         status, headers, content = await self._exchange(
-            host, port, head + body, timeout.get("connect"), timeout.get("read"), request
+            Origin(url.scheme, host, port),
+            head + body,
+            timeout.get("connect"),
+            timeout.get("read"),
+            request,
         )
         return httpx.Response(
             status, headers=headers, content=content, extensions={"http_version": b"HTTP/1.1"}
@@ -227,7 +242,7 @@ class FastTransport(SchedulerTransport):
         read_timeout: float | None,
     ) -> RawResponse:
         """One request without building httpx objects (plain http): the workers' hot path."""
-        if origin.scheme != "http":
+        if not self._native(origin.scheme):
             return await HttpxTransport(self._https()).request_raw(
                 method,
                 origin,
@@ -239,20 +254,20 @@ class FastTransport(SchedulerTransport):
             )
         data = body or b""
         head = _request_head(method, target, origin.host, origin.port, headers, len(data))
-        return await self._exchange(
-            origin.host, origin.port, head + data, connect_timeout, read_timeout, None
-        )
+        return await self._exchange(origin, head + data, connect_timeout, read_timeout, None)
+
+    def _native(self, scheme: str) -> bool:
+        return scheme == "http" or (scheme == "https" and self._ssl is not None)
 
     async def _exchange(
         self,
-        host: str,
-        port: int,
+        origin: Origin,
         payload: bytes,
         connect_timeout: float | None,
         read_timeout: float | None,
         request: httpx.Request | None,
     ) -> RawResponse:
-        key = (host, port)
+        key = (origin.host, origin.port)
         # A pooled connection may have been closed by the server while idle, and one the
         # transport closed itself leads to a server that is gone: send again on a fresh
         # connection, but only when nothing of the response was read.
@@ -262,7 +277,7 @@ class FastTransport(SchedulerTransport):
             reused = conn is not None
             if conn is None:
                 try:
-                    conn = await self._connect(host, port, connect_timeout, request)
+                    conn = await self._connect(origin, connect_timeout, request)
                 except httpx.TransportError:
                     self._forget(key)
                     raise
@@ -297,21 +312,23 @@ class FastTransport(SchedulerTransport):
             return status, headers, content
 
     async def _connect(
-        self, host: str, port: int, limit_s: float | None, request: httpx.Request | None
+        self, origin: Origin, limit_s: float | None, request: httpx.Request | None
     ) -> _Conn:
+        host, port = origin.host, origin.port
         key = (host, port)
+        tls = self._ssl if origin.scheme == "https" else None
         known = self._addresses.get(key)
         try:
             async with asyncio.timeout(limit_s):
                 if known is not None:
                     try:
-                        return await _open(known, port)
+                        return await _open(known, port, tls, host)
                     except OSError:
                         del self._addresses[key]  # moved: resolve again
                 failure: OSError = OSError(f"{host} resolved to no address")
                 for address in await self._resolve(host, port):
                     try:
-                        conn = await _open(address, port)
+                        conn = await _open(address, port, tls, host)
                     except OSError as exc:
                         failure = exc
                         continue
@@ -392,8 +409,14 @@ def _request_head(
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-async def _open(address: str, port: int) -> _Conn:
-    reader, writer = await asyncio.open_connection(address, port, limit=_MAX_HEADER_BYTES)
+async def _open(address: str, port: int, tls: ssl.SSLContext | None, host: str) -> _Conn:
+    reader, writer = await asyncio.open_connection(
+        address,
+        port,
+        limit=_MAX_HEADER_BYTES,
+        ssl=tls,
+        server_hostname=host if tls is not None else None,
+    )
     return _Conn(reader, writer)
 
 
@@ -422,7 +445,7 @@ async def _read_response(
         raise httpx.ReadTimeout("timed out waiting for the scheduler", request=request) from None
     except asyncio.IncompleteReadError as exc:
         raise httpx.RemoteProtocolError("truncated response body", request=request) from exc
-    except ConnectionError as exc:
+    except OSError as exc:  # a reset, or a TLS error
         raise httpx.ReadError(str(exc), request=request) from exc
     return status, headers, content, keep
 

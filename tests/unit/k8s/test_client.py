@@ -3,8 +3,12 @@ MockTransport."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import json
+import ssl
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -206,7 +210,8 @@ async def test_status_errors_are_decoded() -> None:
         "message": 'configmaps "a" already exists',
         "code": 409,
     }
-    client = client_for(Recorder(lambda r: httpx.Response(409, json=status)), token=None)
+    recorder = Recorder(lambda r: httpx.Response(409, json=status))
+    client = client_for(recorder, token=None)
     with pytest.raises(ApiError) as caught:
         await client.create("/api/v1/namespaces/ns/configmaps", {})
     error = caught.value
@@ -218,7 +223,7 @@ async def test_status_errors_are_decoded() -> None:
     )
     assert str(error) == '409 AlreadyExists: configmaps "a" already exists'
     assert error.body == status
-    assert "Authorization" not in client._http.headers
+    assert "Authorization" not in recorder.requests[0].headers
 
 
 async def test_non_status_errors_keep_the_text() -> None:
@@ -265,3 +270,75 @@ async def test_list_follows_continue_tokens() -> None:
         assert request.url.params["fieldSelector"] == "a=b"
         assert request.url.params["limit"] == "500"
     assert client.writes == 0
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    cert, key = folder / "tls.crt", folder / "tls.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+async def test_the_api_server_is_reached_over_tls_on_kept_connections(tmp_path: Path) -> None:
+    """The production path: no httpx transport given, TLS verified against the
+    kubeconfig's CA, connections kept for the next request."""
+    cert, key = self_signed(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    seen: list[bytes] = []
+    connections = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                seen.append(head)
+                body = json.dumps({"kind": "ConfigMapList", "items": []}).encode()
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+                )
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=server_tls)
+    port = server.sockets[0].getsockname()[1]
+    client = KubeClient(
+        KubeConfig(server=f"https://localhost:{port}", ca_file=str(cert), token="t")
+    )
+    try:
+        for _ in range(3):
+            assert await client.list("/api/v1/configmaps", label_selector="a=b,c in (d)") == []
+    finally:
+        await client.aclose()
+        server.close()
+    assert connections == 1
+    assert seen[0].startswith(
+        b"GET /api/v1/configmaps?limit=500&labelSelector=a%3Db%2Cc+in+%28d%29 "
+    )
+    assert b"Authorization: Bearer t\r\n" in seen[0]
+
+
+async def test_an_api_server_with_an_unknown_certificate_is_refused(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=server_tls)
+    port = server.sockets[0].getsockname()[1]
+    client = KubeClient(KubeConfig(server=f"https://localhost:{port}"), timeout=5)
+    try:
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            await client.get("/version")
+    finally:
+        await client.aclose()
+        server.close()
