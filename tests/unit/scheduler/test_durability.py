@@ -100,6 +100,15 @@ async def test_a_task_waiting_for_its_write_is_not_lost(
     assert (task["kind"], task["attempt"]) == ("workflow", 1)
 
 
+async def workflow_task(durable: SchedulerService) -> dict[str, Any]:
+    """Register worker w1, start run r1 and take its first workflow task."""
+    register(durable)
+    start(durable, "r1")
+    await durable.flush()
+    (wf,) = await durable.poll("w1", 8, 0)
+    return wf
+
+
 async def activities(durable: SchedulerService, *runs: str) -> dict[str, dict[str, Any]]:
     """Start `runs`, schedule one activity in each; their activity tasks, by run."""
     for run_id in runs:
@@ -139,10 +148,7 @@ async def test_an_attempt_goes_out_before_its_schedule_is_written_and_commits_wi
     """One commit per step: the activity task leaves at once; its schedule, start and
     completion are written in one append, and the completion is acknowledged (and the
     workflow hears of it) only after that append."""
-    register(durable)
-    start(durable, "r1")
-    await durable.flush()
-    (wf,) = await durable.poll("w1", 8, 0)
+    wf = await workflow_task(durable)
     store.hold("r1")
     durable.report("w1", commands("r1", wf["task_id"], schedule(1), max_tasks=0))
     (activity,) = await durable.poll("w1", 8, 0)
@@ -167,10 +173,7 @@ async def test_an_activity_longer_than_a_commit_still_costs_one_append(
 ) -> None:
     """The schedule lingers while the attempt runs (an ML prediction takes ~50 ms, a
     commit a few), so a sequential step is one write, not two."""
-    register(durable)
-    start(durable, "r1")
-    await durable.flush()
-    (wf,) = await durable.poll("w1", 8, 0)
+    wf = await workflow_task(durable)
     before = store.appends
     durable.report("w1", commands("r1", wf["task_id"], schedule(1), max_tasks=0))
     (activity,) = await durable.poll("w1", 8, 0)
@@ -184,10 +187,7 @@ async def test_the_end_of_a_run_is_written_without_lingering(
     durable: SchedulerService, store: GatedStore
 ) -> None:
     """Its status (Succeeded) waits for the write, and users wait for that."""
-    register(durable)
-    start(durable, "r1")
-    await durable.flush()
-    (wf,) = await durable.poll("w1", 8, 0)
+    wf = await workflow_task(durable)
     durable.report("w1", commands("r1", wf["task_id"], complete(1, "done"), max_tasks=0))
     await settle()
     assert durable.history_writer.mark("r1") == 0, "written at once"
@@ -197,10 +197,7 @@ async def test_the_end_of_a_run_is_written_without_lingering(
 async def test_writes_pile_up_into_one_append_per_run(
     durable: SchedulerService, store: GatedStore
 ) -> None:
-    register(durable)
-    start(durable, "r1")
-    await durable.flush()
-    (wf,) = await durable.poll("w1", 8, 0)
+    wf = await workflow_task(durable)
     store.hold("r1")
     for seq in range(1, 21):
         durable.report("w1", commands("r1", wf["task_id"], schedule(seq), max_tasks=0))
@@ -248,10 +245,7 @@ async def http(durable: SchedulerService) -> AsyncIterator[httpx.AsyncClient]:
 async def test_http_acknowledges_a_completion_once_it_is_written(
     durable: SchedulerService, store: GatedStore, http: httpx.AsyncClient, path: str
 ) -> None:
-    register(durable)
-    start(durable, "r1")
-    await durable.flush()
-    (wf,) = await durable.poll("w1", 8, 0)
+    wf = await workflow_task(durable)
     durable.report("w1", commands("r1", wf["task_id"], schedule(1), max_tasks=0))
     await durable.flush()
     (activity,) = await durable.poll("w1", 8, 0)
