@@ -1,9 +1,11 @@
-"""A small async Kubernetes API client on httpx, for the operator's hot paths.
+"""A small async Kubernetes API client, for the operator's hot paths.
 
 kopf watches and runs handlers; history appends, status patches, Events and pod
 writes go through `KubeClient` so they never block the event loop (the official
-`kubernetes` package is synchronous). `load_config()` reads the in-cluster service
-account, else the kubeconfig `KUBECONFIG` (or `~/.kube/config`) names.
+`kubernetes` package is synchronous). Requests go as HTTP/1.1 over TLS through the
+workers' lean transport (`worker_runtime.transport.FastTransport`), or through any httpx
+transport given (tests). `load_config()` reads the in-cluster service account, else the
+kubeconfig `KUBECONFIG` (or `~/.kube/config`) names.
 """
 
 from __future__ import annotations
@@ -35,10 +37,10 @@ __all__ = [
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 TOKEN_REREAD_SECONDS = 60.0
+"""Bound service-account tokens rotate: the file is read again after this long."""
 MAX_CONNECTIONS = 64
 """Connections to the API server kept open for reuse: as many as requests in flight at
 once (history appends, status writes, Events), so none pays a TLS handshake."""
-"""Bound service-account tokens rotate: the file is read again after this long."""
 
 PatchType = Literal["merge", "json", "strategic"]
 _PATCH_CONTENT_TYPES: dict[str, str] = {
