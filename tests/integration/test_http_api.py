@@ -14,6 +14,8 @@ import pytest
 
 from tether_operator.scheduler import SchedulerService, create_app, serve
 from tether_operator.scheduler.openapi import openapi_json
+from tether_operator.store import StoreUnavailable
+from tether_operator.store.memory import MemoryStore
 from worker_runtime.protocol import (
     MAX_BODY_BYTES,
     MAX_PAYLOAD_BYTES,
@@ -412,3 +414,42 @@ async def test_a_task_taken_for_a_poll_whose_client_left_stays_queued() -> None:
         server.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await server
+
+
+class DownStore(MemoryStore):
+    """A store whose reads fail while `down` (the database is unreachable)."""
+
+    down = False
+
+    async def load(self, run_id: str) -> list[dict[str, Any]]:
+        if self.down:
+            raise StoreUnavailable(run_id, "postgres at db:5432 is unavailable: connection refused")
+        return await super().load(run_id)
+
+
+async def test_stored_history_with_the_store_down_is_a_503_saying_so() -> None:
+    store = DownStore()
+    svc = SchedulerService(store=store, namespace="tests")
+    await svc.start()
+    app = create_app(svc, manage_lifecycle=False)
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://scheduler"
+        ) as client:
+            await client.post("/v1/workers", json=REGISTER)
+            await client.post("/v1/runs", json={"workflow": "wf", "run_id": "run-1"})
+            r = await client.post("/v1/workers/w1/poll", json={"max_tasks": 4, "wait": 5})
+            (wf_task,) = PollResponse.model_validate(r.json()).tasks
+            done = {"type": "complete_workflow", "seq": 1, "result": 3}
+            batch = {"run_id": "run-1", "workflow_task_id": wf_task.task_id, "commands": [done]}
+            await client.post("/v1/workers/w1/report", json={"workflows": [batch]})
+            await svc.flush()
+            svc.forget_run("run-1")  # left memory: its history is read from the store
+            store.down = True
+            r = await client.get("/v1/runs/run-1/history")
+    finally:
+        await svc.stop()
+    assert r.status_code == 503
+    said = problem(r)
+    assert said.error == "StoreUnavailable"
+    assert "connection refused; retry once the history store is back" in said.message

@@ -32,6 +32,7 @@ from tether_operator.engine import (
 )
 from tether_operator.scheduler.auth import AuthError
 from tether_operator.scheduler.run_starter import RunNotStarted
+from tether_operator.store import StoreError, StoreUnavailable
 from worker_runtime.protocol import MAX_BODY_BYTES, MAX_PAYLOAD_BYTES
 
 __all__ = [
@@ -175,6 +176,13 @@ async def _on_run_not_started(request: Request, exc: Exception) -> Response:
     return problem(504, "RunNotStarted", str(exc))
 
 
+async def _on_store_error(request: Request, exc: Exception) -> Response:
+    """Reading stored history (a forgotten run's, a large result) met the store down."""
+    if isinstance(exc, StoreUnavailable):
+        return problem(503, "StoreUnavailable", f"{exc}; retry once the history store is back")
+    return problem(500, type(exc).__name__, str(exc))
+
+
 async def _on_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     try:
@@ -194,6 +202,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(PayloadTooLarge, _on_payload_too_large)
     app.add_exception_handler(AuthError, _on_auth_error)
     app.add_exception_handler(RunNotStarted, _on_run_not_started)
+    app.add_exception_handler(StoreError, _on_store_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
 
 
