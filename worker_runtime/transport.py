@@ -174,7 +174,8 @@ async def system_resolver(host: str, port: int) -> list[str]:
 
 
 class FastTransport(SchedulerTransport):
-    """HTTP/1.1 over asyncio streams with keep-alive; https goes to httpx's transport.
+    """HTTP/1.1 over asyncio streams with keep-alive; https too when given an SSL
+    context, else through httpx's transport.
 
     The address a host name resolved to is kept while connecting to it works, and the
     resolver is asked again only once it fails. A new connection then needs no DNS: when
