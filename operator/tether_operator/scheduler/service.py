@@ -701,8 +701,14 @@ class SchedulerService:
         except RunNotFound:
             if run_id not in self._finished:
                 raise
+        return await self._read_stored(run_id)
+
+    async def _read_stored(self, run_id: str) -> list[dict[str, Any]]:
+        """The history of a run the engine does not hold, read from the store; the read
+        keeps nothing of it in memory (unless the engine took the run meanwhile)."""
         events = await self.store.load(run_id)
-        self.store.forget(run_id)  # a read keeps nothing of it in memory
+        if run_id not in self.engine.runs:
+            self.store.forget(run_id)
         return events
 
     async def stored_result(self, run_id: str) -> Any:
@@ -710,10 +716,7 @@ class SchedulerService:
         store (a result too large for its status, of a run the engine no longer holds)."""
         if self._holds(run_id):
             return self.get_run(run_id).get("result")
-        events = await self.store.load(run_id)
-        if not self._holds(run_id):
-            self.store.forget(run_id)  # a read keeps nothing of it in memory
-        for ev in reversed(events):
+        for ev in reversed(await self._read_stored(run_id)):
             if ev["type"] == "RunCompleted":
                 return ev["data"].get("result")
         raise RunNotFound(f"run {run_id} has no stored result", field="run_id")
