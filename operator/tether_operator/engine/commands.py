@@ -61,6 +61,8 @@ class Commands:
             message = nondeterminism(run.workflow, seq, run.steps[seq], issued)
             if message is not None:
                 self.lifecycle.fail_run(run, nondeterminism_error(message))
+            elif isinstance(cmd, StartChild):
+                self._replayed_child(run, worker_id, cmd)
             return  # a replayed command for a step already recorded: idempotent
         match cmd:
             case ScheduleActivity():
@@ -126,43 +128,62 @@ class Commands:
     def _start_child(self, run: Run, worker_id: str, cmd: StartChild) -> None:
         seq, name, sticky = cmd.seq, cmd.workflow, cmd.sticky
         child_id = f"{run.run_id}-c{seq}"
-        placement_worker = None
-        if sticky:
-            target = worker_id
-            sid = cmd.session_id
-            if sid and sid in run.sessions and run.sessions[sid].worker:
-                target = run.sessions[sid].worker or worker_id
-            refusal = self._sticky_child_refusal(name, target)
-            if refusal is not None:
-                err = {
-                    "type": "ChildWorkflowError",
-                    "reason": refusal[0],
-                    "message": refusal[1],
-                    "non_retryable": True,
-                }
-                self.out.record(
-                    run,
-                    "ChildStarted",
-                    seq=seq,
-                    child_run_id=child_id,
-                    workflow=name,
-                    sticky=sticky,
-                )
-                self.out.record(run, "ChildFailed", seq=seq, error=err)
-                self.tasks.resolve(run, seq, ok=False, error=err)
-                return
-            placement_worker = target
+        target = self._sticky_target(run, worker_id, cmd)
         self.out.record(
             run, "ChildStarted", seq=seq, child_run_id=child_id, workflow=name, sticky=sticky
         )
-        if child_id in self.state.runs:
+        refusal = None if target is None else self._sticky_child_refusal(name, target)
+        if refusal is not None:
+            err = {
+                "type": "ChildWorkflowError",
+                "reason": refusal[0],
+                "message": refusal[1],
+                "non_retryable": True,
+            }
+            self.out.record(run, "ChildFailed", seq=seq, error=err)
+            self.tasks.resolve(run, seq, ok=False, error=err)
+            return
+        self._child_of(run, child_id, cmd, target)
+
+    def _sticky_target(self, run: Run, worker_id: str, cmd: StartChild) -> str | None:
+        """The worker a sticky child must run on (its session's, else the parent's
+        workflow worker); None for a child that is not sticky."""
+        if not cmd.sticky:
+            return None
+        sid = cmd.session_id
+        if sid and sid in run.sessions and run.sessions[sid].worker:
+            return run.sessions[sid].worker or worker_id
+        return worker_id
+
+    def _child_of(self, run: Run, child_id: str, cmd: StartChild, target: str | None) -> None:
+        """Start child `child_id` of `run`, unless the store already gave it back after a
+        restart: then a child that ended tells the parent now, and one still running
+        tells it when it ends."""
+        crun = self.state.runs.get(child_id)
+        if crun is not None:
+            if crun.terminal:
+                self.lifecycle.child_ended(run, cmd.seq, crun)
             return
         self.lifecycle.create_run(
             child_id,
-            {"workflow": name, "input": cmd.input, "schedule_timeout": run.schedule_timeout},
-            parent=(run, seq),
-            placement_worker=placement_worker,
+            {
+                "workflow": cmd.workflow,
+                "input": cmd.input,
+                "schedule_timeout": run.schedule_timeout,
+            },
+            parent=(run, cmd.seq),
+            placement_worker=target,
         )
+
+    def _replayed_child(self, run: Run, worker_id: str, cmd: StartChild) -> None:
+        """Mend a child the parent still waits on after a restart. The child's history
+        and the parent's are written apart, so a crash between the two writes may store
+        the child's end without the parent's ChildCompleted, or the parent's ChildStarted
+        without the child's start."""
+        child = run.children.get(cmd.seq)
+        if child is None or child.state != "Running" or run.terminal:
+            return
+        self._child_of(run, child.run_id, cmd, self._sticky_target(run, worker_id, cmd))
 
     def _sticky_child_refusal(self, name: str, target: str) -> tuple[str, str] | None:
         """(reason, message) if worker `target` cannot run sticky child workflow `name`."""

@@ -162,10 +162,12 @@ class Lifecycle:
         out.emit(RunEnded(rid))
         if run.parent_run_id and run.parent_seq is not None:
             parent = st.runs.get(run.parent_run_id)
-            if parent is not None and not parent.terminal:
-                self._child_ended(parent, run.parent_seq, run)
+            # A parent restored without its ChildStarted hears of the child on replay.
+            if parent is not None and not parent.terminal and run.parent_seq in parent.children:
+                self.child_ended(parent, run.parent_seq, run)
 
-    def _child_ended(self, parent: Run, seq: int, run: Run) -> None:
+    def child_ended(self, parent: Run, seq: int, run: Run) -> None:
+        """Tell `parent` that its child `run` (started at `seq`) ended."""
         if run.phase == "Succeeded":
             self.out.record(parent, "ChildCompleted", seq=seq, result=run.result)
             self.tasks.resolve(parent, seq, ok=True, result=run.result)

@@ -174,3 +174,63 @@ def test_a_hard_session_fails_when_its_worker_never_comes_back() -> None:
     fresh.tick(30)
     view = fresh.view(rid)
     assert (view["phase"], view["error"]["reason"]) == ("Failed", "SessionBroken")
+
+
+def child_run(d: Driver) -> tuple[str, str, dict[str, Any]]:
+    """A parent run that started child workflow `child` at seq 1: (parent, child, start)."""
+    d.register("w1", workflows={"wf": None, "child": None})
+    rid = d.start()
+    start = {"type": "start_child", "seq": 1, "workflow": "child", "input": 7}
+    d.commands("w1", d.workflow_task("w1"), start)
+    return rid, f"{rid}-c1", start
+
+
+def test_a_child_that_ended_before_its_parent_heard_resolves_the_parent_after_a_restart() -> None:
+    # The child's end and the parent's ChildCompleted go to two histories; a crash
+    # between the two writes stores the first alone.
+    d = Driver()
+    rid, cid, start = child_run(d)
+    d.commands("w1", d.workflow_task("w1"), done(1, "child-done"))
+    assert d.stored[rid][-1]["type"] == "ChildCompleted"
+    d.stored[rid] = [ev for ev in d.stored[rid] if ev["type"] != "ChildCompleted"]
+    fresh = restarted(d)
+    fresh.register("w1", workflows={"wf": None, "child": None})
+    wft = fresh.workflow_task("w1")
+    assert wft["run_id"] == rid
+    fresh.commands("w1", wft, start)  # the replay sends the start again
+    (resolution,) = fresh.take("w1", "resolution")
+    assert (resolution["seq"], resolution["result"]) == (1, "child-done")
+    fresh.commands("w1", wft, done(2, "parent-done"))
+    view = fresh.view(rid)
+    assert (view["phase"], view["children"][0]["phase"]) == ("Succeeded", "Succeeded")
+
+
+def test_a_child_whose_start_was_never_stored_is_started_by_the_parents_replay() -> None:
+    d = Driver()
+    rid, cid, start = child_run(d)
+    del d.stored[cid]  # the crash came between the parent's write and the child's
+    fresh = restarted(d)
+    fresh.register("w1", workflows={"wf": None, "child": None})
+    wft = fresh.workflow_task("w1")
+    fresh.commands("w1", wft, start)
+    child = fresh.workflow_task("w1")
+    assert (child["run_id"], child["input"]) == (cid, 7)
+    fresh.commands("w1", child, done(1, "child-done"))
+    (resolution,) = fresh.take("w1", "resolution")
+    assert resolution["result"] == "child-done"
+
+
+def test_a_child_restored_without_its_parents_child_started_is_adopted_on_replay() -> None:
+    d = Driver()
+    rid, cid, start = child_run(d)
+    d.stored[rid] = [ev for ev in d.stored[rid] if ev["type"] != "ChildStarted"]
+    fresh = restarted(d)
+    fresh.register("w1", workflows={"wf": None, "child": None})
+    first, second = fresh.take("w1", "workflow")
+    wft, child = (first, second) if first["run_id"] == rid else (second, first)
+    fresh.commands("w1", child, done(1, "child-done"))  # ends before the parent replays
+    assert fresh.view(cid)["phase"] == "Succeeded"
+    fresh.commands("w1", wft, start)
+    (resolution,) = fresh.take("w1", "resolution")
+    assert resolution["result"] == "child-done"
+    assert [c["phase"] for c in fresh.view(rid)["children"]] == ["Succeeded"]
