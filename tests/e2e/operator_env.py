@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.kube import API_VERSION, PREFIX, Kube, Obj, eventually
+from tests.e2e.kube import API_VERSION, PREFIX, Kube, KubectlError, Obj, eventually
 
 REPO = Path(__file__).resolve().parents[2]
 TESTDATA = Path(__file__).parent / "testdata"
@@ -251,7 +251,15 @@ def run_across_an_operator_kill(
         assert env.operator.stop(signal.SIGKILL) == -signal.SIGKILL
         time.sleep(1)
         env.operator.start()
-    run = wait_for(env.ns, name, timeout=120)
+    try:
+        run = wait_for(env.ns, name, timeout=75)  # inside the test's own 120 s limit
+    except KubectlError:
+        tail = "\n".join(env.operator.log().splitlines()[-60:])
+        raise AssertionError(
+            f"wfr/{name} did not succeed after {kills} operator kill(s); steps run: "
+            f"{ledger.read_text().split()}\n{env.ns.run_post_mortem(name)}\n"
+            f"operator log (last 60 lines):\n{tail}"
+        ) from None
     return run, [int(line) for line in ledger.read_text().split()]
 
 
