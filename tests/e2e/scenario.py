@@ -9,6 +9,7 @@ is waited on, a pod killed. A test reads as its story; what kubectl does is here
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -68,6 +69,12 @@ class Run:
         return self
 
 
+def restarts(pod: Obj) -> int:
+    """How often pod `pod`'s containers restarted."""
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    return sum(int(c.get("restartCount") or 0) for c in statuses)
+
+
 @dataclass(frozen=True)
 class Pool:
     """A WorkerPool of one scenario, serving the workflow of its own name (unless `serve`
@@ -87,8 +94,22 @@ class Pool:
         pattern = re.compile(rf"tether-e2e {what} tag={run.tag} step=(\d+)")
         counts: Counter[int] = Counter()
         for pod in self.pods(terminating=True):
-            counts.update(int(m) for m in pattern.findall(self.ns.logs(pod["metadata"]["name"])))
+            counts.update(int(m) for m in pattern.findall(self.log(pod)))
         return counts
+
+    def log(self, pod: Obj, *flags: str) -> str:
+        """Pod `pod`'s worker log, the container's previous run first when it restarted
+        (`kubectl logs` alone shows only the current one)."""
+        name = pod["metadata"]["name"]
+        earlier = ""
+        if restarts(pod):
+            with contextlib.suppress(KubectlError):  # kubelet keeps one previous log
+                earlier = self.ns.run("logs", name, "--previous", *flags)
+        return earlier + self.ns.run("logs", name, *flags)
+
+    def restarts(self) -> dict[str, int]:
+        """Per pod, how often its worker container restarted."""
+        return {p["metadata"]["name"]: restarts(p) for p in self.pods(terminating=True)}
 
     def ready(self, count: int, timeout: float = 120) -> Pool:
         """Wait until exactly `count` of its pods run and are ready."""

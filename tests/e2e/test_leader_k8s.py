@@ -253,7 +253,7 @@ def timed_lines(pool: Pool) -> list[tuple[float, str, str, int]]:
     """Every step line of the pool's pods: (time, started|executed, tag, step)."""
     lines = []
     for pod in pool.pods(terminating=True):
-        text = pool.ns.run("logs", pod["metadata"]["name"], "--timestamps")
+        text = pool.log(pod, "--timestamps")
         for stamp, what, tag, step in LINE.findall(text):
             whole, _, frac = stamp.rstrip("Z").partition(".")
             when = datetime.fromisoformat(whole).replace(tzinfo=UTC).timestamp()
@@ -354,7 +354,9 @@ def test_leader_killed_twice_mid_run_every_run_finishes_and_no_acknowledged_step
         executed = Counter(
             step for _, what, t, step in lines if t == run.tag and what == "executed"
         )
-        assert sorted(executed) == list(range(count)), f"{run.name}: steps seen {sorted(executed)}"
+        assert sorted(executed) == list(range(count)), (
+            f"{run.name}: steps seen {sorted(executed)}; worker restarts {pool.restarts()}"
+        )
         # A step run again must have been in flight at a kill: every start of it came
         # before its successor started (the run moves on only once a completion is
         # acknowledged), and at most one per kill.
