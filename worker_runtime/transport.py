@@ -325,7 +325,7 @@ class FastTransport(SchedulerTransport):
                     try:
                         return await _open(known, port, tls, host)
                     except OSError:
-                        del self._addresses[key]  # moved: resolve again
+                        self._addresses.pop(key, None)  # moved: resolve again (a sibling may have)
                 failure: OSError = OSError(f"{host} resolved to no address")
                 for address in await self._resolve(host, port):
                     try:

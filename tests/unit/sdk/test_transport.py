@@ -165,6 +165,19 @@ async def test_the_resolver_is_asked_again_once_the_known_address_refuses() -> N
         assert resolver.asked == 2
 
 
+async def test_requests_connecting_at_once_to_a_known_address_that_died_fail_cleanly() -> None:
+    # A worker's poll, heartbeat and reports all reconnect when the scheduler dies: each
+    # must fail with a ConnectError (and so be retried), not with the address cache's
+    # KeyError, which ended the worker.
+    resolver = Resolver("127.0.0.1")
+    async with httpx.AsyncClient(transport=FastTransport(resolver=resolver), timeout=1) as c:
+        async with Server(fixed(b"{}"), close_after=1) as srv:
+            url = f"http://scheduler.example:{srv.port}/"
+            assert (await c.get(url)).status_code == 200
+        results = await asyncio.gather(*(c.get(url) for _ in range(4)), return_exceptions=True)
+    assert all(isinstance(r, httpx.ConnectError) for r in results), results
+
+
 async def test_a_name_that_does_not_resolve_is_a_connect_error_naming_it() -> None:
     async def nothing(host: str, port: int) -> list[str]:
         raise socket.gaierror(-2, "Name or service not known")
