@@ -94,7 +94,7 @@ WORKER_NAMESPACE = {"w3": "b", "big-b": "b"}
 """Namespaces (the others are in "a"): a run of namespace "b" runs only on these, and
 a run of "a" never on them."""
 NODES = ("n0", "n1")
-WORKFLOWS = {"wf": None, "soft-wf": "SOFT", "hard-wf": "HARD"}
+WORKFLOWS = {"wf": None, "soft-wf": "SOFT", "hard-wf": "HARD", "child": None}
 ACTIVITIES = ("a", "b")
 LOSS_REASONS = ("ProcessExited", "HeartbeatTimeout", "PodDeleted", "ScaledDown", "NodeLost")
 PERMANENT_LOSSES = ("PodDeleted", "ScaledDown", "Evicted")
@@ -108,7 +108,7 @@ MAX_RUNS = 6
 class Step:
     """One workflow-side operation; it takes one seq whatever path the workflow takes."""
 
-    kind: str  # "open" | "act" | "timer" | "close"
+    kind: str  # "open" | "act" | "timer" | "close" | "child"
     strategy: str = "SOFT"
     activity: str = "a"
     session: int | str | None = None
@@ -177,6 +177,11 @@ class Script:
                 elif step.kind == "timer":
                     cmds.append({"type": "start_timer", "seq": seq, "seconds": step.seconds})
                     awaited.append(seq)
+                elif step.kind == "child":
+                    cmds.append(
+                        {"type": "start_child", "seq": seq, "workflow": "child", "input": seq}
+                    )
+                    awaited.append(seq)
                 else:  # close
                     closing = session_of(step.session)
                     if closing is not None and closing != wf_session:
@@ -233,7 +238,10 @@ steps = st.one_of(
     st.builds(lambda s: Step("open", strategy=s), st.sampled_from(["SOFT", "HARD"])),
     st.builds(lambda s: Step("timer", seconds=s), st.sampled_from([0.5, 2.0, 10.0])),
     st.builds(lambda k: Step("close", session=k), st.integers(0, 2)),
+    st.just(Step("child")),
 )
+CHILD_SCRIPT = Script([[Step("act")]], [True], "complete")
+"""What every child run does: one activity, then it completes (or fails with it)."""
 
 
 @st.composite
@@ -326,9 +334,11 @@ def outcomes_in(history: list[dict[str, Any]]) -> dict[int, bool]:
     out: dict[int, bool] = {}
     for ev in history:
         d = ev["data"]
-        if ev["type"] == "ActivityCompleted" or ev["type"] == "TimerFired":
+        if ev["type"] in ("ActivityCompleted", "TimerFired", "ChildCompleted"):
             out[d["seq"]] = True
-        elif ev["type"] == "ActivityFailed" and d.get("retry_at") is None:
+        elif ev["type"] == "ChildFailed" or (
+            ev["type"] == "ActivityFailed" and d.get("retry_at") is None
+        ):
             out[d["seq"]] = False
     return out
 
@@ -616,6 +626,12 @@ class EngineMachine(RuleBasedStateMachine):
         """Carry out one engine call's effects and hand messages to the worker processes."""
         self.d.apply(effects)
         eng = self.engine
+        for rid in eng.runs:
+            if rid not in self.run_ids:  # a child run the engine started
+                self.scripts.setdefault(rid, CHILD_SCRIPT)
+                self.run_ids.append(rid)
+                if self.restarts:
+                    event("a child run started after a scheduler restart")
         for fx in effects:
             if isinstance(fx, Deliver) and fx.message["kind"] in ("activity", "workflow"):
                 rid = fx.message["run_id"]
@@ -999,14 +1015,21 @@ class EngineMachine(RuleBasedStateMachine):
         self.write(self.run_ids[pick % len(self.run_ids)])
 
     @precondition(lambda self: bool(self.run_ids))
-    @rule()
-    def scheduler_restarts(self) -> None:
+    @rule(mid_write=st.integers(0, 2**12 - 1))
+    def scheduler_restarts(self, mid_write: int) -> None:
         """The scheduler dies; a new one restores every run from what the store holds.
-        Workers keep running their attempts and must re-register."""
+        Workers keep running their attempts and must re-register. `mid_write` picks runs
+        whose pending history the store wrote just before the crash (bit i: run i): a
+        parent's and its child's histories are written apart, so one may be stored
+        without the other."""
+        for i, rid in enumerate(self.run_ids[:12]):
+            if mid_write >> i & 1:
+                self.d.write(rid)
         old = self.engine
         self.restarts += 1
         whole = all(self.d.written.get(rid, 0) == len(self.d.stored[rid]) for rid in self.run_ids)
         self.d.crash()
+        self._note_torn_children()
         for rid in [rid for rid in self.run_ids if not self.d.stored[rid]]:
             # Its start was never acknowledged: the client starts it again, or not.
             self.run_ids.remove(rid)
@@ -1037,6 +1060,23 @@ class EngineMachine(RuleBasedStateMachine):
             # The old scheduler's workflow tasks are gone; attempts keep running.
             proc.wfts.clear()
         self.d.silent.clear()
+
+    def _note_torn_children(self) -> None:
+        """Tell hypothesis when a crash stored a parent and its child apart."""
+        stored = self.d.stored
+        for evs in stored.values():
+            for ev in evs:
+                if ev["type"] != "ChildStarted":
+                    continue
+                seq, cid = ev["data"]["seq"], ev["data"]["child_run_id"]
+                told = any(
+                    e["type"] in ("ChildCompleted", "ChildFailed") and e["data"]["seq"] == seq
+                    for e in evs
+                )
+                if not stored.get(cid):
+                    event("a crash stored a parent's ChildStarted without the child")
+                elif not told and any(e["type"] in TERMINAL_EVENTS for e in stored[cid]):
+                    event("a crash stored a child's end without its parent's")
 
     @precondition(lambda self: any(not r.terminal for r in self.engine.runs.values()))
     @rule(drains=st.sampled_from([None, None, "ProcessExited", "PodDeleted", "NodeLost"]))

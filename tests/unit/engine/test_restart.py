@@ -189,7 +189,7 @@ def test_a_child_that_ended_before_its_parent_heard_resolves_the_parent_after_a_
     # The child's end and the parent's ChildCompleted go to two histories; a crash
     # between the two writes stores the first alone.
     d = Driver()
-    rid, cid, start = child_run(d)
+    rid, _, start = child_run(d)
     d.commands("w1", d.workflow_task("w1"), done(1, "child-done"))
     assert d.stored[rid][-1]["type"] == "ChildCompleted"
     d.stored[rid] = [ev for ev in d.stored[rid] if ev["type"] != "ChildCompleted"]
@@ -207,7 +207,7 @@ def test_a_child_that_ended_before_its_parent_heard_resolves_the_parent_after_a_
 
 def test_a_child_whose_start_was_never_stored_is_started_by_the_parents_replay() -> None:
     d = Driver()
-    rid, cid, start = child_run(d)
+    _, cid, start = child_run(d)
     del d.stored[cid]  # the crash came between the parent's write and the child's
     fresh = restarted(d)
     fresh.register("w1", workflows={"wf": None, "child": None})
