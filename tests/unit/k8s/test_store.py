@@ -245,6 +245,36 @@ async def test_with_a_fence_segments_carry_the_epoch_appends_test_it_and_rolls_s
     )
 
 
+async def test_a_batch_larger_than_the_room_left_goes_whole_into_a_new_segment() -> None:
+    fake = FakeWrites()
+    store = fenced_store_with(fake, Fence(epoch=3))
+    store._segment_bytes, store._fresh_segment_bytes = 4096, 64 * 1024
+    await store.append("ns.run", [event(seq, result="r" * 200) for seq in range(5)])
+    fake.requests.clear()
+    batch = [event(seq, result="r" * 200) for seq in range(5, 45)]  # ~9 KiB
+    await store.append("ns.run", batch)
+    (seal, create) = fake.requests
+    assert (seal[0], seal[1].rsplit("/", 1)[1]) == ("PATCH", "run-h0")
+    assert (create[0], create[2]["metadata"]["name"]) == ("POST", "run-h1")
+    assert list(create[2]["data"]) == ["00000005"]
+    assert len(json.loads(create[2]["data"]["00000005"])) == 40
+    fake.requests.clear()
+    await store.append("ns.run", [event(45)])  # h1 is over its size: never patched
+    assert [(m, b["metadata"]["name"]) for m, _, b in fake.requests if m == "POST"] == [
+        ("POST", "run-h2")
+    ]
+
+
+async def test_a_batch_larger_than_a_fresh_segment_spans_fresh_segments() -> None:
+    fake = FakeWrites()
+    store = store_with(fake)
+    store._segment_bytes, store._fresh_segment_bytes = 4096, 8192
+    await store.append("ns.run", [event(seq, result="r" * 200) for seq in range(100)])
+    sizes = [len(json.loads(next(iter(b["data"].values())))) for m, _, b in fake.requests]
+    assert [m for m, _, _ in fake.requests] == ["POST"] * len(sizes)
+    assert sizes == [30, 30, 30, 10]  # ~270 bytes an event, 8 KiB a fresh segment
+
+
 class RefusingTests(FakeWrites):
     """A segment a newer leader stamped with epoch 4: tested patches fail with 422."""
 

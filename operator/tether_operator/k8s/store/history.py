@@ -86,6 +86,11 @@ SEGMENT_BYTES = 32 * 1024
 """A history segment rolls over before its data reaches this size. The API server
 rewrites the whole object on every patch (about 0.15 ms per KiB here), so small
 segments keep an append's cost flat; a ConfigMap could hold 1 MiB."""
+FRESH_SEGMENT_BYTES = 512 * 1024
+"""How much of one append a new segment takes whole. A batch larger than a segment's
+room goes into a segment of its own instead of being split over several: one create
+(and, with fencing, one seal of the segment before) rather than a patch, a seal and a
+create per 32 KiB. Such a segment is full at once, so it is never patched."""
 PAYLOADS_KEY = "tether.dev/payloads"
 """Envelope key of a stored event: `{field: payload ref}` for the fields moved out."""
 SEGMENT_ANNOTATION = "tether.dev/segment"
@@ -186,6 +191,7 @@ class KubernetesRunStore:
         *,
         inline_bytes: int = INLINE_BYTES,
         segment_bytes: int = SEGMENT_BYTES,
+        fresh_segment_bytes: int = FRESH_SEGMENT_BYTES,
         fence: Fence | None = None,
     ) -> None:
         self._client = client
@@ -193,6 +199,7 @@ class KubernetesRunStore:
         self._namespaces = list(namespaces) if namespaces else None
         self._inline_bytes = inline_bytes
         self._segment_bytes = segment_bytes
+        self._fresh_segment_bytes = max(fresh_segment_bytes, segment_bytes)
         self._payloads = PayloadStore(client)
         self._runs: dict[str, _RunState] = {}
         self._listing: dict[str, list[dict[str, Any]]] = {}
@@ -389,15 +396,17 @@ class KubernetesRunStore:
         done = 0
         while done < len(texts):
             key = f"{state.next_index:08d}"
-            room = self._segment_bytes - state.segment_bytes - len(key) - 2
+            fresh = state.segment_bytes == 0
+            limit = self._fresh_segment_bytes if fresh else self._segment_bytes
+            room = limit - state.segment_bytes - len(key) - 2
             take, size = 0, 0
             while done + take < len(texts) and size + len(texts[done + take]) + 1 <= room:
                 size += len(texts[done + take]) + 1
                 take += 1
+            if done + take < len(texts) and not fresh:
+                await self._roll(run_id, state)  # the rest goes whole into a new segment
+                continue
             if take == 0:
-                if state.segment_bytes > 0:
-                    await self._roll(run_id, state)
-                    continue
                 take = 1  # one event larger than a segment: the API server judges it
             piece = "[" + ",".join(texts[done : done + take]) + "]"
             if not await self._put_piece(run_id, state, key, piece):
