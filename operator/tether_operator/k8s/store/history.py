@@ -5,7 +5,8 @@ segments, ConfigMaps `<run>-h0`, `<run>-h1`, ... Each `append` adds one key to t
 newest segment with a JSON merge patch (one API write); the key is the index of the
 batch's first event (`00000042`) and the value the batch as a JSON array. A segment
 is created by the append that first needs it, with its first batch in it, and the
-store rolls to a new one before the segment reaches `segment_bytes` (32 KiB). An event whose
+store rolls to a new one before the segment reaches `segment_bytes` (32 KiB); a batch
+larger than the room left goes whole into a new segment (up to 512 KiB). An event whose
 encoding is over `inline_bytes` has its largest `data` fields moved to payload
 ConfigMaps (`payloads.py`) and replaced by `null` plus a reference under the
 envelope key `tether.dev/payloads`; `load` puts the values back, so it returns
