@@ -112,6 +112,28 @@ async def test_a_thousand_activity_history_spans_small_segments(
     assert len(await (await store_for(client, ns)).load(run[0])) == 4004
 
 
+async def test_a_busy_runs_large_append_is_one_write_into_a_segment_of_its_own(
+    client: KubeClient, ns: str, kube: Kube
+) -> None:
+    run = await new_run(client, ns)
+    store = await store_for(client, ns, run)
+    appended = activity(1)
+    await store.append(run[0], appended)
+    batch = [ev for seq in range(2, 152) for ev in activity(seq)]  # 150 activities
+    writes = client.writes
+    await store.append(run[0], batch)
+    assert client.writes - writes == 1  # no fence here, so no seal before it
+    appended += batch
+    segments = sorted(config_maps(kube, ns), key=lambda cm: cm["metadata"]["name"])
+    assert [cm["metadata"]["name"] for cm in segments] == ["run-h0", "run-h1"]
+    assert len(segments[1]["data"]) == 1
+    assert len(segments[1]["data"]["00000004"]) > 32 * 1024
+    await store.append(run[0], activity(152))  # h1 is over its size: a new segment
+    appended += activity(152)
+    assert len(config_maps(kube, ns)) == 3
+    assert await (await store_for(client, ns)).load(run[0]) == appended
+
+
 async def test_a_2_mib_result_survives_a_restart(client: KubeClient, ns: str, kube: Kube) -> None:
     run = await new_run(client, ns)
     store = await store_for(client, ns, run)
