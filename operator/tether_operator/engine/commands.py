@@ -150,10 +150,8 @@ class Commands:
         workflow worker); None for a child that is not sticky."""
         if not cmd.sticky:
             return None
-        sid = cmd.session_id
-        if sid and sid in run.sessions and run.sessions[sid].worker:
-            return run.sessions[sid].worker or worker_id
-        return worker_id
+        session = run.sessions.get(cmd.session_id) if cmd.session_id else None
+        return session.worker if session is not None and session.worker else worker_id
 
     def _child_of(self, run: Run, child_id: str, cmd: StartChild, target: str | None) -> None:
         """Start child `child_id` of `run`, unless the store already gave it back after a

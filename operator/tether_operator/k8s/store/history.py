@@ -408,7 +408,7 @@ class KubernetesRunStore:
                 await self._roll(run_id, state)  # the rest goes whole into a new segment
                 continue
             if take == 0:
-                take = 1  # one event larger than a segment: the API server judges it
+                take = 1  # one event larger than a fresh segment: the API server judges it
             piece = "[" + ",".join(texts[done : done + take]) + "]"
             if not await self._put_piece(run_id, state, key, piece):
                 await self._roll(run_id, state)
