@@ -22,6 +22,7 @@ import os
 import platform
 import statistics
 import subprocess
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -498,10 +499,11 @@ OPEN_RUNS_LANES = 16
 """Creates in flight at once while opening runs (a client applying runs in parallel)."""
 
 
-async def _create_runs(workflow: str, count: int, input_: Any) -> list[str]:
-    """Create `count` runs of `workflow` through the API, `OPEN_RUNS_LANES` at a time."""
-    client = KubeClient(load_config())
-    names: list[str] = []
+async def _create_runs(workflow: str, count: int, input_: Any) -> dict[str, float]:
+    """Create `count` runs of `workflow` through the API, `OPEN_RUNS_LANES` at a time:
+    each run's name and when its create returned."""
+    client = KubeClient(load_config(), user_agent="tether-bench/open-runs")
+    created: dict[str, float] = {}
     todo = iter(range(count))
 
     async def lane() -> None:
@@ -513,13 +515,46 @@ async def _create_runs(workflow: str, count: int, input_: Any) -> list[str]:
                 "spec": {"workflowRef": {"name": workflow}, "input": input_},
             }
             made = await client.create(paths.workflow_runs(NAMESPACE), body)
-            names.append(made["metadata"]["name"])
+            created[made["metadata"]["name"]] = time.time()
 
     try:
         await asyncio.gather(*(lane() for _ in range(OPEN_RUNS_LANES)))
     finally:
         await client.aclose()
-    return names
+    return created
+
+
+class PhaseWatch:
+    """`kubectl get wfr --watch` in the benchmark namespace, from before the runs exist:
+    when each run was first seen in each phase. One watch, so neither polling nor
+    kubectl's client-side rate limit (5 requests/s) delays what it sees."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, dict[str, float]] = {}
+        self._proc = subprocess.Popen(
+            [
+                "kubectl", "-n", NAMESPACE, "get", "wfr", "--watch", "--output-watch-events",
+                "-o", "jsonpath={.type} {.object.metadata.name} {.object.status.phase}{'\\n'}",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            _, name, *phase = line.split()
+            if phase:
+                self.seen.setdefault(phase[0], {}).setdefault(name, time.time())
+
+    def when(self, phase: str) -> dict[str, float]:
+        return dict(self.seen.get(phase, {}))
+
+    def stop(self) -> None:
+        self._proc.terminate()
+        self._proc.wait(10)
 
 
 def _phases() -> dict[str, int]:
@@ -533,42 +568,44 @@ def _phases() -> dict[str, int]:
 
 def bench_open_runs(quick: bool) -> dict[str, Any]:
     """Many runs open at once, each waiting on an hour's durable timer: how fast the
-    operator starts them (created through the API, 16 at a time, until every one is
-    Running) and its memory once they all wait."""
+    operator starts them (created through the API, 16 at a time, until a watch has seen
+    every one Running) and its memory once they all wait."""
     count = 1000 if quick else 10_000
     apply(pool("bench-open", "workflows", 2, slots=256))
+    watch = PhaseWatch()
     try:
         wait_pool("bench-open", 2)
         rss_before = operator_rss_mib()
         cpu_before = cpu_seconds()
         t0 = time.time()
-        names = asyncio.run(_create_runs("bench-timer", count, {"seconds": 3600}))
+        created = asyncio.run(_create_runs("bench-timer", count, {"seconds": 3600}))
         created_s = time.time() - t0
         deadline = time.monotonic() + 1800
-        last = names[-50:]  # runs start about in order: watch the last ones, cheaply
-        while True:
+        while len(running := watch.when("Running")) < count:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{count} runs not all Running: {_phases()}")
-            phases = kubectl("get", "wfr", *last, "-o", "jsonpath={.items[*].status.phase}")
-            if phases.split() == ["Running"] * len(last):
-                if (every := _phases()).get("Running", 0) == count:
-                    break
-                if every.get("Failed"):
-                    raise RuntimeError(f"runs failed: {every}")
-            time.sleep(1)
-        running_s = time.time() - t0
+            if failed := watch.when("Failed"):
+                raise RuntimeError(f"{len(failed)} runs failed, e.g. {next(iter(failed))}")
+            time.sleep(0.2)
+        running_s = max(running.values()) - t0
         cpu = {k: v - cpu_before[k] for k, v in cpu_seconds().items()}
+        lags = sorted(running[name] - done for name, done in created.items())
         time.sleep(10)  # settled: what the operator keeps for runs that wait
         rss_after = operator_rss_mib()
         objects = len(kubectl("get", "configmaps", "-o", "name").split())
     finally:
+        watch.stop()
         kubectl("delete", "wfr", "--all", "--wait=false")
         delete_pools("bench-open")
     return {
-        "open_runs": len(names),
+        "open_runs": len(created),
         "create_s": round(created_s, 1),
+        "create_rate_runs_per_s": round(count / created_s),
         "all_running_s": round(running_s, 1),
         "start_rate_runs_per_s": round(count / running_s),
+        "created_to_running_p50_s": round(lags[len(lags) // 2], 2),
+        "created_to_running_p99_s": round(lags[len(lags) * 99 // 100], 2),
+        "created_to_running_max_s": round(lags[-1], 2),
         "operator_rss_mib_before": rss_before,
         "operator_rss_mib_open": rss_after,
         "configmaps_in_namespace": objects,

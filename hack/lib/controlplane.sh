@@ -30,7 +30,7 @@ control_plane_up() {
     --allow-privileged=true \
     --default-not-ready-toleration-seconds "$EVICTION_SECONDS" \
     --default-unreachable-toleration-seconds "$EVICTION_SECONDS" \
-    --profiling=false --v 1
+    --profiling=true --v 1
   wait_for "kube-apiserver (log: $(log_file kube-apiserver))" 90 apiserver_ready
   start kube-controller-manager -- "$bin/kube-controller-manager" \
     --kubeconfig "$pki/controller-manager.kubeconfig" \

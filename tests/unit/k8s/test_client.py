@@ -194,6 +194,8 @@ async def test_requests_carry_the_token_and_count_writes() -> None:
         "PUT",
     ]
     assert all(r.headers["Authorization"] == "Bearer tok" for r in recorder.requests)
+    # The API server names a field's writer (managedFields) after the agent's first part.
+    assert all(r.headers["User-Agent"].startswith("tether-operator/") for r in recorder.requests)
     assert [r.headers.get("Content-Type") for r in recorder.requests[2:5]] == [
         "application/merge-patch+json",
         "application/json-patch+json",

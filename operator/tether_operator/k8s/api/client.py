@@ -17,6 +17,7 @@ import ssl
 import tempfile
 import time
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote, urlencode
@@ -214,6 +215,19 @@ def resource_path(
     return "/".join(parts)
 
 
+def _user_agent() -> str:
+    try:
+        release = version("tether")
+    except PackageNotFoundError:
+        release = "dev"
+    return f"tether-operator/{release}"
+
+
+USER_AGENT = _user_agent()
+"""Sent with every request: the API server names the writer of a field after the part
+before the `/` (`metadata.managedFields[].manager`), and audit logs show it whole."""
+
+
 class KubeClient:
     """JSON requests to the API server over one pooled `httpx.AsyncClient`.
 
@@ -227,9 +241,11 @@ class KubeClient:
         *,
         timeout: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        user_agent: str = USER_AGENT,
     ) -> None:
         self.config = config
         self.writes = 0
+        self._user_agent = user_agent
         self._timeout = timeout
         self._origin = Origin.of(config.server)
         self._base_path = httpx.URL(config.server).raw_path.decode("ascii").rstrip("/")
@@ -254,7 +270,7 @@ class KubeClient:
         content_type: str = "application/json",
     ) -> Any:
         """Send one request; the decoded JSON answer (None for an empty body)."""
-        headers = [("Accept", "application/json")]
+        headers = [("Accept", "application/json"), ("User-Agent", self._user_agent)]
         token = self.config.bearer_token()
         if token:
             headers.append(("Authorization", f"Bearer {token}"))
