@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.kube import PREFIX, Helm, HelmError, Kube, Obj, install_crds
 from tests.store.conftest import postgres_dsn, postgres_server  # noqa: F401 (fixtures)
@@ -181,6 +182,18 @@ class Install:
     def leader_pods(self) -> list[Obj]:
         """The operator pod that leads (it labels itself `tether.dev/leader=true`)."""
         return [p for p in self.operator_pods() if p["metadata"]["labels"].get(LEADER_LABEL)]
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sample `name{labels}` of the leading operator's `/metrics` (through the API
+        server's pod proxy, as a user without a port-forward reads it); 0 if absent."""
+        (leader,) = self.leader_pods()
+        pod = leader["metadata"]["name"]
+        path = f"/api/v1/namespaces/{self.system.namespace}/pods/{pod}:9090/proxy/metrics"
+        for family in text_string_to_metric_families(self.system.run("get", "--raw", path)):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return float(sample.value)
+        return 0.0
 
     def operator_logs(self) -> str:
         leaders = self.leader_pods()

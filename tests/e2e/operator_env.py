@@ -83,6 +83,9 @@ class Operator:
                 "127.0.0.1",
                 "--port",
                 str(self.port),
+                # Several host operators may run at once: no shared metrics port.
+                "--metrics-port",
+                "0",
                 "--namespace",
                 self.namespace,
                 "--scheduler-url",

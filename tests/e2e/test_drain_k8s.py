@@ -71,7 +71,11 @@ def result(run: Run) -> list[dict[str, Any]]:
     return out
 
 
-def test_soft_session_moves_on_after_its_pod_is_deleted_mid_step(pool: Pool) -> None:
+def test_soft_session_moves_on_after_its_pod_is_deleted_mid_step(
+    pool: Pool, tether: Install
+) -> None:
+    breaks = tether.metric("tether_sessions_broken_total", reason="PodDeleted")
+    cold_rebinds = tether.metric("tether_session_rebinds_total", cold_start="true")
     run = start(pool, "SOFT")
     step = held_step(run)
     pod, node = step["pod"], step["node"]
@@ -103,6 +107,9 @@ def test_soft_session_moves_on_after_its_pod_is_deleted_mid_step(pool: Pool) -> 
     assert (first["pod"], first["node"], first["reason"]) == (pod, node, "PodDeleted")
     assert first["endedAt"]
     assert second["pod"] == steps[2]["pod"]
+    # The operator's metrics saw the break and the cold rebind.
+    assert tether.metric("tether_sessions_broken_total", reason="PodDeleted") == breaks + 1
+    assert tether.metric("tether_session_rebinds_total", cold_start="true") == cold_rebinds + 1
 
 
 def test_hard_run_fails_when_its_pod_is_deleted(pool: Pool) -> None:

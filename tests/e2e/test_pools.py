@@ -382,7 +382,7 @@ class PodReachableOperator(Operator):
 
     def _spawn(self, out: Any, env: dict[str, str]) -> subprocess.Popen[bytes]:
         command = [sys.executable, "-m", "tether_operator.cli", "operator", "--host", "0.0.0.0"]
-        command += ["--port", str(self.port), "--namespace", self.namespace]
+        command += ["--port", str(self.port), "--metrics-port", "0", "--namespace", self.namespace]
         command += ["--scheduler-url", f"http://{HOST_FROM_PODS}:{self.port}"]
         return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
 

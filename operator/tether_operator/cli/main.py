@@ -90,6 +90,10 @@ def _port(text: str) -> int:
     return value
 
 
+def _port_or_off(text: str) -> int:
+    return 0 if text.strip() == "0" else _port(text)
+
+
 def tether_version() -> str:
     """The installed version of the `tether` distribution."""
     try:
@@ -172,6 +176,12 @@ def build_parser() -> ArgumentParser:
     dev.add_argument("--workers", type=_positive_int, default=3, help="worker processes (3)")
     dev.add_argument("--port", type=_port, default=7233, help="scheduler port (7233)")
     dev.add_argument("--host", default="127.0.0.1", help="scheduler address (127.0.0.1)")
+    dev.add_argument(
+        "--metrics-port",
+        type=_port_or_off,
+        default=9090,
+        help="Prometheus /metrics port (9090; 0: off)",
+    )
     dev.add_argument("--slots", type=_positive_int, default=8, help="activities per worker (8)")
     dev.add_argument(
         "--session-capacity", type=_positive_int, default=4, help="sessions per worker (4)"
@@ -195,6 +205,12 @@ def build_parser() -> ArgumentParser:
     )
     op.add_argument("--host", default="0.0.0.0", help="scheduler address (0.0.0.0)")
     op.add_argument("--port", type=_port, default=7233, help="scheduler port (7233)")
+    op.add_argument(
+        "--metrics-port",
+        type=_port_or_off,
+        default=9090,
+        help="Prometheus /metrics port (9090; 0: off)",
+    )
     op.add_argument(
         "--namespace",
         action="append",
@@ -308,6 +324,7 @@ def _dev(args: argparse.Namespace, output: Output) -> int:
         workers=args.workers,
         host=args.host,
         port=args.port,
+        metrics_port=args.metrics_port,
         slots=args.slots,
         session_capacity=args.session_capacity,
         restart=not args.no_restart,
@@ -353,6 +370,7 @@ def _operator(args: argparse.Namespace) -> int:
         settings = OperatorSettings(
             host=args.host,
             port=args.port,
+            metrics_port=args.metrics_port,
             store=args.store,
             **({"auth": args.auth} if args.auth else {}),
         )

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from tether_operator.engine import EngineError
+from tether_operator.metrics import open_metrics_port
 from tether_operator.scheduler import SchedulerService
 from tether_operator.scheduler.server import ServeError, serve
 from tether_operator.store import StoreError
@@ -65,9 +66,18 @@ class EmbeddedScheduler:
     stopped through its `stop` event.
     """
 
-    def __init__(self, host: str, port: int, console: Console, db: str | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        console: Console,
+        db: str | None = None,
+        metrics_port: int = 0,
+    ) -> None:
         self.host = host
         self.port = port
+        self.metrics_port = metrics_port
+        self._metrics: asyncio.Server | None = None
         self.console = console
         self.db = db
         self._log_handler: logging.Handler | None = None
@@ -120,6 +130,9 @@ class EmbeddedScheduler:
             name="tether-scheduler",
         )
         await self._wait_ready()
+        self._metrics = await open_metrics_port(
+            self.service.metrics.registry, self.host, self.metrics_port
+        )
 
     async def _wait_ready(self) -> None:
         assert self._task is not None
@@ -152,6 +165,8 @@ class EmbeddedScheduler:
     async def stop(self) -> None:
         """Stop serving (in-flight long polls get a short grace period)."""
         self._stopping = True
+        if self._metrics is not None:
+            self._metrics.close()
         self.service.begin_shutdown()
         self._stop.set()
         if self._task is not None:

@@ -17,6 +17,8 @@ class DevOptions:
     """Address the embedded scheduler listens on."""
     port: int = 7233
     """Port the embedded scheduler listens on."""
+    metrics_port: int = 9090
+    """Port of Prometheus `/metrics`, on `host` (0: none)."""
     slots: int = 8
     """Concurrent activities per worker."""
     session_capacity: int = 4

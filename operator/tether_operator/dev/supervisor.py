@@ -54,7 +54,9 @@ class DevSupervisor:
         self.console = console
         self.contents: FileContents | None = None
         """What the file defines, once `check_file` has imported it (shown in the header)."""
-        self.scheduler = EmbeddedScheduler(options.host, options.port, console, db=options.db)
+        self.scheduler = EmbeddedScheduler(
+            options.host, options.port, console, db=options.db, metrics_port=options.metrics_port
+        )
         self.specs = worker_specs(
             Path(options.file).resolve(),
             options.workers,

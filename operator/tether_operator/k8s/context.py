@@ -46,6 +46,8 @@ class OperatorSettings:
     """Address the scheduler's HTTP API listens on."""
     port: int = 7233
     """Port of the scheduler's HTTP API (the Service port)."""
+    metrics_port: int = 9090
+    """Port of `/metrics` (Prometheus), on `host`; 0 serves no metrics."""
     namespaces: tuple[str, ...] = field(
         default_factory=lambda: _env_list("TETHER_WATCH_NAMESPACES")
     )

@@ -61,6 +61,7 @@ from tether_operator.k8s.runs.controller import RunController
 from tether_operator.k8s.runs.mirror import MarkingStore
 from tether_operator.k8s.runs.workflows import WorkflowDirectory, WorkflowPublisher, retry_defaults
 from tether_operator.k8s.store.history import KubernetesRunStore
+from tether_operator.metrics import LeaderCollector, open_metrics_port
 from tether_operator.scheduler.app import create_app
 from tether_operator.scheduler.auth import Gate
 from tether_operator.scheduler.server import serve
@@ -326,6 +327,10 @@ async def run_operator(settings: OperatorSettings) -> None:
     stop = asyncio.Event()
     active = asyncio.Event()
     """Set once this process leads, has recovered and started kopf."""
+    client.observe = service.metrics.api_request
+    service.metrics.registry.register(
+        LeaderCollector(lambda: active.is_set() and readiness.leading(), lambda: fence.epoch)
+    )
     kopf_task: asyncio.Task[None] | None = None
     lost: list[BaseException] = []
 
@@ -422,6 +427,9 @@ async def run_operator(settings: OperatorSettings) -> None:
 
         return run
 
+    metrics = await open_metrics_port(
+        service.metrics.registry, settings.host, settings.metrics_port
+    )
     try:
         await serve(
             settings.host,
@@ -432,6 +440,8 @@ async def run_operator(settings: OperatorSettings) -> None:
             stop=stop,
         )
     finally:
+        if metrics is not None:
+            metrics.close()
         if active.is_set():
             await mark(False)
         # Deposed: stop at once, write nothing more (the new leader owns the runs).

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -61,9 +62,11 @@ class HistoryWriter:
         retry_initial: float = 0.05,
         retry_max: float = 5.0,
         on_written: Callable[[str, int], None] | None = None,
+        on_commit: Callable[[float, int, bool], None] | None = None,
         linger: float = 0.0,
     ) -> None:
         self._store = store
+        self._on_commit = on_commit
         self._linger = linger
         self._retry_initial = retry_initial
         self._retry_max = retry_max
@@ -221,9 +224,11 @@ class HistoryWriter:
                 logger.exception("history on_written callback failed for run %s", run_id)
 
     async def _write(self, run_id: str, events: list[dict[str, Any]]) -> bool:
+        began = time.perf_counter()
         try:
             await self._store.append(run_id, events)
         except Exception as exc:
+            self._committed(began, len(events), ok=False)
             self.failures += 1
             if isinstance(exc, StoreError) and exc.permanent:
                 # The store says no retry can succeed (e.g. the run's object is gone):
@@ -239,4 +244,9 @@ class HistoryWriter:
                 "could not persist %d history events of run %s; will retry", len(events), run_id
             )
             return False
+        self._committed(began, len(events), ok=True)
         return True
+
+    def _committed(self, began: float, events: int, *, ok: bool) -> None:
+        if self._on_commit is not None:
+            self._on_commit(time.perf_counter() - began, events, ok)

@@ -26,6 +26,7 @@ import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from functools import partial
 from typing import Any, TypedDict, assert_never
 
 from tether_operator.engine import (
@@ -38,6 +39,7 @@ from tether_operator.engine import (
     WorkerReplaced,
 )
 from tether_operator.engine.effects import Deliver, Effect, Persist, RunEnded, WorkerGone
+from tether_operator.metrics import EngineCollector, Metrics
 from tether_operator.scheduler.auth import Forbidden
 from tether_operator.scheduler.history_writer import HistoryWriter
 from tether_operator.scheduler.inputs import InputCatalog
@@ -148,6 +150,10 @@ class SchedulerService:
         self.engine_config = engine_config or EngineConfig()
         self.engine = Engine(self.engine_config)
         self.store: HistoryStore = store if store is not None else MemoryStore()
+        self.metrics = Metrics(workflow_of=self._workflow_of)
+        """Counters and histograms fed by the history this scheduler writes, and gauges
+        read from its engine (served by `tether_operator.metrics.serve_metrics`)."""
+        self.metrics.registry.register(EngineCollector(self.engine))
         self.clock = clock
         self.namespace = namespace
         self.scheduler_url = scheduler_url
@@ -157,6 +163,7 @@ class SchedulerService:
         self.history_writer = HistoryWriter(
             self.store,
             on_written=self._history_written if self.durable else None,
+            on_commit=partial(self.metrics.committed, self.store.kind),
             linger=HISTORY_LINGER if self.durable else 0.0,
         )
         self._held: dict[str, deque[tuple[int, int, Deliver]]] = {}
@@ -278,6 +285,7 @@ class SchedulerService:
                         # schedule, the start and the completion are written together.
                         self._deliver(effect.worker_id, effect.message)
                 case Persist():
+                    self.metrics.observe(effect.run_id, effect.events)
                     self.history_writer.submit(effect.run_id, effect.events)
                 case Notice():
                     self._notice(effect)
@@ -317,6 +325,10 @@ class SchedulerService:
             _tally(self._held_tasks, effect.worker_id, task_id, 1)
         elif (wft := _outcome_for(effect)) is not None:
             _tally(self._held_outcomes, effect.worker_id, wft, 1)
+
+    def _workflow_of(self, run_id: str) -> str | None:
+        run = self.engine.runs.get(run_id)
+        return None if run is None else run.workflow
 
     def _history_written(self, run_id: str, written: int) -> None:
         """The run's history is written up to mark `written`: release what waited for it."""

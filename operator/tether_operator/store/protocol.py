@@ -35,6 +35,9 @@ class HistoryStore(Protocol):
     """True if appended history outlives the scheduler process: then nothing is
     acknowledged or dispatched before the history behind it is appended."""
 
+    kind: str
+    """The tier: `memory`, `sqlite`, `postgres` or `apiserver` (a metrics label)."""
+
     async def open(self) -> None:
         """Connect and prepare (create or migrate tables); called once before use."""
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tether_operator.cli.client import CliError, SchedulerClient
@@ -74,6 +75,7 @@ class DevMode:
     log: Path
     client: SchedulerClient
     url: str
+    metrics_url: str
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -108,7 +110,7 @@ class DevMode:
 def dev(tmp_path: Path) -> Iterator[DevMode]:
     flows = tmp_path / "flows.py"
     flows.write_text(WORKFLOW_FILE)
-    port = _free_port()
+    port, metrics_port = _free_port(), _free_port()
     log = tmp_path / "dev.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
@@ -122,12 +124,15 @@ def dev(tmp_path: Path) -> Iterator[DevMode]:
                 "2",
                 "--port",
                 str(port),
+                "--metrics-port",
+                str(metrics_port),
             ],
             stdout=sink,
             stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
-    mode = DevMode(process, log, SchedulerClient(url, timeout=5), url)
+    metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+    mode = DevMode(process, log, SchedulerClient(url, timeout=5), url, metrics_url)
     try:
         _until(
             lambda: (
@@ -168,6 +173,13 @@ def test_run_wait_prints_the_result_as_json(dev: DevMode) -> None:
     assert listed.returncode == 0
     assert run.run_id in listed.stdout
     assert "Succeeded" in listed.stdout
+
+    # Dev mode serves the operator's metric families on --metrics-port.
+    scraped = httpx.get(dev.metrics_url, timeout=5).text
+    assert 'tether_runs_finished_total{phase="Succeeded",workflow="steps"} 1.0' in scraped
+    times = 'tether_activity_start_to_close_seconds_count{activity="step",workflow="steps"} 3.0'
+    assert times in scraped
+    assert 'tether_workers{pool="",state="ready"} 2.0' in scraped
 
 
 def test_a_killed_worker_is_reported_lost_and_restarted(dev: DevMode) -> None:

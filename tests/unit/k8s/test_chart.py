@@ -157,7 +157,11 @@ def test_operator_runs_with_secure_defaults_probes_and_resources() -> None:
     assert container["resources"]["limits"]["memory"]
     assert container["image"] == "tether:dev"
     assert container["args"][0] == "operator"
-    assert container["ports"] == [{"name": "http", "containerPort": 7233, "protocol": "TCP"}]
+    assert container["ports"] == [
+        {"name": "http", "containerPort": 7233, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": 9090, "protocol": "TCP"},
+    ]
+    assert "--metrics-port=9090" in container["args"]
     env = {e["name"]: e for e in container["env"]}
     assert env["TETHER_SCHEDULER_URL"]["value"] == "http://tether.tether-system.svc:7233"
     assert env["TETHER_WATCH_NAMESPACES"]["value"] == ""
@@ -211,7 +215,8 @@ def test_service_exposes_the_scheduler_port_of_the_operator_pod() -> None:
     assert selector.pop("tether.dev/leader") == "true"
     assert selector.items() <= pod_labels.items()
     assert service["spec"]["ports"] == [
-        {"name": "http", "port": 7233, "targetPort": "http", "protocol": "TCP"}
+        {"name": "http", "port": 7233, "targetPort": "http", "protocol": "TCP"},
+        {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"},
     ]
 
 

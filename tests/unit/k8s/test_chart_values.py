@@ -99,6 +99,36 @@ VALUES: dict[str, tuple[list[str], Check]] = {
         ["schedulerUrl=http://tether.example:9000"],
         lambda o: env(o)["TETHER_SCHEDULER_URL"] == "http://tether.example:9000",
     ),
+    "metrics.enabled": (
+        ["metrics.enabled=false"],
+        lambda o: (
+            "--metrics-port=0" in container(o)["args"]
+            and [p["name"] for p in container(o)["ports"]] == ["http"]
+            and [p["name"] for p in one(o, "Service")["spec"]["ports"]] == ["http"]
+        ),
+    ),
+    "metrics.port": (
+        ["metrics.port=9100"],
+        lambda o: (
+            "--metrics-port=9100" in container(o)["args"]
+            and {"name": "metrics", "containerPort": 9100, "protocol": "TCP"}
+            in container(o)["ports"]
+            and one(o, "Service")["spec"]["ports"][1]["port"] == 9100
+        ),
+    ),
+    "metrics.allowFrom": (
+        [
+            "networkPolicy.enabled=true",
+            "metrics.allowFrom[0].namespaceSelector.matchLabels.team=obs",
+        ],
+        lambda o: (
+            one(o, "NetworkPolicy")["spec"]["ingress"][1]
+            == {
+                "ports": [{"port": "metrics", "protocol": "TCP"}],
+                "from": [{"namespaceSelector": {"matchLabels": {"team": "obs"}}}],
+            }
+        ),
+    ),
     "operator.replicas": (
         ["operator.replicas=3"],
         lambda o: deployment(o)["spec"]["replicas"] == 3,

@@ -204,6 +204,20 @@ async def test_requests_carry_the_token_and_count_writes() -> None:
     assert json.loads(recorder.requests[2].content) == {"data": {"k": "v"}}
 
 
+async def test_each_answer_is_told_to_the_observer_by_verb_and_code() -> None:
+    recorder = Recorder(
+        lambda r: httpx.Response(409 if r.method == "POST" else 200, json={"kind": "Status"})
+    )
+    client = client_for(recorder)
+    seen: list[tuple[str, str]] = []
+    client.observe = lambda verb, code: seen.append((verb, code))
+    await client.get("/api/v1/namespaces/ns/configmaps/a")
+    with pytest.raises(ApiError):
+        await client.create("/api/v1/namespaces/ns/configmaps", {"metadata": {"name": "a"}})
+    await client.aclose()
+    assert seen == [("GET", "200"), ("POST", "409")]
+
+
 async def test_status_errors_are_decoded() -> None:
     status = {
         "kind": "Status",

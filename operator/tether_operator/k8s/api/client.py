@@ -16,6 +16,7 @@ import os
 import ssl
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -245,6 +246,9 @@ class KubeClient:
     ) -> None:
         self.config = config
         self.writes = 0
+        self.observe: Callable[[str, str], None] | None = None
+        """Told each request's method and answer (`200`, `409`, ... or `error` when no
+        answer came): the operator counts them in its metrics."""
         self._user_agent = user_agent
         self._timeout = timeout
         self._origin = Origin.of(config.server)
@@ -283,15 +287,22 @@ class KubeClient:
         target = self._base_path + quote(path, safe="/:@!$&'()*+,;=-._~")
         if params:
             target += "?" + urlencode(params)
-        status, raw_headers, content = await self._transport.request_raw(
-            method,
-            self._origin,
-            target,
-            data,
-            headers,
-            connect_timeout=self._timeout,
-            read_timeout=self._timeout,
-        )
+        try:
+            status, raw_headers, content = await self._transport.request_raw(
+                method,
+                self._origin,
+                target,
+                data,
+                headers,
+                connect_timeout=self._timeout,
+                read_timeout=self._timeout,
+            )
+        except Exception:
+            if self.observe is not None:
+                self.observe(method, "error")
+            raise
+        if self.observe is not None:
+            self.observe(method, str(status))
         if status >= 300:
             raise _api_error(httpx.Response(status, headers=raw_headers, content=content))
         return json.loads(content) if content else None

@@ -34,6 +34,7 @@ class MarkingStore:
         self._failure_listeners: list[Callable[[str, StoreError], None]] = []
         self._durable: dict[str, int] = {}
         self.durable: bool = inner.durable
+        self.kind: str = inner.kind
 
     def on_durable(self, listener: Callable[[str], None]) -> None:
         """Call `listener(run_id)` after every durable append of the run's history."""

@@ -183,6 +183,7 @@ class KubernetesRunStore:
     """
 
     durable = True
+    kind = "apiserver"
     """A write returns only once the API server has it."""
 
     def __init__(

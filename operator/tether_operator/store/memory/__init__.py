@@ -40,6 +40,7 @@ class MemoryStore(Owned):
     """History in memory (`HistoryStore`); not durable."""
 
     durable = False
+    kind = "memory"
 
     def __init__(self, backing: MemoryBacking | None = None, fence: Fence | None = None) -> None:
         self.backing = backing if backing is not None else MemoryBacking()

@@ -99,6 +99,7 @@ class PostgresStore(Owned):
     """History in the Postgres database `dsn` names (`HistoryStore`); durable."""
 
     durable = True
+    kind = "postgres"
 
     def __init__(
         self,

@@ -30,6 +30,7 @@ class SqliteStore(Owned):
     """History in the SQLite database at `path` (`HistoryStore`); durable."""
 
     durable = True
+    kind = "sqlite"
 
     def __init__(self, path: str | Path, fence: Fence | None = None) -> None:
         self.path = Path(path)

@@ -1,0 +1,19 @@
+"""Prometheus metrics of a scheduler: families, what feeds them, and their HTTP endpoint.
+
+`Metrics` holds the families on a registry of its own. History events the engine writes
+feed the counters and histograms (`Metrics.observe`); gauges are read from the engine
+when scraped (`EngineCollector`); `serve_metrics` answers `GET /metrics` on a port of
+its own. The families are documented in docs/metrics.md.
+"""
+
+from tether_operator.metrics.collector import EngineCollector, LeaderCollector
+from tether_operator.metrics.families import Metrics
+from tether_operator.metrics.http import open_metrics_port, serve_metrics
+
+__all__ = [
+    "EngineCollector",
+    "LeaderCollector",
+    "Metrics",
+    "open_metrics_port",
+    "serve_metrics",
+]

@@ -1,0 +1,245 @@
+"""The metric families of a scheduler, and the history events that move them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from tether_types.wire import LOSS_REASONS
+
+__all__ = ["Metrics"]
+
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    10.0, 30.0, 60.0, 300.0, 1800.0,
+)  # fmt: skip
+"""From half a millisecond (a warm dispatch) to half an hour (a long activity)."""
+
+COMMIT_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
+
+RETRY_REASONS = frozenset(
+    {*LOSS_REASONS, "StartToCloseTimeout", "HeartbeatTimeout", "ScheduleToCloseTimeout",
+     "SchedulerRestarted", "WorkerDraining", "SessionBroken"}
+)  # fmt: skip
+"""Reasons a retry is labelled with; any other failure (the activity raised) is
+`ActivityError`, so a user's error types never become label values."""
+
+WorkflowOf = Callable[[str], str | None]
+
+
+@dataclass(slots=True)
+class _Step:
+    """An activity of a run between its schedule and its end, as metrics need it."""
+
+    activity: str
+    ready_at: float
+    """When its next attempt could start: its schedule, or its retry's time."""
+    session: str | None = None
+    started_at: float | None = None
+
+
+@dataclass(slots=True)
+class _Run:
+    """What metrics keep of an open run: its unfinished steps and its broken sessions."""
+
+    steps: dict[int, _Step] = field(default_factory=dict)
+    rebound: dict[str, bool] = field(default_factory=dict)
+    """Sessions broken (False) or bound again since (True, until an attempt starts there)."""
+
+
+class Metrics:
+    """Counters and histograms of runs, activities, sessions and history commits."""
+
+    def __init__(
+        self, workflow_of: WorkflowOf | None = None, registry: CollectorRegistry | None = None
+    ) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        self._workflow_of = workflow_of or (lambda run_id: None)
+        self._runs: dict[str, _Run] = {}
+        r = self.registry
+        self.runs_started = Counter(
+            "tether_runs_started", "Runs started.", ["workflow"], registry=r
+        )
+        self.runs_finished = Counter(
+            "tether_runs_finished", "Runs that ended, by phase.", ["workflow", "phase"], registry=r
+        )
+        self.schedule_to_start = Histogram(
+            "tether_activity_schedule_to_start_seconds",
+            "From an activity attempt's schedule (or its retry's time) to its start on a worker.",
+            ["workflow", "activity"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.start_to_close = Histogram(
+            "tether_activity_start_to_close_seconds",
+            "From an activity attempt's start on a worker to its completion or failure.",
+            ["workflow", "activity"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.retries = Counter(
+            "tether_activity_retries",
+            "Activity attempts that failed and will be tried again, by reason.",
+            ["workflow", "activity", "reason"],
+            registry=r,
+        )
+        self.sessions_broken = Counter(
+            "tether_sessions_broken", "Sessions broken, by reason.", ["reason"], registry=r
+        )
+        self.rebinds = Counter(
+            "tether_session_rebinds",
+            "Sessions bound again after a break; cold_start says whether the new worker "
+            "had to load the session's resource again.",
+            ["cold_start"],
+            registry=r,
+        )
+        self.commit_seconds = Histogram(
+            "tether_history_commit_seconds",
+            "One append of history to the store (a group of events of one run).",
+            ["store"],
+            buckets=COMMIT_BUCKETS,
+            registry=r,
+        )
+        self.commit_events = Counter(
+            "tether_history_events_committed",
+            "History events written to the store.",
+            ["store"],
+            registry=r,
+        )
+        self.api_requests = Counter(
+            "tether_apiserver_requests",
+            "Requests of the operator to the Kubernetes API server, by verb and HTTP code "
+            "(`error`: no answer came).",
+            ["verb", "code"],
+            registry=r,
+        )
+        self.commit_failures = Counter(
+            "tether_history_commit_failures",
+            "Appends of history the store refused or could not take (each is retried).",
+            ["store"],
+            registry=r,
+        )
+
+    # ------------------------------------------------------------------ history events
+
+    def observe(self, run_id: str, events: list[dict[str, Any]]) -> None:
+        """Count what run `run_id`'s new history events say happened. Never raises."""
+        for ev in events:
+            handler = _HANDLERS.get(ev.get("type", ""))
+            if handler is None:
+                continue
+            try:
+                handler(self, run_id, float(ev.get("time", 0.0)), ev.get("data") or {})
+            except (KeyError, TypeError, ValueError):
+                continue  # a shape metrics do not know: count nothing, lose nothing
+
+    def committed(self, store: str, seconds: float, events: int, ok: bool) -> None:
+        """One append of `events` events to `store` took `seconds`."""
+        if ok:
+            self.commit_seconds.labels(store).observe(seconds)
+            self.commit_events.labels(store).inc(events)
+        else:
+            self.commit_failures.labels(store).inc()
+
+    def api_request(self, method: str, code: str) -> None:
+        """One request to the API server answered with `code`."""
+        self.api_requests.labels(method, code).inc()
+
+    def _workflow(self, run_id: str) -> str:
+        return self._workflow_of(run_id) or "unknown"
+
+    def _run_started(self, run_id: str, t: float, d: dict[str, Any]) -> None:
+        self.runs_started.labels(d.get("workflow") or self._workflow(run_id)).inc()
+
+    def _run_ended(self, run_id: str, phase: str) -> None:
+        self.runs_finished.labels(self._workflow(run_id), phase).inc()
+        self._runs.pop(run_id, None)
+
+    def _scheduled(self, run_id: str, t: float, d: dict[str, Any]) -> None:
+        run = self._runs.setdefault(run_id, _Run())
+        run.steps[d["seq"]] = _Step(d["activity"], t, d.get("session_id"))
+
+    def _step(self, run_id: str, seq: int) -> _Step | None:
+        run = self._runs.get(run_id)
+        return None if run is None else run.steps.get(seq)
+
+    def _started(self, run_id: str, t: float, d: dict[str, Any]) -> None:
+        step = self._step(run_id, d["seq"])
+        if step is None:
+            return  # scheduled before this process started
+        step.started_at = t
+        self.schedule_to_start.labels(self._workflow(run_id), step.activity).observe(
+            max(0.0, t - step.ready_at)
+        )
+        rebound = self._runs[run_id].rebound
+        if step.session is not None and rebound.get(step.session):
+            del rebound[step.session]
+            self.rebinds.labels("true" if d.get("cold_start") else "false").inc()
+
+    def _closed(self, run_id: str, t: float, d: dict[str, Any]) -> _Step | None:
+        step = self._step(run_id, d["seq"])
+        if step is not None and step.started_at is not None:
+            self.start_to_close.labels(self._workflow(run_id), step.activity).observe(
+                max(0.0, t - step.started_at)
+            )
+            step.started_at = None
+        return step
+
+    def _completed(self, run_id: str, t: float, d: dict[str, Any]) -> None:
+        if self._closed(run_id, t, d) is not None:
+            del self._runs[run_id].steps[d["seq"]]
+
+    def _failed(self, run_id: str, t: float, d: dict[str, Any]) -> None:
+        step = self._closed(run_id, t, d)
+        if step is None:
+            return
+        retry_at = d.get("retry_at")
+        if retry_at is None:
+            del self._runs[run_id].steps[d["seq"]]
+            return
+        step.ready_at = float(retry_at)
+        reason = (d.get("error") or {}).get("reason")
+        label = reason if reason in RETRY_REASONS else "ActivityError"
+        self.retries.labels(self._workflow(run_id), step.activity, label).inc()
+
+    def _session_bound(self, run_id: str, t: float, d: dict[str, Any]) -> None:
+        run = self._runs.get(run_id)
+        if run is not None and d["session_id"] in run.rebound:
+            run.rebound[d["session_id"]] = True
+
+    def _session_broken(self, run_id: str, t: float, d: dict[str, Any]) -> None:
+        if d.get("refined"):
+            return  # a more specific report about a break already counted
+        reason = d.get("reason")
+        self.sessions_broken.labels(reason if isinstance(reason, str) else "Unknown").inc()
+        self._runs.setdefault(run_id, _Run()).rebound[d["session_id"]] = False
+
+    def _session_closed(self, run_id: str, t: float, d: dict[str, Any]) -> None:
+        run = self._runs.get(run_id)
+        if run is not None:
+            run.rebound.pop(d["session_id"], None)
+
+
+def _ended(phase: str) -> Callable[[Metrics, str, float, dict[str, Any]], None]:
+    def ended(metrics: Metrics, run_id: str, t: float, d: dict[str, Any]) -> None:
+        metrics._run_ended(run_id, phase)
+
+    return ended
+
+
+_HANDLERS: dict[str, Callable[[Metrics, str, float, dict[str, Any]], None]] = {
+    "RunStarted": Metrics._run_started,
+    "RunCompleted": _ended("Succeeded"),
+    "RunFailed": _ended("Failed"),
+    "RunCancelled": _ended("Cancelled"),
+    "ActivityScheduled": Metrics._scheduled,
+    "ActivityStarted": Metrics._started,
+    "ActivityCompleted": Metrics._completed,
+    "ActivityFailed": Metrics._failed,
+    "SessionBound": Metrics._session_bound,
+    "SessionBroken": Metrics._session_broken,
+    "SessionClosed": Metrics._session_closed,
+}
