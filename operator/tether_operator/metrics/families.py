@@ -6,8 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry
 
+from tether_operator.metrics.plain import Families, PlainCounter, PlainHistogram
 from tether_types.wire import LOSS_REASONS
 
 __all__ = ["Metrics"]
@@ -59,68 +60,70 @@ class Metrics:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         self._workflow_of = workflow_of or (lambda run_id: None)
         self._runs: dict[str, _Run] = {}
-        r = self.registry
-        self.runs_started = Counter(
-            "tether_runs_started", "Runs started.", ["workflow"], registry=r
+        self.runs_started = PlainCounter("tether_runs_started", "Runs started.", ["workflow"])
+        self.runs_finished = PlainCounter(
+            "tether_runs_finished", "Runs that ended, by phase.", ["workflow", "phase"]
         )
-        self.runs_finished = Counter(
-            "tether_runs_finished", "Runs that ended, by phase.", ["workflow", "phase"], registry=r
-        )
-        self.schedule_to_start = Histogram(
+        self.schedule_to_start = PlainHistogram(
             "tether_activity_schedule_to_start_seconds",
             "From an activity attempt's schedule (or its retry's time) to its start on a worker.",
             ["workflow", "activity"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+            LATENCY_BUCKETS,
         )
-        self.start_to_close = Histogram(
+        self.start_to_close = PlainHistogram(
             "tether_activity_start_to_close_seconds",
             "From an activity attempt's start on a worker to its completion or failure.",
             ["workflow", "activity"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+            LATENCY_BUCKETS,
         )
-        self.retries = Counter(
+        self.retries = PlainCounter(
             "tether_activity_retries",
             "Activity attempts that failed and will be tried again, by reason.",
             ["workflow", "activity", "reason"],
-            registry=r,
         )
-        self.sessions_broken = Counter(
-            "tether_sessions_broken", "Sessions broken, by reason.", ["reason"], registry=r
+        self.sessions_broken = PlainCounter(
+            "tether_sessions_broken", "Sessions broken, by reason.", ["reason"]
         )
-        self.rebinds = Counter(
+        self.rebinds = PlainCounter(
             "tether_session_rebinds",
             "Sessions bound again after a break; cold_start says whether the new worker "
             "had to load the session's resource again.",
             ["cold_start"],
-            registry=r,
         )
-        self.commit_seconds = Histogram(
+        self.commit_seconds = PlainHistogram(
             "tether_history_commit_seconds",
             "One append of history to the store (a group of events of one run).",
             ["store"],
-            buckets=COMMIT_BUCKETS,
-            registry=r,
+            COMMIT_BUCKETS,
         )
-        self.commit_events = Counter(
-            "tether_history_events_committed",
-            "History events written to the store.",
-            ["store"],
-            registry=r,
+        self.commit_events = PlainCounter(
+            "tether_history_events_committed", "History events written to the store.", ["store"]
         )
-        self.api_requests = Counter(
+        self.api_requests = PlainCounter(
             "tether_apiserver_requests",
             "Requests of the operator to the Kubernetes API server, by verb and HTTP code "
             "(`error`: no answer came).",
             ["verb", "code"],
-            registry=r,
         )
-        self.commit_failures = Counter(
+        self.commit_failures = PlainCounter(
             "tether_history_commit_failures",
             "Appends of history the store refused or could not take (each is retried).",
             ["store"],
-            registry=r,
+        )
+        self.registry.register(
+            Families(
+                self.runs_started,
+                self.runs_finished,
+                self.schedule_to_start,
+                self.start_to_close,
+                self.retries,
+                self.sessions_broken,
+                self.rebinds,
+                self.commit_seconds,
+                self.commit_events,
+                self.commit_failures,
+                self.api_requests,
+            )
         )
 
     # ------------------------------------------------------------------ history events
@@ -139,23 +142,23 @@ class Metrics:
     def committed(self, store: str, seconds: float, events: int, ok: bool) -> None:
         """One append of `events` events to `store` took `seconds`."""
         if ok:
-            self.commit_seconds.labels(store).observe(seconds)
-            self.commit_events.labels(store).inc(events)
+            self.commit_seconds.observe((store,), seconds)
+            self.commit_events.inc((store,), events)
         else:
-            self.commit_failures.labels(store).inc()
+            self.commit_failures.inc((store,))
 
     def api_request(self, method: str, code: str) -> None:
         """One request to the API server answered with `code`."""
-        self.api_requests.labels(method, code).inc()
+        self.api_requests.inc((method, code))
 
     def _workflow(self, run_id: str) -> str:
         return self._workflow_of(run_id) or "unknown"
 
     def _run_started(self, run_id: str, t: float, d: dict[str, Any]) -> None:
-        self.runs_started.labels(d.get("workflow") or self._workflow(run_id)).inc()
+        self.runs_started.inc((d.get("workflow") or self._workflow(run_id),))
 
     def _run_ended(self, run_id: str, phase: str) -> None:
-        self.runs_finished.labels(self._workflow(run_id), phase).inc()
+        self.runs_finished.inc((self._workflow(run_id), phase))
         self._runs.pop(run_id, None)
 
     def _scheduled(self, run_id: str, t: float, d: dict[str, Any]) -> None:
@@ -171,19 +174,21 @@ class Metrics:
         if step is None:
             return  # scheduled before this process started
         step.started_at = t
-        self.schedule_to_start.labels(self._workflow(run_id), step.activity).observe(
-            max(0.0, t - step.ready_at)
+        self.schedule_to_start.observe(
+            (self._workflow(run_id), step.activity),
+            max(0.0, t - step.ready_at),
         )
         rebound = self._runs[run_id].rebound
         if step.session is not None and rebound.get(step.session):
             del rebound[step.session]
-            self.rebinds.labels("true" if d.get("cold_start") else "false").inc()
+            self.rebinds.inc(("true" if d.get("cold_start") else "false",))
 
     def _closed(self, run_id: str, t: float, d: dict[str, Any]) -> _Step | None:
         step = self._step(run_id, d["seq"])
         if step is not None and step.started_at is not None:
-            self.start_to_close.labels(self._workflow(run_id), step.activity).observe(
-                max(0.0, t - step.started_at)
+            self.start_to_close.observe(
+                (self._workflow(run_id), step.activity),
+                max(0.0, t - step.started_at),
             )
             step.started_at = None
         return step
@@ -203,7 +208,7 @@ class Metrics:
         step.ready_at = float(retry_at)
         reason = (d.get("error") or {}).get("reason")
         label = reason if reason in RETRY_REASONS else "ActivityError"
-        self.retries.labels(self._workflow(run_id), step.activity, label).inc()
+        self.retries.inc((self._workflow(run_id), step.activity, label))
 
     def _session_bound(self, run_id: str, t: float, d: dict[str, Any]) -> None:
         run = self._runs.get(run_id)
@@ -214,7 +219,7 @@ class Metrics:
         if d.get("refined"):
             return  # a more specific report about a break already counted
         reason = d.get("reason")
-        self.sessions_broken.labels(reason if isinstance(reason, str) else "Unknown").inc()
+        self.sessions_broken.inc((reason if isinstance(reason, str) else "Unknown",))
         self._runs.setdefault(run_id, _Run()).rebound[d["session_id"]] = False
 
     def _session_closed(self, run_id: str, t: float, d: dict[str, Any]) -> None:

@@ -125,7 +125,7 @@ def test_a_session_break_and_its_rebind_are_counted() -> None:
 
 async def test_the_endpoint_serves_the_text_format_and_nothing_else() -> None:
     metrics = Metrics()
-    metrics.runs_started.labels("wf").inc()
+    metrics.runs_started.inc(("wf",))
     server = await serve_metrics(metrics.registry, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
