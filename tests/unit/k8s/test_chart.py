@@ -45,10 +45,11 @@ def helm(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def render(*sets: str, namespace: str = "tether-system") -> list[Obj]:
-    """`helm template tether charts/tether` with `--set` ``sets``: the objects."""
+    """`helm template tether charts/tether` with `--set` ``sets`` (one starting with `--`
+    is passed as it is, e.g. `--api-versions=...`): the objects."""
     args = ["template", "tether", str(CHART), "--namespace", namespace]
     for value in sets:
-        args += ["--set", value]
+        args += [value] if value.startswith("--") else ["--set", value]
     done = helm(*args)
     assert done.returncode == 0, done.stderr
     return [d for d in yaml.safe_load_all(done.stdout) if d]

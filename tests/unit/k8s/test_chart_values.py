@@ -8,6 +8,7 @@ passes each one through.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -43,6 +44,22 @@ def kinds(objects: list[Obj]) -> set[str]:
 
 def bindings_subjects(objects: list[Obj]) -> list[Obj]:
     return [s for o in objects if o["kind"].endswith("Binding") for s in o["subjects"]]
+
+
+MONITORING = (
+    "--api-versions=monitoring.coreos.com/v1/ServiceMonitor,monitoring.coreos.com/v1/PrometheusRule"
+)
+"""A cluster that serves the Prometheus Operator's resources (helm's capabilities)."""
+
+
+def alerts(objects: list[Obj]) -> set[str]:
+    return {
+        r["alert"] for g in one(objects, "PrometheusRule")["spec"]["groups"] for r in g["rules"]
+    }
+
+
+def dashboard(objects: list[Obj]) -> Obj:
+    return one(objects, "ConfigMap", "tether-dashboard")
 
 
 POSTGRES = ["store.type=postgres", "store.postgres.existingSecret=db"]
@@ -128,6 +145,46 @@ VALUES: dict[str, tuple[list[str], Check]] = {
                 "from": [{"namespaceSelector": {"matchLabels": {"team": "obs"}}}],
             }
         ),
+    ),
+    "metrics.serviceMonitor.enabled": (
+        ["metrics.serviceMonitor.enabled=true", MONITORING],
+        lambda o: one(o, "ServiceMonitor")["spec"]["endpoints"][0]["port"] == "metrics",
+    ),
+    "metrics.serviceMonitor.interval": (
+        ["metrics.serviceMonitor.enabled=true", MONITORING, "metrics.serviceMonitor.interval=10s"],
+        lambda o: one(o, "ServiceMonitor")["spec"]["endpoints"][0]["interval"] == "10s",
+    ),
+    "metrics.serviceMonitor.labels": (
+        [
+            "metrics.serviceMonitor.enabled=true",
+            MONITORING,
+            "metrics.serviceMonitor.labels.release=prom",
+        ],
+        lambda o: one(o, "ServiceMonitor")["metadata"]["labels"]["release"] == "prom",
+    ),
+    "metrics.prometheusRule.enabled": (
+        ["metrics.prometheusRule.enabled=true", MONITORING],
+        lambda o: "TetherNoLeader" in alerts(o),
+    ),
+    "metrics.prometheusRule.labels": (
+        [
+            "metrics.prometheusRule.enabled=true",
+            MONITORING,
+            "metrics.prometheusRule.labels.role=alert",
+        ],
+        lambda o: one(o, "PrometheusRule")["metadata"]["labels"]["role"] == "alert",
+    ),
+    "metrics.grafanaDashboard.enabled": (
+        ["metrics.grafanaDashboard.enabled=true"],
+        lambda o: json.loads(dashboard(o)["data"]["tether.json"])["uid"] == "tether-overview",
+    ),
+    "metrics.grafanaDashboard.namespace": (
+        ["metrics.grafanaDashboard.enabled=true", "metrics.grafanaDashboard.namespace=grafana"],
+        lambda o: dashboard(o)["metadata"]["namespace"] == "grafana",
+    ),
+    "metrics.grafanaDashboard.labels": (
+        ["metrics.grafanaDashboard.enabled=true", "metrics.grafanaDashboard.labels.team=obs"],
+        lambda o: dashboard(o)["metadata"]["labels"]["team"] == "obs",
     ),
     "operator.replicas": (
         ["operator.replicas=3"],
@@ -340,6 +397,7 @@ WHOLE = {
     "operator.livenessProbe",
     "operator.readinessProbe",
     "serviceAccount.annotations",
+    "metrics.grafanaDashboard.labels",
 }
 """Values that are one Kubernetes object each (a resources block, a probe): one check each."""
 

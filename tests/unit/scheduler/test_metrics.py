@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -150,3 +151,34 @@ def test_the_leader_and_its_epoch_are_gauges() -> None:
     assert (sample("tether_leader"), sample("tether_leader_epoch")) == (0, None)
     state.update(leading=True, epoch=7)
     assert (sample("tether_leader"), sample("tether_leader_epoch")) == (1, 7)
+
+
+REPO = Path(__file__).resolve().parents[3]
+SERIES = re.compile(r"\btether_[a-z_]+")
+
+
+def served_series() -> set[str]:
+    """Every series name the scheduler and the operator serve (a counter's `_total`,
+    a histogram's `_bucket`, `_sum` and `_count`)."""
+    registry = SchedulerService().metrics.registry
+    registry.register(LeaderCollector(lambda: True, lambda: 1))
+    names = set()
+    for family in registry.collect():
+        names.add(family.name)
+        if family.type == "counter":
+            names.add(family.name + "_total")
+        if family.type == "histogram":
+            names.update(family.name + suffix for suffix in ("_bucket", "_sum", "_count"))
+    return names
+
+
+def test_docs_list_every_family_and_the_dashboard_and_alerts_use_only_served_ones() -> None:
+    served = served_series()
+    table = (REPO / "docs" / "metrics.md").read_text().split("## Families", 1)[1]
+    documented = {m for m in re.findall(r"^\| `(tether_[a-z_]+)`", table, re.M)}
+    families = {n for n in served if not n.endswith(("_bucket", "_sum", "_count"))}
+    assert documented == {n for n in families if n + "_total" not in served}
+    used = set(SERIES.findall((REPO / "charts/tether/dashboards/tether.json").read_text()))
+    used |= set(SERIES.findall((REPO / "charts/tether/templates/prometheusrule.yaml").read_text()))
+    assert used
+    assert used <= served, f"not served: {sorted(used - served)}"
