@@ -44,7 +44,16 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.kube import PREFIX, Helm, HelmError, Kube, Obj, install_crds
+from tests.e2e.kube import (
+    PREFIX,
+    Helm,
+    HelmError,
+    Kube,
+    KubectlError,
+    Obj,
+    eventually,
+    install_crds,
+)
 from tests.store.conftest import postgres_dsn, postgres_server  # noqa: F401 (fixtures)
 from tether_operator.k8s.api.client import KubeClient, load_config
 
@@ -185,15 +194,29 @@ class Install:
 
     def metric(self, name: str, **labels: str) -> float:
         """Sample `name{labels}` of the leading operator's `/metrics` (through the API
-        server's pod proxy, as a user without a port-forward reads it); 0 if absent."""
-        (leader,) = self.leader_pods()
-        pod = leader["metadata"]["name"]
-        path = f"/api/v1/namespaces/{self.system.namespace}/pods/{pod}:9090/proxy/metrics"
-        for family in text_string_to_metric_families(self.system.run("get", "--raw", path)):
-            for sample in family.samples:
-                if sample.name == name and sample.labels == labels:
-                    return float(sample.value)
-        return 0.0
+        server's pod proxy, as a user without a port-forward reads it); 0 if absent.
+        While leadership moves two pods may carry the leader label: the one whose
+        `tether_leader` is 1 is asked."""
+
+        def leading() -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | None:
+            for pod in self.leader_pods():
+                name_ = pod["metadata"]["name"]
+                path = f"/api/v1/namespaces/{self.system.namespace}/pods/{name_}:9090/proxy/metrics"
+                try:
+                    text = self.system.run("get", "--raw", path)
+                except KubectlError:
+                    continue
+                samples = {
+                    (s.name, tuple(sorted(s.labels.items()))): float(s.value)
+                    for family in text_string_to_metric_families(text)
+                    for s in family.samples
+                }
+                if samples.get(("tether_leader", ())) == 1.0:
+                    return samples
+            return None
+
+        found = eventually(leading, timeout=30, what="the leader's /metrics")
+        return float(found.get((name, tuple(sorted(labels.items()))), 0.0))
 
     def operator_logs(self) -> str:
         leaders = self.leader_pods()
