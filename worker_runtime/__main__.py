@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import signal
 import socket
@@ -14,6 +13,7 @@ import traceback
 from .client import DEFAULT_SCHEDULER_URL
 from .errors import SchedulerRequestError, SchedulerUnavailableError
 from .loader import discover_all, load_module
+from .logs import configure_logging, log_format
 from .run import env_float, env_int
 from .worker import DEFAULT_SHUTDOWN_GRACE, Worker
 
@@ -39,6 +39,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--slots", type=int, help="concurrent activities (default $TETHER_SLOTS)")
     parser.add_argument("--log-level", default=os.environ.get("TETHER_LOG_LEVEL", "WARNING"))
+    parser.add_argument(
+        "--log-format",
+        help="text, or json: one object per line with the run, activity, attempt and "
+        "session a line is about (default: $TETHER_LOG_FORMAT or text)",
+    )
     return parser
 
 
@@ -104,9 +109,14 @@ def main(argv: list[str] | None = None) -> int:
         return _send_signal(args.signal)
     if not args.path:
         parser.error("the following arguments are required: path")
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    try:
+        fmt = log_format(args.log_format)
+    except ValueError as exc:
+        parser.error(str(exc))
+    host = socket.gethostname()
+    worker_id = args.worker_id or os.environ.get("TETHER_WORKER_ID") or f"{host}-{os.getpid()}"
+    pod = os.environ.get("TETHER_POD_NAME") or host
+    configure_logging(args.log_level, fmt, {"worker": worker_id, "pod": pod})
     try:
         module = load_module(args.path)
     except FileNotFoundError as exc:
@@ -117,8 +127,6 @@ def main(argv: list[str] | None = None) -> int:
     workflows, activities = discover_all(module)
     if not workflows and not activities:
         return _fail(f"{args.path} defines no workflows or activities", 2)
-    host = socket.gethostname()
-    worker_id = args.worker_id or os.environ.get("TETHER_WORKER_ID") or f"{host}-{os.getpid()}"
     url = args.scheduler_url or os.environ.get("TETHER_SCHEDULER_URL") or DEFAULT_SCHEDULER_URL
     try:
         worker = Worker(

@@ -188,6 +188,12 @@ def build_parser() -> ArgumentParser:
     )
     dev.add_argument("--no-restart", action="store_true", help="do not restart workers that exit")
     dev.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="text (the console) or json: the scheduler's and workers' logs as JSON lines",
+    )
+    dev.add_argument(
         "--db",
         metavar="PATH",
         help="keep run history in this SQLite file: runs survive a restart of dev mode "
@@ -248,6 +254,13 @@ def build_parser() -> ArgumentParser:
         "(default $TETHER_LEASE_NAME, else tether)",
     )
     op.add_argument("--log-level", default="INFO", help="log level (INFO)")
+    op.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=os.environ.get("TETHER_LOG_FORMAT", "text"),
+        help="text, or json: one object per line with the run a line is about "
+        "($TETHER_LOG_FORMAT; text)",
+    )
 
     run = sub.add_parser("run", help="start a workflow run (and optionally wait for it)")
     run.add_argument("workflow", metavar="WORKFLOW", help="registered workflow name")
@@ -329,6 +342,7 @@ def _dev(args: argparse.Namespace, output: Output) -> int:
         session_capacity=args.session_capacity,
         restart=not args.no_restart,
         db=args.db,
+        log_format=args.log_format,
     )
     try:
         return run_dev(options, console=output.out)
@@ -354,17 +368,15 @@ def quiet_libraries() -> None:
 def _operator(args: argparse.Namespace) -> int:
     """`tether operator`: imported lazily, it pulls in kopf and the scheduler."""
     import asyncio
-    import logging
 
     from tether_operator.k8s.access.leader import LeadershipLost
     from tether_operator.k8s.api.client import KubeConfigError
     from tether_operator.k8s.context import OperatorSettings
     from tether_operator.k8s.operator import run_operator
     from tether_operator.store.fencing import Fenced
+    from worker_runtime.logs import configure_logging
 
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(args.log_level, args.log_format)
     quiet_libraries()
     try:
         settings = OperatorSettings(

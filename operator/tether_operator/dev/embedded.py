@@ -25,6 +25,7 @@ from tether_operator.store import StoreError
 from tether_operator.store.memory import MemoryStore
 from tether_operator.store.sqlite import SqliteStore
 from tether_types.notices import Notice
+from worker_runtime.logs import JsonFormatter
 
 READY_TIMEOUT_SECONDS = 15.0
 """How long the scheduler may take to answer `/healthz` after start."""
@@ -50,9 +51,16 @@ def check_port_free(host: str, port: int) -> None:
             raise DevError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
-def _route_scheduler_logs(console: Console) -> logging.Handler:
-    """Show the scheduler's errors on the dev console; its notices are printed separately."""
-    handler = RichHandler(console=console, level=logging.ERROR, show_path=False)
+def _route_scheduler_logs(console: Console, log_format: str) -> logging.Handler:
+    """Show the scheduler's errors on the dev console (its notices are printed
+    separately), or with `json` write all its logs as JSON lines on stderr."""
+    handler: logging.Handler
+    if log_format == "json":
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonFormatter())
+        handler.setLevel(logging.INFO)
+    else:
+        handler = RichHandler(console=console, level=logging.ERROR, show_path=False)
     logger = logging.getLogger("tether")
     logger.addHandler(handler)
     logger.propagate = False
@@ -73,8 +81,10 @@ class EmbeddedScheduler:
         console: Console,
         db: str | None = None,
         metrics_port: int = 0,
+        log_format: str = "text",
     ) -> None:
         self.host = host
+        self.log_format = log_format
         self.port = port
         self.metrics_port = metrics_port
         self._metrics: asyncio.Server | None = None
@@ -111,7 +121,7 @@ class EmbeddedScheduler:
     async def start(self) -> None:
         """Serve the scheduler and return once `/healthz` answers."""
         check_port_free(self.host, self.port)
-        self._log_handler = _route_scheduler_logs(self.console)
+        self._log_handler = _route_scheduler_logs(self.console, self.log_format)
         try:
             await self.service.start()
             if self.db:

@@ -27,3 +27,6 @@ class DevOptions:
     """Restart a worker that exits (with the same worker id)."""
     db: str | None = None
     """A SQLite file keeping run history across restarts of dev mode (None: memory)."""
+    log_format: str = "text"
+    """`text`: the scheduler's errors on the console; `json`: the scheduler's and the
+    workers' logs as JSON lines on stderr (`worker_runtime.logs`)."""

@@ -55,7 +55,12 @@ class DevSupervisor:
         self.contents: FileContents | None = None
         """What the file defines, once `check_file` has imported it (shown in the header)."""
         self.scheduler = EmbeddedScheduler(
-            options.host, options.port, console, db=options.db, metrics_port=options.metrics_port
+            options.host,
+            options.port,
+            console,
+            db=options.db,
+            metrics_port=options.metrics_port,
+            log_format=options.log_format,
         )
         self.specs = worker_specs(
             Path(options.file).resolve(),
@@ -63,6 +68,7 @@ class DevSupervisor:
             self.scheduler.url,
             options.slots,
             options.session_capacity,
+            options.log_format,
         )
         self.processes: dict[str, asyncio.subprocess.Process] = {}
         self._stopping = asyncio.Event()

@@ -36,6 +36,7 @@ class WorkerSpec:
     scheduler_url: str
     slots: int
     session_capacity: int
+    log_format: str = "text"
 
     def argv(self) -> list[str]:
         """The command line: this interpreter running the SDK's worker entry point."""
@@ -51,6 +52,7 @@ class WorkerSpec:
             TETHER_NODE_NAME=self.node,
             TETHER_SLOTS=str(self.slots),
             TETHER_SESSION_CAPACITY=str(self.session_capacity),
+            TETHER_LOG_FORMAT=self.log_format,
             PYTHONUNBUFFERED="1",
         )
         # The workflow file's folder is importable, as when running `python FILE`.
@@ -60,7 +62,12 @@ class WorkerSpec:
 
 
 def worker_specs(
-    file: Path, count: int, scheduler_url: str, slots: int, session_capacity: int
+    file: Path,
+    count: int,
+    scheduler_url: str,
+    slots: int,
+    session_capacity: int,
+    log_format: str = "text",
 ) -> list[WorkerSpec]:
     """`dev-worker-1..N`, alternating between `dev-node-a` and `dev-node-b`."""
     return [
@@ -71,6 +78,7 @@ def worker_specs(
             scheduler_url=scheduler_url,
             slots=slots,
             session_capacity=session_capacity,
+            log_format=log_format,
         )
         for index in range(1, count + 1)
     ]

@@ -379,6 +379,7 @@ class SchedulerService:
                 f"{notice.run_id} " if notice.run_id else "",
                 notice.reason,
                 notice.message,
+                extra={"run": notice.run_id},
             )
         for callback in tuple(self._subscribers):
             try:

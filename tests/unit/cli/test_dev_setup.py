@@ -32,6 +32,9 @@ def test_worker_environment_and_command(tmp_path: Path) -> None:
     assert (env["TETHER_SLOTS"], env["TETHER_SESSION_CAPACITY"]) == ("3", "2")
     assert env["PYTHONPATH"].split(":")[0] == str(tmp_path)
     assert spec.argv() == [sys.executable, "-m", "worker_runtime", str(tmp_path / "flows.py")]
+    assert env["TETHER_LOG_FORMAT"] == "text"
+    as_json = worker_specs(tmp_path / "flows.py", 1, "http://127.0.0.1:9999", 3, 2, "json")[0]
+    assert as_json.env()["TETHER_LOG_FORMAT"] == "json"  # `tether dev --log-format json`
 
 
 def test_describe_exit() -> None:

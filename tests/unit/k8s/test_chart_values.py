@@ -214,6 +214,10 @@ VALUES: dict[str, tuple[list[str], Check]] = {
         ["operator.logLevel=DEBUG"],
         lambda o: "--log-level=DEBUG" in container(o)["args"],
     ),
+    "operator.logFormat": (
+        ["operator.logFormat=json"],
+        lambda o: "--log-format=json" in container(o)["args"],
+    ),
     "operator.extraEnv": (
         ["operator.extraEnv[0].name=HTTPS_PROXY", "operator.extraEnv[0].value=http://proxy:3128"],
         lambda o: env(o)["HTTPS_PROXY"] == "http://proxy:3128",
