@@ -40,6 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--slots", type=int, help="concurrent activities (default $TETHER_SLOTS)")
     parser.add_argument("--log-level", default=os.environ.get("TETHER_LOG_LEVEL", "WARNING"))
     parser.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus /metrics on this port (default: $TETHER_METRICS_PORT or 0: none)",
+    )
+    parser.add_argument(
         "--log-format",
         help="text, or json: one object per line with the run, activity, attempt and "
         "session a line is about (default: $TETHER_LOG_FORMAT or text)",
@@ -142,6 +147,11 @@ def main(argv: list[str] | None = None) -> int:
             connect_timeout=env_float("TETHER_CONNECT_TIMEOUT", 10.0),
             shutdown_grace=env_float("TETHER_SHUTDOWN_GRACE", DEFAULT_SHUTDOWN_GRACE),
             namespace=os.environ.get("TETHER_POD_NAMESPACE", ""),
+            metrics_port=(
+                env_int("TETHER_METRICS_PORT", 0)
+                if args.metrics_port is None
+                else args.metrics_port
+            ),
         )
         asyncio.run(_serve(worker))
     except SchedulerUnavailableError as exc:

@@ -10,6 +10,7 @@ import asyncio
 import contextvars
 import functools
 import logging
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from .errors import PayloadError, PayloadTooLargeError
 from .failures import activity_not_registered, bad_output, error_info, timeout_error, worker_stopped
 from .payloads import check_value
 from .protocol import ActivityTask, ErrorInfo
+from .worker_metrics import WorkerMetrics
 
 log = logging.getLogger("worker_runtime.worker")
 
@@ -64,8 +66,10 @@ class ActivityRunner:
         context: contextvars.Context,
         on_done: OnDone,
         on_heartbeat: OnHeartbeat,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self._activities = activities
+        self._metrics = metrics
         self._worker_id, self._pod, self._node = worker_id, pod, node
         self._slots = slots
         self._context = context
@@ -129,6 +133,8 @@ class ActivityRunner:
             self._execute(task, defn, actx), name=f"activity {task.task_id}", context=ctx
         )
         self._running[task.task_id] = _Running(runner, actx, is_async=defn is None or defn.is_async)
+        if task.session_id is not None and self._metrics is not None:
+            self._metrics.session_activities.inc(("true" if task.cold_start else "false",))
 
     def cancel(self, task_id: str) -> bool:
         """Cancel an attempt the scheduler voided; False if this runner does not hold it.
@@ -174,12 +180,20 @@ class ActivityRunner:
         self, task: ActivityTask, defn: ActivityDefinition[..., Any] | None, actx: ActivityContext
     ) -> None:
         completion: Completion | None = None
+        began: float | None = None
+        outcome = "cancelled"
         try:
             async with self._slot_sem:
+                began = time.perf_counter()
                 completion = await self._attempt(task, defn)
+                outcome = "completed" if completion["ok"] else "failed"
         except asyncio.CancelledError:
             completion = failed(task.task_id, worker_stopped())
         finally:
+            if began is not None and self._metrics is not None:
+                self._metrics.activity_seconds.observe(
+                    (task.activity, outcome), time.perf_counter() - began
+                )
             actx.close()
             running = self._running.pop(task.task_id, None)
             if self._aborted or (running is not None and running.cancelled):

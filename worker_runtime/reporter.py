@@ -48,8 +48,10 @@ class Reporter:
         on_response: Callable[[ReportResponse], None],
         generation: Callable[[], int],
         reregister: Callable[[int], Awaitable[None]],
+        on_retry: Callable[[], None] | None = None,
     ) -> None:
         self._client: SchedulerClient | None = None
+        self._on_retry = on_retry
         self._loop: asyncio.AbstractEventLoop | None = None
         self._worker_id = worker_id
         self._context = context
@@ -236,5 +238,7 @@ class Reporter:
             else:
                 self._on_response(response)
                 return
+            if self._on_retry is not None:
+                self._on_retry()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)

@@ -26,6 +26,7 @@ from .activities import ActivityDefinition
 from .activity_runner import ActivityRunner
 from .client import DEFAULT_SCHEDULER_URL, SchedulerClient
 from .errors import SchedulerRequestError, SchedulerUnavailableError, WorkerReplacedError
+from .metrics import open_metrics_port
 from .protocol import (
     ActivityTask,
     CancelTask,
@@ -37,6 +38,7 @@ from .protocol import (
     WorkflowTask,
 )
 from .reporter import Reporter
+from .worker_metrics import WorkerMetrics
 from .workflow import WorkflowDefinition, get_definition
 from .workflow_runner import WorkflowRunner
 
@@ -74,6 +76,7 @@ class Worker:
         connect_timeout: float = 10.0,
         shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
         namespace: str = "",
+        metrics_port: int = 0,
     ) -> None:
         self._workflows: dict[str, WorkflowDefinition] = {}
         for cls in workflows:
@@ -111,6 +114,9 @@ class Worker:
         self._generation = 0
         self._register_lock = asyncio.Lock()
         self._background: set[asyncio.Task[Any]] = set()
+        self.metrics_port = metrics_port
+        self.metrics = WorkerMetrics(lambda: slots - self._activity_runner.free_slots, slots)
+        """This worker's metrics, served on `metrics_port` (0: not served) while it runs."""
 
         self._reporter = Reporter(
             worker_id,
@@ -119,6 +125,7 @@ class Worker:
             on_response=self._on_report_response,
             generation=lambda: self._generation,
             reregister=self._reregister,
+            on_retry=lambda: self.metrics.reports_retried.inc(()),
         )
         self._activity_runner = ActivityRunner(
             self._activities,
@@ -129,6 +136,7 @@ class Worker:
             context=self._ctx,
             on_done=self._reporter.activity_done,
             on_heartbeat=self._reporter.heartbeat,
+            metrics=self.metrics,
         )
         self._workflow_runner = WorkflowRunner(
             self._workflows,
@@ -177,6 +185,7 @@ class Worker:
         )
         self._reporter.open(self._client)
         self._activity_runner.open(asyncio.get_running_loop())
+        metrics = await open_metrics_port(self.metrics.registry, "0.0.0.0", self.metrics_port)
         try:
             await self._register_initially()
             heartbeat = self._spawn(self._heartbeat_loop(), "heartbeat")
@@ -196,6 +205,8 @@ class Worker:
             self._stopping = True
             self._cancel_everything()
             self._activity_runner.close()
+            if metrics is not None:
+                metrics.close()
             await self._client.aclose()
             self._done.set()
 

@@ -15,6 +15,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from tests.e2e.kube import API_VERSION, Kube, KubectlError, Obj, eventually, running_and_ready
 from tests.e2e.testdata_pools import create_run, script_pool, start_steps
 
@@ -129,6 +131,16 @@ class Pool:
             return str(pods[0]["metadata"]["name"]) if ready else None
 
         return str(eventually(one, timeout=timeout, what=f"the ready pod of {self.name}"))
+
+    def metric(self, pod: str, name: str, **labels: str) -> float:
+        """Sample `name{labels}` of worker pod `pod`'s `/metrics` (port `tether-metrics`,
+        through the API server's pod proxy); 0 if absent."""
+        path = f"/api/v1/namespaces/{self.ns.namespace}/pods/{pod}:9091/proxy/metrics"
+        for family in text_string_to_metric_families(self.ns.run("get", "--raw", path)):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return float(sample.value)
+        return 0.0
 
     def kill(self, pod: str | None = None) -> str:
         """Delete `pod` (else its first pod) without waiting; the pod's name."""

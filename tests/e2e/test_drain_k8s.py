@@ -107,6 +107,9 @@ def test_soft_session_moves_on_after_its_pod_is_deleted_mid_step(
     assert (first["pod"], first["node"], first["reason"]) == (pod, node, "PodDeleted")
     assert first["endedAt"]
     assert second["pod"] == steps[2]["pod"]
+    # The new pod's worker counted the session's arrival as a cold start (a cache miss).
+    cold = pool.metric(second["pod"], "tether_worker_session_activities_total", cold_start="true")
+    assert cold >= 1
     # The operator's metrics saw the break and the cold rebind.
     assert tether.metric("tether_sessions_broken_total", reason="PodDeleted") == breaks + 1
     assert tether.metric("tether_session_rebinds_total", cold_start="true") == cold_rebinds + 1

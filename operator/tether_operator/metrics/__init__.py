@@ -8,7 +8,7 @@ its own. The families are documented in docs/metrics.md.
 
 from tether_operator.metrics.collector import EngineCollector, LeaderCollector
 from tether_operator.metrics.families import Metrics
-from tether_operator.metrics.http import open_metrics_port, serve_metrics
+from worker_runtime.metrics import open_metrics_port, serve_metrics
 
 __all__ = [
     "EngineCollector",

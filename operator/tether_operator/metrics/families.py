@@ -8,16 +8,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from tether_operator.metrics.plain import Families, PlainCounter, PlainHistogram
 from tether_types.wire import LOSS_REASONS
+from worker_runtime.metrics import LATENCY_BUCKETS, Families, PlainCounter, PlainHistogram
 
 __all__ = ["Metrics"]
-
-LATENCY_BUCKETS = (
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-    10.0, 30.0, 60.0, 300.0, 1800.0,
-)  # fmt: skip
-"""From half a millisecond (a warm dispatch) to half an hour (a long activity)."""
 
 COMMIT_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
 

@@ -46,8 +46,9 @@ def bindings_subjects(objects: list[Obj]) -> list[Obj]:
     return [s for o in objects if o["kind"].endswith("Binding") for s in o["subjects"]]
 
 
-MONITORING = (
-    "--api-versions=monitoring.coreos.com/v1/ServiceMonitor,monitoring.coreos.com/v1/PrometheusRule"
+MONITORING = "--api-versions=" + ",".join(
+    f"monitoring.coreos.com/v1/{kind}"
+    for kind in ("ServiceMonitor", "PodMonitor", "PrometheusRule")
 )
 """A cluster that serves the Prometheus Operator's resources (helm's capabilities)."""
 
@@ -161,6 +162,20 @@ VALUES: dict[str, tuple[list[str], Check]] = {
             "metrics.serviceMonitor.labels.release=prom",
         ],
         lambda o: one(o, "ServiceMonitor")["metadata"]["labels"]["release"] == "prom",
+    ),
+    "metrics.podMonitor.enabled": (
+        ["metrics.podMonitor.enabled=true", MONITORING],
+        lambda o: (
+            one(o, "PodMonitor")["spec"]["podMetricsEndpoints"][0]["port"] == "tether-metrics"
+        ),
+    ),
+    "metrics.podMonitor.interval": (
+        ["metrics.podMonitor.enabled=true", MONITORING, "metrics.podMonitor.interval=15s"],
+        lambda o: one(o, "PodMonitor")["spec"]["podMetricsEndpoints"][0]["interval"] == "15s",
+    ),
+    "metrics.podMonitor.labels": (
+        ["metrics.podMonitor.enabled=true", MONITORING, "metrics.podMonitor.labels.release=prom"],
+        lambda o: one(o, "PodMonitor")["metadata"]["labels"]["release"] == "prom",
     ),
     "metrics.prometheusRule.enabled": (
         ["metrics.prometheusRule.enabled=true", MONITORING],

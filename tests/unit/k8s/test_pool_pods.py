@@ -110,6 +110,20 @@ def test_a_pod_keeps_the_template_and_gets_labels_owner_and_env() -> None:
     assert "TETHER_POOL" not in env_of(body["spec"]["template"]["spec"]["containers"][0])
 
 
+def test_the_first_container_serves_worker_metrics_unless_the_template_chose() -> None:
+    first, *others = build_pod(pool(), name="gpu-x7k2p", scheduler_url="u")["spec"]["containers"]
+    assert env_of(first)["TETHER_METRICS_PORT"] == "9091"
+    assert {"name": "tether-metrics", "containerPort": 9091, "protocol": "TCP"} in first["ports"]
+    assert all("TETHER_METRICS_PORT" not in env_of(c) for c in others)  # one network per pod
+    chosen = pool()
+    chosen["spec"]["template"]["spec"]["containers"][0]["env"].append(
+        {"name": "TETHER_METRICS_PORT", "value": "0"}
+    )
+    (mine, *_) = build_pod(chosen, name="gpu-x7k2p", scheduler_url="u")["spec"]["containers"]
+    assert env_of(mine)["TETHER_METRICS_PORT"] == "0"
+    assert "tether-metrics" not in [port.get("name") for port in mine.get("ports") or []]
+
+
 def test_every_container_gets_the_pods_scheduler_token() -> None:
     body = pool()
     body["spec"]["template"]["spec"]["volumes"] = [{"name": "data", "emptyDir": {}}]

@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tether_operator.metrics import LeaderCollector, Metrics, serve_metrics
 from tether_operator.scheduler import SchedulerService
 from worker_runtime.protocol import ReportRequest
+from worker_runtime.worker_metrics import WorkerMetrics
 
 from .conftest import FakeClock, commands, complete, register, schedule, start
 
@@ -174,10 +175,16 @@ def served_series() -> set[str]:
 
 def test_docs_list_every_family_and_the_dashboard_and_alerts_use_only_served_ones() -> None:
     served = served_series()
-    table = (REPO / "docs" / "metrics.md").read_text().split("## Families", 1)[1]
+    docs = (REPO / "docs" / "metrics.md").read_text()
+    table = docs.split("## Families", 1)[1].split("## Worker metrics", 1)[0]
     documented = {m for m in re.findall(r"^\| `(tether_[a-z_]+)`", table, re.M)}
     families = {n for n in served if not n.endswith(("_bucket", "_sum", "_count"))}
     assert documented == {n for n in families if n + "_total" not in served}
+    workers = docs.split("## Worker metrics", 1)[1].split("## Where", 1)[0]
+    worker_families = set()
+    for family in WorkerMetrics(lambda: 0, 1).registry.collect():
+        worker_families.add(family.name + ("_total" if family.type == "counter" else ""))
+    assert set(re.findall(r"^\| `(tether_[a-z_]+)`", workers, re.M)) == worker_families
     used = set(SERIES.findall((REPO / "charts/tether/dashboards/tether.json").read_text()))
     used |= set(SERIES.findall((REPO / "charts/tether/templates/prometheusrule.yaml").read_text()))
     assert used

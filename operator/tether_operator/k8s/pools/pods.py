@@ -94,6 +94,29 @@ def default_grace(longest_activity: float | None) -> int:
     return max(DEFAULT_TERMINATION_GRACE_SECONDS, min(wanted, MAX_TERMINATION_GRACE_SECONDS))
 
 
+WORKER_METRICS_PORT = 9091
+"""Where a pool pod's worker serves Prometheus `/metrics` (its first container's port
+`tether-metrics`), unless the template sets `TETHER_METRICS_PORT` itself (0: none)."""
+
+
+def _add_metrics_port(container: dict[str, Any]) -> None:
+    """Tell the worker container to serve `/metrics` and name the port, unless the
+    template already chose (`TETHER_METRICS_PORT`) or the port is taken."""
+    if any(e.get("name") == "TETHER_METRICS_PORT" for e in container.get("env") or []):
+        return
+    ports = container.get("ports") or []
+    if any(p.get("containerPort") == WORKER_METRICS_PORT for p in ports):
+        return
+    container["env"] = [
+        *(container.get("env") or []),
+        {"name": "TETHER_METRICS_PORT", "value": str(WORKER_METRICS_PORT)},
+    ]
+    container["ports"] = [
+        *ports,
+        {"name": "tether-metrics", "containerPort": WORKER_METRICS_PORT, "protocol": "TCP"},
+    ]
+
+
 def shutdown_grace(termination_grace: int) -> int:
     """Seconds a worker gives running attempts after SIGTERM (`TETHER_SHUTDOWN_GRACE`):
     the pod's grace minus the report margin, at least 1."""
@@ -216,6 +239,7 @@ def build_pod(
         container["env"] = [*theirs, *env]
         # A crash without a message of its own shows its log's tail on the pool.
         container.setdefault("terminationMessagePolicy", "FallbackToLogsOnError")
+    _add_metrics_port(spec["containers"][0])  # the pod's network is shared: one worker serves
     _add_token_volume(spec)
     _prefer_nodes(spec, prefer_nodes)
     return {
