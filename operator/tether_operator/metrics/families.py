@@ -29,7 +29,8 @@ WorkflowOf = Callable[[str], str | None]
 class _Step:
     """An activity of a run between its schedule and its end, as metrics need it."""
 
-    activity: str
+    labels: tuple[str, str]
+    """(workflow, activity), the label values of its latency series."""
     ready_at: float
     """When its next attempt could start: its schedule, or its retry's time."""
     session: str | None = None
@@ -125,11 +126,11 @@ class Metrics:
     def observe(self, run_id: str, events: list[dict[str, Any]]) -> None:
         """Count what run `run_id`'s new history events say happened. Never raises."""
         for ev in events:
-            handler = _HANDLERS.get(ev.get("type", ""))
+            handler = _HANDLERS.get(ev["type"])
             if handler is None:
                 continue
             try:
-                handler(self, run_id, float(ev.get("time", 0.0)), ev.get("data") or {})
+                handler(self, run_id, ev["time"], ev["data"])
             except (KeyError, TypeError, ValueError):
                 continue  # a shape metrics do not know: count nothing, lose nothing
 
@@ -157,7 +158,8 @@ class Metrics:
 
     def _scheduled(self, run_id: str, t: float, d: dict[str, Any]) -> None:
         run = self._runs.setdefault(run_id, _Run())
-        run.steps[d["seq"]] = _Step(d["activity"], t, d.get("session_id"))
+        labels = (self._workflow(run_id), d["activity"])
+        run.steps[d["seq"]] = _Step(labels, t, d.get("session_id"))
 
     def _step(self, run_id: str, seq: int) -> _Step | None:
         run = self._runs.get(run_id)
@@ -168,10 +170,7 @@ class Metrics:
         if step is None:
             return  # scheduled before this process started
         step.started_at = t
-        self.schedule_to_start.observe(
-            (self._workflow(run_id), step.activity),
-            max(0.0, t - step.ready_at),
-        )
+        self.schedule_to_start.observe(step.labels, max(0.0, t - step.ready_at))
         rebound = self._runs[run_id].rebound
         if step.session is not None and rebound.get(step.session):
             del rebound[step.session]
@@ -180,10 +179,7 @@ class Metrics:
     def _closed(self, run_id: str, t: float, d: dict[str, Any]) -> _Step | None:
         step = self._step(run_id, d["seq"])
         if step is not None and step.started_at is not None:
-            self.start_to_close.observe(
-                (self._workflow(run_id), step.activity),
-                max(0.0, t - step.started_at),
-            )
+            self.start_to_close.observe(step.labels, max(0.0, t - step.started_at))
             step.started_at = None
         return step
 
@@ -202,7 +198,7 @@ class Metrics:
         step.ready_at = float(retry_at)
         reason = (d.get("error") or {}).get("reason")
         label = reason if reason in RETRY_REASONS else "ActivityError"
-        self.retries.inc((self._workflow(run_id), step.activity, label))
+        self.retries.inc((*step.labels, label))
 
     def _session_bound(self, run_id: str, t: float, d: dict[str, Any]) -> None:
         run = self._runs.get(run_id)

@@ -163,7 +163,8 @@ class SchedulerService:
         self.history_writer = HistoryWriter(
             self.store,
             on_written=self._history_written if self.durable else None,
-            on_commit=partial(self.metrics.committed, self.store.kind),
+            # Dev mode's memory store commits nothing: timing it would cost the hot path.
+            on_commit=partial(self.metrics.committed, self.store.kind) if self.durable else None,
             linger=HISTORY_LINGER if self.durable else 0.0,
         )
         self._held: dict[str, deque[tuple[int, int, Deliver]]] = {}
