@@ -224,7 +224,7 @@ class HistoryWriter:
                 logger.exception("history on_written callback failed for run %s", run_id)
 
     async def _write(self, run_id: str, events: list[dict[str, Any]]) -> bool:
-        began = time.perf_counter()
+        began = time.perf_counter() if self._on_commit is not None else 0.0
         try:
             await self._store.append(run_id, events)
         except Exception as exc:
