@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -98,4 +99,17 @@ def test_a_worker_refuses_an_unknown_log_format(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 2
+    assert "log format 'yaml': use text or json" in done.stderr
+
+
+def test_the_operator_refuses_an_unknown_log_format_from_the_environment() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "tether_operator.cli", "operator"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "TETHER_LOG_FORMAT": "yaml"},
+    )
+    assert done.returncode != 0
     assert "log format 'yaml': use text or json" in done.stderr

@@ -257,9 +257,8 @@ def build_parser() -> ArgumentParser:
     op.add_argument(
         "--log-format",
         choices=("text", "json"),
-        default=os.environ.get("TETHER_LOG_FORMAT", "text"),
         help="text, or json: one object per line with the run a line is about "
-        "($TETHER_LOG_FORMAT; text)",
+        "(default: $TETHER_LOG_FORMAT, else text)",
     )
 
     run = sub.add_parser("run", help="start a workflow run (and optionally wait for it)")
@@ -374,9 +373,13 @@ def _operator(args: argparse.Namespace) -> int:
     from tether_operator.k8s.context import OperatorSettings
     from tether_operator.k8s.operator import run_operator
     from tether_operator.store.fencing import Fenced
-    from worker_runtime.logs import configure_logging
+    from worker_runtime.logs import configure_logging, log_format
 
-    configure_logging(args.log_level, args.log_format)
+    try:
+        fmt = log_format(args.log_format)
+    except ValueError as exc:  # TETHER_LOG_FORMAT names no format
+        raise CliError(str(exc)) from None
+    configure_logging(args.log_level, fmt)
     quiet_libraries()
     try:
         settings = OperatorSettings(

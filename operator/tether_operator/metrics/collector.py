@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -43,16 +44,14 @@ class EngineCollector(Collector):
             "Activity slots of live workers, busy or free, by pool.",
             labels=["pool", "state"],
         )
-        counts: dict[tuple[str, str], int] = {}
-        slot_counts: dict[tuple[str, str], int] = {}
+        counts: Counter[tuple[str, str]] = Counter()
+        slot_counts: Counter[tuple[str, str]] = Counter()
         for w in self._engine.workers.values():
-            state = "lost" if not w.alive else "draining" if w.draining else "ready"
-            counts[(w.pool, state)] = counts.get((w.pool, state), 0) + 1
+            counts[(w.pool, "lost" if not w.alive else "draining" if w.draining else "ready")] += 1
             if w.alive:
                 busy = len(w.running)
-                slot_counts[(w.pool, "busy")] = slot_counts.get((w.pool, "busy"), 0) + busy
-                free = max(0, w.slots - busy)
-                slot_counts[(w.pool, "free")] = slot_counts.get((w.pool, "free"), 0) + free
+                slot_counts[(w.pool, "busy")] += busy
+                slot_counts[(w.pool, "free")] += max(0, w.slots - busy)
         for (pool, state), n in sorted(counts.items()):
             workers.add_metric([pool, state], n)
         for (pool, state), n in sorted(slot_counts.items()):
