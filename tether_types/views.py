@@ -3,8 +3,9 @@ clients see it."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from .wire import LossReason
 
@@ -131,3 +132,19 @@ class RunViewData(TypedDict):
     sessions: list[SessionViewData]
     children: list[ChildViewData]
     history_length: int
+    message: NotRequired[str | None]
+    """Why a run that has not started waits (from its WorkflowRun's conditions)."""
+
+
+TERMINAL_PHASES = frozenset({"Succeeded", "Failed", "Cancelled"})
+"""The phases a run ends in."""
+FINISHED_ACTIVITY_STATES = frozenset({"Completed", "Failed", "Cancelled"})
+"""The states of an activity that ended, either way."""
+
+
+def progress_counts(view: Mapping[str, Any]) -> tuple[int, int]:
+    """(done, total) over what a run view has scheduled so far: activities and child
+    runs. Done counts what ended either way, like Argo's PROGRESS."""
+    done = [a["state"] in FINISHED_ACTIVITY_STATES for a in view.get("activities", ())]
+    done += [c.get("phase") in TERMINAL_PHASES for c in view.get("children", ())]
+    return sum(done), len(done)

@@ -21,7 +21,6 @@ from rich.text import Text
 from tether_operator.cli.client import CliError, SchedulerClient
 from tether_operator.cli.output import Output
 from tether_operator.cli.render import (
-    TERMINAL_PHASES,
     describe_run,
     history_table,
     progress_line,
@@ -31,6 +30,7 @@ from tether_operator.cli.render import (
     workers_table,
     workflows_table,
 )
+from tether_types.views import TERMINAL_PHASES
 from worker_runtime.protocol import RunView, StartRunRequest
 
 T = TypeVar("T")

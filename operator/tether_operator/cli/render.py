@@ -15,6 +15,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from tether_types import views
 from worker_runtime.protocol import (
     ActivityView,
     AttemptView,
@@ -26,7 +27,6 @@ from worker_runtime.protocol import (
     WorkflowList,
 )
 
-TERMINAL_PHASES = frozenset({"Succeeded", "Failed", "Cancelled"})
 """Phases a run never leaves."""
 
 PHASE_STYLES = {
@@ -102,18 +102,12 @@ def cell(value: object) -> str:
 # --------------------------------------------------------------------------- runs
 
 
-FINISHED_ACTIVITY_STATES = frozenset({"Completed", "Failed", "Cancelled"})
 """Activity states that are done: it will not run again."""
 
 
 def progress_counts(run: RunView) -> tuple[int, int]:
-    """(done, total) over what the run has scheduled so far: activities and child runs.
-
-    Done counts what finished either way (completed or failed), like Argo's PROGRESS.
-    """
-    done = [a.state in FINISHED_ACTIVITY_STATES for a in run.activities]
-    done += [c.phase in TERMINAL_PHASES for c in run.children]
-    return sum(done), len(done)
+    """(done, total) over what the run has scheduled so far: activities and child runs."""
+    return views.progress_counts(run.model_dump(include={"activities", "children"}))
 
 
 def run_progress(run: RunView) -> str:

@@ -3,6 +3,8 @@
 No I/O and no clock reads: every call takes `now` and returns effects.
 """
 
+from tether_types.views import TERMINAL_PHASES
+
 from .core import Engine, EngineConfig
 from .demand import NO_POOL, Demand, WorkerLoad
 from .effects import Deliver, Effect, Persist, RunEnded, WorkerGone
@@ -18,7 +20,7 @@ from .errors import (
     WorkflowNotFound,
 )
 from .retry import backoff, should_retry
-from .runs import TERMINAL_PHASES, Run
+from .runs import Run
 
 __all__ = [
     "NO_POOL",

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tether_types.views import TERMINAL_PHASES
 from tether_types.wire import (
     DEFAULT_SCHEDULE_TIMEOUT,
     STEP_OF_EVENT,
@@ -18,7 +19,6 @@ from tether_types.wire import (
     recorded_step,
 )
 
-TERMINAL_PHASES = frozenset({"Succeeded", "Failed", "Cancelled"})
 WORKFLOW_SESSION_SUFFIX = "/wf"
 
 Event = dict[str, Any]
