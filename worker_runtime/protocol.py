@@ -556,10 +556,36 @@ class RunView(Model):
     sessions: list[SessionView] = Field(default_factory=list)
     children: list[ChildView] = Field(default_factory=list)
     history_length: int = 0
+    message: str | None = Field(
+        default=None, description="Why a run that has not started waits (on Kubernetes)."
+    )
 
 
 class RunList(Model):
     runs: list[RunView]
+
+
+class RunSummary(Model):
+    """A run as `kubectl get workflowruns` lists it: no input, result or steps."""
+
+    run_id: str
+    namespace: str
+    workflow: str
+    phase: RunPhase
+    worker: str | None = Field(default=None, description="Worker running the workflow code.")
+    progress: str = Field(description="`done/total` of the activities and child runs so far.")
+    sticky: StickyName | None = None
+    parent_run_id: str | None = None
+    created_at: float
+    finished_at: float | None = None
+    error: ErrorInfo | None = None
+    message: str | None = Field(
+        default=None, description="Why a run that has not started waits (on Kubernetes)."
+    )
+
+
+class RunSummaryList(Model):
+    runs: list[RunSummary]
 
 
 class WorkerView(Model):

@@ -63,7 +63,7 @@ from tether_operator.k8s.runs.workflows import WorkflowDirectory, WorkflowPublis
 from tether_operator.k8s.store.history import KubernetesRunStore
 from tether_operator.metrics import LeaderCollector, open_metrics_port
 from tether_operator.scheduler.app import create_app
-from tether_operator.scheduler.auth import Gate
+from tether_operator.scheduler.auth import Gate, is_open_path
 from tether_operator.scheduler.server import serve
 from tether_operator.scheduler.service import SchedulerService
 from tether_operator.store import HistoryStore, StoreError, StoreUnavailable
@@ -118,12 +118,9 @@ class Readiness:
         return not self.leading() and not self.recovered and self.led_elsewhere()
 
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz"})
-"""What a standby (or a leader still recovering) answers; everything else is 503."""
-
-
 class StandbyGate:
-    """An ASGI wrapper: 503 for every API call until `open()` (the store is recovered).
+    """An ASGI wrapper: 503 for every API call until `open()` (the store is recovered);
+    the probes and the run page's files are answered (`is_open_path`).
 
     A standby's engine is empty; a worker or client that reaches it anyway must not
     register or start anything there.
@@ -134,7 +131,7 @@ class StandbyGate:
         self.is_open = is_open
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or self.is_open() or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or self.is_open() or is_open_path(scope["path"]):
             await self.app(scope, receive, send)
             return
         body = json.dumps(
@@ -194,7 +191,12 @@ def _gate(settings: OperatorSettings, client: KubeClient, service: SchedulerServ
 
 
 def _app(service: SchedulerService, readiness: Readiness, gate: Gate | None = None) -> Any:
-    app = create_app(service, manage_lifecycle=False, gate=gate)
+    app = create_app(
+        service,
+        manage_lifecycle=False,
+        gate=gate,
+        run_namespace=run_namespace(service.namespace),
+    )
 
     async def readyz(standby: bool = False) -> JSONResponse:
         ready = readiness.ready or (standby and readiness.standing_by)

@@ -9,10 +9,11 @@ against the protocol views, which keeps the engine honest about their shape.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import Body, FastAPI, Header, Path, Query, Request
 from starlette.responses import Response
@@ -36,7 +37,8 @@ from tether_operator.scheduler.service import (
     SchedulerService,
     run_of_task,
 )
-from tether_types.views import RunViewData
+from tether_operator.scheduler.ui import mount_ui
+from tether_types.views import RunViewData, progress_counts
 from worker_runtime.protocol import (
     API_PREFIX,
     ActivityCompletion,
@@ -50,6 +52,8 @@ from worker_runtime.protocol import (
     ReportRequest,
     ReportResponse,
     RunList,
+    RunPhase,
+    RunSummaryList,
     RunView,
     StartRunRequest,
     WhoAmI,
@@ -113,13 +117,16 @@ def create_app(
     manage_lifecycle: bool = True,
     fast_path: bool = True,
     gate: Gate | None = None,
+    run_namespace: Callable[[str], str] | None = None,
 ) -> FastAPI:
     """The HTTP API over `service`. With `manage_lifecycle`, the app's lifespan
     starts the service (and recovers stored runs) and stops it. With `fast_path`,
     worker poll/report/heartbeat bypass FastAPI's routing (same behaviour, less
     overhead; see `fastpath.py`). With `gate`, every request but the probes must
     carry a token it accepts, and may do only what it allows (see `auth.py`);
-    without it the API is open (dev mode binds loopback)."""
+    without it the API is open (dev mode binds loopback). `run_namespace` gives a run
+    id's namespace (default: the gate's rule, else the service's one namespace). The run
+    timeline page is served at `/ui/` (`scheduler.ui`)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -142,6 +149,9 @@ def create_app(
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.service = service
+    namespace_of_run = run_namespace or (
+        gate.run_namespace if gate is not None else lambda _run_id: service.namespace
+    )
     install_error_handlers(app)
     app.add_middleware(GuardMiddleware, fast_path=WorkerFastPath(service) if fast_path else None)
     if gate is not None:
@@ -179,6 +189,9 @@ def create_app(
     async def allow_run(request: Request, verb: str, run_id: str) -> None:
         if gate is not None:
             await allow(request, verb, "workflowruns", gate.run_namespace(run_id))
+
+    def run_namespace_of(run: RunViewData) -> str:
+        return namespace_of_run(run["run_id"])
 
     def assigned(request: Request, worker_id: str, task_ids: list[str]) -> None:
         """An authenticated worker reports only tasks dispatched to it."""
@@ -391,26 +404,54 @@ def create_app(
         await allow(request, "create", "workflowruns", namespace)
         return await service.start_requested_run(req, namespace)
 
-    @app.get(f"{API_PREFIX}/runs", response_model=RunList, tags=["runs"], summary="Every run")
-    async def list_runs(request: Request) -> dict[str, Any]:
-        runs = await service.find_runs()
+    @app.get(
+        f"{API_PREFIX}/runs",
+        response_model=RunList | RunSummaryList,
+        tags=["runs"],
+        summary="Every run the caller may list, oldest first",
+        description="`view=summary` answers with `RunSummary` items, as `kubectl get "
+        "workflowruns` lists them (no input, result or steps): what a list page needs.",
+    )
+    async def list_runs(
+        request: Request,
+        namespace: Annotated[str | None, Query(description="Only this namespace's runs.")] = None,
+        workflow: Annotated[str | None, Query(description="Only this workflow's runs.")] = None,
+        phase: Annotated[RunPhase | None, Query(description="Only runs in this phase.")] = None,
+        view: Annotated[Literal["full", "summary"], Query(description="Item shape.")] = "full",
+    ) -> Response:
+        runs = [
+            run
+            for run in await service.find_runs()
+            if (workflow is None or run["workflow"] == workflow)
+            and (phase is None or run["phase"] == phase)
+            and (namespace is None or namespace_of_run(run["run_id"]) == namespace)
+        ]
         if gate is not None:
-            run_namespace = gate.run_namespace
             runs = await visible(
-                request, "workflowruns", runs, lambda run: run_namespace(run["run_id"])
+                request, "workflowruns", runs, lambda r: namespace_of_run(r["run_id"])
             )
-        return {"runs": runs}
+        if view == "summary":
+            return _json(
+                {"runs": [run_summary(run, namespace_of_run(run["run_id"])) for run in runs]}
+            )
+        return _json({"runs": runs})
 
     @app.get(
         f"{API_PREFIX}/runs/{{run_id}}",
         response_model=RunView,
-        responses=_RUN_ERRORS,
+        responses={**_RUN_ERRORS, 304: {"description": "Unchanged since the `ETag` sent"}},
         tags=["runs"],
         summary="One run",
+        description="The answer carries an `ETag`; sent back in `If-None-Match`, it gets a "
+        "304 while the run is unchanged (how the run page polls a live run cheaply).",
     )
-    async def get_run(request: Request, run_id: RunId) -> RunViewData:
+    async def get_run(request: Request, run_id: RunId) -> Response:
         await allow_run(request, "get", run_id)
-        return await service.find_run(run_id)
+        body = _dumps(await service.find_run(run_id)).encode()
+        etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers={"ETag": etag})
+        return Response(body, media_type="application/json", headers={"ETag": etag})
 
     @app.get(
         f"{API_PREFIX}/runs/{{run_id}}/wait",
@@ -463,7 +504,27 @@ def create_app(
     async def healthz() -> dict[str, bool]:
         return {"ok": True}
 
+    mount_ui(app)
     return app
+
+
+def run_summary(run: RunViewData, namespace: str) -> dict[str, Any]:
+    """A `RunSummary` of `run`: its list columns, without input, result or steps."""
+    done, total = progress_counts(run)
+    return {
+        "run_id": run["run_id"],
+        "namespace": namespace,
+        "workflow": run["workflow"],
+        "phase": run["phase"],
+        "worker": run["worker"],
+        "progress": f"{done}/{total}",
+        "sticky": run["sticky"],
+        "parent_run_id": run["parent_run_id"],
+        "created_at": run["created_at"],
+        "finished_at": run["finished_at"],
+        "error": run["error"],
+        "message": run.get("message"),
+    }
 
 
 def _namespace(view: dict[str, Any]) -> str:

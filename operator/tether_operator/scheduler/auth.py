@@ -2,7 +2,7 @@
 
 Without an `Authenticator` (dev mode, tests) every request is served, as on a loopback
 scheduler. With one, `AuthMiddleware` asks it who sends each request's bearer token
-(every path but `/healthz` and `/readyz`) and applies the path rules:
+(every path but the probes and the run page's files, `is_open_path`) and applies the path rules:
 
 - worker calls (`/v1/workers/{id}/...`, `/v1/tasks/...` with `X-Tether-Worker`) need a
   token bound to a pod, and that pod must be the worker: its name is the worker id,
@@ -26,6 +26,7 @@ from typing import Protocol
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from tether_operator.scheduler.ui import is_ui_path
 from worker_runtime.protocol import API_PREFIX, RegisterWorkerRequest
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "Principal",
     "Unauthenticated",
     "auth_problem",
+    "is_open_path",
     "principal_of",
 ]
 
@@ -51,6 +53,14 @@ PRINCIPAL_SCOPE_KEY = "tether.principal"
 """ASGI scope key: the `Principal` of an authenticated request."""
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 """Probes: served without a token (the kubelet has none)."""
+
+
+def is_open_path(path: str) -> bool:
+    """Served without a token: the probes, and the run page's files, which hold no data
+    (the page reads the API with the caller's token)."""
+    return path in OPEN_PATHS or is_ui_path(path)
+
+
 WORKER_HEADER = "x-tether-worker"
 
 _WORKERS = f"{API_PREFIX}/workers"
@@ -302,7 +312,7 @@ class AuthMiddleware:
         self.gate = gate
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or is_open_path(scope["path"]):
             await self.app(scope, receive, send)
             return
         try:

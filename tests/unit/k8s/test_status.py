@@ -14,6 +14,7 @@ from tether_operator.k8s.runs.status import (
     result_too_large,
     run_status,
     select_activities,
+    view_of_object,
 )
 from worker_runtime.protocol import RunView
 
@@ -288,6 +289,22 @@ def test_pending_status_says_the_workflow_is_not_registered() -> None:
     assert (accepted["status"], accepted["reason"]) == ("False", "WorkflowNotRegistered")
     assert "ml-inference" in accepted["message"]
     assert conditions(status)["Succeeded"]["status"] == "Unknown"
+
+
+def test_the_view_of_a_waiting_run_says_why_it_waits() -> None:
+    """What `kubectl get wfr` shows in its condition, the API (and the UI) say too."""
+    body = {
+        "metadata": {"namespace": "ns", "name": "r1", "creationTimestamp": rfc3339(T0)},
+        "spec": {"workflowRef": {"name": "ml-inference"}},
+        "status": pending_status("ml-inference", generation=1, now=T0),
+    }
+    view = view_of_object(body)
+    RunView.model_validate(view)
+    assert view["phase"] == "Pending"
+    assert view["message"] is not None
+    assert "no worker has registered workflow 'ml-inference'" in view["message"]
+    body["status"] = {**body["status"], "phase": "Running"}
+    assert view_of_object(body)["message"] is None
 
 
 def test_rejected_status_fails_the_run_naming_the_field() -> None:

@@ -25,7 +25,13 @@ from tether_operator.k8s.resources.conditions import (
     rfc3339,
 )
 from tether_operator.k8s.resources.naming import run_id_for
-from tether_types.views import ActivityViewData, RunViewData, SessionViewData
+from tether_types.views import (
+    TERMINAL_PHASES,
+    ActivityViewData,
+    RunViewData,
+    SessionViewData,
+    progress_counts,
+)
 
 __all__ = [
     "INLINE_RESULT_BYTES",
@@ -43,7 +49,6 @@ MAX_ACTIVITY_RECORDS = 50
 """Most activity records a status lists; the rest are counted in `activitiesOmitted`."""
 MAX_SESSION_BINDINGS = 20
 """Most bindings a session's status lists: the latest (the status stays small)."""
-TERMINAL_PHASES = frozenset({"Succeeded", "Failed", "Cancelled"})
 
 Status = dict[str, Any]
 
@@ -103,10 +108,8 @@ def select_activities(
 
 
 def _progress(view: RunViewData) -> str:
-    done_states = {"Completed", "Failed", "Cancelled"}
-    steps = [a["state"] in done_states for a in view.get("activities", ())]
-    steps += [c.get("phase") in TERMINAL_PHASES for c in view.get("children", ())]
-    return f"{sum(steps)}/{len(steps)}"
+    done, total = progress_counts(view)
+    return f"{done}/{total}"
 
 
 def _session(s: SessionViewData) -> dict[str, Any]:
@@ -393,4 +396,15 @@ def view_of_object(body: Mapping[str, Any]) -> RunViewData:
         "sessions": [],
         "children": [],
         "history_length": 0,
+        "message": _waiting_message(status),
     }
+
+
+def _waiting_message(status: Mapping[str, Any]) -> str | None:
+    """Why a run that has not started waits: its `Accepted=False` condition's message."""
+    if status.get("phase", "Pending") != "Pending":
+        return None
+    for cond in status.get("conditions") or ():
+        if cond.get("type") == "Accepted" and cond.get("status") == "False":
+            return str(cond.get("message") or cond.get("reason") or "") or None
+    return None
