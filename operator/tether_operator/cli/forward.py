@@ -34,6 +34,8 @@ class LeaderForward:
 
     namespace: str = "tether-system"
     kubectl: str = field(default_factory=lambda: shutil.which("kubectl") or "kubectl")
+    local_port: int | None = None
+    """The local port to listen on (None: any free one)."""
     _process: subprocess.Popen[str] | None = None
 
     def url(self) -> str:
@@ -41,8 +43,9 @@ class LeaderForward:
         self.close()
         deadline = time.monotonic() + FOLLOW_SECONDS
         pod = self._leader(deadline)
+        local = "" if self.local_port is None else str(self.local_port)
         command = [self.kubectl, "-n", self.namespace, "port-forward", f"pod/{pod}",
-                   f":{SCHEDULER_PORT}"]  # fmt: skip
+                   f"{local}:{SCHEDULER_PORT}"]  # fmt: skip
         try:
             process = subprocess.Popen(
                 command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -57,6 +60,10 @@ class LeaderForward:
             self.close()
             raise CliError(f"kubectl port-forward to pod {pod} failed: {line.strip()}")
         return f"http://127.0.0.1:{found.group(1)}"
+
+    def forwarding(self) -> bool:
+        """Whether the forward's kubectl still runs (it ends when its pod goes)."""
+        return self._process is not None and self._process.poll() is None
 
     def close(self) -> None:
         if self._process is not None:

@@ -16,6 +16,7 @@ from tether_operator.cli import commands
 from tether_operator.cli.client import DEFAULT_SERVER, CliError, SchedulerClient
 from tether_operator.cli.forward import KUBE_SERVER, LeaderForward
 from tether_operator.cli.output import Output
+from tether_operator.cli.ui import DEFAULT_UI_PORT, serve_ui
 from tether_operator.k8s.api.client import kubeconfig_namespace
 
 SERVER_ENV = "TETHER_SERVER"
@@ -43,6 +44,7 @@ examples:
   tether get runs
   tether describe run RUN_ID
   tether wait run RUN_ID --timeout 60
+  tether ui RUN_ID                      # the run's timeline in a browser
 """
 
 
@@ -324,6 +326,26 @@ def build_parser() -> ArgumentParser:
     _output_flag(wait, ["table", "json"])
     _server_flag(wait, None)
     wait.set_defaults(handler=commands.cmd_wait)
+
+    ui = sub.add_parser(
+        "ui",
+        help="open the run timeline page in a browser",
+        description=(
+            "Open the scheduler's run page (/ui/): runs, a run's timeline per pod with its "
+            "sessions and breaks, and the workers. With --server kube, port-forward to the "
+            "leading operator and keep following it until Ctrl-C. A --token (or "
+            "TETHER_TOKEN) is handed to the page."
+        ),
+    )
+    ui.add_argument("run_id", nargs="?", metavar="RUN_ID", help="open this run's page")
+    ui.add_argument(
+        "--port",
+        type=_port,
+        default=DEFAULT_UI_PORT,
+        help=f"with --server kube: the local port ({DEFAULT_UI_PORT})",
+    )
+    ui.add_argument("--no-open", action="store_true", help="print the address only")
+    _server_flag(ui, None)
     return parser
 
 
@@ -438,6 +460,16 @@ def run_command(
             return _dev(args, output)
         if args.command == "operator":
             return _operator(args)
+        if args.command == "ui":
+            return serve_ui(
+                args.server,
+                output,
+                run_id=args.run_id,
+                token=args.token,
+                operator_namespace=args.operator_namespace,
+                port=args.port,
+                open_browser=not args.no_open,
+            )
         handler: Command = args.handler
         if getattr(args, "namespace", None) is None:
             args.namespace = os.environ.get(NAMESPACE_ENV) or kubeconfig_namespace()

@@ -70,6 +70,7 @@ def header(
     )
     body = Group(
         Text.assemble(("Scheduler  ", "bold"), (url, "bold green")),
+        Text.assemble(("Run page   ", "bold"), (f"{url}/ui/", "bold green")),
         Text.assemble(("Workflows  ", "bold"), file),
         Text(""),
         table,
