@@ -94,6 +94,8 @@ def test_default_install_renders_every_part_with_the_recommended_labels() -> Non
     assert kinds == [
         ("ClusterRole", "tether"),
         ("ClusterRole", "tether-cluster"),
+        ("ClusterRole", "tether-edit"),
+        ("ClusterRole", "tether-view"),
         ("ClusterRoleBinding", "tether"),
         ("ClusterRoleBinding", "tether-cluster"),
         ("CustomResourceDefinition", "workerpools.tether.dev"),

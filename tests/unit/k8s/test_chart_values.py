@@ -310,8 +310,15 @@ VALUES: dict[str, tuple[list[str], Check]] = {
         lambda o: one(o, "ServiceAccount")["metadata"]["annotations"] == {"owner": "platform"},
     ),
     "rbac.create": (
-        ["rbac.create=false"],
+        ["rbac.create=false", "rbac.userRoles=false"],
         lambda o: not kinds(o) & {"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"},
+    ),
+    "rbac.userRoles": (
+        ["rbac.userRoles=false"],
+        lambda o: (
+            not {"tether-view", "tether-edit"}
+            & {x["metadata"]["name"] for x in o if x["kind"] == "ClusterRole"}
+        ),
     ),
     "service.type": (
         ["service.type=NodePort"],
