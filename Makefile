@@ -10,7 +10,7 @@ PY          := $(BIN)/python
 STAMP       := $(VENV)/.installed
 SOURCES     := operator/tether_operator worker_runtime tether_types tests bench examples scripts
 
-.PHONY: help venv demo test lint format typecheck contracts unit e2e e2e-postgres bench bench-memory bench-cluster chaos fuzz openapi crds \
+.PHONY: help venv demo test lint format typecheck contracts unit e2e e2e-postgres bench bench-ui bench-memory bench-cluster chaos fuzz openapi crds \
 	helm-lint clean cluster-up cluster-down image
 
 help: ## Show this help
@@ -76,6 +76,9 @@ contracts: venv ## Import-layer contracts (lint-imports)
 bench: venv ## Benchmarks; results land in bench/results/*.json
 	mkdir -p bench/results
 	$(PY) -m bench.run
+
+bench-ui: venv ## The run page with a 1,000-activity run: view size, 200/304 cost, draw time (bench/results/ui.md)
+	$(PY) -m bench.ui
 
 bench-memory: venv ## Operator memory over 100,000 finished runs (bench/results/finished-runs.*)
 	$(PY) -m bench.finished_runs --label current

@@ -14,6 +14,8 @@ import pytest
 import uvicorn
 from playwright.async_api import Browser, Page, async_playwright
 
+from tether_operator.scheduler.server import http_config
+
 CHROMIUM_NAMES = ("chromium", "chromium-browser")
 
 
@@ -55,7 +57,7 @@ async def served(app: Any) -> AsyncIterator[str]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning"))
+    server = uvicorn.Server(http_config(app, "127.0.0.1", port))  # as the scheduler serves
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         while not server.started:

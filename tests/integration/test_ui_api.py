@@ -4,6 +4,7 @@ list's filters and summary view; a run's `ETag`, so a live page polls cheaply.""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
@@ -17,10 +18,28 @@ from worker_runtime.protocol import RegisterWorkerRequest, RunSummaryList
 from worker_runtime.testing import WorkflowEnvironment
 from worker_runtime.workflow import entrypoint
 
+from .waiting import until
+
 
 @activity()
 async def double(x: int) -> int:
     return 2 * x
+
+
+GATE: dict[str, asyncio.Event] = {}
+
+
+@activity()
+async def wait_gate(key: str) -> str:
+    await GATE[key].wait()
+    return key
+
+
+@workflows.workflow.define(name="ui-api-held")
+class Held:
+    @entrypoint
+    async def run(self, key: str) -> str:
+        return await wait_gate(key)
 
 
 @workflows.workflow.define(name="ui-api-a")
@@ -41,7 +60,7 @@ class B:
 
 @pytest.fixture
 async def env() -> AsyncIterator[WorkflowEnvironment]:
-    async with WorkflowEnvironment([A, B], [double]) as env:
+    async with WorkflowEnvironment([A, B, Held], [double, wait_gate]) as env:
         yield env
 
 
@@ -115,9 +134,7 @@ async def test_the_runs_list_filters_and_summarises(
     assert bad.json()["field"] == "phase"
 
 
-async def test_a_runs_etag_answers_304_until_it_changes(
-    env: WorkflowEnvironment, client: httpx.AsyncClient
-) -> None:
+async def test_a_runs_etag_answers_304(env: WorkflowEnvironment, client: httpx.AsyncClient) -> None:
     run_id = await env.start(A, {"x": 1})
     await env.client.wait_run(run_id, 10)
     first = await client.get(f"/v1/runs/{run_id}")
@@ -125,11 +142,28 @@ async def test_a_runs_etag_answers_304_until_it_changes(
     etag = first.headers["etag"]
     same = await client.get(f"/v1/runs/{run_id}", headers={"If-None-Match": etag})
     assert (same.status_code, same.content, same.headers["etag"]) == (304, b"", etag)
-    other = await env.start(A, {"x": 3})
-    await env.client.wait_run(other, 10)
-    changed = await client.get(f"/v1/runs/{other}", headers={"If-None-Match": etag})
-    assert changed.status_code == 200
-    assert changed.json()["result"] == 6
+
+
+async def test_a_live_runs_etag_holds_while_it_waits_and_moves_when_it_moves(
+    env: WorkflowEnvironment, client: httpx.AsyncClient
+) -> None:
+    GATE["live"] = asyncio.Event()
+    run_id = await env.start(Held, {"key": "live"})
+    await until(
+        lambda: [a.state for a in env.describe(run_id).activities] == ["Running"],
+        what="the held activity running",
+    )
+    waiting = await client.get(f"/v1/runs/{run_id}")
+    etag = waiting.headers["etag"]
+    for _ in range(3):
+        same = await client.get(f"/v1/runs/{run_id}", headers={"If-None-Match": etag})
+        assert same.status_code == 304
+    GATE["live"].set()
+    await env.client.wait_run(run_id, 10)
+    moved = await client.get(f"/v1/runs/{run_id}", headers={"If-None-Match": etag})
+    assert moved.status_code == 200
+    assert moved.headers["etag"] != etag
+    assert moved.json()["phase"] == "Succeeded"
 
 
 class OneToken:

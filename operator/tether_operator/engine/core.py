@@ -445,6 +445,15 @@ class Engine:
         """The run as clients see it."""
         return run_view(self.state.get_run(run_id), self.state.runs)
 
+    def run_version(self, run_id: str) -> int:
+        """A number that grows whenever the run's view changes: its view is built from its
+        history and its children's phases, so the lengths of those histories."""
+        run = self.state.get_run(run_id)
+        runs = self.state.runs
+        return len(run.history) + sum(
+            len(runs[c.run_id].history) for c in run.children.values() if c.run_id in runs
+        )
+
     def list_runs(self) -> list[RunViewData]:
         """Every run's view."""
         return [run_view(r, self.state.runs) for r in self.state.runs.values()]

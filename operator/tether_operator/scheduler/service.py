@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
@@ -187,6 +188,8 @@ class SchedulerService:
         self._timer = DeadlineTimer(self._on_deadline, clock)
         self._started = False
         self._stopping = False
+        self._incarnation = secrets.token_hex(4)
+        """Tells this service's run ETags from another's (a new leader's, a restart's)."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -683,6 +686,13 @@ class SchedulerService:
 
     def _holds(self, run_id: str) -> bool:
         return run_id in self.engine.runs or run_id in self._finished
+
+    def run_version(self, run_id: str) -> str | None:
+        """An ETag for the view of a run the engine holds, without building the view (it
+        changes whenever the view does, and with every new service); None for others."""
+        if run_id not in self.engine.runs:
+            return None
+        return f'"{self._incarnation}.{self.engine.run_version(run_id)}"'
 
     async def find_run(self, run_id: str) -> RunViewData:
         """`get_run` for the HTTP API, and a run the engine does not hold from the run

@@ -27,7 +27,8 @@ After every step it checks the invariants of DESIGN.md / docs/internals.md:
 10. an attempt a draining worker still runs stays its (never dispatched again) until it
     reports, is cancelled, or the worker is lost;
 11. no task crosses a namespace: a run's tasks and sessions go only to workers of its
-    namespace (two namespaces share worker pool names and workflow names here).
+    namespace (two namespaces share worker pool names and workflow names here);
+12. a run's view changes only when `Engine.run_version` does (the run page's ETag).
 
 `settle` adds a liveness property: a healthy worker, no more losses and enough time
 drive every run to a terminal phase — even though `message_lost` drops tasks on their way
@@ -611,6 +612,8 @@ class EngineMachine(RuleBasedStateMachine):
         self.restarts = 0
         self.acknowledged: dict[tuple[str, int], int] = {}
         """(run, seq) -> attempt of every completion acknowledged as the step's result."""
+        self.views: dict[str, tuple[int, Any]] = {}
+        """run -> (its version, its view) when last checked (12)."""
 
     @initialize(configs=st.lists(worker_configs, min_size=len(POOL), max_size=len(POOL)))
     def setup(self, configs: list[WorkerConfig]) -> None:
@@ -1027,6 +1030,7 @@ class EngineMachine(RuleBasedStateMachine):
                 self.d.write(rid)
         old = self.engine
         self.restarts += 1
+        self.views.clear()  # a new engine: the scheduler's ETags carry a new incarnation
         whole = all(self.d.written.get(rid, 0) == len(self.d.stored[rid]) for rid in self.run_ids)
         self.d.crash()
         self._note_torn_children()
@@ -1124,6 +1128,11 @@ class EngineMachine(RuleBasedStateMachine):
         eng = self.engine
         assert set(eng.runs) == set(self.run_ids)
         for rid, run in eng.runs.items():
+            # 12: a run's view changes only when its version (its ETag) does.
+            version, view = eng.run_version(rid), eng.run_view(rid)
+            if rid in self.views and self.views[rid][0] == version:
+                assert view == self.views[rid][1], f"{rid}'s view changed at version {version}"
+            self.views[rid] = (version, view)
             check_run(eng, self.d.stored[rid], run)
             prev = self.phases.get(rid)
             if prev in TERMINAL_PHASES:
