@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import run as devbench
+from bench.progress import run_benches
 from tether_operator.k8s.api import paths
 from tether_operator.k8s.api.client import KubeClient, load_config
 
@@ -640,10 +641,7 @@ def main() -> None:
     }
     installed = install(args.store)
     try:
-        for name in args.only or list(BENCHES):
-            print(f"running {name} ...", flush=True)
-            results["benches"][name] = BENCHES[name](args.quick)
-            print(json.dumps(results["benches"][name], indent=2), flush=True)
+        run_benches(args.only or list(BENCHES), BENCHES, args.quick, results["benches"])
     finally:
         uninstall(release_too=installed, store=args.store)
     out = Path(args.out or RESULTS / f"cluster-{args.store}")

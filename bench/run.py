@@ -32,6 +32,8 @@ from typing import Any
 
 import httpx
 
+from bench.progress import run_benches
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 
@@ -268,10 +270,7 @@ def main() -> None:
         f"Python {platform.python_version()}",
         "benches": {},
     }
-    for name in args.only or list(BENCHES):
-        print(f"running {name} ...", flush=True)
-        results["benches"][name] = BENCHES[name](args.quick)
-        print(json.dumps(results["benches"][name], indent=2), flush=True)
+    run_benches(args.only or list(BENCHES), BENCHES, args.quick, results["benches"])
     add_ratios(results["benches"])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

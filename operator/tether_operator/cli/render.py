@@ -426,17 +426,25 @@ def history_table(events: Sequence[HistoryEventModel]) -> Table:
 
 
 def progress_line(run: RunView, elapsed: float) -> Text:
-    """The live line of `tether run --wait`: phase, steps done/total, worker, session."""
+    """The live line of `tether run --wait` and `tether wait` (on a terminal only): phase,
+    steps done/total, the activity running now, worker, session and its pod."""
     text = Text()
     text.append(f"{run.run_id} ", style="bold")
     text.append_text(styled(run.phase))
     text.append(f"  steps done {run_progress(run)}")
+    running = [a for a in run.activities if a.state in ("Running", "Started")]
+    if running:
+        now = running[-1]
+        retry = f", attempt {now.attempt}" if now.attempt > 1 else ""
+        more = f" (+{len(running) - 1} more)" if len(running) > 1 else ""
+        text.append(f"  now {now.name} #{now.seq}{retry}{more}")
     session = current_session(run)
     worker = (session.worker if session else None) or run.worker
     if worker:
         text.append(f"  worker {worker}")
     if session is not None:
-        text.append(f"  session {session.id} ({session.strategy})")
+        where = f" on pod {session.pod}" if session.pod and session.pod != worker else ""
+        text.append(f"  session {session.id} ({session.strategy}){where}")
     broken = [s for s in run.sessions if s.state == "Broken"]
     if broken:
         last = broken[-1]

@@ -324,3 +324,16 @@ def test_run_wait_shows_live_progress_on_a_terminal(fake: FakeScheduler) -> None
     )
     assert "steps done 2/3" in err.getvalue()
     assert "Succeeded" in out.getvalue()
+
+
+def test_waiting_piped_shows_no_progress(cli: Cli, fake: FakeScheduler) -> None:
+    fake.routes["POST", "/v1/runs"] = ok(make_run("Pending"), 201)
+    fake.routes["GET", "/v1/runs/run-1/wait"] = [ok(make_run("Running")), ok(make_run("Succeeded"))]
+    result = cli("run", "ml-inference", "--wait")
+    assert result.code == 0
+    assert result.err == ""
+    assert "steps done" not in result.out
+    fake.routes["GET", "/v1/runs/run-1"] = ok(make_run("Running"))
+    fake.routes["GET", "/v1/runs/run-1/wait"] = [ok(make_run("Running")), ok(make_run("Succeeded"))]
+    waited = cli("wait", "run", "run-1")
+    assert (waited.code, waited.err) == (0, "")

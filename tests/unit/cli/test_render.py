@@ -71,14 +71,24 @@ def test_progress_line_names_worker_session_and_breakage() -> None:
             worker="dev-worker-2",
             reason="ProcessExited",
         ),
-        SessionView(id="run-1/s2", strategy="SOFT", state="Open", worker="dev-worker-3"),
+        SessionView(
+            id="run-1/s2", strategy="SOFT", state="Open", worker="dev-worker-3", pod="pod-3"
+        ),
     ]
     line = progress_line(make_run("Running", sessions=sessions), 3.0).plain
     assert "Running" in line
     assert "steps done 2/3" in line
     assert "worker dev-worker-3" in line
-    assert "session run-1/s2 (SOFT)" in line
+    assert "session run-1/s2 (SOFT) on pod pod-3" in line
     assert "broken: ProcessExited" in line
+
+
+def test_progress_line_names_the_activity_running_now() -> None:
+    run = make_run("Running")
+    run.activities[-1].state = "Running"
+    run.activities[-1].attempt = 2
+    line = progress_line(run, 1.0).plain
+    assert f"now {run.activities[-1].name} #{run.activities[-1].seq}, attempt 2" in line
 
 
 TRACEBACK = (
