@@ -6,7 +6,7 @@ when scraped (`EngineCollector`); `serve_metrics` answers `GET /metrics` on a po
 its own. The families are documented in docs/metrics.md.
 """
 
-from tether_operator.metrics.collector import EngineCollector, LeaderCollector
+from tether_operator.metrics.collector import EngineCollector, LeaderCollector, StoreCollector
 from tether_operator.metrics.families import Metrics
 from worker_runtime.metrics import open_metrics_port, serve_metrics
 
@@ -14,6 +14,7 @@ __all__ = [
     "EngineCollector",
     "LeaderCollector",
     "Metrics",
+    "StoreCollector",
     "open_metrics_port",
     "serve_metrics",
 ]

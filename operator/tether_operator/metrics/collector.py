@@ -6,13 +6,14 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from tether_operator.engine import Engine
+    from tether_operator.store import HistoryStore
 
-__all__ = ["EngineCollector", "LeaderCollector"]
+__all__ = ["EngineCollector", "LeaderCollector", "StoreCollector"]
 
 
 class EngineCollector(Collector):
@@ -80,3 +81,20 @@ class LeaderCollector(Collector):
                 "The Lease epoch this operator last led with (its history writes carry it).",
                 epoch,
             )
+
+
+class StoreCollector(Collector):
+    """The bytes of history a durable store took, read from it at each scrape (nothing is
+    counted on the commit path)."""
+
+    def __init__(self, store: HistoryStore) -> None:
+        self._store = store
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "tether_history_bytes_committed",
+            "Bytes of history JSON appended to the store by this process.",
+            labels=["store"],
+        )
+        family.add_metric([self._store.kind], self._store.bytes_written)
+        yield family

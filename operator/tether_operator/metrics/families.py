@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from tether_types.wire import LOSS_REASONS
 from worker_runtime.metrics import LATENCY_BUCKETS, Families, PlainCounter, PlainHistogram
@@ -105,6 +107,20 @@ class Metrics:
             "Appends of history the store refused or could not take (each is retried).",
             ["store"],
         )
+        self.auth_refusals = PlainCounter(
+            "tether_auth_refusals",
+            "Calls to the scheduler refused: Unauthenticated (401), Forbidden (403) or "
+            "AuthUnavailable (503, the identity provider did not answer).",
+            ["kind"],
+        )
+        self.http_seconds = PlainHistogram(
+            "tether_http_request_seconds",
+            "Requests the scheduler's HTTP API served, by method and route (the route's "
+            "template, e.g. /v1/runs/{run_id}; `unmatched` for none).",
+            ["method", "route"],
+            LATENCY_BUCKETS,
+        )
+        self._pools: dict[tuple[str, str], tuple[int, int]] = {}
         self.registry.register(
             Families(
                 self.runs_started,
@@ -118,8 +134,11 @@ class Metrics:
                 self.commit_events,
                 self.commit_failures,
                 self.api_requests,
+                self.auth_refusals,
+                self.http_seconds,
             )
         )
+        self.registry.register(_PoolReplicas(self._pools))
 
     # ------------------------------------------------------------------ history events
 
@@ -145,6 +164,22 @@ class Metrics:
     def api_request(self, method: str, code: str) -> None:
         """One request to the API server answered with `code`."""
         self.api_requests.inc((method, code))
+
+    def refused(self, kind: str) -> None:
+        """One call refused with error `kind` (Unauthenticated, Forbidden, AuthUnavailable)."""
+        self.auth_refusals.inc((kind,))
+
+    def served(self, method: str, route: str, seconds: float) -> None:
+        """One HTTP request to `route` took `seconds`."""
+        self.http_seconds.observe((method, route), seconds)
+
+    def pool_replicas(self, namespace: str, pool: str, desired: int, ready: int) -> None:
+        """WorkerPool `namespace/pool` wants `desired` pods, of which `ready` serve."""
+        self._pools[(namespace, pool)] = (desired, ready)
+
+    def pool_gone(self, namespace: str, pool: str) -> None:
+        """WorkerPool `namespace/pool` was deleted: its series go."""
+        self._pools.pop((namespace, pool), None)
 
     def _workflow(self, run_id: str) -> str:
         return self._workflow_of(run_id) or "unknown"
@@ -238,3 +273,22 @@ _HANDLERS: dict[str, Callable[[Metrics, str, float, dict[str, Any]], None]] = {
     "SessionBroken": Metrics._session_broken,
     "SessionClosed": Metrics._session_closed,
 }
+
+
+class _PoolReplicas(Collector):
+    """`tether_pool_replicas{namespace, pool, kind}`: desired and ready pods per pool."""
+
+    def __init__(self, pools: dict[tuple[str, str], tuple[int, int]]) -> None:
+        self._pools = pools
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "tether_pool_replicas",
+            "Pods of each WorkerPool: desired (spec.replicas, or the autoscaler's target) "
+            "and ready (registered workers).",
+            labels=["namespace", "pool", "kind"],
+        )
+        for (namespace, pool), (desired, ready) in sorted(self._pools.items()):
+            family.add_metric([namespace, pool, "desired"], desired)
+            family.add_metric([namespace, pool, "ready"], ready)
+        yield family

@@ -153,9 +153,14 @@ def create_app(
         gate.run_namespace if gate is not None else lambda _run_id: service.namespace
     )
     install_error_handlers(app)
-    app.add_middleware(GuardMiddleware, fast_path=WorkerFastPath(service) if fast_path else None)
-    if gate is not None:
-        app.add_middleware(AuthMiddleware, gate=gate)  # outermost: before the body is read
+    app.state.refused = service.metrics.refused
+    app.add_middleware(
+        GuardMiddleware,
+        fast_path=WorkerFastPath(service) if fast_path else None,
+        served=service.metrics.served,
+    )
+    if gate is not None:  # outermost: before the body is read
+        app.add_middleware(AuthMiddleware, gate=gate, refused=service.metrics.refused)
 
     def caller(request: Request) -> Principal | None:
         """Who sent the request (None without a gate); fails closed if the gate's

@@ -307,9 +307,13 @@ class AuthMiddleware:
     """Outermost ASGI layer when the scheduler authenticates: every request but the
     probes carries a token the `Gate` accepts; worker calls act as their own pod."""
 
-    def __init__(self, app: ASGIApp, gate: Gate) -> None:
+    def __init__(
+        self, app: ASGIApp, gate: Gate, refused: Callable[[str], None] | None = None
+    ) -> None:
         self.app = app
         self.gate = gate
+        self.refused = refused
+        """Told the error kind of each request refused here (a metrics counter)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or is_open_path(scope["path"]):
@@ -321,6 +325,8 @@ class AuthMiddleware:
             if worker_id is not None:
                 self.gate.check_worker(principal, worker_id)
         except AuthError as exc:
+            if self.refused is not None:
+                self.refused(exc.error)
             status, body, headers = auth_problem(exc)
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": body})

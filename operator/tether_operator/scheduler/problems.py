@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from http import HTTPStatus
 from typing import Any
@@ -33,7 +34,7 @@ from tether_operator.engine import (
 from tether_operator.scheduler.auth import AuthError
 from tether_operator.scheduler.run_starter import RunNotStarted
 from tether_operator.store import StoreError, StoreUnavailable
-from worker_runtime.protocol import MAX_BODY_BYTES, MAX_PAYLOAD_BYTES
+from worker_runtime.protocol import API_PREFIX, MAX_BODY_BYTES, MAX_PAYLOAD_BYTES
 
 __all__ = [
     "BODY_SIZE_SCOPE_KEY",
@@ -45,6 +46,7 @@ __all__ = [
     "install_error_handlers",
     "payload_problem",
     "problem",
+    "route_of",
     "validation_problem",
 ]
 
@@ -52,6 +54,27 @@ logger = logging.getLogger("tether.scheduler")
 
 FastPath = Callable[[Scope, bytes, Receive, Send], Awaitable[bool]]
 """Handles a request directly (True) or declines it (False) to let the app route it."""
+Served = Callable[[str, str, float], None]
+"""Told of each request served: method, route template (`route_of`), seconds."""
+
+_WORKER_ACTIONS = frozenset({"poll", "report", "heartbeat", "lost", "drain"})
+_TASK_ACTIONS = frozenset({"complete", "heartbeat"})
+
+
+def route_of(scope: Scope) -> str:
+    """The template of the route that served the request (a bounded label): the router's,
+    else the worker calls' the fast path serves, else `unmatched`."""
+    route = scope.get("route")
+    if route is not None:
+        return str(getattr(route, "path", "unmatched"))
+    path: str = scope["path"]
+    action = path.rpartition("/")[2]
+    if path.startswith(f"{API_PREFIX}/workers/") and action in _WORKER_ACTIONS:
+        return f"{API_PREFIX}/workers/{{worker_id}}/{action}"
+    if path.startswith(f"{API_PREFIX}/tasks/") and action in _TASK_ACTIONS:
+        return f"{API_PREFIX}/tasks/{{task_id}}/{action}"
+    return "unmatched"
+
 
 BODY_SIZE_SCOPE_KEY = "tether.body_size"
 """ASGI scope key: the request body's size in bytes, set by `GuardMiddleware`."""
@@ -164,6 +187,9 @@ async def _on_engine_error(request: Request, exc: Exception) -> Response:
 
 async def _on_auth_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AuthError)
+    refused = getattr(request.app.state, "refused", None)
+    if refused is not None:
+        refused(exc.error)
     return auth_error_problem(exc)
 
 
@@ -216,16 +242,31 @@ class GuardMiddleware:
     """
 
     def __init__(
-        self, app: ASGIApp, max_body: int = MAX_BODY_BYTES, fast_path: FastPath | None = None
+        self,
+        app: ASGIApp,
+        max_body: int = MAX_BODY_BYTES,
+        fast_path: FastPath | None = None,
+        served: Served | None = None,
     ) -> None:
         self.app = app
         self.max_body = max_body
         self.fast_path = fast_path
+        self.served = served
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if self.served is None:
+            await self._serve(scope, receive, send)
+            return
+        began = time.perf_counter()
+        try:
+            await self._serve(scope, receive, send)
+        finally:
+            self.served(scope["method"], route_of(scope), time.perf_counter() - began)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:

@@ -40,7 +40,7 @@ from tether_operator.engine import (
     WorkerReplaced,
 )
 from tether_operator.engine.effects import Deliver, Effect, Persist, RunEnded, WorkerGone
-from tether_operator.metrics import EngineCollector, Metrics
+from tether_operator.metrics import EngineCollector, Metrics, StoreCollector
 from tether_operator.scheduler.auth import Forbidden
 from tether_operator.scheduler.history_writer import HistoryWriter
 from tether_operator.scheduler.inputs import InputCatalog
@@ -160,6 +160,8 @@ class SchedulerService:
         self.scheduler_url = scheduler_url
         self.durable = bool(self.store.durable)
         """Hold deliveries and acknowledgements until their history is written."""
+        if self.durable:
+            self.metrics.registry.register(StoreCollector(self.store))
         self._store_open = False
         self.history_writer = HistoryWriter(
             self.store,

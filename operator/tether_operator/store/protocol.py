@@ -38,6 +38,10 @@ class HistoryStore(Protocol):
     kind: str
     """The tier: `memory`, `sqlite`, `postgres` or `apiserver` (a metrics label)."""
 
+    @property
+    def bytes_written(self) -> int:
+        """Bytes of history JSON this process appended so far (a metrics counter)."""
+
     async def open(self) -> None:
         """Connect and prepare (create or migrate tables); called once before use."""
 

@@ -61,6 +61,7 @@ class Owned:
     """The ownership half of `HistoryStore` for the tiers that keep it in `Roots`."""
 
     _roots: Roots
+    bytes_written: int = 0
 
     def forget(self, run_id: str) -> None:
         self._roots.forget(run_id)

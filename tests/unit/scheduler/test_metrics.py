@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tether_operator.metrics import LeaderCollector, Metrics, serve_metrics
 from tether_operator.scheduler import SchedulerService
 from tether_operator.store.memory import DurableMemoryStore
+from tether_operator.store.sqlite import SqliteStore
 from worker_runtime.protocol import ReportRequest
 from worker_runtime.worker_metrics import WorkerMetrics
 
@@ -107,6 +108,40 @@ async def test_history_commits_of_a_durable_store_are_timed_by_store(
     assert value(service, "tether_history_commit_seconds_count", store="memory") == 0
 
 
+async def test_the_bytes_a_store_took_are_read_at_each_scrape(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "history.db")
+    await store.open()
+    durable = SchedulerService(store=store)
+    await durable.start()
+    try:
+        assert value(durable, "tether_history_bytes_committed_total", store="sqlite") == 0
+        register(durable)
+        start(durable)
+        await durable.history_writer.flush()
+        written = value(durable, "tether_history_bytes_committed_total", store="sqlite")
+        assert written == store.bytes_written > 100
+    finally:
+        await durable.stop()
+        await store.close()
+    # A store that keeps nothing has no such series.
+    assert (
+        SchedulerService().metrics.registry.get_sample_value(
+            "tether_history_bytes_committed_total", {"store": "memory"}
+        )
+        is None
+    )
+
+
+def test_pool_replicas_are_gauges_until_the_pool_goes() -> None:
+    metrics = Metrics()
+    metrics.pool_replicas("team", "ml", desired=3, ready=2)
+    got = metrics.registry.get_sample_value
+    assert got("tether_pool_replicas", {"namespace": "team", "pool": "ml", "kind": "desired"}) == 3
+    assert got("tether_pool_replicas", {"namespace": "team", "pool": "ml", "kind": "ready"}) == 2
+    metrics.pool_gone("team", "ml")
+    assert got("tether_pool_replicas", {"namespace": "team", "pool": "ml", "kind": "ready"}) is None
+
+
 def test_a_session_break_and_its_rebind_are_counted() -> None:
     metrics = Metrics()
     sid = "r1/s0"
@@ -172,7 +207,7 @@ SERIES = re.compile(r"\btether_[a-z_]+")
 def served_series() -> set[str]:
     """Every series name the scheduler and the operator serve (a counter's `_total`,
     a histogram's `_bucket`, `_sum` and `_count`)."""
-    registry = SchedulerService().metrics.registry
+    registry = SchedulerService(store=DurableMemoryStore()).metrics.registry  # + store bytes
     registry.register(LeaderCollector(lambda: True, lambda: 1))
     names = set()
     for family in registry.collect():

@@ -300,6 +300,7 @@ class PoolController:
             if pool is not None and pool.task is not None:
                 pool.task.cancel()
             self.health.gone(key)
+            self.service.metrics.pool_gone(*key)
             return  # its pods are garbage-collected; their pod events report the loss
         pool = self._pools.setdefault(key, _Pool())
         pool.body = body
@@ -657,6 +658,7 @@ class PoolController:
     ) -> None:
         generation = body["metadata"].get("generation")
         ready = sum(1 for s in states if s.load is not None)
+        self.service.metrics.pool_replicas(*key, desired=target.replicas, ready=ready)
         status: dict[str, Any] = {
             "observedGeneration": generation,
             "replicas": len(states),

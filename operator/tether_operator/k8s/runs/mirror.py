@@ -36,6 +36,10 @@ class MarkingStore:
         self.durable: bool = inner.durable
         self.kind: str = inner.kind
 
+    @property
+    def bytes_written(self) -> int:
+        return self.inner.bytes_written
+
     def on_durable(self, listener: Callable[[str], None]) -> None:
         """Call `listener(run_id)` after every durable append of the run's history."""
         self._listeners.append(listener)

@@ -184,6 +184,7 @@ class KubernetesRunStore:
 
     durable = True
     kind = "apiserver"
+    bytes_written = 0
     """A write returns only once the API server has it."""
 
     def __init__(
@@ -360,6 +361,7 @@ class KubernetesRunStore:
                 start = state.next_index
                 try:
                     await self._write(run_id, state, texts)
+                    self.bytes_written += sum(map(len, texts))
                     return
                 except _Resync:
                     state.next_index = start

@@ -263,6 +263,7 @@ class PostgresStore(Owned):
             ]
             if unchecked:
                 await self._replace_old_runs(conn, unchecked)
+            bodies = [JSON.encode(i.events) for i in group]
             rows = await conn.fetch(
                 GROUP_APPEND,
                 [i.run_id for i in group],
@@ -270,9 +271,10 @@ class PostgresStore(Owned):
                 [self._roots.uids.get(i.run_id) for i in group],
                 [self._length.get(i.run_id, 0) for i in group],
                 [len(i.events) for i in group],
-                [JSON.encode(i.events) for i in group],
+                bodies,
                 self._fence.epoch,
             )
+        self.bytes_written += sum(map(len, bodies))
         return {row["run_id"]: int(row["length"]) for row in rows}
 
     async def _replace_old_runs(self, conn: _Conn, run_ids: list[str]) -> None:

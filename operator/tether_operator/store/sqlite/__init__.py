@@ -110,10 +110,12 @@ class SqliteStore(Owned):
                     length = 0
             if epoch is not None and stored_epoch > epoch:
                 raise self._fence.claimed_by_newer(run_id, stored_epoch)
+            body = JSON.encode(events)
             tx.execute(
                 "INSERT INTO batches (run_id, start, body) VALUES (?, ?, ?)",
-                (run_id, length, JSON.encode(events)),
+                (run_id, length, body),
             )
+            self.bytes_written += len(body)
             tx.execute(
                 "UPDATE runs SET length = ?, epoch = ? WHERE run_id = ?",
                 (length + len(events), max(stored_epoch, epoch or 0), run_id),
