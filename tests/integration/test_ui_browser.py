@@ -85,7 +85,14 @@ class UiMany:
         return count
 
 
-WORKFLOWS = [UiSession, UiFlaky, UiMany]
+@workflows.workflow.define(name="ui-parent")
+class UiParent:
+    @entrypoint
+    async def run(self, key: str) -> int:
+        return int(await workflows.workflow.execute_child(UiFlaky, {"key": key})) + 1
+
+
+WORKFLOWS = [UiSession, UiFlaky, UiMany, UiParent]
 ACTIVITIES = [step, held, flaky]
 
 
@@ -326,3 +333,19 @@ async def test_a_run_of_a_thousand_activities_draws_every_one() -> None:
             assert await tab.locator("table[data-table=activities] tbody tr").count() == 1000
             await tab.click("a[data-nav=workers]")
             await tab.wait_for_selector("tr[data-worker=pod-b1]")
+
+
+async def test_child_runs_are_linked_both_ways() -> None:
+    async with WorkflowEnvironment(WORKFLOWS, ACTIVITIES, workers=0) as env:
+        await environment(env)
+        parent = await env.start(UiParent, {"key": "child"})
+        assert (await env.client.wait_run(parent, 30)).phase == "Succeeded"
+        (child,) = env.describe(parent).children
+        async with served(env.app) as url, page(f"{url}/ui/#/runs/{parent}") as tab:
+            link = await tab.wait_for_selector("table[data-table=children] a")
+            assert link is not None
+            assert await link.inner_text() == child.run_id
+            await link.click()
+            await tab.wait_for_selector(f"h1[data-run-id='{child.run_id}']")
+            await tab.click(f"dd a[href='#/runs/{parent}']")
+            await tab.wait_for_selector(f"h1[data-run-id='{parent}']")

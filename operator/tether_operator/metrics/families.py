@@ -192,7 +192,9 @@ class Metrics:
         self._runs.pop(run_id, None)
 
     def _scheduled(self, run_id: str, t: float, d: dict[str, Any]) -> None:
-        run = self._runs.setdefault(run_id, _Run())
+        run = self._runs.get(run_id)
+        if run is None:  # not setdefault: a _Run per event would cost the hot path
+            run = self._runs[run_id] = _Run()
         labels = (self._workflow(run_id), d["activity"])
         run.steps[d["seq"]] = _Step(labels, t, d.get("session_id"))
 

@@ -24,6 +24,7 @@ from tether_operator.scheduler import worker_calls
 from tether_operator.scheduler.auth import AuthError, principal_of
 from tether_operator.scheduler.http_protocol import CONNECTED
 from tether_operator.scheduler.problems import (
+    ROUTE_SCOPE_KEY,
     PayloadTooLarge,
     auth_error_problem,
     check_payload,
@@ -38,6 +39,8 @@ __all__ = ["WorkerFastPath", "report_payloads"]
 
 _WORKERS = f"{API_PREFIX}/workers/"
 _ACTIONS = frozenset({"poll", "report", "heartbeat"})
+_ROUTES = {action: f"{_WORKERS}{{worker_id}}/{action}" for action in _ACTIONS}
+"""The route template of each action: the label its requests are timed under."""
 _HEADERS = [(b"content-type", b"application/json")]
 _json_encode = json.JSONEncoder(separators=(",", ":")).encode
 
@@ -111,6 +114,7 @@ class WorkerFastPath:
         worker_id, _, action = path[len(_WORKERS) :].rpartition("/")
         if action not in _ACTIONS or not worker_id or "/" in worker_id or len(worker_id) > 253:
             return False
+        scope[ROUTE_SCOPE_KEY] = _ROUTES[action]
         service = self.service
         try:
             if action == "report":

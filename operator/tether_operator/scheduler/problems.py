@@ -34,10 +34,11 @@ from tether_operator.engine import (
 from tether_operator.scheduler.auth import AuthError
 from tether_operator.scheduler.run_starter import RunNotStarted
 from tether_operator.store import StoreError, StoreUnavailable
-from worker_runtime.protocol import API_PREFIX, MAX_BODY_BYTES, MAX_PAYLOAD_BYTES
+from worker_runtime.protocol import MAX_BODY_BYTES, MAX_PAYLOAD_BYTES
 
 __all__ = [
     "BODY_SIZE_SCOPE_KEY",
+    "ROUTE_SCOPE_KEY",
     "GuardMiddleware",
     "PayloadTooLarge",
     "auth_error_problem",
@@ -57,23 +58,18 @@ FastPath = Callable[[Scope, bytes, Receive, Send], Awaitable[bool]]
 Served = Callable[[str, str, float], None]
 """Told of each request served: method, route template (`route_of`), seconds."""
 
-_WORKER_ACTIONS = frozenset({"poll", "report", "heartbeat", "lost", "drain"})
-_TASK_ACTIONS = frozenset({"complete", "heartbeat"})
+ROUTE_SCOPE_KEY = "tether.route"
+"""ASGI scope key: the route template of a request the fast path served."""
 
 
 def route_of(scope: Scope) -> str:
-    """The template of the route that served the request (a bounded label): the router's,
-    else the worker calls' the fast path serves, else `unmatched`."""
+    """The template of the route that served the request (a bounded label): the fast
+    path's, else the router's, else `unmatched`."""
+    fast: str | None = scope.get(ROUTE_SCOPE_KEY)
+    if fast is not None:
+        return fast
     route = scope.get("route")
-    if route is not None:
-        return str(getattr(route, "path", "unmatched"))
-    path: str = scope["path"]
-    action = path.rpartition("/")[2]
-    if path.startswith(f"{API_PREFIX}/workers/") and action in _WORKER_ACTIONS:
-        return f"{API_PREFIX}/workers/{{worker_id}}/{action}"
-    if path.startswith(f"{API_PREFIX}/tasks/") and action in _TASK_ACTIONS:
-        return f"{API_PREFIX}/tasks/{{task_id}}/{action}"
-    return "unmatched"
+    return "unmatched" if route is None else str(getattr(route, "path", "unmatched"))
 
 
 BODY_SIZE_SCOPE_KEY = "tether.body_size"
@@ -257,16 +253,7 @@ class GuardMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if self.served is None:
-            await self._serve(scope, receive, send)
-            return
         began = time.perf_counter()
-        try:
-            await self._serve(scope, receive, send)
-        finally:
-            self.served(scope["method"], route_of(scope), time.perf_counter() - began)
-
-    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
@@ -327,6 +314,9 @@ class GuardMiddleware:
                     "the scheduler failed to handle the request; "
                     "it is logged and the scheduler keeps running",
                 )(scope, replay, send)
+        finally:
+            if self.served is not None:
+                self.served(scope["method"], route_of(scope), time.perf_counter() - began)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send, size: int) -> None:
         response = problem(
