@@ -27,25 +27,22 @@ RETRY_REASONS = frozenset(
 WorkflowOf = Callable[[str], str | None]
 
 
-@dataclass(slots=True)
-class _Step:
-    """An activity of a run between its schedule and its end, as metrics need it."""
-
-    labels: tuple[str, str]
-    """(workflow, activity), the label values of its latency series."""
-    ready_at: float
-    """When its next attempt could start: its schedule, or its retry's time."""
-    session: str | None = None
-    started_at: float | None = None
+_LABELS, _READY_AT, _SESSION, _STARTED_AT = range(4)
+"""A step is a list, [labels, ready_at, session, started_at], not an object: one is made
+per scheduled activity on the scheduler's hot path, and a list is the cheapest to make.
+labels: (workflow, activity); ready_at: when its next attempt could start (its schedule,
+or its retry's time); session: its session id or None; started_at: its attempt's start
+while one runs, else None."""
 
 
 @dataclass(slots=True)
 class _Run:
-    """What metrics keep of an open run: its unfinished steps and its broken sessions."""
+    """What metrics keep of an open run: its workflow, its unfinished steps by seq, and
+    the sessions broken (False) or bound again since (True, until an attempt starts)."""
 
-    steps: dict[int, _Step] = field(default_factory=dict)
+    workflow: str
+    steps: dict[int, list[Any]] = field(default_factory=dict)
     rebound: dict[str, bool] = field(default_factory=dict)
-    """Sessions broken (False) or bound again since (True, until an attempt starts there)."""
 
 
 class Metrics:
@@ -144,12 +141,15 @@ class Metrics:
 
     def observe(self, run_id: str, events: list[dict[str, Any]]) -> None:
         """Count what run `run_id`'s new history events say happened. Never raises."""
+        run = self._runs.get(run_id)
         for ev in events:
             handler = _HANDLERS.get(ev["type"])
             if handler is None:
                 continue
+            if run is None:
+                run = self._runs[run_id] = _Run(self._workflow(run_id))
             try:
-                handler(self, run_id, ev["time"], ev["data"])
+                handler(self, run_id, run, ev["time"], ev["data"])
             except (KeyError, TypeError, ValueError):
                 continue  # a shape metrics do not know: count nothing, lose nothing
 
@@ -184,85 +184,79 @@ class Metrics:
     def _workflow(self, run_id: str) -> str:
         return self._workflow_of(run_id) or "unknown"
 
-    def _run_started(self, run_id: str, t: float, d: dict[str, Any]) -> None:
-        self.runs_started.inc((d.get("workflow") or self._workflow(run_id),))
+    def _run_started(self, run_id: str, run: _Run, t: float, d: dict[str, Any]) -> None:
+        workflow = d.get("workflow")
+        if workflow:
+            run.workflow = workflow
+        self.runs_started.inc((run.workflow,))
 
-    def _run_ended(self, run_id: str, phase: str) -> None:
-        self.runs_finished.inc((self._workflow(run_id), phase))
+    def _run_ended(self, run_id: str, run: _Run, phase: str) -> None:
+        self.runs_finished.inc((run.workflow, phase))
         self._runs.pop(run_id, None)
 
-    def _scheduled(self, run_id: str, t: float, d: dict[str, Any]) -> None:
-        run = self._runs.get(run_id)
-        if run is None:  # not setdefault: a _Run per event would cost the hot path
-            run = self._runs[run_id] = _Run()
-        labels = (self._workflow(run_id), d["activity"])
-        run.steps[d["seq"]] = _Step(labels, t, d.get("session_id"))
+    def _scheduled(self, run_id: str, run: _Run, t: float, d: dict[str, Any]) -> None:
+        run.steps[d["seq"]] = [(run.workflow, d["activity"]), t, d.get("session_id"), None]
 
-    def _step(self, run_id: str, seq: int) -> _Step | None:
-        run = self._runs.get(run_id)
-        return None if run is None else run.steps.get(seq)
-
-    def _started(self, run_id: str, t: float, d: dict[str, Any]) -> None:
-        step = self._step(run_id, d["seq"])
+    def _started(self, run_id: str, run: _Run, t: float, d: dict[str, Any]) -> None:
+        step = run.steps.get(d["seq"])
         if step is None:
             return  # scheduled before this process started
-        step.started_at = t
-        self.schedule_to_start.observe(step.labels, max(0.0, t - step.ready_at))
-        rebound = self._runs[run_id].rebound
-        if step.session is not None and rebound.get(step.session):
-            del rebound[step.session]
+        step[_STARTED_AT] = t
+        self.schedule_to_start.observe(step[_LABELS], max(0.0, t - step[_READY_AT]))
+        if run.rebound and run.rebound.get(step[_SESSION]):
+            del run.rebound[step[_SESSION]]
             self.rebinds.inc(("true" if d.get("cold_start") else "false",))
 
-    def _closed(self, run_id: str, t: float, d: dict[str, Any]) -> _Step | None:
-        step = self._step(run_id, d["seq"])
-        if step is not None and step.started_at is not None:
-            self.start_to_close.observe(step.labels, max(0.0, t - step.started_at))
-            step.started_at = None
+    def _closed(self, run: _Run, t: float, d: dict[str, Any]) -> list[Any] | None:
+        step = run.steps.get(d["seq"])
+        if step is not None and step[_STARTED_AT] is not None:
+            self.start_to_close.observe(step[_LABELS], max(0.0, t - step[_STARTED_AT]))
+            step[_STARTED_AT] = None
         return step
 
-    def _completed(self, run_id: str, t: float, d: dict[str, Any]) -> None:
-        if self._closed(run_id, t, d) is not None:
-            del self._runs[run_id].steps[d["seq"]]
+    def _completed(self, run_id: str, run: _Run, t: float, d: dict[str, Any]) -> None:
+        if self._closed(run, t, d) is not None:
+            del run.steps[d["seq"]]
 
-    def _failed(self, run_id: str, t: float, d: dict[str, Any]) -> None:
-        step = self._closed(run_id, t, d)
+    def _failed(self, run_id: str, run: _Run, t: float, d: dict[str, Any]) -> None:
+        step = self._closed(run, t, d)
         if step is None:
             return
         retry_at = d.get("retry_at")
         if retry_at is None:
-            del self._runs[run_id].steps[d["seq"]]
+            del run.steps[d["seq"]]
             return
-        step.ready_at = float(retry_at)
+        step[_READY_AT] = float(retry_at)
         reason = (d.get("error") or {}).get("reason")
         label = reason if reason in RETRY_REASONS else "ActivityError"
-        self.retries.inc((*step.labels, label))
+        self.retries.inc((*step[_LABELS], label))
 
-    def _session_bound(self, run_id: str, t: float, d: dict[str, Any]) -> None:
-        run = self._runs.get(run_id)
-        if run is not None and d["session_id"] in run.rebound:
+    def _session_bound(self, run_id: str, run: _Run, t: float, d: dict[str, Any]) -> None:
+        if d["session_id"] in run.rebound:
             run.rebound[d["session_id"]] = True
 
-    def _session_broken(self, run_id: str, t: float, d: dict[str, Any]) -> None:
+    def _session_broken(self, run_id: str, run: _Run, t: float, d: dict[str, Any]) -> None:
         if d.get("refined"):
             return  # a more specific report about a break already counted
         reason = d.get("reason")
         self.sessions_broken.inc((reason if isinstance(reason, str) else "Unknown",))
-        self._runs.setdefault(run_id, _Run()).rebound[d["session_id"]] = False
+        run.rebound[d["session_id"]] = False
 
-    def _session_closed(self, run_id: str, t: float, d: dict[str, Any]) -> None:
-        run = self._runs.get(run_id)
-        if run is not None:
-            run.rebound.pop(d["session_id"], None)
+    def _session_closed(self, run_id: str, run: _Run, t: float, d: dict[str, Any]) -> None:
+        run.rebound.pop(d["session_id"], None)
 
 
-def _ended(phase: str) -> Callable[[Metrics, str, float, dict[str, Any]], None]:
-    def ended(metrics: Metrics, run_id: str, t: float, d: dict[str, Any]) -> None:
-        metrics._run_ended(run_id, phase)
+Handler = Callable[["Metrics", str, _Run, float, dict[str, Any]], None]
+
+
+def _ended(phase: str) -> Handler:
+    def ended(metrics: Metrics, run_id: str, run: _Run, t: float, d: dict[str, Any]) -> None:
+        metrics._run_ended(run_id, run, phase)
 
     return ended
 
 
-_HANDLERS: dict[str, Callable[[Metrics, str, float, dict[str, Any]], None]] = {
+_HANDLERS: dict[str, Handler] = {
     "RunStarted": Metrics._run_started,
     "RunCompleted": _ended("Succeeded"),
     "RunFailed": _ended("Failed"),
