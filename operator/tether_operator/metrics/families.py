@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +53,8 @@ class Metrics:
         self, workflow_of: WorkflowOf | None = None, registry: CollectorRegistry | None = None
     ) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
+        self._pending: list[tuple[str, list[dict[str, Any]]]] = []
+        self.registry.register(_Flush(self))  # first: what is read is up to date
         self._workflow_of = workflow_of or (lambda run_id: None)
         self._runs: dict[str, _Run] = {}
         self.runs_started = PlainCounter("tether_runs_started", "Runs started.", ["workflow"])
@@ -138,6 +141,22 @@ class Metrics:
         self.registry.register(_PoolReplicas(self._pools))
 
     # ------------------------------------------------------------------ history events
+
+    def observe_soon(self, run_id: str, events: list[dict[str, Any]]) -> None:
+        """`observe` once the event loop turns, after the deliveries and answers this
+        turn made: counting stays off the path of a round trip. Reads flush first."""
+        self._pending.append((run_id, events))
+        if len(self._pending) == 1:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no loop (a synchronous caller): count now
+                self.flush()
+
+    def flush(self) -> None:
+        """Count every batch `observe_soon` holds."""
+        pending, self._pending = self._pending, []
+        for run_id, events in pending:
+            self.observe(run_id, events)
 
     def observe(self, run_id: str, events: list[dict[str, Any]]) -> None:
         """Count what run `run_id`'s new history events say happened. Never raises."""
@@ -288,3 +307,14 @@ class _PoolReplicas(Collector):
             family.add_metric([namespace, pool, "desired"], desired)
             family.add_metric([namespace, pool, "ready"], ready)
         yield family
+
+
+class _Flush(Collector):
+    """Registered first: counts what `observe_soon` still holds before anything is read."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        self._metrics.flush()
+        return iter(())

@@ -291,7 +291,7 @@ class SchedulerService:
                         # schedule, the start and the completion are written together.
                         self._deliver(effect.worker_id, effect.message)
                 case Persist():
-                    self.metrics.observe(effect.run_id, effect.events)
+                    self.metrics.observe_soon(effect.run_id, effect.events)
                     self.history_writer.submit(effect.run_id, effect.events)
                 case Notice():
                     self._notice(effect)
