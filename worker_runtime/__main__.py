@@ -12,6 +12,7 @@ import traceback
 
 from .client import DEFAULT_SCHEDULER_URL
 from .errors import SchedulerRequestError, SchedulerUnavailableError
+from .gc_tuning import tune_gc
 from .loader import discover_all, load_module
 from .logs import configure_logging, log_format
 from .run import env_float, env_int
@@ -57,6 +58,7 @@ async def _serve(worker: Worker) -> None:
     stops: list[asyncio.Task[None]] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: stops.append(loop.create_task(worker.stop())))
+    tune_gc()
     await worker.run()
 
 

@@ -13,6 +13,7 @@ import httpx
 
 from .activities import ActivityDefinition
 from .client import DEFAULT_SCHEDULER_URL
+from .gc_tuning import tune_gc
 from .loader import collect_activities
 from .worker import DEFAULT_SHUTDOWN_GRACE, Worker
 
@@ -54,6 +55,7 @@ async def run_worker(
     """
     host = socket.gethostname()
     worker_id = worker_id or os.environ.get("TETHER_WORKER_ID") or f"{host}-{os.getpid()}"
+    tune_gc()
     worker = Worker(
         workflows,
         collect_activities(workflows) if activities is None else activities,

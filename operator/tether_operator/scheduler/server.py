@@ -22,6 +22,7 @@ import uvicorn
 from tether_operator.scheduler.app import create_app
 from tether_operator.scheduler.http_protocol import CoalescingHttpToolsProtocol
 from tether_operator.scheduler.service import SchedulerService
+from worker_runtime.gc_tuning import tune_gc
 
 __all__ = ["Companion", "ServeError", "http_config", "serve"]
 
@@ -117,6 +118,7 @@ async def serve(
     cannot start.
     """
     service = service or SchedulerService()
+    tune_gc()
     stop = stop or asyncio.Event()
     server = _Server(
         http_config(app or create_app(service), host, port, graceful_shutdown=graceful_shutdown),
