@@ -11,10 +11,11 @@ import httpx
 import pytest
 
 import worker_runtime as workflows
+from tests.tokens import Tokens
 from tether_operator.scheduler import create_app
-from tether_operator.scheduler.auth import Gate, Principal, Unauthenticated
+from tether_operator.scheduler.auth import Gate
 from worker_runtime import activity
-from worker_runtime.protocol import RegisterWorkerRequest, RunSummaryList
+from worker_runtime.protocol import RunSummaryList
 from worker_runtime.testing import WorkflowEnvironment
 from worker_runtime.workflow import entrypoint
 
@@ -166,21 +167,8 @@ async def test_a_live_runs_etag_holds_while_it_waits_and_moves_when_it_moves(
     assert moved.json()["phase"] == "Succeeded"
 
 
-class OneToken:
-    async def authenticate(self, token: str) -> Principal:
-        if token != "good":
-            raise Unauthenticated("not accepted")
-        return Principal(username="someone")
-
-    async def allows(self, principal: Principal, verb: str, resource: str, ns: str | None) -> bool:
-        return False
-
-    async def check_registration(self, principal: Principal, req: RegisterWorkerRequest) -> None:
-        return None
-
-
 async def test_with_a_gate_the_files_are_open_and_the_data_is_not(env: WorkflowEnvironment) -> None:
-    gate = Gate(OneToken(), run_namespace=lambda _: "dev")
+    gate = Gate(Tokens({"good": set()}), run_namespace=lambda _: "dev")
     app = create_app(env.service, manage_lifecycle=False, gate=gate)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://scheduler") as c:

@@ -19,11 +19,11 @@ from playwright.async_api import Page
 
 import worker_runtime as workflows
 from tests.browser import attribute_values, page, served
+from tests.tokens import Tokens
 from tether_operator.cli.ui import page_url
 from tether_operator.scheduler import create_app
-from tether_operator.scheduler.auth import Forbidden, Gate, Principal, Unauthenticated
+from tether_operator.scheduler.auth import Gate
 from worker_runtime import StickyStrategy, activity, run_sticky_worker_session
-from worker_runtime.protocol import RegisterWorkerRequest
 from worker_runtime.testing import WorkflowEnvironment
 from worker_runtime.workflow import entrypoint
 
@@ -262,26 +262,6 @@ async def test_the_runs_list_filters_by_workflow_and_phase() -> None:
             await tab.click(f"tr[data-run='{done}'] a")
             await tab.wait_for_selector(f"h1[data-run-id='{done}']")
         HELD["list"].set()
-
-
-class Tokens:
-    """An `Authenticator` over fixed tokens: each names a user and what it may do."""
-
-    def __init__(self, rights: dict[str, set[tuple[str, str, str]]]) -> None:
-        self.rights = rights
-
-    async def authenticate(self, token: str) -> Principal:
-        if token not in self.rights:
-            raise Unauthenticated("the token was not accepted: get a new one")
-        return Principal(username=token)
-
-    async def allows(
-        self, principal: Principal, verb: str, resource: str, namespace: str | None
-    ) -> bool:
-        return (verb, resource, namespace or "") in self.rights[principal.username]
-
-    async def check_registration(self, principal: Principal, req: RegisterWorkerRequest) -> None:
-        raise Forbidden("no worker registers through this door")
 
 
 async def test_a_caller_without_a_token_or_rights_gets_the_right_refusal() -> None:

@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from tests.tokens import Tokens
 from tether_operator.scheduler import SchedulerService, create_app
-from tether_operator.scheduler.auth import Gate, Principal, Unauthenticated
-from worker_runtime.protocol import RegisterWorkerRequest
+from tether_operator.scheduler.auth import Gate
 
 
 def count(svc: SchedulerService, name: str, **labels: str) -> float:
@@ -49,21 +49,10 @@ async def test_requests_are_timed_by_route_template(
     assert count(service, hist, method="GET", route="unmatched") == 1
 
 
-class Tokens:
-    async def authenticate(self, token: str) -> Principal:
-        if token != "known":
-            raise Unauthenticated("not accepted")
-        return Principal(username="known")
-
-    async def allows(self, principal: Principal, verb: str, resource: str, ns: str | None) -> bool:
-        return False
-
-    async def check_registration(self, principal: Principal, req: RegisterWorkerRequest) -> None:
-        return None
-
-
 async def test_refusals_are_counted_by_kind(service: SchedulerService) -> None:
-    app = create_app(service, manage_lifecycle=False, gate=Gate(Tokens(), run_namespace=str))
+    app = create_app(
+        service, manage_lifecycle=False, gate=Gate(Tokens({"known": set()}), run_namespace=str)
+    )
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://s"
     ) as client:
