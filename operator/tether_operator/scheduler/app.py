@@ -429,16 +429,12 @@ def create_app(
             for run in await service.find_runs()
             if (workflow is None or run["workflow"] == workflow)
             and (phase is None or run["phase"] == phase)
-            and (namespace is None or namespace_of_run(run["run_id"]) == namespace)
+            and (namespace is None or run_namespace_of(run) == namespace)
         ]
         if gate is not None:
-            runs = await visible(
-                request, "workflowruns", runs, lambda r: namespace_of_run(r["run_id"])
-            )
+            runs = await visible(request, "workflowruns", runs, run_namespace_of)
         if view == "summary":
-            return _json(
-                {"runs": [run_summary(run, namespace_of_run(run["run_id"])) for run in runs]}
-            )
+            return _json({"runs": [run_summary(run, run_namespace_of(run)) for run in runs]})
         return _json({"runs": runs})
 
     @app.get(
