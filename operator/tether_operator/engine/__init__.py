@@ -21,10 +21,13 @@ from .errors import (
 )
 from .retry import backoff, should_retry
 from .runs import Run
+from .schedules import Cron, CronError, Schedule, due, run_name
 
 __all__ = [
     "NO_POOL",
     "TERMINAL_PHASES",
+    "Cron",
+    "CronError",
     "Deliver",
     "Demand",
     "Effect",
@@ -37,6 +40,7 @@ __all__ = [
     "RunAlreadyExists",
     "RunEnded",
     "RunNotFound",
+    "Schedule",
     "UnknownWorker",
     "WorkerGone",
     "WorkerIdTaken",
@@ -45,5 +49,7 @@ __all__ = [
     "WorkerRetired",
     "WorkflowNotFound",
     "backoff",
+    "due",
+    "run_name",
     "should_retry",
 ]

@@ -3,7 +3,8 @@
 Pure: no clock is read and nothing is stored; times are POSIX seconds passed in.
 
 Cron expressions have five fields, `minute hour day-of-month month day-of-week`, as
-Kubernetes CronJobs take them:
+Kubernetes CronJobs take them, or six with a leading `second` field (as Quartz and
+robfig/cron's `WithSeconds` take them) for schedules finer than a minute:
 - `*`, lists (`1,15`), ranges (`1-5`) and steps (`*/15`, `10-50/20`);
 - month names `JAN`-`DEC` and weekday names `SUN`-`SAT` (case-insensitive); weekday 7
   is Sunday, as 0 is;
@@ -63,6 +64,7 @@ MACROS = {
 }
 _MONTHS = {m.upper(): i for i, m in enumerate(calendar.month_abbr) if m}
 _WEEKDAYS = {"SUN": 0, "MON": 1, "TUE": 2, "WED": 3, "THU": 4, "FRI": 5, "SAT": 6}
+_SECOND_FIELD: tuple[str, int, int, dict[str, int]] = ("second", 0, 59, {})
 _FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
     ("minute", 0, 59, {}),
     ("hour", 0, 23, {}),
@@ -122,6 +124,8 @@ class Cron:
     """One parsed cron expression."""
 
     text: str
+    seconds: frozenset[int]
+    """{0} for a five-field expression."""
     minutes: frozenset[int]
     hours: frozenset[int]
     days: frozenset[int]
@@ -138,16 +142,21 @@ class Cron:
         if spec.startswith("@"):
             raise CronError(f"{text!r} is not a macro ({', '.join(MACROS)})")
         parts = spec.split()
-        if len(parts) != 5:
+        if len(parts) not in (5, 6):
             raise CronError(
                 f"{text!r} has {len(parts)} fields; a cron expression has 5: "
-                "minute hour day-of-month month day-of-week (or a macro such as @hourly)"
+                "minute hour day-of-month month day-of-week (or 6, with a leading second; "
+                "or a macro such as @hourly)"
             )
+        seconds = frozenset({0})
+        if len(parts) == 6:
+            seconds = _field(parts[0], *_SECOND_FIELD)
+            parts = parts[1:]
         fields = [_field(p, *f) for p, f in zip(parts, _FIELDS, strict=True)]
         weekdays = frozenset(0 if d == 7 else d for d in fields[4])
         any_day, any_weekday = parts[2].startswith("*"), parts[4].startswith("*")
         minutes, hours, days, months = fields[:4]
-        cron = cls(text, minutes, hours, days, months, weekdays, any_day, any_weekday)
+        cron = cls(text, seconds, minutes, hours, days, months, weekdays, any_day, any_weekday)
         if cron.any_weekday and not any(
             day <= _DAYS_IN_MONTH[month - 1] for day in cron.days for month in cron.months
         ):
@@ -164,20 +173,23 @@ class Cron:
         return in_month or in_week  # both restricted: either one, as in cron
 
     def next_wall(self, start: datetime) -> datetime | None:
-        """The first naive wall-clock minute at or after `start` that matches."""
-        t = start.replace(second=0, microsecond=0) + (
-            timedelta(minutes=1) if (start.second or start.microsecond) else timedelta()
+        """The first naive wall-clock second at or after `start` that matches."""
+        t = start.replace(microsecond=0) + (
+            timedelta(seconds=1) if start.microsecond else timedelta()
         )
         limit = t + timedelta(days=_HORIZON_DAYS)
         while t < limit:
             if not self.day_matches(t.date()):
                 t = datetime(t.year, t.month, t.day) + timedelta(days=1)
             elif t.hour not in self.hours:
-                t = t.replace(minute=0) + timedelta(hours=1)
-            elif t.minute not in self.minutes:
-                t += timedelta(minutes=1)
+                t = t.replace(minute=0, second=0) + timedelta(hours=1)
+            elif (
+                t.minute not in self.minutes
+                or (second := min((s for s in self.seconds if s >= t.second), default=None)) is None
+            ):
+                t = t.replace(second=0) + timedelta(minutes=1)
             else:
-                return t
+                return t.replace(second=second)
         return None
 
 
@@ -187,6 +199,11 @@ class Schedule:
 
     crons: tuple[Cron, ...]
     zone: ZoneInfo
+
+    @property
+    def has_seconds(self) -> bool:
+        """Whether some expression fires at a second other than :00."""
+        return any(cron.seconds != frozenset({0}) for cron in self.crons)
 
     @classmethod
     def parse(cls, expressions: Sequence[str], time_zone: str = "UTC") -> Schedule:
@@ -229,7 +246,7 @@ class Schedule:
             instant = self._instant(candidate)
             if instant > t:
                 return instant
-            start = candidate + timedelta(minutes=1)
+            start = candidate + timedelta(seconds=1)
         return None
 
     def _instant(self, wall: datetime) -> float:
@@ -238,7 +255,7 @@ class Schedule:
         first = wall.replace(tzinfo=self.zone, fold=0)
         if first.astimezone(UTC).astimezone(self.zone).replace(tzinfo=None) == wall:
             return first.timestamp()
-        later = wall
+        later = wall.replace(second=0)
         while True:  # in a gap (at most a few hours): the first wall minute after it
             later += timedelta(minutes=1)
             moved = later.replace(tzinfo=self.zone, fold=0)
@@ -291,8 +308,8 @@ def due(
     return Due(start=sorted([*caught, *on_time]), skipped=[s for s in late if s not in chosen])
 
 
-def run_name(schedule_name: str, slot: float) -> str:
+def run_name(schedule_name: str, slot: float, *, seconds: bool = False) -> str:
     """The WorkflowRun name of a slot: the schedule's name (cut to 52 characters, as a
-    CronJob's) and the slot's minute since the epoch. The same slot gives the same name,
-    so it can never be started twice."""
-    return f"{schedule_name[:52]}-{int(slot // 60)}"
+    CronJob's) and the slot's minute since the epoch (its second, for a schedule with
+    `seconds`). The same slot gives the same name, so it can never be started twice."""
+    return f"{schedule_name[:52]}-{int(slot) if seconds else int(slot // 60)}"

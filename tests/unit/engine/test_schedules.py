@@ -55,6 +55,8 @@ def test_names_and_sunday_as_seven() -> None:
     ("text", "says"),
     [
         ("* * * *", "has 4 fields; a cron expression has 5"),
+        ("* * * * * * *", "has 7 fields"),
+        ("60 * * * * *", "second field: 60 is out of range 0-59"),
         ("60 * * * *", "minute field: 60 is out of range 0-59"),
         ("* 24 * * *", "hour field: 24 is out of range 0-23"),
         ("* * 0 * *", "day of month field: 0 is out of range 1-31"),
@@ -256,3 +258,58 @@ def test_run_names_are_the_slots_minute() -> None:
     assert run_name("nightly", at("2026-12-07T02:00:00")) == "nightly-29943480"
     assert run_name("n" * 60, 0.0) == "n" * 52 + "-0"
     assert run_name("r", 59.9) == run_name("r", 0.0)
+
+
+def test_run_names_of_a_schedule_with_seconds_are_the_slots_second() -> None:
+    assert run_name("fast", 90.0, seconds=True) == "fast-90"
+    assert Schedule.parse(["*/10 * * * * *"]).has_seconds
+    assert not Schedule.parse(["0 * * * * *", "@hourly"]).has_seconds
+
+
+# ---------------------------------------------------------------------- seconds
+
+
+def test_a_six_field_expression_has_a_leading_second_field() -> None:
+    s = Schedule.parse(["*/20 * * * * *"])
+    start = at("2026-12-07T10:00:05")
+    assert [iso(t) for t in s.slots(start, start + 60)] == [
+        "2026-12-07T10:00:20+00:00",
+        "2026-12-07T10:00:40+00:00",
+        "2026-12-07T10:01:00+00:00",
+    ]
+    assert Cron.parse("* * * * *").seconds == {0}
+
+
+def test_seconds_in_a_dst_gap_fire_once_at_its_end() -> None:
+    s = Schedule.parse(["30 30 2 * * *"], "Europe/Berlin")  # 02:30:30 does not exist
+    start = at("2026-03-29T00:00:00", "Europe/Berlin")
+    assert [iso(t, "Europe/Berlin") for t in s.slots(start, start + 6 * 3600)] == [
+        "2026-03-29T03:00:00+02:00"
+    ]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seconds=st.sampled_from(["*/15", "0", "7,53", "*/7", "59"]),
+    zone=st.sampled_from(ZONES),
+    start=st.sampled_from(TRANSITIONS),
+    offset=st.integers(-3 * 3600, 3 * 3600),
+)
+def test_seconds_match_a_second_by_second_model(
+    seconds: str, zone: str, start: str, offset: int
+) -> None:
+    after = at(start) + offset + 0.5
+    until = after + 3 * 3600
+    tz = ZoneInfo(zone)
+    allowed = Cron.parse(f"{seconds} * * * * *").seconds
+    # A gap skips whole minutes, each holding a matching second: its end fires.
+    expected, seen = [], set()
+    u = int(after) + 1
+    while u <= until:
+        w = datetime.fromtimestamp(u, tz).replace(tzinfo=None)
+        jumped = w - datetime.fromtimestamp(u - 1, tz).replace(tzinfo=None) > timedelta(seconds=1)
+        if (w.second in allowed or jumped) and w not in seen:
+            expected.append(float(u))
+        seen.add(w)
+        u += 1
+    assert Schedule.parse([f"{seconds} * * * * *"], zone).slots(after, until) == expected
