@@ -219,4 +219,88 @@ POOLS: list[Entry] = [
     ),
 ]
 
-CORPUS: list[Entry] = [*WORKFLOWS, *RUNS, *POOLS]
+
+def schedule(name: str, **spec: Any) -> dict[str, Any]:
+    return _obj(
+        "WorkflowSchedule",
+        name,
+        {"schedules": ["0 2 * * *"], "workflowRef": {"name": "report"}, **spec},
+    )
+
+
+BAD_CRONS: list[Any] = [
+    "",
+    "* * * *",
+    "* * * * * * *",
+    "60 * * * *",
+    "* 24 * * *",
+    "* * 0 * *",
+    "* * * 13 *",
+    "* * * * 8",
+    "* * * FOO *",
+    "*/0 * * * *",
+    "@every 5m",
+    "@reboot",
+    "1;2 * * * *",
+    "every day",
+    7,
+]
+BAD_ZONES: list[Any] = ["Mars/Olympus", "Local", "", "Europe/", "UTC+1", "../etc/passwd", 1]
+
+SCHEDULES: list[Entry] = [
+    *[
+        (f"wfs-cron-{i}", schedule(f"wfs-cron-{i}", schedules=[cron]), "spec.schedules[0]")
+        for i, cron in enumerate(BAD_CRONS)
+    ],
+    ("wfs-no-schedules", schedule("wfs-no-schedules", schedules=[]), "spec.schedules"),
+    (
+        "wfs-schedules-string",
+        schedule("wfs-schedules-string", schedules="@daily"),
+        "spec.schedules",
+    ),
+    *_many(schedule, "wfs-zone", "spec.timeZone", "timeZone", BAD_ZONES),
+    *_many(
+        schedule, "wfs-policy", "spec.concurrencyPolicy", "concurrencyPolicy", ["allow", "Queue", 1]
+    ),
+    *_many(schedule, "wfs-catch-up", "spec.catchUpPolicy", "catchUpPolicy", ["none", "Every", ""]),
+    *_many(
+        schedule,
+        "wfs-deadline",
+        "spec.startingDeadlineSeconds",
+        "startingDeadlineSeconds",
+        [-1, "60s", 1.5],
+    ),
+    *_many(schedule, "wfs-max-catch-up", "spec.maxCatchUp", "maxCatchUp", [-1, 101, "5"]),
+    *_many(schedule, "wfs-suspend", "spec.suspend", "suspend", ["yes", 1]),
+    *_many(
+        schedule,
+        "wfs-success-limit",
+        "spec.successfulRunsHistoryLimit",
+        "successfulRunsHistoryLimit",
+        [-1, 1001],
+    ),
+    *_many(
+        schedule,
+        "wfs-failed-limit",
+        "spec.failedRunsHistoryLimit",
+        "failedRunsHistoryLimit",
+        [-1, "1"],
+    ),
+    *_many(schedule, "wfs-pool", "spec.workerPool", "workerPool", BAD_NAMES[:4]),
+    *_many(schedule, "wfs-sticky", "spec.sticky", "sticky", BAD_STICKY[:3]),
+    (
+        "wfs-timeout-soft",
+        schedule("wfs-timeout-soft", sticky="SOFT", scheduleTimeout="1m"),
+        "spec.scheduleTimeout",
+    ),
+    ("wfs-ttl", schedule("wfs-ttl", ttlSecondsAfterFinished=-5), "spec.ttlSecondsAfterFinished"),
+    (
+        "wfs-no-ref",
+        _obj("WorkflowSchedule", "wfs-no-ref", {"schedules": ["@daily"]}),
+        "spec.workflowRef",
+    ),
+    ("wfs-unknown", schedule("wfs-unknown", colour="red"), "spec.colour"),
+    ("wfs-name-53", schedule("s" * 53), "metadata.name"),
+]
+
+CORPUS: list[Entry] = [*WORKFLOWS, *RUNS, *POOLS, *SCHEDULES]

@@ -44,6 +44,16 @@ def pool(name: str = "gpu", **spec: Any) -> Obj:
     }
 
 
+def schedule(name: str = "nightly", **spec: Any) -> Obj:
+    spec = {"schedules": ["0 2 * * *"], "workflowRef": {"name": "ml-inference"}, **spec}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "WorkflowSchedule",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
 def ended(outcome: str, generation: int) -> Obj:
     """A True `outcome` condition (Succeeded or Failed) computed from `generation`."""
     return {
@@ -74,13 +84,25 @@ def test_every_kind_accepts_a_valid_object_and_is_in_the_tether_category(
         workflow(workerPool="gpu", sticky="HARD", scheduleTimeout="2m", retry={"maxAttempts": 5}),
         run(input={"batch": [{"x": 1}]}, sticky="HARD", scheduleTimeout="90s", workerPool="gpu"),
         pool(replicas=2, minReplicas=1, maxReplicas=4, autoscale=True, idleTimeout="1m30s"),
+        schedule(
+            schedules=["*/15 9-17 * * MON-FRI", "@daily", "*/10 * * * * *"],
+            timeZone="America/New_York",
+            concurrencyPolicy="Replace",
+            startingDeadlineSeconds=60,
+            catchUpPolicy="All",
+            maxCatchUp=5,
+        ),
     )
     names = set(namespace.run("get", "tether", "-o", "name").split())
     assert names == {
         "workflow.tether.dev/ml-inference",
         "workflowrun.tether.dev/r",
         "workerpool.tether.dev/gpu",
+        "workflowschedule.tether.dev/nightly",
     }
+    defaults = namespace.get("wfs", "nightly")["spec"]
+    assert (defaults["suspend"], defaults["successfulRunsHistoryLimit"]) == (False, 3)
+    assert defaults["failedRunsHistoryLimit"] == 1
     stored = namespace.get("wp", "gpu")["spec"]
     assert (stored["slots"], stored["sessionCapacity"]) == (8, 4), "defaults are applied"
     assert namespace.get("wf", "ml-inference")["spec"]["retry"]["initialInterval"] == "1s"
@@ -131,6 +153,29 @@ def test_every_kind_accepts_a_valid_object_and_is_in_the_tether_category(
             r"spec\.retry\.initialInterval: .*initialInterval must not exceed maxInterval",
         ),
         (run(colour="red"), r'unknown field "spec\.colour"'),
+        (
+            schedule(schedules=["@daily", "61 * * * *"]),
+            r"spec\.schedules\[1\]: Invalid value: .*not a cron expression: give five fields",
+        ),
+        (
+            schedule(schedules=["every day"]),
+            r"spec\.schedules\[0\]: .*not a cron expression",
+        ),
+        (schedule(schedules=[]), r"spec\.schedules: Invalid value: 0"),
+        (
+            schedule(timeZone="Mars/Olympus"),
+            r"spec\.timeZone: .*unknown time zone Mars/Olympus.*not an IANA time zone",
+        ),
+        (schedule(timeZone="Local"), r"spec\.timeZone: .*not an IANA time zone"),
+        (
+            schedule(concurrencyPolicy="Queue"),
+            r'spec\.concurrencyPolicy: Unsupported value: "Queue": supported values: "Allow"',
+        ),
+        (schedule(startingDeadlineSeconds=-1), r"spec\.startingDeadlineSeconds: Invalid value"),
+        (
+            schedule(name="n" * 53),
+            r"metadata\.name: a WorkflowSchedule's name starts its runs' names",
+        ),
     ],
     ids=[
         "min-above-max",
@@ -145,6 +190,14 @@ def test_every_kind_accepts_a_valid_object_and_is_in_the_tether_category(
         "no-workflow-ref",
         "retry-intervals",
         "unknown-field",
+        "bad-cron-field",
+        "not-cron",
+        "no-schedules",
+        "bad-zone",
+        "local-zone",
+        "bad-concurrency-policy",
+        "negative-deadline",
+        "schedule-name-too-long",
     ],
 )
 def test_invalid_objects_are_refused_naming_the_field(
@@ -186,6 +239,33 @@ def test_printer_columns_show_spec_and_status(crds: list[str], namespace: Kube) 
     header, row = table(namespace, "wf", "ml-inference")
     assert header == ["NAME", "ACTIVITIES", "POOLS", "AGE"]
     assert row[:3] == ["ml-inference", "2", "gpu"]
+
+    namespace.apply(schedule(schedules=["@hourly"], suspend=True))
+    patch_status(
+        namespace,
+        "wfs",
+        "nightly",
+        {
+            "activeCount": 1,
+            "lastScheduleTime": "2026-01-01T01:00:00Z",
+            "nextScheduleTime": "2026-01-01T02:00:00Z",
+            "lastRunPhase": "Running",
+        },
+    )
+    header, row = table(namespace, "wfs", "nightly")
+    assert header == [
+        "NAME",
+        "SCHEDULE",
+        "WORKFLOW",
+        "SUSPEND",
+        "ACTIVE",
+        "LAST",
+        "NEXT",
+        "LAST-PHASE",
+        "AGE",
+    ]
+    assert row[:5] == ["nightly", "@hourly", "ml-inference", "true", "1"]
+    assert row[6:8] == ["2026-01-01T02:00:00Z", "Running"]
 
 
 def test_status_writes_do_not_bump_the_generation(crds: list[str], namespace: Kube) -> None:

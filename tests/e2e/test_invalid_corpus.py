@@ -29,7 +29,7 @@ def test_the_corpus_has_over_a_hundred_distinct_bad_objects() -> None:
     assert len(ids) >= 100
     assert len(set(ids)) == len(ids), "ids are object names: each once"
     kinds = {obj["kind"] for _, obj, _ in CORPUS}
-    assert kinds == {"Workflow", "WorkflowRun", "WorkerPool"}
+    assert kinds == {"Workflow", "WorkflowRun", "WorkerPool", "WorkflowSchedule"}
 
 
 def test_every_bad_object_is_refused_naming_its_field(crds: list[str], namespace: Kube) -> None:

@@ -111,6 +111,7 @@ def test_crd_metadata() -> None:
         "Workflow": ["wf"],
         "WorkflowRun": ["wfr"],
         "WorkerPool": ["wp"],
+        "WorkflowSchedule": ["wfs"],
     }
     for spec in by_kind.values():
         assert spec["group"] == "tether.dev"
@@ -128,6 +129,11 @@ def test_crd_metadata() -> None:
         c["name"] for c in by_kind["WorkflowRun"]["versions"][0]["additionalPrinterColumns"]
     ]
     assert run_columns == ["Workflow", "Phase", "Worker-Pod", "Progress", "Sticky", "Age"]
+    schedule_columns = [
+        c["name"] for c in by_kind["WorkflowSchedule"]["versions"][0]["additionalPrinterColumns"]
+    ]
+    assert schedule_columns[:5] == ["Schedule", "Workflow", "Suspend", "Active", "Last"]
+    assert "Next" in schedule_columns
 
 
 def test_conditions_follow_the_kubernetes_convention() -> None:
@@ -186,7 +192,7 @@ def test_main_writes_every_crd(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert crdgen.main([str(tmp_path / "out")]) == 0
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert written == sorted(filename(kind) for kind in KINDS)
-    assert capsys.readouterr().out.count(".yaml") == 3
+    assert capsys.readouterr().out.count(".yaml") == len(KINDS)
 
 
 def test_main_without_outdir_prints_usage(capsys: pytest.CaptureFixture[str]) -> None:

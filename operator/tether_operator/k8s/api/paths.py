@@ -16,6 +16,7 @@ __all__ = [
     "pods",
     "worker_pools",
     "workflow_runs",
+    "workflow_schedules",
     "workflows",
 ]
 
@@ -54,3 +55,9 @@ def worker_pools(
     namespace: str | None = None, name: str | None = None, subresource: str | None = None
 ) -> str:
     return resource_path(API_VERSION, "workerpools", namespace, name, subresource)
+
+
+def workflow_schedules(
+    namespace: str | None = None, name: str | None = None, subresource: str | None = None
+) -> str:
+    return resource_path(API_VERSION, "workflowschedules", namespace, name, subresource)

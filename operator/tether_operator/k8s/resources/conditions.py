@@ -23,6 +23,16 @@ def rfc3339(t: float | None, *, millis: bool = False) -> str | None:
     return text.replace("+00:00", "Z")
 
 
+def seconds_of(text: object) -> float | None:
+    """A Kubernetes timestamp as Unix seconds; None for an absent or malformed one."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
 def condition(
     type_: str, status: str, reason: str, message: str, generation: int | None
 ) -> Condition:

@@ -25,6 +25,7 @@ from tether_operator.k8s.resources.specs import (
     WorkerPool,
     Workflow,
     WorkflowRun,
+    WorkflowSchedule,
 )
 
 Schema = dict[str, Any]
@@ -100,6 +101,22 @@ KINDS: tuple[Kind, ...] = (
             "statusReplicasPath": ".status.replicas",
             "labelSelectorPath": ".status.selector",
         },
+    ),
+    Kind(
+        model=WorkflowSchedule,
+        plural="workflowschedules",
+        short_names=("wfs",),
+        columns=(
+            {"name": "Schedule", "type": "string", "jsonPath": ".spec.schedules[*]"},
+            {"name": "Workflow", "type": "string", "jsonPath": ".spec.workflowRef.name"},
+            {"name": "Suspend", "type": "boolean", "jsonPath": ".spec.suspend"},
+            {"name": "Active", "type": "integer", "jsonPath": ".status.activeCount"},
+            {"name": "Last", "type": "date", "jsonPath": ".status.lastScheduleTime"},
+            {"name": "Next", "type": "string", "jsonPath": ".status.nextScheduleTime"},
+            {"name": "Last-Phase", "type": "string", "jsonPath": ".status.lastRunPhase"},
+            {"name": "Zone", "type": "string", "jsonPath": ".spec.timeZone", "priority": 1},
+            _AGE,
+        ),
     ),
 )
 

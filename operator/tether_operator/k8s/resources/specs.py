@@ -670,3 +670,189 @@ class WorkerPool(Object):
     """How many pods, their capacity and their template."""
     status: WorkerPoolStatus | None = None
     """The pool's pods as the operator last saw them."""
+
+
+# --------------------------------------------------------------------------- WorkflowSchedule
+
+ConcurrencyPolicy = Literal["Allow", "Forbid", "Replace"]
+CatchUpPolicy = Literal["None", "Last", "All"]
+
+
+def _cel_string(text: str) -> str:
+    """`text` as a CEL raw string literal."""
+    if "'" in text:
+        raise ValueError(f"{text!r} cannot be a raw CEL string")
+    return f"r'{text}'"
+
+
+def _cron_pattern() -> str:
+    """A regular expression (RE2, for CEL) of the cron expressions `engine.schedules`
+    takes: five fields, or six with a leading second, each value within its range; or
+    a macro. What it lets through (a backwards range, a day no month has) the
+    operator reports in the schedule's `Ready` condition."""
+    sixty = "[0-5]?[0-9]"
+    months = "0?[1-9]|1[0-2]|(?i:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)"
+    weekdays = "[0-7]|(?i:sun|mon|tue|wed|thu|fri|sat)"
+    values = [sixty, "[01]?[0-9]|2[0-3]", "0?[1-9]|[12][0-9]|3[01]", months, weekdays]
+
+    def field(value: str) -> str:
+        item = f"(\\*|({value})(-({value}))?)(/[1-9][0-9]*)?"
+        return f"{item}(,{item})*"
+
+    fields = "\\s+".join(field(v) for v in values)
+    macros = "@(?i:yearly|annually|monthly|weekly|daily|midnight|hourly)"
+    return f"^\\s*(({field(sixty)})\\s+)?{fields}\\s*$|^\\s*{macros}\\s*$"
+
+
+CRON_PATTERN = _cron_pattern()
+_CRON = re.compile(CRON_PATTERN)
+
+_TIME_ZONE_PATTERN = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$"
+
+
+def _cron(text: str) -> str:
+    if not _CRON.match(text):
+        raise ValueError(f"{text!r} is not a cron expression")
+    return text
+
+
+CronExpression = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=256,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"self.matches({_cel_string(CRON_PATTERN)})",
+                    "message": "not a cron expression: give five fields, minute hour "
+                    "day-of-month month day-of-week (e.g. '0 2 * * *'; names such as MON and "
+                    "JAN, lists, ranges and */steps allowed), six with a leading second, "
+                    "or a macro: @yearly, @monthly, @weekly, @daily, @hourly",
+                }
+            ]
+        },
+    ),
+    AfterValidator(_cron),
+]
+"""A cron expression (`engine.schedules`), checked by CEL in the CRD."""
+
+
+class ScheduleRun(Resource):
+    """A run the schedule started."""
+
+    name: ObjectName
+    """The WorkflowRun's name."""
+    scheduled_time: datetime | None = None
+    """The slot it was started for; absent for a run started by a trigger."""
+
+
+class WorkflowScheduleSpec(Resource):
+    """When to start runs of a workflow, with what input, and what to do when they overlap."""
+
+    rules = (_TIMEOUT_NEEDS_HARD,)
+
+    schedules: list[CronExpression] = Field(min_length=1, max_length=16)
+    """Cron expressions, as a CronJob's schedule: five fields (minute hour day-of-month
+    month day-of-week) or six with a leading second, or a macro (@hourly, @daily, ...).
+    A run starts at every time any of them names."""
+    time_zone: str = Field(
+        default="UTC",
+        min_length=1,
+        max_length=64,
+        pattern=_TIME_ZONE_PATTERN,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self != 'Local' && "
+                    "timestamp('2000-01-01T00:00:00Z').getHours(self) >= 0",
+                    "message": "not an IANA time zone: give one such as UTC, Europe/Berlin "
+                    "or America/New_York",
+                }
+            ]
+        },
+    )
+    """The IANA time zone the expressions are read in, e.g. Europe/Berlin. A time that a
+    daylight-saving change skips fires once, when the clocks resume; a time that happens
+    twice fires once, the first time."""
+    workflow_ref: WorkflowRef
+    """The Workflow to run (in the schedule's namespace)."""
+    input: Any = Field(default=None, json_schema_extra=_PRESERVE)
+    """Each run's input, as a WorkflowRun's spec.input."""
+    sticky: StickyName | None = None
+    """Each run's sticky strategy, as a WorkflowRun's spec.sticky."""
+    schedule_timeout: PositiveDuration | None = None
+    """Each run's scheduleTimeout, as a WorkflowRun's (HARD sessions only)."""
+    worker_pool: ObjectName | None = None
+    """Each run's WorkerPool, as a WorkflowRun's spec.workerPool."""
+    ttl_seconds_after_finished: int | None = Field(default=None, ge=0)
+    """Each run's ttlSecondsAfterFinished: seconds after it finishes before it is deleted
+    (the history limits delete finished runs too)."""
+    concurrency_policy: ConcurrencyPolicy = "Allow"
+    """What to do when a run is due while an earlier one is still active: Allow starts it
+    too; Forbid skips it (with an Event); Replace cancels the active ones and starts it."""
+    starting_deadline_seconds: int | None = Field(default=None, ge=0)
+    """How late a run may start after its time (the operator was down, or leadership
+    moved). Absent: the latest missed time starts however late, as a CronJob's."""
+    catch_up_policy: CatchUpPolicy = "None"
+    """What to do with times missed beyond the starting deadline: None skips them; Last
+    starts the latest one if no time is on time; All starts each, the latest maxCatchUp."""
+    max_catch_up: int = Field(default=10, ge=0, le=100)
+    """The most missed times catchUpPolicy All starts at once."""
+    suspend: bool = False
+    """Start no runs. Times passed while suspended are skipped, not caught up on resume;
+    a trigger still starts a run."""
+    successful_runs_history_limit: int = Field(default=3, ge=0, le=1000)
+    """Finished runs that succeeded to keep; older ones are deleted."""
+    failed_runs_history_limit: int = Field(default=1, ge=0, le=1000)
+    """Finished runs that failed or were cancelled to keep; older ones are deleted."""
+
+
+class WorkflowScheduleStatus(Resource):
+    """What the schedule did, written by the operator."""
+
+    observed_generation: int | None = Field(default=None, ge=0)
+    """The `metadata.generation` this status was computed from."""
+    conditions: Conditions = Field(default_factory=list)
+    """Conditions: `Ready` (the expressions and time zone are usable; False with the reason
+    otherwise) and `Suspended`."""
+    last_schedule_time: datetime | None = None
+    """The latest time a run was started for."""
+    next_schedule_time: datetime | None = None
+    """The next time a run is due; absent while suspended."""
+    last_slot_time: datetime | None = None
+    """The latest time acted on, started or skipped: times up to it are never started again."""
+    active: list[ScheduleRun] = Field(default_factory=list)
+    """The runs it started that have not finished."""
+    active_count: int = Field(default=0, ge=0)
+    """How many runs are active (the ACTIVE column)."""
+    last_run: str | None = None
+    """The run it started last."""
+    last_run_phase: RunPhase | None = None
+    """That run's phase."""
+    last_successful_time: datetime | None = None
+    """When a run it started last succeeded."""
+    last_trigger: str | None = None
+    """The tether.dev/trigger annotation value the latest triggered run was started for."""
+
+
+class WorkflowSchedule(Object):
+    """Runs of a workflow started on a cron schedule, as a CronJob starts Jobs."""
+
+    rules = (
+        Rule(
+            cel="self.metadata.name.size() <= 52",
+            message="metadata.name: a WorkflowSchedule's name starts its runs' names (with "
+            "a time after it) and is their tether.dev/schedule label, so at most 52 "
+            "characters, as a CronJob's",
+            field_path="",
+            check=lambda s: s.metadata.name is None or len(s.metadata.name) <= 52,
+        ),
+    )
+
+    kind: Literal["WorkflowSchedule"] = "WorkflowSchedule"
+    """The kind of object: WorkflowSchedule."""
+    spec: WorkflowScheduleSpec
+    """When to start runs, of what, and what to do when they overlap."""
+    status: WorkflowScheduleStatus | None = None
+    """What the schedule did, written by the operator."""
