@@ -122,6 +122,12 @@ class WorkflowSpec(Model):
     input_schema: dict[str, Any] | None = Field(
         default=None, description="Entrypoint parameters: " + _INPUT_SCHEMA_DESCRIPTION
     )
+    schedules: list[str] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Cron expressions declared in code (`define(schedule=...)`): dev mode "
+        "starts a run at each time they name (UTC).",
+    )
 
 
 class ActivitySpec(Model):
@@ -588,6 +594,39 @@ class RunSummaryList(Model):
     runs: list[RunSummary]
 
 
+class ScheduleView(Model):
+    """A schedule: a WorkflowSchedule on Kubernetes, one declared in code in dev mode."""
+
+    namespace: str
+    name: str
+    workflow: str
+    schedules: list[str] = Field(description="Its cron expressions.")
+    time_zone: str = "UTC"
+    suspend: bool = False
+    concurrency_policy: str = "Allow"
+    active: list[str] = Field(default_factory=list, description="Runs it started, not finished.")
+    last_schedule_time: str | None = Field(
+        default=None, description="The latest time a run was started for (RFC 3339)."
+    )
+    next_schedule_time: str | None = Field(
+        default=None, description="The next time a run is due (RFC 3339); none while suspended."
+    )
+    last_run: str | None = None
+    last_run_phase: RunPhase | None = None
+    message: str = Field(default="", description="Why it starts nothing, when it cannot.")
+
+
+class ScheduleList(Model):
+    schedules: list[ScheduleView]
+
+
+class TriggeredRun(Model):
+    """The run a trigger starts."""
+
+    namespace: str
+    run: str = Field(description="The run's name (its run id in dev mode).")
+
+
 class WorkerView(Model):
     worker_id: str
     pod: str
@@ -619,6 +658,9 @@ class RegisteredWorkflow(Model):
     sticky: StickyName | None = None
     input_schema: dict[str, Any] | None = Field(
         default=None, description="Entrypoint parameters: " + _INPUT_SCHEMA_DESCRIPTION
+    )
+    schedules: list[str] = Field(
+        default_factory=list, description="Cron expressions its code declares."
     )
     workers: list[str] = Field(
         default_factory=list, description="Live workers that registered it (none: runs wait)."

@@ -70,7 +70,7 @@ POSTGRES_UID, POSTGRES_GID = 999, 999
 """The postgres user of the tether-postgres image (the chart runs it so)."""
 LEADER_LABEL = "tether.dev/leader"
 """On the operator pod that leads (the chart runs two replicas; the Service follows it)."""
-WORKLOADS = ("examples", "runs", "sessions", "tenant-a", "tenant-b", "chaos", "ui")
+WORKLOADS = ("examples", "runs", "sessions", "tenant-a", "tenant-b", "chaos", "ui", "schedules")
 """The namespaces the session's operator serves, one per test module that needs it."""
 
 

@@ -19,7 +19,10 @@ from worker_runtime.protocol import (
     Problem,
     RunList,
     RunView,
+    ScheduleList,
+    ScheduleView,
     StartRunRequest,
+    TriggeredRun,
     WorkerList,
     WorkflowList,
 )
@@ -140,6 +143,19 @@ class SchedulerClient:
     def list_workflows(self) -> WorkflowList:
         """GET /v1/workflows: registered workflows and activities, with input schemas."""
         return self._call("GET", "/workflows", WorkflowList)
+
+    def list_schedules(self) -> ScheduleList:
+        """GET /v1/schedules: every schedule the caller may list."""
+        return self._call("GET", "/schedules", ScheduleList)
+
+    def trigger_schedule(self, namespace: str, name: str) -> TriggeredRun:
+        """POST /v1/schedules/{ns}/{name}/trigger: start one run now."""
+        return self._call("POST", f"/schedules/{namespace}/{name}/trigger", TriggeredRun)
+
+    def suspend_schedule(self, namespace: str, name: str, suspend: bool) -> ScheduleView:
+        """POST /v1/schedules/{ns}/{name}/suspend (or /resume)."""
+        verb = "suspend" if suspend else "resume"
+        return self._call("POST", f"/schedules/{namespace}/{name}/{verb}", ScheduleView)
 
     def worker_lost(self, worker_id: str, reason: str, message: str) -> None:
         """POST /v1/workers/{id}/lost: the process or pod behind a worker is gone."""

@@ -26,12 +26,13 @@ from tether_operator.cli.render import (
     progress_line,
     run_summary,
     runs_table,
+    schedules_table,
     to_json,
     workers_table,
     workflows_table,
 )
 from tether_types.views import TERMINAL_PHASES
-from worker_runtime.protocol import RunView, StartRunRequest
+from worker_runtime.protocol import RunView, ScheduleView, StartRunRequest
 
 T = TypeVar("T")
 
@@ -221,6 +222,20 @@ def cmd_get(args: argparse.Namespace, client: SchedulerClient, output: Output) -
         else:
             output.print(workflows_table(registered))
         return 0
+    if args.resource in {"schedules", "schedule"}:
+        schedules = client.list_schedules()
+        if args.name:
+            schedules.schedules = [find_schedule(client, args)]
+        if args.output == "json":
+            output.json(to_json(schedules.schedules[0] if args.name else schedules))
+        elif not schedules.schedules:
+            output.err.print(
+                "No schedules. On Kubernetes: kubectl apply a WorkflowSchedule; in dev mode: "
+                'declare one in code, @workflow.define(schedule="*/5 * * * *").'
+            )
+        else:
+            output.print(schedules_table(schedules.schedules))
+        return 0
     if args.resource in {"workers", "worker"}:
         workers = client.list_workers()
         if args.name:
@@ -248,6 +263,37 @@ def cmd_get(args: argparse.Namespace, client: SchedulerClient, output: Output) -
         output.err.print("No runs found.")
     else:
         output.print(runs_table(runs.runs, now, wide=args.output == "wide"))
+    return 0
+
+
+def find_schedule(client: SchedulerClient, args: argparse.Namespace) -> ScheduleView:
+    """The schedule `args.name`: in the namespace (-n, else the kubeconfig's) when it has
+    one of that name, else the only one of that name (dev mode has its own namespace)."""
+    found = [s for s in client.list_schedules().schedules if s.name == args.name]
+    here = [s for s in found if s.namespace == getattr(args, "namespace", None)]
+    if here or len(found) == 1:
+        return (here or found)[0]
+    if not found:
+        raise CliError(f'schedule "{args.name}" not found (tether get schedules lists them)')
+    where = ", ".join(sorted(s.namespace for s in found))
+    raise CliError(f'schedule "{args.name}" is in several namespaces ({where}): pick one with -n')
+
+
+def cmd_schedule(args: argparse.Namespace, client: SchedulerClient, output: Output) -> int:
+    """`tether schedule trigger|suspend|resume NAME`."""
+    schedule = find_schedule(client, args)
+    if args.action == "trigger":
+        run = client.trigger_schedule(schedule.namespace, schedule.name)
+        if args.output == "json":
+            output.json(to_json(run))
+        else:
+            output.print(f"schedule {schedule.name} triggered: run {run.run} started")
+        return 0
+    view = client.suspend_schedule(schedule.namespace, schedule.name, args.action == "suspend")
+    if args.output == "json":
+        output.json(to_json(view))
+    else:
+        output.print(f"schedule {view.name} {'suspended' if view.suspend else 'resumed'}")
     return 0
 
 

@@ -35,6 +35,7 @@ RUN_WORDS = ("run", "runs")
 WORKER_WORDS = ("worker", "workers")
 """How a command names workers: either spelling works everywhere."""
 WORKFLOW_WORDS = ("workflow", "workflows")
+SCHEDULE_WORDS = ("schedule", "schedules")
 """How `get` names workflows: either spelling works."""
 
 EPILOG = """\
@@ -296,9 +297,10 @@ def build_parser() -> ArgumentParser:
     )
     get.add_argument(
         "resource",
-        choices=[*RUN_WORDS, *WORKER_WORDS, *WORKFLOW_WORDS],
+        choices=[*RUN_WORDS, *WORKER_WORDS, *WORKFLOW_WORDS, *SCHEDULE_WORDS],
         metavar="RESOURCE",
-        help="runs (or run) | workers (or worker) | workflows (or workflow)",
+        help="runs (or run) | workers (or worker) | workflows (or workflow) | schedules "
+        "(or schedule)",
     )
     get.add_argument("name", nargs="?", metavar="NAME", help="one run (or worker) by name")
     _output_flag(get, ["table", "json", "wide"])
@@ -316,6 +318,32 @@ def build_parser() -> ArgumentParser:
         _output_flag(command, ["table", "json"])
         _server_flag(command, None)
         command.set_defaults(handler=handler)
+
+    schedule = sub.add_parser(
+        "schedule",
+        help="start a schedule's run now, or suspend or resume the schedule",
+        description=(
+            "trigger starts one run of the schedule at once, whatever its concurrency "
+            "policy and even while it is suspended (on Kubernetes it sets the schedule's "
+            "tether.dev/trigger annotation, as `kubectl annotate wfs NAME "
+            "tether.dev/trigger=$(date +%%s) --overwrite` does). suspend and resume set "
+            "spec.suspend."
+        ),
+    )
+    schedule.add_argument(
+        "action",
+        choices=["trigger", "suspend", "resume"],
+        metavar="ACTION",
+        help="trigger | suspend | resume",
+    )
+    schedule.add_argument(
+        "name",
+        metavar="NAME",
+        help="the schedule (a WorkflowSchedule, or in dev mode the workflow that declares it)",
+    )
+    _output_flag(schedule, ["table", "json"])
+    _server_flag(schedule, None)
+    schedule.set_defaults(handler=commands.cmd_schedule)
 
     wait = sub.add_parser("wait", help="wait for a run to end (exit 0 if it succeeded)")
     wait.add_argument("resource", choices=RUN_WORDS, metavar="run")

@@ -22,6 +22,7 @@ from worker_runtime.protocol import (
     ErrorInfo,
     HistoryEventModel,
     RunView,
+    ScheduleView,
     SessionView,
     WorkerView,
     WorkflowList,
@@ -216,6 +217,23 @@ def workflows_table(registered: WorkflowList) -> Table:
         schema = wf.input_schema
         params = NONE if schema is None else ",".join(schema.get("properties") or {}) or "-"
         table.add_row(wf.name, cell(wf.sticky), cell(",".join(wf.workers)), params)
+    return table
+
+
+def schedules_table(schedules: Sequence[ScheduleView]) -> Table:
+    """`tether get schedules`: the columns of `kubectl get workflowschedules`."""
+    table = _table("NAMESPACE", "NAME", "SCHEDULE", "WORKFLOW", "SUSPEND", "ACTIVE", "LAST", "NEXT")
+    for s in schedules:
+        table.add_row(
+            s.namespace,
+            s.name,
+            "; ".join(s.schedules) + ("" if s.time_zone == "UTC" else f" ({s.time_zone})"),
+            s.workflow,
+            str(s.suspend).lower(),
+            str(len(s.active)),
+            cell(s.last_run and f"{s.last_run} ({s.last_run_phase or 'Pending'})"),
+            cell(s.next_schedule_time or (s.message and f"! {s.message}")),
+        )
     return table
 
 

@@ -20,8 +20,9 @@ adds its kopf handlers to `registry` (a `kopf.OperatorRegistry`) and may start
 background work with `context.spawn(...)`; `context` (`OperatorContext`) hands it
 the settings, the `KubeClient`, the `SchedulerService` and the Event recorder.
 WorkflowRuns and Workflows are set up here; the WorkerPool controller
-(`tether_operator.k8s.pools.controller.setup`) and the node watch (`k8s.nodes.setup`) plug in
-the same way, through `CONTROLLERS`.
+(`tether_operator.k8s.pools.controller.setup`), the node watch (`k8s.nodes.setup`) and the
+WorkflowSchedule controller (`k8s.schedules.controller.setup`) plug in the same way,
+through `CONTROLLERS`.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ from tether_operator.k8s.runs.api_starter import ApiRunStarter
 from tether_operator.k8s.runs.controller import RunController
 from tether_operator.k8s.runs.mirror import MarkingStore
 from tether_operator.k8s.runs.workflows import WorkflowDirectory, WorkflowPublisher, retry_defaults
+from tether_operator.k8s.schedules import controller as schedules
 from tether_operator.k8s.store.history import KubernetesRunStore
 from tether_operator.metrics import LeaderCollector, open_metrics_port
 from tether_operator.scheduler.app import create_app
@@ -86,7 +88,7 @@ __all__ = ["CONTROLLERS", "run_operator"]
 
 logger = logging.getLogger("tether.operator")
 
-CONTROLLERS: list[Setup] = [pools.setup, nodes.setup]
+CONTROLLERS: list[Setup] = [pools.setup, nodes.setup, schedules.setup]
 """Controllers set up beside the WorkflowRun and Workflow handlers."""
 
 

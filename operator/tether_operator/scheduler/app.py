@@ -33,6 +33,7 @@ from tether_operator.scheduler.problems import (
     check_payload,
     install_error_handlers,
 )
+from tether_operator.scheduler.schedule_routes import add_schedule_routes
 from tether_operator.scheduler.service import (
     SchedulerService,
     run_of_task,
@@ -509,6 +510,7 @@ def create_app(
     async def healthz() -> dict[str, bool]:
         return {"ok": True}
 
+    add_schedule_routes(app, service, allow, visible)
     mount_ui(app)
     return app
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from jsonschema_rs import Draft202012Validator, ValidationError, ValidationErrorKind, meta
 
-from tether_operator.engine import EngineError
+from tether_operator.engine import Cron, CronError, EngineError
 from worker_runtime.protocol import ActivityOptions, RegisterWorkerRequest
 from worker_runtime.schemas import (
     POSITIONAL_KEY,
@@ -27,7 +27,7 @@ from worker_runtime.schemas import (
     bind_input,
 )
 
-__all__ = ["InputCatalog", "InvalidInput", "InvalidSchema"]
+__all__ = ["InputCatalog", "InvalidInput", "InvalidSchedule", "InvalidSchema"]
 
 MESSAGE_LIMIT = 400
 """Longest message a validation error carries (jsonschema quotes whole values)."""
@@ -37,6 +37,12 @@ class InvalidInput(EngineError):
     """A run's input does not fit its workflow's parameters (HTTP 422, `field` = where)."""
 
     reason = "InvalidInput"
+
+
+class InvalidSchedule(EngineError):
+    """A worker registered a cron expression that cannot be used (HTTP 422, `field`)."""
+
+    reason = "InvalidSchedule"
 
 
 class InvalidSchema(EngineError):
@@ -61,6 +67,7 @@ class _Entry:
 
     schema: dict[str, Any] | None
     sticky: str | None = None
+    schedules: tuple[str, ...] = ()
     options: dict[str, Any] | None = None
     keywords: Draft202012Validator | None = None
     positional: Draft202012Validator | None = None
@@ -106,6 +113,14 @@ class InputCatalog:
             known = self.workflows.get((ns, wf.name))
             if wf.input_schema is not None and (known is None or known.schema != wf.input_schema):
                 _check_schema(wf.input_schema, f"workflows.{index}.input_schema", wf.name)
+            for i, text in enumerate(wf.schedules):
+                try:
+                    Cron.parse(text)
+                except CronError as exc:
+                    raise InvalidSchedule(
+                        f"workflow {wf.name!r} declares schedule {text!r}: {exc}",
+                        field=f"workflows.{index}.schedules.{i}",
+                    ) from None
         for index, act in enumerate(req.activities):
             known = self.activities.get((ns, act.name))
             if act.input_schema is not None and (known is None or known.schema != act.input_schema):
@@ -116,8 +131,16 @@ class InputCatalog:
         ns = req.namespace
         for wf in req.workflows:
             old = self.workflows.get((ns, wf.name))
-            if old is None or old.schema != wf.input_schema or old.sticky != wf.sticky:
-                self.workflows[ns, wf.name] = _Entry.build(wf.input_schema, sticky=wf.sticky)
+            schedules = tuple(wf.schedules)
+            if (
+                old is None
+                or old.schema != wf.input_schema
+                or old.sticky != wf.sticky
+                or old.schedules != schedules
+            ):
+                self.workflows[ns, wf.name] = _Entry.build(
+                    wf.input_schema, sticky=wf.sticky, schedules=schedules
+                )
         for act in req.activities:
             options = act.options.model_dump()
             old = self.activities.get((ns, act.name))
@@ -157,6 +180,7 @@ class InputCatalog:
                 "namespace": ns,
                 "sticky": entry.sticky,
                 "input_schema": entry.schema,
+                "schedules": list(entry.schedules),
                 "workers": serving.get((ns, name), []),
             }
             for (ns, name), entry in sorted(self.workflows.items())

@@ -46,6 +46,7 @@ from tether_operator.scheduler.history_writer import HistoryWriter
 from tether_operator.scheduler.inputs import InputCatalog
 from tether_operator.scheduler.mailboxes import Mailbox
 from tether_operator.scheduler.run_starter import RunStarter
+from tether_operator.scheduler.schedules import ScheduleBook
 from tether_operator.scheduler.timers import DeadlineTimer
 from tether_operator.store import HistoryStore, fill_namespace
 from tether_operator.store.memory import MemoryStore
@@ -187,6 +188,8 @@ class SchedulerService:
         self._subscribers: list[NoticeSubscriber] = []
         self._registration_listeners: list[Callable[[RegisterWorkerRequest], None]] = []
         self._starter: RunStarter | None = None
+        self.schedules: ScheduleBook | None = None
+        """Where `/v1/schedules` reads and acts (`use_schedules`); None: no schedules."""
         self._timer = DeadlineTimer(self._on_deadline, clock)
         self._started = False
         self._stopping = False
@@ -270,6 +273,11 @@ class SchedulerService:
     def on_registration(self, listener: Callable[[RegisterWorkerRequest], None]) -> None:
         """Call `listener` with every worker registration the engine accepted."""
         self._registration_listeners.append(listener)
+
+    def use_schedules(self, book: ScheduleBook) -> None:
+        """List, trigger, suspend and resume schedules through `book` (the API's
+        `/v1/schedules`)."""
+        self.schedules = book
 
     def use_run_starter(self, starter: RunStarter) -> None:
         """Start the runs clients ask for with `starter`, and find the runs the engine
