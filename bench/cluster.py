@@ -558,6 +558,106 @@ class PhaseWatch:
         self._proc.wait(10)
 
 
+class AddedWatch:
+    """`kubectl get RESOURCE --watch` in the benchmark namespace: when each object was
+    first seen (the client's clock, one watch per kind, so both kinds are seen alike)."""
+
+    def __init__(self, resource: str) -> None:
+        self.seen: dict[str, float] = {}
+        self._proc = subprocess.Popen(
+            ["kubectl", "-n", NAMESPACE, "get", resource, "--watch", "--output-watch-events",
+             "-o", "jsonpath={.type} {.object.metadata.name}{'\\n'}"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            kind, _, name = line.strip().partition(" ")
+            if kind == "ADDED":
+                self.seen.setdefault(name, time.time())
+
+    def stop(self) -> None:
+        self._proc.terminate()
+        self._proc.wait(10)
+
+
+def _slot_delays_ms(seen: dict[str, float], prefix: str) -> list[float]:
+    """For each object named `<prefix>-<minute since the epoch>` (a CronJob's Jobs and a
+    WorkflowSchedule's runs both are): ms from that minute to when the watch saw it."""
+    return sorted(
+        round(1000 * (at - 60 * int(name.removeprefix(f"{prefix}-"))), 1)
+        for name, at in seen.items()
+        if name.startswith(f"{prefix}-") and name.removeprefix(f"{prefix}-").isdigit()
+    )
+
+
+def bench_schedules(quick: bool) -> dict[str, Any]:
+    """A WorkflowSchedule and a CronJob, both `* * * * *`, side by side over the same
+    minutes: the delay from each minute to its WorkflowRun, and to the CronJob's Job, as
+    one watch per kind sees them appear."""
+    minutes = 2 if quick else 5
+    apply(pool("bench-sched", "workflows", 1))
+    wait_pool("bench-sched", 1)
+    runs, jobs = AddedWatch("wfr"), AddedWatch("jobs")
+    try:
+        apply(
+            {
+                "apiVersion": "tether.dev/v1alpha1",
+                "kind": "WorkflowSchedule",
+                "metadata": {"name": "every-minute"},
+                "spec": {
+                    "schedules": ["* * * * *"],
+                    "workflowRef": {"name": "bench-timer"},
+                    "input": {"seconds": 0.1},
+                },
+            },
+            {
+                "apiVersion": "batch/v1",
+                "kind": "CronJob",
+                "metadata": {"name": "every-minute"},
+                "spec": {
+                    "schedule": "* * * * *",
+                    "jobTemplate": {"spec": {"template": {"spec": {
+                        "restartPolicy": "Never",
+                        "containers": [{"name": "tick", "image": IMAGE,
+                                        "imagePullPolicy": "IfNotPresent",
+                                        "command": ["true"]}],
+                    }}}},
+                },
+            },
+        )  # fmt: skip
+        first = (int(time.time()) // 60 + 1) * 60
+        time.sleep(max(0.0, first + 60 * (minutes - 1) + 15 - time.time()))
+    finally:
+        runs.stop()
+        jobs.stop()
+        kubectl("delete", "wfs,cronjob", "every-minute", "--ignore-not-found")
+        kubectl("delete", "wfr,jobs", "--all", "--wait=false")
+        delete_pools("bench-sched")
+    run_ms = _slot_delays_ms(runs.seen, "every-minute")
+    job_ms = _slot_delays_ms(jobs.seen, "every-minute")
+    if not run_ms or not job_ms:
+        raise RuntimeError(f"no slots seen: runs {run_ms}, jobs {job_ms}")
+
+    def pct(values: list[float], p: int) -> float:
+        return values[min(len(values) - 1, len(values) * p // 100)]
+
+    return {
+        "minutes": minutes,
+        "workflowschedule_slot_to_run_ms": run_ms,
+        "workflowschedule_p50_ms": pct(run_ms, 50),
+        "workflowschedule_p99_ms": pct(run_ms, 99),
+        "cronjob_slot_to_job_ms": job_ms,
+        "cronjob_p50_ms": pct(job_ms, 50),
+        "cronjob_p99_ms": pct(job_ms, 99),
+        "ratio_cronjob_vs_schedule_p50": round(pct(job_ms, 50) / max(pct(run_ms, 50), 0.1), 1),
+        "target": "a run within a second of its time; no slower than a CronJob's Job",
+    }
+
+
 def _phases() -> dict[str, int]:
     """How many runs of the benchmark namespace are in each phase."""
     out = kubectl("get", "wfr", "-o", "jsonpath={range .items[*]}{.status.phase}{'\\n'}{end}")
@@ -622,6 +722,7 @@ BENCHES = {
     "ml_concurrent": bench_ml_concurrent,
     "scale": bench_scale,
     "open_runs": bench_open_runs,
+    "schedules": bench_schedules,
 }
 
 

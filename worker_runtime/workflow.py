@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from random import Random
@@ -52,6 +52,8 @@ class WorkflowDefinition:
     sticky: StickyStrategy | None
     entrypoint: str
     cls: type[Any]
+    schedules: tuple[str, ...] = ()
+    """Cron expressions: dev mode starts a run at each time they name."""
 
     def input_schema(self) -> dict[str, Any]:
         """The JSON Schema of the entrypoint's parameters (computed once; do not modify)."""
@@ -63,6 +65,7 @@ class WorkflowDefinition:
             name=self.name,
             sticky=self.sticky.value if self.sticky else None,
             input_schema=self.input_schema(),
+            schedules=list(self.schedules),
         )
 
 
@@ -80,7 +83,11 @@ def define(cls: type[T], /) -> type[T]: ...
 
 @overload
 def define(
-    *, name: str | None = None, sticky: StickyStrategy | str | None = None
+    *,
+    name: str | None = None,
+    sticky: StickyStrategy | str | None = None,
+    schedule: str | None = None,
+    schedules: Sequence[str] = (),
 ) -> Callable[[type[T]], type[T]]: ...
 
 
@@ -90,10 +97,17 @@ def define(
     *,
     name: str | None = None,
     sticky: StickyStrategy | str | None = None,
+    schedule: str | None = None,
+    schedules: Sequence[str] = (),
 ) -> Any:
     """Declare a workflow class. ``sticky=StickyStrategy.SOFT|HARD`` runs the whole
-    workflow (its activities and sticky children) on one worker."""
+    workflow (its activities and sticky children) on one worker. ``schedule="0 2 * * *"``
+    (or several in ``schedules=[...]``; cron, UTC) has `tether dev` start a run without
+    input at each time named; on Kubernetes a WorkflowSchedule does that."""
     strategy = StickyStrategy(sticky) if sticky is not None else None
+    if isinstance(schedules, str):
+        raise TypeError("schedules= takes a list of cron expressions; one goes in schedule=")
+    crons = (*([schedule] if schedule is not None else []), *schedules)
 
     def decorate(c: type[T]) -> type[T]:
         methods = [
@@ -106,7 +120,11 @@ def define(
                 f"(found: {found})"
             )
         definition = WorkflowDefinition(
-            name=name or c.__name__, sticky=strategy, entrypoint=methods[0], cls=c
+            name=name or c.__name__,
+            sticky=strategy,
+            entrypoint=methods[0],
+            cls=c,
+            schedules=crons,
         )
         setattr(c, _DEFINITION_ATTR, definition)
         return c

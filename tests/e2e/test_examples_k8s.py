@@ -49,6 +49,9 @@ EXPECTED: dict[str, Callable[[Any], bool]] = {
         [[row["id"] for row in batch] for batch in r] == [[1, 2], [3], [4, 5]]
         and len({row["worker"] for batch in r for row in batch}) == 1
     ),
+    "nightly-report": lambda r: (
+        r == {"region": "us", "orders": 2, "report": "us: 2 orders, 409.99 total"}
+    ),
     # The nested call fails once per worker process, so a later run on the same pod
     # succeeds at its first attempt.
     "nested-activity": lambda r: r["result_data"] == "olleh",

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from worker_runtime.testing import WorkflowEnvironment
+from worker_runtime.workflow import get_definition
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -86,6 +87,16 @@ async def test_retries_until_success_and_non_retryable_rejection() -> None:
     assert ok == {"order_id": "A-1", "charged": True, "attempts": 3}
     assert rejected["attempts"] == 1
     assert "must start with 'A-'" in rejected["rejected"]
+
+
+async def test_nightly_report_runs_and_declares_its_schedule() -> None:
+    ex = load("nightly_report")
+    assert get_definition(ex.NightlyReport).schedules == ("0 2 * * *",)
+    async with WorkflowEnvironment(workflows=[ex.NightlyReport]) as env:
+        eu = await env.execute(ex.NightlyReport)
+        us = await env.execute(ex.NightlyReport, {"region": "us", "settle_seconds": 0.05})
+    assert eu == {"region": "eu", "orders": 3, "report": "eu: 3 orders, 242.75 total"}
+    assert us["report"] == "us: 2 orders, 409.99 total"
 
 
 async def test_nested_activity_failure_retries_the_parent() -> None:

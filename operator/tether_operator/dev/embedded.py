@@ -17,6 +17,7 @@ import httpx
 from rich.console import Console
 from rich.logging import RichHandler
 
+from tether_operator.dev.schedules import CodeSchedules
 from tether_operator.engine import EngineError
 from tether_operator.metrics import open_metrics_port
 from tether_operator.scheduler import SchedulerService
@@ -52,15 +53,19 @@ def check_port_free(host: str, port: int) -> None:
 
 
 def _route_scheduler_logs(console: Console, log_format: str) -> logging.Handler:
-    """Show the scheduler's errors on the dev console (its notices are printed
-    separately), or with `json` write all its logs as JSON lines on stderr."""
+    """Show the scheduler's errors and what the schedules do on the dev console (its
+    notices are printed separately), or with `json` write all its logs as JSON lines on
+    stderr."""
     handler: logging.Handler
     if log_format == "json":
         handler = logging.StreamHandler()
         handler.setFormatter(JsonFormatter())
         handler.setLevel(logging.INFO)
     else:
-        handler = RichHandler(console=console, level=logging.ERROR, show_path=False)
+        handler = RichHandler(console=console, level=logging.INFO, show_path=False)
+        handler.addFilter(
+            lambda r: r.levelno >= logging.ERROR or r.name.startswith("tether.schedules")
+        )
     logger = logging.getLogger("tether")
     logger.addHandler(handler)
     logger.propagate = False
@@ -93,6 +98,9 @@ class EmbeddedScheduler:
         self._log_handler: logging.Handler | None = None
         store = SqliteStore(db) if db else MemoryStore()
         self.service = SchedulerService(store=store, scheduler_url=self.url, namespace="dev")
+        self.schedules = CodeSchedules(self.service)
+        self.service.use_schedules(self.schedules)
+        self._schedules_task: asyncio.Task[None] | None = None
         self.recovered: list[str] = []
         """The runs `start` found in `db` and took up again."""
         self._stop = asyncio.Event()
@@ -140,6 +148,7 @@ class EmbeddedScheduler:
             name="tether-scheduler",
         )
         await self._wait_ready()
+        self._schedules_task = asyncio.create_task(self.schedules.run(), name="tether-schedules")
         self._metrics = await open_metrics_port(
             self.service.metrics.registry, self.host, self.metrics_port
         )
@@ -175,6 +184,10 @@ class EmbeddedScheduler:
     async def stop(self) -> None:
         """Stop serving (in-flight long polls get a short grace period)."""
         self._stopping = True
+        if self._schedules_task is not None:
+            self._schedules_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._schedules_task
         if self._metrics is not None:
             self._metrics.close()
         self.service.begin_shutdown()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -108,8 +109,16 @@ class DevMode:
 
 @pytest.fixture
 def dev(tmp_path: Path) -> Iterator[DevMode]:
+    with dev_mode(tmp_path, WORKFLOW_FILE) as mode:
+        yield mode
+
+
+@contextlib.contextmanager
+def dev_mode(tmp_path: Path, source: str) -> Iterator[DevMode]:
+    """`tether dev` serving `source` with two workers; stopped (and checked to stop
+    cleanly) at the end."""
     flows = tmp_path / "flows.py"
-    flows.write_text(WORKFLOW_FILE)
+    flows.write_text(source)
     port, metrics_port = _free_port(), _free_port()
     log = tmp_path / "dev.log"
     with log.open("wb") as sink:

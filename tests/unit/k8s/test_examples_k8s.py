@@ -13,7 +13,13 @@ import pytest
 import yaml
 
 from tests.e2e.test_examples_k8s import EXPECTED
-from tether_operator.k8s.resources.specs import WorkerPool, Workflow, WorkflowRun
+from tether_operator.engine import Schedule
+from tether_operator.k8s.resources.specs import (
+    WorkerPool,
+    Workflow,
+    WorkflowRun,
+    WorkflowSchedule,
+)
 from worker_runtime.loader import discover_all
 from worker_runtime.testing import WorkflowEnvironment
 from worker_runtime.workflow import get_definition
@@ -21,10 +27,11 @@ from worker_runtime.workflow import get_definition
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLES = REPO / "examples"
 K8S = EXAMPLES / "k8s"
-MODELS: dict[str, type[WorkerPool | Workflow | WorkflowRun]] = {
+MODELS: dict[str, type[WorkerPool | Workflow | WorkflowRun | WorkflowSchedule]] = {
     "WorkerPool": WorkerPool,
     "Workflow": Workflow,
     "WorkflowRun": WorkflowRun,
+    "WorkflowSchedule": WorkflowSchedule,
 }
 SCRIPTS = {path.stem.replace("_", "-"): path for path in EXAMPLES.glob("*.py")}
 MANIFESTS = sorted(p.name.removesuffix("-run.yaml") for p in K8S.glob("*-run.yaml"))
@@ -140,3 +147,10 @@ def test_the_image_holds_the_examples_the_manifests_run() -> None:
     assert not ignored & {"examples", "examples/*", "build", "build/wheels"}, (
         ".dockerignore must not exclude what the image copies"
     )
+
+
+def test_the_nightly_report_schedule_names_its_workflow_and_a_usable_time() -> None:
+    (schedule,) = parsed("nightly-report.yaml")["WorkflowSchedule"]
+    assert schedule.spec.workflow_ref.name == "nightly-report"
+    assert schedule.spec.concurrency_policy == "Forbid"
+    Schedule.parse(schedule.spec.schedules, schedule.spec.time_zone)
