@@ -612,6 +612,7 @@ class ScheduleView(Model):
         default=None, description="The next time a run is due (RFC 3339); none while suspended."
     )
     last_run: str | None = None
+    last_run_id: str | None = Field(default=None, description="The last run's run id.")
     last_run_phase: RunPhase | None = None
     message: str = Field(default="", description="Why it starts nothing, when it cannot.")
 
@@ -624,7 +625,8 @@ class TriggeredRun(Model):
     """The run a trigger starts."""
 
     namespace: str
-    run: str = Field(description="The run's name (its run id in dev mode).")
+    run: str = Field(description="The run's name (a WorkflowRun's on Kubernetes).")
+    run_id: str = Field(description="Its run id, for `/v1/runs/{run_id}` and `tether get run`.")
 
 
 class WorkerView(Model):

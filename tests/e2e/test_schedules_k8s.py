@@ -293,7 +293,8 @@ def test_suspend_trigger_and_resume_with_kubectl_and_the_cli(
         timeout=30,
         what="the CLI trigger allowed",
     )
-    assert "run paused-t" in cli.stdout
+    assert "triggered: run " in cli.stdout
+    assert ".paused-t" in cli.stdout
     eventually(lambda: len(runs(ns, "paused")) == 2, timeout=20, what="the CLI's run")
 
     resumed_at = time.time()

@@ -287,7 +287,7 @@ def cmd_schedule(args: argparse.Namespace, client: SchedulerClient, output: Outp
         if args.output == "json":
             output.json(to_json(run))
         else:
-            output.print(f"schedule {schedule.name} triggered: run {run.run} started")
+            output.print(f"schedule {schedule.name} triggered: run {run.run_id} started")
         return 0
     view = client.suspend_schedule(schedule.namespace, schedule.name, args.action == "suspend")
     if args.output == "json":

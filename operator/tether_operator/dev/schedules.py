@@ -31,7 +31,12 @@ from tether_operator.k8s.schedules.plan import (
 )
 from tether_operator.scheduler.schedules import ScheduleError
 from tether_operator.scheduler.service import SchedulerService
-from worker_runtime.protocol import RegisterWorkerRequest, ScheduleView, StartRunRequest
+from worker_runtime.protocol import (
+    RegisterWorkerRequest,
+    ScheduleView,
+    StartRunRequest,
+    TriggeredRun,
+)
 
 __all__ = ["CodeSchedules"]
 
@@ -172,6 +177,7 @@ class CodeSchedules:
             last_schedule_time=status.get("lastScheduleTime"),
             next_schedule_time=status.get("nextScheduleTime"),
             last_run=status.get("lastRun"),
+            last_run_id=status.get("lastRun"),
             last_run_phase=last.phase if last is not None else None,
             message=held.message,
         )
@@ -186,13 +192,13 @@ class CodeSchedules:
             )
         return held
 
-    async def trigger(self, namespace: str, name: str) -> str:
-        """Start one run of workflow `name`'s schedule now; the run's id."""
+    async def trigger(self, namespace: str, name: str) -> TriggeredRun:
+        """Start one run of workflow `name`'s schedule now (its run id is its name)."""
         held = self._find(namespace, name)
         held.trigger = f"{self.clock():.6f}"
         run = trigger_run_name(name, held.trigger)
         await self.act(held)
-        return run
+        return TriggeredRun(namespace=namespace, run=run, run_id=run)
 
     async def set_suspend(self, namespace: str, name: str, suspend: bool) -> ScheduleView:
         """Suspend or resume workflow `name`'s schedule."""

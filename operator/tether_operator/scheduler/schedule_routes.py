@@ -67,11 +67,10 @@ def add_schedule_routes(
         tags=["schedules"],
         summary="Start one run of the schedule now, whatever its policy",
     )
-    async def trigger(request: Request, namespace: Namespace, name: Name) -> dict[str, str]:
+    async def trigger(request: Request, namespace: Namespace, name: Name) -> TriggeredRun:
         await allow(request, "patch", "workflowschedules", namespace)
         await allow(request, "create", "workflowruns", namespace)
-        run = await book().trigger(namespace, name)
-        return {"namespace": namespace, "run": run}
+        return await book().trigger(namespace, name)
 
     def setter(suspend: bool) -> Callable[..., Awaitable[ScheduleView]]:
         async def change(request: Request, namespace: Namespace, name: Name) -> ScheduleView:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from worker_runtime.protocol import ScheduleView
+from worker_runtime.protocol import ScheduleView, TriggeredRun
 
-__all__ = ["ScheduleBook", "ScheduleError", "ScheduleView"]
+__all__ = ["ScheduleBook", "ScheduleError", "ScheduleView", "TriggeredRun"]
 
 
 class ScheduleError(LookupError):
@@ -25,9 +25,9 @@ class ScheduleBook(Protocol):
         """Every schedule, by namespace and name."""
         ...
 
-    async def trigger(self, namespace: str, name: str) -> str:
-        """Start one run of the schedule at once; the run's name. `ScheduleError` if
-        there is no such schedule."""
+    async def trigger(self, namespace: str, name: str) -> TriggeredRun:
+        """Start one run of the schedule at once; which run. `ScheduleError` if there
+        is no such schedule."""
         ...
 
     async def set_suspend(self, namespace: str, name: str, suspend: bool) -> ScheduleView:

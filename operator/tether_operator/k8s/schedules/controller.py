@@ -54,7 +54,7 @@ from tether_operator.k8s.schedules.plan import (
     plan,
     trigger_run_name,
 )
-from tether_operator.scheduler.schedules import ScheduleError, ScheduleView
+from tether_operator.scheduler.schedules import ScheduleError, ScheduleView, TriggeredRun
 from tether_operator.scheduler.service import SchedulerService
 
 __all__ = ["ScheduleController", "setup"]
@@ -337,6 +337,7 @@ class ScheduleController:
             last_schedule_time=status.get("lastScheduleTime"),
             next_schedule_time=status.get("nextScheduleTime"),
             last_run=status.get("lastRun"),
+            last_run_id=run_id_for(key[0], status["lastRun"]) if status.get("lastRun") else None,
             last_run_phase=status.get("lastRunPhase"),
             message=ready.get("message", "") if ready.get("status") == "False" else "",
         )
@@ -347,8 +348,8 @@ class ScheduleController:
             raise ScheduleError(f"no WorkflowSchedule {name!r} in namespace {namespace!r}")
         return held
 
-    async def trigger(self, namespace: str, name: str) -> str:
-        """Start one run of the schedule at once (its trigger annotation); the run's name."""
+    async def trigger(self, namespace: str, name: str) -> TriggeredRun:
+        """Start one run of the schedule at once (its trigger annotation); which run."""
         self._held(namespace, name)
         value = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
         written = await self.client.patch(
@@ -356,7 +357,8 @@ class ScheduleController:
             {"metadata": {"annotations": {TRIGGER_ANNOTATION: value}}},
         )
         self.on_schedule_event("MODIFIED", written)
-        return trigger_run_name(name, value)
+        run = trigger_run_name(name, value)
+        return TriggeredRun(namespace=namespace, run=run, run_id=run_id_for(namespace, run))
 
     async def set_suspend(self, namespace: str, name: str, suspend: bool) -> ScheduleView:
         """Suspend or resume the schedule (its spec.suspend)."""

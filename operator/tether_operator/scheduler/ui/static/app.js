@@ -1,4 +1,5 @@
-// Tether UI: the runs list, a run's timeline and the workers page, read from the HTTP API.
+// Tether UI: the runs list, a run's timeline, the workflows (with a Start-run form), the
+// schedules (trigger, suspend, resume) and the workers page, over the HTTP API.
 // Plain JS, no build step: the page's files hold no data; every call carries the
 // caller's bearer token (when the scheduler checks one), so it shows what the API lets
 // that caller read.
@@ -82,12 +83,18 @@ function token() {
   return sessionStorage.getItem(TOKEN_KEY);
 }
 
-async function api(path, etag) {
+async function api(path, etag, sent) {
   const headers = { Accept: "application/json" };
   const bearer = token();
   if (bearer) headers.Authorization = `Bearer ${bearer}`;
   if (etag) headers["If-None-Match"] = etag;
-  const response = await fetch(API + path, { headers, cache: "no-store" });
+  const init = { headers, cache: "no-store" };
+  if (sent !== undefined) {
+    init.method = "POST";
+    init.body = JSON.stringify(sent);
+    headers["Content-Type"] = "application/json";
+  }
+  const response = await fetch(API + path, init);
   if (response.status === 304) return { unchanged: true, etag };
   let body = {};
   try {
@@ -157,6 +164,11 @@ function route() {
     a.classList.toggle("current", a.dataset.nav === (parts[0] || "runs"));
   }
   if (parts[0] === "workers") return workersPage(page);
+  if (parts[0] === "schedules") return schedulesPage(page);
+  if (parts[0] === "workflows" && parts.length > 2) {
+    return workflowPage(page, decodeURIComponent(parts[1]), decodeURIComponent(parts.slice(2).join("/")));
+  }
+  if (parts[0] === "workflows") return workflowsPage(page);
   if (parts[0] === "runs" && parts.length > 1) {
     return runPage(page, decodeURIComponent(parts.slice(1).join("/")));
   }
@@ -567,6 +579,218 @@ kubectl apply -f examples/k8s/ml-inference.yaml # Kubernetes: a WorkerPool's pod
     }
   }
   timer = setTimeout(() => { if (me === page) workersPage(me); }, LIST_POLL_MS);
+}
+
+// ------------------------------------------------------------------ workflows
+
+function workflowHref(wf) {
+  return `#/workflows/${encodeURIComponent(wf.namespace || "-")}/${encodeURIComponent(wf.name)}`;
+}
+
+async function workflowsPage(me) {
+  let workflows;
+  try {
+    workflows = (await api("/workflows")).body.workflows;
+  } catch (error) {
+    if (me === page) showError(error);
+    return;
+  }
+  if (me !== page) return;
+  main.innerHTML = workflows.length === 0
+    ? `<h1>Workflows</h1><div class="panel empty" data-empty="workflows">
+        <h2>No workflow is registered</h2>
+        <p>A workflow appears here once a worker that defines it registers:</p>
+        <pre>tether dev FILE.py --workers 2                 # dev mode
+kubectl apply -f examples/k8s/ml-inference.yaml # Kubernetes: a WorkerPool's pods</pre></div>`
+    : `<h1>Workflows</h1><table data-table="workflows"><thead><tr><th>Name</th><th>Namespace</th>
+        <th>Sticky</th><th>Parameters</th><th>Schedules</th><th>Live workers</th></tr></thead><tbody>${
+        workflows.map((wf) => `<tr data-workflow="${esc(wf.name)}">
+          <td><a href="${workflowHref(wf)}">${esc(wf.name)}</a></td><td>${esc(wf.namespace)}</td>
+          <td>${esc(wf.sticky || "")}</td>
+          <td class="mono">${esc(Object.keys((wf.input_schema || {}).properties || {}).join(", "))}</td>
+          <td class="mono">${esc((wf.schedules || []).join("; "))}</td>
+          <td>${wf.workers.length}</td></tr>`).join("")}</tbody></table>`;
+  timer = setTimeout(() => { if (me === page) workflowsPage(me); }, LIST_POLL_MS * 5);
+}
+
+// A form field per entrypoint parameter, from the JSON Schema the workers registered.
+// Plain types get inputs the browser checks (required, number ranges, patterns, enums);
+// anything else is JSON in a textarea, parsed before sending. The server checks again.
+function fieldKind(schema) {
+  if (Array.isArray(schema.enum) && schema.enum.every((v) => typeof v === "string")) return "enum";
+  return { string: "string", integer: "integer", number: "number", boolean: "boolean" }[schema.type] || "json";
+}
+
+function formField(name, schema, required) {
+  const kind = fieldKind(schema);
+  const id = `field-${name}`;
+  const has = Object.prototype.hasOwnProperty.call(schema, "default");
+  const label = `<label for="${esc(id)}">${esc(name)}${required ? ' <span class="err">*</span>' : ""}
+    <span class="muted">${esc(kind === "json" ? "JSON" : kind)}${schema.description ? " — " + esc(schema.description) : ""}</span></label>`;
+  const common = `id="${esc(id)}" name="${esc(name)}" data-kind="${kind}"${required ? " required" : ""}`;
+  if (kind === "boolean") {
+    return `<div class="field check"><input type="checkbox" ${common.replace(" required", "")}${has && schema.default ? " checked" : ""}>${label}</div>`;
+  }
+  let control;
+  if (kind === "enum") {
+    control = `<select ${common}>${required ? "" : '<option value=""></option>'}${schema.enum.map((v) =>
+      `<option${has && v === schema.default ? " selected" : ""}>${esc(v)}</option>`).join("")}</select>`;
+  } else if (kind === "json") {
+    const value = has ? JSON.stringify(schema.default) : "";
+    control = `<textarea ${common} placeholder="${esc(schema.type ? `a JSON ${schema.type}` : "JSON")}">${esc(value)}</textarea>`;
+  } else {
+    const number = kind === "integer" || kind === "number";
+    const limits = [
+      number && "minimum" in schema ? ` min="${esc(schema.minimum)}"` : "",
+      number && "maximum" in schema ? ` max="${esc(schema.maximum)}"` : "",
+      kind === "integer" ? ' step="1"' : number ? ' step="any"' : "",
+      kind === "string" && schema.pattern ? ` pattern="${esc(schema.pattern)}"` : "",
+      kind === "string" && "minLength" in schema ? ` minlength="${esc(schema.minLength)}"` : "",
+      kind === "string" && "maxLength" in schema ? ` maxlength="${esc(schema.maxLength)}"` : "",
+    ].join("");
+    control = `<input type="${number ? "number" : "text"}" ${common}${limits}${has ? ` value="${esc(schema.default)}"` : ""}>`;
+  }
+  return `<div class="field">${label}${control}</div>`;
+}
+
+function startForm(wf) {
+  const schema = wf.input_schema;
+  const keywords = schema && schema.type === "object" && schema.properties &&
+    !(schema["x-tether-positional-only"] || []).length;
+  const required = new Set((schema && schema.required) || []);
+  const fields = keywords
+    ? Object.entries(schema.properties).map(([name, sub]) => formField(name, sub, required.has(name))).join("")
+    : `<div class="field"><label for="field-input">input <span class="muted">JSON, any value</span></label>
+       <textarea id="field-input" name="input" data-kind="json" data-whole="true"></textarea></div>`;
+  return `<form id="startform" data-form="start" class="panel startform">
+    <h2>Start a run</h2>${fields}
+    <button type="submit">Start run</button>
+    <p class="err" id="form-error" data-form-error hidden></p></form>`;
+}
+
+function formInput(form) {
+  const input = {};
+  let whole;
+  for (const el of form.querySelectorAll("[data-kind]")) {
+    const kind = el.dataset.kind;
+    if (kind === "boolean") { input[el.name] = el.checked; continue; }
+    if (el.value === "") continue;  // left empty: the parameter's default
+    if (kind === "integer" || kind === "number") input[el.name] = Number(el.value);
+    else if (kind === "json") {
+      const value = JSON.parse(el.value);
+      if (el.dataset.whole) whole = { value };
+      else input[el.name] = value;
+    } else input[el.name] = el.value;
+  }
+  return whole ? whole.value : input;
+}
+
+async function workflowPage(me, namespace, name) {
+  let workflows;
+  try {
+    workflows = (await api("/workflows")).body.workflows;
+  } catch (error) {
+    if (me === page) showError(error);
+    return;
+  }
+  if (me !== page) return;
+  const wf = workflows.find((w) => w.name === name && (w.namespace || "-") === namespace);
+  if (!wf) {
+    main.innerHTML = `<div class="panel error" data-refusal="404"><h2>Not found</h2>
+      <p>No workflow ${esc(name)} is registered in namespace ${esc(namespace)}.</p></div>`;
+    return;
+  }
+  main.innerHTML = `<h1>${esc(wf.name)}</h1>
+    <dl class="facts"><dt>Namespace</dt><dd>${esc(wf.namespace)}</dd>
+      <dt>Sticky</dt><dd>${esc(wf.sticky || "none")}</dd>
+      <dt>Live workers</dt><dd class="mono">${esc(wf.workers.join(", ") || "none: a run waits")}</dd>
+      <dt>Schedules</dt><dd class="mono">${esc((wf.schedules || []).join("; ") || "none in code")}
+        — <a href="#/schedules">schedules</a></dd>
+      <dt>Runs</dt><dd><a href="#/runs?workflow=${encodeURIComponent(wf.name)}">its runs</a></dd></dl>
+    ${startForm(wf)}`;
+  const form = document.getElementById("startform");
+  for (const area of form.querySelectorAll("textarea[data-kind=json]")) {
+    area.addEventListener("input", () => {
+      try {
+        if (area.value.trim()) JSON.parse(area.value);
+        area.setCustomValidity("");
+      } catch (error) {
+        area.setCustomValidity(`not JSON: ${error.message}`);
+      }
+    });
+  }
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const shown = document.getElementById("form-error");
+    shown.hidden = true;
+    if (!form.reportValidity()) return;
+    const body = { workflow: wf.name, input: formInput(form) };
+    if (wf.namespace) body.namespace = wf.namespace;
+    try {
+      const run = (await api("/runs", null, body)).body;
+      location.hash = `#/runs/${encodeURIComponent(run.run_id)}`;
+    } catch (error) {
+      const problem = error.problem || {};
+      shown.textContent = problem.field ? `${problem.field}: ${error.message}` : error.message;
+      shown.dataset.status = String(error.status || 0);
+      shown.hidden = false;
+    }
+  });
+}
+
+// ------------------------------------------------------------------ schedules
+
+async function schedulesPage(me, notice = "") {
+  let schedules;
+  try {
+    schedules = (await api("/schedules")).body.schedules;
+  } catch (error) {
+    if (me === page) showError(error);
+    return;
+  }
+  if (me !== page) return;
+  const rows = schedules.map((s) => {
+    const key = `data-ns="${esc(s.namespace)}" data-name="${esc(s.name)}"`;
+    return `<tr data-schedule="${esc(s.name)}" data-suspended="${s.suspend}">
+      <td>${esc(s.name)}</td><td>${esc(s.namespace)}</td>
+      <td class="mono">${esc(s.schedules.join("; "))}${s.time_zone !== "UTC" ? ` <span class="muted">${esc(s.time_zone)}</span>` : ""}</td>
+      <td>${esc(s.workflow)}</td><td>${s.suspend ? phase("Suspended", "Pending") : ""}</td>
+      <td>${s.active.length}</td>
+      <td>${s.last_run_id ? runLink(s.last_run_id) : ""}
+        ${s.last_run_phase ? phase(s.last_run_phase) : ""}</td>
+      <td>${esc(s.next_schedule_time || "")}${s.message ? `<div class="err">${esc(s.message)}</div>` : ""}</td>
+      <td class="actions"><button type="button" data-action="trigger" ${key}>Trigger</button>
+        <button type="button" data-action="${s.suspend ? "resume" : "suspend"}" ${key}>${s.suspend ? "Resume" : "Suspend"}</button></td>
+    </tr>`;
+  }).join("");
+  main.innerHTML = `<h1>Schedules</h1><div id="notice">${notice}</div>${schedules.length === 0
+    ? `<div class="panel empty" data-empty="schedules"><h2>No schedules</h2>
+       <p>On Kubernetes, apply a WorkflowSchedule (<code>kubectl apply -f examples/k8s/nightly-report.yaml</code>);
+       in dev mode, declare one in code: <code>@workflows.workflow.define(schedule="*/5 * * * *")</code>.</p></div>`
+    : `<table data-table="schedules"><thead><tr><th>Name</th><th>Namespace</th><th>Schedule</th>
+       <th>Workflow</th><th>Suspend</th><th>Active</th><th>Last run</th><th>Next</th><th></th></tr></thead>
+       <tbody>${rows}</tbody></table>`}`;
+  for (const button of main.querySelectorAll("button[data-action]")) {
+    button.addEventListener("click", () => scheduleAction(me, button));
+  }
+  timer = setTimeout(() => { if (me === page) schedulesPage(me, document.getElementById("notice").innerHTML); }, LIST_POLL_MS);
+}
+
+async function scheduleAction(me, button) {
+  const { action, ns, name } = button.dataset;
+  button.disabled = true;
+  let notice;
+  try {
+    const answer = (await api(`/schedules/${encodeURIComponent(ns)}/${encodeURIComponent(name)}/${action}`, null, {})).body;
+    notice = action === "trigger"
+      ? `<p class="panel" data-notice="triggered">${esc(name)} triggered: run ${runLink(answer.run_id)} started.</p>`
+      : `<p class="panel" data-notice="${action}">${esc(name)} ${action === "suspend" ? "suspended" : "resumed"}.</p>`;
+  } catch (error) {
+    notice = `<p class="panel error" data-notice="refused" data-status="${error.status || 0}">${esc(error.message)}</p>`;
+  }
+  if (me !== page) return;
+  stopTimer();
+  schedulesPage(me, notice);
 }
 
 // ------------------------------------------------------------------ start
