@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from typing import Any
 
 from tether_operator.k8s.resources.conditions import (
@@ -23,6 +22,7 @@ from tether_operator.k8s.resources.conditions import (
     condition,
     merge_conditions,
     rfc3339,
+    seconds_of,
 )
 from tether_operator.k8s.resources.naming import run_id_for
 from tether_types.views import (
@@ -344,19 +344,13 @@ def rejected_status(
     return status
 
 
-def _seconds(text: Any) -> float | None:
-    if not text:
-        return None
-    return datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
-
-
 def view_of_object(body: Mapping[str, Any]) -> RunViewData:
     """The view of a WorkflowRun from what its object says: for runs the engine
     does not hold (waiting for their workflow, refused, or finished and forgotten), so a
     client sees every run kubectl shows. Activities come from its status records."""
     meta, spec = body.get("metadata") or {}, body.get("spec") or {}
     status = body.get("status") or {}
-    created = _seconds(meta.get("creationTimestamp")) or 0.0
+    created = seconds_of(meta.get("creationTimestamp")) or 0.0
     error = status.get("error")
     activities: list[ActivityViewData] = [
         {
@@ -371,9 +365,9 @@ def view_of_object(body: Mapping[str, Any]) -> RunViewData:
             "worker": a.get("pod"),
             "node": a.get("node"),
             "session": a.get("session"),
-            "scheduled_at": _seconds(a.get("scheduledTime")) or created,
-            "started_at": _seconds(a.get("startTime")),
-            "finished_at": _seconds(a.get("completionTime")),
+            "scheduled_at": seconds_of(a.get("scheduledTime")) or created,
+            "started_at": seconds_of(a.get("startTime")),
+            "finished_at": seconds_of(a.get("completionTime")),
             "error": a.get("error"),
         }
         for a in status.get("activities") or ()
@@ -391,7 +385,7 @@ def view_of_object(body: Mapping[str, Any]) -> RunViewData:
         "worker": status.get("workerPod"),
         "parent_run_id": None,
         "created_at": created,
-        "finished_at": _seconds(status.get("completionTime")),
+        "finished_at": seconds_of(status.get("completionTime")),
         "activities": activities,
         "sessions": [],
         "children": [],
