@@ -169,6 +169,7 @@ async def test_register_payload(scheduler: FakeScheduler, worker: Worker) -> Non
                 "additionalProperties": False,
                 "x-tether-positional": "name",
             },
+            "schedules": [],
         }
     ]
     names = {a["name"]: a["options"] for a in reg["activities"]}
