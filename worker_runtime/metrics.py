@@ -68,10 +68,16 @@ class PlainHistogram:
         self.series: dict[Labels, list[float]] = {}
         """Per label set: a count per bucket (the last is +Inf), then the sum."""
 
-    def observe(self, labels: Labels, value: float) -> None:
+    def series_of(self, labels: Labels) -> list[float]:
+        """The counts of `labels`: a count per bucket (the last is +Inf), then the sum.
+        A caller may keep it and count into it directly."""
         series = self.series.get(labels)
         if series is None:
             series = self.series[labels] = [0.0] * (len(self.bounds) + 2)
+        return series
+
+    def observe(self, labels: Labels, value: float) -> None:
+        series = self.series.get(labels) or self.series_of(labels)
         series[bisect_left(self.bounds, value)] += 1
         series[-1] += value
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,13 +28,28 @@ RETRY_REASONS = frozenset(
 
 WorkflowOf = Callable[[str], str | None]
 
+FLUSH_BATCHES = 512
+"""History batches `observe_soon` holds before counting them."""
+FLUSH_SECONDS = 1.0
+"""The longest `observe_soon` holds a batch (a scrape flushes at once)."""
 
-_LABELS, _READY_AT, _SESSION, _STARTED_AT = range(4)
-"""A step is a list, [labels, ready_at, session, started_at], not an object: one is made
+
+_SERIES, _READY_AT, _SESSION, _STARTED_AT = range(4)
+"""A step is a list, [series, ready_at, session, started_at], not an object: one is made
 per scheduled activity on the scheduler's hot path, and a list is the cheapest to make.
-labels: (workflow, activity); ready_at: when its next attempt could start (its schedule,
-or its retry's time); session: its session id or None; started_at: its attempt's start
-while one runs, else None."""
+series: its activity's `_Series`; ready_at: when its next attempt could start (its
+schedule, or its retry's time); session: its session id or None; started_at: its
+attempt's start while one runs, else None."""
+
+
+@dataclass(slots=True)
+class _Series:
+    """One (workflow, activity)'s label values and its two latency series, found once per
+    run and activity so an attempt's observations need no label lookup."""
+
+    labels: tuple[str, str]
+    to_start: list[float]
+    to_close: list[float]
 
 
 @dataclass(slots=True)
@@ -44,6 +60,8 @@ class _Run:
     workflow: str
     steps: dict[int, list[Any]] = field(default_factory=dict)
     rebound: dict[str, bool] = field(default_factory=dict)
+    series: dict[str, _Series] = field(default_factory=dict)
+    """By activity name."""
 
 
 class Metrics:
@@ -54,6 +72,7 @@ class Metrics:
     ) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         self._pending: list[tuple[str, list[dict[str, Any]]]] = []
+        self._flush_armed = False
         self.registry.register(_Flush(self))  # first: what is read is up to date
         self._workflow_of = workflow_of or (lambda run_id: None)
         self._runs: dict[str, _Run] = {}
@@ -143,14 +162,25 @@ class Metrics:
     # ------------------------------------------------------------------ history events
 
     def observe_soon(self, run_id: str, events: list[dict[str, Any]]) -> None:
-        """`observe` once the event loop turns, after the deliveries and answers this
-        turn made: counting stays off the path of a round trip. Reads flush first."""
-        self._pending.append((run_id, events))
-        if len(self._pending) == 1:
+        """`observe` later, off the path of a round trip: batches are held until
+        `FLUSH_BATCHES` of them wait or `FLUSH_SECONDS` pass, and counted together. The
+        values come from the events' own times, so counting late changes none of them;
+        reads (`/metrics`) flush first."""
+        pending = self._pending
+        pending.append((run_id, events))
+        if len(pending) >= FLUSH_BATCHES:
+            self.flush()
+        elif not self._flush_armed:
             try:
-                asyncio.get_running_loop().call_soon(self.flush)
+                asyncio.get_running_loop().call_later(FLUSH_SECONDS, self._timed_flush)
             except RuntimeError:  # no loop (a synchronous caller): count now
                 self.flush()
+                return
+            self._flush_armed = True
+
+    def _timed_flush(self) -> None:
+        self._flush_armed = False
+        self.flush()
 
     def flush(self) -> None:
         """Count every batch `observe_soon` holds."""
@@ -159,18 +189,57 @@ class Metrics:
             self.observe(run_id, events)
 
     def observe(self, run_id: str, events: list[dict[str, Any]]) -> None:
-        """Count what run `run_id`'s new history events say happened. Never raises."""
+        """Count what run `run_id`'s new history events say happened. Never raises.
+
+        The three events every activity attempt writes (scheduled, started, completed)
+        are counted inline, without a handler call or a histogram method call: they are
+        the scheduler's hot path. The rest go through `_HANDLERS`."""
         run = self._runs.get(run_id)
+        if run is None:
+            run = self._runs[run_id] = _Run(self._workflow(run_id))
+        steps = run.steps
+        bounds = self.schedule_to_start.bounds  # the two latency histograms share them
         for ev in events:
-            handler = _HANDLERS.get(ev["type"])
-            if handler is None:
-                continue
-            if run is None:
-                run = self._runs[run_id] = _Run(self._workflow(run_id))
+            kind = ev["type"]
             try:
-                handler(self, run_id, run, ev["time"], ev["data"])
+                if kind == "ActivityScheduled":
+                    d = ev["data"]
+                    series = run.series.get(d["activity"]) or self._series(run, d["activity"])
+                    steps[d["seq"]] = [series, ev["time"], d.get("session_id"), None]
+                elif kind == "ActivityStarted":
+                    d = ev["data"]
+                    step = steps.get(d["seq"])
+                    if step is None:
+                        continue  # scheduled before this process started
+                    t = step[_STARTED_AT] = ev["time"]
+                    value = max(0.0, t - step[_READY_AT])
+                    counts = step[_SERIES].to_start
+                    counts[bisect_left(bounds, value)] += 1
+                    counts[-1] += value
+                    if run.rebound and run.rebound.get(step[_SESSION]):
+                        del run.rebound[step[_SESSION]]
+                        self.rebinds.inc(("true" if d.get("cold_start") else "false",))
+                elif kind == "ActivityCompleted":
+                    step = steps.pop(ev["data"]["seq"], None)
+                    if step is not None and step[_STARTED_AT] is not None:
+                        value = max(0.0, ev["time"] - step[_STARTED_AT])
+                        counts = step[_SERIES].to_close
+                        counts[bisect_left(bounds, value)] += 1
+                        counts[-1] += value
+                else:
+                    handler = _HANDLERS.get(kind)
+                    if handler is not None:
+                        handler(self, run_id, run, ev["time"], ev["data"])
             except (KeyError, TypeError, ValueError):
                 continue  # a shape metrics do not know: count nothing, lose nothing
+
+    def _series(self, run: _Run, activity: str) -> _Series:
+        """Run `run`'s `_Series` of `activity`, made on its first attempt."""
+        labels = (run.workflow, activity)
+        found = run.series[activity] = _Series(
+            labels, self.schedule_to_start.series_of(labels), self.start_to_close.series_of(labels)
+        )
+        return found
 
     def committed(self, store: str, seconds: float, events: int, ok: bool) -> None:
         """One append of `events` events to `store` took `seconds`."""
@@ -213,29 +282,12 @@ class Metrics:
         self.runs_finished.inc((run.workflow, phase))
         self._runs.pop(run_id, None)
 
-    def _scheduled(self, run_id: str, run: _Run, t: float, d: dict[str, Any]) -> None:
-        run.steps[d["seq"]] = [(run.workflow, d["activity"]), t, d.get("session_id"), None]
-
-    def _started(self, run_id: str, run: _Run, t: float, d: dict[str, Any]) -> None:
-        step = run.steps.get(d["seq"])
-        if step is None:
-            return  # scheduled before this process started
-        step[_STARTED_AT] = t
-        self.schedule_to_start.observe(step[_LABELS], max(0.0, t - step[_READY_AT]))
-        if run.rebound and run.rebound.get(step[_SESSION]):
-            del run.rebound[step[_SESSION]]
-            self.rebinds.inc(("true" if d.get("cold_start") else "false",))
-
     def _closed(self, run: _Run, t: float, d: dict[str, Any]) -> list[Any] | None:
         step = run.steps.get(d["seq"])
         if step is not None and step[_STARTED_AT] is not None:
-            self.start_to_close.observe(step[_LABELS], max(0.0, t - step[_STARTED_AT]))
+            self.start_to_close.observe(step[_SERIES].labels, max(0.0, t - step[_STARTED_AT]))
             step[_STARTED_AT] = None
         return step
-
-    def _completed(self, run_id: str, run: _Run, t: float, d: dict[str, Any]) -> None:
-        if self._closed(run, t, d) is not None:
-            del run.steps[d["seq"]]
 
     def _failed(self, run_id: str, run: _Run, t: float, d: dict[str, Any]) -> None:
         step = self._closed(run, t, d)
@@ -248,7 +300,7 @@ class Metrics:
         step[_READY_AT] = float(retry_at)
         reason = (d.get("error") or {}).get("reason")
         label = reason if reason in RETRY_REASONS else "ActivityError"
-        self.retries.inc((*step[_LABELS], label))
+        self.retries.inc((*step[_SERIES].labels, label))
 
     def _session_bound(self, run_id: str, run: _Run, t: float, d: dict[str, Any]) -> None:
         if d["session_id"] in run.rebound:
@@ -280,9 +332,6 @@ _HANDLERS: dict[str, Handler] = {
     "RunCompleted": _ended("Succeeded"),
     "RunFailed": _ended("Failed"),
     "RunCancelled": _ended("Cancelled"),
-    "ActivityScheduled": Metrics._scheduled,
-    "ActivityStarted": Metrics._started,
-    "ActivityCompleted": Metrics._completed,
     "ActivityFailed": Metrics._failed,
     "SessionBound": Metrics._session_bound,
     "SessionBroken": Metrics._session_broken,
