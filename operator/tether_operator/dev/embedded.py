@@ -66,6 +66,7 @@ def _route_scheduler_logs(console: Console, log_format: str) -> logging.Handler:
         handler.addFilter(
             lambda r: r.levelno >= logging.ERROR or r.name.startswith("tether.schedules")
         )
+        logging.getLogger("tether.schedules").setLevel(logging.INFO)
     logger = logging.getLogger("tether")
     logger.addHandler(handler)
     logger.propagate = False
