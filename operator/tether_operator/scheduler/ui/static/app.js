@@ -106,6 +106,18 @@ async function api(path, etag, sent) {
   return { body, etag: response.headers.get("ETag") };
 }
 
+// The `key` list of GET `path` for page `me`; null when it failed (the error is shown)
+// or the page changed meanwhile.
+async function fetchList(me, path, key) {
+  try {
+    const list = (await api(path)).body[key];
+    return me === page ? list : null;
+  } catch (error) {
+    if (me === page) showError(error);
+    return null;
+  }
+}
+
 function showError(error) {
   stopTimer();
   if (error instanceof ApiError && error.status === 401) {
@@ -531,14 +543,8 @@ function short(text, max) {
 // ------------------------------------------------------------------ workers page
 
 async function workersPage(me) {
-  let workers;
-  try {
-    workers = (await api("/workers")).body.workers;
-  } catch (error) {
-    if (me === page) showError(error);
-    return;
-  }
-  if (me !== page) return;
+  const workers = await fetchList(me, "/workers", "workers");
+  if (workers === null) return;
   if (!workers.length) {
     main.innerHTML = `<h1>Workers</h1><div class="panel empty" data-empty="workers">
       <h2>No workers have registered</h2>
@@ -588,14 +594,8 @@ function workflowHref(wf) {
 }
 
 async function workflowsPage(me) {
-  let workflows;
-  try {
-    workflows = (await api("/workflows")).body.workflows;
-  } catch (error) {
-    if (me === page) showError(error);
-    return;
-  }
-  if (me !== page) return;
+  const workflows = await fetchList(me, "/workflows", "workflows");
+  if (workflows === null) return;
   main.innerHTML = workflows.length === 0
     ? `<h1>Workflows</h1><div class="panel empty" data-empty="workflows">
         <h2>No workflow is registered</h2>
@@ -686,14 +686,8 @@ function formInput(form) {
 }
 
 async function workflowPage(me, namespace, name) {
-  let workflows;
-  try {
-    workflows = (await api("/workflows")).body.workflows;
-  } catch (error) {
-    if (me === page) showError(error);
-    return;
-  }
-  if (me !== page) return;
+  const workflows = await fetchList(me, "/workflows", "workflows");
+  if (workflows === null) return;
   const wf = workflows.find((w) => w.name === name && (w.namespace || "-") === namespace);
   if (!wf) {
     main.innerHTML = `<div class="panel error" data-refusal="404"><h2>Not found</h2>
@@ -741,14 +735,8 @@ async function workflowPage(me, namespace, name) {
 // ------------------------------------------------------------------ schedules
 
 async function schedulesPage(me, notice = "") {
-  let schedules;
-  try {
-    schedules = (await api("/schedules")).body.schedules;
-  } catch (error) {
-    if (me === page) showError(error);
-    return;
-  }
-  if (me !== page) return;
+  const schedules = await fetchList(me, "/schedules", "schedules");
+  if (schedules === null) return;
   const rows = schedules.map((s) => {
     const key = `data-ns="${esc(s.namespace)}" data-name="${esc(s.name)}"`;
     return `<tr data-schedule="${esc(s.name)}" data-suspended="${s.suspend}">
