@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from tether_operator.engine import CronError, Schedule, due, run_name
-from tether_operator.k8s.resources.conditions import condition
+from tether_operator.k8s.resources.conditions import condition, rfc3339
 from tether_operator.k8s.resources.specs import RunPhase, WorkflowScheduleSpec
 from tether_types.views import TERMINAL_PHASES
 
@@ -113,12 +113,6 @@ def trigger_run_name(schedule_name: str, value: str) -> str:
     """The run a trigger annotation value starts: the same value, the same run."""
     digest = hashlib.blake2b(value.encode(), digest_size=4).hexdigest()
     return f"{schedule_name[:52]}-t{digest}"
-
-
-def _stamp(t: float | None) -> str | None:
-    if t is None:
-        return None
-    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _at(t: float, zone: Schedule | None) -> str:
@@ -244,15 +238,15 @@ def plan(
     out.status = {
         "observedGeneration": state.generation,
         "conditions": [ready, suspended],
-        "lastScheduleTime": _stamp(last_schedule),
-        "nextScheduleTime": _stamp(next_time),
-        "lastSlotTime": _stamp(last_slot),
-        "active": [{"name": run.name, "scheduledTime": _stamp(run.slot)} for run in still]
-        + [{"name": new.name, "scheduledTime": _stamp(new.slot)} for new in started],
+        "lastScheduleTime": rfc3339(last_schedule),
+        "nextScheduleTime": rfc3339(next_time),
+        "lastSlotTime": rfc3339(last_slot),
+        "active": [{"name": run.name, "scheduledTime": rfc3339(run.slot)} for run in still]
+        + [{"name": new.name, "scheduledTime": rfc3339(new.slot)} for new in started],
         "activeCount": len(still) + len(started),
         "lastRun": last_run,
         "lastRunPhase": last_phase,
-        "lastSuccessfulTime": _stamp(max(succeeded, default=None)),
+        "lastSuccessfulTime": rfc3339(max(succeeded, default=None)),
         "lastTrigger": state.trigger or state.last_trigger,
     }
     return out
