@@ -26,6 +26,7 @@ from tether_operator.k8s.resources.specs import RunPhase, WorkflowScheduleSpec
 from tether_operator.k8s.schedules.plan import (
     RunInfo,
     ScheduleState,
+    not_ready_message,
     plan,
     trigger_run_name,
 )
@@ -52,14 +53,10 @@ class _Held:
     schedules: tuple[str, ...]
     created: float
     suspend: bool = False
-    last_slot: float | None = None
-    last_schedule: float | None = None
-    last_trigger: str | None = None
     trigger: str | None = None
     runs: dict[str, RunInfo] = field(default_factory=dict)
     status: dict[str, Any] = field(default_factory=dict)
     wake_at: float | None = None
-    message: str = ""
 
 
 class CodeSchedules:
@@ -124,9 +121,9 @@ class CodeSchedules:
         state = ScheduleState(
             name=held.workflow,
             created=held.created,
-            last_slot=held.last_slot,
-            last_schedule=held.last_schedule,
-            last_trigger=held.last_trigger,
+            last_slot=seconds_of(held.status.get("lastSlotTime")),
+            last_schedule=seconds_of(held.status.get("lastScheduleTime")),
+            last_trigger=held.status.get("lastTrigger"),
             trigger=held.trigger,
         )
         now = self.clock()
@@ -146,16 +143,9 @@ class CodeSchedules:
         for kind, reason, message in acted.events:
             level = logging.WARNING if kind == "Warning" else logging.INFO
             logger.log(level, "schedule %s: %s: %s", held.workflow, reason, message)
-        status = acted.status
-        held.status = status
-        held.last_slot = seconds_of(status.get("lastSlotTime"))
-        held.last_schedule = seconds_of(status.get("lastScheduleTime"))
-        held.last_trigger = held.trigger or held.last_trigger
+        held.status = acted.status
         held.trigger = None
         held.wake_at = acted.wake_at
-        conditions = {c["type"]: c for c in status.get("conditions", [])}  # type: ignore[attr-defined]
-        ready = conditions.get("Ready", {})
-        held.message = ready.get("message", "") if ready.get("status") == "False" else ""
 
     # ---------------------------------------------------------------- ScheduleBook
 
@@ -179,7 +169,7 @@ class CodeSchedules:
             last_run=status.get("lastRun"),
             last_run_id=status.get("lastRun"),
             last_run_phase=last.phase if last is not None else None,
-            message=held.message,
+            message=not_ready_message(status),
         )
 
     def _find(self, namespace: str, name: str) -> _Held:

@@ -51,6 +51,7 @@ from tether_operator.k8s.schedules.plan import (
     Plan,
     RunInfo,
     ScheduleState,
+    not_ready_message,
     plan,
     trigger_run_name,
 )
@@ -323,8 +324,6 @@ class ScheduleController:
         obj = self._schedules[key].obj
         spec = obj.get("spec") or {}
         status = obj.get("status") or {}
-        conditions = {c.get("type"): c for c in status.get("conditions", [])}
-        ready: dict[str, Any] = conditions.get("Ready", {})
         return ScheduleView(
             namespace=key[0],
             name=key[1],
@@ -339,7 +338,7 @@ class ScheduleController:
             last_run=status.get("lastRun"),
             last_run_id=run_id_for(key[0], status["lastRun"]) if status.get("lastRun") else None,
             last_run_phase=status.get("lastRunPhase"),
-            message=ready.get("message", "") if ready.get("status") == "False" else "",
+            message=not_ready_message(status),
         )
 
     def _held(self, namespace: str, name: str) -> _Schedule:

@@ -22,10 +22,10 @@ trigger's from the annotation's value, so acting twice on the same slot or trigg
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from tether_operator.engine import CronError, Schedule, due, run_name
 from tether_operator.k8s.resources.conditions import condition, rfc3339
@@ -40,6 +40,7 @@ __all__ = [
     "Plan",
     "RunInfo",
     "ScheduleState",
+    "not_ready_message",
     "plan",
     "trigger_run_name",
 ]
@@ -107,6 +108,15 @@ class Plan:
     """The status to write, in the CRD's camelCase shape."""
     wake_at: float | None = None
     """When to look again at the latest (the next slot); None: only on a change."""
+
+
+def not_ready_message(status: Mapping[str, Any]) -> str:
+    """Why a schedule with `status` starts nothing: its `Ready=False` condition's message
+    ("" while it is ready)."""
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "Ready" and cond.get("status") == "False":
+            return str(cond.get("message", ""))
+    return ""
 
 
 def trigger_run_name(schedule_name: str, value: str) -> str:
