@@ -1,8 +1,8 @@
 """Fixtures for end-to-end tests against a real Kubernetes cluster.
 
 The cluster is the one ``KUBECONFIG`` names; without it, the session starts the
-local offline cluster with ``hack/cluster up`` (root only) and leaves it running
-for the next session. Each test gets its own namespace, deleted afterwards, and
+kind cluster with ``hack/kind-up`` (offline: root only) and leaves it running for
+the next session. Each test gets its own namespace, deleted afterwards, and
 the project's CRDs (``crds/*.yaml``) are installed once per session.
 
 Tests of the operator use ``tether``: the chart installed once per session with
@@ -15,8 +15,8 @@ is left. When the release exists at session start (``hack/kind-up`` installs it,
 every namespace), it is re-scoped before any test runs. Environment:
 
 - ``TETHER_IMAGE``: the image of the operator and of every worker pod (default
-  ``tether:dev``, which ``hack/cluster up`` loads; load another with
-  ``hack/cluster load-image TAG``).
+  ``tether:dev``, which ``hack/kind-up`` builds and loads; load another with
+  ``kind load docker-image TAG --name tether``).
 - ``TETHER_E2E_PREFIX``: the first word of every namespace (default ``e2e``); give
   parallel sessions on one cluster different ones.
 - ``TETHER_E2E_RELEASE``, ``TETHER_E2E_RELEASE_NAMESPACE``: the Helm release
@@ -54,11 +54,12 @@ from tests.e2e.kube import (
     eventually,
     install_crds,
 )
+from tests.e2e.nodes import worker_nodes
 from tests.store.conftest import postgres_dsn, postgres_server  # noqa: F401 (fixtures)
 from tether_operator.k8s.api.client import KubeClient, load_config
 
 REPO = Path(__file__).resolve().parents[2]
-HACK_CLUSTER = REPO / "hack" / "cluster"
+KIND_UP = REPO / "hack" / "kind-up"
 LOCAL_PV = REPO / "hack" / "local-pv"
 CHART = REPO / "charts" / "tether"
 IMAGE = os.environ.get("TETHER_IMAGE", "tether:dev")
@@ -81,22 +82,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.e2e)
 
 
-def _local_cluster_env() -> dict[str, str]:
-    """Start (or reuse) the local cluster; return its KUBECONFIG and PATH."""
+def _kind_cluster_env() -> dict[str, str]:
+    """Start (or reuse) the kind cluster; return its KUBECONFIG, PATH and DOCKER_HOST."""
     if os.geteuid() != 0:
         pytest.fail(
-            "e2e tests need a cluster: set KUBECONFIG, or run as root so hack/cluster up "
-            "can start the local one; `pytest -m 'not e2e'` skips them",
+            "e2e tests need a cluster: set KUBECONFIG, or run as root so hack/kind-up "
+            "can start kind offline; `pytest -m 'not e2e'` skips them",
             pytrace=False,
         )
-    subprocess.run([str(HACK_CLUSTER), "up"], check=True, stdout=subprocess.DEVNULL)
-    return _cluster_env()
+    subprocess.run([str(KIND_UP)], check=True, stdout=subprocess.DEVNULL)
+    env = _cluster_env()
+    os.environ.update(env)  # docker (node power) and helm reach the same cluster
+    return env
 
 
 def _cluster_env() -> dict[str, str]:
-    """The KUBECONFIG and PATH `hack/cluster env` prints."""
+    """The exports `hack/kind-up env` prints."""
     exports = subprocess.run(
-        [str(HACK_CLUSTER), "env"], check=True, capture_output=True, text=True
+        [str(KIND_UP), "env"], check=True, capture_output=True, text=True
     ).stdout
     env: dict[str, str] = {}
     for line in exports.splitlines():
@@ -111,11 +114,11 @@ def kube() -> Kube:
     kubeconfig = os.environ.get("KUBECONFIG")
     kubectl = shutil.which("kubectl")
     if not kubeconfig:
-        env = _local_cluster_env()
+        env = _kind_cluster_env()
         kubeconfig = env["KUBECONFIG"]
         kubectl = shutil.which("kubectl", path=env["PATH"])
     if kubectl is None:
-        pytest.fail("kubectl is not on PATH (hack/cluster env prints where it is)", pytrace=False)
+        pytest.fail("kubectl is not on PATH (hack/kind-up env prints where it is)", pytrace=False)
     client = Kube(kubeconfig, kubectl)
     client.run("get", "--raw", "/readyz")
     return client
@@ -126,7 +129,7 @@ def helm(kube: Kube) -> Helm:
     """helm against the e2e cluster."""
     binary = shutil.which("helm") or shutil.which("helm", path=_cluster_env()["PATH"])
     if binary is None:
-        pytest.fail("helm is not on PATH (hack/cluster env prints where it is)", pytrace=False)
+        pytest.fail("helm is not on PATH (hack/kind-up env prints where it is)", pytrace=False)
     return Helm(kube.kubeconfig, binary)
 
 
@@ -170,7 +173,7 @@ def namespace(kube: Kube, request: pytest.FixtureRequest) -> Iterator[Kube]:
 
 @pytest.fixture(scope="session")
 def image() -> str:
-    """The project image the cluster's nodes hold (hack/cluster loads it)."""
+    """The project image the cluster's nodes hold (hack/kind-up loads it)."""
     return IMAGE
 
 
@@ -294,12 +297,12 @@ POSTGRES_PV = f"{RELEASE}-e2e-postgres"
 
 def _postgres_volume(kube: Kube) -> list[str]:
     """A hostPath PersistentVolume for the embedded Postgres's claim (`hack/local-pv`:
-    the local cluster has no provisioner), and the Helm arguments that use it."""
+    the offline kind cluster has no provisioner), and the Helm arguments that use it."""
     owner = f"{POSTGRES_UID}:{POSTGRES_GID}"
     subprocess.run([str(LOCAL_PV), "create", POSTGRES_PV, "1Gi", owner], check=True)
     # The database is one pod, like the leader: both go on the first node, so the
     # node-loss test (which spares the leader's node) spares the database too.
-    first = sorted(n["metadata"]["name"] for n in kube.list("nodes"))[0]
+    first = worker_nodes(kube)[0]
     pin = f"kubernetes\\.io/hostname={first}"
     return [
         "--set=store.type=postgres",

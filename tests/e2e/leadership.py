@@ -24,8 +24,9 @@ def leader(tether: Install, not_: str = "") -> Obj | None:
 
 
 def crash(pod: Obj) -> None:
-    """SIGKILL the operator process of ``pod`` (the local cluster's pods are processes
-    of this host; the one to kill is in the cgroup named after the pod's uid)."""
+    """SIGKILL the operator process of ``pod`` (kind's pods are processes of this host,
+    in containers of the node containers; the one to kill is in the cgroup named after
+    the pod's uid)."""
     uid = pod["metadata"]["uid"]
     marks = (uid, uid.replace("-", "_"))
     for proc in Path("/proc").iterdir():

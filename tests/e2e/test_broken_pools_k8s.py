@@ -1,5 +1,5 @@
 """A WorkerPool Kubernetes refuses or cannot start: the operator neither spins nor hides
-it (issue 15). Against the chart's operator on the local cluster.
+it (issue 15). Against the chart's operator on the e2e cluster.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Chaos on the local cluster (issue 14): nothing lost, nothing acknowledged run twice.
+"""Chaos on the kind cluster (issue 14): nothing lost, nothing acknowledged run twice.
 
 Plain, SOFT and HARD runs of `testdata/chaos.py` go through the chart's operator while
 a random worker pod is deleted every few seconds, the leading operator is SIGKILLed
@@ -12,8 +12,9 @@ posts a line to a ledger this test serves on the host, before it works. At the e
 
 CI runs the short form. `make chaos` runs the full one (`TETHER_CHAOS=full`: 200 runs of
 10 steps, three leader kills, a node stopped and started) and writes its figures to
-`TETHER_CHAOS_REPORT` (bench/results/chaos.md). Needs the local cluster: its pods reach
-the host, and its operator processes are processes of this host (see `crash`).
+`TETHER_CHAOS_REPORT` (bench/results/chaos.md). Needs a cluster whose pods reach this
+host (kind's docker network) and whose operator processes are processes of this host
+(kind's nodes are containers here; see `crash`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import os
 import random
 import threading
 import time
-import urllib.parse
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -37,7 +37,7 @@ import pytest
 from tests.e2e.conftest import Install
 from tests.e2e.kube import API_VERSION, Kube, KubectlError, Obj, eventually, running_and_ready
 from tests.e2e.leadership import await_new_leader, crash, holder, leader
-from tests.e2e.nodes import NodePower
+from tests.e2e.nodes import NodePower, host_from_pods
 from tests.e2e.scenario import Pool, workflow
 from tests.e2e.testdata_pools import script_pool
 from tether_operator.k8s.api.client import KubeClient, load_config
@@ -115,15 +115,9 @@ class _LedgerHandler(BaseHTTPRequestHandler):
         """Quiet: a line per attempt on stderr would drown the test's output."""
 
 
-def host_address(kube: Kube) -> str:
-    """The host's address as pods see it: the local cluster's API server address."""
-    server = kube.run("config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}")
-    return urllib.parse.urlsplit(server.strip()).hostname or ""
-
-
 @pytest.fixture
 def ledger(kube: Kube) -> Iterator[tuple[Ledger, str]]:
-    host = host_address(kube)
+    host = host_from_pods()
     server = Ledger("0.0.0.0")
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -292,8 +286,6 @@ def test_chaos_every_run_ends_right_and_nothing_acknowledged_runs_again(
 ) -> None:
     ns = chaos_ns
     assert ns.namespace is not None
-    if NodePower(kube).provider("worker-a") != "local":
-        pytest.skip("chaos needs the local cluster (hack/cluster): its pods reach this host")
     seed = int(os.environ.get("TETHER_CHAOS_SEED") or time.time_ns() % 1_000_000)
     chaos = Chaos(tether, ns, NodePower(kube), PLAN, random.Random(seed))
     ns.apply(*run_objects(PLAN))
@@ -386,7 +378,7 @@ def write_report(path: Path, f: dict[str, Any]) -> None:
     kills = ", ".join(f"{k['new_leader_after']:.1f} s" for k in f["leader_kills"])
     node = f["node"]
     lines = [
-        "# Chaos on the local cluster",
+        "# Chaos on the kind cluster",
         "",
         "`make chaos` (tests/e2e/test_chaos_k8s.py, `TETHER_CHAOS=full`): the chart installed "
         "with Helm, WorkflowRuns applied, worker pods deleted, the leading operator SIGKILLed "

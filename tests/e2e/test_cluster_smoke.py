@@ -23,7 +23,7 @@ from tests.e2e.kube import (
     install_crds,
     running_and_ready,
 )
-from tests.e2e.nodes import NodePower
+from tests.e2e.nodes import NodePower, worker_nodes
 
 SCHEDULER_PORT = 7233
 
@@ -87,15 +87,6 @@ def ready_pods(ns: Kube, count: int) -> list[Obj]:
 def finished(ns: Kube, pod: str) -> str:
     phase = ns.get("pod", pod)["status"].get("phase", "")
     return phase if phase in ("Succeeded", "Failed") else ""
-
-
-def worker_nodes(kube: Kube) -> list[str]:
-    nodes = kube.list("nodes")
-    return sorted(
-        n["metadata"]["name"]
-        for n in nodes
-        if "node-role.kubernetes.io/control-plane" not in n["metadata"].get("labels", {})
-    )
 
 
 def test_nodes_are_ready_in_distinct_zones(kube: Kube) -> None:

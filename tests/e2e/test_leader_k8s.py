@@ -296,9 +296,9 @@ def test_one_operator_leads_and_the_service_routes_to_it_alone(tether: Install) 
 
 KILLS = tuple(os.environ.get("TETHER_E2E_FAILOVER_KILLS", "graceful,forced").split(","))
 """How the leader is killed, in turn: `graceful` (`kubectl delete pod`), `forced`
-(`--grace-period=0 --force`) and, on the local cluster only (its containerd runs on
-this host), `crash`: SIGKILL to the operator process, found by its pod's cgroup; the
-container restarts in the same pod without releasing the Lease."""
+(`--grace-period=0 --force`) and `crash`: SIGKILL to the operator process, found by its
+pod's cgroup (kind's nodes are containers of this host); the container restarts in the
+same pod without releasing the Lease."""
 
 
 def test_leader_killed_twice_mid_run_every_run_finishes_and_no_acknowledged_step_runs_again(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import socket
 import subprocess
@@ -27,6 +26,7 @@ import kopf
 import pytest
 
 from tests.e2e.kube import Kube, Obj, condition, eventually
+from tests.e2e.nodes import host_from_pods
 from tests.e2e.operator_env import REPO, Operator, wait_for, workflow_run
 from tests.e2e.scenario import Pool, workflow
 from tests.e2e.testdata_pools import script_pool
@@ -38,9 +38,6 @@ from tether_operator.k8s.pools.pods import DELETION_COST
 from tether_operator.k8s.resources.naming import POOL_LABEL, pool_id_for
 from tether_operator.scheduler import SchedulerService, serve
 from tether_types.notices import Notice
-
-HOST_FROM_PODS = os.environ.get("TETHER_E2E_HOST_IP", "172.30.0.1")
-"""Where pods reach this machine: the local cluster's node bridge (hack/cluster)."""
 
 FLOWS = """
 import asyncio
@@ -75,8 +72,10 @@ def _free_port() -> int:
 class PoolHarness:
     """The operator's pool side in a background thread: scheduler, HTTP API, kopf."""
 
-    def __init__(self, namespace: str) -> None:
+    def __init__(self, namespace: str, host: str) -> None:
         self.namespace = namespace
+        self.host = host
+        """Where pods reach this machine."""
         self.port = _free_port()
         self.notices: list[Notice] = []
         self._stop = threading.Event()
@@ -133,7 +132,7 @@ class PoolHarness:
         controller = pools.PoolController(
             service,
             client,
-            scheduler_url=f"http://{HOST_FROM_PODS}:{self.port}",
+            scheduler_url=f"http://{self.host}:{self.port}",
             startup_grace=0.0,
             events=events,
         )
@@ -212,7 +211,7 @@ def ns(scratch: Kube) -> Kube:
 @pytest.fixture
 def harness(ns: Kube) -> Iterator[PoolHarness]:
     assert ns.namespace is not None
-    with PoolHarness(ns.namespace) as h:
+    with PoolHarness(ns.namespace, host_from_pods()) as h:
         yield h
 
 
@@ -383,7 +382,7 @@ class PodReachableOperator(Operator):
     def _spawn(self, out: Any, env: dict[str, str]) -> subprocess.Popen[bytes]:
         command = [sys.executable, "-m", "tether_operator.cli", "operator", "--host", "0.0.0.0"]
         command += ["--port", str(self.port), "--metrics-port", "0", "--namespace", self.namespace]
-        command += ["--scheduler-url", f"http://{HOST_FROM_PODS}:{self.port}"]
+        command += ["--scheduler-url", f"http://{host_from_pods()}:{self.port}"]
         return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
 
 

@@ -24,7 +24,7 @@ import pytest
 
 from tests.e2e.conftest import STORE, Install
 from tests.e2e.kube import Kube, Obj, eventually, running_and_ready
-from tests.e2e.nodes import NodePower
+from tests.e2e.nodes import NodePower, worker_nodes
 from tests.e2e.scenario import run
 from tests.e2e.testdata_pools import script_pool
 
@@ -369,7 +369,7 @@ def test_a_node_lost_breaks_its_sessions_soft_runs_move_hard_runs_fail(
     tether: Install, ns: Kube, kube: Kube
 ) -> None:
     (operator,) = tether.leader_pods()
-    nodes = sorted(n["metadata"]["name"] for n in kube.list("nodes"))
+    nodes = worker_nodes(kube)
     spared = operator["spec"]["nodeName"]
     if STORE == "postgres":  # one database pod: spared like the leader (conftest pins both)
         (database,) = tether.system.pods("app.kubernetes.io/component=postgres")

@@ -1,6 +1,6 @@
 """Activities that report when they held a slot, for the one-pod limits test: `limits-plain`
 runs one, `limits-sticky` two in a SOFT session. Each returns [start, end] (host clock:
-the local cluster's pods share it)."""
+kind's pods share this machine's clock)."""
 
 from __future__ import annotations
 
