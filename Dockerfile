@@ -2,8 +2,8 @@
 #
 # Built offline: `hack/build-image` first runs `pip wheel` on the host into
 # build/wheels, so nothing here reaches a package index. On a machine with a
-# registry, FROM pulls the official image; on the offline local cluster,
-# hack/cluster tags a debootstrapped bookworm rootfs with the same name.
+# registry, FROM pulls the official image; offline, hack/kind-up tags a
+# debootstrapped bookworm rootfs with the same name.
 FROM python:3.11-slim-bookworm
 
 RUN python -m venv /opt/tether \

@@ -10,7 +10,7 @@ PY          := $(BIN)/python
 STAMP       := $(VENV)/.installed
 SOURCES     := operator/tether_operator worker_runtime tether_types tests bench examples scripts
 
-.PHONY: help venv demo test lint format typecheck contracts unit e2e e2e-postgres bench bench-ui bench-memory bench-cluster chaos fuzz openapi crds \
+.PHONY: help venv demo test lint format typecheck contracts unit e2e e2e-postgres e2e-kind bench bench-ui bench-memory bench-cluster chaos fuzz openapi crds \
 	helm-lint clean cluster-up cluster-down image
 
 help: ## Show this help
@@ -39,22 +39,28 @@ test: venv lint typecheck contracts ## Lint, typecheck, import contracts and the
 unit: venv ## Only the fast tests (no real worker processes)
 	$(BIN)/pytest -m 'not slow and not e2e'
 
-e2e: venv ## Only the end-to-end tests (KUBECONFIG's cluster, else the local one)
+e2e: venv ## Only the end-to-end tests (KUBECONFIG's cluster, else kind via hack/kind-up)
 	$(BIN)/pytest -m e2e
 
 e2e-postgres: venv ## The e2e modules of sessions, examples, runs and operator kills on the Postgres tier
 	TETHER_E2E_STORE=postgres $(BIN)/pytest -m e2e $(POSTGRES_TIER_E2E)
 
-cluster-up: ## Start the local offline Kubernetes cluster (hack/cluster up; root)
-	hack/cluster up
+e2e-kind: venv ## The e2e suite, both store tiers, on kind (hack/kind-up; offline it needs root)
+	hack/kind-up >/dev/null
+	eval "$$(hack/kind-up env)" && $(BIN)/pytest -m e2e \
+		&& TETHER_E2E_STORE=postgres $(BIN)/pytest -m e2e $(POSTGRES_TIER_E2E)
 
-cluster-down: ## Stop the local cluster, leaving no process, mount or rule behind
-	hack/cluster down
+cluster-up: ## Create the kind cluster the e2e tests use (hack/kind-up; offline: root)
+	hack/kind-up
+
+cluster-down: ## Delete the kind cluster, its network, dockerd and state
+	hack/kind-up --delete
 
 image: ## Build the tether:dev image from the Dockerfile (offline)
 	hack/build-image
 
-SHELL_SCRIPTS := hack/cluster hack/lib/*.sh hack/build-image hack/install-deps hack/kind-up hack/local-pv \
+SHELL_SCRIPTS := hack/lib/*.sh hack/build-image hack/install-deps hack/kind-up hack/local-pv \
+	hack/kind/node/rootfs/kind/bin/tether-cni \
 	hack/images/*.sh .ci/run scripts/*.sh
 
 lint: venv helm-lint ## ruff check + ruff format --check + shellcheck + helm lint
@@ -83,7 +89,7 @@ bench-ui: venv ## The run page with a 1,000-activity run: view size, 200/304 cos
 bench-memory: venv ## Operator memory over 100,000 finished runs (bench/results/finished-runs.*)
 	$(PY) -m bench.finished_runs --label current
 
-chaos: venv ## Full chaos on the local cluster (200 runs; figures in bench/results/chaos.md)
+chaos: venv ## Full chaos on the kind cluster (200 runs; figures in bench/results/chaos.md)
 	TETHER_CHAOS=full TETHER_CHAOS_REPORT=bench/results/chaos.md \
 		$(BIN)/pytest -s -p no:cacheprovider tests/e2e/test_chaos_k8s.py
 
@@ -106,8 +112,8 @@ crds: venv ## Generate crds/*.yaml from the pydantic models, and the Helm chart'
 	rm -f $(CHART)/files/crds/*.yaml
 	cp crds/*.yaml $(CHART)/files/crds/
 
-helm-lint: ## helm lint --strict and helm template of the chart (helm: see hack/cluster env)
-	@command -v helm >/dev/null || { echo "helm-lint: helm is not on PATH: eval \"\$$(hack/cluster env)\"" >&2; exit 1; }
+helm-lint: ## helm lint --strict and helm template of the chart (helm: see hack/kind-up env)
+	@command -v helm >/dev/null || { echo "helm-lint: helm is not on PATH: eval \"\$$(hack/kind-up env)\"" >&2; exit 1; }
 	helm lint --strict $(CHART)
 	helm template tether $(CHART) --namespace tether-system >/dev/null
 

@@ -1,4 +1,4 @@
-"""Where the time of one API-server write goes, on the local cluster.
+"""Where the time of one API-server write goes, on the kind cluster.
 
 Each phase sends writes of one shape through the operator's own `KubeClient` and reads
 the API server's and etcd's metrics before and after, so one write's time splits into:
@@ -11,8 +11,8 @@ on a 2-core machine shared with the nodes, CPU, not the disk, bounds writes per 
 
     python bench/apiserver_writes.py [--quick]   # writes bench/results/apiserver-writes.md
 
-It needs only the cluster (`hack/cluster up`): it writes ConfigMaps in a namespace of
-its own (`tether-bench-writes-<time>`) and deletes it.
+It needs only the kind cluster (`hack/kind-up`, its exports in the environment): it
+writes ConfigMaps in a namespace of its own (`tether-bench-writes-<time>`) and deletes it.
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from tether_operator.k8s.api import paths
 from tether_operator.k8s.api.client import KubeClient, load_config
 
 NAMESPACE = f"tether-bench-writes-{int(time.time())}"
-ETCD_METRICS = "http://127.0.0.1:23790/metrics"
+ETCD_NODE = "tether-control-plane"
+"""kind's control-plane container: kubeadm's etcd serves /metrics on its loopback."""
+ETCD_METRICS = "http://127.0.0.1:2381/metrics"
 RESULTS = Path(__file__).parent / "results"
 SEGMENT_KEYS = 32
 """Keys per growing ConfigMap before the next one: 32 x 1 KiB, like a history segment."""
@@ -60,7 +60,12 @@ def snapshot() -> tuple[Metrics, Metrics]:
     api = subprocess.run(
         ["kubectl", "get", "--raw", "/metrics"], capture_output=True, text=True, check=True
     ).stdout
-    etcd = httpx.get(ETCD_METRICS, timeout=10).text
+    etcd = subprocess.run(
+        ["docker", "exec", ETCD_NODE, "curl", "-fsS", ETCD_METRICS],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return (
         _parse(api, ("apiserver_request_duration_seconds_", "etcd_request_duration_seconds_",
                      "process_cpu_seconds_total")),
@@ -206,7 +211,7 @@ def render(results: list[dict[str, Any]], when: str) -> str:
     lines = [
         f"# Where an API-server write's time goes ({when})",
         "",
-        "Local cluster (hack/cluster) on this machine: etcd 3.4, kube-apiserver and two",
+        "kind cluster (hack/kind-up) on this machine: etcd 3.6, kube-apiserver and three",
         "kubelets on 2 cores. `python bench/apiserver_writes.py`; milliseconds are means",
         "from the servers' own metrics unless named p50/p99 (the client's).",
         "",

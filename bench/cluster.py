@@ -6,7 +6,7 @@
 `--store postgres` installs the chart with its embedded Postgres (on a volume from
 `hack/local-pv`) as the history store; the default is the API server.
 
-Needs KUBECONFIG (the local cluster: `eval "$(hack/cluster env)"`) and the `tether:dev`
+Needs KUBECONFIG (the kind cluster: `eval "$(hack/kind-up env)"`) and the `tether:dev`
 image in the nodes. The benchmark code (bench/workloads.py) reaches the stock image as a
 ConfigMap mounted into the worker pods. Writes bench/results/cluster-STORE.{json,md}; every
 figure is a median or percentile of samples from this one run, and the dev-mode figures
@@ -736,7 +736,7 @@ def main() -> None:
     results: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%d %H:%M:%S"),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        "local cluster (hack/cluster): etcd, control plane and 2 kubelets on this host",
+        "kind cluster (hack/kind-up): a control plane and 2 worker nodes on this host",
         "store": args.store,
         "benches": {},
     }

@@ -12,8 +12,8 @@ BIN_CACHE="$TETHER_CACHE/bin/kube-$KUBE_VERSION"
 TOOLS_CACHE="$TETHER_CACHE/bin/tools-$KUBECTL_LAYER_VERSION"
 DNS_CACHE="$TETHER_CACHE/bin/coredns-$COREDNS_VERSION"
 
-log() { printf '\033[1m[cluster]\033[0m %s\n' "$*" >&2; }
-die() { printf '\033[31m[cluster] error:\033[0m %s\n' "$*" >&2; exit 1; }
+log() { printf '\033[1m[hack]\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[31m[hack] error:\033[0m %s\n' "$*" >&2; exit 1; }
 
 # wait_for DESCRIPTION SECONDS COMMAND...: poll COMMAND every 0.5 s until it
 # succeeds, or die naming DESCRIPTION.

@@ -1,34 +1,16 @@
 # shellcheck shell=bash
-# Builds the cluster's images offline and loads them into each node's
-# containerd. Sourced by hack/cluster. Nothing here pulls from a registry.
+# Builds the images the kind cluster needs, offline: nothing here pulls from a
+# registry. Sourced by hack/kind-up.
 
 IMAGE_CACHE="$TETHER_CACHE/images"
 PYTHON_BASE_TAG=python:3.11-slim-bookworm      # what the repo's Dockerfile starts FROM
 PAUSE_TAG=registry.k8s.io/pause:3.10
 COREDNS_TAG=registry.k8s.io/coredns/coredns:$COREDNS_VERSION
-PROJECT_TAG=${TETHER_IMAGE:-tether:dev}
 POSTGRES_TAG=${TETHER_POSTGRES_IMAGE:-tether-postgres:dev}
 POSTGRES_MAJOR=15   # bookworm's postgresql-15
 POSTGRES_ID=999     # uid and gid of postgres in the image, as in the official postgres image
 POSTGRES_ROOTFS_TAG=tether-postgres-rootfs:bookworm-$POSTGRES_MAJOR
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-
-docker_ready() { docker info >/dev/null 2>&1; }
-
-# Start dockerd if none answers. It runs without a bridge or iptables rules of
-# its own: builds need no network (wheels are copied in), and the cluster's
-# iptables belong to kube-proxy.
-ensure_docker() {
-  docker_ready && return 0
-  command -v dockerd >/dev/null || die "dockerd not found: install Debian's docker.io (hack/cluster deps)"
-  log "starting dockerd"
-  mkdir -p "$STATE_DIR/run" "$STATE_DIR/logs"
-  # dockerd writes its own pid file where `stop` looks, so `down` stops only a
-  # dockerd that hack/cluster started.
-  setsid dockerd --iptables=false --ip-masq=false --bridge=none \
-    --pidfile "$(pid_file dockerd)" >"$(log_file dockerd)" 2>&1 </dev/null &
-  wait_for "dockerd (log: $(log_file dockerd))" 60 docker_ready
-}
 
 image_present() { docker image inspect "$1" >/dev/null 2>&1; }
 
@@ -147,40 +129,4 @@ build_pause() {
 build_coredns_image() {
   image_present "$COREDNS_TAG" && return 0
   _import_binary_image "$DNS_CACHE/coredns" "$COREDNS_TAG" --change 'ENTRYPOINT ["/coredns"]'
-}
-
-build_project_image() {
-  log "building $PROJECT_TAG from $REPO_ROOT/Dockerfile"
-  "$HACK_DIR/build-image" "$PROJECT_TAG" >"$STATE_DIR/image-build.log" 2>&1 \
-    || die "image build failed: see $STATE_DIR/image-build.log"
-}
-
-# _image_archive TAG ID: a `docker save` of TAG at image ID, made once and
-# shared by every node that loads it.
-_image_archive() {
-  local archive="$STATE_DIR/images/${1//[\/:]/_}-${2#sha256:}.tar"
-  if [[ ! -s $archive ]]; then
-    mkdir -p "$STATE_DIR/images"
-    rm -f "$STATE_DIR/images/${1//[\/:]/_}-"*.tar
-    docker save -o "$archive.tmp" "$1" && mv "$archive.tmp" "$archive"
-  fi
-  echo "$archive"
-}
-
-# Copy images into one node's containerd (the local-cluster `kind load`).
-# An image whose id the node already holds is skipped.
-load_images() {
-  local node=$1; shift
-  local sock; sock=$(containerd_socket "$node")
-  local marks; marks="$(node_dir "$node")/images"
-  mkdir -p "$marks"
-  local tag id mark
-  for tag in "$@"; do
-    id=$(docker image inspect --format '{{.Id}}' "$tag")
-    mark="$marks/${tag//[\/:]/_}"
-    [[ -f $mark && $(<"$mark") == "$id" ]] && continue
-    ctr -a "$sock" -n k8s.io images import "$(_image_archive "$tag" "$id")" >/dev/null \
-      || die "loading $tag into $node failed"
-    echo "$id" >"$mark"
-  done
 }

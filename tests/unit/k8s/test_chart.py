@@ -22,18 +22,18 @@ Obj = dict[str, Any]
 
 
 def _helm() -> str:
-    """helm from PATH, else from the tools `hack/cluster env` puts on PATH."""
+    """helm from PATH, else from the tools `hack/kind-up env` puts on PATH."""
     found = shutil.which("helm")
     if found is None:
         exports = subprocess.run(
-            [str(REPO / "hack" / "cluster"), "env"], capture_output=True, text=True, check=True
+            [str(REPO / "hack" / "kind-up"), "env"], capture_output=True, text=True, check=True
         ).stdout
         for line in exports.splitlines():
             if line.startswith("export PATH="):
-                tools = line.removeprefix("export PATH=").split(":")[0]
+                tools = line.removeprefix("export PATH=").rsplit(":", 1)[0]
                 found = shutil.which("helm", path=tools)
     if found is None:
-        pytest.fail('helm is not on PATH: eval "$(hack/cluster env)"', pytrace=False)
+        pytest.fail('helm is not on PATH: eval "$(hack/kind-up env)"', pytrace=False)
     return found
 
 
