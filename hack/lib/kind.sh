@@ -12,6 +12,7 @@ KIND_BASE_TAG=tether-kind-base:$KUBE_VERSION
 KIND_NETWORK_SUBNET=${TETHER_KIND_SUBNET:-172.29.0.0/24}
 ETCD_TAG=registry.k8s.io/etcd:${ETCD_VERSION#v}-0   # the tag kubeadm $KUBE_VERSION asks for
 KUBE_PROXY_TAG=registry.k8s.io/kube-proxy:$KUBE_VERSION
+KUBE_PROXY_BASE_TAG=tether-kube-proxy-base:bookworm # kube-proxy's iptables and conntrack
 
 # The dockerd that runs kind's nodes (and builds the images): its own socket,
 # data and exec roots, so it shares nothing with another dockerd on the machine.
@@ -89,39 +90,64 @@ _binary_image() {
   _import_binary_image "$1" "$2" --change 'ENV PATH=/' --change "ENTRYPOINT [\"/$(basename "$1")\"]"
 }
 
-build_kind_node_image() {
+# The parts of the node image that need no Go build (kind's files on bookworm with
+# Debian's packages, and kube-proxy's bookworm with iptables): built while the
+# binaries compile. Both carry the inputs' hash.
+build_kind_base_images() {
   local inputs; inputs=$(_kind_node_inputs)
   [[ $(docker image inspect --format '{{index .Config.Labels "dev.tether.inputs"}}' \
-    "$KIND_NODE_TAG" 2>/dev/null) == "$inputs" ]] && return 0
-  log "building the kind node image $KIND_NODE_TAG (~3 min cold)"
+    "$KIND_BASE_TAG" 2>/dev/null) == "$inputs" ]] && return 0
+  log "building the kind node's base image $KIND_BASE_TAG"
   build_python_base
   local ctx; ctx=$(mktemp -d)
   cp -r "$HACK_DIR/kind/node/." "$ctx/"
   cp -r "$(_kind_module_dir)/images/base/files" "$ctx/files"
   chmod -R u+w "$ctx/files"
-  mkdir -p "$ctx/bin"
-  cp "$BIN_CACHE/kubeadm" "$BIN_CACHE/kubelet" "$TOOLS_CACHE/kubectl" "$CRICTL_CACHE/crictl" "$ctx/bin/"
-  docker build --network host --quiet --tag "$KIND_BASE_TAG" "$ctx" >"$KIND_STATE/logs/node-build.log" 2>&1 \
+  docker build --network host --quiet --label "dev.tether.inputs=$inputs" --tag "$KIND_BASE_TAG" \
+    "$ctx" >"$KIND_STATE/logs/node-build.log" 2>&1 \
     || die "node base image build failed: see $KIND_STATE/logs/node-build.log"
+  cat >"$ctx/Dockerfile.proxy" <<DOCKERFILE
+FROM $PYTHON_BASE_TAG
+RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+      --no-install-recommends iptables conntrack && rm -rf /var/lib/apt/lists/*
+DOCKERFILE
+  docker build --network host --quiet --label "dev.tether.inputs=$inputs" --tag "$KUBE_PROXY_BASE_TAG" \
+    -f "$ctx/Dockerfile.proxy" "$ctx" >>"$KIND_STATE/logs/node-build.log" 2>&1 \
+    || die "kube-proxy base image build failed: see $KIND_STATE/logs/node-build.log"
   rm -rf "$ctx"
+}
 
+build_kind_node_image() {
+  local inputs; inputs=$(_kind_node_inputs)
+  [[ $(docker image inspect --format '{{index .Config.Labels "dev.tether.inputs"}}' \
+    "$KIND_NODE_TAG" 2>/dev/null) == "$inputs" ]] && return 0
+  build_kind_base_images
+  log "building the kind node image $KIND_NODE_TAG"
   local b images=()
   for b in kube-apiserver kube-controller-manager kube-scheduler; do
     _binary_image "$BIN_CACHE/$b" "registry.k8s.io/$b:$KUBE_VERSION"
     images+=("registry.k8s.io/$b:$KUBE_VERSION")
   done
   _binary_image "$ETCD_CACHE/etcd" "$ETCD_TAG"
-  _build_kube_proxy_image
+  local ctx; ctx=$(mktemp -d)
+  cp "$BIN_CACHE/kube-proxy" "$ctx/"
+  printf 'FROM %s\nCOPY kube-proxy /usr/local/bin/kube-proxy\n' "$KUBE_PROXY_BASE_TAG" >"$ctx/Dockerfile"
+  docker build --quiet --tag "$KUBE_PROXY_TAG" "$ctx" >/dev/null || die "kube-proxy image build failed"
+  rm -rf "$ctx"
   build_pause
   build_coredns_image
   images+=("$ETCD_TAG" "$KUBE_PROXY_TAG" "$PAUSE_TAG" "$COREDNS_TAG")
 
   # As `kind build node-image` does: start containerd in a container of the base
-  # image, import the images, commit. (Debian's containerd 1.6 cannot pin them;
-  # kind's kubelet config never collects images: imageGCHighThresholdPercent 100.)
+  # image, copy the binaries in, import the images, commit. (Debian's containerd
+  # 1.6 cannot pin them; kind's kubelet config never collects images anyway:
+  # imageGCHighThresholdPercent 100.)
   local c=tether-kind-node-build
   docker rm -f "$c" >/dev/null 2>&1 || true
   docker run -d --name "$c" --privileged --entrypoint sleep "$KIND_BASE_TAG" infinity >/dev/null
+  for b in "$BIN_CACHE/kubeadm" "$BIN_CACHE/kubelet" "$TOOLS_CACHE/kubectl" "$CRICTL_CACHE/crictl"; do
+    docker cp "$b" "$c:/usr/bin/"
+  done
   docker exec -d "$c" containerd
   wait_for "containerd in the node image build" 60 docker exec "$c" ctr version
   docker save "${images[@]}" | docker exec -i "$c" ctr -n k8s.io images import --no-unpack \
@@ -132,19 +158,4 @@ build_kind_node_image() {
   docker commit --change 'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]' --change 'CMD []' \
     --change "LABEL dev.tether.inputs=$inputs" "$c" "$KIND_NODE_TAG" >/dev/null
   docker rm -f "$c" >/dev/null
-}
-
-# kube-proxy (iptables mode) needs iptables and conntrack beside it.
-_build_kube_proxy_image() {
-  local ctx; ctx=$(mktemp -d)
-  cp "$BIN_CACHE/kube-proxy" "$ctx/"
-  cat >"$ctx/Dockerfile" <<DOCKERFILE
-FROM $PYTHON_BASE_TAG
-RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-      --no-install-recommends iptables conntrack && rm -rf /var/lib/apt/lists/*
-COPY kube-proxy /usr/local/bin/kube-proxy
-DOCKERFILE
-  docker build --network host --quiet --tag "$KUBE_PROXY_TAG" "$ctx" >>"$KIND_STATE/logs/node-build.log" 2>&1 \
-    || die "kube-proxy image build failed: see $KIND_STATE/logs/node-build.log"
-  rm -rf "$ctx"
 }
