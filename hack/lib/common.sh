@@ -10,7 +10,7 @@ source "$HACK_DIR/lib/versions.sh"
 TETHER_CACHE=${TETHER_CACHE:-$HOME/.cache/tether}
 BIN_CACHE="$TETHER_CACHE/bin/kube-$KUBE_VERSION"
 TOOLS_CACHE="$TETHER_CACHE/bin/tools-$KUBECTL_LAYER_VERSION"
-DNS_CACHE="$TETHER_CACHE/bin/coredns-$COREDNS_VERSION"
+DNS_CACHE="$TETHER_CACHE/bin/coredns-$COREDNS_VERSION-kubeadm" # binaries.sh: the plugins kubeadm uses
 
 log() { printf '\033[1m[hack]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[31m[hack] error:\033[0m %s\n' "$*" >&2; exit 1; }

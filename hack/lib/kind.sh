@@ -79,7 +79,7 @@ _kind_module_dir() {
 # What the node image is made of; a change to any of it rebuilds the image.
 _kind_node_inputs() {
   {
-    echo "$KIND_VERSION $KUBE_VERSION $ETCD_VERSION $CRICTL_VERSION $COREDNS_VERSION"
+    echo "$KIND_VERSION $KUBE_VERSION $ETCD_VERSION $CRICTL_VERSION $COREDNS_VERSION ${COREDNS_PLUGINS[*]}"
     find "$HACK_DIR/kind/node" "$HACK_DIR/lib/kind.sh" "$HACK_DIR/images/pause.c" -type f -print0 | sort -z \
       | xargs -0 sha256sum
   } | sha256sum | cut -c1-16
