@@ -66,9 +66,13 @@ def at(*instants: float) -> str:
     return f"{seconds} {first.minute} {first.hour} {first.day} {first.month} *"
 
 
-def next_minute(lead: float) -> float:
-    """The start of the first minute at least `lead` seconds away."""
-    return (int(time.time() + lead) // 60 + 1) * 60.0
+def soonest(lead: float, span: float = 0.0) -> float:
+    """The first whole second at least `lead` seconds away whose minute also holds the
+    instant `span` seconds after it (so that `at` can name both)."""
+    t = float(int(time.time() + lead) + 1)
+    if int(t) // 60 != int(t + span) // 60:
+        t = (int(t) // 60 + 1) * 60.0
+    return t
 
 
 def runs(ns: Kube, name: str) -> dict[str, Obj]:
@@ -310,7 +314,7 @@ def test_suspend_trigger_and_resume_with_kubectl_and_the_cli(
 def test_the_leader_killed_just_before_a_slot_fires_it_once_within_its_deadline(
     tether: Install, ns: Kube, cleanup: list[str]
 ) -> None:
-    slot = next_minute(25)
+    slot = soonest(25)
     cleanup.append("failover")
     expression = at(slot)
     ns.apply(schedule("failover", [expression], startingDeadlineSeconds=120))
@@ -339,8 +343,8 @@ def test_the_leader_killed_just_before_a_slot_fires_it_once_within_its_deadline(
 def test_the_operator_down_across_two_slots_applies_each_catch_up_policy_exactly(
     tether: Install, ns: Kube, cleanup: list[str]
 ) -> None:
-    minute = next_minute(20)
-    first, second = minute + 10, minute + 40
+    first = soonest(30, span=30)
+    second = first + 30
     names = {"None": "down-none", "Last": "down-last", "All": "down-all"}
     cleanup.extend(names.values())
     for policy, name in names.items():
