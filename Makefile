@@ -33,8 +33,7 @@ POSTGRES_TIER_E2E := tests/e2e/test_sessions_k8s.py tests/e2e/test_examples_k8s.
 	tests/e2e/test_leader_k8s.py tests/e2e/test_runs_k8s.py tests/e2e/test_postgres_chart_k8s.py
 
 test: venv lint typecheck contracts ## Lint, typecheck, import contracts and the test suite (both store tiers)
-	$(BIN)/pytest
-	TETHER_E2E_STORE=postgres $(BIN)/pytest -m e2e $(POSTGRES_TIER_E2E)
+	VENV_BIN=$(BIN) scripts/test-suite.sh $(POSTGRES_TIER_E2E)
 
 unit: venv ## Only the fast tests (no real worker processes)
 	$(BIN)/pytest -m 'not slow and not e2e'
