@@ -14,6 +14,11 @@ DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
 image_present() { docker image inspect "$1" >/dev/null 2>&1; }
 
+# image_current TAG LABEL VALUE: TAG exists and carries the label LABEL=VALUE.
+image_current() {
+  [[ $(docker image inspect --format "{{index .Config.Labels \"$2\"}}" "$1" 2>/dev/null) == "$3" ]]
+}
+
 # A Debian bookworm rootfs with Python 3.11, tagged like the official slim
 # image so the repo's Dockerfile builds unchanged here and on kind.
 build_python_base() {
@@ -42,8 +47,7 @@ build_python_base() {
 build_postgres_image() {
   local script="$HACK_DIR/images/postgres-entrypoint.sh" sum
   sum=$(sha256sum <"$script") && sum=${sum%% *}
-  [[ $(docker image inspect --format '{{index .Config.Labels "dev.tether.entrypoint"}}' \
-    "$POSTGRES_TAG" 2>/dev/null) == "$sum" ]] && return 0
+  image_current "$POSTGRES_TAG" dev.tether.entrypoint "$sum" && return 0
   if ! image_present "$POSTGRES_ROOTFS_TAG"; then
     local tarball="$IMAGE_CACHE/postgres-$POSTGRES_MAJOR-bookworm.tar"
     if [[ ! -s $tarball ]]; then

@@ -77,6 +77,7 @@ _kind_module_dir() {
 }
 
 # What the node image is made of; a change to any of it rebuilds the image.
+# offline_node_image (hack/kind-up) hashes it once, as KIND_NODE_INPUTS.
 _kind_node_inputs() {
   {
     echo "$KIND_VERSION $KUBE_VERSION $ETCD_VERSION $CRICTL_VERSION $COREDNS_VERSION ${COREDNS_PLUGINS[*]}"
@@ -92,11 +93,11 @@ _binary_image() {
 
 # The parts of the node image that need no Go build (kind's files on bookworm with
 # Debian's packages, and kube-proxy's bookworm with iptables): built while the
-# binaries compile. Both carry the inputs' hash.
+# binaries compile. Both carry the inputs' hash; a current node image needs neither.
 build_kind_base_images() {
-  local inputs; inputs=$(_kind_node_inputs)
-  [[ $(docker image inspect --format '{{index .Config.Labels "dev.tether.inputs"}}' \
-    "$KIND_BASE_TAG" 2>/dev/null) == "$inputs" ]] && return 0
+  local inputs=${KIND_NODE_INPUTS:-$(_kind_node_inputs)}
+  image_current "$KIND_NODE_TAG" dev.tether.inputs "$inputs" && return 0
+  image_current "$KIND_BASE_TAG" dev.tether.inputs "$inputs" && return 0
   log "building the kind node's base image $KIND_BASE_TAG"
   build_python_base
   local ctx; ctx=$(mktemp -d)
@@ -118,9 +119,8 @@ DOCKERFILE
 }
 
 build_kind_node_image() {
-  local inputs; inputs=$(_kind_node_inputs)
-  [[ $(docker image inspect --format '{{index .Config.Labels "dev.tether.inputs"}}' \
-    "$KIND_NODE_TAG" 2>/dev/null) == "$inputs" ]] && return 0
+  local inputs=${KIND_NODE_INPUTS:-$(_kind_node_inputs)}
+  image_current "$KIND_NODE_TAG" dev.tether.inputs "$inputs" && return 0
   build_kind_base_images
   log "building the kind node image $KIND_NODE_TAG"
   local b images=()
