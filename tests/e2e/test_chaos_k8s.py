@@ -160,16 +160,8 @@ class Chaos:
             self.next_delete = now + self.plan.delete_every
             self.delete_a_pod()
         if self.node.get("back_at") and now >= self.node["back_at"]:
-            self.power.start(self.node["name"])
+            self.power.start(self.node["name"])  # returns once the node is Ready again
             self.node["down"] = time.monotonic() - self.node.pop("back_at") + self.plan.node_down
-            eventually(
-                lambda: any(
-                    c["type"] == "Ready" and c["status"] == "True"
-                    for c in self.ns.get("node", self.node["name"])["status"]["conditions"]
-                ),
-                timeout=180,
-                what=f"node {self.node['name']} Ready again",
-            )
         node_off = "back_at" in self.node
         if self.plan.node_stop is not None and not self.node and done >= self.plan.node_stop:
             self.stop_a_node()
