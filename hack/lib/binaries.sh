@@ -75,36 +75,26 @@ build_kube_binaries() {
 COREDNS_PLUGINS=(errors health ready kubernetes metrics forward cache loop reload loadbalance log)
 
 build_coredns() {
-  [[ -x $DNS_CACHE/coredns ]] && return 0
-  log "building CoreDNS $COREDNS_VERSION (${COREDNS_PLUGINS[*]}) from the Go module proxy"
-  local src="$TETHER_CACHE/src/coredns-$COREDNS_VERSION" p
-  mkdir -p "$src"
-  printf 'module tether.local/corednsbuild\n\ngo 1.24\n\nrequire github.com/coredns/coredns %s\n' \
-    "$COREDNS_VERSION" >"$src/go.mod"
-  {
+  local main p
+  main=$(
     printf 'package main\n\nimport (\n'
     for p in "${COREDNS_PLUGINS[@]}"; do printf '\t_ "github.com/coredns/coredns/plugin/%s"\n' "$p"; done
     printf '\n\t"github.com/coredns/coredns/coremain"\n)\n\nfunc main() { coremain.Run() }\n'
-  } >"$src/main.go"
-  rm -f "$src/tools.go" # left by the full build that came before
-  (
-    cd "$src" || exit 1
-    GOFLAGS=-mod=mod go mod tidy -e >/dev/null 2>&1 || true
-    mkdir -p "$DNS_CACHE.tmp"
-    CGO_ENABLED=0 GOFLAGS=-mod=mod go build $GO_BUILD_FLAGS -ldflags "-s -w" -o "$DNS_CACHE.tmp/coredns" .
   )
-  rm -rf "$DNS_CACHE" && mv "$DNS_CACHE.tmp" "$DNS_CACHE"
+  go_build_pinned coredns github.com/coredns/coredns "$COREDNS_VERSION" "" "$DNS_CACHE" "$main"
 }
 
-# go_build_pinned NAME MODULE VERSION PACKAGE DIR: build PACKAGE of MODULE@VERSION
-# into DIR/NAME (static), through a wrapper module so that nothing but the proxy
-# is needed. DIR is the cache: a binary already there is kept.
+# go_build_pinned NAME MODULE VERSION PACKAGE DIR [MAIN]: build PACKAGE of
+# MODULE@VERSION into DIR/NAME (static), through a wrapper module so that nothing
+# but the proxy is needed; with MAIN (the source of a main package), build that
+# instead of PACKAGE. DIR is the cache: a binary already there is kept.
 go_build_pinned() {
-  local name=$1 module=$2 version=$3 package=$4 out=$5
+  local name=$1 module=$2 version=$3 package=$4 out=$5 main=${6:-}
   [[ -x $out/$name ]] && return 0
   log "building $name $version from the Go module proxy"
   local src="$TETHER_CACHE/src/$name-$version"
   mkdir -p "$src"
+  rm -f "$src/main.go" "$src/tools.go"
   cat >"$src/go.mod" <<MOD
 module tether.local/${name}build
 
@@ -112,7 +102,12 @@ go 1.24
 
 require $module $version
 MOD
-  printf '//go:build tools\n\npackage %sbuild\n\nimport _ "%s"\n' "$name" "$package" >"$src/tools.go"
+  if [[ -n $main ]]; then
+    echo "$main" >"$src/main.go"
+    package=.
+  else
+    printf '//go:build tools\n\npackage %sbuild\n\nimport _ "%s"\n' "$name" "$package" >"$src/tools.go"
+  fi
   (
     cd "$src" || exit 1
     GOFLAGS=-mod=mod go mod tidy -e >/dev/null 2>&1 || true
